@@ -1,0 +1,51 @@
+# iommusim developer targets. CI runs `make test` on a fresh clone with ../shared beside it.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed.stamp
+SHARED ?= ../shared
+VECTORS ?= $(SHARED)/conformance/riscv-iommu/vectors
+# How the conformance vectors are replayed; override on the command line to change it.
+VECTORS_CHECK ?= $(BIN)/iommusim vectors check $(VECTORS)
+
+.PHONY: venv test pytest vectors demo bench lint format clean
+
+venv: $(STAMP)
+
+# Reinstall only when the project metadata changes.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# Unit tests first, then the conformance vectors (sequential even under make -j).
+test: $(STAMP)
+	$(BIN)/pytest -q
+	$(VECTORS_CHECK)
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q
+
+vectors: $(STAMP)
+	$(VECTORS_CHECK)
+
+demo: $(STAMP)
+	$(BIN)/iommusim demo
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_translate.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict src
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

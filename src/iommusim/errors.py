@@ -1,0 +1,86 @@
+"""The exception tree of iommusim.
+
+::
+
+    IommusimError                  root of everything the package raises on purpose
+    ├── ModelError                 a bug in the model, or the model used in a way it does not allow
+    ├── ApiError                   bad input to the software API; carries the kernel's errno
+    │   ├── InvalidArgument        EINVAL (also a ValueError)
+    │   ├── NotFound               ENOENT (also a LookupError)
+    │   ├── Busy                   EBUSY
+    │   ├── OutOfMemory            ENOMEM (also a MemoryError)
+    │   └── NotSupported           EOPNOTSUPP
+    ├── FormatError                malformed input file (vector, scenario); names the field
+    └── BusError                   a memory access answered with an error (access fault or
+                                   poisoned data); the hardware models turn it into the spec's
+                                   fault record, it never escapes a hardware call
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+from typing import ClassVar
+
+__all__ = [
+    "ApiError",
+    "BusError",
+    "Busy",
+    "FormatError",
+    "IommusimError",
+    "InvalidArgument",
+    "ModelError",
+    "NotFound",
+    "NotSupported",
+    "OutOfMemory",
+]
+
+
+class IommusimError(Exception):
+    """Root of every exception iommusim raises on purpose."""
+
+
+class ModelError(IommusimError):
+    """A bug in the model or a use of it that it does not allow."""
+
+
+class FormatError(IommusimError, ValueError):
+    """Malformed input (a vector, a scenario): the message names the offending field."""
+
+
+class ApiError(IommusimError):
+    """Bad input to the software API; ``errno`` is the value the kernel would return."""
+
+    errno: ClassVar[int] = _errno.EINVAL
+
+
+class InvalidArgument(ApiError, ValueError):
+    errno = _errno.EINVAL
+
+
+class NotFound(ApiError, LookupError):
+    errno = _errno.ENOENT
+
+
+class Busy(ApiError):
+    errno = _errno.EBUSY
+
+
+class OutOfMemory(ApiError, MemoryError):
+    errno = _errno.ENOMEM
+
+
+class NotSupported(ApiError):
+    errno = _errno.EOPNOTSUPP
+
+
+class BusError(IommusimError):
+    """A memory access completed with an error.
+
+    ``kind`` is ``"access"`` (PMA/PMP-style access fault) or ``"corruption"`` (the read
+    returned poisoned data); ``pa`` is the first byte of the failing access.
+    """
+
+    def __init__(self, kind: str, pa: int) -> None:
+        super().__init__(f"{kind} fault at physical address {pa:#x}")
+        self.kind = kind
+        self.pa = pa

@@ -1,0 +1,1 @@
+"""Bit-accurate hardware models. Nothing here imports ``sw`` or ``platform``."""

@@ -1,0 +1,524 @@
+"""The RISC-V IOMMU: registers, translation, fault queue, command queue, page requests.
+
+Faults are data (DESIGN rule 3): :meth:`RiscvIommu.translate` never raises for any request
+or memory image; it returns a :class:`Response` and writes the fault record the spec asks for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+from iommusim.errors import BusError, ModelError
+from iommusim.hw.riscv import faults as F
+from iommusim.hw.riscv.context import DeviceContext
+from iommusim.hw.riscv.faults import TranslationFault
+from iommusim.hw.riscv.params import MODE_BARE, MODE_OFF, RiscvIommuParams, cap
+from iommusim.hw.riscv.regs import (
+    CQCSR_CMD_ILL,
+    CQCSR_CMD_TO,
+    CQCSR_CQMF,
+    CQCSR_CQON,
+    CQCSR_FENCE_W_IP,
+    FQCSR_FQMF,
+    FQCSR_FQOF,
+    FQCSR_FQON,
+    PQCSR_PQMF,
+    PQCSR_PQOF,
+    PQCSR_PQON,
+    Registers,
+)
+from iommusim.hw.riscv.transaction import (
+    STATUS_CA,
+    STATUS_SUCCESS,
+    STATUS_UR,
+    Message,
+    Request,
+    Response,
+)
+from iommusim.hw.riscv.translate import (
+    AT_ATS,
+    AT_TRANSLATED,
+    AT_UNTRANSLATED,
+    P_R,
+    P_W,
+    P_X,
+    TranslationEngine,
+    swap32,
+    swap64,
+)
+from iommusim.mem.protocol import PhysicalMemory
+
+__all__ = ["RiscvIommu"]
+
+_PPN_MASK: Final = (1 << 44) - 1
+_ALL_PERMS: Final = P_R | P_W | P_X
+_TC_DTF: Final = 1 << 4
+_TC_EN_ATS: Final = 1 << 1
+_TC_EN_PRI: Final = 1 << 2
+_TC_PRPR: Final = 1 << 6
+
+# riscv-iommu: "IOMMU command opcodes".
+OP_IOTINVAL: Final = 1
+OP_IOFENCE: Final = 2
+OP_IODIR: Final = 3
+OP_ATS: Final = 4
+
+# PCIe Page Request Group Response codes.
+PRG_SUCCESS: Final = 0
+PRG_INVALID_REQUEST: Final = 1
+PRG_RESPONSE_FAILURE: Final = 0xF
+
+
+class RiscvIommu:
+    """A RISC-V IOMMU over a physical memory.
+
+    ``mem`` is the IOMMU's own port to memory (wrap it in
+    :class:`iommusim.mem.FaultInjectingMemory` to inject faults). Outbound messages (ATS
+    invalidations, page-request-group responses, IOFENCE.C sync requests) go to ``port``.
+    """
+
+    def __init__(self, mem: PhysicalMemory, params: RiscvIommuParams,
+                 port: Callable[[Message], None] | None = None) -> None:
+        self.params = params
+        self.mem = mem
+        self.port = port
+        self.regs = Registers(params, self)
+        self.engine = TranslationEngine(params, mem, self.regs)
+        self.wired: list[int] = []
+        self._next_itag = 0
+        self._pending_inval: dict[int, int] = {}  # itag -> completions still expected
+        self._completions: dict[int, int] = {}  # itag -> completions needed (cc)
+        self._received: dict[int, int] = {}  # itag -> completions received
+        self._last_dc: DeviceContext | None = None
+
+    # ------------------------------------------------------------------ registers
+    def read_register(self, offset: int, size: int) -> int:
+        return self.regs.read(offset, size)
+
+    def write_register(self, offset: int, size: int, value: int) -> None:
+        self.regs.write(offset, size, value)
+
+    # RegisterHost ---------------------------------------------------------
+    def send_msi(self, addr: int, data: int) -> None:
+        """Write an IOMMU-generated MSI (riscv-iommu: "MSI configuration table")."""
+        be = self.regs.fctl & 1
+        try:
+            self.mem.write32(addr, swap32(data) if be else data)
+        except BusError:
+            self.report_fault(F.MSI_WRITE_FAULT, 0, 0, False, 0, False, addr, 0)
+
+    def wired_interrupt(self, vector: int) -> None:
+        self.wired.append(vector)
+
+    def debug_translate(self) -> None:
+        """riscv-iommu: "Debug support": a translation requested through tr_req_ctl."""
+        r = self.regs
+        ctl = r.tr_req_ctl
+        nw = bool(ctl >> 3 & 1)
+        req = Request(device_id=ctl >> 40 & 0xFFFFFF, iova=r.tr_req_iova & ~0xFFF,
+                      is_write=not nw, at=AT_UNTRANSLATED, pid_valid=bool(ctl >> 32 & 1),
+                      process_id=ctl >> 12 & 0xFFFFF, priv_req=bool(ctl >> 1 & 1),
+                      exec_req=bool(ctl >> 2 & 1) and nw)
+        resp = self.translate(req)
+        if not resp.ok:
+            r.tr_response = 1
+        elif resp.is_mrif:
+            r.tr_response = 0
+        else:
+            r.tr_response = (resp.pa >> 12 & _PPN_MASK) << 10 | resp.pbmt << 7
+        r.tr_req_ctl &= ~1
+
+    # ------------------------------------------------------------------ fault queue
+    def report_fault(self, cause: int, ttyp: int, did: int, pv: bool, pid: int, priv: bool,
+                     iotval: int, iotval2: int) -> None:
+        """Write a fault record (riscv-iommu: "Fault/Event-Queue (FQ)")."""
+        r = self.regs
+        csr = r.fqcsr
+        if not csr & FQCSR_FQON or csr & (FQCSR_FQMF | FQCSR_FQOF):
+            return
+        size = 1 << ((r.fqb & 0x1F) + 1)
+        tail = r.fqt
+        if (tail + 1) & (size - 1) == r.fqh:
+            r.fq_error(FQCSR_FQOF)
+            return
+        w0 = cause | (pid if pv else 0) << 12 | int(pv) << 32 | int(pv and priv) << 33 \
+            | ttyp << 34 | did << 40
+        words = (w0, 0, iotval & ((1 << 64) - 1), iotval2 & ((1 << 64) - 1))
+        base = ((r.fqb >> 10 & _PPN_MASK) << 12) + tail * 32
+        be = r.fctl & 1
+        data = b"".join(w.to_bytes(8, "big" if be else "little") for w in words)
+        try:
+            self.mem.write(base, data)
+        except BusError:
+            r.fq_error(FQCSR_FQMF)
+            return
+        r.fqt = (tail + 1) & (size - 1)
+        r.fq_record_written()
+
+    # ------------------------------------------------------------------ translation
+    def translate(self, req: Request) -> Response:
+        """riscv-iommu: "Process to translate an IOVA" for one request."""
+        try:
+            return self._translate(req)
+        except TranslationFault as f:
+            return self._fault(req, f, self._last_dc)
+
+    def _fault(self, req: Request, f: TranslationFault, dc: DeviceContext | None) -> Response:
+        cause = f.cause
+        at = req.at
+        if at == AT_ATS and cause in F.ATS_SUCCESS_CAUSES:
+            return Response(STATUS_SUCCESS, priv=req.supervisor, cause=cause)
+        dtf = dc is not None and bool(dc.tc & _TC_DTF)
+        if not dtf or cause in F.DTF_REPORTED:
+            self.report_fault(cause, req.ttyp, req.device_id, req.pid_valid, req.process_id,
+                              req.priv_req, req.iova, f.iotval2)
+        if at == AT_ATS and cause in F.ATS_CA_CAUSES:
+            return Response(STATUS_CA, cause=cause)
+        return Response(STATUS_UR, cause=cause)
+
+    def _bare_log2(self, s1: bool, x: bool) -> int:
+        p = self.params
+        sizes = p.bare_page_size
+        if s1:
+            for bit, name in ((cap.SV57, "sv57"), (cap.SV48, "sv48")):
+                if p.has(bit):
+                    return sizes[name].bit_length() - 1
+            if not x and p.has(cap.SV39):
+                return sizes["sv39"].bit_length() - 1
+            if x and p.has(cap.SV32):
+                return sizes["sv32"].bit_length() - 1
+            return 12
+        for bit, name in ((cap.SV57X4, "sv57x4"), (cap.SV48X4, "sv48x4")):
+            if p.has(bit):
+                return sizes[name].bit_length() - 1
+        if not x and p.has(cap.SV39X4):
+            return sizes["sv39x4"].bit_length() - 1
+        if x and p.has(cap.SV32X4):
+            return sizes["sv32x4"].bit_length() - 1
+        return 12
+
+    def _translate(self, req: Request) -> Response:
+        self._last_dc = None
+        regs = self.regs
+        mode = regs.ddtp & 0xF
+        iova = req.iova
+        at = req.at
+        if mode == MODE_OFF:
+            raise TranslationFault(F.ALL_DISALLOWED)
+        if mode == MODE_BARE:
+            if at != AT_UNTRANSLATED:
+                raise TranslationFault(F.TTYPE_DISALLOWED)
+            return Response(STATUS_SUCCESS, pa=iova)
+        eng = self.engine
+        writes = req.writes
+        executes = req.executes
+        reads = req.reads
+        acc = F.ACC_EXEC if executes else (F.ACC_WRITE if writes else F.ACC_READ)
+        priv = req.supervisor
+        pv = req.pid_valid
+        dc = eng.device_context(req.device_id)
+        self._last_dc = dc
+        dc, pc, s1mode, s1ppn, pscid = eng.locate(req.device_id, pv, req.process_id, priv,
+                                                 at, acc)
+        ats = at == AT_ATS
+        nw = req.no_write
+        if at == AT_TRANSLATED and not eng.t2gpa(dc):
+            self._count(2, req, dc, pscid, s1mode)
+            return Response(STATUS_SUCCESS, pa=iova)
+        if s1mode and at != AT_TRANSLATED:
+            sum_ = pc.sum if pc is not None else False
+            gpa, s1size, s1perms, s1pbmt, g = eng.first_stage(
+                dc, s1mode, s1ppn, iova, acc, priv, sum_, ats, reads, writes, executes, nw)
+        else:
+            gpa = iova
+            s1size = self._bare_log2(True, dc.sxl)
+            s1perms = _ALL_PERMS
+            s1pbmt = 0
+            g = 0
+        if ats and not s1perms:
+            return self._ats_response(req, dc, 0, gpa, 12, 0, False)
+        # MSI address translation (riscv-iommu: "Process to translate addresses of MSIs").
+        if dc.msiptp_mode and eng.msi_match(dc, gpa):
+            w0, w1 = eng.msi_pte(dc, gpa)
+            mrif = (w0 >> 1 & 3) == 1
+            if executes and not ats:
+                raise TranslationFault(1)  # MSI pages are never executable
+            self._count(3 if ats else (2 if at == AT_TRANSLATED else 1), req, dc, pscid, s1mode)
+            if ats:
+                perms = s1perms & (P_R | P_W)
+                if mrif:
+                    return Response(STATUS_SUCCESS, r=bool(perms & P_R), w=bool(perms & P_W),
+                                    priv=priv, u=True)
+                spa_base = (w0 >> 10 & _PPN_MASK) << 12
+                out = gpa if eng.t2gpa(dc) else spa_base | (gpa & 0xFFF)
+                return self._ats_response(req, dc, perms, out, 12, 0, True)
+            if mrif:
+                return Response(STATUS_SUCCESS, is_msi=True, is_mrif=True,
+                                mrif_addr=(w0 >> 7 & ((1 << 47) - 1)) << 9,
+                                notice_ppn=w1 >> 10 & _PPN_MASK,
+                                notice_nid=(w1 >> 60 & 1) << 10 | (w1 & 0x3FF))
+            return Response(STATUS_SUCCESS, pa=((w0 >> 10 & _PPN_MASK) << 12) | (gpa & 0xFFF),
+                            is_msi=True)
+        if dc.g_mode:
+            spa, gsize, gperms, gpbmt = eng.g_stage(dc, gpa, acc, 0, ats, reads=reads,
+                                                    writes=writes, executes=executes, nw=nw)
+        else:
+            spa = gpa
+            gsize = self._bare_log2(False, bool(regs.fctl >> 2 & 1))
+            gperms = _ALL_PERMS
+            gpbmt = 0
+        self._count(3 if ats else (2 if at == AT_TRANSLATED else 1), req, dc, pscid, s1mode)
+        if ats:
+            size = min(s1size, gsize)
+            out = gpa if eng.t2gpa(dc) else spa
+            return self._ats_response(req, dc, s1perms & gperms, out, size,
+                                      g if (pv and s1mode) else 0, False)
+        return Response(STATUS_SUCCESS, pa=spa, pbmt=s1pbmt or gpbmt,
+                        size_lg2=min(s1size, gsize))
+
+    def _ats_response(self, req: Request, dc: DeviceContext, perms: int, addr: int,
+                      size_lg2: int, g: int, msi: bool) -> Response:
+        """riscv-iommu: "PCIe ATS translation request handling": completion fields."""
+        r = bool(perms & P_R)
+        w = bool(perms & P_W)
+        x = bool(perms & P_X) and r
+        base = addr & ~((1 << size_lg2) - 1)
+        if size_lg2 > 12:
+            ppn = base >> 12 | ((1 << (size_lg2 - 13)) - 1)
+            s = True
+        else:
+            ppn = base >> 12
+            s = False
+        return Response(STATUS_SUCCESS, r=r, w=w, exe=x, priv=req.supervisor, g=bool(g),
+                        ppn=ppn, s=s, size_lg2=size_lg2, pa=addr, is_msi=msi)
+
+    def _count(self, event: int, req: Request, dc: DeviceContext, pscid: int,
+               s1mode: int) -> None:
+        if self.params.num_hpm:
+            self.regs.hpm_count(event, req.device_id, req.pid_valid, req.process_id,
+                                dc.g_mode != 0, dc.gscid, s1mode != 0, pscid)
+
+    # ------------------------------------------------------------------ command queue
+    def process_commands(self, max_commands: int | None = None) -> int:
+        """Fetch and execute commands from cqh while the queue can make progress
+        (riscv-iommu: "Command-Queue (CQ)"). Returns the number executed."""
+        r = self.regs
+        done = 0
+        while max_commands is None or done < max_commands:
+            csr = r.cqcsr
+            if not csr & CQCSR_CQON or csr & (CQCSR_CQMF | CQCSR_CMD_ILL | CQCSR_CMD_TO):
+                break
+            if r.cqh == r.cqt:
+                break
+            size = 1 << ((r.cqb & 0x1F) + 1)
+            pa = ((r.cqb >> 10 & _PPN_MASK) << 12) + r.cqh * 16
+            be = r.fctl & 1
+            try:
+                w0 = self.mem.read64(pa)
+                w1 = self.mem.read64(pa + 8)
+            except BusError:
+                r.cq_error(CQCSR_CQMF)
+                break
+            if be:
+                w0, w1 = swap64(w0), swap64(w1)
+            if not self._execute(w0, w1):
+                break
+            r.cqh = (r.cqh + 1) & (size - 1)
+            done += 1
+        return done
+
+    def _illegal(self) -> bool:
+        self.regs.cq_error(CQCSR_CMD_ILL)
+        return False
+
+    def _execute(self, w0: int, w1: int) -> bool:
+        """Execute one command; False if the queue must stop at it (cqh not advanced)."""
+        from iommusim.bits.riscv import CMD_ATS, CMD_IODIR, CMD_IOFENCE, CMD_IOTINVAL
+
+        p = self.params
+        cmd = w0 | w1 << 64
+        opcode = w0 & 0x7F
+        func3 = w0 >> 7 & 7
+        if opcode == OP_IOTINVAL:
+            rsvd = CMD_IOTINVAL.reserved_mask
+            if not p.has(cap.NL):
+                rsvd |= CMD_IOTINVAL.mask("nl")
+            if not p.has(cap.S):
+                rsvd |= CMD_IOTINVAL.mask("s")
+            if func3 > 1 or cmd & rsvd or (func3 == 1 and w0 >> 32 & 1):
+                return self._illegal()
+            self._iotinval(func3, w0, w1)
+            return True
+        if opcode == OP_IOFENCE:
+            rsvd = CMD_IOFENCE.reserved_mask
+            if not self.regs.fctl >> 1 & 1:
+                rsvd |= CMD_IOFENCE.mask("wsi")
+            if func3 != 0 or cmd & rsvd:
+                return self._illegal()
+            return self._iofence(w0, w1)
+        if opcode == OP_IODIR:
+            rsvd = CMD_IODIR.reserved_mask
+            if func3 == 0:
+                rsvd |= CMD_IODIR.mask("pid")
+            if func3 > 1 or cmd & rsvd or (func3 == 1 and not w0 >> 33 & 1):
+                return self._illegal()
+            self._iodir(func3, w0)
+            return True
+        if opcode == OP_ATS:
+            if not p.has(cap.ATS) or func3 > 1 or cmd & CMD_ATS.reserved_mask:
+                return self._illegal()
+            rid = w0 >> 40 & 0xFFFF
+            dsv = bool(w0 >> 33 & 1)
+            pv = bool(w0 >> 32 & 1)
+            msg_kind = "ats_inval_req" if func3 == 0 else "prgr"
+            itag = -1
+            if func3 == 0:
+                itag = self._next_itag
+                self._next_itag += 1
+                self._pending_inval[itag] = 1
+            self._emit(Message(msg_kind, rid=rid, dsv=dsv, dseg=w0 >> 56 & 0xFF if dsv else 0,
+                               pv=pv, pid=w0 >> 12 & 0xFFFFF if pv else 0, payload=w1,
+                               itag=itag))
+            return True
+        return self._illegal()
+
+    def _emit(self, msg: Message) -> None:
+        if self.port is not None:
+            self.port(msg)
+
+    def _iofence(self, w0: int, w1: int) -> bool:
+        """riscv-iommu: "IOMMU Command-queue Fence commands" (IOFENCE.C)."""
+        if self._pending_inval:
+            return False  # waits for outstanding ATS invalidation completions
+        if w0 >> 10 & 1:
+            addr = (w1 >> 2 & ((1 << 62) - 1)) << 2
+            data = w0 >> 32
+            try:
+                self.mem.write32(addr, swap32(data) if self.regs.fctl & 1 else data)
+            except BusError:
+                self.regs.cq_error(CQCSR_CQMF)
+                return False
+        pr = bool(w0 >> 12 & 1)
+        pw = bool(w0 >> 13 & 1)
+        if pr or pw:
+            self._emit(Message("sync", pr=pr, pw=pw))
+        if w0 >> 11 & 1:
+            self.regs.cq_error(CQCSR_FENCE_W_IP)
+        return True
+
+    def _iodir(self, func3: int, w0: int) -> None:
+        """riscv-iommu: "IOMMU directory cache invalidation commands"."""
+        eng = self.engine
+        dv = w0 >> 33 & 1
+        did = w0 >> 40 & 0xFFFFFF
+        if func3 == 0:
+            if not dv:
+                eng.ddtc.clear()
+                eng.pdtc.clear()
+            else:
+                eng.ddtc.pop(did, None)
+                for key in [k for k in eng.pdtc if k[0] == did]:
+                    del eng.pdtc[key]
+        else:
+            eng.pdtc.pop((did, w0 >> 12 & 0xFFFFF), None)
+
+    def _iotinval(self, func3: int, w0: int, w1: int) -> None:
+        """riscv-iommu: "IOMMU Page-Table cache invalidation commands". The IOTLB is flushed
+        conservatively: every entry of a matching address space (a superset is allowed)."""
+        eng = self.engine
+        gv = w0 >> 33 & 1
+        gscid = w0 >> 44 & 0xFFFF
+        if not gv:
+            if func3 == 1:
+                eng.iotlb.clear()
+                return
+            keep = [k for k, v in eng.iotlb.items() if v[0] >= 0]
+        else:
+            keep = [k for k, v in eng.iotlb.items() if v[0] != gscid]
+        for k in [k for k in eng.iotlb if k not in set(keep)]:
+            del eng.iotlb[k]
+
+    def ats_inval_completion(self, itags: list[int], cc: int) -> None:
+        """A PCIe "Invalidation Completion" for the given ITAGs arrived (cc = 0 means 8)."""
+        for t in itags:
+            left = self._pending_inval.get(t)
+            if left is None:
+                continue
+            # First completion fixes how many completions the request needs (cc).
+            need = self._completions.setdefault(t, cc or 8)
+            got = self._received.get(t, 0) + 1
+            self._received[t] = got
+            if got >= need:
+                del self._pending_inval[t], self._completions[t], self._received[t]
+
+    # ------------------------------------------------------------------ page requests
+    def page_request(self, did: int, pv: bool, pid: int, priv: bool, exec_: bool,
+                     payload: int, rid: int, dsv: bool, dseg: int) -> None:
+        """riscv-iommu: "PCIe ATS Page Request handling"."""
+        r = self.regs
+        last = bool(payload >> 2 & 1)
+        stop_marker = last and not payload & 3
+        prgi = payload >> 3 & 0x1FF
+
+        def respond(code: int, with_pasid: bool) -> None:
+            if not last or stop_marker:
+                return
+            self._emit(Message("prgr", rid=rid, dsv=dsv, dseg=dseg if dsv else 0,
+                               pv=with_pasid and pv, pid=pid if (with_pasid and pv) else 0,
+                               payload=(rid & 0xFFFF) << 48 | code << 44 | prgi << 32))
+
+        ttyp = 9
+        mode = r.ddtp & 0xF
+        cause = 0
+        prpr = False
+        dc: DeviceContext | None = None
+        if mode == MODE_OFF:
+            cause = F.ALL_DISALLOWED
+        elif mode == MODE_BARE:
+            cause = F.TTYPE_DISALLOWED
+        else:
+            try:
+                dc = self.engine.device_context(did)
+            except TranslationFault as f:
+                cause = f.cause
+            else:
+                prpr = bool(dc.tc & _TC_PRPR)
+                if not dc.tc & _TC_EN_PRI or not dc.tc & _TC_EN_ATS:
+                    cause = F.TTYPE_DISALLOWED
+        if cause:
+            self.report_fault(cause, ttyp, did, pv, pid, priv, 4, 0)
+            if cause == F.TTYPE_DISALLOWED:
+                respond(PRG_INVALID_REQUEST, prpr)
+            else:
+                respond(PRG_RESPONSE_FAILURE, True)
+            return
+        csr = r.pqcsr
+        if not csr & PQCSR_PQON or csr & PQCSR_PQMF:
+            respond(PRG_RESPONSE_FAILURE, True)
+            return
+        if csr & PQCSR_PQOF:
+            respond(PRG_SUCCESS, prpr)
+            return
+        size = 1 << ((r.pqb & 0x1F) + 1)
+        tail = r.pqt
+        if (tail + 1) & (size - 1) == r.pqh:
+            r.pq_error(PQCSR_PQOF)
+            respond(PRG_SUCCESS, prpr)
+            return
+        w0 = (pid << 12 | 1 << 32 | int(priv) << 33 | int(exec_) << 34 if pv else 0) | did << 40
+        be = r.fctl & 1
+        data = b"".join(w.to_bytes(8, "big" if be else "little") for w in (w0, payload))
+        try:
+            self.mem.write(((r.pqb >> 10 & _PPN_MASK) << 12) + tail * 16, data)
+        except BusError:
+            r.pq_error(PQCSR_PQMF)
+            respond(PRG_RESPONSE_FAILURE, True)
+            return
+        r.pqt = (tail + 1) & (size - 1)
+        r.pq_record_written()
+
+
+def _check_size(size: int) -> None:
+    if size not in (4, 8):
+        raise ModelError(f"register access size must be 4 or 8, not {size}")

@@ -1,0 +1,180 @@
+"""Implementation parameters of a RISC-V IOMMU (DESIGN rule 5: nothing implementation-defined
+is hard-coded).
+
+riscv-iommu: "IOMMU capabilities (capabilities)" fixes the feature set; the remaining
+parameters are the WARL and implementation-defined choices the spec leaves open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Final
+
+from iommusim.errors import ModelError
+
+__all__ = [
+    "MODE_1LVL",
+    "MODE_2LVL",
+    "MODE_3LVL",
+    "MODE_BARE",
+    "MODE_OFF",
+    "PRESETS",
+    "CacheParams",
+    "RiscvIommuParams",
+    "cap",
+]
+
+# ddtp.iommu_mode encodings (riscv-iommu: "Device-directory-table pointer (ddtp)").
+MODE_OFF: Final = 0
+MODE_BARE: Final = 1
+MODE_1LVL: Final = 2
+MODE_2LVL: Final = 3
+MODE_3LVL: Final = 4
+MODE_NAMES: Final = {"off": MODE_OFF, "bare": MODE_BARE, "1lvl": MODE_1LVL, "2lvl": MODE_2LVL,
+                     "3lvl": MODE_3LVL}
+
+
+class cap:  # noqa: N801 - a namespace of capabilities-register bit positions
+    """Bit positions in the ``capabilities`` register (riscv-iommu: "IOMMU capabilities")."""
+
+    VERSION: Final = 0
+    SV32: Final = 8
+    SV39: Final = 9
+    SV48: Final = 10
+    SV57: Final = 11
+    SVRSW60T59B: Final = 14
+    SVPBMT: Final = 15
+    SV32X4: Final = 16
+    SV39X4: Final = 17
+    SV48X4: Final = 18
+    SV57X4: Final = 19
+    AMO_MRIF: Final = 21
+    MSI_FLAT: Final = 22
+    MSI_MRIF: Final = 23
+    AMO_HWAD: Final = 24
+    ATS: Final = 25
+    T2GPA: Final = 26
+    END: Final = 27
+    IGS: Final = 28  # 2 bits: 0 MSI, 1 WSI, 2 both
+    HPM: Final = 30
+    DBG: Final = 31
+    PAS: Final = 32  # 6 bits
+    PD8: Final = 38
+    PD17: Final = 39
+    PD20: Final = 40
+    QOSID: Final = 41
+    NL: Final = 42
+    S: Final = 43
+
+
+IGS_MSI: Final = 0
+IGS_WSI: Final = 1
+IGS_BOTH: Final = 2
+
+
+@dataclass(frozen=True, slots=True)
+class CacheParams:
+    """Geometry of the IOMMU's caches. ``0`` entries disables a cache.
+
+    riscv-iommu: "Caching in-memory data structures": caching is optional and
+    implementation-defined; correct software gets the same results for any geometry.
+    """
+
+    ddtc_entries: int = 64
+    pdtc_entries: int = 64
+    iotlb_entries: int = 1024
+    replacement: str = "lru"  # "lru" or "fifo"
+
+    def __post_init__(self) -> None:
+        for name in ("ddtc_entries", "pdtc_entries", "iotlb_entries"):
+            if getattr(self, name) < 0:
+                raise ModelError(f"{name} must be >= 0, not {getattr(self, name)}")
+        if self.replacement not in ("lru", "fifo"):
+            raise ModelError(f"replacement must be 'lru' or 'fifo', not {self.replacement!r}")
+
+
+def default_bare_page_size() -> dict[str, int]:
+    return {"sv57": 1 << 30, "sv48": 1 << 30, "sv39": 1 << 30, "sv32": 1 << 22,
+            "sv57x4": 1 << 30, "sv48x4": 1 << 30, "sv39x4": 1 << 30, "sv32x4": 1 << 22}
+
+
+@dataclass(frozen=True, slots=True)
+class RiscvIommuParams:
+    """Everything implementation-defined about one RISC-V IOMMU instance."""
+
+    capabilities: int
+    fctl: int = 0
+    num_hpm: int = 0
+    hpmctr_bits: int = 64
+    eventid_limit: int = 8
+    num_vec_bits: int = 4
+    reset_mode: int = MODE_OFF
+    max_mode: int = MODE_3LVL
+    max_devid_mask: int = 0xFFFFFF
+    gxl_writable: bool = False
+    fctl_be_writable: bool = False
+    bare_page_size: dict[str, int] = field(default_factory=default_bare_page_size)
+    qosid_mask: int = 0
+    caches: CacheParams = field(default_factory=CacheParams)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.capabilities < 1 << 64:
+            raise ModelError(f"capabilities must be a 64-bit value, not {self.capabilities:#x}")
+        if not 0 <= self.num_hpm <= 32:
+            raise ModelError(f"num_hpm must be in 0..32, not {self.num_hpm}")
+        if self.num_hpm and not 32 <= self.hpmctr_bits <= 64:
+            raise ModelError(f"hpmctr_bits must be in 32..64, not {self.hpmctr_bits}")
+        if not 0 <= self.num_vec_bits <= 4:
+            raise ModelError(f"num_vec_bits must be in 0..4, not {self.num_vec_bits}")
+        if self.reset_mode not in (MODE_OFF, MODE_BARE):
+            raise ModelError(f"reset_mode must be off or bare, not {self.reset_mode}")
+        if not MODE_OFF <= self.max_mode <= MODE_3LVL:
+            raise ModelError(f"max_mode must be off..3lvl, not {self.max_mode}")
+        pas = self.pas
+        if not 12 < pas <= 56:
+            raise ModelError(f"capabilities.PAS must be in 13..56, not {pas}")
+
+    def has(self, bit: int) -> bool:
+        """True when the single-bit capability at ``bit`` is set."""
+        return bool(self.capabilities >> bit & 1)
+
+    @property
+    def pas(self) -> int:
+        return self.capabilities >> cap.PAS & 0x3F
+
+    @property
+    def igs(self) -> int:
+        return self.capabilities >> cap.IGS & 3
+
+    def with_(self, **changes: object) -> RiscvIommuParams:
+        """A copy with some parameters changed."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _caps(*bits: int, pas: int = 56, version: int = 0x10, igs: int = IGS_MSI) -> int:
+    value = version | pas << cap.PAS | igs << cap.IGS
+    for b in bits:
+        value |= 1 << b
+    return value
+
+
+_ALL_BITS = (cap.SV32, cap.SV39, cap.SV48, cap.SV57, cap.SVRSW60T59B, cap.SVPBMT, cap.SV32X4,
+             cap.SV39X4, cap.SV48X4, cap.SV57X4, cap.AMO_MRIF, cap.MSI_FLAT, cap.MSI_MRIF,
+             cap.AMO_HWAD, cap.ATS, cap.T2GPA, cap.END, cap.HPM, cap.DBG, cap.PD8, cap.PD17,
+             cap.PD20, cap.QOSID, cap.NL, cap.S)
+
+#: Named presets. ``full`` has every capability the spec defines.
+PRESETS: Final[dict[str, RiscvIommuParams]] = {
+    "full": RiscvIommuParams(
+        capabilities=_caps(*_ALL_BITS, igs=IGS_BOTH), num_hpm=8, hpmctr_bits=64,
+        eventid_limit=8, num_vec_bits=4, gxl_writable=True, fctl_be_writable=True,
+        qosid_mask=0x0FFF_0FFF),
+    "minimal": RiscvIommuParams(
+        capabilities=_caps(cap.SV39, cap.SV39X4, pas=48), num_vec_bits=0),
+    "linux-virt": RiscvIommuParams(
+        capabilities=_caps(cap.SV39, cap.SV48, cap.SV57, cap.SVPBMT, cap.SV39X4, cap.SV48X4,
+                           cap.SV57X4, cap.MSI_FLAT, cap.MSI_MRIF, cap.AMO_HWAD, cap.ATS,
+                           cap.T2GPA, cap.HPM, cap.DBG, cap.PD8, cap.PD17, cap.PD20,
+                           pas=56, igs=IGS_BOTH),
+        num_hpm=8, num_vec_bits=2),
+}

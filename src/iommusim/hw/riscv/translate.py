@@ -1,0 +1,512 @@
+"""The translation engine: riscv-iommu "Process to translate an IOVA" and the walks it uses.
+
+Hot path: plain ints, precomputed masks, dict caches keyed by tuples. A translation that must
+stop raises :class:`TranslationFault` (internal); :mod:`iommusim.hw.riscv.iommu` turns it into
+the fault record and the response status.
+
+When ``trace`` is a list, every memory structure the walk reads is appended to it as a tuple
+``(kind, ...)`` for :mod:`iommusim.hw.riscv.explain`; when it is ``None`` that costs one test
+per step.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Final
+
+from iommusim.errors import BusError
+from iommusim.hw.riscv import faults as F
+from iommusim.hw.riscv.context import (
+    G_MODES_GXL0,
+    G_MODES_GXL1,
+    PD_PID_BITS,
+    S1_MODES_SXL0,
+    S1_MODES_SXL1,
+    TC_DPE,
+    TC_EN_ATS,
+    TC_PDTV,
+    TC_T2GPA,
+    TC_V,
+    DeviceContext,
+    ProcessContext,
+    dc_misconfigured,
+    pc_misconfigured,
+)
+from iommusim.hw.riscv.faults import TranslationFault
+from iommusim.hw.riscv.params import MODE_1LVL, MODE_2LVL, MODE_3LVL, RiscvIommuParams, cap
+from iommusim.mem.faults import ACCESS
+from iommusim.mem.protocol import PhysicalMemory
+
+__all__ = ["AT_ATS", "AT_TRANSLATED", "AT_UNTRANSLATED", "TranslationEngine", "swap64"]
+
+AT_UNTRANSLATED: Final = 0
+AT_TRANSLATED: Final = 1
+AT_ATS: Final = 2
+
+# Permission bits as in a PTE.
+P_R: Final = 1 << 1
+P_W: Final = 1 << 2
+P_X: Final = 1 << 3
+_V: Final = 1 << 0
+_U: Final = 1 << 4
+_G: Final = 1 << 5
+_A: Final = 1 << 6
+_D: Final = 1 << 7
+_N: Final = 1 << 63
+_PBMT_SHIFT: Final = 61
+_PPN_MASK: Final = (1 << 44) - 1
+_NONLEAF_RSVD: Final = _D | _A | _U | _N | (3 << _PBMT_SHIFT)
+_M64: Final = (1 << 64) - 1
+
+
+def swap64(v: int) -> int:
+    """Byte-swap a doubleword (big-endian structures, fctl.BE / DC.tc.SBE)."""
+    return int.from_bytes(v.to_bytes(8, "little"), "big")
+
+
+def swap32(v: int) -> int:
+    return int.from_bytes(v.to_bytes(4, "little"), "big")
+
+
+class _Lru(OrderedDict[Any, Any]):
+    """A bounded mapping evicting the least recently used (or oldest, for FIFO) entry."""
+
+    def __init__(self, capacity: int, lru: bool) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self.lru = lru
+
+    def lookup(self, key: Any) -> Any:
+        v = self.get(key)
+        if v is not None and self.lru:
+            self.move_to_end(key)
+        return v
+
+    def insert(self, key: Any, value: Any) -> None:
+        if self.capacity <= 0:
+            return
+        self[key] = value
+        self.move_to_end(key)
+        if len(self) > self.capacity:
+            self.popitem(last=False)
+
+
+class TranslationEngine:
+    """Device-directory, process-directory, first-stage, G-stage and MSI walks."""
+
+    def __init__(self, params: RiscvIommuParams, mem: PhysicalMemory, regs: Any) -> None:
+        self.p = params
+        self.mem = mem
+        self.regs = regs
+        self.trace: list[tuple[Any, ...]] | None = None
+        caps = params.capabilities
+        self.extended = bool(caps >> cap.MSI_FLAT & 1)
+        self.svpbmt = bool(caps >> cap.SVPBMT & 1)
+        self.svrsw = bool(caps >> cap.SVRSW60T59B & 1)
+        # Leaf PTE bits reserved for future standard use: 58:54 always, 60:59 without
+        # Svrsw60t59b; PBMT (62:61) without Svpbmt is checked separately.
+        self.pte_rsvd = (0x1F << 54) | (0 if self.svrsw else 3 << 59)
+        if not self.svpbmt:
+            self.pte_rsvd |= 3 << _PBMT_SHIFT
+        c = params.caches
+        self.ddtc: _Lru = _Lru(c.ddtc_entries, c.replacement == "lru")
+        self.pdtc: _Lru = _Lru(c.pdtc_entries, c.replacement == "lru")
+        self.iotlb: _Lru = _Lru(c.iotlb_entries, c.replacement == "lru")
+
+    # ------------------------------------------------------------------ memory helpers
+    def _ld64(self, pa: int, be: bool, acc_cause: int, corr_cause: int) -> int:
+        try:
+            v = self.mem.read64(pa)
+        except BusError as e:
+            raise TranslationFault(acc_cause if e.kind == ACCESS else corr_cause) from None
+        return swap64(v) if be else v
+
+    # ------------------------------------------------------------------ device context
+    def device_context(self, did: int) -> DeviceContext:
+        """riscv-iommu: "Process to locate the Device-context" (with the width checks)."""
+        ddtp = self.regs.ddtp
+        mode = ddtp & 0xF
+        if self.extended:
+            ddi = (did & 0x3F, did >> 6 & 0x1FF, did >> 15 & 0x1FF)
+            dc_size = 64
+        else:
+            ddi = (did & 0x7F, did >> 7 & 0x1FF, did >> 16 & 0xFF)
+            dc_size = 32
+        # riscv-iommu: "Process to translate an IOVA" step 5: device_id wider than the mode.
+        if (mode == MODE_2LVL and ddi[2]) or (mode == MODE_1LVL and (ddi[2] or ddi[1])):
+            raise TranslationFault(F.TTYPE_DISALLOWED)
+        cached = self.ddtc.lookup(did)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        be = bool(self.regs.fctl & 1)
+        trace = self.trace
+        levels = {MODE_1LVL: 1, MODE_2LVL: 2, MODE_3LVL: 3}[mode]
+        a = (ddtp >> 10 & _PPN_MASK) << 12
+        i = levels - 1
+        while i > 0:
+            pa = a + ddi[i] * 8
+            ddte = self._ld64(pa, be, F.DDT_LOAD_FAULT, F.DDT_CORRUPTION)
+            if trace is not None:
+                trace.append(("ddte", i, pa, ddte))
+            if not ddte & 1:
+                raise TranslationFault(F.DDT_INVALID)
+            if ddte & 0xFFC0_0000_0000_03FE:
+                raise TranslationFault(F.DDT_MISCONFIGURED)
+            i -= 1
+            a = (ddte >> 10 & _PPN_MASK) << 12
+        pa = a + ddi[0] * dc_size
+        words = tuple(self._ld64(pa + 8 * k, be, F.DDT_LOAD_FAULT, F.DDT_CORRUPTION)
+                      for k in range(dc_size // 8))
+        dc = DeviceContext(did, words)
+        if trace is not None:
+            trace.append(("dc", pa, words))
+        if not dc.tc & TC_V:
+            raise TranslationFault(F.DDT_INVALID)
+        why = dc_misconfigured(self.p, self.regs.fctl, dc)
+        if why is not None:
+            if trace is not None:
+                trace.append(("misconfigured", "dc", why))
+            raise TranslationFault(F.DDT_MISCONFIGURED)
+        self.ddtc.insert(did, dc)
+        return dc
+
+    # ------------------------------------------------------------------ process context
+    def process_context(self, dc: DeviceContext, pid: int, acc: int) -> ProcessContext:
+        """riscv-iommu: "Process to locate the Process-context"."""
+        key = (dc.did, pid)
+        cached = self.pdtc.lookup(key)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        mode = dc.fsc_mode
+        levels = {1: 1, 2: 2, 3: 3}[mode]
+        pdi = (pid & 0xFF, pid >> 8 & 0x1FF, pid >> 17 & 0x7)
+        be = dc.sbe
+        trace = self.trace
+        a = dc.fsc_ppn << 12
+        i = levels - 1
+        while True:
+            a = a + (pdi[i] * 8 if i else pdi[0] * 16)
+            if dc.g_mode:
+                # PDT accesses are implicit reads translated by the G-stage; its access
+                # faults are reported as 265 and corruption as 269.
+                spa = self.g_stage(dc, a, acc, 1, False, F.PDT_LOAD_FAULT, F.PDT_CORRUPTION)[0]
+            else:
+                spa = a
+            if i == 0:
+                break
+            pdte = self._ld64(spa, be, F.PDT_LOAD_FAULT, F.PDT_CORRUPTION)
+            if trace is not None:
+                trace.append(("pdte", i, a, spa, pdte))
+            if not pdte & 1:
+                raise TranslationFault(F.PDT_INVALID)
+            if pdte & 0xFFC0_0000_0000_03FE:
+                raise TranslationFault(F.PDT_MISCONFIGURED)
+            i -= 1
+            a = (pdte >> 10 & _PPN_MASK) << 12
+        ta = self._ld64(spa, be, F.PDT_LOAD_FAULT, F.PDT_CORRUPTION)
+        fsc = self._ld64(spa + 8, be, F.PDT_LOAD_FAULT, F.PDT_CORRUPTION)
+        pc = ProcessContext(ta, fsc)
+        if trace is not None:
+            trace.append(("pc", a, spa, ta, fsc))
+        if not ta & 1:
+            raise TranslationFault(F.PDT_INVALID)
+        why = pc_misconfigured(self.p, dc.sxl, pc)
+        if why is not None:
+            if trace is not None:
+                trace.append(("misconfigured", "pc", why))
+            raise TranslationFault(F.PDT_MISCONFIGURED)
+        self.pdtc.insert(key, pc)
+        return pc
+
+    # ------------------------------------------------------------------ G-stage
+    def g_stage(self, dc: DeviceContext, gpa: int, acc: int, implicit: int, ats: bool,
+                af_cause: int = -1, corr_cause: int = F.PT_CORRUPTION,
+                reads: bool = True, writes: bool = False, executes: bool = False,
+                nw: bool = True) -> tuple[int, int, int, int]:
+        """Second-stage translation of ``gpa`` (privileged spec "Two-Stage Address
+        Translation", G-stage). ``implicit`` is 0 for the request's own access, 1 for an
+        implicit read and 3 for an implicit write (iotval2 bits 1:0 of a guest-page fault).
+
+        Returns ``(spa, size_lg2, perms, pbmt)``; ``perms`` are the granted R/W/X bits (only
+        meaningful for ATS; otherwise a missing permission faults).
+        """
+        gxl = self.regs.fctl >> 2 & 1
+        levels, bits, ptesz, gpabits = (G_MODES_GXL1 if gxl else G_MODES_GXL0)[dc.g_mode]
+        gpf = F.GUEST_PAGE_FAULT[acc]
+        iotval2 = (gpa & ~3) | implicit
+        if gpa >> gpabits:
+            raise TranslationFault(gpf, iotval2)
+        if af_cause < 0:
+            af_cause = F.ACCESS_FAULT[acc]
+        mem = self.mem
+        be = bool(self.regs.fctl & 1)
+        trace = self.trace
+        a = dc.g_ppn << 12
+        i = levels - 1
+        vmask = (1 << bits) - 1
+        while True:
+            shift = 12 + i * bits
+            idx = gpa >> shift & (vmask if i != levels - 1 else (vmask << 2 | 3))
+            pa = a + idx * ptesz
+            try:
+                if ptesz == 8:
+                    pte = mem.read64(pa)
+                    if be:
+                        pte = swap64(pte)
+                else:
+                    pte = mem.read32(pa)
+                    if be:
+                        pte = swap32(pte)
+            except BusError as e:
+                raise TranslationFault(af_cause if e.kind == ACCESS else corr_cause) from None
+            if trace is not None:
+                trace.append(("pte", "g", i, gpa, pa, pte, ptesz))
+            if not pte & _V or (pte & 6) == P_W:
+                raise TranslationFault(gpf, iotval2)
+            if ptesz == 8 and pte & self.pte_rsvd:
+                raise TranslationFault(gpf, iotval2)
+            if pte & 0xA:  # R or X: leaf
+                break
+            if pte & _NONLEAF_RSVD:
+                raise TranslationFault(gpf, iotval2)
+            i -= 1
+            if i < 0:
+                raise TranslationFault(gpf, iotval2)
+            a = (pte >> 10 & (_PPN_MASK if ptesz == 8 else 0x3FFFFF)) << 12
+        return self._leaf(pte, pa, i, bits, ptesz, gpa, gpf, iotval2, ats, dc.gade, False,
+                          True, implicit, reads, writes, executes, nw, None, 0)[:4]
+
+    # ------------------------------------------------------------------ leaf processing
+    def _leaf(self, pte: int, pa: int, i: int, bits: int, ptesz: int, va: int, pf: int,
+              iotval2: int, ats: bool, hwad: bool, priv: bool, sum_: bool, implicit: int,
+              reads: bool, writes: bool, executes: bool, nw: bool,
+              dc: DeviceContext | None, pte_gpa: int) -> tuple[int, int, int, int, int]:
+        """Permission, superpage, NAPOT, PBMT and A/D rules of a leaf PTE.
+
+        For the G-stage ``priv`` is False and ``sum_`` unused (the U bit is checked as for a
+        user access). ``dc``/``pte_gpa`` are given for a first-stage PTE whose page needs a
+        G-stage translation for an implicit A/D write.
+        Returns ``(pa, size_lg2, perms, pbmt, global)``.
+        """
+        pbmt = pte >> _PBMT_SHIFT & 3
+        if pbmt == 3:
+            raise TranslationFault(pf, iotval2)
+        if ptesz == 8:
+            ppn = pte >> 10 & _PPN_MASK
+        else:
+            ppn = pte >> 10 & 0x3FFFFF
+        size_lg2 = 12 + i * bits
+        if pte & _N:
+            # Svnapot: only 64 KiB NAPOT leaves at level 0 are defined.
+            if i != 0 or ppn & 0xF != 8:
+                raise TranslationFault(pf, iotval2)
+            out = ((ppn & ~0xF) << 12) | (va & 0xFFFF)
+        else:
+            if ppn & ((1 << (i * bits)) - 1):
+                raise TranslationFault(pf, iotval2)  # misaligned superpage
+            mask = (1 << size_lg2) - 1
+            out = ((ppn << 12) & ~mask) | (va & mask)
+        u = pte & _U
+        if implicit:
+            # Implicit accesses by the IOMMU: reads need R, the A/D write needs W; U = 1.
+            if not u or not pte & P_R or (implicit == 3 and not pte & P_W):
+                raise TranslationFault(pf, iotval2)
+            want_d = implicit == 3
+            perms = pte & 0xE
+        elif ats:
+            if (u and priv and not sum_) or (not u and not priv):
+                return out, size_lg2, 0, pbmt, pte & _G
+            perms = pte & (P_R | P_W)
+            if executes and pte & P_X and perms & P_R:
+                perms |= P_X
+            if not perms & P_R:
+                return out, size_lg2, 0, pbmt, pte & _G
+            want_d = not nw and bool(pte & P_W)
+            if pte & P_W and not pte & _D and (nw or not hwad):
+                perms &= ~P_W  # an ATS completion grants W only on a dirty page
+        else:
+            if priv:
+                if u and (executes or not sum_):
+                    raise TranslationFault(pf, iotval2)
+            elif not u:
+                raise TranslationFault(pf, iotval2)
+            if ((reads and not pte & P_R) or (writes and not pte & P_W)
+                    or (executes and not pte & P_X)):
+                raise TranslationFault(pf, iotval2)
+            want_d = writes
+            perms = pte & 0xE
+        if not pte & _A or (want_d and not pte & _D):
+            if not hwad:
+                raise TranslationFault(pf, iotval2)
+            new = pte | _A | (_D if want_d else 0)
+            self._update_ad(pa, pte, new, ptesz, dc, pte_gpa, pf)
+        return out, size_lg2, perms, pbmt, pte & _G
+
+    def _update_ad(self, pa: int, old: int, new: int, ptesz: int, dc: DeviceContext | None,
+                   pte_gpa: int, pf: int) -> None:
+        """Atomic A/D update (riscv-iommu: "IOMMU updating of PTE accessed (A) and dirty (D)
+        updates"): a compare-and-swap on memory; first-stage PTEs in guest memory need W in
+        the G-stage (an implicit write)."""
+        acc = F.GUEST_PAGE_FAULT.index(pf) if pf in F.GUEST_PAGE_FAULT else \
+            F.PAGE_FAULT.index(pf)
+        if dc is not None and dc.g_mode:
+            pa = self.g_stage(dc, pte_gpa, acc, 3, False)[0]
+            be = dc.sbe
+        elif dc is not None:
+            be = dc.sbe
+        else:
+            be = bool(self.regs.fctl & 1)
+        af = F.ACCESS_FAULT[acc]
+        try:
+            if ptesz == 8:
+                exp, val = (swap64(old), swap64(new)) if be else (old, new)
+                self.mem.cas64(pa, exp, val)
+            else:
+                # 32-bit PTE: compare-and-swap within its doubleword.
+                base = pa & ~7
+                sh = (pa & 4) * 8
+                word = self.mem.read64(base)
+                cur = word >> sh & 0xFFFF_FFFF
+                exp32, val32 = (swap32(old), swap32(new)) if be else (old, new)
+                if cur == exp32:
+                    self.mem.cas64(base, word, (word & ~(0xFFFF_FFFF << sh)) | val32 << sh)
+        except BusError as e:
+            raise TranslationFault(af if e.kind == ACCESS else F.PT_CORRUPTION) from None
+        if self.trace is not None:
+            self.trace.append(("ad", pa, old, new))
+
+    # ------------------------------------------------------------------ first stage
+    def first_stage(self, dc: DeviceContext, mode: int, root_ppn: int, iova: int, acc: int,
+                    priv: bool, sum_: bool, ats: bool, reads: bool, writes: bool,
+                    executes: bool, nw: bool) -> tuple[int, int, int, int, int]:
+        """First-stage (VS or single-stage) walk. Returns ``(gpa, size_lg2, perms, pbmt, g)``."""
+        levels, bits, ptesz, vabits = (S1_MODES_SXL1 if dc.sxl else S1_MODES_SXL0)[mode]
+        pf = F.PAGE_FAULT[acc]
+        if ptesz == 4:
+            if iova >> 32:
+                raise TranslationFault(pf)
+        else:
+            top = iova >> (vabits - 1)
+            if top and top != (1 << (65 - vabits)) - 1:
+                raise TranslationFault(pf)
+        mem = self.mem
+        be = dc.sbe
+        gmode = dc.g_mode
+        trace = self.trace
+        a = root_ppn << 12
+        i = levels - 1
+        vmask = (1 << bits) - 1
+        g = 0
+        af = F.ACCESS_FAULT[acc]
+        while True:
+            gpa = a + (iova >> (12 + i * bits) & vmask) * ptesz
+            pa = self.g_stage(dc, gpa, acc, 1, False)[0] if gmode else gpa
+            try:
+                if ptesz == 8:
+                    pte = mem.read64(pa)
+                    if be:
+                        pte = swap64(pte)
+                else:
+                    pte = mem.read32(pa)
+                    if be:
+                        pte = swap32(pte)
+            except BusError as e:
+                raise TranslationFault(af if e.kind == ACCESS else F.PT_CORRUPTION) from None
+            if trace is not None:
+                trace.append(("pte", "s1", i, gpa, pa, pte, ptesz))
+            if not pte & _V or (pte & 6) == P_W:
+                raise TranslationFault(pf)
+            if ptesz == 8 and pte & self.pte_rsvd:
+                raise TranslationFault(pf)
+            if pte & 0xA:
+                break
+            if pte & _NONLEAF_RSVD:
+                raise TranslationFault(pf)
+            g |= pte & _G
+            i -= 1
+            if i < 0:
+                raise TranslationFault(pf)
+            a = (pte >> 10 & (_PPN_MASK if ptesz == 8 else 0x3FFFFF)) << 12
+        out, size_lg2, perms, pbmt, lg = self._leaf(
+            pte, pa, i, bits, ptesz, iova, pf, 0, ats, dc.sade, priv, sum_, 0, reads, writes,
+            executes, nw, dc, gpa)
+        return out, size_lg2, perms, pbmt, g | lg
+
+    # ------------------------------------------------------------------ MSI
+    def msi_match(self, dc: DeviceContext, gpa: int) -> bool:
+        """riscv-iommu: "MSI address mask and pattern": is ``gpa`` a virtual interrupt file?"""
+        nm = ~dc.msi_mask
+        return (gpa >> 12) & nm == dc.msi_pattern & nm
+
+    def msi_pte(self, dc: DeviceContext, gpa: int) -> tuple[int, int]:
+        """riscv-iommu: "Process to translate addresses of MSIs": read and check the MSI PTE.
+
+        Returns both doublewords of a valid basic (M = 3) or MRIF (M = 1) PTE.
+        """
+        mask = dc.msi_mask
+        x = gpa >> 12
+        idx = 0
+        k = 0
+        while mask:
+            low = mask & -mask
+            if x & low:
+                idx |= 1 << k
+            k += 1
+            mask ^= low
+        pa = (dc.msiptp_ppn << 12) | (idx * 16)
+        be = bool(self.regs.fctl & 1)
+        w0 = self._ld64(pa, be, F.MSI_PTE_LOAD_FAULT, F.MSI_PT_CORRUPTION)
+        w1 = self._ld64(pa + 8, be, F.MSI_PTE_LOAD_FAULT, F.MSI_PT_CORRUPTION)
+        if self.trace is not None:
+            self.trace.append(("msipte", gpa, idx, pa, w0, w1))
+        if not w0 & 1:
+            raise TranslationFault(F.MSI_PTE_INVALID)
+        m = w0 >> 1 & 3
+        if m == 3:
+            if w0 & (0x7F << 3 | 0x1FF << 54) or w1:
+                raise TranslationFault(F.MSI_PTE_MISCONFIGURED)
+        elif m == 1:
+            if not self.p.has(cap.MSI_MRIF):
+                raise TranslationFault(F.MSI_PTE_MISCONFIGURED)
+            if w0 & (0xF << 3 | 0x1FF << 54) or w1 & (0x3F << 54 | 0x7 << 61):
+                raise TranslationFault(F.MSI_PTE_MISCONFIGURED)
+        else:
+            raise TranslationFault(F.MSI_PTE_MISCONFIGURED)
+        return w0, w1
+
+    # ------------------------------------------------------------------ whole process
+    def locate(self, did: int, pv: bool, pid: int, priv: bool, at: int, acc: int
+               ) -> tuple[DeviceContext, ProcessContext | None, int, int, int]:
+        """Steps 1-16 of "Process to translate an IOVA" for a device request.
+
+        Returns ``(dc, pc, s1_mode, s1_ppn, pscid)``; s1_mode 0 means a Bare first stage.
+        Off and Bare ``ddtp`` modes are handled by the caller.
+        """
+        dc = self.device_context(did)
+        tc = dc.tc
+        if at != AT_UNTRANSLATED and not tc & TC_EN_ATS:
+            raise TranslationFault(F.TTYPE_DISALLOWED)
+        pdtv = tc & TC_PDTV
+        if pv:
+            if not pdtv:
+                raise TranslationFault(F.TTYPE_DISALLOWED)
+            if dc.fsc_mode and pid >> PD_PID_BITS[dc.fsc_mode]:
+                raise TranslationFault(F.TTYPE_DISALLOWED)
+        if at == AT_TRANSLATED:
+            return dc, None, 0, 0, 0
+        if not pdtv:
+            return dc, None, dc.fsc_mode, dc.fsc_ppn, dc.pscid
+        if not pv:
+            if not tc & TC_DPE:
+                return dc, None, 0, 0, 0
+            pid = 0
+        if dc.fsc_mode == 0:
+            return dc, None, 0, 0, 0
+        pc = self.process_context(dc, pid, acc)
+        if priv and not pc.ens:
+            raise TranslationFault(F.TTYPE_DISALLOWED)
+        return dc, pc, pc.mode, pc.ppn, pc.pscid
+
+    @staticmethod
+    def t2gpa(dc: DeviceContext) -> bool:
+        return bool(dc.tc & TC_T2GPA)
