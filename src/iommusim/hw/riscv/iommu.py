@@ -237,7 +237,7 @@ class RiscvIommu:
             s1pbmt = 0
             g = 0
         if ats and not s1perms:
-            return self._ats_response(req, dc, 0, gpa, 12, 0, False)
+            return self._ats_response(req, dc, 0, gpa, 12, g if (pv and s1mode) else 0, False)
         # MSI address translation (riscv-iommu: "Process to translate addresses of MSIs").
         if dc.msiptp_mode and eng.msi_match(dc, gpa):
             w0, w1 = eng.msi_pte(dc, gpa)
@@ -282,7 +282,7 @@ class RiscvIommu:
         """riscv-iommu: "PCIe ATS translation request handling": completion fields."""
         r = bool(perms & P_R)
         w = bool(perms & P_W)
-        x = bool(perms & P_X) and r
+        x = bool(perms & P_X) and r and req.executes
         base = addr & ~((1 << size_lg2) - 1)
         if size_lg2 > 12:
             ppn = base >> 12 | ((1 << (size_lg2 - 13)) - 1)
@@ -392,7 +392,7 @@ class RiscvIommu:
         if self._pending_inval:
             return False  # waits for outstanding ATS invalidation completions
         if w0 >> 10 & 1:
-            addr = (w1 >> 2 & ((1 << 62) - 1)) << 2
+            addr = (w1 & ((1 << 62) - 1)) << 2  # ADDR[63:2] in bits 127:64
             data = w0 >> 32
             try:
                 self.mem.write32(addr, swap32(data) if self.regs.fctl & 1 else data)

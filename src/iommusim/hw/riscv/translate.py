@@ -314,8 +314,11 @@ class TranslationEngine:
             want_d = implicit == 3
             perms = pte & 0xE
         elif ats:
-            if (u and priv and not sum_) or (not u and not priv):
-                return out, size_lg2, 0, pbmt, pte & _G
+            # riscv-iommu: "PCIe ATS translation request handling" and PC.ta.SUM/ENS rules:
+            # supervisor execute intent to a U page is denied regardless of SUM.
+            if (u and priv and (not sum_ or executes)) or (not u and not priv):
+                # A privilege denial is a page fault: no permission and no Global.
+                raise TranslationFault(pf, iotval2)
             perms = pte & (P_R | P_W)
             if executes and pte & P_X and perms & P_R:
                 perms |= P_X
