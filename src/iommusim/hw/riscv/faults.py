@@ -92,10 +92,9 @@ TTYP_NAMES: Final[dict[int, str]] = {
 }
 
 # riscv-iommu: "PCIe ATS translation request handling": cause categories.
-# Data-corruption causes are not listed by the spec; each is put with the access fault of the
-# same structure (269 with 265, 270/271 with 261, 274 with 1/5/7: CA; 268 with 257: UR), which
-# is what the conformance expectations show for 274.
-ATS_CA_CAUSES: Final = frozenset({1, 5, 7, 261, 263, 265, 267, 269, 270, 271, 274})
+# Data-corruption causes (268-271, 274) are in neither list of the spec; they are answered
+# with CA like the other configuration/data errors, as the conformance expectations show.
+ATS_CA_CAUSES: Final = frozenset({1, 5, 7, 261, 263, 265, 267, 268, 269, 270, 271, 274})
 ATS_SUCCESS_CAUSES: Final = frozenset({12, 13, 15, 20, 21, 23, 266, 262})
 
 

@@ -121,10 +121,11 @@ class RiscvIommu:
                       process_id=ctl >> 12 & 0xFFFFF, priv_req=bool(ctl >> 1 & 1),
                       exec_req=bool(ctl >> 2 & 1) and nw)
         resp = self.translate(req)
+        if resp.ok and resp.is_mrif:
+            # An MRIF-mode MSI PTE stops a debug translation with cause 260.
+            resp = self._fault(req, TranslationFault(F.TTYPE_DISALLOWED), self._last_dc)
         if not resp.ok:
             r.tr_response = 1
-        elif resp.is_mrif:
-            r.tr_response = 0
         else:
             r.tr_response = (resp.pa >> 12 & _PPN_MASK) << 10 | resp.pbmt << 7
         r.tr_req_ctl &= ~1
@@ -487,7 +488,8 @@ class RiscvIommu:
                 if not dc.tc & _TC_EN_PRI or not dc.tc & _TC_EN_ATS:
                     cause = F.TTYPE_DISALLOWED
         if cause:
-            self.report_fault(cause, ttyp, did, pv, pid, priv, 4, 0)
+            if dc is None or not dc.tc & _TC_DTF or cause in F.DTF_REPORTED:
+                self.report_fault(cause, ttyp, did, pv, pid, priv, 4, 0)
             if cause == F.TTYPE_DISALLOWED:
                 respond(PRG_INVALID_REQUEST, prpr)
             else:

@@ -323,7 +323,7 @@ class TranslationEngine:
             if executes and pte & P_X and perms & P_R:
                 perms |= P_X
             if not perms & P_R:
-                return out, size_lg2, 0, pbmt, pte & _G
+                perms = 0  # no read: nothing can be granted (X needs R for PCIe)
             want_d = not nw and bool(pte & P_W)
             if pte & P_W and not pte & _D and (nw or not hwad):
                 perms &= ~P_W  # an ATS completion grants W only on a dirty page
