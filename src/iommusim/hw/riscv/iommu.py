@@ -160,10 +160,38 @@ class RiscvIommu:
     # ------------------------------------------------------------------ translation
     def translate(self, req: Request) -> Response:
         """riscv-iommu: "Process to translate an IOVA" for one request."""
+        if req.at == AT_UNTRANSLATED and not req.exec_req:
+            hit = self.engine.iotlb.lookup((req.device_id, req.process_id if req.pid_valid
+                                            else -1, req.pid_valid and req.priv_req,
+                                            req.iova >> 12))
+            if hit is not None and hit[4] & (2 if req.is_write else 1) and \
+                    (self.regs.ddtp & 0xF) > MODE_BARE:
+                return Response(STATUS_SUCCESS, pa=hit[3] | (req.iova & 0xFFF), pbmt=hit[5],
+                                size_lg2=hit[6])
         try:
             return self._translate(req)
         except TranslationFault as f:
             return self._fault(req, f, self._last_dc)
+
+    def translate_pa(self, device_id: int, iova: int, is_write: bool = False,
+                     process_id: int = -1, priv: bool = False) -> int:
+        """The DMA fast path: an untranslated read or write, answered as a plain int.
+
+        Returns the physical address, or ``-cause`` when the request faulted (the fault is
+        recorded exactly as by :meth:`translate`), or ``-1`` for an MSI to an MRIF-mode
+        interrupt file (no memory address; use :meth:`translate` for its fields). No object is
+        built on an IOTLB hit.
+        """
+        hit = self.engine.iotlb.lookup((device_id, process_id, priv, iova >> 12))
+        if hit is not None and hit[4] & (2 if is_write else 1) and \
+                (self.regs.ddtp & 0xF) > MODE_BARE:
+            return hit[3] | (iova & 0xFFF)  # type: ignore[no-any-return]
+        pv = process_id >= 0
+        resp = self.translate(Request(device_id, iova, is_write, AT_UNTRANSLATED, pv,
+                                      process_id if pv else 0, priv and pv))
+        if not resp.ok:
+            return -resp.cause
+        return -1 if resp.is_mrif else resp.pa
 
     def _fault(self, req: Request, f: TranslationFault, dc: DeviceContext | None) -> Response:
         cause = f.cause
@@ -270,6 +298,14 @@ class RiscvIommu:
             gperms = _ALL_PERMS
             gpbmt = 0
         self._count(3 if ats else (2 if at == AT_TRANSLATED else 1), req, dc, pscid, s1mode)
+        if at == AT_UNTRANSLATED and not executes and not ats:
+            # IOTLB fill (riscv-iommu: "Caching in-memory data structures"): one entry per
+            # 4 KiB page, tagged for IOTINVAL matching; ok bit 0 = read, bit 1 = write (dirty).
+            ok = (s1perms & gperms) >> 1 & 3
+            eng.iotlb.insert(
+                (req.device_id, req.process_id if pv else -1, priv, iova >> 12),
+                (dc.gscid if dc.g_mode else -1, pscid if s1mode else -1, bool(g),
+                 spa & ~0xFFF, ok, s1pbmt or gpbmt, min(s1size, gsize), gpa >> 12))
         if ats:
             size = min(s1size, gsize)
             out = gpa if eng.t2gpa(dc) else spa
@@ -417,28 +453,58 @@ class RiscvIommu:
             if not dv:
                 eng.ddtc.clear()
                 eng.pdtc.clear()
+                eng.iotlb.clear()
             else:
                 eng.ddtc.pop(did, None)
-                for key in [k for k in eng.pdtc if k[0] == did]:
-                    del eng.pdtc[key]
+                for cache in (eng.pdtc, eng.iotlb):
+                    for key in [k for k in cache if k[0] == did]:
+                        del cache[key]
         else:
-            eng.pdtc.pop((did, w0 >> 12 & 0xFFFFF), None)
+            pid = w0 >> 12 & 0xFFFFF
+            eng.pdtc.pop((did, pid), None)
+            # The IOTLB is keyed by device and process: drop what the old PC produced.
+            for key in [k for k in eng.iotlb if k[0] == did and k[1] == pid]:
+                del eng.iotlb[key]
 
     def _iotinval(self, func3: int, w0: int, w1: int) -> None:
-        """riscv-iommu: "IOMMU Page-Table cache invalidation commands". The IOTLB is flushed
-        conservatively: every entry of a matching address space (a superset is allowed)."""
-        eng = self.engine
+        """riscv-iommu: "IOMMU Page-Table cache invalidation commands" (with the NL and S
+        extensions). IOTLB entries are per 4 KiB page and tagged with the GSCID (-1 for host
+        address spaces), the PSCID (-1 for a Bare first stage), the Global bit, the range of
+        the translation and the GPA; invalidating more than asked is allowed, never less."""
+        tlb = self.engine.iotlb
+        av = w0 >> 10 & 1
+        pscv = w0 >> 32 & 1
         gv = w0 >> 33 & 1
+        pscid = w0 >> 12 & 0xFFFFF
         gscid = w0 >> 44 & 0xFFFF
-        if not gv:
-            if func3 == 1:
-                eng.iotlb.clear()
-                return
-            keep = [k for k, v in eng.iotlb.items() if v[0] >= 0]
-        else:
-            keep = [k for k, v in eng.iotlb.items() if v[0] != gscid]
-        for k in [k for k in eng.iotlb if k not in set(keep)]:
-            del eng.iotlb[k]
+        addr_pn = w1 >> 10 & ((1 << 52) - 1)
+        span = 1
+        if av and w1 >> 9 & 1 and self.params.has(cap.S):
+            # NAPOT range: the first 0 bit of ADDR at position X gives 2^(X+1) pages.
+            x = ((addr_pn ^ (addr_pn + 1)) + 1).bit_length() - 2
+            span = 1 << (x + 1)
+            addr_pn &= ~(span - 1)
+        doomed = []
+        for key, e in tlb.items():
+            etag, ptag, glob, _pa, _ok, _pbmt, size_lg2, _gpn = e
+            if func3 == 1:  # GVMA: entries derived from G-stage tables
+                # Entries are not indexed by GPA range: a GSCID match suffices (a superset of
+                # the addressed entries, as the spec's note on IOTINVAL.GVMA allows).
+                if etag < 0 or (gv and etag != gscid):
+                    continue
+            else:  # VMA
+                if (etag >= 0) != bool(gv) or (gv and etag != gscid):
+                    continue
+                if pscv and (glob or ptag != pscid):
+                    continue
+                if av:
+                    shift = size_lg2 - 12
+                    vpn = key[3] >> shift
+                    if not addr_pn >> shift <= vpn <= (addr_pn + span - 1) >> shift:
+                        continue
+            doomed.append(key)
+        for key in doomed:
+            del tlb[key]
 
     def ats_inval_completion(self, itags: list[int], cc: int) -> None:
         """A PCIe "Invalidation Completion" for the given ITAGs arrived (cc = 0 means 8)."""

@@ -343,6 +343,9 @@ class TranslationEngine:
                 raise TranslationFault(pf, iotval2)
             new = pte | _A | (_D if want_d else 0)
             self._update_ad(pa, pte, new, ptesz, dc, pte_gpa, pf)
+            pte = new
+        if not ats and not pte & _D:
+            perms &= ~P_W  # W counts as granted (for the IOTLB) only on a dirty page
         return out, size_lg2, perms, pbmt, pte & _G
 
     def _update_ad(self, pa: int, old: int, new: int, ptesz: int, dc: DeviceContext | None,
