@@ -86,11 +86,15 @@ class RiscvIommu:
         self.regs = Registers(params, self)
         self.engine = TranslationEngine(params, mem, self.regs)
         self.wired: list[int] = []
+        self._num_hpm = params.num_hpm
         self._next_itag = 0
         self._pending_inval: dict[int, int] = {}  # itag -> completions still expected
         self._completions: dict[int, int] = {}  # itag -> completions needed (cc)
         self._received: dict[int, int] = {}  # itag -> completions received
         self._last_dc: DeviceContext | None = None
+        # Range sizes of Bare stages: [s1 SXL=0, s1 SXL=1, G GXL=0, G GXL=1] (FORMAT 6.4).
+        self._bare_log2 = (self._bare_log2_of(True, False), self._bare_log2_of(True, True),
+                           self._bare_log2_of(False, False), self._bare_log2_of(False, True))
 
     # ------------------------------------------------------------------ registers
     def read_register(self, offset: int, size: int) -> int:
@@ -169,9 +173,12 @@ class RiscvIommu:
                 return Response(STATUS_SUCCESS, pa=hit[3] | (req.iova & 0xFFF), pbmt=hit[5],
                                 size_lg2=hit[6])
         try:
-            return self._translate(req)
+            out = self._translate(req)
         except TranslationFault as f:
             return self._fault(req, f, self._last_dc)
+        if type(out) is tuple:
+            return Response(STATUS_SUCCESS, pa=out[0], pbmt=out[1], size_lg2=out[2])
+        return out  # type: ignore[return-value]
 
     def translate_pa(self, device_id: int, iova: int, is_write: bool = False,
                      process_id: int = -1, priv: bool = False) -> int:
@@ -187,11 +194,15 @@ class RiscvIommu:
                 (self.regs.ddtp & 0xF) > MODE_BARE:
             return hit[3] | (iova & 0xFFF)  # type: ignore[no-any-return]
         pv = process_id >= 0
-        resp = self.translate(Request(device_id, iova, is_write, AT_UNTRANSLATED, pv,
-                                      process_id if pv else 0, priv and pv))
-        if not resp.ok:
-            return -resp.cause
-        return -1 if resp.is_mrif else resp.pa
+        req = Request(device_id, iova, is_write, AT_UNTRANSLATED, pv, process_id if pv else 0,
+                      priv and pv)
+        try:
+            out = self._translate(req)
+        except TranslationFault as f:
+            return -self._fault(req, f, self._last_dc).cause
+        if type(out) is tuple:
+            return out[0]  # type: ignore[no-any-return]
+        return -1 if out.is_mrif else out.pa  # type: ignore[union-attr]
 
     def _fault(self, req: Request, f: TranslationFault, dc: DeviceContext | None) -> Response:
         cause = f.cause
@@ -206,7 +217,7 @@ class RiscvIommu:
             return Response(STATUS_CA, cause=cause)
         return Response(STATUS_UR, cause=cause)
 
-    def _bare_log2(self, s1: bool, x: bool) -> int:
+    def _bare_log2_of(self, s1: bool, x: bool) -> int:
         p = self.params
         sizes = p.bare_page_size
         if s1:
@@ -227,7 +238,10 @@ class RiscvIommu:
             return sizes["sv32x4"].bit_length() - 1
         return 12
 
-    def _translate(self, req: Request) -> Response:
+    def _translate(self, req: Request) -> tuple[int, int, int] | Response:
+        """The translation proper: a ``(pa, pbmt, size_lg2)`` tuple for an ordinary success
+        (the common case builds no Response), a :class:`Response` for MSI and ATS results;
+        raises :class:`TranslationFault` to stop."""
         self._last_dc = None
         regs = self.regs
         mode = regs.ddtp & 0xF
@@ -238,7 +252,7 @@ class RiscvIommu:
         if mode == MODE_BARE:
             if at != AT_UNTRANSLATED:
                 raise TranslationFault(F.TTYPE_DISALLOWED)
-            return Response(STATUS_SUCCESS, pa=iova)
+            return iova, 0, 12
         eng = self.engine
         writes = req.writes
         executes = req.executes
@@ -248,20 +262,19 @@ class RiscvIommu:
         pv = req.pid_valid
         dc = eng.device_context(req.device_id)
         self._last_dc = dc
-        dc, pc, s1mode, s1ppn, pscid = eng.locate(req.device_id, pv, req.process_id, priv,
-                                                 at, acc)
+        pc, s1mode, s1ppn, pscid = eng.locate(dc, pv, req.process_id, priv, at, acc)
         ats = at == AT_ATS
         nw = req.no_write
         if at == AT_TRANSLATED and not eng.t2gpa(dc):
             self._count(2, req, dc, pscid, s1mode)
-            return Response(STATUS_SUCCESS, pa=iova)
+            return iova, 0, 12
         if s1mode and at != AT_TRANSLATED:
             sum_ = pc.sum if pc is not None else False
             gpa, s1size, s1perms, s1pbmt, g = eng.first_stage(
                 dc, s1mode, s1ppn, iova, acc, priv, sum_, ats, reads, writes, executes, nw)
         else:
             gpa = iova
-            s1size = self._bare_log2(True, dc.sxl)
+            s1size = self._bare_log2[0 + dc.sxl]
             s1perms = _ALL_PERMS
             s1pbmt = 0
             g = 0
@@ -294,11 +307,11 @@ class RiscvIommu:
                                                     writes=writes, executes=executes, nw=nw)
         else:
             spa = gpa
-            gsize = self._bare_log2(False, bool(regs.fctl >> 2 & 1))
+            gsize = self._bare_log2[2 + (regs.fctl >> 2 & 1)]
             gperms = _ALL_PERMS
             gpbmt = 0
         self._count(3 if ats else (2 if at == AT_TRANSLATED else 1), req, dc, pscid, s1mode)
-        if at == AT_UNTRANSLATED and not executes and not ats:
+        if at == AT_UNTRANSLATED and not executes and eng.iotlb.capacity:
             # IOTLB fill (riscv-iommu: "Caching in-memory data structures"): one entry per
             # 4 KiB page, tagged for IOTINVAL matching; ok bit 0 = read, bit 1 = write (dirty).
             ok = (s1perms & gperms) >> 1 & 3
@@ -311,8 +324,7 @@ class RiscvIommu:
             out = gpa if eng.t2gpa(dc) else spa
             return self._ats_response(req, dc, s1perms & gperms, out, size,
                                       g if (pv and s1mode) else 0, False)
-        return Response(STATUS_SUCCESS, pa=spa, pbmt=s1pbmt or gpbmt,
-                        size_lg2=min(s1size, gsize))
+        return spa, s1pbmt or gpbmt, min(s1size, gsize)
 
     def _ats_response(self, req: Request, dc: DeviceContext, perms: int, addr: int,
                       size_lg2: int, g: int, msi: bool) -> Response:
@@ -332,7 +344,7 @@ class RiscvIommu:
 
     def _count(self, event: int, req: Request, dc: DeviceContext, pscid: int,
                s1mode: int) -> None:
-        if self.params.num_hpm:
+        if self._num_hpm:
             self.regs.hpm_count(event, req.device_id, req.pid_valid, req.process_id,
                                 dc.g_mode != 0, dc.gscid, s1mode != 0, pscid)
 

@@ -481,14 +481,13 @@ class TranslationEngine:
         return w0, w1
 
     # ------------------------------------------------------------------ whole process
-    def locate(self, did: int, pv: bool, pid: int, priv: bool, at: int, acc: int
-               ) -> tuple[DeviceContext, ProcessContext | None, int, int, int]:
-        """Steps 1-16 of "Process to translate an IOVA" for a device request.
+    def locate(self, dc: DeviceContext, pv: bool, pid: int, priv: bool, at: int, acc: int
+               ) -> tuple[ProcessContext | None, int, int, int]:
+        """Steps 7-16 of "Process to translate an IOVA" once the DC is located.
 
-        Returns ``(dc, pc, s1_mode, s1_ppn, pscid)``; s1_mode 0 means a Bare first stage.
+        Returns ``(pc, s1_mode, s1_ppn, pscid)``; s1_mode 0 means a Bare first stage.
         Off and Bare ``ddtp`` modes are handled by the caller.
         """
-        dc = self.device_context(did)
         tc = dc.tc
         if at != AT_UNTRANSLATED and not tc & TC_EN_ATS:
             raise TranslationFault(F.TTYPE_DISALLOWED)
@@ -499,19 +498,19 @@ class TranslationEngine:
             if dc.fsc_mode and pid >> PD_PID_BITS[dc.fsc_mode]:
                 raise TranslationFault(F.TTYPE_DISALLOWED)
         if at == AT_TRANSLATED:
-            return dc, None, 0, 0, 0
+            return None, 0, 0, 0
         if not pdtv:
-            return dc, None, dc.fsc_mode, dc.fsc_ppn, dc.pscid
+            return None, dc.fsc_mode, dc.fsc_ppn, dc.pscid
         if not pv:
             if not tc & TC_DPE:
-                return dc, None, 0, 0, 0
+                return None, 0, 0, 0
             pid = 0
         if dc.fsc_mode == 0:
-            return dc, None, 0, 0, 0
+            return None, 0, 0, 0
         pc = self.process_context(dc, pid, acc)
         if priv and not pc.ens:
             raise TranslationFault(F.TTYPE_DISALLOWED)
-        return dc, pc, pc.mode, pc.ppn, pc.pscid
+        return pc, pc.mode, pc.ppn, pc.pscid
 
     @staticmethod
     def t2gpa(dc: DeviceContext) -> bool:

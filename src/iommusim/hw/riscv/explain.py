@@ -1,0 +1,595 @@
+"""``iommusim explain``: how the model translates one request of a conformance vector.
+
+The vector is replayed (:class:`iommusim.conformance.vectors.Replay`) up to a ``translate``
+step; during that step the translation engine records every structure its walk reads
+(:attr:`TranslationEngine.trace`), and this module decodes each one with the spec tables of
+:mod:`iommusim.bits.riscv`: DDT entries and the device context (riscv-iommu: "Process to locate
+the Device-context"), PDT entries and the process context ("Process to locate the
+Process-context"), first-stage and G-stage PTEs ("Process to translate an IOVA", privileged
+spec "Two-Stage Address Translation"), A/D updates, MSI PTEs ("Process to translate addresses
+of MSIs"), then the outcome and the fault record written ("Fault/Event-Queue (FQ)").
+
+The explanation is built as plain JSON-able data first; the text and ``--json`` renderings
+print the same data.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Final
+
+from rich.console import Console
+
+from iommusim.bits.fields import Access, Layout
+from iommusim.bits.riscv import (
+    DC_FSC,
+    DC_IOHGATP,
+    DC_MSIPTP,
+    DC_TA,
+    DC_TC,
+    DDTE,
+    FQ_RECORD,
+    MSI_ADDR_MASK,
+    MSIPTE_BASIC,
+    MSIPTE_MRIF,
+    PC_FSC,
+    PC_TA,
+    PDTE,
+    PTE,
+    PTE32,
+)
+from iommusim.conformance.vectors import (
+    Replay,
+    compare,
+    load_vector,
+    request_from_json,
+    response_json,
+)
+from iommusim.errors import IommusimError
+from iommusim.hw.riscv.faults import (
+    ATS_SUCCESS_CAUSES,
+    CAUSE_NAMES,
+    DTF_REPORTED,
+    GUEST_PAGE_FAULT,
+    TTYP_NAMES,
+)
+from iommusim.hw.riscv.regs import FQCSR_FQMF, FQCSR_FQOF, FQCSR_FQON
+from iommusim.hw.riscv.transaction import Request, Response
+
+__all__ = ["explain_vector", "explain_vector_step"]
+
+JsonObj = dict[str, Any]
+
+_PPN_MASK: Final = (1 << 44) - 1
+_TC_PDTV: Final = 1 << 5
+_TC_DTF: Final = 1 << 4
+_TC_DPE: Final = 1 << 9
+_TC_SXL: Final = 1 << 11
+
+#: riscv-iommu: "Device-directory-table pointer (ddtp)", iommu_mode encodings.
+DDTP_MODE_NAMES: Final = {0: "Off", 1: "Bare", 2: "1LVL", 3: "2LVL", 4: "3LVL"}
+#: iosatp / PC.fsc.MODE, per SXL (the encodings alias: 8 is Sv39 or Sv32).
+IOSATP_MODE_NAMES: Final = ({0: "Bare", 8: "Sv39", 9: "Sv48", 10: "Sv57"},
+                            {0: "Bare", 8: "Sv32"})
+#: iohgatp.MODE, per fctl.GXL.
+IOHGATP_MODE_NAMES: Final = ({0: "Bare", 8: "Sv39x4", 9: "Sv48x4", 10: "Sv57x4"},
+                             {0: "Bare", 8: "Sv32x4"})
+#: pdtp.MODE (riscv-iommu: "First-Stage context (fsc)").
+PDTP_MODE_NAMES: Final = {0: "Bare", 1: "PD8", 2: "PD17", 3: "PD20"}
+#: msiptp.MODE.
+MSIPTP_MODE_NAMES: Final = {0: "Off", 1: "Flat"}
+#: Svpbmt memory types.
+PBMT_NAMES: Final = {0: "PMA", 1: "NC", 2: "IO", 3: "reserved"}
+
+_DC_WORD_NAMES: Final = ("tc", "iohgatp", "ta", "fsc", "msiptp", "msi_addr_mask",
+                         "msi_addr_pattern", "reserved")
+
+
+#: Fields printed in decimal whatever their width (cause numbers are decimal in the spec).
+_DECIMAL_FIELDS: Final = frozenset({"cause", "ttyp"})
+
+
+def _hex(v: int) -> str:
+    return f"{v:#x}"
+
+
+def _fields(lay: Layout, value: int) -> JsonObj:
+    """Decode ``value`` with ``lay``: wide fields as hex strings, narrow ones as ints."""
+    out: JsonObj = {}
+    for f in lay.fields:
+        if f.access is Access.RSVD:
+            continue
+        v = f.get(value)
+        if f.access is Access.CUSTOM and not v:
+            continue
+        out[f.name] = _hex(v) if f.width >= 8 and f.name not in _DECIMAL_FIELDS else v
+    rsvd = value & lay.reserved_mask
+    if rsvd:
+        out["reserved_bits_set"] = _hex(rsvd)
+    return out
+
+
+def _mode_name(names: dict[int, str], mode: int) -> str:
+    return names.get(mode, f"reserved ({mode})")
+
+
+# ------------------------------------------------------------------------------ decoders
+def _dc_entry(pa: int | None, words: tuple[int, ...], gxl: int) -> JsonObj:
+    """The device context, doubleword by doubleword (riscv-iommu: "Device-context fields")."""
+    tc = words[0]
+    sxl = int(bool(tc & _TC_SXL))
+    pdtv = bool(tc & _TC_PDTV)
+    dws: list[JsonObj] = []
+    for k, w in enumerate(words):
+        name = _DC_WORD_NAMES[k]
+        d: JsonObj = {"name": name, "value": _hex(w)}
+        if name == "tc":
+            d["fields"] = _fields(DC_TC, w)
+        elif name == "iohgatp":
+            d["fields"] = _fields(DC_IOHGATP, w)
+            d["mode_name"] = _mode_name(IOHGATP_MODE_NAMES[gxl], w >> 60)
+        elif name == "ta":
+            d["fields"] = _fields(DC_TA, w)
+        elif name == "fsc":
+            d["fields"] = _fields(DC_FSC, w)
+            # tc.PDTV selects what fsc holds.
+            d["as"] = "pdtp" if pdtv else "iosatp"
+            d["mode_name"] = _mode_name(PDTP_MODE_NAMES if pdtv else IOSATP_MODE_NAMES[sxl],
+                                        w >> 60)
+        elif name == "msiptp":
+            d["fields"] = _fields(DC_MSIPTP, w)
+            d["mode_name"] = _mode_name(MSIPTP_MODE_NAMES, w >> 60)
+        elif name == "msi_addr_mask":
+            d["fields"] = _fields(MSI_ADDR_MASK, w)
+        elif name == "msi_addr_pattern":
+            f = _fields(MSI_ADDR_MASK, w)
+            f["pattern"] = f.pop("mask")
+            d["fields"] = f
+        dws.append(d)
+    out: JsonObj = {"kind": "dc", "format": "extended" if len(words) > 4 else "base",
+                    "size_bytes": 8 * len(words)}
+    if pa is None:
+        out["cached"] = True
+    else:
+        out["pa"] = _hex(pa)
+    out["doublewords"] = dws
+    return out
+
+
+def _pc_entry(gpa: int | None, spa: int | None, ta: int, fsc: int, sxl: int) -> JsonObj:
+    out: JsonObj = {"kind": "pc"}
+    if gpa is None or spa is None:
+        out["cached"] = True
+    else:
+        out["address"] = _hex(gpa)
+        out["pa"] = _hex(spa)
+    out["ta"] = {"value": _hex(ta), "fields": _fields(PC_TA, ta)}
+    out["fsc"] = {"value": _hex(fsc), "fields": _fields(PC_FSC, fsc),
+                  "mode_name": _mode_name(IOSATP_MODE_NAMES[sxl], fsc >> 60)}
+    return out
+
+
+def _pte_entry(stage: str, level: int, addr: int, pa: int, pte: int, size: int,
+               label: str) -> JsonObj:
+    lay = PTE if size == 8 else PTE32
+    f = _fields(lay, pte)
+    if not pte & 1:
+        role = "invalid"
+    elif pte & 0xA:
+        role = "leaf"
+    elif pte & 4:
+        role = "reserved encoding (W without R)"
+    else:
+        role = "pointer"
+    out: JsonObj = {"kind": "pte", "stage": stage, "label": label, "level": level,
+                    "address": _hex(addr), "pa": _hex(pa), "value": _hex(pte),
+                    "pte_bytes": size, "role": role, "fields": f}
+    if role == "pointer":
+        out["next_table_pa"] = _hex((pte >> 10 & (_PPN_MASK if size == 8 else 0x3FFFFF)) << 12)
+    return out
+
+
+def _msipte_entry(gpa: int, idx: int, pa: int, w0: int, w1: int) -> JsonObj:
+    m = w0 >> 1 & 3
+    out: JsonObj = {"kind": "msipte", "gpa": _hex(gpa), "file_index": idx, "pa": _hex(pa),
+                    "w0": _hex(w0), "w1": _hex(w1)}
+    if m == 3:
+        out["mode"] = "basic"
+        out["fields"] = _fields(MSIPTE_BASIC, w0)
+    elif m == 1:
+        out["mode"] = "MRIF"
+        f = _fields(MSIPTE_MRIF, w1 << 64 | w0)
+        f["mrif_addr_pa"] = _hex(MSIPTE_MRIF["mrif_addr"].get(w1 << 64 | w0) << 9)
+        out["fields"] = f
+    else:
+        out["mode"] = f"reserved ({m})"
+        out["fields"] = _fields(MSIPTE_BASIC, w0)
+    return out
+
+
+def _g_labels(trace: list[tuple[Any, ...]], implicit_last: bool, success: bool) -> list[str]:
+    """Label each G-stage PTE: a G-stage walk whose GPA is the address of the structure read
+    next (first-stage PTE, PDT entry, process context) or of the PTE being A/D-updated is an
+    implicit access (riscv-iommu: "Process to translate an IOVA", implicit G-stage reads)."""
+    labels = [""] * len(trace)
+    k = 0
+    n = len(trace)
+    prev_s1_gpa: int | None = None
+    while k < n:
+        t = trace[k]
+        if t[0] == "pte" and t[1] == "s1":
+            prev_s1_gpa = t[3]
+        if not (t[0] == "pte" and t[1] == "g"):
+            k += 1
+            continue
+        gpa = t[3]
+        j = k
+        while j < n and trace[j][0] == "pte" and trace[j][1] == "g" and trace[j][3] == gpa:
+            j += 1
+        nxt = trace[j] if j < n else None
+        if nxt is not None and ((nxt[0] == "pte" and nxt[1] == "s1" and nxt[3] == gpa)
+                                or (nxt[0] in ("pdte", "pc") and nxt[2] == gpa)):
+            label = "G-stage (implicit access for the next structure)"
+        elif nxt is not None and nxt[0] == "ad" and gpa == prev_s1_gpa:
+            label = "G-stage (implicit write for the A/D update)"
+        elif nxt is None and success:
+            label = "G-stage (the request's guest-physical address)"
+        elif nxt is None and implicit_last:
+            label = "G-stage (implicit access for the next structure)"
+        else:
+            label = "G-stage"
+        for m in range(k, j):
+            labels[m] = label
+        k = j
+    return labels
+
+
+# ------------------------------------------------------------------------------ replay
+def _request_json(req: Request, ttyp: int) -> JsonObj:
+    at_name = {0: "untranslated", 1: "translated", 2: "ats"}[req.at]
+    out: JsonObj = {"device_id": _hex(req.device_id), "pid_valid": int(req.pid_valid)}
+    if req.pid_valid:
+        out["process_id"] = _hex(req.process_id)
+    out.update(priv_req=int(req.priv_req), exec_req=int(req.exec_req), at=at_name,
+               rw="write" if req.is_write else "read", iova=_hex(req.iova))
+    if req.at == 2:
+        out["no_write"] = int(req.no_write)
+    out.update(ttyp=ttyp, ttyp_name=TTYP_NAMES.get(ttyp, "?"))
+    return out
+
+
+def _outcome(req: Request, resp: Response) -> JsonObj:
+    out: JsonObj = {"status": resp.status}
+    if resp.ok:
+        if req.at == 2:
+            out.update(r=int(resp.r), w=int(resp.w), exe=int(resp.exe), priv=int(resp.priv),
+                       u=int(resp.u), g=int(resp.g))
+            if (resp.r or resp.w) and not resp.u:
+                out.update(ppn=_hex(resp.ppn), s=int(resp.s), size_lg2=resp.size_lg2)
+            if resp.cause:
+                # riscv-iommu: "PCIe ATS translation request handling": these faults are
+                # answered with Success and no permission, and are not recorded.
+                out.update(cause=resp.cause, cause_name=CAUSE_NAMES.get(resp.cause, "?"))
+        else:
+            out.update(pbmt=resp.pbmt, pbmt_name=PBMT_NAMES[resp.pbmt],
+                       is_msi=int(resp.is_msi), is_mrif=int(resp.is_mrif))
+            if resp.is_mrif:
+                out.update(mrif_addr=_hex(resp.mrif_addr), notice_ppn=_hex(resp.notice_ppn),
+                           notice_nid=_hex(resp.notice_nid))
+            else:
+                out.update(pa=_hex(resp.pa), size_lg2=resp.size_lg2)
+        return out
+    out.update(cause=resp.cause, cause_name=CAUSE_NAMES.get(resp.cause, "?"))
+    return out
+
+
+def _read_record(rp: Replay, index: int) -> JsonObj:
+    """Decode fault-queue record ``index`` (riscv-iommu: "Fault/Event-Queue (FQ)"), each
+    doubleword in the byte order of fctl.BE."""
+    regs = rp.iommu.regs
+    addr = ((regs.fqb >> 10 & _PPN_MASK) << 12) + index * 32
+    data = rp.ram.read(addr, 32)
+    order = "big" if regs.fctl & 1 else "little"
+    value = 0
+    for k in range(4):
+        value |= int.from_bytes(data[8 * k:8 * k + 8], order) << (64 * k)
+    f = _fields(FQ_RECORD, value)
+    f["cause_name"] = CAUSE_NAMES.get(FQ_RECORD["cause"].get(value), "?")
+    f["ttyp_name"] = TTYP_NAMES.get(FQ_RECORD["ttyp"].get(value), "?")
+    return {"index": index, "pa": _hex(addr), "fields": f}
+
+
+def _explain_step(rp: Replay, i: int, step: JsonObj) -> JsonObj:
+    """Run translate step ``i`` with the walk trace on and build its explanation."""
+    iommu = rp.iommu
+    eng = iommu.engine
+    regs = iommu.regs
+    expected = step.get("expect")
+    req_json = step.get("req")
+    if not isinstance(req_json, dict):
+        raise IommusimError(f"steps[{i}].req must be an object")
+    req = request_from_json(req_json, f"steps[{i}].req")
+    ddtp = regs.ddtp
+    gxl = regs.fctl >> 2 & 1
+    cached_dc = eng.ddtc.get(req.device_id)
+    fqt0, fqcsr0 = regs.fqt, regs.fqcsr
+    trace: list[tuple[Any, ...]] = []
+    eng.trace = trace
+    try:
+        # What Replay.run_step does for a translate step, keeping the Response.
+        resp = iommu.translate(req)
+        step["expect"] = response_json(req, resp)
+    finally:
+        eng.trace = None
+    if rp.on_step is not None:
+        rp.on_step(i, step, iommu)
+
+    out: JsonObj = {"step": i, "request": _request_json(req, req.ttyp),
+                    "ddtp": {"mode": ddtp & 0xF,
+                             "mode_name": _mode_name(DDTP_MODE_NAMES, ddtp & 0xF),
+                             "ppn": _hex(ddtp >> 10 & _PPN_MASK)}}
+    outcome = _outcome(req, resp)
+
+    record: JsonObj | None = None
+    if regs.fqt != fqt0:
+        record = _read_record(rp, fqt0)
+    implicit_last = False
+    if record is not None and resp.cause in GUEST_PAGE_FAULT:
+        implicit_last = bool(int(record["fields"]["iotval2"], 16) & 1)
+
+    walk: list[JsonObj] = []
+    labels = _g_labels(trace, implicit_last, resp.ok)
+    dc_words: tuple[int, ...] | None = None
+    for k, t in enumerate(trace):
+        kind = t[0]
+        if kind == "ddte":
+            _, level, pa, value = t
+            walk.append({"kind": "ddte", "level": level, "pa": _hex(pa), "value": _hex(value),
+                         "fields": _fields(DDTE, value)})
+        elif kind == "dc":
+            dc_words = t[2]
+            walk.append(_dc_entry(t[1], t[2], gxl))
+        elif kind == "misconfigured":
+            walk.append({"kind": "misconfigured", "structure": t[1], "reason": t[2]})
+        elif kind == "pdte":
+            _, level, gpa, spa, value = t
+            walk.append({"kind": "pdte", "level": level, "address": _hex(gpa),
+                         "pa": _hex(spa), "value": _hex(value),
+                         "fields": _fields(PDTE, value)})
+        elif kind == "pc":
+            sxl = int(bool(dc_words[0] & _TC_SXL)) if dc_words else 0
+            walk.append(_pc_entry(t[1], t[2], t[3], t[4], sxl))
+        elif kind == "pte":
+            _, stage, level, addr, pa, value, size = t
+            label = "first stage" if stage == "s1" else labels[k]
+            walk.append(_pte_entry(stage, level, addr, pa, value, size, label))
+        elif kind == "ad":
+            _, pa, old, new = t
+            walk.append({"kind": "ad", "pa": _hex(pa), "old": _hex(old), "new": _hex(new),
+                         "set": [n for n, b in (("A", 6), ("D", 7))
+                                 if new >> b & 1 and not old >> b & 1]})
+        elif kind == "msipte":
+            walk.append(_msipte_entry(*t[1:]))
+        else:
+            walk.append({"kind": str(kind), "raw": [str(x) for x in t[1:]]})
+    if dc_words is None and cached_dc is not None and 2 <= ddtp & 0xF <= 4:
+        # A device-directory-cache hit: the walk read no memory for the DC.
+        dc_words = cached_dc.words
+        walk.insert(0, _dc_entry(None, cached_dc.words, gxl))
+        tc = cached_dc.words[0]
+        pid = req.process_id if req.pid_valid else 0
+        cached_pc = eng.pdtc.get((req.device_id, pid))
+        uses_pc = (tc & _TC_PDTV and cached_dc.fsc_mode
+                   and (req.pid_valid or tc & _TC_DPE) and req.at != 1)
+        if (cached_pc is not None and uses_pc
+                and not any(t[0] in ("pdte", "pc") for t in trace)):
+            walk.insert(1, _pc_entry(None, None, cached_pc.ta, cached_pc.fsc,
+                                     int(bool(tc & _TC_SXL))))
+    out["walk"] = walk
+
+    if not resp.ok or resp.cause:
+        if record is not None:
+            outcome["fault_record"] = record
+        else:
+            outcome["fault_record"] = None
+            outcome["record_note"] = _no_record_reason(req, resp, dc_words, fqcsr0,
+                                                       regs.fqcsr)
+        if trace and resp.cause in (257, 261, 265, 268, 269, 270, 271, 274, 1, 5, 7):
+            outcome["note"] = ("the walk stopped at the next memory read (not shown), which "
+                               "was answered with an access fault or poisoned data")
+    out["outcome"] = outcome
+    if isinstance(expected, dict):
+        why = compare({"op": "translate", "expect": expected}, step)
+        out["vector_expectation"] = {"expect": expected, "matches": why is None}
+        if why is not None:
+            out["vector_expectation"]["difference"] = why
+    return out
+
+
+def _no_record_reason(req: Request, resp: Response, dc_words: tuple[int, ...] | None,
+                      fqcsr0: int, fqcsr1: int) -> str:
+    """Why no fault record was written (riscv-iommu: "Fault/Event-Queue (FQ)", DC.tc.DTF)."""
+    if req.at == 2 and resp.ok and resp.cause in ATS_SUCCESS_CAUSES:
+        return "no fault record: reported in the ATS completion (no permission)"
+    if dc_words is not None and dc_words[0] & _TC_DTF and resp.cause not in DTF_REPORTED:
+        return "fault record suppressed: DTF=1"
+    if not fqcsr0 & FQCSR_FQON:
+        return "fault record suppressed: queue off"
+    if fqcsr0 & (FQCSR_FQMF | FQCSR_FQOF):
+        return "fault record not written: fqcsr.fqmf/fqof already set"
+    if fqcsr1 & FQCSR_FQOF:
+        return "fault record dropped: queue full (fqcsr.fqof set)"
+    if fqcsr1 & FQCSR_FQMF:
+        return "fault record write faulted (fqcsr.fqmf set)"
+    return "no fault record written"
+
+
+def explain_vector(path: Path, step: int | None) -> JsonObj:
+    """Replay the vector at ``path`` and explain translate step ``step`` (every translate
+    step when None). Raises :class:`IommusimError` for a step that is not a translate step."""
+    vec = load_vector(path)
+    steps = vec["steps"]
+    if step is not None:
+        if not 0 <= step < len(steps):
+            raise IommusimError(f"{path}: step {step} is out of range "
+                                f"(the vector has {len(steps)} steps)")
+        op = steps[step].get("op") if isinstance(steps[step], dict) else None
+        if op != "translate":
+            raise IommusimError(f"{path}: step {step} is a {op!r} step, not a translate step")
+    rp = Replay(vec)
+    out: list[JsonObj] = []
+    for i, st in rp.steps():
+        if step is not None and i > step:
+            break
+        if st.get("op") == "translate" and (step is None or i == step):
+            out.append(_explain_step(rp, i, st))
+        else:
+            rp.run_step(i, st)
+    return {"vector": str(path), "steps": out}
+
+
+# ------------------------------------------------------------------------------ text output
+def _kv(fields: JsonObj) -> str:
+    return " ".join(f"{k}={v}" for k, v in fields.items())
+
+
+def _flags(fields: JsonObj, names: tuple[str, ...]) -> str:
+    return " ".join(n.upper() if fields.get(n) else "-" for n in names)
+
+
+def _pte_text(e: JsonObj) -> list[str]:
+    f = e["fields"]
+    where = f"at PA {e['pa']}"
+    if e["stage"] == "s1" and e["address"] != e["pa"]:
+        where = f"at GPA {e['address']} (SPA {e['pa']})"
+    head = (f"{e['label']} PTE, level {e['level']}, {where} = {e['value']}  "
+            f"[{e['role']}]")
+    body = f"flags {_flags(f, ('v', 'r', 'w', 'x', 'u', 'g', 'a', 'd'))}  ppn={f['ppn']}"
+    if "pbmt" in f:
+        body += f"  pbmt={f['pbmt']} ({PBMT_NAMES[f['pbmt']]})  n={f['n']}"
+    if "rsw" in f:
+        body += f"  rsw={f['rsw']}"
+    if "reserved_bits_set" in f:
+        body += f"  reserved bits set: {f['reserved_bits_set']}"
+    if e["stage"] == "g" and e["role"] != "invalid":
+        body += f"  (translating GPA {e['address']})"
+    if "next_table_pa" in e:
+        body += f"  -> next table at {e['next_table_pa']}"
+    return [head, body]
+
+
+def _entry_text(e: JsonObj) -> list[str]:
+    kind = e["kind"]
+    if kind == "ddte":
+        return [f"DDT entry, level {e['level']}, at PA {e['pa']} = {e['value']}",
+                _kv(e["fields"]) + ("" if e["fields"]["v"] else "  (not valid)")]
+    if kind == "dc":
+        where = "from the device-directory cache (no memory read)" if e.get("cached") \
+            else f"at PA {e['pa']}"
+        lines = [f"device context ({e['format']} format, {e['size_bytes']} bytes) {where}"]
+        for d in e["doublewords"]:
+            name = d["name"] + (f" ({d['as']})" if "as" in d else "")
+            desc = _kv(d.get("fields", {}))
+            if "mode_name" in d:
+                desc += f"  -> {d['mode_name']}"
+            lines.append(f"  {name:<18} {d['value']:>18}  {desc}".rstrip())
+        return lines
+    if kind == "misconfigured":
+        what = "device context" if e["structure"] == "dc" else "process context"
+        return [f"{what} misconfigured: {e['reason']}"]
+    if kind == "pdte":
+        where = f"at PA {e['pa']}" if e["address"] == e["pa"] else \
+            f"at GPA {e['address']} (SPA {e['pa']})"
+        return [f"PDT entry, level {e['level']}, {where} = {e['value']}",
+                _kv(e["fields"]) + ("" if e["fields"]["v"] else "  (not valid)")]
+    if kind == "pc":
+        if e.get("cached"):
+            where = "from the process-directory cache (no memory read)"
+        elif e["address"] == e["pa"]:
+            where = f"at PA {e['pa']}"
+        else:
+            where = f"at GPA {e['address']} (SPA {e['pa']})"
+        return [f"process context {where}",
+                f"  {'ta':<18} {e['ta']['value']:>18}  {_kv(e['ta']['fields'])}",
+                f"  {'fsc (iosatp)':<18} {e['fsc']['value']:>18}  {_kv(e['fsc']['fields'])}"
+                f"  -> {e['fsc']['mode_name']}"]
+    if kind == "pte":
+        return _pte_text(e)
+    if kind == "ad":
+        return [f"A/D update at PA {e['pa']}: {e['old']} -> {e['new']} "
+                f"(sets {' '.join(e['set']) or 'nothing'})"]
+    if kind == "msipte":
+        return [f"MSI PTE for GPA {e['gpa']}: interrupt file {e['file_index']}, at PA "
+                f"{e['pa']}, mode {e['mode']}", f"w0={e['w0']} w1={e['w1']}  "
+                + _kv(e["fields"])]
+    return [f"{kind}: {e.get('raw')}"]
+
+
+def _outcome_text(o: JsonObj) -> list[str]:
+    if o["status"] == "success":
+        if "r" in o:
+            line = ("success (ATS completion): " + " ".join(
+                f"{k.upper()}={o[k]}" for k in ("r", "w", "exe", "priv", "u", "g")))
+            if "ppn" in o:
+                line += f" ppn={o['ppn']} S={o['s']}"
+        elif o.get("is_mrif"):
+            line = (f"success: MSI to an MRIF at {o['mrif_addr']}, notice PPN "
+                    f"{o['notice_ppn']}, NID {o['notice_nid']}")
+        else:
+            line = (f"success: PA {o['pa']}  pbmt={o['pbmt']} ({o['pbmt_name']})"
+                    + ("  (MSI)" if o.get("is_msi") else ""))
+        lines = [line]
+        if "cause" in o:
+            lines.append(f"  no permission: cause {o['cause']} ({o['cause_name']})")
+    else:
+        lines = [f"fault: cause {o['cause']} ({o['cause_name']}), status {o['status']}"]
+    if "note" in o:
+        lines.append(f"  {o['note']}")
+    rec = o.get("fault_record")
+    if rec is not None:
+        f = dict(rec["fields"])
+        lines.append(f"  fault record {rec['index']} at PA {rec['pa']}: cause={f.pop('cause')}"
+                     f" ({f.pop('cause_name')}) ttyp={f.pop('ttyp')} ({f.pop('ttyp_name')})")
+        lines.append("    " + _kv(f))
+    elif "record_note" in o:
+        lines.append(f"  ({o['record_note']})")
+    return lines
+
+
+def _print_text(con: Console, data: JsonObj) -> None:
+    if not data["steps"]:
+        con.print(f"{data['vector']}: no translate steps", markup=False)
+    for s in data["steps"]:
+        r = s["request"]
+        con.rule(f"step {s['step']}", style="none")
+        pasid = r.get("process_id", "none")
+        con.print(f"request: device_id {r['device_id']}  PASID {pasid}  priv {r['priv_req']}"
+                  f"  exec {r['exec_req']}  at {r['at']}  {r['rw']}  iova {r['iova']}",
+                  markup=False)
+        con.print(f"         TTYP {r['ttyp']} ({r['ttyp_name']})", markup=False)
+        d = s["ddtp"]
+        con.print(f"ddtp: mode {d['mode_name']}, root PPN {d['ppn']}", markup=False)
+        for n, e in enumerate(s["walk"], 1):
+            lines = _entry_text(e)
+            con.print(f"{n:>2}. {lines[0]}", markup=False, style="bold")
+            for ln in lines[1:]:
+                con.print(f"    {ln}", markup=False)
+        lines = _outcome_text(s["outcome"])
+        style = "green" if s["outcome"]["status"] == "success" else "red"
+        con.print(lines[0], markup=False, style=f"bold {style}")
+        for ln in lines[1:]:
+            con.print(ln, markup=False)
+        ve = s.get("vector_expectation")
+        if ve is not None:
+            con.print("matches the vector's expectation" if ve["matches"]
+                      else f"DIFFERS from the vector: {ve['difference']}", markup=False)
+
+
+def explain_vector_step(path: Path, step: int | None, json_out: bool) -> None:
+    """CLI entry (``iommusim explain``): print the explanation as text or JSON."""
+    data = explain_vector(path, step)
+    if json_out:
+        print(json.dumps(data, indent=1))
+        return
+    _print_text(Console(highlight=False, soft_wrap=True), data)
