@@ -208,18 +208,23 @@ def _msipte_entry(gpa: int, idx: int, pa: int, w0: int, w1: int) -> JsonObj:
     return out
 
 
-def _g_labels(trace: list[tuple[Any, ...]], implicit_last: bool, success: bool) -> list[str]:
+def _g_labels(trace: list[tuple[Any, ...]], last_implicit: bool | None) -> list[str]:
     """Label each G-stage PTE: a G-stage walk whose GPA is the address of the structure read
     next (first-stage PTE, PDT entry, process context) or of the PTE being A/D-updated is an
-    implicit access (riscv-iommu: "Process to translate an IOVA", implicit G-stage reads)."""
+    implicit access (riscv-iommu: "Process to translate an IOVA"; privileged spec
+    "Two-Stage Address Translation"). For a walk that ends the trace, ``last_implicit`` says
+    what the outcome tells (iotval2 bit 0 of a guest-page fault), None when unknown."""
     labels = [""] * len(trace)
+    implicit = "G-stage (implicit access for the next structure)"
+    ad_write = "G-stage (implicit write for the A/D update)"
+    data = "G-stage (the request's guest-physical address)"
     k = 0
     n = len(trace)
-    prev_s1_gpa: int | None = None
+    prev_s1: tuple[Any, ...] | None = None
     while k < n:
         t = trace[k]
         if t[0] == "pte" and t[1] == "s1":
-            prev_s1_gpa = t[3]
+            prev_s1 = t
         if not (t[0] == "pte" and t[1] == "g"):
             k += 1
             continue
@@ -227,20 +232,25 @@ def _g_labels(trace: list[tuple[Any, ...]], implicit_last: bool, success: bool) 
         j = k
         while j < n and trace[j][0] == "pte" and trace[j][1] == "g" and trace[j][3] == gpa:
             j += 1
+        while j < n and trace[j][0] == "ad":
+            j += 1  # the G-stage leaf's own A/D update
         nxt = trace[j] if j < n else None
+        s1_leaf = prev_s1 is not None and bool(prev_s1[5] & 0xA)
+        s1_gpa = prev_s1[3] if prev_s1 is not None else None
         if nxt is not None and ((nxt[0] == "pte" and nxt[1] == "s1" and nxt[3] == gpa)
                                 or (nxt[0] in ("pdte", "pc") and nxt[2] == gpa)):
-            label = "G-stage (implicit access for the next structure)"
-        elif nxt is not None and nxt[0] == "ad" and gpa == prev_s1_gpa:
-            label = "G-stage (implicit write for the A/D update)"
-        elif nxt is None and success:
-            label = "G-stage (the request's guest-physical address)"
-        elif nxt is None and implicit_last:
-            label = "G-stage (implicit access for the next structure)"
+            label = implicit
+        elif s1_leaf and gpa == s1_gpa and (nxt is None or nxt[0] == "ad"):
+            label = ad_write
+        elif nxt is None and last_implicit is not None:
+            label = implicit if last_implicit else data
+        elif nxt is None and s1_leaf:
+            label = data
         else:
             label = "G-stage"
         for m in range(k, j):
-            labels[m] = label
+            if trace[m][0] == "pte":
+                labels[m] = label
         k = j
     return labels
 
@@ -334,12 +344,15 @@ def _explain_step(rp: Replay, i: int, step: JsonObj) -> JsonObj:
     record: JsonObj | None = None
     if regs.fqt != fqt0:
         record = _read_record(rp, fqt0)
-    implicit_last = False
-    if record is not None and resp.cause in GUEST_PAGE_FAULT:
-        implicit_last = bool(int(record["fields"]["iotval2"], 16) & 1)
+    last_implicit: bool | None = None
+    if resp.ok and not resp.cause:
+        last_implicit = False
+    elif record is not None and resp.cause in GUEST_PAGE_FAULT:
+        # riscv-iommu: "Fault/Event-Queue (FQ)": iotval2 bit 0 marks an implicit access.
+        last_implicit = bool(int(record["fields"]["iotval2"], 16) & 1)
 
     walk: list[JsonObj] = []
-    labels = _g_labels(trace, implicit_last, resp.ok)
+    labels = _g_labels(trace, last_implicit)
     dc_words: tuple[int, ...] | None = None
     for k, t in enumerate(trace):
         kind = t[0]
