@@ -181,7 +181,7 @@ def build_demo_vector() -> dict[str, Any]:
 def run_demo(json_out: bool = False) -> None:
     vec = build_demo_vector()
     rp = Replay(vec)
-    responses = {}
+    responses: dict[int, tuple[Any, Any]] = {}
     orig = rp.iommu.translate
 
     def capture(req: Any) -> Any:

@@ -141,6 +141,6 @@ class Layout:
 def layout(name: str, width: int, spec: str, *specs: tuple[str, int, int] | tuple[
         str, int, int, Access]) -> Layout:
     """Build a :class:`Layout` from ``(name, lsb, width[, access])`` tuples."""
-    fields = tuple(Field(s[0], s[1], s[2], s[3] if len(s) == 4 else Access.RW)  # type: ignore[misc]
+    fields = tuple(Field(s[0], s[1], s[2], s[3] if len(s) == 4 else Access.RW)
                    for s in specs)
     return Layout(name, width, fields, spec)

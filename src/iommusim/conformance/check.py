@@ -75,8 +75,8 @@ def check_paths(paths: list[Path], json_out: bool = False, skip: set[str] | None
         t = Table(title="riscv-iommu conformance vectors")
         for col in ("family", "passed", "failed", "skipped"):
             t.add_column(col, justify="left" if col == "family" else "right")
-        for fam, (p, fl, sk) in sorted(per.items()):
-            t.add_row(fam, str(p), f"[red]{fl}[/]" if fl else "0", str(sk))
+        for fam, (ok, fl, sk) in sorted(per.items()):
+            t.add_row(fam, str(ok), f"[red]{fl}[/]" if fl else "0", str(sk))
         con.print(t)
         for name, why in failures:
             con.print(f"[red]FAIL[/] {name}: {why}", soft_wrap=True)

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Final
 
-from iommusim.bits.riscv import DC_FSC, DC_IOHGATP, DC_MSIPTP, DC_TA, DC_TC, MSI_ADDR_MASK, PC_FSC, PC_TA
+from iommusim.bits.riscv import (
+    DC_FSC,
+    DC_MSIPTP,
+    DC_TA,
+    DC_TC,
+    MSI_ADDR_MASK,
+    PC_FSC,
+    PC_TA,
+)
 from iommusim.hw.riscv.params import RiscvIommuParams, cap
 
 __all__ = ["DeviceContext", "ProcessContext", "dc_misconfigured", "pc_misconfigured"]
@@ -59,9 +67,27 @@ class DeviceContext:
     """A decoded device context: raw doublewords plus the fields the walk uses as plain ints."""
 
     __slots__ = (
-        "did", "fsc", "fsc_mode", "fsc_ppn", "gade", "gscid", "iohgatp", "g_mode", "g_ppn",
-        "msi_mask", "msi_pattern", "msiptp", "msiptp_mode", "msiptp_ppn", "pscid", "sade",
-        "sbe", "sxl", "ta", "tc", "words",
+        "did",
+        "fsc",
+        "fsc_mode",
+        "fsc_ppn",
+        "g_mode",
+        "g_ppn",
+        "gade",
+        "gscid",
+        "iohgatp",
+        "msi_mask",
+        "msi_pattern",
+        "msiptp",
+        "msiptp_mode",
+        "msiptp_ppn",
+        "pscid",
+        "sade",
+        "sbe",
+        "sxl",
+        "ta",
+        "tc",
+        "words",
     )
 
     def __init__(self, did: int, words: tuple[int, ...]) -> None:

@@ -208,12 +208,12 @@ def _msipte_entry(gpa: int, idx: int, pa: int, w0: int, w1: int) -> JsonObj:
     return out
 
 
-def _g_labels(trace: list[tuple[Any, ...]], last_implicit: bool | None) -> list[str]:
-    """Label each G-stage PTE: a G-stage walk whose GPA is the address of the structure read
-    next (first-stage PTE, PDT entry, process context) or of the PTE being A/D-updated is an
-    implicit access (riscv-iommu: "Process to translate an IOVA"; privileged spec
-    "Two-Stage Address Translation"). For a walk that ends the trace, ``last_implicit`` says
-    what the outcome tells (iotval2 bit 0 of a guest-page fault), None when unknown."""
+def _g_labels(trace: list[tuple[Any, ...]], iova: int) -> list[str]:
+    """Label each G-stage PTE with the access its walk serves (riscv-iommu: "Process to
+    translate an IOVA"; privileged spec "Two-Stage Address Translation"): an implicit read of
+    the structure read next (first-stage PTE, PDT entry, process context, all at guest-physical
+    addresses), the implicit write of a first-stage A/D update, or the request's own GPA (the
+    first-stage leaf's output, or the IOVA itself when the first stage is Bare)."""
     labels = [""] * len(trace)
     implicit = "G-stage (implicit access for the next structure)"
     ad_write = "G-stage (implicit write for the A/D update)"
@@ -235,17 +235,17 @@ def _g_labels(trace: list[tuple[Any, ...]], last_implicit: bool | None) -> list[
         while j < n and trace[j][0] == "ad":
             j += 1  # the G-stage leaf's own A/D update
         nxt = trace[j] if j < n else None
-        s1_leaf = prev_s1 is not None and bool(prev_s1[5] & 0xA)
-        s1_gpa = prev_s1[3] if prev_s1 is not None else None
         if nxt is not None and ((nxt[0] == "pte" and nxt[1] == "s1" and nxt[3] == gpa)
-                                or (nxt[0] in ("pdte", "pc") and nxt[2] == gpa)):
+                                or (nxt[0] == "pdte" and nxt[2] == gpa)
+                                or (nxt[0] == "pc" and nxt[1] == gpa)):
             label = implicit
-        elif s1_leaf and gpa == s1_gpa and (nxt is None or nxt[0] == "ad"):
-            label = ad_write
-        elif nxt is None and last_implicit is not None:
-            label = implicit if last_implicit else data
-        elif nxt is None and s1_leaf:
-            label = data
+        elif prev_s1 is not None and prev_s1[5] & 0xA:
+            # After the first-stage leaf: its A/D write, or the request's GPA.
+            label = ad_write if gpa == prev_s1[3] else data
+        elif prev_s1 is not None:
+            label = implicit  # the next first-stage PTE, whose read then failed
+        elif nxt is None:
+            label = data if gpa == iova else implicit
         else:
             label = "G-stage"
         for m in range(k, j):
@@ -344,15 +344,8 @@ def _explain_step(rp: Replay, i: int, step: JsonObj) -> JsonObj:
     record: JsonObj | None = None
     if regs.fqt != fqt0:
         record = _read_record(rp, fqt0)
-    last_implicit: bool | None = None
-    if resp.ok and not resp.cause:
-        last_implicit = False
-    elif record is not None and resp.cause in GUEST_PAGE_FAULT:
-        # riscv-iommu: "Fault/Event-Queue (FQ)": iotval2 bit 0 marks an implicit access.
-        last_implicit = bool(int(record["fields"]["iotval2"], 16) & 1)
-
     walk: list[JsonObj] = []
-    labels = _g_labels(trace, last_implicit)
+    labels = _g_labels(trace, req.iova)
     dc_words: tuple[int, ...] | None = None
     for k, t in enumerate(trace):
         kind = t[0]

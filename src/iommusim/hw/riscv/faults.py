@@ -98,7 +98,7 @@ ATS_CA_CAUSES: Final = frozenset({1, 5, 7, 261, 263, 265, 267, 268, 269, 270, 27
 ATS_SUCCESS_CAUSES: Final = frozenset({12, 13, 15, 20, 21, 23, 266, 262})
 
 
-class TranslationFault(Exception):  # noqa: N818 - control flow inside hw, never escapes it
+class TranslationFault(Exception):
     """Stops a translation with a fault cause (internal to the hardware model)."""
 
     __slots__ = ("cause", "iotval2")

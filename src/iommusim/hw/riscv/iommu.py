@@ -201,7 +201,7 @@ class RiscvIommu:
         except TranslationFault as f:
             return -self._fault(req, f, self._last_dc).cause
         if type(out) is tuple:
-            return out[0]  # type: ignore[no-any-return]
+            return out[0]
         return -1 if out.is_mrif else out.pa  # type: ignore[union-attr]
 
     def _fault(self, req: Request, f: TranslationFault, dc: DeviceContext | None) -> Response:

@@ -34,7 +34,7 @@ MODE_NAMES: Final = {"off": MODE_OFF, "bare": MODE_BARE, "1lvl": MODE_1LVL, "2lv
                      "3lvl": MODE_3LVL}
 
 
-class cap:  # noqa: N801 - a namespace of capabilities-register bit positions
+class cap:
     """Bit positions in the ``capabilities`` register (riscv-iommu: "IOMMU capabilities")."""
 
     VERSION: Final = 0

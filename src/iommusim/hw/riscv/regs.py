@@ -740,7 +740,7 @@ class Registers:
 
     # -- hardware performance monitor --------------------------------------------------------
 
-    def hpm_count(  # noqa: PLR0917 - the core's fixed interface
+    def hpm_count(
         self,
         event_id: int,
         did: int,
