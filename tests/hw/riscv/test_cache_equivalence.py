@@ -24,7 +24,7 @@ L0 = 0x22_0000
 CQ = 0x30_0000
 FQ = 0x31_0000
 DID = 3
-NPAGES = 8
+NPAGES = 2
 
 
 class Model:
@@ -62,13 +62,13 @@ class Model:
         self.iommu.process_commands()
 
 
-def _pte(page: int, writable: bool, dirty: bool) -> int:
-    return PTE.encode(v=1, r=1, w=int(writable), u=1, a=1, d=int(dirty),
-                      ppn=0x4000 + page * 3 + 1)
+def _pte(frame: int, writable: bool, dirty: bool) -> int:
+    return PTE.encode(v=1, r=1, w=int(writable), u=1, a=1, d=int(dirty), ppn=0x4000 + frame)
 
 
 ops = st.lists(st.one_of(
-    st.tuples(st.just("map"), st.integers(0, NPAGES - 1), st.booleans(), st.booleans()),
+    st.tuples(st.just("map"), st.integers(0, NPAGES - 1), st.integers(0, 15), st.booleans(),
+              st.booleans()),
     st.tuples(st.just("unmap"), st.integers(0, NPAGES - 1)),
     st.tuples(st.just("pscid"), st.integers(1, 3)),
     st.tuples(st.just("dma"), st.integers(0, NPAGES - 1), st.booleans(),
@@ -76,7 +76,7 @@ ops = st.lists(st.one_of(
 ), min_size=1, max_size=40)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(ops, st.sampled_from([(0, 0, 0), (2, 2, 2), (64, 64, 1024)]), st.booleans())
 def test_cached_and_uncached_models_agree(seq: list[tuple[object, ...]],
                                           geometry: tuple[int, int, int], lru: bool) -> None:
@@ -86,8 +86,8 @@ def test_cached_and_uncached_models_agree(seq: list[tuple[object, ...]],
     for op in seq:
         for m in (cached, plain):
             if op[0] == "map":
-                _, page, writable, dirty = op
-                m.mem.write64(L0 + 8 * int(page), _pte(int(page), bool(writable), bool(dirty)))
+                _, page, frame, writable, dirty = op
+                m.mem.write64(L0 + 8 * int(page), _pte(int(frame), bool(writable), bool(dirty)))
                 m.sync(CMD_IOTINVAL.encode(opcode=1, av=1, addr=int(page)))
             elif op[0] == "unmap":
                 m.mem.write64(L0 + 8 * int(op[1]), 0)

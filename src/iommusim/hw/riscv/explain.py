@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from rich.console import Console
 
@@ -51,7 +51,6 @@ from iommusim.hw.riscv.faults import (
     ATS_SUCCESS_CAUSES,
     CAUSE_NAMES,
     DTF_REPORTED,
-    GUEST_PAGE_FAULT,
     TTYP_NAMES,
 )
 from iommusim.hw.riscv.regs import FQCSR_FQMF, FQCSR_FQOF, FQCSR_FQON
@@ -300,7 +299,7 @@ def _read_record(rp: Replay, index: int) -> JsonObj:
     regs = rp.iommu.regs
     addr = ((regs.fqb >> 10 & _PPN_MASK) << 12) + index * 32
     data = rp.ram.read(addr, 32)
-    order = "big" if regs.fctl & 1 else "little"
+    order: Literal["big", "little"] = "big" if regs.fctl & 1 else "little"
     value = 0
     for k in range(4):
         value |= int.from_bytes(data[8 * k:8 * k + 8], order) << (64 * k)
@@ -401,9 +400,9 @@ def _explain_step(rp: Replay, i: int, step: JsonObj) -> JsonObj:
             outcome["fault_record"] = None
             outcome["record_note"] = _no_record_reason(req, resp, dc_words, fqcsr0,
                                                        regs.fqcsr)
-        if trace and resp.cause in (257, 261, 265, 268, 269, 270, 271, 274, 1, 5, 7):
-            outcome["note"] = ("the walk stopped at the next memory read (not shown), which "
-                               "was answered with an access fault or poisoned data")
+        if resp.cause in (257, 261, 265, 268, 269, 270, 271, 274, 1, 5, 7):
+            outcome["note"] = ("the walk stopped at a memory access not shown above, answered "
+                               "with an access fault or poisoned data")
     out["outcome"] = outcome
     if isinstance(expected, dict):
         why = compare({"op": "translate", "expect": expected}, step)
@@ -417,7 +416,7 @@ def _no_record_reason(req: Request, resp: Response, dc_words: tuple[int, ...] | 
                       fqcsr0: int, fqcsr1: int) -> str:
     """Why no fault record was written (riscv-iommu: "Fault/Event-Queue (FQ)", DC.tc.DTF)."""
     if req.at == 2 and resp.ok and resp.cause in ATS_SUCCESS_CAUSES:
-        return "no fault record: reported in the ATS completion (no permission)"
+        return "no fault record: the ATS completion reports no permission instead"
     if dc_words is not None and dc_words[0] & _TC_DTF and resp.cause not in DTF_REPORTED:
         return "fault record suppressed: DTF=1"
     if not fqcsr0 & FQCSR_FQON:
