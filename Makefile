@@ -8,6 +8,9 @@ SHARED ?= ../shared
 VECTORS ?= $(SHARED)/conformance/riscv-iommu/vectors
 # How the conformance vectors are replayed; override on the command line to change it.
 VECTORS_CHECK ?= $(BIN)/iommusim vectors check $(VECTORS)
+# The official checker, driving `iommusim vectors fill` over the whole directory in one process.
+OFFICIAL_CHECK ?= $(BIN)/python $(SHARED)/conformance/riscv-iommu/check.py --batch \
+	--vectors $(VECTORS) --fill '$(CURDIR)/$(BIN)/iommusim vectors fill {in} -o {out}'
 
 .PHONY: venv test pytest vectors demo bench lint format clean
 
@@ -24,6 +27,7 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/pytest -q
 	$(VECTORS_CHECK)
+	$(OFFICIAL_CHECK)
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q
