@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from iommusim.errors import BusError, ModelError
+from iommusim.errors import BusError
 from iommusim.hw.riscv import faults as F
 from iommusim.hw.riscv.context import DeviceContext
 from iommusim.hw.riscv.faults import TranslationFault
@@ -598,7 +598,3 @@ class RiscvIommu:
         r.pqt = (tail + 1) & (size - 1)
         r.pq_record_written()
 
-
-def _check_size(size: int) -> None:
-    if size not in (4, 8):
-        raise ModelError(f"register access size must be 4 or 8, not {size}")
