@@ -8,8 +8,12 @@
     │   ├── InvalidArgument        EINVAL (also a ValueError)
     │   ├── NotFound               ENOENT (also a LookupError)
     │   ├── Busy                   EBUSY
+    │   ├── Exists                 EEXIST
     │   ├── OutOfMemory            ENOMEM (also a MemoryError)
-    │   └── NotSupported           EOPNOTSUPP
+    │   ├── NotSupported           EOPNOTSUPP
+    │   ├── NoDevice               ENODEV
+    │   ├── NoSpace                ENOSPC
+    │   └── Overflow               EOVERFLOW (also an OverflowError)
     ├── FormatError                malformed input file (vector, scenario); names the field
     └── BusError                   a memory access answered with an error (access fault or
                                    poisoned data); the hardware models turn it into the spec's
@@ -25,13 +29,17 @@ __all__ = [
     "ApiError",
     "BusError",
     "Busy",
+    "Exists",
     "FormatError",
     "InvalidArgument",
     "IommusimError",
     "ModelError",
+    "NoDevice",
+    "NoSpace",
     "NotFound",
     "NotSupported",
     "OutOfMemory",
+    "Overflow",
 ]
 
 
@@ -65,12 +73,30 @@ class Busy(ApiError):
     errno = _errno.EBUSY
 
 
+class Exists(ApiError):
+    # Not a FileExistsError: OSError's own errno/strerror attributes and two-argument
+    # constructor would clash with ApiError.errno.
+    errno = _errno.EEXIST
+
+
 class OutOfMemory(ApiError, MemoryError):
     errno = _errno.ENOMEM
 
 
 class NotSupported(ApiError):
     errno = _errno.EOPNOTSUPP
+
+
+class NoDevice(ApiError):
+    errno = _errno.ENODEV
+
+
+class NoSpace(ApiError):
+    errno = _errno.ENOSPC
+
+
+class Overflow(ApiError, OverflowError):
+    errno = _errno.EOVERFLOW
 
 
 class BusError(IommusimError):

@@ -1,0 +1,1 @@
+"""The IOMMU core, after Linux ``drivers/iommu/iommu.c`` and ``dma-iommu.c``."""

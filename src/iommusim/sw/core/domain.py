@@ -1,0 +1,97 @@
+"""Domains: what a device's DMA is translated by (after Linux ``include/linux/iommu.h``).
+
+A driver subclasses :class:`Domain` for each kind it provides and overrides the operations its
+kind supports; the defaults answer EOPNOTSUPP, the errno the kernel gives for a missing op.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from iommusim.errors import NotSupported
+
+if TYPE_CHECKING:
+    from iommusim.sw.core.device import Device
+    from iommusim.sw.core.dma import DmaCookie
+    from iommusim.sw.pgtable.gather import IotlbGather
+
+__all__ = [
+    "DOMAIN_BLOCKED",
+    "DOMAIN_DMA",
+    "DOMAIN_DMA_FQ",
+    "DOMAIN_IDENTITY",
+    "DOMAIN_NAMES",
+    "DOMAIN_SVA",
+    "DOMAIN_UNMANAGED",
+    "Domain",
+]
+
+# Feature bits and types (include/linux/iommu.h).
+_PAGING: Final = 1 << 0
+_DMA_API: Final = 1 << 1
+_PT: Final = 1 << 2
+_DMA_FQ: Final = 1 << 3
+_SVA: Final = 1 << 4
+
+DOMAIN_BLOCKED: Final = 0
+DOMAIN_IDENTITY: Final = _PT
+DOMAIN_UNMANAGED: Final = _PAGING
+DOMAIN_DMA: Final = _PAGING | _DMA_API
+DOMAIN_DMA_FQ: Final = _PAGING | _DMA_API | _DMA_FQ
+DOMAIN_SVA: Final = _SVA
+
+DOMAIN_NAMES: Final = {
+    DOMAIN_BLOCKED: "blocked", DOMAIN_IDENTITY: "identity", DOMAIN_UNMANAGED: "unmanaged",
+    DOMAIN_DMA: "dma", DOMAIN_DMA_FQ: "dma-fq", DOMAIN_SVA: "sva",
+}
+
+
+class Domain:
+    """A translation context devices attach to."""
+
+    def __init__(self, domain_type: int, owner: object, pgsize_bitmap: int = 0,
+                 aperture: tuple[int, int] = (0, 0)) -> None:
+        self.type = domain_type
+        self.owner = owner
+        self.pgsize_bitmap = pgsize_bitmap
+        self.aperture_start, self.aperture_end = aperture
+        self.cookie: DmaCookie | None = None
+
+    @property
+    def is_paging(self) -> bool:
+        return bool(self.type & _PAGING)
+
+    @property
+    def name(self) -> str:
+        return DOMAIN_NAMES.get(self.type, f"type {self.type:#x}")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+    # ------------------------------------------------------------------ ops
+    def attach_dev(self, dev: Device, old: Domain | None) -> None:
+        """Make ``dev`` translate through this domain (``old`` is what it leaves)."""
+        raise NotSupported(f"{self.name} domain cannot be attached")
+
+    def map(self, iova: int, pa: int, size: int, prot: int) -> None:
+        raise NotSupported(f"{self.name} domain has no map")
+
+    def unmap(self, iova: int, size: int, gather: IotlbGather) -> int:
+        raise NotSupported(f"{self.name} domain has no unmap")
+
+    def iotlb_sync(self, gather: IotlbGather) -> None:
+        """Invalidate what ``gather`` collected (and wait for it)."""
+
+    def flush_iotlb_all(self) -> None:
+        """Invalidate every IOTLB entry of this domain (and wait for it)."""
+
+    def iova_to_phys(self, iova: int) -> int | None:
+        raise NotSupported(f"{self.name} domain has no iova_to_phys")
+
+    def release_table_pages(self, freelist: list[int]) -> None:
+        """Free page-table pages an unmap unlinked, once the IOTLB no longer needs them."""
+        if freelist:
+            raise NotSupported(f"{self.name} domain has no page-table pages")
+
+    def free(self) -> None:
+        """Release the domain's resources (it is attached to nothing)."""

@@ -1,0 +1,47 @@
+"""An id allocator handing out the lowest free id of a range (after Linux ``ida``)."""
+
+from __future__ import annotations
+
+import heapq
+
+from iommusim.errors import InvalidArgument
+
+__all__ = ["Ida"]
+
+
+class Ida:
+    """Ids in ``[lo, hi]``; :meth:`alloc` returns the lowest free one or None."""
+
+    __slots__ = ("_freed", "_next", "_used", "hi", "lo")
+
+    def __init__(self, lo: int, hi: int) -> None:
+        if lo > hi:
+            raise InvalidArgument(f"id range must not be empty, not [{lo}, {hi}]")
+        self.lo = lo
+        self.hi = hi
+        self._next = lo
+        self._freed: list[int] = []
+        self._used: set[int] = set()
+
+    def alloc(self) -> int | None:
+        if self._freed:
+            i = heapq.heappop(self._freed)
+        elif self._next <= self.hi:
+            i = self._next
+            self._next += 1
+        else:
+            return None
+        self._used.add(i)
+        return i
+
+    def free(self, i: int) -> None:
+        if i not in self._used:
+            raise InvalidArgument(f"id {i} is not allocated")
+        self._used.remove(i)
+        heapq.heappush(self._freed, i)
+
+    def __contains__(self, i: object) -> bool:
+        return i in self._used
+
+    def __len__(self) -> int:
+        return len(self._used)

@@ -1,0 +1,296 @@
+"""The IOMMU core: devices, groups, default domains, attach, map/unmap, faults, DMA API.
+
+After Linux ``drivers/iommu/iommu.c``. Every public call validates its whole input before it
+changes anything, and raises an :class:`~iommusim.errors.ApiError` with the errno the kernel
+returns; a failed call leaves devices, groups and domains as they were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from iommusim.errors import Busy, InvalidArgument, NoDevice, NotFound
+from iommusim.sim.clock import VirtualClock
+from iommusim.sw.core.device import Device, Fault, Group
+from iommusim.sw.core.dma import DmaCookie
+from iommusim.sw.core.domain import (
+    DOMAIN_DMA,
+    DOMAIN_DMA_FQ,
+    DOMAIN_IDENTITY,
+    DOMAIN_UNMANAGED,
+    Domain,
+)
+from iommusim.sw.core.fq import FlushQueue, FqOptions
+from iommusim.sw.core.ops import IommuDriver
+from iommusim.sw.pgtable.gather import IotlbGather
+
+__all__ = ["DmaMode", "IommuCore"]
+
+DmaMode = Literal["strict", "lazy", "passthrough"]
+_MODES: Final = ("strict", "lazy", "passthrough")
+
+
+@dataclass(frozen=True, slots=True)
+class UnhandledFault:
+    """A fault no device handler took (Linux only logs these)."""
+
+    driver: str
+    fault: Fault
+
+
+class IommuCore:
+    """The core for one machine. ``dma_mode`` is ``iommu.strict=1`` ("strict"),
+    ``iommu.strict=0`` ("lazy": DMA_FQ default domains) or ``iommu.passthrough=1``."""
+
+    def __init__(self, clock: VirtualClock, *, dma_mode: DmaMode = "strict", ncpus: int = 1,
+                 fq: FqOptions | None = None) -> None:
+        if dma_mode not in _MODES:
+            raise InvalidArgument(f"dma_mode must be one of {_MODES}, not {dma_mode!r}")
+        if ncpus < 1:
+            raise InvalidArgument(f"ncpus must be >= 1, not {ncpus}")
+        fq = fq if fq is not None else FqOptions()
+        fq.entries, fq.timeout  # validate now  # noqa: B018
+        self.clock = clock
+        self.dma_mode = dma_mode
+        self.ncpus = ncpus
+        self.fq_options = fq
+        self.drivers: list[IommuDriver] = []
+        self.devices: dict[str, Device] = {}
+        self.groups: list[Group] = []
+        self._group_keys: dict[str, Group] = {}
+        self._next_group = 0
+        self._attached: dict[int, int] = {}  # id(domain) -> groups attached
+        self.unhandled_faults: list[UnhandledFault] = []
+
+    # ------------------------------------------------------------------ registration
+    def register(self, driver: IommuDriver) -> None:
+        """iommu_device_register: the core now routes faults of this IOMMU."""
+        if any(d is driver for d in self.drivers):
+            raise Busy(f"{driver.name} is already registered")
+        self.drivers.append(driver)
+        driver.on_fault = lambda fault: self.report_device_fault(driver, fault)
+
+    def probe_device(self, dev: Device) -> None:
+        """iommu_probe_device: find the IOMMU, join or make a group, attach the default."""
+        if dev.name in self.devices:
+            raise Busy(f"device {dev.name!r} is already probed")
+        driver = next((d for d in self.drivers if d.owns(dev)), None)
+        if driver is None:
+            raise NoDevice(f"{dev.name} is behind no registered IOMMU")
+        driver.probe_device(dev)
+        group = self._group_keys.get(dev.group_key) if dev.group_key is not None else None
+        new_group = group is None
+        try:
+            if group is None:
+                group = Group(self._next_group)
+                group.default_domain = self._alloc_default_domain(driver, dev)
+                target = group.default_domain
+            elif group.domain is None:
+                raise NoDevice(f"group {group.id} has no domain")
+            else:
+                target = group.domain
+            target.attach_dev(dev, None)
+        except BaseException:
+            if new_group and group is not None and group.default_domain is not None:
+                self._free_domain(group.default_domain)
+            driver.release_device(dev)
+            raise
+        dev.group = group
+        group.devices.append(dev)
+        if new_group:
+            group.domain = group.default_domain
+            self._attached[id(group.default_domain)] = 1
+            self.groups.append(group)
+            self._next_group += 1
+            if dev.group_key is not None:
+                self._group_keys[dev.group_key] = group
+        self.devices[dev.name] = dev
+
+    def _alloc_default_domain(self, driver: IommuDriver, dev: Device) -> Domain:
+        dtype = driver.def_domain_type(dev)
+        if dtype is None:
+            dtype = {"strict": DOMAIN_DMA, "lazy": DOMAIN_DMA_FQ,
+                     "passthrough": DOMAIN_IDENTITY}[self.dma_mode]
+        if dtype == DOMAIN_IDENTITY:
+            return driver.identity_domain
+        domain = driver.domain_alloc_paging(dev)
+        domain.type = dtype
+        cookie = DmaCookie(domain, None, self.ncpus)
+        if dtype == DOMAIN_DMA_FQ:
+            cookie.fq = FlushQueue(self.clock, domain.flush_iotlb_all, cookie.release,
+                                   self.ncpus, self.fq_options)
+        domain.cookie = cookie
+        return domain
+
+    def release_device(self, dev: Device) -> None:
+        """iommu_release_device: the device leaves translation (release domain = blocked)."""
+        group = self._group_of(dev)
+        driver = dev.iommu
+        if driver is None:
+            raise NoDevice(f"{dev.name} has no IOMMU")
+        driver.blocked_domain.attach_dev(dev, group.domain)
+        group.devices.remove(dev)
+        driver.release_device(dev)
+        dev.group = None
+        del self.devices[dev.name]
+        if not group.devices:
+            self.groups.remove(group)
+            if group.domain is not None:
+                self._attached.pop(id(group.domain), None)
+            if group.default_domain is not None:
+                self._free_domain(group.default_domain)
+            for k, g in list(self._group_keys.items()):
+                if g is group:
+                    del self._group_keys[k]
+
+    def _free_domain(self, domain: Domain) -> None:
+        if domain.cookie is not None and domain.cookie.fq is not None:
+            domain.cookie.fq.destroy()
+        if domain.is_paging:
+            domain.free()
+
+    def _group_of(self, dev: Device) -> Group:
+        if dev.group is None or self.devices.get(dev.name) is not dev:
+            raise NoDevice(f"{dev.name} is not probed")
+        return dev.group
+
+    # ------------------------------------------------------------------ domains
+    def domain_alloc_paging(self, dev: Device) -> Domain:
+        """iommu_paging_domain_alloc: an UNMANAGED domain for ``dev``'s IOMMU."""
+        self._group_of(dev)
+        if dev.iommu is None:
+            raise NoDevice(f"{dev.name} has no IOMMU")
+        domain = dev.iommu.domain_alloc_paging(dev)
+        domain.type = DOMAIN_UNMANAGED
+        return domain
+
+    def domain_free(self, domain: Domain) -> None:
+        if self._attached.get(id(domain)):
+            raise Busy(f"{domain!r} is still attached")
+        if any(g.default_domain is domain for g in self.groups):
+            raise Busy(f"{domain!r} is a default domain")
+        domain.free()
+
+    def _set_group_domain(self, group: Group, domain: Domain) -> None:
+        """__iommu_group_set_domain: move every device; on failure move them all back."""
+        old = group.domain
+        if old is domain:
+            return
+        moved: list[Device] = []
+        try:
+            for dev in group.devices:
+                domain.attach_dev(dev, old)
+                moved.append(dev)
+        except BaseException:
+            if old is not None:
+                for dev in moved:
+                    old.attach_dev(dev, domain)
+            raise
+        if old is not None:
+            self._attached[id(old)] = self._attached.get(id(old), 1) - 1
+        self._attached[id(domain)] = self._attached.get(id(domain), 0) + 1
+        group.domain = domain
+
+    def attach_device(self, domain: Domain, dev: Device) -> None:
+        """iommu_attach_device: only a singleton group that is on its default domain."""
+        group = self._group_of(dev)
+        if len(group.devices) != 1:
+            raise InvalidArgument(f"{dev.name} shares group {group.id}; attach the group")
+        self.attach_group(domain, group)
+
+    def attach_group(self, domain: Domain, group: Group) -> None:
+        if group.domain is not group.default_domain:
+            raise Busy(f"group {group.id} is already attached to {group.domain!r}")
+        self._set_group_domain(group, domain)
+
+    def replace_group_domain(self, domain: Domain, group: Group) -> None:
+        """iommu_group_replace_domain: switch without passing through the default."""
+        self._set_group_domain(group, domain)
+
+    def detach_device(self, domain: Domain, dev: Device) -> None:
+        group = self._group_of(dev)
+        if group.domain is not domain:
+            raise InvalidArgument(f"{dev.name} is not attached to {domain!r}")
+        if group.default_domain is None:
+            raise NoDevice(f"group {group.id} has no default domain")
+        self._set_group_domain(group, group.default_domain)
+
+    # ------------------------------------------------------------------ map / unmap
+    @staticmethod
+    def _check_map(domain: Domain, iova: int, size: int) -> None:
+        if not domain.is_paging:
+            raise InvalidArgument(f"{domain!r} cannot be mapped")
+        gran = domain.pgsize_bitmap & -domain.pgsize_bitmap
+        if size <= 0 or (iova | size) & (gran - 1):
+            raise InvalidArgument(f"iova {iova:#x} and size {size:#x} must be positive "
+                                  f"multiples of {gran:#x}")
+
+    def map(self, domain: Domain, iova: int, pa: int, size: int, prot: int) -> None:
+        """iommu_map (the page-table writer validates the whole range before writing)."""
+        self._check_map(domain, iova, size)
+        if pa & ((domain.pgsize_bitmap & -domain.pgsize_bitmap) - 1):
+            raise InvalidArgument(f"paddr {pa:#x} is not aligned to the smallest page")
+        domain.map(iova, pa, size, prot)
+
+    def unmap(self, domain: Domain, iova: int, size: int) -> int:
+        """iommu_unmap: clear, sync the IOTLB, then free the unlinked table pages."""
+        self._check_map(domain, iova, size)
+        gather = IotlbGather()
+        n = domain.unmap(iova, size, gather)
+        domain.iotlb_sync(gather)
+        domain.release_table_pages(gather.freelist)
+        return n
+
+    def iova_to_phys(self, domain: Domain, iova: int) -> int | None:
+        return domain.iova_to_phys(iova)
+
+    # ------------------------------------------------------------------ DMA API
+    def _cookie(self, dev: Device) -> DmaCookie | None:
+        group = self._group_of(dev)
+        domain = group.domain
+        if domain is None or domain.type == DOMAIN_IDENTITY:
+            return None
+        if domain.cookie is None:
+            raise InvalidArgument(f"{dev.name} is attached to {domain!r}, not a DMA domain")
+        return domain.cookie
+
+    def dma_map(self, dev: Device, pa: int, size: int, direction: int, cpu: int = 0) -> int:
+        """dma_map_single: the bus address ``dev`` must use for [pa, pa + size)."""
+        cookie = self._cookie(dev)
+        if cookie is None:
+            if size <= 0:
+                raise InvalidArgument(f"DMA size must be positive, not {size}")
+            return pa  # dma-direct through an identity domain
+        return cookie.map(pa, size, direction, cpu)
+
+    def dma_unmap(self, dev: Device, dma_addr: int, size: int, cpu: int = 0) -> None:
+        cookie = self._cookie(dev)
+        if cookie is not None:
+            cookie.unmap(dma_addr, size, cpu)
+
+    def dma_cookie(self, dev: Device) -> DmaCookie | None:
+        return self._cookie(dev)
+
+    # ------------------------------------------------------------------ faults
+    def register_fault_handler(self, dev: Device, handler: Callable[[Fault], None]) -> None:
+        """iommu_register_device_fault_handler (EBUSY when one is installed)."""
+        self._group_of(dev)
+        if dev.fault_handler is not None:
+            raise Busy(f"{dev.name} already has a fault handler")
+        dev.fault_handler = handler
+
+    def unregister_fault_handler(self, dev: Device) -> None:
+        if dev.fault_handler is None:
+            raise NotFound(f"{dev.name} has no fault handler")
+        dev.fault_handler = None
+
+    def report_device_fault(self, driver: IommuDriver, fault: Fault) -> None:
+        """Deliver a fault the driver read from the hardware to the device's handler."""
+        dev = next((d for d in self.devices.values()
+                    if d.iommu is driver and d.rid == fault.rid), None)
+        if dev is None or dev.fault_handler is None:
+            self.unhandled_faults.append(UnhandledFault(driver.name, fault))
+            return
+        dev.fault_handler(fault)

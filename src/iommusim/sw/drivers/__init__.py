@@ -1,0 +1,1 @@
+"""IOMMU drivers: they program the hardware only through MMIO and physical memory."""

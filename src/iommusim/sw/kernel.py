@@ -1,0 +1,43 @@
+"""Boot the software stack on a :class:`~iommusim.platform.system.System`.
+
+The kernel owns RAM through a page allocator, probes the RISC-V IOMMU driver against the
+IOMMU's register window, registers it with the core and probes one device per endpoint, so
+each endpoint ends up in its own group with the default domain the DMA mode asks for.
+"""
+
+from __future__ import annotations
+
+from iommusim.platform.system import System
+from iommusim.sw.core.device import Device
+from iommusim.sw.core.fq import FqOptions
+from iommusim.sw.core.iommu import DmaMode, IommuCore
+from iommusim.sw.drivers.riscv.driver import RiscvIommuDriver
+from iommusim.sw.pages import PageAllocator
+
+__all__ = ["Kernel"]
+
+
+class Kernel:
+    """The OS of one machine: page allocator, IOMMU driver, IOMMU core, devices."""
+
+    def __init__(self, system: System, *, dma_mode: DmaMode = "strict", ncpus: int = 1,
+                 fq: FqOptions | None = None, cq_entries: int = 8192,
+                 fq_entries: int = 4096) -> None:
+        self.system = system
+        ram = system.config.ram[0]
+        self.pages = PageAllocator(system.bus, ram.base_pa, ram.size_bytes)
+        self.core = IommuCore(system.clock, dma_mode=dma_mode, ncpus=ncpus, fq=fq)
+        self.iommu = RiscvIommuDriver(
+            system.bus, system.config.iommu_base_pa, self.pages, system.sink,
+            msi_pa=system.config.imsic_base_pa, cq_entries=cq_entries, fq_entries=fq_entries)
+        self.iommu.probe()
+        self.core.register(self.iommu)
+        self.devices: dict[str, Device] = {}
+        for ep in system.endpoints.values():
+            dev = Device(ep.name, ep.rid, pasid_bits=ep.pasid_bits)
+            self.core.probe_device(dev)
+            self.devices[ep.name] = dev
+        system.settle()
+
+    def device(self, name: str) -> Device:
+        return self.devices[name]
