@@ -55,7 +55,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from iommusim.demo import run_demo
 
-    run_demo(json_out=args.json)
+    run_demo(json_out=args.json, scenario=Path(args.scenario) if args.scenario else None,
+             ops=args.ops)
+    return 0
+
+
+def cmd_walkthrough(args: argparse.Namespace) -> int:
+    from iommusim.walkthrough import run_walkthrough
+
+    run_walkthrough(json_out=args.json)
     return 0
 
 
@@ -81,9 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="index of the translate step (default: every translate step)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_explain)
-    d = sub.add_parser("demo", help="run the embedded demonstration")
+    d = sub.add_parser("demo", help="boot a machine, probe the driver and run a DMA "
+                       "workload in strict and lazy mode")
+    d.add_argument("scenario", nargs="?", help="a TOML scenario (default: the embedded one)")
+    d.add_argument("--ops", type=int, default=None, help="operations per mode")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_demo)
+    w = sub.add_parser("walkthrough", help="translate two requests on an embedded memory "
+                       "image and explain each step")
+    w.add_argument("--json", action="store_true")
+    w.set_defaults(func=cmd_walkthrough)
     return ap
 
 

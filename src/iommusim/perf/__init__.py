@@ -1,0 +1,1 @@
+"""Workloads and performance studies driven on the virtual clock."""
