@@ -3,7 +3,8 @@
 (a) the same IOVA repeated, Sv39 single stage (IOTLB hit);
 (b) distinct 4 KiB pages over 65,536 mapped pages, Sv39 single stage, a full walk each time;
 (c) distinct pages, PD8 + Sv39 + Sv39x4 two-stage.
-Figures are wall-clock translations per second on this machine, best of three runs.
+Figures are wall-clock translations per second on this machine, best of three runs, with the
+targets of the performance issue and whether each is met.
 """
 
 from __future__ import annotations
@@ -140,7 +141,8 @@ def main() -> int:
             tr(did, iova)
         return 200_000
 
-    out["a_iotlb_hit_per_s"] = round(rate(same))
+    figures: dict[str, int] = {}
+    figures["a_iotlb_hit_per_s"] = round(rate(same))
 
     iommu, reqs = build(False, 0)  # no IOTLB: a full walk every time
     assert all(iommu.translate(r).ok for r in reqs[:100])
@@ -152,7 +154,7 @@ def main() -> int:
             tr(d, v)
         return len(pairs)
 
-    out["b_sv39_walk_per_s"] = round(rate(distinct))
+    figures["b_sv39_walk_per_s"] = round(rate(distinct))
 
     iommu, reqs2 = build(True, 0)
     first = iommu.translate(reqs2[3])
@@ -165,8 +167,12 @@ def main() -> int:
             tr2(d, v, False, p)
         return len(triples)
 
-    out["c_pd8_sv39_sv39x4_per_s"] = round(rate(two))
-    out["targets"] = {"a": 1_000_000, "b": 250_000, "c": 60_000}
+    figures["c_pd8_sv39_sv39x4_per_s"] = round(rate(two))
+    targets = {"a": 1_000_000, "b": 250_000, "c": 60_000}
+    out.update(figures)
+    out["targets"] = targets
+    # A figure's first letter names its workload's target.
+    out["met"] = {k[0]: v >= targets[k[0]] for k, v in figures.items()}
     print(json.dumps(out, indent=1))
     return 0
 

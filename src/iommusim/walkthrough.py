@@ -1,6 +1,6 @@
-"""``iommusim walkthrough``: a RISC-V IOMMU over a memory image with a 3-level device directory and two
-devices — one single-stage Sv39, one two-stage (PD8 + Sv39 over Sv39x4) — translating a handful
-of requests, faults included, then explaining one walk step by step.
+"""``iommusim walkthrough``: a RISC-V IOMMU over a memory image with a 3-level device
+directory and two devices — one single-stage Sv39, one two-stage (PD8 + Sv39 over Sv39x4) —
+translating a handful of requests, faults included, then explaining one walk step by step.
 
 The scenario is built as a conformance vector (format ``riscv-iommu-vector/1``), so it can be
 saved and replayed by ``iommusim vectors fill`` or explained by ``iommusim explain``.
@@ -224,7 +224,7 @@ def run_walkthrough(json_out: bool = False) -> None:
         con.print(f"[bold]Explanation of step {two_stage}: {vec['steps'][two_stage]['label']}"
                   "[/]")
         try:
-            from iommusim.hw.riscv.explain import explain_vector_step
+            from iommusim.conformance.explain import explain_vector_step
         except ImportError:  # pragma: no cover - the explainer ships with the package
             return
         explain_vector_step(path, two_stage, json_out=False)

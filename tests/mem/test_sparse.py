@@ -87,3 +87,17 @@ def test_cas64_on_unallocated_page_compares_with_zero() -> None:
     assert mem.read64(0x9000) == 0
     assert mem.cas64(0x9000, 0, 5) == 0
     assert mem.read64(0x9000) == 5
+
+
+@given(ops(WINDOW))
+def test_word_view_agrees_with_read64(seq: list[Op]) -> None:
+    # The view page-table walkers load PTEs from (DESIGN "Performance": word views).
+    mem = SparseMemory()
+    check_against_reference(mem, BASE, WINDOW, seq)
+    words = mem.words
+    if words is None:  # big-endian host: no view, callers use read64
+        return
+    assert set(words) == {pa >> 12 for pa, _ in mem.pages()}
+    for pa in range(BASE, BASE + WINDOW, 8):
+        page = words.get(pa >> 12)
+        assert (page[(pa & 0xFFF) >> 3] if page is not None else 0) == mem.read64(pa)

@@ -46,7 +46,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from iommusim.hw.riscv.explain import explain_vector_step
+    from iommusim.conformance.explain import explain_vector_step
 
     explain_vector_step(Path(args.vector), args.step, json_out=args.json)
     return 0

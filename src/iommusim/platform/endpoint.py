@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from iommusim.errors import BusError, InvalidArgument
+from iommusim.hw.riscv.transaction import Request
 
 if TYPE_CHECKING:
     from iommusim.platform.system import System
@@ -73,7 +74,7 @@ class Endpoint:
     def _pid(self, pasid: int | None) -> int:
         if pasid is None:
             return -1
-        if not 0 <= pasid < (1 << self.pasid_bits):
+        if not self.pasid_bits or not 0 <= pasid < (1 << self.pasid_bits):  # no PASID cap
             raise InvalidArgument(
                 f"{self.name}: PASID must be below 2**{self.pasid_bits}, not {pasid}")
         return pasid
@@ -90,6 +91,10 @@ class Endpoint:
         pid = self._pid(pasid)
         return self._run(iova, len(data), data, pid, priv)
 
+    def msi(self, addr: int, data: int, pasid: int | None = None) -> DmaResult:
+        """Signal a message-signalled interrupt: a 32-bit little-endian write of ``data``."""
+        return self.dma_write(addr, data.to_bytes(4, "little"), pasid)
+
     def _run(self, iova: int, size: int, data: bytes | None, pid: int,
              priv: bool) -> DmaResult:
         system = self.system
@@ -98,12 +103,36 @@ class Endpoint:
         ledger = system.ledger
         cost = system.costs.dma_page_ns
         stats = self.stats
+        pieces = self._pieces(iova, size)  # EINVAL before anything is counted
         stats.dmas += 1
         is_write = data is not None
         done = 0
         chunks: list[bytes] = []
-        for va, n in self._pieces(iova, size):
+        for va, n in pieces:
             pa = translate(self.rid, va, is_write, pid, priv)
+            if pa == -1:
+                # An interrupt-file page in MRIF mode (the fast path's -1): the IOMMU itself
+                # records a write as an interrupt; a read returns zeros (AIA: "MSI PTE, MRIF
+                # mode"). Re-presenting the write gives the IOMMU the data it needs.
+                cause = 0
+                if data is None:
+                    chunks.append(bytes(n))
+                else:
+                    req = Request(self.rid, va, True, 0, pid >= 0, max(pid, 0), priv)
+                    _, out = system.iommu.device_write(
+                        req, int.from_bytes(data[done:done + n], "little"), n)
+                    if out is None or out.status == "unsupported":
+                        cause = CAUSE_BUS_ERROR
+                    elif out.status == "fault":
+                        cause = out.cause
+                if cause:
+                    stats.faults += 1
+                    return DmaResult(done, cause, va, b"".join(chunks))
+                ledger.charge("dma_data", cost)
+                stats.pages += 1
+                stats.bytes += n
+                done += n
+                continue
             if pa < 0:
                 stats.faults += 1
                 return DmaResult(done, -pa, va, b"".join(chunks))

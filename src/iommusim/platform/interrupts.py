@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from iommusim.errors import BusError, InvalidArgument
+from iommusim.errors import BusError, Busy, InvalidArgument
 from iommusim.sim.clock import VirtualClock
 
 __all__ = ["InterruptSink"]
@@ -38,7 +38,7 @@ class InterruptSink:
             raise InvalidArgument(
                 f"interrupt identity must be in [1, {self.num_ids - 1}], not {identity}")
         if identity in self._handlers:
-            raise InvalidArgument(f"interrupt identity {identity} already has a handler")
+            raise Busy(f"interrupt identity {identity} already has a handler")
         self._handlers[identity] = handler
 
     def free_irq(self, identity: int) -> None:

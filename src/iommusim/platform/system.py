@@ -109,7 +109,7 @@ class System:
         self.bus.add(cfg.imsic_base_pa, _PAGE, self.sink, name="imsic", target_pa=0)
         self.messages: list[Message] = []
         port = CostedMemory(self.bus, self.ledger, "iommu_mem", cfg.costs.iommu_mem_ns)
-        self.iommu = RiscvIommu(port, cfg.iommu, self._message)
+        self.iommu = RiscvIommu(port, cfg.iommu, self._message, clock=self.clock)
         self.bus.add(cfg.iommu_base_pa, REGISTERS_SIZE,
                      RegisterWindow(self.iommu, self.ledger, cfg.costs.mmio_ns,
                                     self._after_register_write), name="iommu", target_pa=0)

@@ -85,7 +85,7 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
     _only(doc, "", ("version", "system", "iommu", "costs", "endpoint", "kernel", "workload"))
     if "version" not in doc:
         raise FormatError("scenario: version is missing (expected version = 1)")
-    if doc["version"] != VERSION:
+    if type(doc["version"]) is not int or doc["version"] != VERSION:
         raise FormatError(f"scenario: version must be {VERSION}, not {doc['version']!r}")
     try:
         return _build(doc)

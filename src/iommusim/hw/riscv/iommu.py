@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from iommusim.errors import BusError
+from iommusim.errors import BusError, ModelError
 from iommusim.hw.riscv import faults as F
 from iommusim.hw.riscv.context import DeviceContext
 from iommusim.hw.riscv.faults import TranslationFault
+from iommusim.hw.riscv.mrif import MrifOutcome
+from iommusim.hw.riscv.mrif import deliver as deliver_mrif
 from iommusim.hw.riscv.params import MODE_BARE, MODE_OFF, RiscvIommuParams, cap
 from iommusim.hw.riscv.regs import (
     CQCSR_CMD_ILL,
@@ -23,10 +25,13 @@ from iommusim.hw.riscv.regs import (
     FQCSR_FQMF,
     FQCSR_FQOF,
     FQCSR_FQON,
+    OFF_IOCOUNTINH,
+    OFF_IOHPMCYCLES,
     PQCSR_PQMF,
     PQCSR_PQOF,
     PQCSR_PQON,
     Registers,
+    WireObserver,
 )
 from iommusim.hw.riscv.transaction import (
     STATUS_CA,
@@ -48,6 +53,7 @@ from iommusim.hw.riscv.translate import (
     swap64,
 )
 from iommusim.mem.protocol import PhysicalMemory
+from iommusim.sim.clock import Event, VirtualClock
 
 __all__ = ["RiscvIommu"]
 
@@ -76,17 +82,30 @@ class RiscvIommu:
     ``mem`` is the IOMMU's own port to memory (wrap it in
     :class:`iommusim.mem.FaultInjectingMemory` to inject faults). Outbound messages (ATS
     invalidations, page-request-group responses, IOFENCE.C sync requests) go to ``port``.
+
+    With a ``clock``, ``iohpmcycles`` counts the IOMMU's cycles (``params.clock_hz``) as
+    virtual time passes and ATS.INVAL commands time out after ``params.ats_inval_timeout_ns``;
+    without one no time passes (advance ``iohpmcycles`` with :meth:`tick`). While
+    ``iohpmcycles`` can raise an overflow interrupt (OF = 0, not inhibited) an event stands on
+    the clock at its wrap, so ``clock.run_all()`` runs up to that time.
     """
 
     def __init__(self, mem: PhysicalMemory, params: RiscvIommuParams,
-                 port: Callable[[Message], None] | None = None) -> None:
+                 port: Callable[[Message], None] | None = None, *,
+                 clock: VirtualClock | None = None) -> None:
+        if params.ats_inval_timeout_ns is not None and clock is None:
+            raise ModelError("ats_inval_timeout_ns needs a clock: pass clock= or set it to None")
         self.params = params
         self.mem = mem
         self.port = port
+        self.clock = clock
+        self._timed_out: set[int] = set()  # itags whose invalidation timed out, unreported
+        self._inval_timers: dict[int, Event] = {}
+        self._cyc_at = 0  # the clock's cycle count when iohpmcycles was last brought up to it
+        self._cyc_event: Event | None = None
         self.regs = Registers(params, self)
         self.engine = TranslationEngine(params, mem, self.regs)
         self.wired: list[int] = []
-        self._num_hpm = params.num_hpm
         self._next_itag = 0
         self._pending_inval: dict[int, int] = {}  # itag -> completions still expected
         self._completions: dict[int, int] = {}  # itag -> completions needed (cc)
@@ -95,13 +114,100 @@ class RiscvIommu:
         # Range sizes of Bare stages: [s1 SXL=0, s1 SXL=1, G GXL=0, G GXL=1] (FORMAT 6.4).
         self._bare_log2 = (self._bare_log2_of(True, False), self._bare_log2_of(True, True),
                            self._bare_log2_of(False, False), self._bare_log2_of(False, True))
+        if clock is not None:
+            self._cyc_at = self._clock_cycles()
+            self._arm_cycle_overflow()
 
     # ------------------------------------------------------------------ registers
     def read_register(self, offset: int, size: int) -> int:
+        if self.clock is not None:
+            self._sync_cycles()
         return self.regs.read(offset, size)
 
     def write_register(self, offset: int, size: int, value: int) -> None:
+        if self.clock is None:
+            self.regs.write(offset, size, value)
+            return
+        # Count the cycles up to this write under the old iocountinh/iohpmcycles first.
+        self._sync_cycles()
         self.regs.write(offset, size, value)
+        if offset < OFF_IOHPMCYCLES + 8 and offset + size > OFF_IOCOUNTINH:
+            self._arm_cycle_overflow()
+
+    # ------------------------------------------------------------------ time
+    def tick(self, cycles: int) -> None:
+        """Advance ``iohpmcycles`` by ``cycles`` IOMMU clock cycles (riscv-iommu:
+        "Performance-monitoring cycles counter (iohpmcycles)"), for an IOMMU without a clock;
+        an IOMMU with a clock counts as the clock advances."""
+        if self.clock is not None:
+            raise ModelError("tick() is for an IOMMU without a clock; advance its clock instead")
+        if cycles < 0:
+            raise ModelError(f"cycles must be non-negative, not {cycles}")
+        self.regs.advance_cycles(cycles)
+
+    def _clock_cycles(self) -> int:
+        clock = self.clock
+        return 0 if clock is None else clock.now * self.params.clock_hz // 1_000_000_000
+
+    def _sync_cycles(self) -> None:
+        """Bring iohpmcycles up to the clock (lazily: on register access and at its wrap)."""
+        now = self._clock_cycles()
+        delta = now - self._cyc_at
+        if delta:
+            self._cyc_at = now
+            self.regs.advance_cycles(delta)
+
+    def _arm_cycle_overflow(self) -> None:
+        """Keep one clock event at the instant iohpmcycles wraps, when that wrap would set OF
+        and pmip, so the interrupt is raised on time without any register access."""
+        if self._cyc_event is not None:
+            self._cyc_event.cancel()
+            self._cyc_event = None
+        clock = self.clock
+        left = self.regs.cycles_until_wrap()
+        if clock is None or left is None:
+            return
+        target = self._cyc_at + left
+        when = -(-target * 1_000_000_000 // self.params.clock_hz)  # first ns at >= target
+        self._cyc_event = clock.call_at(max(when, clock.now), self._on_cycle_wrap)
+
+    def _on_cycle_wrap(self) -> None:
+        self._cyc_event = None
+        self._sync_cycles()
+        self._arm_cycle_overflow()
+
+    # ------------------------------------------------------------------ wired interrupts
+    def add_wire_observer(self, observer: WireObserver) -> None:
+        """Call ``observer(vector, level)`` whenever an interrupt wire changes level
+        (riscv-iommu: "ipsr": with fctl.WSI = 1 "the interrupt-pending bit drives the wire
+        selected by the corresponding icvec field")."""
+        self.regs.add_wire_observer(observer)
+
+    def remove_wire_observer(self, observer: WireObserver) -> None:
+        self.regs.remove_wire_observer(observer)
+
+    def wire_level(self, vector: int) -> bool:
+        """Whether the interrupt wire of ``vector`` is asserted."""
+        return self.regs.wire_level(vector)
+
+    # ------------------------------------------------------------------ device writes
+    def device_write(self, req: Request, data: int,
+                     size: int = 4) -> tuple[Response, MrifOutcome | None]:
+        """A device's write of ``size`` bytes carrying ``data`` (the bytes as a little-endian
+        integer), as a platform bus presents it: translated as :meth:`translate` does; when it
+        lands on an MRIF-mode MSI PTE the IOMMU itself sets the interrupt-pending bit in the
+        MRIF and sends the notice MSI (:mod:`iommusim.hw.riscv.mrif`), and the second item says
+        what happened. Otherwise the second item is ``None`` and the bus performs the write at
+        ``response.pa`` (or drops it when the response is not a success)."""
+        if not req.is_write or req.at == AT_ATS:
+            raise ModelError("device_write needs an untranslated or translated write request")
+        resp = self.translate(req)
+        if not (resp.ok and resp.is_mrif):
+            return resp, None
+        # An MRIF-mode answer always comes from a walk, which left its DC in _last_dc.
+        dc = self._last_dc
+        return resp, deliver_mrif(self, req, resp, data, size,
+                                  dc is not None and bool(dc.tc & _TC_DTF))
 
     # RegisterHost ---------------------------------------------------------
     def send_msi(self, addr: int, data: int) -> None:
@@ -173,7 +279,9 @@ class RiscvIommu:
                 return Response(STATUS_SUCCESS, pa=hit[3] | (req.iova & 0xFFF), pbmt=hit[5],
                                 size_lg2=hit[6])
         try:
-            out = self._translate(req)
+            out = self._translate(req.device_id, req.iova, req.at, req.pid_valid,
+                                  req.process_id, req.supervisor, req.reads, req.writes,
+                                  req.executes, req.no_write)
         except TranslationFault as f:
             return self._fault(req, f, self._last_dc)
         if type(out) is tuple:
@@ -187,19 +295,31 @@ class RiscvIommu:
         Returns the physical address, or ``-cause`` when the request faulted (the fault is
         recorded exactly as by :meth:`translate`), or ``-1`` for an MSI to an MRIF-mode
         interrupt file (no memory address; use :meth:`translate` for its fields). No object is
-        built on an IOTLB hit.
+        built for an IOTLB hit, an ordinary walk or a fault.
         """
-        hit = self.engine.iotlb.lookup((device_id, process_id, priv, iova >> 12))
-        if hit is not None and hit[4] & (2 if is_write else 1) and \
-                (self.regs.ddtp & 0xF) > MODE_BARE:
-            return hit[3] | (iova & 0xFFF)  # type: ignore[no-any-return]
+        tlb = self.engine.iotlb
+        if tlb:  # an empty (or disabled) IOTLB cannot hit: no key to build
+            key = (device_id, process_id, priv, iova >> 12)
+            hit = tlb.get(key)
+            if hit is not None:
+                if tlb.lru:  # _Lru.lookup, inlined
+                    tlb.move_to_end(key)
+                if hit[4] & (2 if is_write else 1) and (self.regs.ddtp & 0xF) > MODE_BARE:
+                    return hit[3] | (iova & 0xFFF)  # type: ignore[no-any-return]
+        # The fields of Request(device_id, iova, is_write, pid_valid=pv, process_id=pid,
+        # priv_req=sup), derived here as plain values: it reads unless it writes, never
+        # executes; NW is irrelevant to an untranslated request.
         pv = process_id >= 0
-        req = Request(device_id, iova, is_write, AT_UNTRANSLATED, pv, process_id if pv else 0,
-                      priv and pv)
+        pid = process_id if pv else 0
+        sup = priv and pv
         try:
-            out = self._translate(req)
+            out = self._translate(device_id, iova, AT_UNTRANSLATED, pv, pid, sup, not is_write,
+                                  is_write, False, True)
         except TranslationFault as f:
-            return -self._fault(req, f, self._last_dc).cause
+            # TTYP: untranslated write (3) or read (2).
+            self._record_fault(f, self._last_dc, 3 if is_write else 2, device_id, pv, pid, sup,
+                               iova)
+            return -f.cause
         if type(out) is tuple:
             return out[0]
         return -1 if out.is_mrif else out.pa  # type: ignore[union-attr]
@@ -209,13 +329,18 @@ class RiscvIommu:
         at = req.at
         if at == AT_ATS and cause in F.ATS_SUCCESS_CAUSES:
             return Response(STATUS_SUCCESS, priv=req.supervisor, cause=cause)
-        dtf = dc is not None and bool(dc.tc & _TC_DTF)
-        if not dtf or cause in F.DTF_REPORTED:
-            self.report_fault(cause, req.ttyp, req.device_id, req.pid_valid, req.process_id,
-                              req.priv_req, req.iova, f.iotval2)
+        self._record_fault(f, dc, req.ttyp, req.device_id, req.pid_valid, req.process_id,
+                           req.priv_req, req.iova)
         if at == AT_ATS and cause in F.ATS_CA_CAUSES:
             return Response(STATUS_CA, cause=cause)
         return Response(STATUS_UR, cause=cause)
+
+    def _record_fault(self, f: TranslationFault, dc: DeviceContext | None, ttyp: int, did: int,
+                      pv: bool, pid: int, priv: bool, iova: int) -> None:
+        """Write the fault record unless DC.tc.DTF suppresses this cause (riscv-iommu:
+        "Fault/Event-Queue (FQ)", the "Reported if DTF is 1?" column)."""
+        if dc is None or not dc.tc & _TC_DTF or f.cause in F.DTF_REPORTED:
+            self.report_fault(f.cause, ttyp, did, pv, pid, priv, iova, f.iotval2)
 
     def _bare_log2_of(self, s1: bool, x: bool) -> int:
         p = self.params
@@ -238,15 +363,17 @@ class RiscvIommu:
             return sizes["sv32x4"].bit_length() - 1
         return 12
 
-    def _translate(self, req: Request) -> tuple[int, int, int] | Response:
-        """The translation proper: a ``(pa, pbmt, size_lg2)`` tuple for an ordinary success
-        (the common case builds no Response), a :class:`Response` for MSI and ATS results;
-        raises :class:`TranslationFault` to stop."""
+    def _translate(self, did: int, iova: int, at: int, pv: bool, pid: int, priv: bool,
+                   reads: bool, writes: bool, executes: bool, nw: bool
+                   ) -> tuple[int, int, int] | Response:
+        """The translation proper, on the fields of a :class:`Request` as plain values
+        (``priv`` is its effective privilege, ``Request.supervisor``; ``reads``, ``writes``,
+        ``executes`` as its properties; ``nw`` the ATS NW flag): a ``(pa, pbmt, size_lg2)``
+        tuple for an ordinary success (the common case builds no Response), a
+        :class:`Response` for MSI and ATS results; raises :class:`TranslationFault` to stop."""
         self._last_dc = None
         regs = self.regs
         mode = regs.ddtp & 0xF
-        iova = req.iova
-        at = req.at
         if mode == MODE_OFF:
             raise TranslationFault(F.ALL_DISALLOWED)
         if mode == MODE_BARE:
@@ -254,19 +381,17 @@ class RiscvIommu:
                 raise TranslationFault(F.TTYPE_DISALLOWED)
             return iova, 0, 12
         eng = self.engine
-        writes = req.writes
-        executes = req.executes
-        reads = req.reads
         acc = F.ACC_EXEC if executes else (F.ACC_WRITE if writes else F.ACC_READ)
-        priv = req.supervisor
-        pv = req.pid_valid
-        dc = eng.device_context(req.device_id)
+        dc = eng.device_context(did)
         self._last_dc = dc
-        pc, s1mode, s1ppn, pscid = eng.locate(dc, pv, req.process_id, priv, at, acc)
+        pc, s1mode, s1ppn, pscid = eng.locate(dc, pv, pid, priv, at, acc)
         ats = at == AT_ATS
-        nw = req.no_write
+        # Performance-monitoring events: counting is skipped unless a counter selects the
+        # event (riscv-iommu: "Performance-monitoring event selectors (iohpmevt1-31)").
+        counted = regs.hpm_events
         if at == AT_TRANSLATED and not eng.t2gpa(dc):
-            self._count(2, req, dc, pscid, s1mode)
+            if 2 in counted:
+                self._count(2, did, pv, pid, dc, pscid, s1mode)
             return iova, 0, 12
         if s1mode and at != AT_TRANSLATED:
             sum_ = pc.sum if pc is not None else False
@@ -279,14 +404,18 @@ class RiscvIommu:
             s1pbmt = 0
             g = 0
         if ats and not s1perms:
-            return self._ats_response(req, dc, 0, gpa, 12, g if (pv and s1mode) else 0, False)
+            return self._ats_response(executes, priv, 0, gpa, 12, g if (pv and s1mode) else 0,
+                                      False)
+        # HPM event ID: untranslated (1), translated (2) or ATS translation (3) request.
+        event = 3 if ats else (2 if at == AT_TRANSLATED else 1)
         # MSI address translation (riscv-iommu: "Process to translate addresses of MSIs").
         if dc.msiptp_mode and eng.msi_match(dc, gpa):
             w0, w1 = eng.msi_pte(dc, gpa)
             mrif = (w0 >> 1 & 3) == 1
             if executes and not ats:
                 raise TranslationFault(1)  # MSI pages are never executable
-            self._count(3 if ats else (2 if at == AT_TRANSLATED else 1), req, dc, pscid, s1mode)
+            if event in counted:
+                self._count(event, did, pv, pid, dc, pscid, s1mode)
             if ats:
                 perms = s1perms & (P_R | P_W)
                 if mrif:
@@ -294,7 +423,7 @@ class RiscvIommu:
                                     priv=priv, u=True)
                 spa_base = (w0 >> 10 & _PPN_MASK) << 12
                 out = gpa if eng.t2gpa(dc) else spa_base | (gpa & 0xFFF)
-                return self._ats_response(req, dc, perms, out, 12, 0, True)
+                return self._ats_response(executes, priv, perms, out, 12, 0, True)
             if mrif:
                 return Response(STATUS_SUCCESS, is_msi=True, is_mrif=True,
                                 mrif_addr=(w0 >> 7 & ((1 << 47) - 1)) << 9,
@@ -310,28 +439,30 @@ class RiscvIommu:
             gsize = self._bare_log2[2 + (regs.fctl >> 2 & 1)]
             gperms = _ALL_PERMS
             gpbmt = 0
-        self._count(3 if ats else (2 if at == AT_TRANSLATED else 1), req, dc, pscid, s1mode)
+        if event in counted:
+            self._count(event, did, pv, pid, dc, pscid, s1mode)
+        size = s1size if s1size < gsize else gsize  # the smaller stage's page
         if at == AT_UNTRANSLATED and not executes and eng.iotlb.capacity:
             # IOTLB fill (riscv-iommu: "Caching in-memory data structures"): one entry per
             # 4 KiB page, tagged for IOTINVAL matching; ok bit 0 = read, bit 1 = write (dirty).
             ok = (s1perms & gperms) >> 1 & 3
             eng.iotlb.insert(
-                (req.device_id, req.process_id if pv else -1, priv, iova >> 12),
+                (did, pid if pv else -1, priv, iova >> 12),
                 (dc.gscid if dc.g_mode else -1, pscid if s1mode else -1, bool(g),
-                 spa & ~0xFFF, ok, s1pbmt or gpbmt, min(s1size, gsize), gpa >> 12))
+                 spa & ~0xFFF, ok, s1pbmt or gpbmt, size, gpa >> 12))
         if ats:
-            size = min(s1size, gsize)
             out = gpa if eng.t2gpa(dc) else spa
-            return self._ats_response(req, dc, s1perms & gperms, out, size,
+            return self._ats_response(executes, priv, s1perms & gperms, out, size,
                                       g if (pv and s1mode) else 0, False)
-        return spa, s1pbmt or gpbmt, min(s1size, gsize)
+        return spa, s1pbmt or gpbmt, size
 
-    def _ats_response(self, req: Request, dc: DeviceContext, perms: int, addr: int,
+    def _ats_response(self, executes: bool, priv: bool, perms: int, addr: int,
                       size_lg2: int, g: int, msi: bool) -> Response:
-        """riscv-iommu: "PCIe ATS translation request handling": completion fields."""
+        """riscv-iommu: "PCIe ATS translation request handling": completion fields
+        (``executes`` and ``priv`` as the request's, see :meth:`_translate`)."""
         r = bool(perms & P_R)
         w = bool(perms & P_W)
-        x = bool(perms & P_X) and r and req.executes
+        x = bool(perms & P_X) and r and executes
         base = addr & ~((1 << size_lg2) - 1)
         if size_lg2 > 12:
             ppn = base >> 12 | ((1 << (size_lg2 - 13)) - 1)
@@ -339,14 +470,13 @@ class RiscvIommu:
         else:
             ppn = base >> 12
             s = False
-        return Response(STATUS_SUCCESS, r=r, w=w, exe=x, priv=req.supervisor, g=bool(g),
+        return Response(STATUS_SUCCESS, r=r, w=w, exe=x, priv=priv, g=bool(g),
                         ppn=ppn, s=s, size_lg2=size_lg2, pa=addr, is_msi=msi)
 
-    def _count(self, event: int, req: Request, dc: DeviceContext, pscid: int,
+    def _count(self, event: int, did: int, pv: bool, pid: int, dc: DeviceContext, pscid: int,
                s1mode: int) -> None:
-        if self._num_hpm:
-            self.regs.hpm_count(event, req.device_id, req.pid_valid, req.process_id,
-                                dc.g_mode != 0, dc.gscid, s1mode != 0, pscid)
+        """Count ``event``; callers first check that it is in ``regs.hpm_events``."""
+        self.regs.hpm_count(event, did, pv, pid, dc.g_mode != 0, dc.gscid, s1mode != 0, pscid)
 
     # ------------------------------------------------------------------ command queue
     def process_commands(self, max_commands: int | None = None) -> int:
@@ -426,6 +556,7 @@ class RiscvIommu:
                 itag = self._next_itag
                 self._next_itag += 1
                 self._pending_inval[itag] = 1
+                self._arm_inval_timeout(itag)
             self._emit(Message(msg_kind, rid=rid, dsv=dsv, dseg=w0 >> 56 & 0xFF if dsv else 0,
                                pv=pv, pid=w0 >> 12 & 0xFFFFF if pv else 0, payload=w1,
                                itag=itag))
@@ -440,6 +571,14 @@ class RiscvIommu:
         """riscv-iommu: "IOMMU Command-queue Fence commands" (IOFENCE.C)."""
         if self._pending_inval:
             return False  # waits for outstanding ATS invalidation completions
+        if self._timed_out:
+            # "If the IOFENCE.C times out waiting on completion of previous commands that are
+            # specified to have a timeout, then the cmd_to bit in cqcsr is set ... The cqh holds
+            # the index of the IOFENCE.C that timed out"; once software clears cmd_to the fence
+            # runs again and completes.
+            self._timed_out.clear()
+            self.regs.cq_error(CQCSR_CMD_TO)
+            return False
         if w0 >> 10 & 1:
             addr = (w1 & ((1 << 62) - 1)) << 2  # ADDR[63:2] in bits 127:64
             data = w0 >> 32
@@ -530,6 +669,31 @@ class RiscvIommu:
             self._received[t] = got
             if got >= need:
                 del self._pending_inval[t], self._completions[t], self._received[t]
+                timer = self._inval_timers.pop(t, None)
+                if timer is not None:
+                    timer.cancel()
+
+    @property
+    def invalidations_outstanding(self) -> int:
+        """ATS.INVAL requests still waiting for their completions (an IOFENCE.C behind them
+        stalls the command queue; run :meth:`process_commands` again once this reaches 0)."""
+        return len(self._pending_inval)
+
+    def _arm_inval_timeout(self, itag: int) -> None:
+        """riscv-iommu: "IOMMU PCIe ATS commands": ATS.INVAL "completes when an Invalidation
+        Completion response message is received from the device or a protocol-defined timeout
+        occurs while waiting for a response"."""
+        timeout = self.params.ats_inval_timeout_ns
+        if timeout is not None and self.clock is not None:
+            self._inval_timers[itag] = self.clock.call_after(
+                timeout, lambda: self._inval_timed_out(itag))
+
+    def _inval_timed_out(self, itag: int) -> None:
+        self._inval_timers.pop(itag, None)
+        if self._pending_inval.pop(itag, None) is not None:
+            self._completions.pop(itag, None)
+            self._received.pop(itag, None)
+            self._timed_out.add(itag)  # "reported when a subsequent IOFENCE.C is executed"
 
     # ------------------------------------------------------------------ page requests
     def page_request(self, did: int, pv: bool, pid: int, priv: bool, exec_: bool,

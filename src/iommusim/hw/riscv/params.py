@@ -116,6 +116,21 @@ class RiscvIommuParams:
     bare_page_size: dict[str, int] = field(default_factory=default_bare_page_size)
     qosid_mask: int = 0
     caches: CacheParams = field(default_factory=CacheParams)
+    #: IOMMU clock for ``iohpmcycles`` when the IOMMU runs on a virtual clock
+    #: (riscv-iommu: "Performance-monitoring cycles counter (iohpmcycles)").
+    clock_hz: int = 1_000_000_000
+    #: How long an ATS.INVAL waits for its "Invalidation Completion" before it times out and
+    #: the next IOFENCE.C sets ``cqcsr.cmd_to`` (riscv-iommu: "IOMMU PCIe ATS commands",
+    #: "protocol-defined timeout"); ``None``: never (needs a clock otherwise).
+    ats_inval_timeout_ns: int | None = None
+    #: MRIF mode: whether the system's IMSICs implement ``seteipnum_be``, so a write whose
+    #: address bit 2 is 1 is a big-endian MSI rather than discarded (AIA: "MSI PTE, MRIF mode").
+    mrif_be_msi: bool = False
+    #: MRIF mode notice MSIs: ``"always"`` (AIA: "an IOMMU is required always to send a notice
+    #: MSI after storing an MSI to an MRIF, even when the corresponding enable bit ... is
+    #: zero") or ``"enabled"`` (the option the AIA leaves open and lays the MRIF out for: send
+    #: it only when the identity's interrupt-enable bit is 1).
+    mrif_notice: str = "always"
 
     def __post_init__(self) -> None:
         if not 0 <= self.capabilities < 1 << 64:
@@ -133,6 +148,22 @@ class RiscvIommuParams:
         pas = self.pas
         if not 12 < pas <= 56:
             raise ModelError(f"capabilities.PAS must be in 13..56, not {pas}")
+        # riscv-iommu: "IOMMU capabilities": IGS 3 is reserved; "Features-control register":
+        # fctl.WSI is WARL, so its reset value must be one the IGS allows.
+        igs = self.igs
+        if igs == 3:
+            raise ModelError("capabilities.IGS must be MSI, WSI or BOTH, not the reserved 3")
+        wsi = self.fctl >> 1 & 1
+        if (igs == IGS_WSI and not wsi) or (igs == IGS_MSI and wsi):
+            raise ModelError(f"fctl.WSI must be {int(igs == IGS_WSI)} with capabilities.IGS "
+                             f"{'WSI' if igs == IGS_WSI else 'MSI'}, not {wsi}")
+        if self.clock_hz <= 0:
+            raise ModelError(f"clock_hz must be positive, not {self.clock_hz}")
+        if self.ats_inval_timeout_ns is not None and self.ats_inval_timeout_ns <= 0:
+            raise ModelError(
+                f"ats_inval_timeout_ns must be positive or None, not {self.ats_inval_timeout_ns}")
+        if self.mrif_notice not in ("always", "enabled"):
+            raise ModelError(f"mrif_notice must be 'always' or 'enabled', not {self.mrif_notice!r}")
 
     def has(self, bit: int) -> bool:
         """True when the single-bit capability at ``bit`` is set."""

@@ -49,6 +49,7 @@ __all__ = [
     "REGISTERS_SIZE",
     "RegisterHost",
     "Registers",
+    "WireObserver",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -197,7 +198,8 @@ class RegisterHost(Protocol):
         fault the core writes the cause-273 fault record itself."""
 
     def wired_interrupt(self, vector: int) -> None:
-        """A wire-signaled interrupt was raised on ``vector`` (``fctl.WSI`` = 1)."""
+        """The wire of ``vector`` was asserted (a rising edge, ``fctl.WSI`` = 1); level changes
+        in both directions go to the observers of :meth:`Registers.add_wire_observer`."""
 
     def debug_translate(self) -> None:
         """Perform the debug translation set up in ``tr_req_iova``/``tr_req_ctl``; set
@@ -206,6 +208,8 @@ class RegisterHost(Protocol):
 
 _Reader = Callable[[], int]
 _Writer = Callable[[int], None]
+#: Called with ``(vector, level)`` whenever the wire of interrupt ``vector`` changes level.
+WireObserver = Callable[[int, bool], None]
 
 
 class _Reg:
@@ -249,6 +253,8 @@ class Registers:
         "_qosid_mask",
         "_regs",
         "_table",
+        "_wire_observers",
+        "_wires",
         "_wsi_only",
         "capabilities",
         "cqb",
@@ -261,6 +267,7 @@ class Registers:
         "fqcsr",
         "fqh",
         "fqt",
+        "hpm_events",
         "icvec",
         "iocountinh",
         "iocountovf",
@@ -341,6 +348,11 @@ class Registers:
         self.msi_vec_ctl = [0] * MSI_TABLE_MAX
         self._msi_pending = [False] * MSI_TABLE_MAX
         self._by_event: dict[int, tuple[int, ...]] = {}
+        self._wires = 0  # bit v: the wire of interrupt vector v is asserted
+        self._wire_observers: list[WireObserver] = []
+        #: Event IDs some iohpmevt selects: the translation path counts only these, so an
+        #: event nothing counts costs it one set lookup.
+        self.hpm_events: frozenset[int] = frozenset()
 
         # -- dispatch table: one slot per 4-byte word of the page -----------------------------
         regs: list[_Reg] = []
@@ -463,6 +475,7 @@ class Registers:
     def _w_fctl(self, value: int) -> None:
         # riscv-iommu: "Features-control register (fctl)": writable fields per implementation.
         self.fctl = self.fctl & ~self._fctl_wmask | value & self._fctl_wmask
+        self._update_wires()  # fctl.WSI decides whether the ipsr bits drive the wires
 
     def _w_ddtp(self, value: int) -> None:
         # riscv-iommu: "Device-directory-table pointer (ddtp)": iommu_mode is WARL; an
@@ -550,6 +563,9 @@ class Registers:
         if not cleared:
             return
         self.ipsr &= ~cleared
+        # A wire driven only by the cleared bits falls, and rises again below if a cause
+        # persists: observers see the re-assertion as a new interrupt.
+        self._update_wires()
         for bit in (IPSR_CIP, IPSR_FIP, IPSR_PIP):
             if cleared & bit:
                 self._reassert(bit)
@@ -598,6 +614,7 @@ class Registers:
             if event_id:
                 by_event.setdefault(event_id, []).append(n)
         self._by_event = {e: tuple(ns) for e, ns in by_event.items()}
+        self.hpm_events = frozenset(self._by_event)
 
     def _w_tr_req_iova(self, value: int) -> None:
         # riscv-iommu: "Translation-request IOVA (tr_req_iova)": bits 11:0 are reserved.
@@ -619,6 +636,7 @@ class Registers:
     def _w_icvec(self, value: int) -> None:
         # riscv-iommu: "Interrupt-cause-to-vector register (icvec)": num_vec_bits per field.
         self.icvec = value & self._icvec_mask
+        self._update_wires()
 
     def _r_msi_addr(self, x: int) -> _Reader:
         return lambda: self.msi_addr[x]
@@ -685,10 +703,11 @@ class Registers:
         if self.ipsr & bit:
             return
         self.ipsr |= bit
-        vec = self.vector(bit)
         if self.fctl & FCTL_WSI or self._wsi_only:
-            self._host.wired_interrupt(vec)
-        elif vec < self._msi_entries:
+            self._update_wires()
+            return
+        vec = self.vector(bit)
+        if vec < self._msi_entries:
             if self.msi_vec_ctl[vec] & MSI_VEC_CTL_M:
                 self._msi_pending[vec] = True
             else:
@@ -697,6 +716,51 @@ class Registers:
     def msi_pending(self, vector: int) -> bool:
         """Whether a message is pending on masked ``vector``."""
         return self._msi_pending[vector]
+
+    # -- wire-signaled interrupts (riscv-iommu: "ipsr", "icvec", fctl.WSI) ------------------
+
+    @property
+    def wires(self) -> int:
+        """The asserted interrupt wires: bit ``v`` is the level of the wire of vector ``v``."""
+        return self._wires
+
+    def wire_level(self, vector: int) -> bool:
+        """Whether the wire of interrupt ``vector`` is asserted."""
+        return bool(self._wires >> vector & 1)
+
+    def add_wire_observer(self, observer: WireObserver) -> None:
+        """Call ``observer(vector, level)`` on every change of a wire's level."""
+        self._wire_observers.append(observer)
+
+    def remove_wire_observer(self, observer: WireObserver) -> None:
+        for i, registered in enumerate(self._wire_observers):
+            if registered == observer:  # equal, not identical: bound methods are rebuilt
+                del self._wire_observers[i]
+                return
+        raise ModelError(f"wire observer {observer!r} must be registered to be removed")
+
+    def _update_wires(self) -> None:
+        """Recompute the wire levels: "When fctl.WSI is 1, the interrupt-pending bit drives the
+        wire selected by the corresponding icvec field" -- a level, so a wire stays asserted
+        while any ipsr bit routed to it is 1. Rising edges also go to the host's
+        ``wired_interrupt``; observers see both edges, lowest vector first."""
+        level = 0
+        ipsr = self.ipsr
+        if ipsr and (self.fctl & FCTL_WSI or self._wsi_only):
+            for bit, shift in _CAUSE_SHIFT.items():
+                if ipsr & bit:
+                    level |= 1 << (self.icvec >> shift & 0xF)
+        changed = level ^ self._wires
+        if not changed:
+            return
+        self._wires = level
+        for vec in range(16):
+            if changed >> vec & 1:
+                up = bool(level >> vec & 1)
+                if up:
+                    self._host.wired_interrupt(vec)
+                for observer in tuple(self._wire_observers):
+                    observer(vec, up)
 
     # -- called by the core ------------------------------------------------------------------
 
@@ -807,6 +871,16 @@ class Registers:
             self.iohpmevt[n] |= EVT_OF
         self.iocountovf |= 1 << n
         self._raise(IPSR_PMIP)
+
+    def cycles_until_wrap(self) -> int | None:
+        """Cycles until ``iohpmcycles`` wraps from its current value, or ``None`` when that
+        wrap could raise no interrupt: no HPM, counting inhibited (iocountinh.CY) or OF
+        already 1 (riscv-iommu: "iohpmcycles": "If the OF bit is already one, then no
+        interrupt request is generated")."""
+        if not self._has_hpm or self.iocountinh & 1 or self.iohpmcycles & HPM_OF:
+            return None
+        mask = self._cyc_mask
+        return mask - (self.iohpmcycles & mask) + 1
 
     def advance_cycles(self, n: int) -> None:
         """Advance ``iohpmcycles`` by ``n`` cycles unless inhibited (iocountinh.CY).

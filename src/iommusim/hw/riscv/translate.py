@@ -5,8 +5,13 @@ stop raises :class:`TranslationFault` (internal); :mod:`iommusim.hw.riscv.iommu`
 the fault record and the response status.
 
 When ``trace`` is a list, every memory structure the walk reads is appended to it as a tuple
-``(kind, ...)`` for :mod:`iommusim.hw.riscv.explain`; when it is ``None`` that costs one test
+``(kind, ...)`` for :mod:`iommusim.conformance.explain`; when it is ``None`` that costs one test
 per step.
+
+Page-table walks load 8-byte PTEs straight from :attr:`SparseMemory.words` when the engine's
+memory is exactly a :class:`SparseMemory` (which never faults); any other memory (a
+fault-injecting or tracing wrapper, a subclass) is read through the protocol and sees every
+access.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from iommusim.hw.riscv.faults import TranslationFault
 from iommusim.hw.riscv.params import MODE_1LVL, MODE_2LVL, MODE_3LVL, RiscvIommuParams, cap
 from iommusim.mem.faults import ACCESS
 from iommusim.mem.protocol import PhysicalMemory
+from iommusim.mem.sparse import SparseMemory
 
 __all__ = ["AT_ATS", "AT_TRANSLATED", "AT_UNTRANSLATED", "TranslationEngine", "swap64"]
 
@@ -108,6 +114,11 @@ class TranslationEngine:
         self.pte_rsvd = (0x1F << 54) | (0 if self.svrsw else 3 << 59)
         if not self.svpbmt:
             self.pte_rsvd |= 3 << _PBMT_SHIFT
+        # Device-ID bits above what each ddtp mode indexes: set ones fault (see device_context).
+        if self.extended:
+            self._did_wide = {MODE_1LVL: 0xFFFFC0, MODE_2LVL: 0xFF8000, MODE_3LVL: 0}
+        else:
+            self._did_wide = {MODE_1LVL: 0xFFFF80, MODE_2LVL: 0xFF0000, MODE_3LVL: 0}
         c = params.caches
         self.ddtc: _Lru = _Lru(c.ddtc_entries, c.replacement == "lru")
         self.pdtc: _Lru = _Lru(c.pdtc_entries, c.replacement == "lru")
@@ -121,23 +132,35 @@ class TranslationEngine:
             raise TranslationFault(acc_cause if e.kind == ACCESS else corr_cause) from None
         return swap64(v) if be else v
 
+    def _load_pte(self, pa: int, ptesz: int, af_cause: int, corr_cause: int) -> int:
+        """A PTE load through the memory protocol (little-endian: the caller swaps)."""
+        try:
+            return self.mem.read64(pa) if ptesz == 8 else self.mem.read32(pa)
+        except BusError as e:
+            raise TranslationFault(af_cause if e.kind == ACCESS else corr_cause) from None
+
     # ------------------------------------------------------------------ device context
     def device_context(self, did: int) -> DeviceContext:
         """riscv-iommu: "Process to locate the Device-context" (with the width checks)."""
         ddtp = self.regs.ddtp
         mode = ddtp & 0xF
+        # riscv-iommu: "Process to translate an IOVA" step 5: device_id wider than the mode
+        # (a non-zero DDI[2], or DDI[1] with one level).
+        if did & self._did_wide[mode]:
+            raise TranslationFault(F.TTYPE_DISALLOWED)
+        # A DDTC hit is the common case: _Lru.lookup inlined.
+        ddtc = self.ddtc
+        cached = ddtc.get(did)
+        if cached is not None:
+            if ddtc.lru:
+                ddtc.move_to_end(did)
+            return cached  # type: ignore[no-any-return]
         if self.extended:
             ddi = (did & 0x3F, did >> 6 & 0x1FF, did >> 15 & 0x1FF)
             dc_size = 64
         else:
             ddi = (did & 0x7F, did >> 7 & 0x1FF, did >> 16 & 0xFF)
             dc_size = 32
-        # riscv-iommu: "Process to translate an IOVA" step 5: device_id wider than the mode.
-        if (mode == MODE_2LVL and ddi[2]) or (mode == MODE_1LVL and (ddi[2] or ddi[1])):
-            raise TranslationFault(F.TTYPE_DISALLOWED)
-        cached = self.ddtc.lookup(did)
-        if cached is not None:
-            return cached  # type: ignore[no-any-return]
         be = bool(self.regs.fctl & 1)
         trace = self.trace
         levels = {MODE_1LVL: 1, MODE_2LVL: 2, MODE_3LVL: 3}[mode]
@@ -230,8 +253,8 @@ class TranslationEngine:
         Returns ``(spa, size_lg2, perms, pbmt)``; ``perms`` are the granted R/W/X bits (only
         meaningful for ATS; otherwise a missing permission faults).
         """
-        gxl = self.regs.fctl >> 2 & 1
-        levels, bits, ptesz, gpabits = (G_MODES_GXL1 if gxl else G_MODES_GXL0)[dc.g_mode]
+        fctl = self.regs.fctl
+        levels, bits, ptesz, gpabits = (G_MODES_GXL1 if fctl & 4 else G_MODES_GXL0)[dc.g_mode]
         gpf = F.GUEST_PAGE_FAULT[acc]
         iotval2 = (gpa & ~3) | implicit
         if gpa >> gpabits:
@@ -239,40 +262,44 @@ class TranslationEngine:
         if af_cause < 0:
             af_cause = F.ACCESS_FAULT[acc]
         mem = self.mem
-        be = bool(self.regs.fctl & 1)
+        # Word loads only from exactly a SparseMemory: a wrapper or subclass sees every access.
+        words = mem.words if ptesz == 8 and type(mem) is SparseMemory else None
+        be = fctl & 1
         trace = self.trace
+        rsvd = self.pte_rsvd if ptesz == 8 else 0
+        nonleaf_bad = _NONLEAF_RSVD | rsvd
+        ppn_mask = _PPN_MASK if ptesz == 8 else 0x3FFFFF
         a = dc.g_ppn << 12
         i = levels - 1
-        vmask = (1 << bits) - 1
+        shift = 12 + i * bits
+        # The root table is 4 times larger: its index has 2 more bits.
+        idx_mask = (4 << bits) - 1
         while True:
-            shift = 12 + i * bits
-            idx = gpa >> shift & (vmask if i != levels - 1 else (vmask << 2 | 3))
-            pa = a + idx * ptesz
-            try:
-                if ptesz == 8:
-                    pte = mem.read64(pa)
-                    if be:
-                        pte = swap64(pte)
-                else:
-                    pte = mem.read32(pa)
-                    if be:
-                        pte = swap32(pte)
-            except BusError as e:
-                raise TranslationFault(af_cause if e.kind == ACCESS else corr_cause) from None
+            pa = a + (gpa >> shift & idx_mask) * ptesz
+            if words is not None:
+                page = words.get(pa >> 12)
+                pte = page[(pa & 0xFFF) >> 3] if page is not None else 0
+            else:
+                pte = self._load_pte(pa, ptesz, af_cause, corr_cause)
+            if be:
+                pte = swap64(pte) if ptesz == 8 else swap32(pte)
             if trace is not None:
                 trace.append(("pte", "g", i, gpa, pa, pte, ptesz))
-            if not pte & _V or (pte & 6) == P_W:
+            # Every malformed PTE is the same guest-page fault, so the checks are merged:
+            # V with R = W = X = 0 points to the next level.
+            if pte & 0xF == _V:
+                if pte & nonleaf_bad:
+                    raise TranslationFault(gpf, iotval2)
+                i -= 1
+                if i < 0:
+                    raise TranslationFault(gpf, iotval2)
+                shift -= bits
+                idx_mask = (1 << bits) - 1
+                a = (pte >> 10 & ppn_mask) << 12
+                continue
+            if not pte & _V or (pte & 6) == P_W or pte & rsvd:
                 raise TranslationFault(gpf, iotval2)
-            if ptesz == 8 and pte & self.pte_rsvd:
-                raise TranslationFault(gpf, iotval2)
-            if pte & 0xA:  # R or X: leaf
-                break
-            if pte & _NONLEAF_RSVD:
-                raise TranslationFault(gpf, iotval2)
-            i -= 1
-            if i < 0:
-                raise TranslationFault(gpf, iotval2)
-            a = (pte >> 10 & (_PPN_MASK if ptesz == 8 else 0x3FFFFF)) << 12
+            break  # R or X: a leaf
         return self._leaf(pte, pa, i, bits, ptesz, gpa, gpf, iotval2, ats, dc.gade, False,
                           True, implicit, reads, writes, executes, nw, None, 0)[:4]
 
@@ -396,43 +423,46 @@ class TranslationEngine:
             if top and top != (1 << (65 - vabits)) - 1:
                 raise TranslationFault(pf)
         mem = self.mem
+        # Word loads only from exactly a SparseMemory: a wrapper or subclass sees every access.
+        words = mem.words if ptesz == 8 and type(mem) is SparseMemory else None
         be = dc.sbe
         gmode = dc.g_mode
         trace = self.trace
+        rsvd = self.pte_rsvd if ptesz == 8 else 0
+        nonleaf_bad = _NONLEAF_RSVD | rsvd
+        ppn_mask = _PPN_MASK if ptesz == 8 else 0x3FFFFF
         a = root_ppn << 12
         i = levels - 1
+        shift = 12 + i * bits
         vmask = (1 << bits) - 1
         g = 0
-        af = F.ACCESS_FAULT[acc]
         while True:
-            gpa = a + (iova >> (12 + i * bits) & vmask) * ptesz
+            gpa = a + (iova >> shift & vmask) * ptesz
             pa = self.g_stage(dc, gpa, acc, 1, False)[0] if gmode else gpa
-            try:
-                if ptesz == 8:
-                    pte = mem.read64(pa)
-                    if be:
-                        pte = swap64(pte)
-                else:
-                    pte = mem.read32(pa)
-                    if be:
-                        pte = swap32(pte)
-            except BusError as e:
-                raise TranslationFault(af if e.kind == ACCESS else F.PT_CORRUPTION) from None
+            if words is not None:
+                page = words.get(pa >> 12)
+                pte = page[(pa & 0xFFF) >> 3] if page is not None else 0
+            else:
+                pte = self._load_pte(pa, ptesz, F.ACCESS_FAULT[acc], F.PT_CORRUPTION)
+            if be:
+                pte = swap64(pte) if ptesz == 8 else swap32(pte)
             if trace is not None:
                 trace.append(("pte", "s1", i, gpa, pa, pte, ptesz))
-            if not pte & _V or (pte & 6) == P_W:
+            # Every malformed PTE is the same page fault, so the checks are merged: V with
+            # R = W = X = 0 points to the next level.
+            if pte & 0xF == _V:
+                if pte & nonleaf_bad:
+                    raise TranslationFault(pf)
+                g |= pte & _G
+                i -= 1
+                if i < 0:
+                    raise TranslationFault(pf)
+                shift -= bits
+                a = (pte >> 10 & ppn_mask) << 12
+                continue
+            if not pte & _V or (pte & 6) == P_W or pte & rsvd:
                 raise TranslationFault(pf)
-            if ptesz == 8 and pte & self.pte_rsvd:
-                raise TranslationFault(pf)
-            if pte & 0xA:
-                break
-            if pte & _NONLEAF_RSVD:
-                raise TranslationFault(pf)
-            g |= pte & _G
-            i -= 1
-            if i < 0:
-                raise TranslationFault(pf)
-            a = (pte >> 10 & (_PPN_MASK if ptesz == 8 else 0x3FFFFF)) << 12
+            break  # R or X: a leaf
         out, size_lg2, perms, pbmt, lg = self._leaf(
             pte, pa, i, bits, ptesz, iova, pf, 0, ats, dc.sade, priv, sum_, 0, reads, writes,
             executes, nw, dc, gpa)

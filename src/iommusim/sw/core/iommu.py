@@ -138,7 +138,7 @@ class IommuCore:
         if not group.devices:
             self.groups.remove(group)
             if group.domain is not None:
-                self._attached.pop(id(group.domain), None)
+                self._attached[id(group.domain)] = self._attached.get(id(group.domain), 1) - 1
             if group.default_domain is not None:
                 self._free_domain(group.default_domain)
             for k, g in list(self._group_keys.items()):

@@ -51,6 +51,7 @@ from iommusim.hw.riscv.regs import (
 )
 from iommusim.hw.riscv.transaction import Message, Request, Response
 from iommusim.mem import FaultInjectingMemory, SparseMemory
+from iommusim.sim import VirtualClock
 
 PAGE: Final = 4096
 #: Where the allocator hands out pages: well inside one 1 GiB region, so a single G-stage
@@ -110,12 +111,14 @@ class Soc:
     tc = staticmethod(tc)
     leaf = staticmethod(leaf)
 
-    def __init__(self, params: RiscvIommuParams | None = None) -> None:
+    def __init__(self, params: RiscvIommuParams | None = None,
+                 clock: VirtualClock | None = None) -> None:
         self.params = params if params is not None else PRESETS["full"]
         self.ram = SparseMemory()
         self.mem = FaultInjectingMemory(self.ram)
         self.messages: list[Message] = []
-        self.iommu = RiscvIommu(self.mem, self.params, self.messages.append)
+        self.clock = clock
+        self.iommu = RiscvIommu(self.mem, self.params, self.messages.append, clock=clock)
         self.extended = self.params.has(cap.MSI_FLAT)
         self.dc_size = 64 if self.extended else 32
         self._next = ALLOC_BASE
@@ -337,11 +340,13 @@ class Soc:
 
 @pytest.fixture
 def make_soc() -> Callable[..., Soc]:
-    """Factory: ``make_soc(params=None, ddt_levels=3, fq=True, cq=True, pq=False)``."""
+    """Factory: ``make_soc(params=None, ddt_levels=3, fq=True, cq=True, pq=False,
+    clock=None)``."""
 
     def make(params: RiscvIommuParams | None = None, ddt_levels: int | None = 3,
-             fq: bool = True, cq: bool = True, pq: bool = False) -> Soc:
-        soc = Soc(params)
+             fq: bool = True, cq: bool = True, pq: bool = False,
+             clock: VirtualClock | None = None) -> Soc:
+        soc = Soc(params, clock)
         if fq:
             soc.enable_fq()
         if cq:

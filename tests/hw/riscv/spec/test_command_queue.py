@@ -6,15 +6,23 @@ from __future__ import annotations
 
 import pytest
 
-from iommusim.bits.riscv import CMD_IODIR, CMD_IOFENCE, CMD_IOTINVAL
+from iommusim.bits.riscv import CMD_ATS, CMD_IODIR, CMD_IOFENCE, CMD_IOTINVAL
+from iommusim.errors import ModelError
+from iommusim.hw.riscv.iommu import RiscvIommu
+from iommusim.hw.riscv.params import PRESETS
 from iommusim.hw.riscv.regs import (
+    CQCSR_CIE,
     CQCSR_CMD_ILL,
+    CQCSR_CMD_TO,
     CQCSR_CQEN,
     CQCSR_CQMF,
+    IPSR_CIP,
     OFF_CQCSR,
     OFF_CQH,
+    OFF_IPSR,
 )
-from iommusim.mem import ACCESS
+from iommusim.mem import ACCESS, SparseMemory
+from iommusim.sim import VirtualClock
 
 DID = 0x33
 
@@ -213,3 +221,101 @@ def test_cqh_wraps_around(soc):
         assert soc.run() == 3
         assert soc.reg(OFF_CQH) == (rnd + 1) * 3 % 4
     assert [soc.ram.read32(flag + 4 * n) for n in range(9)] == list(range(1, 10))
+
+
+# -- ATS.INVAL completions, IOFENCE.C waiting for them, and command timeouts (cmd_to) --------
+
+TIMEOUT_NS = 1000
+
+
+def _ats_inval(soc, rid=0x21):
+    return soc.cmd(CMD_ATS, opcode=soc.OP_ATS, func3=0, rid=rid, payload=0x7000)
+
+
+def _itags(soc):
+    return [m.itag for m in soc.messages if m.kind == "ats_inval_req"]
+
+
+def test_iofence_waits_for_invalidation_completions(soc):
+    """riscv-iommu: "IOMMU PCIe ATS commands": ATS.INVAL completes when its "Invalidation
+    Completion" arrives (cc completions: 0 means 8); "IOMMU Command-queue Fence commands": the
+    IOFENCE.C does not complete before, and cqh stays at it."""
+    _ats_inval(soc)
+    flag = soc.alloc()
+    fence = _fence(soc, av=1, data=1, addr=flag >> 2)
+    assert soc.run() == 1
+    assert soc.reg(OFF_CQH) == fence and soc.iommu.invalidations_outstanding == 1
+    (itag,) = _itags(soc)
+    soc.iommu.ats_inval_completion([itag], 2)
+    assert soc.run() == 0 and soc.ram.read32(flag) == 0  # one of two completions
+    soc.iommu.ats_inval_completion([itag], 2)
+    assert soc.iommu.invalidations_outstanding == 0
+    assert soc.run() == 1 and soc.ram.read32(flag) == 1
+
+
+def test_invalidation_timeout_sets_cmd_to(make_soc):
+    """riscv-iommu: "IOMMU PCIe ATS commands": on a "protocol-defined timeout" (the parameter
+    ats_inval_timeout_ns) the ATS.INVAL completes, "reported when a subsequent IOFENCE.C
+    command is executed": cqcsr.cmd_to is set, cqh holds the IOFENCE.C, the queue stops, and
+    cip is raised when cie is 1 ("Command-queue CSR (cqcsr)", "ipsr")."""
+    clock = VirtualClock()
+    soc = make_soc(PRESETS["full"].with_(ats_inval_timeout_ns=TIMEOUT_NS), clock=clock)
+    soc.set_reg(OFF_CQCSR, CQCSR_CQEN | CQCSR_CIE)
+    _ats_inval(soc)
+    flag = soc.alloc()
+    fence = _fence(soc, av=1, data=1, addr=flag >> 2)
+    assert soc.run() == 1
+    clock.advance(TIMEOUT_NS - 1)
+    assert soc.run() == 0 and not soc.reg(OFF_CQCSR) & CQCSR_CMD_TO
+    clock.advance(1)
+    assert soc.iommu.invalidations_outstanding == 0
+    assert soc.run() == 0
+    assert soc.reg(OFF_CQCSR) & CQCSR_CMD_TO
+    assert soc.reg(OFF_CQH) == fence and soc.ram.read32(flag) == 0
+    assert soc.reg(OFF_IPSR) & IPSR_CIP
+    # A late completion for the timed-out request is ignored.
+    soc.iommu.ats_inval_completion(_itags(soc), 1)
+    assert soc.run() == 0
+    # Software clears cmd_to (RW1C): the fence runs again and completes.
+    soc.set_reg(OFF_CQCSR, CQCSR_CQEN | CQCSR_CIE | CQCSR_CMD_TO)
+    assert soc.run() == 1 and soc.ram.read32(flag) == 1
+
+
+def test_fence_waits_for_all_before_reporting_timeout(make_soc):
+    """riscv-iommu: "cqcsr": "cmd_to is set when a IOFENCE.C command detects that one or more
+    previous commands that are specified to have timeouts have timed out but all other
+    commands previous to the IOFENCE.C have completed"."""
+    clock = VirtualClock()
+    soc = make_soc(PRESETS["full"].with_(ats_inval_timeout_ns=TIMEOUT_NS), clock=clock)
+    _ats_inval(soc, rid=1)
+    soc.run()
+    clock.advance(TIMEOUT_NS // 2)
+    _ats_inval(soc, rid=2)
+    _fence(soc)
+    soc.run()
+    clock.advance(TIMEOUT_NS // 2)  # the first request times out, the second is pending
+    assert soc.run() == 0 and not soc.reg(OFF_CQCSR) & CQCSR_CMD_TO
+    soc.iommu.ats_inval_completion([_itags(soc)[1]], 1)
+    assert soc.run() == 0 and soc.reg(OFF_CQCSR) & CQCSR_CMD_TO
+
+
+def test_completion_in_time_cancels_the_timeout(make_soc):
+    """An invalidation completed before its deadline leaves nothing on the clock and the fence
+    completes without cmd_to."""
+    clock = VirtualClock()
+    soc = make_soc(PRESETS["full"].with_(ats_inval_timeout_ns=TIMEOUT_NS), clock=clock)
+    _ats_inval(soc)
+    _fence(soc)
+    soc.run()
+    soc.iommu.ats_inval_completion(_itags(soc), 1)
+    clock.advance(10 * TIMEOUT_NS)
+    assert soc.run() == 1 and not soc.reg(OFF_CQCSR) & CQCSR_CMD_TO
+    assert clock.pending == 1  # only the iohpmcycles overflow event
+
+
+def test_timeout_parameter_needs_a_clock():
+    """Without a clock no time passes, so a timeout could never fire: refused."""
+    with pytest.raises(ModelError, match="ats_inval_timeout_ns needs a clock"):
+        RiscvIommu(SparseMemory(), PRESETS["full"].with_(ats_inval_timeout_ns=5))
+    with pytest.raises(ModelError, match="must be positive or None, not 0"):
+        PRESETS["full"].with_(ats_inval_timeout_ns=0)

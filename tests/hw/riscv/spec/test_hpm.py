@@ -12,8 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from iommusim.errors import ModelError
+from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.params import MODE_NAMES, PRESETS, RiscvIommuParams, cap
 from iommusim.hw.riscv.regs import IPSR_PMIP, Registers
+from iommusim.mem import SparseMemory
+from iommusim.sim import VirtualClock
 
 VECTORS = Path(__file__).resolve().parents[4].parent / "shared/conformance/riscv-iommu/vectors"
 
@@ -212,6 +216,108 @@ def test_cycles_overflow() -> None:
     assert regs.read(OVF, 4) == 1
     assert regs.read(84, 4) == IPSR_PMIP
     assert len(host.msis) == 1
+
+
+# -- iohpmcycles on the virtual clock ---------------------------------------------------------
+
+
+def clocked(hz: int = 1_000_000_000, bits: int = 64) -> tuple[RiscvIommu, VirtualClock,
+                                                               SparseMemory]:
+    """An IOMMU on a virtual clock with iohpmcycles cleared (OF = 0) and pmip routed to MSI
+    vector 2 (address 0x9000, data 0x42)."""
+    clock = VirtualClock()
+    ram = SparseMemory()
+    p = PRESETS["full"].with_(num_hpm=4, hpmctr_bits=bits, clock_hz=hz)
+    iommu = RiscvIommu(ram, p, clock=clock)
+    iommu.write_register(760, 8, 0x0200)  # pmiv = 2
+    iommu.write_register(768 + 32, 8, 0x9000)
+    iommu.write_register(776 + 32, 4, 0x42)
+    iommu.write_register(CYC, 8, 0)
+    return iommu, clock, ram
+
+
+def test_cycles_follow_the_clock() -> None:
+    """riscv-iommu: "iohpmcycles": "a free running clock cycle counter" -- cycles of the
+    IOMMU clock (params.clock_hz) as virtual time passes, without drift."""
+    iommu, clock, _ = clocked(hz=300_000_000)
+    clock.advance(10)
+    assert iommu.read_register(CYC, 8) == 3
+    for _ in range(10):
+        clock.advance(1)
+    assert iommu.read_register(CYC, 8) == 6
+    iommu.write_register(CYC, 8, 1000)
+    clock.advance(100)
+    assert iommu.read_register(CYC, 8) == 1030
+
+
+def test_cycles_inhibit_on_the_clock() -> None:
+    """riscv-iommu: "iocountinh": CY inhibits iohpmcycles; time passed while inhibited is not
+    counted, counting resumes when CY is cleared."""
+    iommu, clock, _ = clocked()
+    clock.advance(5)
+    iommu.write_register(INH, 4, 1)
+    clock.advance(1000)
+    assert iommu.read_register(CYC, 8) == 5
+    iommu.write_register(INH, 4, 0)
+    clock.advance(7)
+    assert iommu.read_register(CYC, 8) == 12
+
+
+def test_cycles_overflow_interrupt_on_time() -> None:
+    """riscv-iommu: "iohpmcycles": on unsigned overflow with OF = 0 the OF bit is set,
+    iocountovf.CY mirrors it and pmip is set -- at the cycle of the wrap, with no register
+    access (the MSI lands in memory)."""
+    iommu, clock, ram = clocked(bits=32)  # iohpmcycles no wider than the 32-bit counters
+    iommu.write_register(CYC, 8, 2**32 - 100)
+    clock.advance(99)
+    assert iommu.regs.ipsr == 0 and ram.read32(0x9000) == 0
+    clock.advance(1)
+    assert iommu.regs.ipsr == IPSR_PMIP
+    assert ram.read32(0x9000) == 0x42
+    assert iommu.read_register(CYC, 8) == 1 << 63
+    assert iommu.read_register(OVF, 4) == 1
+    assert clock.pending == 0  # OF is 1: a later wrap raises nothing, nothing is scheduled
+    clock.advance(2**32)
+    assert iommu.read_register(CYC, 8) == 1 << 63
+    assert iommu.read_register(84, 4) == IPSR_PMIP
+
+
+def test_cycles_rearm_after_of_cleared_or_inhibit() -> None:
+    """riscv-iommu: "iohpmcycles": "the OF bit also functions as a count overflow interrupt
+    disable"; a new value with OF = 0 arms the next interrupt, an inhibited counter never
+    wraps."""
+    iommu, clock, ram = clocked(bits=32)
+    iommu.write_register(INH, 4, 1)
+    iommu.write_register(CYC, 8, 2**32 - 1)
+    assert clock.pending == 0
+    clock.advance(10)
+    assert iommu.regs.ipsr == 0
+    iommu.write_register(INH, 4, 0)
+    clock.advance(1)
+    assert iommu.regs.ipsr == IPSR_PMIP and ram.read32(0x9000) == 0x42
+    iommu.write_register(84, 4, IPSR_PMIP)
+    iommu.write_register(CYC, 8, 2**32 - 2)  # OF cleared by software
+    clock.run_all()
+    assert clock.now == 13 and iommu.regs.ipsr == IPSR_PMIP
+
+
+def test_tick_without_clock() -> None:
+    """Without a clock no time passes (FORMAT.md: "iohpmcycles does not advance") unless the
+    user ticks the IOMMU; with a clock, tick is refused."""
+    iommu = RiscvIommu(SparseMemory(), PRESETS["full"])
+    iommu.write_register(CYC, 8, 0)
+    iommu.tick(25)
+    assert iommu.read_register(CYC, 8) == 25
+    with pytest.raises(ModelError, match="non-negative"):
+        iommu.tick(-1)
+    clocked_iommu, _, _ = clocked()
+    with pytest.raises(ModelError, match="without a clock"):
+        clocked_iommu.tick(1)
+
+
+def test_clock_hz_must_be_positive() -> None:
+    with pytest.raises(ModelError, match="clock_hz must be positive, not 0"):
+        PRESETS["full"].with_(clock_hz=0)
 
 
 # -- the conformance vectors of the hpm family (requests stand in for the translation core) --

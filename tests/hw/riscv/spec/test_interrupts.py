@@ -7,6 +7,9 @@ masked).
 
 from __future__ import annotations
 
+import pytest
+
+from iommusim.errors import ModelError
 from iommusim.hw.riscv.params import PRESETS, RiscvIommuParams
 from iommusim.hw.riscv.regs import (
     CQCSR_CIE,
@@ -185,3 +188,105 @@ def test_ipsr_reserved_bits_read_zero() -> None:
     regs.ipsr = IPSR_FIP
     regs.write(OFF_IPSR, 4, 0xFFFF_FFF0)
     assert regs.read(OFF_IPSR, 4) == IPSR_FIP
+
+
+# -- wire-signaled interrupts as levels observers can see -------------------------------------
+
+
+def wsi() -> tuple[Registers, FakeHost, list[tuple[int, bool]]]:
+    regs, host = make()
+    regs.write(8, 4, 0x2)  # fctl.WSI
+    edges: list[tuple[int, bool]] = []
+    regs.add_wire_observer(lambda vec, level: edges.append((vec, level)))
+    return regs, host, edges
+
+
+def test_wire_is_a_level_with_both_edges_observed() -> None:
+    """riscv-iommu: "ipsr": "When fctl.WSI is 1, the interrupt-pending bit drives the wire
+    selected by the corresponding icvec field": the wire is asserted while the bit is 1 and
+    deasserted when software clears it; a cause that persists re-asserts it."""
+    regs, host, edges = wsi()
+    regs.write(72, 4, CQCSR_CQEN | CQCSR_CIE)
+    regs.cq_error(CQCSR_FENCE_W_IP)
+    assert edges == [(0, True)] and regs.wire_level(0) and regs.wires == 1
+    regs.write(OFF_IPSR, 4, IPSR_CIP)  # fence_w_ip persists
+    assert edges == [(0, True), (0, False), (0, True)]
+    regs.write(72, 4, CQCSR_CQEN | CQCSR_CIE | CQCSR_FENCE_W_IP)  # clear the cause
+    regs.write(OFF_IPSR, 4, IPSR_CIP)
+    assert edges[-1] == (0, False) and not regs.wire_level(0) and regs.wires == 0
+    assert host.wired == [0, 0]  # the host sees the rising edges
+    assert host.msis == []
+
+
+def test_causes_sharing_a_wire() -> None:
+    """riscv-iommu: "icvec": "All causes can be mapped to the same vector": the shared wire
+    stays asserted until every pending bit routed to it is cleared."""
+    regs, _, edges = wsi()
+    regs.write(OFF_ICVEC, 8, 0x1111)
+    regs.write(72, 4, CQCSR_CQEN | CQCSR_CIE)
+    regs.write(76, 4, FQCSR_FQEN | FQCSR_FIE)
+    regs.cq_error(CQCSR_CMD_ILL)
+    regs.fq_record_written()
+    assert edges == [(1, True)]
+    regs.write(72, 4, CQCSR_CQEN | CQCSR_CIE | CQCSR_CMD_ILL)
+    regs.write(OFF_IPSR, 4, IPSR_CIP)
+    assert edges == [(1, True)] and regs.wire_level(1)
+    regs.write(OFF_IPSR, 4, IPSR_FIP)
+    assert edges == [(1, True), (1, False)]
+
+
+def test_icvec_moves_the_wire() -> None:
+    """riscv-iommu: "icvec": the pending bit drives the wire its icvec field selects."""
+    regs, _, edges = wsi()
+    regs.write(76, 4, FQCSR_FQEN | FQCSR_FIE)
+    regs.fq_record_written()
+    assert edges == [(1, True)]
+    regs.write(OFF_ICVEC, 8, 0x3290)  # fiv 1 -> 9
+    assert edges == [(1, True), (1, False), (9, True)]
+    assert regs.wires == 1 << 9
+
+
+def test_pmip_wire_is_not_reasserted() -> None:
+    """riscv-iommu: "ipsr": pmip is set on an OF 0 -> 1 transition only, so clearing it
+    deasserts its wire for good."""
+    regs, _, edges = wsi()
+    regs.write(352, 8, 1)  # iohpmevt1: event 1
+    regs.write(104, 8, (1 << 64) - 1)
+    regs.hpm_count(1, 0, False, 0, False, 0, False, 0)
+    assert edges == [(2, True)]
+    regs.write(OFF_IPSR, 4, IPSR_PMIP)
+    assert edges == [(2, True), (2, False)]
+
+
+def test_msi_mode_drives_no_wire() -> None:
+    """riscv-iommu: "ipsr": with fctl.WSI = 0 interrupts are messages; no wire moves."""
+    regs, host = make()
+    edges: list[tuple[int, bool]] = []
+    regs.add_wire_observer(lambda vec, level: edges.append((vec, level)))
+    regs.write(76, 4, FQCSR_FQEN | FQCSR_FIE)
+    regs.fq_record_written()
+    assert edges == [] and host.msis == [msi(1)] and regs.wires == 0
+
+
+def test_iommu_wire_observers(make_soc) -> None:
+    """The IOMMU's observers see the fault-queue wire rise on a recorded fault and fall when
+    software clears ipsr.fip (riscv-iommu: "ipsr", "Fault/Event-Queue (FQ)")."""
+    soc = make_soc()
+    iommu = soc.iommu
+    soc.set_reg(8, 0x2)  # fctl.WSI (the queues are on: fine for the model)
+    soc.set_reg(OFF_ICVEC, 0x10, 8)  # fiv = 1
+    soc.set_reg(76, FQCSR_FQEN | FQCSR_FIE)
+    edges: list[tuple[int, bool]] = []
+
+    def observer(vec: int, level: bool) -> None:
+        edges.append((vec, level))
+
+    iommu.add_wire_observer(observer)
+    soc.translate(0x7, 0x1000)  # no DC: cause 258, a new FQ record
+    assert edges == [(1, True)] and iommu.wire_level(1)
+    soc.set_reg(OFF_IPSR, IPSR_FIP)
+    assert edges == [(1, True), (1, False)] and not iommu.wire_level(1)
+    assert iommu.wired == [1]
+    iommu.remove_wire_observer(observer)
+    with pytest.raises(ModelError, match="must be registered"):
+        iommu.remove_wire_observer(observer)

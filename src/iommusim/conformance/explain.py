@@ -7,7 +7,13 @@ step; during that step the translation engine records every structure its walk r
 the Device-context"), PDT entries and the process context ("Process to locate the
 Process-context"), first-stage and G-stage PTEs ("Process to translate an IOVA", privileged
 spec "Two-Stage Address Translation"), A/D updates, MSI PTEs ("Process to translate addresses
-of MSIs"), then the outcome and the fault record written ("Fault/Event-Queue (FQ)").
+of MSIs": the MSI window match, the interrupt file number, the interrupt file or MRIF the PTE
+names and, for MRIF mode, which MRIF bit a write sets -- AIA "MSI PTE, MRIF mode"), then the
+outcome and the fault record written ("Fault/Event-Queue (FQ)").
+
+``page_request`` steps are explained too ("PCIe ATS Page Request handling", "Page-Request-Queue
+(PQ)"): the message decoded, the device-context lookup and its EN_ATS/EN_PRI/PRPR, the queue
+state, then the record queued or the fault, and the automatic "Page Request Group Response".
 
 The explanation is built as plain JSON-able data first; the text and ``--json`` renderings
 print the same data.
@@ -36,6 +42,7 @@ from iommusim.bits.riscv import (
     PC_FSC,
     PC_TA,
     PDTE,
+    PQ_RECORD,
     PTE,
     PTE32,
 )
@@ -53,7 +60,16 @@ from iommusim.hw.riscv.faults import (
     DTF_REPORTED,
     TTYP_NAMES,
 )
-from iommusim.hw.riscv.regs import FQCSR_FQMF, FQCSR_FQOF, FQCSR_FQON
+from iommusim.hw.riscv.mrif import identity_of, mrif_slot
+from iommusim.hw.riscv.regs import (
+    FQCSR_FQMF,
+    FQCSR_FQOF,
+    FQCSR_FQON,
+    IPSR_PIP,
+    PQCSR_PQMF,
+    PQCSR_PQOF,
+    PQCSR_PQON,
+)
 from iommusim.hw.riscv.transaction import Request, Response
 
 __all__ = ["explain_vector", "explain_vector_step"]
@@ -65,6 +81,16 @@ _TC_PDTV: Final = 1 << 5
 _TC_DTF: Final = 1 << 4
 _TC_DPE: Final = 1 << 9
 _TC_SXL: Final = 1 << 11
+_TC_EN_ATS: Final = 1 << 1
+_TC_EN_PRI: Final = 1 << 2
+_TC_PRPR: Final = 1 << 6
+
+#: PCIe "Page Request Group Response" codes the IOMMU sends itself (riscv-iommu: "PCIe ATS
+#: Page Request handling").
+PRG_RESPONSE_NAMES: Final = {0: "Success", 1: "Invalid Request", 0xF: "Response Failure"}
+_MSI_RULE: Final = "(GPA >> 12) & ~mask == pattern & ~mask"
+_MRIF_LAYOUT: Final = ("identity D: pending bit D mod 64 of the doubleword at MRIF + 16 * (D div "
+                       "64), enable bit the same bit at + 8")
 
 #: riscv-iommu: "Device-directory-table pointer (ddtp)", iommu_mode encodings.
 DDTP_MODE_NAMES: Final = {0: "Off", 1: "Bare", 2: "1LVL", 3: "2LVL", 4: "3LVL"}
@@ -207,6 +233,98 @@ def _msipte_entry(gpa: int, idx: int, pa: int, w0: int, w1: int) -> JsonObj:
     return out
 
 
+def _extract(x: int, mask: int) -> int:
+    """riscv-iommu: "Process to translate addresses of MSIs": ``extract(x, y)`` packs the bits
+    of ``x`` selected by the 1 bits of ``y`` at the least-significant end."""
+    out = k = 0
+    while mask:
+        low = mask & -mask
+        if x & low:
+            out |= 1 << k
+        k += 1
+        mask ^= low
+    return out
+
+
+def _msi_window(dc_words: tuple[int, ...] | None, gpa: int) -> JsonObj | None:
+    """Whether ``gpa`` is a virtual interrupt file of the device (riscv-iommu: "Process to
+    translate addresses of MSIs", "MSI address mask and pattern"); None without MSI
+    translation (base-format DC or msiptp.MODE Off)."""
+    if dc_words is None or len(dc_words) < 8 or dc_words[4] >> 60 != 1:
+        return None
+    mask = MSI_ADDR_MASK["mask"].get(dc_words[5])
+    pattern = MSI_ADDR_MASK["mask"].get(dc_words[6])
+    page = gpa >> 12
+    match = page & ~mask == pattern & ~mask
+    out: JsonObj = {"gpa": _hex(gpa), "gpa_page": _hex(page), "mask": _hex(mask),
+                    "pattern": _hex(pattern), "rule": _MSI_RULE, "matches": match}
+    if match:
+        out["file_index"] = _extract(page, mask)
+        out["msi_pt_pa"] = _hex((dc_words[4] & _PPN_MASK) << 12)
+    return out
+
+
+def _request_gpa(trace: list[tuple[Any, ...]], labels: list[str], req: Request,
+                 resp: Response) -> int | None:
+    """The GPA the request's first stage produced, from the walk trace (None if unknown)."""
+    for k in range(len(trace) - 1, -1, -1):
+        t = trace[k]
+        if t[0] == "pte" and t[1] == "g" and labels[k].endswith("guest-physical address)"):
+            return int(t[3])
+    if not trace:
+        return None
+    if not any(t[0] == "pte" and t[1] == "s1" for t in trace):
+        return req.iova
+    if resp.ok and not any(t[0] == "pte" and t[1] == "g" for t in trace):
+        return resp.pa  # Bare G-stage: GPA = SPA
+    return None
+
+
+def _mrif_detail(rp: Replay, req: Request, resp: Response, msi_data: int | None) -> JsonObj:
+    """Where a device write through this MRIF-mode PTE goes (AIA: "Format of a
+    memory-resident interrupt file", "MSI PTE, MRIF mode"); with ``msi_data``, which MRIF bit
+    it sets and the bits as they are in memory now. The replay itself writes nothing."""
+    params = rp.iommu.params
+    offset = req.iova & 0xFFF
+    out: JsonObj = {"mrif_pa": _hex(resp.mrif_addr), "notice_pa": _hex(resp.notice_ppn << 12),
+                    "notice_data": resp.notice_nid, "layout": _MRIF_LAYOUT,
+                    "notice_policy": params.mrif_notice, "recorded": False}
+    if not req.is_write:
+        out["access"] = ("a read of an MRIF-mode page: not an MSI (AIA: should return zero, "
+                         "or be aborted)")
+        return out
+    if offset & 3:
+        out["access"] = "not 4-byte aligned: aborted as unsupported (AIA)"
+        return out
+    if offset >> 3:
+        out["access"] = f"page offset {offset:#x}: A[11:3] is not 0, the write is discarded"
+        return out
+    be = bool(offset & 4)
+    if be and not params.mrif_be_msi:
+        out["access"] = "address bit 2 is 1 and big-endian MSIs are not supported: discarded"
+        return out
+    out["access"] = (f"a 32-bit write here is an MSI with {'big' if be else 'little'}-endian "
+                     "data D (D[31:11] must be 0, else it is discarded)")
+    if msi_data is None:
+        out["recorded"] = True
+        return out
+    identity, _, reason = identity_of(offset, msi_data, params.mrif_be_msi)
+    out["msi_data"] = _hex(msi_data & 0xFFFF_FFFF)
+    if identity < 0:
+        out["identity"] = None
+        out["discarded"] = reason
+        return out
+    out["recorded"] = True
+    pending_pa, enable_pa, bit = mrif_slot(resp.mrif_addr, identity)
+    pending = rp.ram.read64(pending_pa) >> bit & 1
+    enabled = rp.ram.read64(enable_pa) >> bit & 1
+    out.update(identity=identity, pending_pa=_hex(pending_pa), enable_pa=_hex(enable_pa),
+               bit=bit, pending_now=pending, enabled_now=enabled,
+               notice=("sent" if params.mrif_notice == "always" or enabled else
+                       "not sent (the identity is not enabled)"))
+    return out
+
+
 def _g_labels(trace: list[tuple[Any, ...]], iova: int) -> list[str]:
     """Label each G-stage PTE with the access its walk serves (riscv-iommu: "Process to
     translate an IOVA"; privileged spec "Two-Stage Address Translation"): an implicit read of
@@ -309,7 +427,7 @@ def _read_record(rp: Replay, index: int) -> JsonObj:
     return {"index": index, "pa": _hex(addr), "fields": f}
 
 
-def _explain_step(rp: Replay, i: int, step: JsonObj) -> JsonObj:
+def _explain_step(rp: Replay, i: int, step: JsonObj, msi_data: int | None = None) -> JsonObj:
     """Run translate step ``i`` with the walk trace on and build its explanation."""
     iommu = rp.iommu
     eng = iommu.engine
@@ -375,7 +493,11 @@ def _explain_step(rp: Replay, i: int, step: JsonObj) -> JsonObj:
                          "set": [n for n, b in (("A", 6), ("D", 7))
                                  if new >> b & 1 and not old >> b & 1]})
         elif kind == "msipte":
-            walk.append(_msipte_entry(*t[1:]))
+            e = _msipte_entry(*t[1:])
+            if e["mode"] == "basic":
+                # The guest interrupt file (of an IMSIC) the write goes to instead.
+                e["interrupt_file_pa"] = _hex((t[4] >> 10 & _PPN_MASK) << 12)
+            walk.append(e)
         else:
             walk.append({"kind": str(kind), "raw": [str(x) for x in t[1:]]})
     if dc_words is None and cached_dc is not None and 2 <= ddtp & 0xF <= 4:
@@ -392,6 +514,19 @@ def _explain_step(rp: Replay, i: int, step: JsonObj) -> JsonObj:
             walk.insert(1, _pc_entry(None, None, cached_pc.ta, cached_pc.fsc,
                                      int(bool(tc & _TC_SXL))))
     out["walk"] = walk
+    for e in walk:
+        if e["kind"] == "msipte":
+            window = _msi_window(dc_words, int(e["gpa"], 16))
+            if window is not None:
+                e["window"] = window
+    if resp.ok and req.at != 2:
+        if resp.is_mrif:
+            outcome["mrif"] = _mrif_detail(rp, req, resp, msi_data)
+        elif not resp.is_msi and not any(t[0] == "msipte" for t in trace):
+            gpa = _request_gpa(trace, labels, req, resp)
+            window = _msi_window(dc_words, gpa) if gpa is not None else None
+            if window is not None:
+                outcome["msi_window"] = window  # not an MSI: the regular tables translated it
 
     if not resp.ok or resp.cause:
         if record is not None:
@@ -430,9 +565,14 @@ def _no_record_reason(req: Request, resp: Response, dc_words: tuple[int, ...] | 
     return "no fault record written"
 
 
-def explain_vector(path: Path, step: int | None) -> JsonObj:
-    """Replay the vector at ``path`` and explain translate step ``step`` (every translate
-    step when None). Raises :class:`IommusimError` for a step that is not a translate step."""
+_EXPLAINED: Final = ("translate", "page_request")
+
+
+def explain_vector(path: Path, step: int | None, msi_data: int | None = None) -> JsonObj:
+    """Replay the vector at ``path`` and explain translate or page-request step ``step``
+    (every such step when None). ``msi_data`` is the 32-bit value of the device's write, used
+    to show which MRIF bit an MRIF-mode MSI sets. Raises :class:`IommusimError` for a step of
+    another kind."""
     vec = load_vector(path)
     steps = vec["steps"]
     if step is not None:
@@ -440,18 +580,176 @@ def explain_vector(path: Path, step: int | None) -> JsonObj:
             raise IommusimError(f"{path}: step {step} is out of range "
                                 f"(the vector has {len(steps)} steps)")
         op = steps[step].get("op") if isinstance(steps[step], dict) else None
-        if op != "translate":
-            raise IommusimError(f"{path}: step {step} is a {op!r} step, not a translate step")
+        if op not in _EXPLAINED:
+            raise IommusimError(f"{path}: step {step} is a {op!r} step, not a translate step "
+                                "or a page_request step")
     rp = Replay(vec)
     out: list[JsonObj] = []
     for i, st in rp.steps():
         if step is not None and i > step:
             break
-        if st.get("op") == "translate" and (step is None or i == step):
-            out.append(_explain_step(rp, i, st))
+        op = st.get("op")
+        if op in _EXPLAINED and (step is None or i == step):
+            if op == "translate":
+                out.append(_explain_step(rp, i, st, msi_data))
+            else:
+                out.append(_explain_page_request(rp, i, st))
         else:
             rp.run_step(i, st)
     return {"vector": str(path), "steps": out}
+
+
+# ------------------------------------------------------------------------------ page requests
+def _num(obj: JsonObj, key: str) -> int:
+    return _as_int(obj.get(key, 0))
+
+
+def _explain_page_request(rp: Replay, i: int, step: JsonObj) -> JsonObj:
+    """Run page_request step ``i`` with the walk trace on and build its explanation
+    (riscv-iommu: "PCIe ATS Page Request handling", "Page-Request-Queue (PQ)")."""
+    iommu = rp.iommu
+    eng = iommu.engine
+    regs = iommu.regs
+    expected = step.get("expect_events")
+    ddtp = regs.ddtp
+    gxl = regs.fctl >> 2 & 1
+    pqcsr0, pqh0, pqt0, fqt0, ipsr0 = regs.pqcsr, regs.pqh, regs.pqt, regs.fqt, regs.ipsr
+    pq_size = 1 << ((regs.pqb & 0x1F) + 1)
+    msg = step.get("msg")
+    did_guess = None
+    if isinstance(msg, dict):
+        rid = _num(msg, "rid")
+        did_guess = (_num(msg, "dseg") << 16 | rid) if _num(msg, "dsv") else rid
+    cached_dc = eng.ddtc.get(did_guess) if did_guess is not None else None
+    trace: list[tuple[Any, ...]] = []
+    eng.trace = trace
+    try:
+        rp.run_step(i, step)  # validates the message (FormatError) and fills expect_events
+    finally:
+        eng.trace = None
+    if not isinstance(msg, dict):  # run_step has rejected it already
+        raise IommusimError(f"steps[{i}].msg must be an object")
+    rid = _num(msg, "rid")
+    dsv = _num(msg, "dsv")
+    pv = _num(msg, "pv")
+    payload = _num(msg, "payload")
+    r, w, last = payload & 1, payload >> 1 & 1, payload >> 2 & 1
+    stop = bool(last and not r and not w)
+    if stop:
+        kind = "Stop Marker"
+    else:
+        kind = "Page Request" + (" (last in its group: needs a response)" if last else "")
+    request: JsonObj = {"rid": _hex(rid), "dsv": dsv}
+    if dsv:
+        request["dseg"] = _hex(_num(msg, "dseg"))
+    request.update(device_id=_hex(did_guess or 0), pv=pv)
+    if pv:
+        request.update(pid=_hex(_num(msg, "pid")), priv=_num(msg, "priv"),
+                       exec=_num(msg, "exec"))
+    request.update(payload=_hex(payload), kind=kind, fields={
+        "r": r, "w": w, "l": last, "prgi": _hex(payload >> 3 & 0x1FF),
+        "page_address": _hex(payload & ~0xFFF & (1 << 64) - 1)})
+
+    walk: list[JsonObj] = []
+    dc_words: tuple[int, ...] | None = None
+    for t in trace:
+        if t[0] == "ddte":
+            _, level, pa, value = t
+            walk.append({"kind": "ddte", "level": level, "pa": _hex(pa), "value": _hex(value),
+                         "fields": _fields(DDTE, value)})
+        elif t[0] == "dc":
+            dc_words = t[2]
+            walk.append(_dc_entry(t[1], t[2], gxl))
+        elif t[0] == "misconfigured":
+            walk.append({"kind": "misconfigured", "structure": t[1], "reason": t[2]})
+    if dc_words is None and cached_dc is not None and 2 <= ddtp & 0xF <= 4:
+        dc_words = cached_dc.words
+        walk.insert(0, _dc_entry(None, cached_dc.words, gxl))
+
+    out: JsonObj = {"step": i, "op": "page_request", "request": request,
+                    "ddtp": {"mode": ddtp & 0xF,
+                             "mode_name": _mode_name(DDTP_MODE_NAMES, ddtp & 0xF),
+                             "ppn": _hex(ddtp >> 10 & _PPN_MASK)},
+                    "walk": walk,
+                    "queue": {"pqon": int(bool(pqcsr0 & PQCSR_PQON)),
+                              "pqmf": int(bool(pqcsr0 & PQCSR_PQMF)),
+                              "pqof": int(bool(pqcsr0 & PQCSR_PQOF)),
+                              "pqh": pqh0, "pqt": pqt0, "size": pq_size}}
+    outcome: JsonObj = {}
+    tc = dc_words[0] if dc_words is not None else None
+    if tc is not None:
+        outcome["dc_checks"] = {"en_ats": int(bool(tc & _TC_EN_ATS)),
+                                "en_pri": int(bool(tc & _TC_EN_PRI)),
+                                "prpr": int(bool(tc & _TC_PRPR))}
+    if regs.pqt != pqt0:
+        outcome["status"] = "queued"
+        outcome["record"] = _read_pq_record(rp, pqt0)
+    else:
+        outcome["status"] = "not queued"
+        outcome["reason"] = _not_queued_reason(ddtp & 0xF, tc, dc_words is not None, pqcsr0,
+                                               regs.pqcsr)
+        if regs.fqt != fqt0:
+            outcome["fault_record"] = _read_record(rp, fqt0)
+    if not ipsr0 & IPSR_PIP and regs.ipsr & IPSR_PIP:
+        outcome["interrupt"] = "ipsr.pip set (pqcsr.pie = 1)"
+    responses = []
+    for ev in step.get("expect_events", []):
+        code = _as_int(ev.get("payload", 0)) >> 44 & 0xF
+        responses.append({"type": ev.get("type"), "code": code,
+                          "code_name": PRG_RESPONSE_NAMES.get(code, "?"),
+                          "with_pasid": int(_as_int(ev.get("pv", 0))),
+                          "payload": ev.get("payload")})
+    outcome["responses"] = responses
+    if not responses and outcome["status"] != "queued":
+        outcome["response_note"] = (
+            "no response: a Stop Marker or a request with L = 0 is silently discarded"
+            if stop or not last else "no response")
+    out["outcome"] = outcome
+    if isinstance(expected, list):
+        why = compare({"op": "page_request", "expect_events": expected}, step)
+        out["vector_expectation"] = {"expect_events": expected, "matches": why is None}
+        if why is not None:
+            out["vector_expectation"]["difference"] = why
+    return out
+
+
+def _as_int(v: Any) -> int:
+    return int(v, 0) if isinstance(v, str) else int(v)
+
+
+def _not_queued_reason(mode: int, tc: int | None, dc_found: bool, pqcsr0: int,
+                       pqcsr1: int) -> str:
+    """Why a page request was not queued (riscv-iommu: "PCIe ATS Page Request handling")."""
+    if mode == 0:
+        return "ddtp.iommu_mode is Off (cause 256): Response Failure"
+    if mode == 1:
+        return "ddtp.iommu_mode is Bare: no device context (cause 260): Invalid Request"
+    if not dc_found or tc is None:
+        return "the device context could not be located (see the fault): Response Failure"
+    if not tc & _TC_EN_PRI or not tc & _TC_EN_ATS:
+        return "EN_PRI or EN_ATS is 0 (cause 260): Invalid Request"
+    if not pqcsr0 & PQCSR_PQON:
+        return "the page-request queue is off: Response Failure"
+    if pqcsr0 & PQCSR_PQMF:
+        return "pqcsr.pqmf is set (an earlier memory fault): Response Failure"
+    if pqcsr0 & PQCSR_PQOF:
+        return "pqcsr.pqof is set (an earlier overflow): Success"
+    if pqcsr1 & PQCSR_PQOF:
+        return "the queue is full (pqt == pqh - 1): pqof set, Success"
+    if pqcsr1 & PQCSR_PQMF:
+        return "writing the record faulted: pqmf set, Response Failure"
+    return "not queued"
+
+
+def _read_pq_record(rp: Replay, index: int) -> JsonObj:
+    """Decode page-request-queue record ``index`` (riscv-iommu: "Page-Request-Queue (PQ)"),
+    each doubleword in the byte order of fctl.BE."""
+    regs = rp.iommu.regs
+    addr = ((regs.pqb >> 10 & _PPN_MASK) << 12) + index * 16
+    data = rp.ram.read(addr, 16)
+    order: Literal["big", "little"] = "big" if regs.fctl & 1 else "little"
+    value = int.from_bytes(data[:8], order) | int.from_bytes(data[8:], order) << 64
+    return {"index": index, "pa": _hex(addr), "fields": _fields(PQ_RECORD, value)}
 
 
 # ------------------------------------------------------------------------------ text output
@@ -525,9 +823,19 @@ def _entry_text(e: JsonObj) -> list[str]:
         return [f"A/D update at PA {e['pa']}: {e['old']} -> {e['new']} "
                 f"(sets {' '.join(e['set']) or 'nothing'})"]
     if kind == "msipte":
-        return [f"MSI PTE for GPA {e['gpa']}: interrupt file {e['file_index']}, at PA "
-                f"{e['pa']}, mode {e['mode']}", f"w0={e['w0']} w1={e['w1']}  "
-                + _kv(e["fields"])]
+        lines = [f"MSI PTE for GPA {e['gpa']}: interrupt file {e['file_index']}, at PA "
+                 f"{e['pa']}, mode {e['mode']}"]
+        win = e.get("window")
+        if win is not None:
+            lines.append(f"GPA page {win['gpa_page']} is in the MSI window: {win['rule']} with "
+                         f"mask={win['mask']} pattern={win['pattern']}; interrupt file number "
+                         f"{win['file_index']} = extract(GPA >> 12, mask), MSI page table at "
+                         f"{win['msi_pt_pa']}")
+        lines.append(f"w0={e['w0']} w1={e['w1']}  " + _kv(e["fields"]))
+        if "interrupt_file_pa" in e:
+            lines.append(f"basic translate mode: the write goes to the interrupt file at "
+                         f"{e['interrupt_file_pa']}")
+        return lines
     return [f"{kind}: {e.get('raw')}"]
 
 
@@ -543,8 +851,30 @@ def _outcome_text(o: JsonObj) -> list[str]:
                     f"{o['notice_ppn']}, NID {o['notice_nid']}")
         else:
             line = (f"success: PA {o['pa']}  pbmt={o['pbmt']} ({o['pbmt_name']})"
-                    + ("  (MSI)" if o.get("is_msi") else ""))
+                    + ("  (MSI to the interrupt file at "
+                       f"{int(o['pa'], 16) & ~0xFFF:#x})" if o.get("is_msi") else ""))
         lines = [line]
+        m = o.get("mrif")
+        if m is not None:
+            lines.append(f"  MRIF at {m['mrif_pa']}: {m['layout']}")
+            lines.append(f"  {m['access']}")
+            if "identity" in m:
+                if m["identity"] is None:
+                    lines.append(f"  data {m['msi_data']}: discarded ({m['discarded']})")
+                else:
+                    lines.append(
+                        f"  data {m['msi_data']}: identity {m['identity']} sets bit {m['bit']} "
+                        f"of the pending doubleword at {m['pending_pa']} (now "
+                        f"{m['pending_now']}); enable bit at {m['enable_pa']} is "
+                        f"{m['enabled_now']}; notice MSI {m['notice']}")
+            if m["recorded"]:
+                lines.append(f"  then the notice MSI: {m['notice_data']:#x} written "
+                             f"little-endian to {m['notice_pa']} (policy: "
+                             f"{m['notice_policy']})")
+        win = o.get("msi_window")
+        if win is not None:
+            lines.append(f"  GPA {win['gpa']} is outside the MSI window ({win['rule']}, "
+                         f"mask={win['mask']} pattern={win['pattern']}): regular translation")
         if "cause" in o:
             lines.append(f"  no permission: cause {o['cause']} ({o['cause_name']})")
     else:
@@ -562,10 +892,65 @@ def _outcome_text(o: JsonObj) -> list[str]:
     return lines
 
 
+def _page_request_text(s: JsonObj) -> list[str]:
+    r = s["request"]
+    f = r["fields"]
+    seg = f" (segment {r['dseg']})" if r["dsv"] else ""
+    pasid = (f"PASID {r['pid']} priv {r['priv']} exec {r['exec']}" if r["pv"]
+             else "no PASID")
+    lines = [f"message: {r['kind']} from rid {r['rid']}{seg}, device_id {r['device_id']}, "
+             f"{pasid}",
+             f"         payload {r['payload']}: R={f['r']} W={f['w']} L={f['l']} "
+             f"PRGI={f['prgi']} page {f['page_address']}"]
+    d = s["ddtp"]
+    lines.append(f"ddtp: mode {d['mode_name']}, root PPN {d['ppn']}")
+    for n, e in enumerate(s["walk"], 1):
+        entry = _entry_text(e)
+        lines.append(f"{n:>2}. {entry[0]}")
+        lines += [f"    {ln}" for ln in entry[1:]]
+    q = s["queue"]
+    lines.append(f"page-request queue: pqon={q['pqon']} pqmf={q['pqmf']} pqof={q['pqof']} "
+                 f"pqh={q['pqh']} pqt={q['pqt']} ({q['size']} entries)")
+    o = s["outcome"]
+    if "dc_checks" in o:
+        lines.append("device context: " + _kv(o["dc_checks"]))
+    if o["status"] == "queued":
+        rec = o["record"]
+        lines.append(f"queued: record {rec['index']} at PA {rec['pa']}: {_kv(rec['fields'])}")
+    else:
+        lines.append(f"not queued: {o['reason']}")
+        rec = o.get("fault_record")
+        if rec is not None:
+            rf = dict(rec["fields"])
+            lines.append(f"  fault record {rec['index']} at PA {rec['pa']}: "
+                         f"cause={rf.pop('cause')} ({rf.pop('cause_name')}) "
+                         f"ttyp={rf.pop('ttyp')} ({rf.pop('ttyp_name')})")
+    if "interrupt" in o:
+        lines.append(f"  {o['interrupt']}")
+    for resp in o["responses"]:
+        lines.append(f"automatic Page Request Group Response: {resp['code_name']} "
+                     f"(code {resp['code']:#x}), {'with' if resp['with_pasid'] else 'without'} "
+                     f"PASID, payload {resp['payload']}")
+    if "response_note" in o:
+        lines.append(o["response_note"])
+    return lines
+
+
 def _print_text(con: Console, data: JsonObj) -> None:
     if not data["steps"]:
-        con.print(f"{data['vector']}: no translate steps", markup=False)
+        con.print(f"{data['vector']}: no translate or page_request steps", markup=False)
     for s in data["steps"]:
+        if s.get("op") == "page_request":
+            con.rule(f"step {s['step']} (page request)", style="none")
+            lines = _page_request_text(s)
+            con.print(lines[0], markup=False, style="bold")
+            for ln in lines[1:]:
+                con.print(ln, markup=False)
+            ve = s.get("vector_expectation")
+            if ve is not None:
+                con.print("matches the vector's expectation" if ve["matches"]
+                          else f"DIFFERS from the vector: {ve['difference']}", markup=False)
+            continue
         r = s["request"]
         con.rule(f"step {s['step']}", style="none")
         pasid = r.get("process_id", "none")
@@ -591,9 +976,10 @@ def _print_text(con: Console, data: JsonObj) -> None:
                       else f"DIFFERS from the vector: {ve['difference']}", markup=False)
 
 
-def explain_vector_step(path: Path, step: int | None, json_out: bool) -> None:
+def explain_vector_step(path: Path, step: int | None, json_out: bool,
+                        msi_data: int | None = None) -> None:
     """CLI entry (``iommusim explain``): print the explanation as text or JSON."""
-    data = explain_vector(path, step)
+    data = explain_vector(path, step, msi_data)
     if json_out:
         print(json.dumps(data, indent=1))
         return
