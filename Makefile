@@ -40,6 +40,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_translate.py
+	$(BIN)/python benchmarks/bench_dma.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
