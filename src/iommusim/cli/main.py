@@ -48,7 +48,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     from iommusim.conformance.explain import explain_vector_step
 
-    explain_vector_step(Path(args.vector), args.step, json_out=args.json)
+    explain_vector_step(Path(args.vector), args.step, json_out=args.json,
+                        msi_data=args.msi_data)
     return 0
 
 
@@ -86,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "translated")
     e.add_argument("vector", help="a vector file")
     e.add_argument("--step", type=int, default=None,
-                   help="index of the translate step (default: every translate step)")
+                   help="index of the translate or page_request step (default: every one)")
+    e.add_argument("--msi-data", type=lambda v: int(v, 0), default=None,
+                   help="for an MSI to an MRIF: the 32-bit data (interrupt identity) to locate")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_explain)
     d = sub.add_parser("demo", help="boot a machine, probe the driver and run a DMA "
