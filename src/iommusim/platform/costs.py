@@ -42,7 +42,7 @@ class CostModel:
         for f in fields(self):
             v = getattr(self, f.name)
             if not isinstance(v, int) or v < 0:
-                raise ModelError(f"cost {f.name} must be a non-negative int, not {v!r}")
+                raise ModelError(f"{f.name} must be a non-negative int, not {v!r}")
 
 
 class Ledger:

@@ -19,6 +19,8 @@ must not silently fall back to a default.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Final, TypeVar, cast
@@ -77,6 +79,15 @@ def _kind(typ: type) -> str:
         typ, typ.__name__)
 
 
+@contextmanager
+def _at(path: str, sep: str = ".") -> Iterator[None]:
+    """Re-raise a configuration class's range error with the scenario key path in front."""
+    try:
+        yield
+    except (ApiError, ModelError) as e:
+        raise FormatError(f"scenario: {path}{sep}{e}") from None
+
+
 def parse_scenario(text: str, source: str = "<string>") -> Scenario:
     try:
         doc = tomllib.loads(text)
@@ -129,18 +140,20 @@ def _build(doc: dict[str, object]) -> Scenario:
                           f"not {preset!r}")
     params = PRESETS[preset]
     c = params.caches
-    caches = CacheParams(
-        ddtc_entries=_get(iommu_t, "ddtc_entries", "iommu", int, c.ddtc_entries),
-        pdtc_entries=_get(iommu_t, "pdtc_entries", "iommu", int, c.pdtc_entries),
-        iotlb_entries=_get(iommu_t, "iotlb_entries", "iommu", int, c.iotlb_entries),
-        replacement=_get(iommu_t, "replacement", "iommu", str, c.replacement))
+    with _at("iommu"):
+        caches = CacheParams(
+            ddtc_entries=_get(iommu_t, "ddtc_entries", "iommu", int, c.ddtc_entries),
+            pdtc_entries=_get(iommu_t, "pdtc_entries", "iommu", int, c.pdtc_entries),
+            iotlb_entries=_get(iommu_t, "iotlb_entries", "iommu", int, c.iotlb_entries),
+            replacement=_get(iommu_t, "replacement", "iommu", str, c.replacement))
     params = params.with_(caches=caches)
     costs_t = _table(doc.get("costs", {}), "costs")
     names = tuple(f.name for f in fields(CostModel))
     _only(costs_t, "costs", names)
     defaults = CostModel()
-    costs = CostModel(**{n: _get(costs_t, n, "costs", int, getattr(defaults, n))
-                         for n in names})
+    with _at("costs"):
+        costs = CostModel(**{n: _get(costs_t, n, "costs", int, getattr(defaults, n))
+                             for n in names})
     endpoints = base.endpoints
     if "endpoint" in doc:
         eps = doc["endpoint"]
@@ -153,10 +166,15 @@ def _build(doc: dict[str, object]) -> Scenario:
             _only(et, path, ("name", "rid", "kind", "pasid_bits"))
             if "name" not in et or "rid" not in et:
                 raise FormatError(f"scenario: {path} needs name and rid")
-            out.append(EndpointConfig(_get(et, "name", path, str, ""),
-                                      _get(et, "rid", path, int, 0),
-                                      _get(et, "kind", path, str, "generic"),
-                                      _get(et, "pasid_bits", path, int, 0)))
+            ep = EndpointConfig(_get(et, "name", path, str, ""), _get(et, "rid", path, int, 0),
+                                _get(et, "kind", path, str, "generic"),
+                                _get(et, "pasid_bits", path, int, 0))
+            if not 0 <= ep.rid < 1 << 24:
+                raise FormatError(f"scenario: {path}.rid must fit 24 bits, not {ep.rid:#x}")
+            if not 0 <= ep.pasid_bits <= 20:
+                raise FormatError(f"scenario: {path}.pasid_bits must be in [0, 20], "
+                                  f"not {ep.pasid_bits}")
+            out.append(ep)
         endpoints = tuple(out)
     system = SystemConfig(
         ram=ram, iommu_base_pa=_get(sys_t, "iommu_base", "system", int, base.iommu_base_pa),
@@ -172,12 +190,17 @@ def _build(doc: dict[str, object]) -> Scenario:
     fq = FqOptions(single=_get(k, "fq_single", "kernel", bool, False),
                    size=_get(k, "fq_size", "kernel", int, 0) or None,
                    timeout_ns=_get(k, "fq_timeout_ns", "kernel", int, 0) or None)
-    fq.entries, fq.timeout  # noqa: B018  (validates)
+    with _at("kernel.fq_size", ": "):
+        fq.entries  # noqa: B018  (validates)
+    with _at("kernel.fq_timeout_ns", ": "):
+        fq.timeout  # noqa: B018  (validates)
+    ncpus = _get(k, "ncpus", "kernel", int, 1)
+    if ncpus < 1:
+        raise FormatError(f"scenario: kernel.ncpus must be >= 1, not {ncpus}")
     w = _table(doc.get("workload", {}), "workload")
     wnames = tuple(f.name for f in fields(WorkloadConfig))
     _only(w, "workload", wnames)
     wd = WorkloadConfig()
     workload = WorkloadConfig(**{
         n: _get(w, n, "workload", type(getattr(wd, n)), getattr(wd, n)) for n in wnames})
-    return Scenario(system, workload, tuple(cast(list[DmaMode], modes_v)),
-                    _get(k, "ncpus", "kernel", int, 1), fq)
+    return Scenario(system, workload, tuple(cast(list[DmaMode], modes_v)), ncpus, fq)

@@ -270,12 +270,23 @@ class RiscvIommu:
     # ------------------------------------------------------------------ translation
     def translate(self, req: Request) -> Response:
         """riscv-iommu: "Process to translate an IOVA" for one request."""
-        if req.at == AT_UNTRANSLATED and not req.exec_req:
+        regs = self.regs
+        at = req.at
+        counted = regs.hpm_events
+        if counted:
+            # HPM events 1-3 (riscv-iommu: "Standard Events list"): every request of the type
+            # counts -- an IOTLB hit, a walk or a fault alike. They support IDT = 0 only, so
+            # the device_id and process_id are the only IDs their filters use.
+            event = 1 if at == AT_UNTRANSLATED else (2 if at == AT_TRANSLATED else 3)
+            if event in counted:
+                regs.hpm_count(event, req.device_id, req.pid_valid, req.process_id,
+                               False, 0, False, 0)
+        if at == AT_UNTRANSLATED and not req.exec_req:
             hit = self.engine.iotlb.lookup((req.device_id, req.process_id if req.pid_valid
                                             else -1, req.pid_valid and req.priv_req,
                                             req.iova >> 12))
             if hit is not None and hit[4] & (2 if req.is_write else 1) and \
-                    (self.regs.ddtp & 0xF) > MODE_BARE:
+                    (regs.ddtp & 0xF) > MODE_BARE:
                 return Response(STATUS_SUCCESS, pa=hit[3] | (req.iova & 0xFFF), pbmt=hit[5],
                                 size_lg2=hit[6])
         try:
@@ -297,6 +308,11 @@ class RiscvIommu:
         interrupt file (no memory address; use :meth:`translate` for its fields). No object is
         built for an IOTLB hit, an ordinary walk or a fault.
         """
+        regs = self.regs
+        if 1 in regs.hpm_events:
+            # HPM event 1, "Untranslated requests": hit, walk or fault alike (see translate).
+            regs.hpm_count(1, device_id, process_id >= 0, process_id if process_id >= 0 else 0,
+                           False, 0, False, 0)
         tlb = self.engine.iotlb
         if tlb:  # an empty (or disabled) IOTLB cannot hit: no key to build
             key = (device_id, process_id, priv, iova >> 12)
@@ -304,7 +320,7 @@ class RiscvIommu:
             if hit is not None:
                 if tlb.lru:  # _Lru.lookup, inlined
                     tlb.move_to_end(key)
-                if hit[4] & (2 if is_write else 1) and (self.regs.ddtp & 0xF) > MODE_BARE:
+                if hit[4] & (2 if is_write else 1) and (regs.ddtp & 0xF) > MODE_BARE:
                     return hit[3] | (iova & 0xFFF)  # type: ignore[no-any-return]
         # The fields of Request(device_id, iova, is_write, pid_valid=pv, process_id=pid,
         # priv_req=sup), derived here as plain values: it reads unless it writes, never
@@ -382,17 +398,27 @@ class RiscvIommu:
             return iova, 0, 12
         eng = self.engine
         acc = F.ACC_EXEC if executes else (F.ACC_WRITE if writes else F.ACC_READ)
+        # Performance-monitoring walk events (5-8) are counted by the engine with the IDs of
+        # the transaction as far as they are known: the GSCID once the DC is located, the
+        # PSCID once the PC is (so a G-stage walk for a PDT entry has no valid PSCID).
+        walks = regs.hpm_walks
+        eng.hpm = (did, pv, pid, False, 0, False, 0) if walks else None
         dc = eng.device_context(did)
         self._last_dc = dc
+        if walks:
+            eng.hpm = (did, pv, pid, dc.g_mode != 0, dc.gscid, False, 0)
         pc, s1mode, s1ppn, pscid = eng.locate(dc, pv, pid, priv, at, acc)
         ats = at == AT_ATS
-        # Performance-monitoring events: counting is skipped unless a counter selects the
-        # event (riscv-iommu: "Performance-monitoring event selectors (iohpmevt1-31)").
-        counted = regs.hpm_events
         if at == AT_TRANSLATED and not eng.t2gpa(dc):
-            if 2 in counted:
-                self._count(2, did, pv, pid, dc, pscid, s1mode)
             return iova, 0, 12
+        # Steps 17-19 of "Process to translate an IOVA" follow: the IOTLB did not supply this
+        # translation (translate() answers hits; ATS and execute requests are never cached).
+        if walks or 4 in regs.hpm_events:
+            ids = (did, pv, pid, dc.g_mode != 0, dc.gscid, s1mode != 0, pscid)
+            eng.hpm = ids if walks else None
+            # HPM event 4, "TLB miss" (riscv-iommu: "Standard Events list"; glossary, TLB: "On
+            # a TLB miss, a page table walk is performed"), counted once per translation.
+            regs.hpm_count(4, *ids)
         if s1mode and at != AT_TRANSLATED:
             sum_ = pc.sum if pc is not None else False
             gpa, s1size, s1perms, s1pbmt, g = eng.first_stage(
@@ -406,16 +432,12 @@ class RiscvIommu:
         if ats and not s1perms:
             return self._ats_response(executes, priv, 0, gpa, 12, g if (pv and s1mode) else 0,
                                       False)
-        # HPM event ID: untranslated (1), translated (2) or ATS translation (3) request.
-        event = 3 if ats else (2 if at == AT_TRANSLATED else 1)
         # MSI address translation (riscv-iommu: "Process to translate addresses of MSIs").
         if dc.msiptp_mode and eng.msi_match(dc, gpa):
             w0, w1 = eng.msi_pte(dc, gpa)
             mrif = (w0 >> 1 & 3) == 1
             if executes and not ats:
                 raise TranslationFault(1)  # MSI pages are never executable
-            if event in counted:
-                self._count(event, did, pv, pid, dc, pscid, s1mode)
             if ats:
                 perms = s1perms & (P_R | P_W)
                 if mrif:
@@ -439,8 +461,6 @@ class RiscvIommu:
             gsize = self._bare_log2[2 + (regs.fctl >> 2 & 1)]
             gperms = _ALL_PERMS
             gpbmt = 0
-        if event in counted:
-            self._count(event, did, pv, pid, dc, pscid, s1mode)
         size = s1size if s1size < gsize else gsize  # the smaller stage's page
         if at == AT_UNTRANSLATED and not executes and eng.iotlb.capacity:
             # IOTLB fill (riscv-iommu: "Caching in-memory data structures"): one entry per
@@ -472,11 +492,6 @@ class RiscvIommu:
             s = False
         return Response(STATUS_SUCCESS, r=r, w=w, exe=x, priv=priv, g=bool(g),
                         ppn=ppn, s=s, size_lg2=size_lg2, pa=addr, is_msi=msi)
-
-    def _count(self, event: int, did: int, pv: bool, pid: int, dc: DeviceContext, pscid: int,
-               s1mode: int) -> None:
-        """Count ``event``; callers first check that it is in ``regs.hpm_events``."""
-        self.regs.hpm_count(event, did, pv, pid, dc.g_mode != 0, dc.gscid, s1mode != 0, pscid)
 
     # ------------------------------------------------------------------ command queue
     def process_commands(self, max_commands: int | None = None) -> int:
@@ -721,6 +736,8 @@ class RiscvIommu:
         elif mode == MODE_BARE:
             cause = F.TTYPE_DISALLOWED
         else:
+            # A page request locates the DC too: its DDT walks count (HPM event 5).
+            self.engine.hpm = (did, pv, pid, False, 0, False, 0) if r.hpm_walks else None
             try:
                 dc = self.engine.device_context(did)
             except TranslationFault as f:

@@ -160,6 +160,9 @@ EVT_OF: Final = 1 << 63
 #: Standard events that support IDT = 1 (riscv-iommu: "Standard Events list"): TLB miss,
 #: first-stage and second-stage page-table walks. All others support IDT = 0 only.
 EVENTS_WITH_IDT1: Final = frozenset({4, 7, 8})
+#: Standard events counted during table walks: device-directory (5), process-directory (6),
+#: first-stage (7) and second-stage (8) page-table walks.
+WALK_EVENTS: Final = frozenset({5, 6, 7, 8})
 
 # tr_req_ctl (riscv-iommu: "Translation-request control (tr_req_ctl)")
 TR_REQ_CTL_GO: Final = 1 << 0
@@ -268,6 +271,7 @@ class Registers:
         "fqh",
         "fqt",
         "hpm_events",
+        "hpm_walks",
         "icvec",
         "iocountinh",
         "iocountovf",
@@ -353,6 +357,9 @@ class Registers:
         #: Event IDs some iohpmevt selects: the translation path counts only these, so an
         #: event nothing counts costs it one set lookup.
         self.hpm_events: frozenset[int] = frozenset()
+        #: Whether some iohpmevt selects a walk event (WALK_EVENTS): only then does the
+        #: translation path hand the transaction's IDs to the table walks.
+        self.hpm_walks = False
 
         # -- dispatch table: one slot per 4-byte word of the page -----------------------------
         regs: list[_Reg] = []
@@ -615,6 +622,7 @@ class Registers:
                 by_event.setdefault(event_id, []).append(n)
         self._by_event = {e: tuple(ns) for e, ns in by_event.items()}
         self.hpm_events = frozenset(self._by_event)
+        self.hpm_walks = not self.hpm_events.isdisjoint(WALK_EVENTS)
 
     def _w_tr_req_iova(self, value: int) -> None:
         # riscv-iommu: "Translation-request IOVA (tr_req_iova)": bits 11:0 are reserved.

@@ -4,6 +4,12 @@ Hot path: plain ints, precomputed masks, dict caches keyed by tuples. A translat
 stop raises :class:`TranslationFault` (internal); :mod:`iommusim.hw.riscv.iommu` turns it into
 the fault record and the response status.
 
+Performance-monitoring walk events (riscv-iommu: "Standard Events list", events 5-8) are
+counted here, one per table entry loaded: the spec's glossary defines a walk as "A single
+memory access by the IOMMU to load a table entry. Each entry load--leaf or non-leaf--is one
+walk." The caller sets :attr:`TranslationEngine.hpm` to the transaction's IDs when some
+counter selects a walk event; when it is ``None`` that costs one test per entry.
+
 When ``trace`` is a list, every memory structure the walk reads is appended to it as a tuple
 ``(kind, ...)`` for :mod:`iommusim.conformance.explain`; when it is ``None`` that costs one test
 per step.
@@ -43,7 +49,11 @@ from iommusim.mem.faults import ACCESS
 from iommusim.mem.protocol import PhysicalMemory
 from iommusim.mem.sparse import SparseMemory
 
-__all__ = ["AT_ATS", "AT_TRANSLATED", "AT_UNTRANSLATED", "TranslationEngine", "swap64"]
+__all__ = ["AT_ATS", "AT_TRANSLATED", "AT_UNTRANSLATED", "HpmIds", "TranslationEngine", "swap64"]
+
+#: The IDs HPM filters match a transaction on, as :meth:`Registers.hpm_count` takes them:
+#: ``(device_id, pv, process_id, gscv, gscid, pscv, pscid)``.
+HpmIds = tuple[int, bool, int, bool, int, bool, int]
 
 AT_UNTRANSLATED: Final = 0
 AT_TRANSLATED: Final = 1
@@ -105,6 +115,9 @@ class TranslationEngine:
         self.mem = mem
         self.regs = regs
         self.trace: list[tuple[Any, ...]] | None = None
+        #: IDs of the transaction being processed while a walk event (5-8) is selected, for
+        #: the HPM filters; ``None`` when no counter selects one (set by the caller).
+        self.hpm: HpmIds | None = None
         caps = params.capabilities
         self.extended = bool(caps >> cap.MSI_FLAT & 1)
         self.svpbmt = bool(caps >> cap.SVPBMT & 1)
@@ -163,12 +176,19 @@ class TranslationEngine:
             dc_size = 32
         be = bool(self.regs.fctl & 1)
         trace = self.trace
+        # HPM event 5, "Device Directory Walks": one per DDT entry (non-leaf DDTE or DC)
+        # loaded on a DDTC miss.
+        hpm = self.hpm
+        if hpm is not None and 5 not in self.regs.hpm_events:
+            hpm = None
         levels = {MODE_1LVL: 1, MODE_2LVL: 2, MODE_3LVL: 3}[mode]
         a = (ddtp >> 10 & _PPN_MASK) << 12
         i = levels - 1
         while i > 0:
             pa = a + ddi[i] * 8
             ddte = self._ld64(pa, be, F.DDT_LOAD_FAULT, F.DDT_CORRUPTION)
+            if hpm is not None:
+                self.regs.hpm_count(5, *hpm)
             if trace is not None:
                 trace.append(("ddte", i, pa, ddte))
             if not ddte & 1:
@@ -180,6 +200,8 @@ class TranslationEngine:
         pa = a + ddi[0] * dc_size
         words = tuple(self._ld64(pa + 8 * k, be, F.DDT_LOAD_FAULT, F.DDT_CORRUPTION)
                       for k in range(dc_size // 8))
+        if hpm is not None:
+            self.regs.hpm_count(5, *hpm)  # the DC: one entry, whatever its size
         dc = DeviceContext(did, words)
         if trace is not None:
             trace.append(("dc", pa, words))
@@ -205,6 +227,11 @@ class TranslationEngine:
         pdi = (pid & 0xFF, pid >> 8 & 0x1FF, pid >> 17 & 0x7)
         be = dc.sbe
         trace = self.trace
+        # HPM event 6, "Process Directory Walks": one per PDT entry (non-leaf PDTE or PC)
+        # loaded on a PDTC miss; the G-stage walks translating their addresses count as 8.
+        hpm = self.hpm
+        if hpm is not None and 6 not in self.regs.hpm_events:
+            hpm = None
         a = dc.fsc_ppn << 12
         i = levels - 1
         while True:
@@ -218,6 +245,8 @@ class TranslationEngine:
             if i == 0:
                 break
             pdte = self._ld64(spa, be, F.PDT_LOAD_FAULT, F.PDT_CORRUPTION)
+            if hpm is not None:
+                self.regs.hpm_count(6, *hpm)
             if trace is not None:
                 trace.append(("pdte", i, a, spa, pdte))
             if not pdte & 1:
@@ -228,6 +257,8 @@ class TranslationEngine:
             a = (pdte >> 10 & _PPN_MASK) << 12
         ta = self._ld64(spa, be, F.PDT_LOAD_FAULT, F.PDT_CORRUPTION)
         fsc = self._ld64(spa + 8, be, F.PDT_LOAD_FAULT, F.PDT_CORRUPTION)
+        if hpm is not None:
+            self.regs.hpm_count(6, *hpm)
         pc = ProcessContext(ta, fsc)
         if trace is not None:
             trace.append(("pc", a, spa, ta, fsc))
@@ -269,6 +300,12 @@ class TranslationEngine:
         rsvd = self.pte_rsvd if ptesz == 8 else 0
         nonleaf_bad = _NONLEAF_RSVD | rsvd
         ppn_mask = _PPN_MASK if ptesz == 8 else 0x3FFFFF
+        # HPM event 8, "Second-stage Page Table Walks": one per G-stage PTE loaded, for the
+        # request's own GPA and for the implicit accesses (PDT entries, first-stage PTEs,
+        # their A/D updates) alike -- each is a table-entry load, so a walk.
+        hpm = self.hpm
+        if hpm is not None and 8 not in self.regs.hpm_events:
+            hpm = None
         a = dc.g_ppn << 12
         i = levels - 1
         shift = 12 + i * bits
@@ -281,6 +318,8 @@ class TranslationEngine:
                 pte = page[(pa & 0xFFF) >> 3] if page is not None else 0
             else:
                 pte = self._load_pte(pa, ptesz, af_cause, corr_cause)
+            if hpm is not None:
+                self.regs.hpm_count(8, *hpm)
             if be:
                 pte = swap64(pte) if ptesz == 8 else swap32(pte)
             if trace is not None:
@@ -431,6 +470,10 @@ class TranslationEngine:
         rsvd = self.pte_rsvd if ptesz == 8 else 0
         nonleaf_bad = _NONLEAF_RSVD | rsvd
         ppn_mask = _PPN_MASK if ptesz == 8 else 0x3FFFFF
+        # HPM event 7, "First-stage Page Table Walks": one per first-stage PTE loaded.
+        hpm = self.hpm
+        if hpm is not None and 7 not in self.regs.hpm_events:
+            hpm = None
         a = root_ppn << 12
         i = levels - 1
         shift = 12 + i * bits
@@ -444,6 +487,8 @@ class TranslationEngine:
                 pte = page[(pa & 0xFFF) >> 3] if page is not None else 0
             else:
                 pte = self._load_pte(pa, ptesz, F.ACCESS_FAULT[acc], F.PT_CORRUPTION)
+            if hpm is not None:
+                self.regs.hpm_count(7, *hpm)
             if be:
                 pte = swap64(pte) if ptesz == 8 else swap32(pte)
             if trace is not None:

@@ -54,6 +54,7 @@ class DmaCookie:
         self.fq = fq
         self.limit_pfn = domain.aperture_end >> self.iovad.shift
         self.stats = {"maps": 0, "unmaps": 0, "map_failures": 0}
+        self._mapped: dict[int, int] = {}  # IOVA pfn -> bytes mapped there (granule-rounded)
 
     def map(self, pa: int, size: int, direction: int, cpu: int = 0) -> int:
         """iommu_dma_map_page: IOVA for ``size`` bytes at ``pa`` (any alignment)."""
@@ -76,6 +77,7 @@ class DmaCookie:
             self.iovad.free_iova_fast(pfn, cpu)
             self.stats["map_failures"] += 1
             raise
+        self._mapped[pfn] = length
         self.stats["maps"] += 1
         return iova + offset
 
@@ -86,13 +88,13 @@ class DmaCookie:
         pfn = dma_addr >> shift
         held = self.iovad.size_of(pfn)
         length = ((dma_addr & (gran - 1)) + size + gran - 1) & ~(gran - 1)
-        if held is None or size <= 0 or length >> shift > held:
+        # The size must be the one given to dma_map (rounded to the granule): anything else
+        # would leave part of the buffer mapped under a freed IOVA, or clear someone else's.
+        if held is None or size <= 0 or self._mapped.get(pfn) != length:
             raise InvalidArgument(f"dma_unmap of {dma_addr:#x}+{size:#x} matches no mapping")
         gather = IotlbGather()
-        unmapped = self.domain.unmap(pfn << shift, length, gather)
-        if unmapped != length:
-            raise InvalidArgument(f"dma_unmap of {dma_addr:#x}: unmapped {unmapped:#x} "
-                                  f"of {length:#x} bytes")
+        self.domain.unmap(pfn << shift, length, gather)
+        del self._mapped[pfn]
         self.stats["unmaps"] += 1
         if self.fq is not None:
             self.fq.queue(pfn, held, gather.freelist, cpu)

@@ -16,6 +16,7 @@ from iommusim.sim.clock import VirtualClock
 from iommusim.sw.core.device import Device, Fault, Group
 from iommusim.sw.core.dma import DmaCookie
 from iommusim.sw.core.domain import (
+    DOMAIN_BLOCKED,
     DOMAIN_DMA,
     DOMAIN_DMA_FQ,
     DOMAIN_IDENTITY,
@@ -101,7 +102,8 @@ class IommuCore:
         group.devices.append(dev)
         if new_group:
             group.domain = group.default_domain
-            self._attached[id(group.default_domain)] = 1
+            key = id(group.default_domain)
+            self._attached[key] = self._attached.get(key, 0) + 1
             self.groups.append(group)
             self._next_group += 1
             if dev.group_key is not None:
@@ -201,7 +203,10 @@ class IommuCore:
         self.attach_group(domain, group)
 
     def attach_group(self, domain: Domain, group: Group) -> None:
-        if group.domain is not group.default_domain:
+        """__iommu_attach_group: from the default or the blocking domain only (else EBUSY)."""
+        cur = group.domain
+        if cur is not group.default_domain and not (cur is not None and
+                                                    cur.type == DOMAIN_BLOCKED):
             raise Busy(f"group {group.id} is already attached to {group.domain!r}")
         self._set_group_domain(group, domain)
 

@@ -147,11 +147,25 @@ class RiscvIommuDriver:
                     f"{m.readl(OFF_FCTL):#x} (capabilities.END/IGS)")
         if caps >> cap.IGS & 3 == 1:
             raise NotSupported(f"{self.name}: wired-only interrupts are not supported")
-        self._setup_irqs()
         pgtable_format(caps)  # ENODEV when no first-stage mode is supported
-        self.cmdq = CommandQueue(m, self.mem, self.pages, self.cq_entries)
-        self.fltq = FaultQueue(m, self.mem, self.pages, self.fq_entries)
-        self._set_ddt_mode(MODE_3LVL)
+        # Like Linux's devm-managed probe, a failure undoes every step before it.
+        try:
+            self._setup_irqs()
+            self.cmdq = CommandQueue(m, self.mem, self.pages, self.cq_entries)
+            self.fltq = FaultQueue(m, self.mem, self.pages, self.fq_entries)
+            self._set_ddt_mode(MODE_3LVL)
+        except BaseException:
+            self._teardown()
+            raise
+
+    def _teardown(self) -> None:
+        for q in (self.fltq, self.cmdq):
+            if q is not None:
+                q.release()
+        self.cmdq = self.fltq = None
+        for v in range(self.vectors):
+            self.irq.free_irq(self.irq_base + v)
+        self.vectors = 0
 
     def _setup_irqs(self) -> None:
         m = self.mmio

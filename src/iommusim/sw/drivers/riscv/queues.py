@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from iommusim.bits.riscv import FQ_RECORD
-from iommusim.errors import Busy, NoDevice
+from iommusim.errors import Busy, InvalidArgument, NoDevice, OutOfMemory
 from iommusim.hw.riscv.regs import (
     CQCSR_CMD_ILL,
     CQCSR_CMD_TO,
@@ -65,9 +65,19 @@ class _Queue:
         mmio.writeq(off_base, QB_LOG2SZM1_MASK)
         max_lg2 = (mmio.readq(off_base) & QB_LOG2SZM1_MASK) + 1
         lg2 = min(max_lg2, max(1, want_entries.bit_length() - 1))
-        size = (1 << lg2) * entry_bytes
-        order = max(0, (max(size, _PAGE) // _PAGE - 1).bit_length())
-        self.base_pa = pages.alloc_pages(order)
+        # riscv_iommu_queue_alloc: on allocation failure retry with half the entries, down
+        # to what fits in one page.
+        while True:
+            size = (1 << lg2) * entry_bytes
+            order = max(0, (max(size, _PAGE) // _PAGE - 1).bit_length())
+            try:
+                self.base_pa = pages.alloc_pages(order)
+                break
+            except (OutOfMemory, InvalidArgument):
+                if order == 0:
+                    raise
+                lg2 -= 1
+        self.pages = pages
         self.order = order
         self.entries = 1 << lg2
         self.mask = self.entries - 1
@@ -78,6 +88,19 @@ class _Queue:
                            f"{self.base_pa:#x}")
 
     def enable(self, extra_w1c: int) -> None:
+        """Turn the queue on; on failure turn it off again and free its buffer."""
+        try:
+            self._enable(extra_w1c)
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Disable the queue and free its buffer (probe failure or driver removal)."""
+        self.disable()
+        self.pages.free_pages(self.base_pa, self.order)
+
+    def _enable(self, extra_w1c: int) -> None:
         self.mmio.writel(self.off_csr, _CSR_EN | _CSR_IE | _CSR_MF | extra_w1c)
         for _ in range(POLL_LIMIT):
             csr = self.mmio.readl(self.off_csr)
