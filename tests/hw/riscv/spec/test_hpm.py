@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from iommusim.bits.riscv import CMD_IODIR, DC_FSC, DC_IOHGATP, DC_TA, PC_FSC
 from iommusim.errors import ModelError
 from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.params import MODE_NAMES, PRESETS, RiscvIommuParams, cap
@@ -395,3 +397,236 @@ def test_hpm_vector(path: Path) -> None:
             assert all((a ^ b) & m == 0 for a, b, m in zip(got_b, expect, mask_b, strict=True)), (
                 f"step {i}: {step.get('what')} {got_b.hex()} != {step['expect']}"
             )
+
+
+# -- events counted by the translation path (riscv-iommu: "Standard Events list") ----------
+#
+# A walk is one table-entry load: riscv-iommu glossary, "Walk": "A single memory access by the
+# IOMMU to load a table entry. Each entry load--leaf or non-leaf--is one walk." The `soc`
+# fixture (conftest) has PRESETS["full"]: 7 event counters, a 3-level DDT, extended (64-byte)
+# DCs, and DDTC, PDTC and IOTLB enabled.
+
+DID = 0x2A5
+IOVA = 0x4000_3000
+GPA_DATA = 0x1_0000_0000  # a guest-physical data page outside the identity-mapped gigabyte
+
+
+def _select(soc: Any, n: int, value: int) -> None:
+    soc.set_reg(evt(n), value, 8)
+
+
+def _ctr(soc: Any, n: int) -> int:
+    return int(soc.reg(ctr(n), 8))
+
+
+def _s1_device(soc: Any, did: int = DID, mode: str = "sv39", pscid: int = 0) -> int:
+    """A PDTV = 0 device with a first-stage table mapping IOVA; returns the data PA."""
+    root = soc.new_pt(mode)
+    soc.write_dc(did, tc=soc.tc(en_ats=1), ta=DC_TA.encode(pscid=pscid),
+                 fsc=DC_FSC.encode(mode=soc.SATP_MODE[mode], ppn=root >> 12))
+    data = soc.DATA_BASE + (did & 0xFF) * soc.PAGE
+    soc.map(root, IOVA, data, mode)
+    return int(data)
+
+
+def _g_device(soc: Any, did: int = DID, *, gscid: int = 5, s1: bool = True) -> None:
+    """A device with an Sv39x4 G-stage (GSCID ``gscid``; the allocator's gigabyte mapped by one
+    gigapage) and, with ``s1``, an Sv39 first stage in guest memory; IOVA reaches GPA_DATA."""
+    groot = soc.new_pt("sv39x4")
+    soc.identity_gstage(groot)
+    soc.map(groot, GPA_DATA, soc.DATA_BASE, "sv39x4")
+    fsc = 0
+    if s1:
+        s1root = soc.new_pt("sv39")  # GPA = SPA inside the identity gigabyte
+        soc.map(s1root, IOVA, GPA_DATA)
+        fsc = DC_FSC.encode(mode=soc.SATP_MODE["sv39"], ppn=s1root >> 12)
+    soc.write_dc(did, tc=soc.tc(), fsc=fsc,
+                 iohgatp=DC_IOHGATP.encode(mode=8, gscid=gscid, ppn=groot >> 12))
+
+
+def test_untranslated_requests_count_iotlb_hits_walks_and_faults(soc: Any) -> None:
+    """Event 1 "Untranslated requests" counts every untranslated request: served by the IOTLB
+    (translate and the translate_pa fast path), by a walk, or faulting."""
+    _select(soc, 1, selector(1))
+    _select(soc, 2, selector(1, did=DID + 1))  # DID filter (IDT = 0)
+    data = _s1_device(soc)
+    assert soc.translate(DID, IOVA).pa == data  # walk, IOTLB fill
+    assert soc.translate(DID, IOVA + 8).pa == data + 8  # IOTLB hit
+    assert soc.iommu.translate_pa(DID, IOVA + 16) == data + 16  # IOTLB hit, fast path
+    assert soc.iommu.translate_pa(DID, IOVA + soc.PAGE) < 0  # unmapped: a page fault
+    assert not soc.translate(DID, IOVA + soc.PAGE).ok
+    assert _ctr(soc, 1) == 5
+    assert _ctr(soc, 2) == 0
+
+
+def test_translated_and_ats_requests_count(soc: Any) -> None:
+    """Events 2 "Translated requests" and 3 "ATS Translation requests"; neither counts as an
+    untranslated request."""
+    _select(soc, 1, selector(1))
+    _select(soc, 2, selector(2))
+    _select(soc, 3, selector(3))
+    _s1_device(soc)
+    assert soc.translate(DID, soc.DATA_BASE, at=1).ok
+    assert soc.translate(DID, IOVA, at=2).ok
+    assert soc.translate(DID, IOVA, at=2).ok
+    assert [_ctr(soc, n) for n in (1, 2, 3)] == [0, 1, 2]
+
+
+def test_tlb_miss_then_hit(soc: Any) -> None:
+    """Event 4 "TLB miss" (glossary, TLB: "On a TLB miss, a page table walk is performed"):
+    once per translation the IOTLB does not supply; a hit and a translated request (no
+    translation, T2GPA = 0) do not count."""
+    _select(soc, 1, selector(4))
+    _select(soc, 2, selector(7))
+    _s1_device(soc)
+    assert soc.translate(DID, IOVA).ok
+    assert (_ctr(soc, 1), _ctr(soc, 2)) == (1, 3)
+    assert soc.translate(DID, IOVA + 4).ok
+    assert soc.iommu.translate_pa(DID, IOVA + 8) > 0
+    assert soc.translate(DID, soc.DATA_BASE, at=1).ok
+    assert (_ctr(soc, 1), _ctr(soc, 2)) == (1, 3)
+    # A miss that walks and faults is still a miss.
+    assert not soc.translate(DID, IOVA + soc.PAGE).ok
+    assert (_ctr(soc, 1), _ctr(soc, 2)) == (2, 6)
+
+
+@pytest.mark.parametrize("levels", [1, 2, 3])
+def test_ddt_walks_on_ddtc_miss_only(make_soc: Any, levels: int) -> None:
+    """Event 5 "Device Directory Walks": one per DDT entry loaded (each non-leaf DDTE and the
+    DC), only when the DDTC misses; IODIR.INVAL_DDT makes the next request walk again."""
+    soc = make_soc(ddt_levels=levels)
+    _select(soc, 1, selector(5))
+    did = 0x25
+    _s1_device(soc, did)
+    assert soc.translate(did, IOVA).ok
+    assert _ctr(soc, 1) == levels
+    assert soc.translate(did, IOVA + soc.PAGE).cause == 13  # DDTC hit (then a page fault)
+    assert _ctr(soc, 1) == levels
+    soc.cmd(CMD_IODIR, opcode=soc.OP_IODIR, func3=0, dv=1, did=did)
+    assert soc.run() == 1
+    assert soc.translate(did, IOVA).ok
+    assert _ctr(soc, 1) == 2 * levels
+
+
+def test_ddt_walk_filters(soc: Any) -> None:
+    """Event 5 supports IDT = 0 only: filtered by device_id (DMASK too); "When the programmed
+    IDT setting is not supported for an event then the associated counter does not
+    increment"."""
+    _select(soc, 1, selector(5, did=DID))
+    _select(soc, 2, selector(5, did=DID | 1, dmask=True))  # DID_GSCID 0x2a5: 0x2a4..0x2a7
+    _select(soc, 3, selector(5, idt=True))
+    for did in (DID, DID - 1, DID + 3):
+        _s1_device(soc, did)
+        assert soc.translate(did, IOVA).ok
+    assert [_ctr(soc, n) for n in (1, 2, 3)] == [3, 6, 0]
+
+
+@pytest.mark.parametrize(("pdt", "walks"), [("pd8", 1), ("pd17", 2), ("pd20", 3)])
+def test_pdt_walks_for_pdtv_contexts(soc: Any, pdt: str, walks: int) -> None:
+    """Event 6 "Process Directory Walks": one per PDT entry loaded (each non-leaf PDTE and the
+    PC) on a PDTC miss; none for a PDTV = 0 device; filtered by process_id."""
+    _select(soc, 1, selector(6))
+    _select(soc, 2, selector(6, pid=7))
+    pdt_root = soc.new_pdt()
+    soc.write_dc(DID, tc=soc.tc(pdtv=1),
+                 fsc=DC_FSC.encode(mode=soc.PDTP_MODE[pdt], ppn=pdt_root >> 12))
+    pt = soc.new_pt("sv39")
+    soc.map(pt, IOVA, soc.DATA_BASE)
+    for pid in (7, 8):
+        soc.write_pc(pdt_root, pid, pdt, fsc=PC_FSC.encode(mode=8, ppn=pt >> 12))
+    assert soc.translate(DID, IOVA, pid_valid=True, process_id=7).ok
+    assert soc.translate(DID, IOVA + soc.PAGE, pid_valid=True, process_id=7).cause == 13
+    assert soc.translate(DID, IOVA, pid_valid=True, process_id=8).ok
+    assert (_ctr(soc, 1), _ctr(soc, 2)) == (2 * walks, walks)
+    _s1_device(soc, DID + 1)
+    assert soc.translate(DID + 1, IOVA).ok
+    assert _ctr(soc, 1) == 2 * walks
+
+
+@pytest.mark.parametrize(("mode", "level", "walks"),
+                         [("sv39", 0, 3), ("sv48", 0, 4), ("sv39", 1, 2), ("sv57", 1, 4)])
+def test_first_stage_walks(soc: Any, mode: str, level: int, walks: int) -> None:
+    """Event 7 "First-stage Page Table Walks": one per first-stage PTE loaded, leaf or
+    non-leaf (a superpage leaf ends the walk early); none on an IOTLB hit."""
+    _select(soc, 1, selector(7))
+    root = soc.new_pt(mode)
+    soc.write_dc(DID, tc=soc.tc(), fsc=DC_FSC.encode(mode=soc.SATP_MODE[mode], ppn=root >> 12))
+    soc.map(root, 0, soc.DATA_BASE, mode, level=level)  # a 4 KiB or 2 MiB page at VA 0
+    assert soc.translate(DID, 0x123).ok
+    assert _ctr(soc, 1) == walks
+    assert soc.translate(DID, 0x456).ok  # IOTLB hit
+    assert _ctr(soc, 1) == walks
+
+
+def test_second_stage_walks_include_implicit_accesses(soc: Any) -> None:
+    """Event 8 "Second-stage Page Table Walks": one per G-stage PTE loaded, for the GPA of the
+    request and for the implicit reads of first-stage PTEs (each a table-entry load: a walk).
+    Here each first-stage PTE's GPA is a gigapage (1 load) and the data GPA a 4 KiB page (3)."""
+    _select(soc, 1, selector(8))
+    _select(soc, 2, selector(7))
+    _g_device(soc)
+    assert soc.translate(DID, IOVA).pa == soc.DATA_BASE
+    assert (_ctr(soc, 1), _ctr(soc, 2)) == (3 + 3, 3)
+    assert soc.translate(DID, IOVA + 8).ok  # IOTLB hit
+    assert (_ctr(soc, 1), _ctr(soc, 2)) == (6, 3)
+    _g_device(soc, DID + 1, s1=False)  # first stage Bare: the request's GPA only
+    assert soc.translate(DID + 1, GPA_DATA).pa == soc.DATA_BASE
+    assert (_ctr(soc, 1), _ctr(soc, 2)) == (9, 3)
+
+
+def test_second_stage_walks_for_pdt_entries(soc: Any) -> None:
+    """Event 8 counts the G-stage walks that translate PDT entry addresses (implicit reads),
+    event 6 the PDT entries themselves: PD8, one PC, a gigapage (1 load) per implicit read."""
+    _select(soc, 1, selector(8))
+    _select(soc, 2, selector(6))
+    groot = soc.new_pt("sv39x4")
+    soc.identity_gstage(groot)
+    soc.map(groot, GPA_DATA, soc.DATA_BASE, "sv39x4")
+    pdt_root = soc.new_pdt()
+    s1root = soc.new_pt("sv39")
+    soc.map(s1root, IOVA, GPA_DATA)
+    soc.write_pc(pdt_root, 3, "pd8", fsc=PC_FSC.encode(mode=8, ppn=s1root >> 12))
+    soc.write_dc(DID, tc=soc.tc(pdtv=1), fsc=DC_FSC.encode(mode=1, ppn=pdt_root >> 12),
+                 iohgatp=DC_IOHGATP.encode(mode=8, gscid=9, ppn=groot >> 12))
+    assert soc.translate(DID, IOVA, pid_valid=True, process_id=3).pa == soc.DATA_BASE
+    assert (_ctr(soc, 1), _ctr(soc, 2)) == (1 + 3 + 3, 1)
+
+
+def test_gscid_and_pscid_filters(soc: Any) -> None:
+    """Events 4, 7 and 8 support IDT = 1: filtered by GSCID (valid only with a non-Bare
+    G-stage; DMASK too) and PSCID (valid only with a non-Bare first stage) -- the filtering
+    options table, "Counter increments if GSCID is valid and matches DID_GSCID"."""
+    gscid = selector(4, did=5, idt=True)
+    _select(soc, 1, gscid)  # TLB misses of GSCID 5
+    _select(soc, 2, gscid & ~0x7FFF | 7)  # first-stage walks of GSCID 5
+    _select(soc, 3, gscid & ~0x7FFF | 8)  # G-stage walks of GSCID 5
+    _select(soc, 4, selector(8, did=5, dmask=True, idt=True))  # GSCIDs 4..7
+    _select(soc, 5, selector(7, pid=0x77, idt=True))  # first-stage walks of PSCID 0x77
+    _select(soc, 6, selector(4, pid=0x77, did=6, idt=True))  # GSCID 6 and PSCID 0x77
+    _g_device(soc, DID, gscid=5)
+    _g_device(soc, DID + 1, gscid=4)
+    _s1_device(soc, DID + 2, pscid=0x77)  # no G-stage: no valid GSCID
+    _s1_device(soc, DID + 3, pscid=0x78)
+    for did in (DID, DID + 1, DID + 2, DID + 3):
+        assert soc.translate(did, IOVA).ok
+    assert [_ctr(soc, n) for n in range(1, 7)] == [1, 3, 6, 12, 3, 0]
+    # A DC's PSCID (ta.PSCID, first stage in DC.fsc) with a G-stage: both IDs valid.
+    groot = soc.new_pt("sv39x4")
+    soc.identity_gstage(groot)
+    soc.map(groot, GPA_DATA, soc.DATA_BASE, "sv39x4")
+    s1root = soc.new_pt("sv39")
+    soc.map(s1root, IOVA, GPA_DATA)
+    soc.write_dc(DID + 4, tc=soc.tc(), ta=DC_TA.encode(pscid=0x77),
+                 fsc=DC_FSC.encode(mode=8, ppn=s1root >> 12),
+                 iohgatp=DC_IOHGATP.encode(mode=8, gscid=6, ppn=groot >> 12))
+    assert soc.translate(DID + 4, IOVA).ok
+    assert [_ctr(soc, n) for n in range(1, 7)] == [1, 3, 6, 18, 6, 1]
+
+
+def test_walk_counting_off_leaves_counters(soc: Any) -> None:
+    """eventID 0 "Do not count": with no walk event selected, walks change no counter."""
+    _select(soc, 1, selector(1))
+    _g_device(soc)
+    assert soc.translate(DID, IOVA).ok
+    assert soc.iommu.engine.hpm is None
+    assert [_ctr(soc, n) for n in range(1, 8)] == [1, 0, 0, 0, 0, 0, 0]
