@@ -20,6 +20,7 @@ from iommusim.hw.riscv.params import MODE_NAMES, PRESETS, RiscvIommuParams, cap
 from iommusim.hw.riscv.regs import IPSR_PMIP, Registers
 from iommusim.mem import SparseMemory
 from iommusim.sim import VirtualClock
+from testsupport.fakehost import FakeHost
 
 VECTORS = Path(__file__).resolve().parents[4].parent / "shared/conformance/riscv-iommu/vectors"
 
@@ -34,19 +35,6 @@ def evt(n: int) -> int:
     return 352 + 8 * (n - 1)
 
 
-class FakeHost:
-    def __init__(self) -> None:
-        self.msis: list[tuple[int, int]] = []
-        self.wired: list[int] = []
-
-    def send_msi(self, addr: int, data: int) -> None:
-        self.msis.append((addr, data))
-
-    def wired_interrupt(self, vector: int) -> None:
-        self.wired.append(vector)
-
-    def debug_translate(self) -> None:
-        raise AssertionError("not expected")
 
 
 def make(hpmctr_bits: int = 40) -> tuple[Registers, FakeHost]:

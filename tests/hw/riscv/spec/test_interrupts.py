@@ -29,24 +29,12 @@ from iommusim.hw.riscv.regs import (
     PQCSR_PQOF,
     Registers,
 )
+from testsupport.fakehost import FakeHost
 
 OFF_IPSR = 84
 OFF_ICVEC = 760
 
 
-class FakeHost:
-    def __init__(self) -> None:
-        self.msis: list[tuple[int, int]] = []
-        self.wired: list[int] = []
-
-    def send_msi(self, addr: int, data: int) -> None:
-        self.msis.append((addr, data))
-
-    def wired_interrupt(self, vector: int) -> None:
-        self.wired.append(vector)
-
-    def debug_translate(self) -> None:
-        raise AssertionError("not expected")
 
 
 def make(params: RiscvIommuParams | None = None) -> tuple[Registers, FakeHost]:
