@@ -540,10 +540,7 @@ def _explain_step(rp: Replay, i: int, step: JsonObj, msi_data: int | None = None
                                "with an access fault or poisoned data")
     out["outcome"] = outcome
     if isinstance(expected, dict):
-        why = compare({"op": "translate", "expect": expected}, step)
-        out["vector_expectation"] = {"expect": expected, "matches": why is None}
-        if why is not None:
-            out["vector_expectation"]["difference"] = why
+        _expectation(out, step, "translate", "expect", expected)
     return out
 
 
@@ -706,11 +703,17 @@ def _explain_page_request(rp: Replay, i: int, step: JsonObj) -> JsonObj:
             if stop or not last else "no response")
     out["outcome"] = outcome
     if isinstance(expected, list):
-        why = compare({"op": "page_request", "expect_events": expected}, step)
-        out["vector_expectation"] = {"expect_events": expected, "matches": why is None}
-        if why is not None:
-            out["vector_expectation"]["difference"] = why
+        _expectation(out, step, "page_request", "expect_events", expected)
     return out
+
+
+def _expectation(out: dict[str, Any], step: dict[str, Any], op: str, key: str,
+                 expected: object) -> None:
+    """Say whether the model's observation of ``step`` matches the vector's ``key``."""
+    why = compare({"op": op, key: expected}, step)
+    out["vector_expectation"] = {key: expected, "matches": why is None}
+    if why is not None:
+        out["vector_expectation"]["difference"] = why
 
 
 def _as_int(v: Any) -> int:

@@ -95,6 +95,21 @@ class Endpoint:
         """Signal a message-signalled interrupt: a 32-bit little-endian write of ``data``."""
         return self.dma_write(addr, data.to_bytes(4, "little"), pasid)
 
+    def _mrif_piece(self, va: int, n: int, data: bytes | None, pid: int, priv: bool,
+                    chunks: list[bytes]) -> int:
+        """A piece that landed on an MRIF-mode interrupt-file page (the fast path's -1): the
+        IOMMU itself records a write as an interrupt, a read returns zeros (AIA: "MSI PTE,
+        MRIF mode"). Re-presenting the write gives the IOMMU the data it needs. Returns 0 or
+        the cause that aborts the DMA."""
+        if data is None:
+            chunks.append(bytes(n))
+            return 0
+        req = Request(self.rid, va, True, 0, pid >= 0, max(pid, 0), priv)
+        _, out = self.system.iommu.device_write(req, int.from_bytes(data, "little"), n)
+        if out is None or out.status == "unsupported":
+            return CAUSE_BUS_ERROR
+        return out.cause if out.status == "fault" else 0
+
     def _run(self, iova: int, size: int, data: bytes | None, pid: int,
              priv: bool) -> DmaResult:
         system = self.system
@@ -111,39 +126,22 @@ class Endpoint:
         for va, n in pieces:
             pa = translate(self.rid, va, is_write, pid, priv)
             if pa == -1:
-                # An interrupt-file page in MRIF mode (the fast path's -1): the IOMMU itself
-                # records a write as an interrupt; a read returns zeros (AIA: "MSI PTE, MRIF
-                # mode"). Re-presenting the write gives the IOMMU the data it needs.
+                cause = self._mrif_piece(va, n, None if data is None else data[done:done + n],
+                                         pid, priv, chunks)
+            elif pa < 0:
+                cause = -pa
+            else:
                 cause = 0
-                if data is None:
-                    chunks.append(bytes(n))
-                else:
-                    req = Request(self.rid, va, True, 0, pid >= 0, max(pid, 0), priv)
-                    _, out = system.iommu.device_write(
-                        req, int.from_bytes(data[done:done + n], "little"), n)
-                    if out is None or out.status == "unsupported":
-                        cause = CAUSE_BUS_ERROR
-                    elif out.status == "fault":
-                        cause = out.cause
-                if cause:
-                    stats.faults += 1
-                    return DmaResult(done, cause, va, b"".join(chunks))
-                ledger.charge("dma_data", cost)
-                stats.pages += 1
-                stats.bytes += n
-                done += n
-                continue
-            if pa < 0:
+                try:
+                    if data is not None:
+                        bus.write(pa, data[done:done + n])
+                    else:
+                        chunks.append(bus.read(pa, n))
+                except BusError:
+                    cause = CAUSE_BUS_ERROR
+            if cause:
                 stats.faults += 1
-                return DmaResult(done, -pa, va, b"".join(chunks))
-            try:
-                if data is not None:
-                    bus.write(pa, data[done:done + n])
-                else:
-                    chunks.append(bus.read(pa, n))
-            except BusError:
-                stats.faults += 1
-                return DmaResult(done, CAUSE_BUS_ERROR, va, b"".join(chunks))
+                return DmaResult(done, cause, va, b"".join(chunks))
             ledger.charge("dma_data", cost)
             stats.pages += 1
             stats.bytes += n

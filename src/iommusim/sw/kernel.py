@@ -7,6 +7,7 @@ each endpoint ends up in its own group with the default domain the DMA mode asks
 
 from __future__ import annotations
 
+from iommusim.errors import NoDevice
 from iommusim.platform.system import System
 from iommusim.sw.core.device import Device
 from iommusim.sw.core.fq import FqOptions
@@ -40,4 +41,7 @@ class Kernel:
         system.settle()
 
     def device(self, name: str) -> Device:
-        return self.devices[name]
+        try:
+            return self.devices[name]
+        except KeyError:
+            raise NoDevice(f"no device named {name!r}") from None

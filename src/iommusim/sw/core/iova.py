@@ -135,10 +135,10 @@ class IovaAllocator:
         if size is None:
             raise InvalidArgument(f"IOVA pfn {pfn:#x} is not allocated")
         order = (size - 1).bit_length()
-        if order < IOVA_RANGE_CACHE_MAX_SIZE and size == 1 << order and \
-                self._rcache_put(order, pfn, cpu):
-            return
-        self.free_iova(pfn)
+        if order < IOVA_RANGE_CACHE_MAX_SIZE and size == 1 << order:
+            self._rcache_put(order, pfn, cpu)
+        else:
+            self.free_iova(pfn)
 
     def _rcache_get(self, order: int, limit_pfn: int, cpu: int) -> int | None:
         rc = self._rcaches[order]
@@ -157,25 +157,24 @@ class IovaAllocator:
                 return c.loaded.pop(k)
         return None
 
-    def _rcache_put(self, order: int, pfn: int, cpu: int) -> bool:
+    def _rcache_put(self, order: int, pfn: int, cpu: int) -> None:
         rc = self._rcaches[order]
         c = rc.cpus[cpu % self.ncpus]
         if len(c.loaded) < IOVA_MAG_SIZE:
             c.loaded.append(pfn)
-            return True
+            return
         if len(c.prev) < IOVA_MAG_SIZE:
             c.loaded, c.prev = c.prev, c.loaded
             c.loaded.append(pfn)
-            return True
+            return
         if len(rc.depot) < MAX_GLOBAL_MAGS:
             rc.depot.append(c.loaded)
             c.loaded = [pfn]
-            return True
+            return
         # Depot full: the loaded magazine's ranges go back to the tree.
         for p in c.loaded:
             self.free_iova(p)
         c.loaded = [pfn]
-        return True
 
     def cached(self) -> int:
         """Pfns currently parked in the range cache."""

@@ -67,11 +67,9 @@ def test_strict_dma_unmap_invalidates_before_the_iova_is_reused(machine: Any) ->
 
 
 # ------------------------------------------------------------------ the hazard
-@pytest.mark.parametrize("iotlb_entries", [1024, 2])
-def test_missing_invalidation_shows_as_a_stale_translation(machine: Any,
-                                                           iotlb_entries: int) -> None:
-    # Rewrite a leaf PTE in memory to point at another page, without IOTINVAL: the IOMMU
-    # keeps using the cached translation (DESIGN rule 2: the point of the model).
+def remap_setup(machine: Any, iotlb_entries: int) -> tuple[Any, Any, Any, int, int, int]:
+    """A paging domain mapping 0x30_0000 to page "old" (the device has read it once), page
+    "new" beside it, and the PA of the leaf PTE a test rewrites."""
     params = PRESETS["full"].with_(caches=CacheParams(iotlb_entries=iotlb_entries))
     m = machine(params)
     dom = m.paging("nic")
@@ -81,7 +79,15 @@ def test_missing_invalidation_shows_as_a_stale_translation(machine: Any,
     m.bus.write(new, b"new page")
     m.core.map(dom, 0x30_0000, old, PAGE, RW)
     assert ep.dma_read(0x30_0000, 8).data == b"old page"
-    pte_pa = m.leaf_pte_pa(dom, 0x30_0000)
+    return m, dom, ep, old, new, m.leaf_pte_pa(dom, 0x30_0000)
+
+
+@pytest.mark.parametrize("iotlb_entries", [1024, 2])
+def test_missing_invalidation_shows_as_a_stale_translation(machine: Any,
+                                                           iotlb_entries: int) -> None:
+    # Rewrite a leaf PTE in memory to point at another page, without IOTINVAL: the IOMMU
+    # keeps using the cached translation (DESIGN rule 2: the point of the model).
+    m, dom, ep, old, new, pte_pa = remap_setup(machine, iotlb_entries)
     pte = m.bus.read64(pte_pa)
     assert PTE["ppn"].get(pte) << 12 == old
     m.bus.write64(pte_pa, PTE["ppn"].put(pte, new >> 12))
@@ -97,16 +103,7 @@ def test_without_an_iotlb_there_is_nothing_stale(machine: Any) -> None:
     # The same missing invalidation is invisible when the IOTLB is disabled: a cache geometry
     # changes the result only for incorrect software (riscv-iommu "Caching in-memory data
     # structures").
-    params = PRESETS["full"].with_(caches=CacheParams(iotlb_entries=0))
-    m = machine(params)
-    dom = m.paging("nic")
-    ep = m.ep("nic")
-    old, new = m.kernel.pages.alloc_page(), m.kernel.pages.alloc_page()
-    m.bus.write(old, b"old page")
-    m.bus.write(new, b"new page")
-    m.core.map(dom, 0x30_0000, old, PAGE, RW)
-    assert ep.dma_read(0x30_0000, 8).data == b"old page"
-    pte_pa = m.leaf_pte_pa(dom, 0x30_0000)
+    m, _, ep, _, new, pte_pa = remap_setup(machine, 0)
     m.bus.write64(pte_pa, PTE["ppn"].put(m.bus.read64(pte_pa), new >> 12))
     assert ep.dma_read(0x30_0000, 8).data == b"new page"
 

@@ -60,6 +60,8 @@ _FSC_MODE: Final = DC_FSC["mode"]
 _TA_PSCID: Final = DC_TA["pscid"]
 #: Linux RISCV_IOMMU_MAX_PSCID: PSCIDs come from [1, 2^20 - 1].
 MAX_PSCID: Final = (1 << 20) - 1
+#: Command opcodes the driver's statistics count (riscv-iommu: "IOMMU command opcodes").
+_COUNTED_OPCODES: Final = {1: "iotinval", 3: "iodir"}
 # The driver's interrupt causes in ipsr order, and the vector Linux assigns each of them.
 _CAUSES: Final = ((IPSR_CIP, ICVEC_CIV_SHIFT, 0), (IPSR_FIP, ICVEC_FIV_SHIFT, 1),
                   (IPSR_PIP, ICVEC_PIV_SHIFT, 2), (IPSR_PMIP, ICVEC_PMIV_SHIFT, 3))
@@ -259,8 +261,7 @@ class RiscvIommuDriver:
     def command(self, cmd: Command) -> None:
         if self.cmdq is None:
             raise NoDevice(f"{self.name}: not probed")
-        op = cmd[0] & 0x7F
-        key = {1: "iotinval", 3: "iodir"}.get(op)
+        key = _COUNTED_OPCODES.get(cmd[0] & 0x7F)
         if key is not None:
             self.stats[key] += 1
         self.cmdq.send(cmd)

@@ -16,10 +16,15 @@ from typing import Final
 from iommusim.bits.riscv import FQ_RECORD
 from iommusim.errors import Busy, InvalidArgument, NoDevice, OutOfMemory
 from iommusim.hw.riscv.regs import (
+    CQCSR_BUSY,
+    CQCSR_CIE,
     CQCSR_CMD_ILL,
     CQCSR_CMD_TO,
+    CQCSR_CQEN,
     CQCSR_CQMF,
+    CQCSR_CQON,
     CQCSR_FENCE_W_IP,
+    FQCSR_FQOF,
     OFF_CQB,
     OFF_CQCSR,
     OFF_CQH,
@@ -38,11 +43,12 @@ from iommusim.sw.pages import PageAllocator
 
 __all__ = ["CommandQueue", "FaultQueue", "FaultRecord"]
 
-_CSR_EN: Final = 1 << 0
-_CSR_IE: Final = 1 << 1
-_CSR_MF: Final = 1 << 8
-_CSR_ON: Final = 1 << 16
-_CSR_BUSY: Final = 1 << 17
+# The enable handshake bits sit at the same positions in cqcsr, fqcsr and pqcsr.
+_CSR_EN: Final = CQCSR_CQEN
+_CSR_IE: Final = CQCSR_CIE
+_CSR_MF: Final = CQCSR_CQMF
+_CSR_ON: Final = CQCSR_CQON
+_CSR_BUSY: Final = CQCSR_BUSY
 _CQ_ERRORS: Final = CQCSR_CQMF | CQCSR_CMD_TO | CQCSR_CMD_ILL | CQCSR_FENCE_W_IP
 #: How many times software polls a busy bit or a head index before it gives up (the model's
 #: stand-in for the Linux driver's timeouts: the hardware model answers synchronously, so a
@@ -196,7 +202,7 @@ class FaultQueue(_Queue):
         self.head = 0
         self.overflows = 0
         self.memory_faults = 0
-        self.enable(1 << 9)  # FQOF is W1C too
+        self.enable(FQCSR_FQOF)  # FQOF is W1C too
 
     def drain(self, report: Callable[[FaultRecord], None]) -> int:
         """Consume every record between the shadow head and fqt; returns how many."""
@@ -213,8 +219,9 @@ class FaultQueue(_Queue):
         if n:
             self.mmio.writel(OFF_FQH, self.head)
         csr = self.mmio.readl(OFF_FQCSR)
-        if csr & (_CSR_MF | 1 << 9):
-            self.memory_faults += bool(csr & _CSR_MF)
-            self.overflows += bool(csr & 1 << 9)
-            self.mmio.writel(OFF_FQCSR, _CSR_EN | _CSR_IE | (csr & (_CSR_MF | 1 << 9)))
+        errs = csr & (_CSR_MF | FQCSR_FQOF)
+        if errs:
+            self.memory_faults += bool(errs & _CSR_MF)
+            self.overflows += bool(errs & FQCSR_FQOF)
+            self.mmio.writel(OFF_FQCSR, _CSR_EN | _CSR_IE | errs)
         return n
