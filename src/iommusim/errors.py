@@ -13,7 +13,8 @@
     │   ├── NotSupported           EOPNOTSUPP
     │   ├── NoDevice               ENODEV
     │   ├── NoSpace                ENOSPC
-    │   └── Overflow               EOVERFLOW (also an OverflowError)
+    │   ├── Overflow               EOVERFLOW (also an OverflowError)
+    │   └── BadAddress             EFAULT (an address outside every mapping)
     ├── FormatError                malformed input file (vector, scenario); names the field
     └── BusError                   a memory access answered with an error (access fault or
                                    poisoned data); the hardware models turn it into the spec's
@@ -27,6 +28,7 @@ from typing import ClassVar
 
 __all__ = [
     "ApiError",
+    "BadAddress",
     "BusError",
     "Busy",
     "Exists",
@@ -97,6 +99,10 @@ class NoSpace(ApiError):
 
 class Overflow(ApiError, OverflowError):
     errno = _errno.EOVERFLOW
+
+
+class BadAddress(ApiError):
+    errno = _errno.EFAULT
 
 
 class BusError(IommusimError):

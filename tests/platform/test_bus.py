@@ -200,8 +200,10 @@ def test_snapshot_is_a_copy() -> None:
     ledger = Ledger(VirtualClock())
     ledger.charge("command", 40, n=2)
     snap = ledger.snapshot()
-    assert snap == {"counts": {"mmio": 0, "iommu_mem": 0, "command": 2, "dma_data": 0, "cpu": 0},
-                    "ns": {"mmio": 0, "iommu_mem": 0, "command": 80, "dma_data": 0, "cpu": 0}}
+    assert snap == {"counts": {"mmio": 0, "iommu_mem": 0, "command": 2, "dma_data": 0, "cpu": 0,
+                               "ats": 0},
+                    "ns": {"mmio": 0, "iommu_mem": 0, "command": 80, "dma_data": 0, "cpu": 0,
+                           "ats": 0}}
     snap["counts"]["command"] = 99
     assert ledger.counts["command"] == 2
 

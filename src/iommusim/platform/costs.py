@@ -19,7 +19,9 @@ from iommusim.sim.clock import VirtualClock
 __all__ = ["CostModel", "Ledger"]
 
 #: Ledger categories, in report order.
-CATEGORIES: Final = ("mmio", "iommu_mem", "command", "dma_data", "cpu")
+#: ``ats`` is PCIe ATS/PRI traffic between endpoints and the IOMMU: each message or request /
+#: completion leg counts once, and so does each ATC invalidation a device carries out.
+CATEGORIES: Final = ("mmio", "iommu_mem", "command", "dma_data", "cpu", "ats")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +30,10 @@ class CostModel:
 
     The defaults are round figures of the right order for a PCIe-attached IOMMU: an uncached
     MMIO access costs a few hundred nanoseconds, a memory access of a page walk about a DRAM
-    latency, a command a few tens of nanoseconds of IOMMU time.
+    latency, a command a few tens of nanoseconds of IOMMU time. ``pcie_msg_ns`` is one leg of
+    PCIe ATS/PRI traffic (a Translation Request or its Completion, a Page Request, a PRG
+    Response, an Invalidate Request or its Completion); ``atc_inval_ns`` the device's own work
+    to carry out one Invalidate Request.
     """
 
     mmio_ns: int = 200
@@ -37,6 +42,8 @@ class CostModel:
     dma_page_ns: int = 120
     cpu_op_ns: int = 50
     irq_latency_ns: int = 2_000
+    pcie_msg_ns: int = 250
+    atc_inval_ns: int = 500
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -5,6 +5,17 @@ engines. A DMA of a buffer is split at 4 KiB boundaries; each piece is translate
 (an untranslated request, riscv-iommu: "Process to translate an IOVA") and then carried out on
 the bus. A translation fault aborts the DMA at that piece, as a completer abort does on a real
 bus: the pieces before it have already reached memory, nothing after it does.
+
+An endpoint may also implement PCIe ATS with an address translation cache (:class:`Atc`) and
+PRI. Once software enables ATS (:meth:`Endpoint.enable_ats`, the config-space enable), each
+piece is looked up in the ATC; a miss sends an ATS Translation Request (riscv-iommu: "PCIe ATS
+translation request handling") and the access itself is a Translated request. A completion
+that grants no access starts a Page Request Group when PRI is enabled (riscv-iommu: "PCIe ATS
+Page Request handling") and the DMA waits on the virtual clock for the group's response. The
+IOMMU's Invalidate Requests (riscv-iommu: "IOMMU PCIe ATS commands") drop ATC entries.
+
+Aborts that no IOMMU cause describes carry a pseudo-cause above every spec cause
+(``CAUSE_*`` constants, from 0x10000 up).
 """
 
 from __future__ import annotations
@@ -12,18 +23,77 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from iommusim.errors import BusError, InvalidArgument
-from iommusim.hw.riscv.transaction import Request
+from iommusim.bits.pcie import (
+    PRG_INVALID_REQUEST,
+    PRG_RESPONSE_FAILURE,
+    PRG_SUCCESS,
+    decode_prg_response,
+    inval_range,
+    page_request_payload,
+    translation_range,
+)
+from iommusim.errors import BusError, InvalidArgument, ModelError
+from iommusim.hw.riscv.transaction import STATUS_SUCCESS, Message, Request, Response
+from iommusim.platform.atc import Atc
 
 if TYPE_CHECKING:
     from iommusim.platform.system import System
 
-__all__ = ["DmaResult", "Endpoint", "EndpointStats"]
+__all__ = [
+    "CAUSE_ATS_ABORT",
+    "CAUSE_ATS_DENIED",
+    "CAUSE_BUS_ERROR",
+    "CAUSE_PRG_FAILURE",
+    "CAUSE_PRG_INVALID",
+    "CAUSE_PRG_RETRIES",
+    "CAUSE_PRG_TIMEOUT",
+    "DmaResult",
+    "Endpoint",
+    "EndpointStats",
+    "check_ats_params",
+]
 
 _PAGE: Final = 4096
 #: ``DmaResult.cause`` when the IOMMU translated but the bus answered the data access with an
 #: error (an unmapped physical address): no IOMMU cause applies, so a value above them all.
 CAUSE_BUS_ERROR: Final = 0x10000
+#: An ATS Translation Request or Translated request answered with UR or CA without a cause.
+CAUSE_ATS_ABORT: Final = 0x10001
+#: An ATS completion without the needed permission and without a cause (a write to a
+#: read-only page), with PRI disabled or stopped.
+CAUSE_ATS_DENIED: Final = 0x10002
+#: The Page Request Group was answered "Invalid Request" (PCIe).
+CAUSE_PRG_INVALID: Final = 0x10003
+#: The Page Request Group was answered "Response Failure": PRI stops until re-enabled.
+CAUSE_PRG_FAILURE: Final = 0x10004
+#: No Page Request Group Response arrived within ``prg_timeout_ns``.
+CAUSE_PRG_TIMEOUT: Final = 0x10005
+#: The page still grants no access after two successful Page Request Groups.
+CAUSE_PRG_RETRIES: Final = 0x10006
+
+#: Successful PRG rounds per piece before the DMA gives up (CAUSE_PRG_RETRIES).
+_PRG_ROUNDS: Final = 2
+_PRGI_COUNT: Final = 1 << 9
+
+
+def check_ats_params(name: str, *, ats: bool, pri: bool, atc_entries: int,
+                     prg_max_pages: int, prg_timeout_ns: int, ats_inval_delay_ns: int) -> None:
+    """EINVAL unless the ATS/PRI parameters of endpoint ``name`` are consistent."""
+    if pri and not ats:
+        raise InvalidArgument(f"endpoint {name!r} pri must be False when ats is False, not True "
+                              f"(PCIe PRI needs ATS)")
+    if atc_entries < 1:
+        raise InvalidArgument(f"endpoint {name!r} atc_entries must be at least 1, not "
+                              f"{atc_entries}")
+    if not 1 <= prg_max_pages <= _PRGI_COUNT:
+        raise InvalidArgument(f"endpoint {name!r} prg_max_pages must be in [1, {_PRGI_COUNT}], "
+                              f"not {prg_max_pages}")
+    if prg_timeout_ns <= 0:
+        raise InvalidArgument(f"endpoint {name!r} prg_timeout_ns must be positive, not "
+                              f"{prg_timeout_ns}")
+    if ats_inval_delay_ns < 0:
+        raise InvalidArgument(f"endpoint {name!r} ats_inval_delay_ns must be non-negative, not "
+                              f"{ats_inval_delay_ns}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,23 +112,109 @@ class DmaResult:
 
 @dataclass(slots=True)
 class EndpointStats:
+    """What an endpoint did. ``faults`` counts aborted DMAs, whatever the cause.
+
+    ATS and PRI: ``ats_requests`` Translation Requests sent; ``atc_hits`` / ``atc_misses``
+    pieces that found / did not find a usable ATC entry; ``translated`` Translated requests;
+    ``ats_untranslated`` completions with U = 1 (the piece went untranslated);
+    ``page_requests`` and ``prgs`` Page Requests and groups sent; ``prg_success``,
+    ``prg_invalid``, ``prg_failure`` responses received for outstanding groups by code;
+    ``prg_timeouts`` groups nobody answered in time; ``unexpected_prgr`` responses naming no
+    outstanding group (PCIe "Unexpected PRG Index"); ``prg_wait_ns`` virtual time from sending
+    a group to its response or timeout; ``ats_invals`` Invalidate Requests received and
+    ``atc_dropped`` the ATC entries they removed.
+    """
+
     dmas: int = 0
     bytes: int = 0
     pages: int = 0
     faults: int = 0
+    ats_requests: int = 0
+    atc_hits: int = 0
+    atc_misses: int = 0
+    translated: int = 0
+    ats_untranslated: int = 0
+    page_requests: int = 0
+    prgs: int = 0
+    prg_success: int = 0
+    prg_invalid: int = 0
+    prg_failure: int = 0
+    prg_timeouts: int = 0
+    unexpected_prgr: int = 0
+    prg_wait_ns: int = 0
+    ats_invals: int = 0
+    atc_dropped: int = 0
+
+
+@dataclass(slots=True)
+class _Prg:
+    """An outstanding Page Request Group: its response code once one arrives."""
+
+    code: int | None = None
 
 
 class Endpoint:
-    """A bus-mastering device at requester id ``rid``."""
+    """A bus-mastering device at requester id ``rid``.
+
+    ``ats`` and ``pri`` are the device's capabilities; software turns them on with
+    :meth:`enable_ats` and :meth:`enable_pri` (the PCIe config-space enables, off at reset).
+    ``atc_entries`` sizes the ATC; ``prg_max_pages`` bounds a Page Request Group;
+    ``prg_timeout_ns`` is how long the device waits for a group's response;
+    ``ats_inval_delay_ns`` how long it takes to carry out an Invalidate Request (its ATC keeps
+    answering from the entries meanwhile).
+    """
 
     def __init__(self, system: System, name: str, rid: int, *, pasid_bits: int = 0,
-                 kind: str = "generic") -> None:
+                 kind: str = "generic", ats: bool = False, pri: bool = False,
+                 atc_entries: int = 64, prg_max_pages: int = 4,
+                 prg_timeout_ns: int = 10_000_000, ats_inval_delay_ns: int = 0) -> None:
+        check_ats_params(name, ats=ats, pri=pri, atc_entries=atc_entries,
+                         prg_max_pages=prg_max_pages, prg_timeout_ns=prg_timeout_ns,
+                         ats_inval_delay_ns=ats_inval_delay_ns)
         self.system = system
         self.name = name
         self.rid = rid
         self.pasid_bits = pasid_bits
         self.kind = kind
         self.stats = EndpointStats()
+        self.ats_capable = ats
+        self.pri_capable = pri
+        self.ats_enabled = False
+        self.pri_enabled = False
+        #: Set by a "Response Failure": PCIe stops the page request interface until software
+        #: enables PRI again.
+        self.pri_stopped = False
+        self.atc = Atc(atc_entries)
+        self.prg_max_pages = prg_max_pages
+        self.prg_timeout_ns = prg_timeout_ns
+        self.ats_inval_delay_ns = ats_inval_delay_ns
+        self._prgs: dict[int, _Prg] = {}  # PRGI -> outstanding group
+        self._next_prgi = 0
+
+    # ------------------------------------------------------------------ config space
+    def enable_ats(self, on: bool) -> None:
+        """Set the ATS Enable bit; EINVAL without the capability or, to disable, while PRI is
+        enabled (disable PRI first). Disabling ATS empties the ATC."""
+        if not self.ats_capable:
+            raise InvalidArgument(f"{self.name}: ATS must be supported to be enabled or "
+                                  f"disabled, not absent")
+        if not on and self.pri_enabled:
+            raise InvalidArgument(f"{self.name}: PRI must be disabled before ATS, not enabled")
+        self.ats_enabled = on
+        if not on:
+            self.atc.clear()
+
+    def enable_pri(self, on: bool) -> None:
+        """Set the PRI Enable bit; EINVAL without the capability or, to enable, with ATS
+        disabled. Enabling clears :attr:`pri_stopped`."""
+        if not self.pri_capable:
+            raise InvalidArgument(f"{self.name}: PRI must be supported to be enabled or "
+                                  f"disabled, not absent")
+        if on and not self.ats_enabled:
+            raise InvalidArgument(f"{self.name}: ATS must be enabled before PRI, not disabled")
+        self.pri_enabled = on
+        if on:
+            self.pri_stopped = False
 
     def _pieces(self, iova: int, size: int) -> list[tuple[int, int]]:
         if size <= 0:
@@ -83,12 +239,16 @@ class Endpoint:
                  priv: bool = False) -> DmaResult:
         """Read ``size`` bytes at ``iova`` through the IOMMU."""
         pid = self._pid(pasid)
+        if self.ats_enabled:
+            return self._run_ats(iova, size, None, pid, priv)
         return self._run(iova, size, None, pid, priv)
 
     def dma_write(self, iova: int, data: bytes, pasid: int | None = None,
                   priv: bool = False) -> DmaResult:
         """Write ``data`` at ``iova`` through the IOMMU."""
         pid = self._pid(pasid)
+        if self.ats_enabled:
+            return self._run_ats(iova, len(data), data, pid, priv)
         return self._run(iova, len(data), data, pid, priv)
 
     def msi(self, addr: int, data: int, pasid: int | None = None) -> DmaResult:
@@ -147,3 +307,272 @@ class Endpoint:
             stats.bytes += n
             done += n
         return DmaResult(done, 0, 0, b"".join(chunks))
+
+    # ------------------------------------------------------------------ ATS and PRI
+    def _run_ats(self, iova: int, size: int, data: bytes | None, pid: int,
+                 priv: bool) -> DmaResult:
+        """A DMA with ATS enabled: like :meth:`_run`, each piece through :meth:`_ats_piece`."""
+        system = self.system
+        ledger = system.ledger
+        cost = system.costs.dma_page_ns
+        stats = self.stats
+        pieces = self._pieces(iova, size)  # EINVAL before anything is counted
+        stats.dmas += 1
+        # A completion's Priv is 0 for a request without a PASID (riscv-iommu: "PCIe ATS
+        # translation request handling"), so such requests share the unprivileged entries.
+        priv = priv and pid >= 0
+        done = 0
+        chunks: list[bytes] = []
+        for i, (va, n) in enumerate(pieces):
+            cause = self._ats_piece(pieces, i, None if data is None else data[done:done + n],
+                                    pid, priv, chunks)
+            if cause:
+                stats.faults += 1
+                return DmaResult(done, cause, va, b"".join(chunks))
+            ledger.charge("dma_data", cost)
+            stats.pages += 1
+            stats.bytes += n
+            done += n
+        return DmaResult(done, 0, 0, b"".join(chunks))
+
+    def _ats_piece(self, pieces: list[tuple[int, int]], i: int, data: bytes | None, pid: int,
+                   priv: bool, chunks: list[bytes]) -> int:
+        """Piece ``i``: its translated page from the ATC or a Translation Request, then a
+        Translated request and the bus access. Returns 0 or the cause that aborts the DMA."""
+        va, n = pieces[i]
+        is_write = data is not None
+        cause, pa_base = self._ats_translate(pieces, i, pid, priv, is_write)
+        if cause:
+            return cause
+        if pa_base < 0:
+            return self._untranslated_piece(va, n, data, pid, priv, chunks)
+        # The Translated request carries no PASID: PCIe makes a PASID on Translated requests
+        # optional and this device does not send one. The IOMMU passes the address through,
+        # or with DC.tc.T2GPA translates it as a GPA (riscv-iommu: "Process to translate an
+        # IOVA", steps 7-8).
+        out = self.system.iommu.translate(Request(self.rid, pa_base | (va & 0xFFF), is_write,
+                                                  at=1))
+        self.stats.translated += 1
+        if not out.ok:
+            return out.cause or CAUSE_ATS_ABORT
+        return self._bus(out.pa, n, data, chunks)
+
+    def _bus(self, pa: int, n: int, data: bytes | None, chunks: list[bytes]) -> int:
+        bus = self.system.bus
+        try:
+            if data is not None:
+                bus.write(pa, data)
+            else:
+                chunks.append(bus.read(pa, n))
+        except BusError:
+            return CAUSE_BUS_ERROR
+        return 0
+
+    def _untranslated_piece(self, va: int, n: int, data: bytes | None, pid: int, priv: bool,
+                            chunks: list[bytes]) -> int:
+        """A piece whose completion said U = 1, "Untranslated access only" (an MRIF-mode MSI
+        page, riscv-iommu: "PCIe ATS translation request handling"): an untranslated request."""
+        pa = self.system.iommu.translate_pa(self.rid, va, data is not None, pid, priv)
+        if pa == -1:
+            return self._mrif_piece(va, n, data, pid, priv, chunks)
+        if pa < 0:
+            return -pa
+        return self._bus(pa, n, data, chunks)
+
+    def _ats_translate(self, pieces: list[tuple[int, int]], i: int, pid: int, priv: bool,
+                       is_write: bool) -> tuple[int, int]:
+        """``(cause, translated page base)`` of piece ``i``; base -1 with cause 0 means
+        "untranslated access only".
+
+        riscv-iommu: "PCIe ATS translation request handling": UR and CA completions end the
+        DMA with the fault's cause; a Success completion without the needed permission (a page
+        fault, a read-only page) starts a Page Request Group when PRI is enabled and running,
+        and the Translation Request is repeated after a Success response.
+        """
+        va = pieces[i][0]
+        vpn = va >> 12
+        need = 2 if is_write else 1
+        stats = self.stats
+        hit = self.atc.lookup(pid, vpn, priv)
+        if hit is not None and hit[need]:
+            stats.atc_hits += 1
+            return 0, hit[0]
+        stats.atc_misses += 1
+        rounds = 0
+        while True:
+            resp = self._translation_request(va, pid, priv, is_write)
+            if resp.status != STATUS_SUCCESS:
+                return resp.cause or CAUSE_ATS_ABORT, -1
+            if resp.u:
+                stats.ats_untranslated += 1
+                return 0, -1
+            if resp.w if is_write else resp.r:
+                base, size = translation_range(resp.ppn, resp.s)
+                pa_base = base | (va & (size - 1) & ~0xFFF)
+                self.atc.insert(pid, vpn, pa_base, resp.r, resp.w, priv)
+                return 0, pa_base
+            if not self.pri_enabled or self.pri_stopped:
+                return resp.cause or CAUSE_ATS_DENIED, -1
+            if rounds == _PRG_ROUNDS:
+                return CAUSE_PRG_RETRIES, -1
+            rounds += 1
+            cause = self._prg_round(pieces, i, pid, priv, is_write)
+            if cause:
+                return cause, -1
+
+    def _translation_request(self, va: int, pid: int, priv: bool, is_write: bool) -> Response:
+        system = self.system
+        system.ledger.charge("ats", system.costs.pcie_msg_ns, 2)  # request and completion
+        self.stats.ats_requests += 1
+        pv = pid >= 0
+        # NW (no-write) asks for read access only; a write needs NW = 0.
+        return system.iommu.translate(Request(self.rid, va & ~0xFFF, at=2, pid_valid=pv,
+                                              process_id=pid if pv else 0, priv_req=priv,
+                                              no_write=not is_write))
+
+    def _prg_round(self, pieces: list[tuple[int, int]], i: int, pid: int, priv: bool,
+                   is_write: bool) -> int:
+        """One Page Request Group for piece ``i``: 0 once answered Success, else the cause."""
+        code, pages = self._page_request_group(pieces, i, pid, priv, is_write,
+                                               self.prg_max_pages)
+        if code == PRG_INVALID_REQUEST and pages > 1:
+            # The group also asked for pages ahead of the fault that the DMA has not reached
+            # and may never reach (it can abort first); software may have refused one of
+            # those (beyond the end of a mapping) and answered for the group as a whole. Ask
+            # once more for the faulting page alone, so that the outcome of this piece does
+            # not depend on pages the DMA never reached.
+            code, _ = self._page_request_group(pieces, i, pid, priv, is_write, 1)
+        if code is None:
+            return CAUSE_PRG_TIMEOUT
+        if code == PRG_SUCCESS:
+            return 0
+        if code == PRG_INVALID_REQUEST:
+            return CAUSE_PRG_INVALID
+        # Response Failure: PCIe treats it as a catastrophic error of the page request
+        # interface, which stops ("Stopped") until software enables PRI again.
+        self.pri_stopped = True
+        return CAUSE_PRG_FAILURE
+
+    def _page_request_group(self, pieces: list[tuple[int, int]], i: int, pid: int,
+                            priv: bool, is_write: bool,
+                            max_pages: int) -> tuple[int | None, int]:
+        """Send a Page Request Group for piece ``i`` and the next pieces of the DMA that the
+        ATC cannot serve, up to ``max_pages``, then wait for its response.
+
+        riscv-iommu: "PCIe ATS Page Request handling": one Page Request per page, L set on
+        the last only; the IOMMU queues them in the PQ (or answers itself). Returns the
+        response code (``None`` on timeout) and the number of pages asked for.
+        """
+        atc = self.atc
+        need = 2 if is_write else 1
+        vpns = [pieces[i][0] >> 12]
+        for va, _ in pieces[i + 1:]:
+            if len(vpns) >= max_pages:
+                break
+            hit = atc.peek(pid, va >> 12, priv)
+            if hit is None or not hit[need]:
+                vpns.append(va >> 12)
+        system = self.system
+        iommu = system.iommu
+        stats = self.stats
+        prgi = self._alloc_prgi()
+        group = _Prg()
+        self._prgs[prgi] = group  # before sending: the IOMMU may answer during the call
+        stats.prgs += 1
+        pv = pid >= 0
+        rid = self.rid
+        last = len(vpns) - 1
+        system.settle()  # the wait starts when the group leaves the device
+        start = system.clock.now
+        for k, vpn in enumerate(vpns):
+            payload = page_request_payload(vpn << 12, prgi, read=not is_write, write=is_write,
+                                           last=k == last)
+            stats.page_requests += 1
+            system.ledger.charge("ats", system.costs.pcie_msg_ns)
+            iommu.page_request(rid, pv, pid if pv else 0, priv, False, payload,
+                               rid & 0xFFFF, rid > 0xFFFF, rid >> 16)
+        system.settle()  # the requests' legs and the IOMMU's work on them
+        # The device's timer runs from when the group left it.
+        left = max(0, self.prg_timeout_ns - (system.clock.now - start))
+        system.wait_for(lambda: group.code is not None, left)
+        stats.prg_wait_ns += system.clock.now - start
+        if group.code is None:
+            # Give the index up: a response that still arrives is an Unexpected PRG Index.
+            self._prgs.pop(prgi, None)
+            stats.prg_timeouts += 1
+        return group.code, len(vpns)
+
+    def _alloc_prgi(self) -> int:
+        """The next of the 9-bit Page Request Group Indices that is not outstanding, in
+        rotation, so a late response is unlikely to match a newer group."""
+        for _ in range(_PRGI_COUNT):
+            prgi = self._next_prgi
+            self._next_prgi = (prgi + 1) % _PRGI_COUNT
+            if prgi not in self._prgs:
+                return prgi
+        raise ModelError(f"{self.name}: all {_PRGI_COUNT} page request group indices are "
+                         f"outstanding")
+
+    def prg_response(self, msg: Message) -> None:
+        """A Page Request Group Response arrived (an ``ATS.PRGR`` command or the IOMMU's own
+        response, riscv-iommu: "IOMMU PCIe ATS commands", "PCIe ATS Page Request handling").
+
+        The group is matched by its index alone. A response naming no outstanding group is
+        counted as an "Unexpected PRG Index" and otherwise ignored. Response codes other
+        than Success and Invalid Request count as Response Failure.
+        """
+        system = self.system
+        system.ledger.charge("ats", system.costs.pcie_msg_ns)
+        prgi, code = decode_prg_response(msg.payload)
+        group = self._prgs.pop(prgi, None)
+        stats = self.stats
+        if group is None:
+            stats.unexpected_prgr += 1
+            return
+        if code == PRG_SUCCESS:
+            stats.prg_success += 1
+        elif code == PRG_INVALID_REQUEST:
+            stats.prg_invalid += 1
+        else:
+            code = PRG_RESPONSE_FAILURE
+            stats.prg_failure += 1
+        group.code = code
+
+    def ats_invalidate(self, msg: Message) -> None:
+        """An Invalidate Request arrived (``ATS.INVAL``, riscv-iommu: "IOMMU PCIe ATS
+        commands"): drop the ATC entries of the range and send the Invalidation Completion.
+
+        With ``ats_inval_delay_ns`` the device takes that long: its ATC keeps answering from
+        the old entries until then, and the completion (and with it an ``IOFENCE.C`` stalled
+        behind the request) waits as long. A device without the ATS capability ignores the
+        request (an Unsupported Request; the IOMMU's ATS.INVAL timeout, if any, applies).
+        """
+        if not self.ats_capable:
+            return
+        system = self.system
+        costs = system.costs
+        system.ledger.charge("ats", costs.pcie_msg_ns, 2)  # request and completion
+        system.ledger.charge("ats", costs.atc_inval_ns)
+        self.stats.ats_invals += 1
+        start, size = inval_range(msg.payload)
+        # With a PASID, G (bit 0) also asks for the global translations of every PASID; the
+        # ATC does not remember G, so such a request drops the range for every PASID.
+        pasid = msg.pid if msg.pv and not msg.payload & 1 else None
+        itag = msg.itag
+        if not self.ats_inval_delay_ns:
+            # Safe inside the IOMMU's command processing: the ATS.INVAL is pending before its
+            # message goes out, so this completion retires it.
+            self._finish_invalidation(pasid, start, size, itag)
+            return
+
+        def finish_late() -> None:
+            self._finish_invalidation(pasid, start, size, itag)
+            # An IOFENCE.C may be waiting for this completion: let the queue move on.
+            system.run_commands()
+
+        system.clock.call_after(self.ats_inval_delay_ns, finish_late)
+
+    def _finish_invalidation(self, pasid: int | None, start: int, size: int,
+                             itag: int) -> None:
+        self.stats.atc_dropped += self.atc.invalidate(pasid, start, size)
+        self.system.iommu.ats_inval_completion([itag], 1)

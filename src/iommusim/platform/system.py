@@ -14,6 +14,7 @@ register accesses to the IOMMU's window and loads/stores to RAM.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -26,7 +27,7 @@ from iommusim.mem.addrmap import AddressMap
 from iommusim.mem.sparse import SparseMemory
 from iommusim.platform.bus import CostedMemory, RegisterWindow
 from iommusim.platform.costs import CostModel, Ledger
-from iommusim.platform.endpoint import Endpoint
+from iommusim.platform.endpoint import Endpoint, check_ats_params
 from iommusim.platform.interrupts import InterruptSink
 from iommusim.sim.clock import VirtualClock
 
@@ -43,10 +44,20 @@ class RamRegion:
 
 @dataclass(frozen=True, slots=True)
 class EndpointConfig:
+    """One endpoint. ``ats`` and ``pri`` are PCIe capabilities (PRI needs ATS); software
+    enables them with :meth:`Endpoint.enable_ats` / :meth:`Endpoint.enable_pri`. The other
+    fields shape the ATS machinery (see :class:`Endpoint`)."""
+
     name: str
     rid: int
     kind: str = "generic"
     pasid_bits: int = 0
+    ats: bool = False
+    pri: bool = False
+    atc_entries: int = 64
+    prg_max_pages: int = 4
+    prg_timeout_ns: int = 10_000_000
+    ats_inval_delay_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +98,9 @@ class SystemConfig:
             if not 0 <= e.pasid_bits <= 20:
                 raise InvalidArgument(
                     f"endpoint {e.name!r} pasid_bits must be in [0, 20], not {e.pasid_bits}")
+            check_ats_params(e.name, ats=e.ats, pri=e.pri, atc_entries=e.atc_entries,
+                             prg_max_pages=e.prg_max_pages, prg_timeout_ns=e.prg_timeout_ns,
+                             ats_inval_delay_ns=e.ats_inval_delay_ns)
         names = [e.name for e in self.endpoints]
         if len(set(names)) != len(names):
             raise InvalidArgument(f"endpoint names must be distinct, not {names}")
@@ -115,20 +129,48 @@ class System:
                                     self._after_register_write), name="iommu", target_pa=0)
         self.bus.freeze()
         self.endpoints: dict[str, Endpoint] = {}
+        self._by_rid: dict[int, Endpoint] = {}
         for e in cfg.endpoints:
-            self.endpoints[e.name] = Endpoint(self, e.name, e.rid, pasid_bits=e.pasid_bits,
-                                              kind=e.kind)
+            ep = Endpoint(self, e.name, e.rid, pasid_bits=e.pasid_bits, kind=e.kind, ats=e.ats,
+                          pri=e.pri, atc_entries=e.atc_entries, prg_max_pages=e.prg_max_pages,
+                          prg_timeout_ns=e.prg_timeout_ns,
+                          ats_inval_delay_ns=e.ats_inval_delay_ns)
+            self.endpoints[e.name] = ep
+            self._by_rid[e.rid] = ep
 
     def _after_register_write(self, offset: int) -> None:
         # The IOMMU consumes commands once software moves cqt (riscv-iommu: "Command-Queue").
-        # The model runs them at once; their cost is charged as IOMMU time.
         if offset == OFF_CQT:
-            n = self.iommu.process_commands()
-            if n:
-                self.ledger.charge("command", self.costs.command_ns, n)
+            self.run_commands()
+
+    def run_commands(self) -> int:
+        """Let the IOMMU execute what it can of its command queue, as after a cqt write (the
+        model runs commands at once; their cost is charged as IOMMU time). Returns how many
+        ran. A device calls this when an Invalidation Completion may unblock an IOFENCE.C."""
+        n = self.iommu.process_commands()
+        if n:
+            self.ledger.charge("command", self.costs.command_ns, n)
+        return n
 
     def _message(self, msg: Message) -> None:
+        """The IOMMU's outbound port. Every message is kept in :attr:`messages`; Invalidate
+        Requests and Page Request Group Responses go to the endpoint they name (riscv-iommu:
+        "IOMMU PCIe ATS commands"), messages for no known endpoint go nowhere else.
+
+        Runs inside :meth:`RiscvIommu.process_commands`, so nothing here may run commands.
+        """
         self.messages.append(msg)
+        if msg.kind not in {"ats_inval_req", "prgr"}:
+            return
+        # The device_id of a PCIe function is its segment over its 16-bit RID; without DSV the
+        # destination is in segment 0.
+        ep = self._by_rid.get(msg.dseg << 16 | msg.rid if msg.dsv else msg.rid)
+        if ep is None:
+            return
+        if msg.kind == "prgr":
+            ep.prg_response(msg)
+        else:
+            ep.ats_invalidate(msg)
 
     def endpoint(self, name: str) -> Endpoint:
         try:
@@ -144,3 +186,30 @@ class System:
         """Let ``ns`` of idle time pass (after settling what was charged)."""
         self.ledger.settle()
         self.clock.advance(ns)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout_ns: int) -> bool:
+        """Let time pass until ``predicate()`` holds or ``timeout_ns`` have passed.
+
+        Settles what was charged, then runs the clock's events one instant at a time
+        (settling the costs each charges) and checks ``predicate`` after each. When no event
+        remains before the deadline nothing can change any more: the clock moves to the
+        deadline and the answer is False. Returns whether the predicate holds. A model
+        misuse (ModelError) from inside a clock callback, where time cannot pass.
+        """
+        if timeout_ns < 0:
+            raise InvalidArgument(f"timeout_ns must be non-negative, not {timeout_ns}")
+        clock = self.clock
+        ledger = self.ledger
+        ledger.settle()
+        deadline = clock.now + timeout_ns
+        clock.run_until(clock.now)  # also refuses a call from inside a clock callback
+        ledger.settle()
+        while not predicate():
+            t = clock.next_event_ns()
+            if clock.now >= deadline or t is None or t > deadline:
+                if clock.now < deadline:
+                    clock.run_until(deadline)
+                return predicate()
+            clock.run_until(t)
+            ledger.settle()
+        return True

@@ -136,7 +136,7 @@ def test_shared_group_attaches_as_a_whole(machine: Any, snap: Any) -> None:
     m.core.map(dom, 0x6000, pa, PAGE, RW)
     assert m.ep("fn0").dma_write(0x6000, b"fn0").ok
     assert m.ep("fn1").dma_read(0x6000, 3).data == b"fn0"
-    assert {dev for _, dev in dom.bonds} == {a, b}
+    assert {dev for _, dev, _ in dom.bonds} == {a, b}
     # A third function probed later joins the group's current domain.
     c = m.add("fn2", 0x22, group_key="bridge")
     assert c.group is group and m.ep("fn2").dma_read(0x6000, 3).data == b"fn0"

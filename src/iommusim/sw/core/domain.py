@@ -6,6 +6,7 @@ kind supports; the defaults answer EOPNOTSUPP, the errno the kernel gives for a 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from iommusim.errors import NotSupported
@@ -13,6 +14,7 @@ from iommusim.errors import NotSupported
 if TYPE_CHECKING:
     from iommusim.sw.core.device import Device
     from iommusim.sw.core.dma import DmaCookie
+    from iommusim.sw.iopf.queue import IopfGroup
     from iommusim.sw.pgtable.gather import IotlbGather
 
 __all__ = [
@@ -56,6 +58,9 @@ class Domain:
         self.pgsize_bitmap = pgsize_bitmap
         self.aperture_start, self.aperture_end = aperture
         self.cookie: DmaCookie | None = None
+        #: Takes the page-request groups of faults on this domain and answers each once
+        #: (``iommu_domain.iopf_handler``); None: page requests are answered "invalid".
+        self.iopf_handler: Callable[[IopfGroup], None] | None = None
 
     @property
     def is_paging(self) -> bool:
@@ -72,6 +77,14 @@ class Domain:
     def attach_dev(self, dev: Device, old: Domain | None) -> None:
         """Make ``dev`` translate through this domain (``old`` is what it leaves)."""
         raise NotSupported(f"{self.name} domain cannot be attached")
+
+    def set_dev_pasid(self, dev: Device, pasid: int, old: Domain | None) -> None:
+        """Make ``dev``'s requests tagged with ``pasid`` translate through this domain."""
+        raise NotSupported(f"{self.name} domain cannot be attached to a PASID")
+
+    def remove_dev_pasid(self, dev: Device, pasid: int) -> None:
+        """Stop translating ``dev``'s ``pasid`` through this domain (it then blocks)."""
+        raise NotSupported(f"{self.name} domain cannot be detached from a PASID")
 
     def map(self, iova: int, pa: int, size: int, prot: int) -> None:
         raise NotSupported(f"{self.name} domain has no map")

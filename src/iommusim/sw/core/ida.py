@@ -23,10 +23,13 @@ class Ida:
         self._freed: list[int] = []
         self._used: set[int] = set()
 
-    def alloc(self) -> int | None:
-        if self._freed:
+    def alloc(self, hi: int | None = None) -> int | None:
+        """The lowest free id, or None when none is free at or below ``hi`` (default: the
+        range's end), like ``ida_alloc_range(lo, hi)``."""
+        limit = self.hi if hi is None else min(hi, self.hi)
+        if self._freed and self._freed[0] <= limit:
             i = heapq.heappop(self._freed)
-        elif self._next <= self.hi:
+        elif self._next <= limit:
             i = self._next
             self._next += 1
         else:

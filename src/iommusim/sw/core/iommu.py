@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from iommusim.errors import Busy, InvalidArgument, NoDevice, NotFound
+from iommusim.errors import Busy, InvalidArgument, NoDevice, NotFound, NotSupported
 from iommusim.sim.clock import VirtualClock
 from iommusim.sw.core.device import Device, Fault, Group
 from iommusim.sw.core.dma import DmaCookie
@@ -25,6 +25,7 @@ from iommusim.sw.core.domain import (
 )
 from iommusim.sw.core.fq import FlushQueue, FqOptions
 from iommusim.sw.core.ops import IommuDriver
+from iommusim.sw.iopf.queue import RESP_INVALID, Iopf, PageFault
 from iommusim.sw.pgtable.gather import IotlbGather
 
 __all__ = ["DmaMode", "IommuCore"]
@@ -64,6 +65,7 @@ class IommuCore:
         self._next_group = 0
         self._attached: dict[int, int] = {}  # id(domain) -> groups attached
         self.unhandled_faults: list[UnhandledFault] = []
+        self.iopf = Iopf(self._iopf_domain, self._iopf_send, lambda: clock.now)
 
     # ------------------------------------------------------------------ registration
     def register(self, driver: IommuDriver) -> None:
@@ -72,6 +74,8 @@ class IommuCore:
             raise Busy(f"{driver.name} is already registered")
         self.drivers.append(driver)
         driver.on_fault = lambda fault: self.report_device_fault(driver, fault)
+        driver.on_page_request = lambda rid, fault: self._page_request(driver, rid, fault)
+        driver.on_pq_overflow = self._pq_overflow
 
     def probe_device(self, dev: Device) -> None:
         """iommu_probe_device: find the IOMMU, join or make a group, attach the default."""
@@ -132,6 +136,12 @@ class IommuCore:
         driver = dev.iommu
         if driver is None:
             raise NoDevice(f"{dev.name} has no IOMMU")
+        for pasid, domain in list(group.pasid_array.items()):
+            driver.blocked_domain.set_dev_pasid(dev, pasid, domain)
+            if len(group.devices) == 1:
+                del group.pasid_array[pasid]
+                self._attached[id(domain)] = self._attached.get(id(domain), 1) - 1
+        self.iopf.remove_device(dev)
         driver.blocked_domain.attach_dev(dev, group.domain)
         group.devices.remove(dev)
         driver.release_device(dev)
@@ -221,6 +231,79 @@ class IommuCore:
         if group.default_domain is None:
             raise NoDevice(f"group {group.id} has no default domain")
         self._set_group_domain(group, group.default_domain)
+
+    # ------------------------------------------------------------------ PASIDs
+    def attach_device_pasid(self, domain: Domain, dev: Device, pasid: int) -> None:
+        """iommu_attach_device_pasid: ``domain`` translates the group's requests tagged
+        with ``pasid``. EOPNOTSUPP when the domain cannot be attached to a PASID, EINVAL for
+        PASID 0 (the RID), a PASID beyond a group device's width or a domain of another IOMMU,
+        EBUSY when the PASID is taken; a driver failure undoes the devices already set."""
+        group = self._group_of(dev)
+        driver = dev.iommu
+        if driver is None:
+            raise NoDevice(f"{dev.name} has no IOMMU")
+        if type(domain).set_dev_pasid is Domain.set_dev_pasid:
+            raise NotSupported(f"{domain!r} cannot be attached to a PASID")
+        if domain.owner is not driver or pasid <= 0 or pasid >= 1 << 20:
+            raise InvalidArgument(f"cannot attach {domain!r} to PASID {pasid} of {dev.name}")
+        for d in group.devices:
+            if d.max_pasids and pasid >= d.max_pasids:
+                raise InvalidArgument(f"PASID {pasid} is beyond {d.name}'s "
+                                      f"{d.pasid_bits}-bit PASID width")
+        if pasid in group.pasid_array:
+            raise Busy(f"PASID {pasid} of group {group.id} is already attached")
+        done: list[Device] = []
+        try:
+            for d in group.devices:
+                domain.set_dev_pasid(d, pasid, None)
+                done.append(d)
+        except BaseException:
+            for d in done:
+                driver.blocked_domain.set_dev_pasid(d, pasid, domain)
+            raise
+        group.pasid_array[pasid] = domain
+        self._attached[id(domain)] = self._attached.get(id(domain), 0) + 1
+
+    def detach_device_pasid(self, domain: Domain, dev: Device, pasid: int) -> None:
+        """iommu_detach_device_pasid: the PASID blocks again; its pending page-request
+        groups are answered "invalid". Detaching what is not attached does nothing."""
+        group = self._group_of(dev)
+        if group.pasid_array.get(pasid) is not domain or dev.iommu is None:
+            return
+        for d in group.devices:
+            dev.iommu.blocked_domain.set_dev_pasid(d, pasid, domain)
+            self.iopf.remove_device(d, pasid)
+        del group.pasid_array[pasid]
+        self._attached[id(domain)] = self._attached.get(id(domain), 1) - 1
+
+    def pasid_domain(self, dev: Device, pasid: int) -> Domain | None:
+        return self._group_of(dev).pasid_array.get(pasid)
+
+    # ------------------------------------------------------------------ page requests
+    def _page_request(self, driver: IommuDriver, rid: int, fault: PageFault) -> None:
+        dev = next((d for d in self.devices.values()
+                    if d.iommu is driver and d.rid == rid), None)
+        if dev is None:
+            self.iopf.stats.requests += 1
+            self.iopf.stats.unhandled += 1
+            if fault.last:
+                driver.page_response(rid, fault.pasid, fault.grpid, RESP_INVALID)
+            return
+        self.iopf.report(dev, fault)
+
+    def _pq_overflow(self) -> None:
+        self.iopf.discard_partial()
+
+    def _iopf_domain(self, dev: Device, pasid: int | None) -> Domain | None:
+        group = dev.group
+        if group is None:
+            return None
+        return group.domain if pasid is None else group.pasid_array.get(pasid)
+
+    @staticmethod
+    def _iopf_send(dev: Device, fault: PageFault, code: int) -> None:
+        if dev.iommu is not None:
+            dev.iommu.page_response(dev.rid, fault.pasid, fault.grpid, code)
 
     # ------------------------------------------------------------------ map / unmap
     @staticmethod

@@ -12,8 +12,9 @@ Rules the writer keeps (DESIGN rule 2: software touches hardware only through me
 
 * A concurrent walker never sees a half-built table: a new table's whole subtree is written
   before the entry linking it is; a leaf in an existing table is one 64-bit store.
-* A failed :meth:`RiscvPageTable.map` or :meth:`RiscvPageTable.unmap` changes nothing: the
-  whole range is checked (and the table pages counted and allocated) before the first store.
+* A failed :meth:`RiscvPageTable.map`, :meth:`RiscvPageTable.unmap` or
+  :meth:`RiscvPageTable.protect` changes nothing: the whole range is checked (and the table
+  pages counted and allocated) before the first store.
 * An emptied table is unlinked and put on the gather's freelist, never freed here: the IOMMU
   may cache or be walking it until the IOTLB invalidation completes (riscv-iommu: "Guidelines
   for invalidations"; Linux ``iommu_iotlb_sync`` then ``iommu_put_pages_list``).
@@ -71,6 +72,8 @@ _U: Final = PTE.mask("u")
 _A: Final = PTE.mask("a")
 _D: Final = PTE.mask("d")
 _RWX: Final = _R | _W | _X
+#: Leaf bits protect() keeps: the PPN, A/D state, G, N and the bits software owns.
+_PROTECT_KEEP: Final = PTE.mask("ppn", "a", "d", "g", "rsw", "rsw60t59b", "n")
 _PPN_SHIFT: Final = PTE["ppn"].lsb
 _PPN_MASK: Final = PTE["ppn"].mask
 _PBMT_SHIFT: Final = PTE["pbmt"].lsb
@@ -402,6 +405,11 @@ class RiscvPageTable:
         """
         self._live()
         self._check_range(iova, size)
+        self._check_no_split(iova, size)
+        return self._unmap(self.root_pa, self._levels - 1, iova, iova + size, gather)
+
+    def _check_no_split(self, iova: int, size: int) -> None:
+        """A leaf only partly inside ``[iova, iova + size)`` must straddle one of its ends."""
         end = iova + size
         for probe in (iova, end - 1):
             found = self._find(probe)
@@ -411,7 +419,6 @@ class RiscvPageTable:
                     raise InvalidArgument(
                         f"range {iova:#x}+{size:#x} would split the "
                         f"{1 << (12 + _VPN_BITS * found[1]):#x}-byte leaf at {base:#x}")
-        return self._unmap(self.root_pa, self._levels - 1, iova, end, gather)
 
     def _unmap(self, tpa: int, level: int, start: int, end: int, gather: IotlbGather) -> int:
         shift = 12 + _VPN_BITS * level
@@ -449,6 +456,91 @@ class RiscvPageTable:
                         gather.freelist.append(child)
             v = nxt
         return done
+
+    # ------------------------------------------------------------------ protect
+    def protect(self, iova: int, size: int, prot: int, gather: IotlbGather) -> int:
+        """Rewrite the permissions of the leaves in ``[iova, iova + size)`` to ``prot``
+        (Linux ``change_protection`` on a page table the IOMMU shares); return the bytes
+        mapped by the leaves whose PTE changed. Holes are skipped.
+
+        Each changed leaf is one 64-bit store of the new PTE, so a concurrent walker sees the
+        old or the new permissions, never a mix. The PPN, A, D, G, N and the software bits
+        are kept: D stays set when W is removed (a clean D is not needed for correctness, and
+        the page may already be dirty); with ``set_ad`` A, and D on a writable leaf, are set
+        as :meth:`map` does. V, R, W, X, U and PBMT come from ``prot`` as for :meth:`map`.
+        Changed leaves extend ``gather``'s range (no table is ever unlinked here); the caller
+        must invalidate it when a permission was removed (riscv-iommu: "Guidelines for
+        invalidations"), while an added permission needs none.
+
+        Errors, with nothing changed: misalignment or an address outside the format, or a
+        leaf only partly inside the range (:class:`InvalidArgument`: a leaf is not split), a
+        prot granting nothing (:class:`NotSupported`; unmap instead).
+        """
+        self._live()
+        bits = self.leaf_bits(prot)
+        self._check_range(iova, size)
+        self._check_no_split(iova, size)
+        return self._protect(self.root_pa, self._levels - 1, iova, iova + size, bits, gather)
+
+    def _protect(self, tpa: int, level: int, start: int, end: int, bits: int,
+                 gather: IotlbGather) -> int:
+        shift = 12 + _VPN_BITS * level
+        esize = 1 << shift
+        imask = self._root_mask if level == self._levels - 1 else 511
+        rd = self._rd
+        wr = self._wr
+        done = 0
+        v = start
+        while v < end:
+            nxt = ((v >> shift) + 1) << shift
+            nxt = min(nxt, end)
+            addr = tpa + ((v >> shift) & imask) * 8
+            entry = rd(addr)
+            if entry & _V:
+                if entry & _RWX:
+                    new = (entry & _PROTECT_KEEP) | bits
+                    if new != entry:
+                        wr(addr, new)
+                        gather.add_page(v, esize)
+                        done += esize
+                else:
+                    done += self._protect((entry & _PPN_MASK) >> _PPN_SHIFT << 12, level - 1,
+                                          v, nxt, bits, gather)
+            v = nxt
+        return done
+
+    # ------------------------------------------------------------------ planning
+    def tables_needed(self, iova: int, size: int) -> int:
+        """Table pages that mapping every unmapped 4 KiB page of ``[iova, iova + size)``
+        with 4 KiB leaves would allocate, given the tables present now.
+
+        Lets a caller that maps many single pages (a demand-paging fault handler) check the
+        allocator once and then map without a failure half-way. Pages already mapped, by
+        any leaf size, need nothing. :class:`InvalidArgument` as for :meth:`map`.
+        """
+        self._live()
+        self._check_range(iova, size)
+        return self._tables_needed(self.root_pa, self._levels - 1, iova, iova + size)
+
+    def _tables_needed(self, tpa: int, level: int, start: int, end: int) -> int:
+        if level == 0:
+            return 0
+        shift = 12 + _VPN_BITS * level
+        imask = self._root_mask if level == self._levels - 1 else 511
+        rd = self._rd
+        new = 0
+        v = start
+        while v < end:
+            nxt = ((v >> shift) + 1) << shift
+            nxt = min(nxt, end)
+            entry = rd(tpa + ((v >> shift) & imask) * 8) if tpa >= 0 else 0
+            if not entry & _V:
+                new += 1 + self._tables_needed(-1, level - 1, v, nxt)
+            elif not entry & _RWX:
+                new += self._tables_needed((entry & _PPN_MASK) >> _PPN_SHIFT << 12, level - 1,
+                                           v, nxt)
+            v = nxt
+        return new
 
     # ------------------------------------------------------------------ lookup
     def _in_range(self, iova: int) -> bool:

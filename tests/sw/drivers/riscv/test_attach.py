@@ -279,7 +279,7 @@ def test_update_commands_follow_the_spec_sequence(machine: Any) -> None:
         ("iotinval", None, None, a.pscid, 1),
         ("iofence", None, None, None, None),
     ]
-    assert a.bonds == [] and b.bonds == [(m.driver, dev)]
+    assert a.bonds == [] and b.bonds == [(m.driver, dev, None)]
 
 
 def test_leaving_identity_flushes_all_translations(machine: Any) -> None:
@@ -303,7 +303,7 @@ def test_bonds_and_last_unlink(machine: Any) -> None:
     shared = m.core.domain_alloc_paging(nic)
     m.core.attach_device(shared, nic)
     m.core.attach_device(shared, nvme)
-    assert shared.bonds == [(m.driver, nic), (m.driver, nvme)]
+    assert shared.bonds == [(m.driver, nic, None), (m.driver, nvme, None)]
     pa = m.kernel.pages.alloc_page()
     m.core.map(shared, 0x9000, pa, PAGE, RW)
     assert m.ep("nic").dma_write(0x9000, b"n").ok

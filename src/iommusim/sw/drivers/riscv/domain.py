@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from iommusim.bits.pcie import inval_payload
 from iommusim.errors import NoDevice
 from iommusim.hw.riscv.params import cap
 from iommusim.sw.core.device import Device
@@ -22,12 +23,49 @@ from iommusim.sw.pgtable.riscv import SV39, SV48, SV57, RiscvPageTable, RiscvPtF
 if TYPE_CHECKING:
     from iommusim.sw.drivers.riscv.driver import RiscvIommuDriver
 
-__all__ = ["IOTLB_INVAL_LIMIT", "RiscvPagingDomain", "pgtable_format"]
+__all__ = ["IOTLB_INVAL_LIMIT", "Bond", "RiscvPagingDomain", "invalidate_bonds",
+           "pgtable_format"]
 
 #: Linux RISCV_IOMMU_IOTLB_INVAL_LIMIT: ranges below this are invalidated page by page.
 IOTLB_INVAL_LIMIT: Final = 2 << 20
 _PAGE: Final = 4096
 _ALL: Final = (1 << 64) - 1
+
+
+#: A device attached to a domain: its IOMMU, the device, and the PASID (None: the RID).
+Bond = tuple["RiscvIommuDriver", Device, "int | None"]
+
+
+def invalidate_bonds(pscid: int, bonds: list[Bond], start: int, end: int,
+                     nonleaf: bool = False) -> None:
+    """riscv_iommu_iotlb_inval for [start, end] on every IOMMU with a bonded device.
+
+    IOTINVAL.VMA by PSCID, one command per 4 KiB page below a 2 MiB range and one whole-PSCID
+    command above it, or when ``nonleaf`` (table pages were freed and the base spec has no
+    non-leaf range invalidation). Then, because "software must first invalidate the IOATC
+    before sending invalidations to the DevATC" (riscv-iommu: "Device Address Translation
+    Cache invalidations"), ATS.INVAL for the range to every bonded device with ATS (tagged
+    with its PASID), and finally one IOFENCE.C per IOMMU, which waits for the devices'
+    completions.
+    """
+    seen: list[RiscvIommuDriver] = []
+    for drv, _, _ in bonds:
+        if any(s is drv for s in seen):
+            continue
+        seen.append(drv)
+        if end - start + 1 < IOTLB_INVAL_LIMIT and not nonleaf:
+            for va in range(start & ~(_PAGE - 1), end + 1, _PAGE):
+                drv.command(iotinval_vma(pscid=pscid, addr=va))
+        else:
+            drv.command(iotinval_vma(pscid=pscid))
+    payload = -1
+    for drv, dev, pasid in bonds:
+        if drv.ats_enabled(dev):
+            if payload < 0:
+                payload = inval_payload(start, end - start + 1)
+            drv.ats_inval(dev, pasid, payload)
+    for drv in seen:
+        drv.sync()
 
 
 def pgtable_format(caps: int) -> RiscvPtFormat:
@@ -47,29 +85,49 @@ class RiscvPagingDomain(Domain):
         self.driver = driver
         self.pscid = pscid
         self.pgtable = RiscvPageTable(driver.mem, driver.pages, fmt, set_ad=True)
-        self.bonds: list[tuple[RiscvIommuDriver, Device]] = []
+        self.bonds: list[Bond] = []
         self.invalidations = 0
 
     # ------------------------------------------------------------------ attach
-    def attach_dev(self, dev: Device, old: Domain | None) -> None:
-        iommu = dev.iommu
-        if iommu is not self.driver:
+    def _check_iommu(self, dev: Device) -> None:
+        if dev.iommu is not self.driver:
             raise NoDevice(f"{dev.name} is not behind {self.driver.name}")
+
+    def attach_dev(self, dev: Device, old: Domain | None) -> None:
+        self._check_iommu(dev)
         # bond_link before the context points at us: an invalidation racing with the attach
         # must already see this IOMMU in the list.
-        self.bonds.append((self.driver, dev))
+        bond = (self.driver, dev, None)
+        self.bonds.append(bond)
         try:
-            fsc = self.pgtable.atp()
-            self.driver.iodir_update(dev, fsc, self.pscid << 12, True)
+            self.driver.set_rid_context(dev, self.pgtable.atp(), self.pscid << 12, True)
         except BaseException:
-            self.bonds.remove((self.driver, dev))
+            self.bonds.remove(bond)
             raise
         if isinstance(old, RiscvPagingDomain) and old is not self:
-            old.bond_unlink(dev)
+            old.bond_unlink(dev, None)
 
-    def bond_unlink(self, dev: Device) -> None:
-        """Drop ``dev``; the last device of this domain on an IOMMU flushes its PSCID there."""
-        found = [b for b in self.bonds if b[1] is dev]
+    def set_dev_pasid(self, dev: Device, pasid: int, old: Domain | None) -> None:
+        """Attach at a PASID: the PASID's process context points at this table."""
+        self._check_iommu(dev)
+        bond = (self.driver, dev, pasid)
+        self.bonds.append(bond)
+        try:
+            self.driver.set_pasid_context(dev, pasid, self.pgtable.atp(), self.pscid,
+                                          pri=self.iopf_handler is not None)
+        except BaseException:
+            self.bonds.remove(bond)
+            raise
+        if old is not None and old is not self:
+            old.remove_dev_pasid(dev, pasid)
+
+    def remove_dev_pasid(self, dev: Device, pasid: int) -> None:
+        self.bond_unlink(dev, pasid)
+
+    def bond_unlink(self, dev: Device, pasid: int | None) -> None:
+        """Drop ``dev``'s bond; the last device of this domain on an IOMMU flushes its PSCID
+        there."""
+        found = [b for b in self.bonds if b[1] is dev and b[2] == pasid]
         if not found:
             return
         drv = found[0][0]
@@ -88,27 +146,16 @@ class RiscvPagingDomain(Domain):
     def iova_to_phys(self, iova: int) -> int | None:
         return self.pgtable.iova_to_phys(iova)
 
-    def iotlb_inval(self, start: int, end: int) -> None:
+    def iotlb_inval(self, start: int, end: int, nonleaf: bool = False) -> None:
         """riscv_iommu_iotlb_inval: invalidate [start, end] on every bonded IOMMU."""
         self.invalidations += 1
-        seen: list[RiscvIommuDriver] = []
-        for drv, _ in self.bonds:
-            if any(s is drv for s in seen):
-                continue
-            seen.append(drv)
-            if end - start + 1 < IOTLB_INVAL_LIMIT:
-                for va in range(start & ~(_PAGE - 1), end + 1, _PAGE):
-                    drv.command(iotinval_vma(pscid=self.pscid, addr=va))
-            else:
-                drv.command(iotinval_vma(pscid=self.pscid))
-        for drv in seen:
-            drv.sync()
+        invalidate_bonds(self.pscid, self.bonds, start, end, nonleaf)
 
     def iotlb_sync(self, gather: IotlbGather) -> None:
         # Freed table pages may sit in non-leaf caches: with no non-leaf range invalidation
         # in the base spec, the whole PSCID goes (Linux riscv_iommu_iotlb_sync).
         if gather.freelist:
-            self.iotlb_inval(0, _ALL)
+            self.iotlb_inval(gather.start, gather.end, nonleaf=True)
         elif gather.start <= gather.end:
             self.iotlb_inval(gather.start, gather.end)
 

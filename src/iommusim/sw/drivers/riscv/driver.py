@@ -9,9 +9,11 @@ section 4.1) and the spec's software guidelines (riscv-iommu: "Guidelines for in
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Protocol
 
-from iommusim.bits.riscv import DC_FSC, DC_TA, DC_TC
+from iommusim.bits.pcie import inval_payload
+from iommusim.bits.riscv import DC_FSC, DC_TA, DC_TC, PC_TA
 from iommusim.errors import Busy, InvalidArgument, NoDevice, NotSupported, OutOfMemory
 from iommusim.hw.riscv.faults import CAUSE_NAMES
 from iommusim.hw.riscv.params import MODE_1LVL, MODE_3LVL, MODE_BARE, MODE_OFF, cap
@@ -46,16 +48,46 @@ from iommusim.mem.protocol import PhysicalMemory
 from iommusim.sw.core.device import Device, Fault
 from iommusim.sw.core.domain import DOMAIN_BLOCKED, DOMAIN_IDENTITY, Domain
 from iommusim.sw.core.ida import Ida
-from iommusim.sw.drivers.riscv.commands import Command, iodir_inval_ddt, iotinval_vma
+from iommusim.sw.drivers.riscv.commands import (
+    Command,
+    ats_inval,
+    ats_prgr,
+    iodir_inval_ddt,
+    iodir_inval_pdt,
+    iotinval_vma,
+)
 from iommusim.sw.drivers.riscv.ddt import DeviceDirectory
 from iommusim.sw.drivers.riscv.domain import RiscvPagingDomain, pgtable_format
 from iommusim.sw.drivers.riscv.mmio import Mmio
-from iommusim.sw.drivers.riscv.queues import POLL_LIMIT, CommandQueue, FaultQueue, FaultRecord
+from iommusim.sw.drivers.riscv.pdt import PD8, PD17, PD20, PD_PID_BITS, ProcessDirectory
+from iommusim.sw.drivers.riscv.queues import (
+    POLL_LIMIT,
+    CommandQueue,
+    FaultQueue,
+    FaultRecord,
+    PageRequestQueue,
+    PageRequestRecord,
+)
+from iommusim.sw.iopf.queue import PERM_EXEC, PERM_PRIV, PERM_READ, PERM_WRITE, PageFault
 from iommusim.sw.pages import PageAllocator
 
-__all__ = ["IrqController", "RiscvIommuDriver"]
+if TYPE_CHECKING:
+    from iommusim.sw.mm.mm import Mm
+
+__all__ = ["ATS_INVAL_ALL", "IrqController", "RiscvIommuDriver"]
 
 _TC_V: Final = DC_TC["v"].mask
+_TC_EN_ATS: Final = DC_TC["en_ats"].mask
+_TC_EN_PRI: Final = DC_TC["en_pri"].mask
+_TC_PRPR: Final = DC_TC["prpr"].mask
+_TC_PDTV: Final = DC_TC["pdtv"].mask
+_TC_DPE: Final = DC_TC["dpe"].mask
+_PC_V: Final = PC_TA["v"].mask
+_PC_PSCID: Final = PC_TA["pscid"]
+#: An ATS.INVAL payload covering every address (PCIe "Invalidate Request", S = 1).
+ATS_INVAL_ALL: Final = inval_payload(0, 1 << 64)
+#: iommu_page_response codes (success, invalid, failure) as PCIe PRG Response Codes.
+_PRG_CODES: Final = {0: 0x0, 1: 0x1, 2: 0xF}
 _FSC_MODE: Final = DC_FSC["mode"]
 _TA_PSCID: Final = DC_TA["pscid"]
 #: Linux RISCV_IOMMU_MAX_PSCID: PSCIDs come from [1, 2^20 - 1].
@@ -73,6 +105,17 @@ class IrqController(Protocol):
     def free_irq(self, identity: int) -> None: ...
 
 
+@dataclass(slots=True)
+class _DevState:
+    """What the driver keeps per device (Linux ``riscv_iommu_info`` plus PASID state)."""
+
+    ats: bool = False  # tc.EN_ATS, and ATS enabled in the device
+    pri: bool = False  # tc.EN_PRI and PRPR, and PRI enabled in the device
+    pdt: ProcessDirectory | None = None  # tc.PDTV = DPE = 1: RID traffic uses PC 0
+    rid_ctx: tuple[int, int, bool] = (0, 0, False)  # fsc, ta, valid of the RID translation
+    ats_on: bool = False  # the device's ATS enable bit has been set
+
+
 class _StaticDomain(Domain):
     """The identity and blocking domains: no page table, only a device-context state."""
 
@@ -84,9 +127,18 @@ class _StaticDomain(Domain):
         # Identity: fsc Bare with tc.V = 1 (pass-through); blocked: tc.V = 0, so every DMA
         # faults with "DDT entry not valid" (riscv-iommu cause 258).
         valid = self.type == DOMAIN_IDENTITY
-        self.driver.iodir_update(dev, 0, 0, valid)
+        self.driver.set_rid_context(dev, 0, 0, valid)
         if isinstance(old, RiscvPagingDomain):
-            old.bond_unlink(dev)
+            old.bond_unlink(dev, None)
+
+    def set_dev_pasid(self, dev: Device, pasid: int, old: Domain | None) -> None:
+        # Only the blocking domain: the PASID's process context becomes invalid (requests
+        # with it fault "PDT entry not valid", riscv-iommu cause 266).
+        if self.type != DOMAIN_BLOCKED:
+            super().set_dev_pasid(dev, pasid, old)
+        self.driver.clear_pasid_context(dev, pasid)
+        if old is not None and old is not self:
+            old.remove_dev_pasid(dev, pasid)
 
 
 class RiscvIommuDriver:
@@ -102,8 +154,8 @@ class RiscvIommuDriver:
     def __init__(self, bus: PhysicalMemory, base_pa: int, pages: PageAllocator,
                  irq: IrqController, *, msi_pa: int, irq_base: int = 32,
                  rids: range = range(1 << 24), cq_entries: int = 8192,
-                 fq_entries: int = 4096, pscid_ida: Ida | None = None,
-                 name: str = "riscv-iommu0") -> None:
+                 fq_entries: int = 4096, pq_entries: int = 512,
+                 pscid_ida: Ida | None = None, name: str = "riscv-iommu0") -> None:
         self.name = name
         self.mmio = Mmio(bus, base_pa)
         self.mem = bus
@@ -114,6 +166,7 @@ class RiscvIommuDriver:
         self.rids = rids
         self.cq_entries = cq_entries
         self.fq_entries = fq_entries
+        self.pq_entries = pq_entries
         self.pscid_ida = pscid_ida if pscid_ida is not None else Ida(1, MAX_PSCID)
         self.identity_domain: Domain = _StaticDomain(self, DOMAIN_IDENTITY)
         self.blocked_domain: Domain = _StaticDomain(self, DOMAIN_BLOCKED)
@@ -121,12 +174,19 @@ class RiscvIommuDriver:
         self.ddt: DeviceDirectory | None = None
         self.cmdq: CommandQueue | None = None
         self.fltq: FaultQueue | None = None
+        self.priq: PageRequestQueue | None = None
+        self._devs: dict[int, _DevState] = {}
         self.mode = MODE_OFF
         self.vectors = 0
         self.on_fault: Callable[[Fault], None] | None = None
+        #: Set by the core: where page requests read from the page-request queue go, and
+        #: what to do when the queue overflowed (partial groups may have lost their end).
+        self.on_page_request: Callable[[int, PageFault], None] | None = None
+        self.on_pq_overflow: Callable[[], None] | None = None
         self.faults_seen = 0
         self.cq_errors: list[str] = []
-        self.stats = {"iotinval": 0, "iodir": 0, "iofence": 0, "irqs": 0}
+        self.stats = {"iotinval": 0, "iodir": 0, "iofence": 0, "irqs": 0, "ats_inval": 0,
+                      "prgr": 0, "page_requests": 0, "stop_markers": 0}
 
     # ------------------------------------------------------------------ probe
     def probe(self) -> None:
@@ -155,16 +215,20 @@ class RiscvIommuDriver:
             self._setup_irqs()
             self.cmdq = CommandQueue(m, self.mem, self.pages, self.cq_entries)
             self.fltq = FaultQueue(m, self.mem, self.pages, self.fq_entries)
+            if caps >> cap.ATS & 1:
+                # Page requests arrive only from ATS devices with PRI (riscv-iommu: "PCIe ATS
+                # Page Request handling"); the queue is set up like the other two.
+                self.priq = PageRequestQueue(m, self.mem, self.pages, self.pq_entries)
             self._set_ddt_mode(MODE_3LVL)
         except BaseException:
             self._teardown()
             raise
 
     def _teardown(self) -> None:
-        for q in (self.fltq, self.cmdq):
+        for q in (self.priq, self.fltq, self.cmdq):
             if q is not None:
                 q.release()
-        self.cmdq = self.fltq = None
+        self.cmdq = self.fltq = self.priq = None
         for v in range(self.vectors):
             self.irq.free_irq(self.irq_base + v)
         self.vectors = 0
@@ -210,6 +274,8 @@ class RiscvIommuDriver:
                 self.mmio.writel(OFF_CQCSR, (csr & 3) | errs)
         elif bit == IPSR_FIP:
             self.process_faults()
+        elif bit == IPSR_PIP:
+            self.process_page_requests()
         else:
             self.mmio.writel(OFF_IPSR, bit)
 
@@ -219,6 +285,40 @@ class RiscvIommuDriver:
             return 0
         self.mmio.writel(OFF_IPSR, IPSR_FIP)
         return self.fltq.drain(self._fault)
+
+    def process_page_requests(self) -> int:
+        """The page-request interrupt thread (riscv-iommu "Guidelines for page requests"):
+        clear ipsr.pip, consume the records, report each to the core; on overflow the core
+        drops partial groups (their last request may be lost; the IOMMU answered it)."""
+        if self.priq is None:
+            return 0
+        self.mmio.writel(OFF_IPSR, IPSR_PIP)
+        n, overflowed = self.priq.drain(self._page_request)
+        if overflowed and self.on_pq_overflow is not None:
+            self.on_pq_overflow()
+        return n
+
+    def _page_request(self, rec: PageRequestRecord) -> None:
+        self.stats["page_requests"] += 1
+        perm = ((PERM_READ if rec.read else 0) | (PERM_WRITE if rec.write else 0) |
+                (PERM_EXEC if rec.exec_ else 0) | (PERM_PRIV if rec.priv else 0))
+        fault = PageFault(rec.pid if rec.pv else None, rec.prgi, perm, rec.addr, rec.last)
+        if rec.last and not rec.read and not rec.write:
+            # A Stop Marker (PCIe "Stop Marker Messages"): the device is done with the PASID;
+            # it needs no response and there is nothing to fault in.
+            self.stats["stop_markers"] += 1
+        elif self.on_page_request is not None:
+            self.on_page_request(rec.did, fault)
+        elif rec.last:
+            self.page_response(rec.did, fault.pasid, rec.prgi, 1)
+
+    def page_response(self, rid: int, pasid: int | None, grpid: int, code: int) -> None:
+        """Answer a Page Request Group with ATS.PRGR (riscv-iommu: "IOMMU PCIe ATS
+        commands"): ``code`` 0 success, 1 invalid, 2 failure (PCIe code 0xF); the PASID goes
+        back when the request carried one. The command needs no fence."""
+        payload = (rid & 0xFFFF) << 48 | _PRG_CODES[code] << 44 | (grpid & 0x1FF) << 32
+        self.stats["prgr"] += 1
+        self.command(ats_prgr(rid, payload, pid=pasid))
 
     def _fault(self, rec: FaultRecord) -> None:
         self.faults_seen += 1
@@ -286,13 +386,57 @@ class RiscvIommuDriver:
         if not self.owns(dev):
             raise NoDevice(f"{dev.name} (rid {dev.rid:#x}) is not behind {self.name}")
         self.ddt.dc_pa(dev.rid)
+        # ATS is used whenever both ends support it; tc.EN_ATS is written with the first
+        # domain, the device's enable bit after that (riscv-iommu "Guidelines for enabling
+        # and disabling ATS and/or PRI").
+        ats = dev.ats and dev.pci is not None and bool(self.caps >> cap.ATS & 1)
+        self._devs[dev.rid] = _DevState(ats=ats)
         dev.iommu = self
 
     def release_device(self, dev: Device) -> None:
+        """The device leaves: ATS and PRI off in the device, then the context is cleared
+        (the core has already attached the blocking domain and detached every PASID)."""
+        st = self._devs.pop(dev.rid, None)
+        if st is not None and self.ddt is not None:
+            if dev.pci is not None:
+                if st.pri:
+                    dev.pci.enable_pri(False)
+                if st.ats_on:
+                    dev.pci.enable_ats(False)
+            pdt = st.pdt
+            if pdt is not None or st.ats:
+                # The old tc (read back from memory) decides what is flushed: the IOTLB, and
+                # the ATC when EN_ATS was set.
+                self._devs[dev.rid] = _DevState()
+                self.iodir_update(dev, 0, 0, False)
+                del self._devs[dev.rid]
+            if pdt is not None:
+                pdt.destroy()
         dev.iommu = None
+
+    def ats_enabled(self, dev: Device) -> bool:
+        st = self._devs.get(dev.rid)
+        return st is not None and st.ats
 
     def def_domain_type(self, dev: Device) -> int | None:
         return None
+
+    def domain_alloc_sva(self, dev: Device, mm: Mm) -> Domain:
+        """An SVA domain for ``mm`` on this IOMMU: the process's own page table, reached
+        through a process context, tagged with a PSCID of its own."""
+        from iommusim.sw.drivers.riscv.sva import RiscvSvaDomain
+
+        if not self.caps >> cap.PD8 & 7:  # PD8, PD17, PD20 are adjacent capability bits
+            raise NotSupported(f"{self.name}: no process-directory support (capabilities "
+                               f"PD8/PD17/PD20)")
+        bit = {8: cap.SV39, 9: cap.SV48, 10: cap.SV57}.get(mm.atp() >> 60)
+        if bit is None or not self.caps >> bit & 1:
+            raise NotSupported(f"{self.name}: cannot walk the page-table format of "
+                               f"{mm.name} (satp.MODE {mm.atp() >> 60})")
+        pscid = self.pscid_ida.alloc()
+        if pscid is None:
+            raise OutOfMemory(f"{self.name}: no PSCID left")
+        return RiscvSvaDomain(self, mm, pscid)
 
     def domain_alloc_paging(self, dev: Device) -> Domain:
         fmt = pgtable_format(self.caps)
@@ -306,16 +450,37 @@ class RiscvIommuDriver:
             raise
 
     # ------------------------------------------------------------------ device contexts
+    def _state(self, dev: Device) -> _DevState:
+        st = self._devs.get(dev.rid)
+        if st is None or dev.iommu is not self:
+            raise NoDevice(f"{dev.name} is not probed on {self.name}")
+        return st
+
+    @staticmethod
+    def _tc(st: _DevState, valid: bool) -> int:
+        tc = _TC_V if valid else 0
+        if st.ats:
+            tc |= _TC_EN_ATS
+        if st.pri:
+            tc |= _TC_EN_PRI | _TC_PRPR
+        if st.pdt is not None:
+            tc |= _TC_PDTV | _TC_DPE
+        return tc
+
     def iodir_update(self, dev: Device, fsc: int, ta: int, valid: bool) -> None:
         """Point ``dev``'s device context at (fsc, ta), the way Linux iodir_update does.
 
         riscv-iommu "Changing device directory table entry": a valid context is first made
-        invalid and the old context flushed from the directory cache and the IOTLB (with a
-        fence), so the IOMMU never combines old and new fields; the new fields are written
-        with tc (and V) last, then the context is invalidated again and fenced.
+        invalid and the old context flushed from the directory cache and the IOTLB (by the
+        rules of that section, tested on the old values) and from the device's ATC (after
+        the IOTLB, "Device Address Translation Cache invalidations"), with a fence, so the
+        IOMMU never combines old and new fields; the new fields are written with tc (and V)
+        last, then the context is invalidated again and fenced. tc's ATS, PRI and PDT bits
+        come from the device's state.
         """
         if self.ddt is None:
             raise NoDevice(f"{self.name}: not probed")
+        st = self._state(dev)
         dc = self.ddt.dc_pa(dev.rid)
         assert dc is not None  # alloc=True never returns None
         mem = self.mem
@@ -324,14 +489,132 @@ class RiscvIommuDriver:
             mem.write64(dc, tc & ~_TC_V)
             self.command(iodir_inval_ddt(dev.rid))
             old_fsc = mem.read64(dc + 24)
-            if _FSC_MODE.get(old_fsc):
-                self.command(iotinval_vma(pscid=_TA_PSCID.get(mem.read64(dc + 16))))
-            else:
+            if tc & _TC_PDTV or not _FSC_MODE.get(old_fsc):
                 self.command(iotinval_vma())
+            else:
+                self.command(iotinval_vma(pscid=_TA_PSCID.get(mem.read64(dc + 16))))
+            if tc & _TC_EN_ATS:
+                self.ats_inval(dev, None, ATS_INVAL_ALL)
             self.sync()
         mem.write64(dc + 24, fsc)
         mem.write64(dc + 16, ta)
         # tc last: the context becomes valid only once fsc and ta are in memory (dma_wmb).
-        mem.write64(dc, (tc & ~_TC_V) | (_TC_V if valid else 0))
+        mem.write64(dc, self._tc(st, valid))
         self.command(iodir_inval_ddt(dev.rid))
         self.sync()
+        if st.ats and not st.ats_on and dev.pci is not None:
+            dev.pci.enable_ats(True)  # "Enable device to use ATS" once the DC is valid
+            st.ats_on = True
+
+    def ats_inval(self, dev: Device, pasid: int | None, payload: int) -> None:
+        """ATS.INVAL to ``dev``'s ATC (riscv-iommu: "IOMMU PCIe ATS commands"); the next
+        IOFENCE.C waits for the device's Invalidation Completion."""
+        self.stats["ats_inval"] += 1
+        self.command(ats_inval(dev.rid, payload, pid=pasid))
+
+    def set_rid_context(self, dev: Device, fsc: int, ta: int, valid: bool) -> None:
+        """Translate ``dev``'s requests without a PASID through (fsc, ta): the device context
+        itself, or process context 0 once the device has a PDT (``tc.DPE`` = 1, riscv-iommu
+        "Process to translate an IOVA": "let process_id be the default value of 0")."""
+        st = self._state(dev)
+        if st.pdt is None:
+            self.iodir_update(dev, fsc, ta, valid)
+        else:
+            self.pc_update(dev, 0, fsc, (ta | _PC_V) if valid else 0)
+        st.rid_ctx = (fsc, ta, valid)
+
+    def pc_update(self, dev: Device, pid: int, fsc: int, ta: int) -> None:
+        """Write process context ``pid`` of ``dev`` (riscv-iommu "Changing process directory
+        table entry"): a valid PC is first made invalid and flushed (IODIR.INVAL_PDT, then
+        IOTINVAL.VMA by its old PSCID, then the device's ATC for that PASID, then IOFENCE.C);
+        the new fsc is written before ta, whose V bit makes it valid; then IODIR.INVAL_PDT and
+        IOFENCE.C again."""
+        st = self._state(dev)
+        assert st.pdt is not None
+        pc = st.pdt.pc_pa(pid)
+        assert pc is not None  # alloc=True never returns None
+        mem = self.mem
+        old_ta = mem.read64(pc)
+        if old_ta & _PC_V:
+            mem.write64(pc, old_ta & ~_PC_V)
+            self.command(iodir_inval_pdt(dev.rid, pid))
+            if _FSC_MODE.get(mem.read64(pc + 8)):
+                self.command(iotinval_vma(pscid=_PC_PSCID.get(old_ta)))
+            else:  # a Bare first stage: its entries carry no PSCID to name
+                self.command(iotinval_vma())
+            if st.ats:
+                self.ats_inval(dev, pid or None, ATS_INVAL_ALL)
+            self.sync()
+        mem.write64(pc + 8, fsc)
+        mem.write64(pc, ta)
+        self.command(iodir_inval_pdt(dev.rid, pid))
+        self.sync()
+
+    def _pdt_mode(self, dev: Device) -> int:
+        """The smallest PDT format covering the device's PASID width that the IOMMU has
+        (else the widest it has)."""
+        have = [m for m, bit in ((PD8, cap.PD8), (PD17, cap.PD17), (PD20, cap.PD20))
+                if self.caps >> bit & 1]
+        if not have:
+            raise NotSupported(f"{self.name}: no process-directory support")
+        fits = [m for m in have if PD_PID_BITS[m] >= dev.pasid_bits]
+        return fits[0] if fits else have[-1]
+
+    def _prepare_pasid(self, dev: Device, pasid: int, pri: bool) -> _DevState:
+        """Check a PASID attach, then give the device a PDT (RID traffic moves to PC 0) and,
+        for a domain that handles page faults, PRI -- each once, in one context update."""
+        st = self._state(dev)
+        if not dev.max_pasids:
+            raise InvalidArgument(f"{dev.name} has no PASID capability")
+        mode = st.pdt.mode if st.pdt is not None else self._pdt_mode(dev)
+        limit = min(dev.max_pasids, 1 << PD_PID_BITS[mode])
+        if not 0 < pasid < limit:
+            raise InvalidArgument(f"PASID {pasid} is out of range [1, {limit - 1}] for "
+                                  f"{dev.name}")
+        want_pri = pri and not st.pri
+        if want_pri:
+            # Intel's driver answers a device without PRI with ENODEV when a domain needs
+            # I/O page faults; Linux's RISC-V driver has no SVA to follow.
+            if not dev.pri or dev.pci is None:
+                raise NoDevice(f"{dev.name} has no PRI capability: it cannot take I/O page "
+                               f"faults")
+            if not st.ats or self.priq is None:
+                raise NoDevice(f"{dev.name}: PRI needs ATS on the device and the IOMMU")
+        if st.pdt is not None and not want_pri:
+            return st
+        pdt = st.pdt
+        new_pdt = pdt is None
+        if pdt is None:
+            pdt = ProcessDirectory(self.mem, self.pages, mode)
+            fsc, ta, valid = st.rid_ctx
+            pc0 = pdt.pc_pa(0)
+            assert pc0 is not None
+            self.mem.write64(pc0 + 8, fsc)
+            self.mem.write64(pc0, (ta | _PC_V) if valid else 0)
+        old_pdt, old_pri = st.pdt, st.pri
+        st.pdt = pdt
+        st.pri = st.pri or want_pri
+        try:
+            self.iodir_update(dev, pdt.pdtp(), 0, True)
+        except BaseException:
+            st.pdt, st.pri = old_pdt, old_pri
+            if new_pdt:
+                pdt.destroy()
+            raise
+        if want_pri:
+            assert dev.pci is not None
+            dev.pci.enable_pri(True)  # after the context is valid (spec guideline)
+        return st
+
+    def set_pasid_context(self, dev: Device, pasid: int, fsc: int, pscid: int,
+                          pri: bool) -> None:
+        """Translate ``dev``'s requests tagged ``pasid`` through first-stage table ``fsc``
+        with ``pscid`` (a valid PC, user-only: ENS = SUM = 0)."""
+        self._prepare_pasid(dev, pasid, pri)
+        self.pc_update(dev, pasid, fsc, _PC_V | _PC_PSCID.put(0, pscid))
+
+    def clear_pasid_context(self, dev: Device, pasid: int) -> None:
+        """Block ``dev``'s ``pasid``: its PC becomes invalid and is flushed."""
+        st = self._state(dev)
+        if st.pdt is not None and st.pdt.pc_pa(pasid, alloc=False) is not None:
+            self.pc_update(dev, pasid, 0, 0)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from iommusim.bits.riscv import FQ_RECORD
+from iommusim.bits.riscv import FQ_RECORD, PQ_RECORD
 from iommusim.errors import Busy, InvalidArgument, NoDevice, OutOfMemory
 from iommusim.hw.riscv.regs import (
     CQCSR_BUSY,
@@ -33,6 +33,11 @@ from iommusim.hw.riscv.regs import (
     OFF_FQCSR,
     OFF_FQH,
     OFF_FQT,
+    OFF_PQB,
+    OFF_PQCSR,
+    OFF_PQH,
+    OFF_PQT,
+    PQCSR_PQOF,
     QB_LOG2SZM1_MASK,
     QB_PPN_SHIFT,
 )
@@ -41,7 +46,7 @@ from iommusim.sw.drivers.riscv.commands import Command, iofence_c
 from iommusim.sw.drivers.riscv.mmio import Mmio
 from iommusim.sw.pages import PageAllocator
 
-__all__ = ["CommandQueue", "FaultQueue", "FaultRecord"]
+__all__ = ["CommandQueue", "FaultQueue", "FaultRecord", "PageRequestQueue", "PageRequestRecord"]
 
 # The enable handshake bits sit at the same positions in cqcsr, fqcsr and pqcsr.
 _CSR_EN: Final = CQCSR_CQEN
@@ -191,37 +196,102 @@ class CommandQueue(_Queue):
         return False
 
 
-class FaultQueue(_Queue):
+class _ConsumerQueue(_Queue):
+    """A queue the hardware produces into and software drains (fault and page-request
+    queues): records between the shadow head and the hardware tail, then the head moves and
+    the memory-fault and overflow bits are written 1 to clear them."""
+
+    def __init__(self, mmio: Mmio, mem: PhysicalMemory, pages: PageAllocator,
+                 want_entries: int, *, off_base: int, off_csr: int, off_head: int,
+                 off_tail: int, entry_bytes: int, overflow_bit: int, name: str) -> None:
+        super().__init__(mmio, mem, pages, off_base=off_base, off_csr=off_csr,
+                         entry_bytes=entry_bytes, want_entries=want_entries, name=name)
+        self.off_head = off_head
+        self.off_tail = off_tail
+        self.overflow_bit = overflow_bit
+        mmio.writel(off_head, 0)
+        self.head = 0
+        self.overflows = 0
+        self.memory_faults = 0
+        self.enable(overflow_bit)  # the overflow bit is W1C too
+
+    def _drain_raw(self, take: Callable[[int], None]) -> tuple[int, int]:
+        """Hand every record (as one little-endian int) to ``take``; returns how many and the
+        error bits found (already cleared)."""
+        tail = self.mmio.readl(self.off_tail)
+        n = 0
+        size = self.entry_bytes
+        while self.head != tail:
+            take(int.from_bytes(self.mem.read(self.base_pa + self.head * size, size), "little"))
+            self.head = (self.head + 1) & self.mask
+            n += 1
+        if n:
+            self.mmio.writel(self.off_head, self.head)
+        csr = self.mmio.readl(self.off_csr)
+        errs = csr & (_CSR_MF | self.overflow_bit)
+        if errs:
+            self.memory_faults += bool(errs & _CSR_MF)
+            self.overflows += bool(errs & self.overflow_bit)
+            self.mmio.writel(self.off_csr, _CSR_EN | _CSR_IE | errs)
+        return n, errs
+
+
+class FaultQueue(_ConsumerQueue):
     """Consumer side of the fault queue."""
 
     def __init__(self, mmio: Mmio, mem: PhysicalMemory, pages: PageAllocator,
                  want_entries: int) -> None:
-        super().__init__(mmio, mem, pages, off_base=OFF_FQB, off_csr=OFF_FQCSR, entry_bytes=32,
-                         want_entries=want_entries, name="fault queue")
-        mmio.writel(OFF_FQH, 0)
-        self.head = 0
-        self.overflows = 0
-        self.memory_faults = 0
-        self.enable(FQCSR_FQOF)  # FQOF is W1C too
+        super().__init__(mmio, mem, pages, want_entries, off_base=OFF_FQB, off_csr=OFF_FQCSR,
+                         off_head=OFF_FQH, off_tail=OFF_FQT, entry_bytes=32,
+                         overflow_bit=FQCSR_FQOF, name="fault queue")
 
     def drain(self, report: Callable[[FaultRecord], None]) -> int:
         """Consume every record between the shadow head and fqt; returns how many."""
-        tail = self.mmio.readl(OFF_FQT)
-        n = 0
         dec = FQ_RECORD.decode
-        while self.head != tail:
-            raw = int.from_bytes(self.mem.read(self.base_pa + self.head * 32, 32), "little")
+
+        def take(raw: int) -> None:
             f = dec(raw)
             report(FaultRecord(f["cause"], f["ttyp"], f["did"], bool(f["pv"]), f["pid"],
                                bool(f["priv"]), f["iotval"], f["iotval2"]))
-            self.head = (self.head + 1) & self.mask
-            n += 1
-        if n:
-            self.mmio.writel(OFF_FQH, self.head)
-        csr = self.mmio.readl(OFF_FQCSR)
-        errs = csr & (_CSR_MF | FQCSR_FQOF)
-        if errs:
-            self.memory_faults += bool(errs & _CSR_MF)
-            self.overflows += bool(errs & FQCSR_FQOF)
-            self.mmio.writel(OFF_FQCSR, _CSR_EN | _CSR_IE | errs)
-        return n
+        return self._drain_raw(take)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequestRecord:
+    """One decoded page-request-queue record (riscv-iommu: "Page-Request-Queue (PQ)"): the
+    header fields and the PCIe Page Request payload (R, W, L, PRGI, page address)."""
+
+    did: int
+    pv: bool
+    pid: int
+    priv: bool
+    exec_: bool
+    read: bool
+    write: bool
+    last: bool
+    prgi: int
+    addr: int
+
+
+class PageRequestQueue(_ConsumerQueue):
+    """Consumer side of the page-request queue."""
+
+    def __init__(self, mmio: Mmio, mem: PhysicalMemory, pages: PageAllocator,
+                 want_entries: int) -> None:
+        super().__init__(mmio, mem, pages, want_entries, off_base=OFF_PQB, off_csr=OFF_PQCSR,
+                         off_head=OFF_PQH, off_tail=OFF_PQT, entry_bytes=16,
+                         overflow_bit=PQCSR_PQOF, name="page-request queue")
+
+    def drain(self, report: Callable[[PageRequestRecord], None]) -> tuple[int, bool]:
+        """Consume every record between the shadow head and pqt; returns how many and whether
+        the queue overflowed (pqcsr.pqof: requests were lost, so partial groups must go)."""
+        dec = PQ_RECORD.decode
+
+        def take(raw: int) -> None:
+            f = dec(raw)
+            pl = f["payload"]
+            report(PageRequestRecord(f["did"], bool(f["pv"]), f["pid"], bool(f["priv"]),
+                                     bool(f["exec"]), bool(pl & 1), bool(pl >> 1 & 1),
+                                     bool(pl >> 2 & 1), pl >> 3 & 0x1FF, pl & ~0xFFF))
+        n, errs = self._drain_raw(take)
+        return n, bool(errs & PQCSR_PQOF)
