@@ -101,3 +101,46 @@ def test_installed_command_exits_2(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "system.iommu_base must be an integer, not 'x'" in proc.stderr
     assert proc.stdout == ""
+
+
+def test_demo_prints_the_sva_scene() -> None:
+    # perf/sva_workload.py at its default size: 64 pages, 16 KiB DMA chunks.
+    console = quiet()
+    run_demo(ops=2, console=console)
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "Shared Virtual Addressing (one process, one accelerator)" in out
+    assert "BROKEN: ATS inval 50 us late" in out
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:4]]
+            for line in out.splitlines() if line.count("│") == 4}
+    assert rows["pass 1: page requests (one per page)"] == ["64", "64"]
+    assert rows["pass 1: page-request groups"] == ["16", "16"]
+    assert rows["pass 2: new page requests"] == ["0", "0"]
+    assert rows["pass 2: ATC hits / misses"] == ["128 / 0", "128 / 0"]
+    assert rows["munmap 2nd half: probes that fault"][0] == "32 of 32: PRG Invalid Request"
+    assert rows["stale accesses to freed pages"][0] == "0 of 32"
+    assert rows["stale accesses to freed pages"][1] != "0 of 32"
+    assert rows["IOFENCE.C timeouts"][0] == "0"
+    assert rows["mprotect read-only: device write"][0] == "faults: PRG Invalid Request"
+    assert rows["mprotect read-only: device read"][0] == "works"
+    assert "64 page requests in 16 page-request round trips" in out
+    assert "Broken configuration:" in out
+
+
+def test_json_output_has_the_sva_scene(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--ops", "2", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [r["ops"] for r in doc["reports"]] == [2, 2]  # the strict/lazy keys are intact
+    good, late = doc["sva"]["correct"], doc["sva"]["late"]
+    assert good["pages"] == good["pass1_page_requests"] == 64
+    assert good["pass1_prgs"] == 16
+    assert good["pass2_page_requests"] == 0 and good["pass2_atc_hits"] == 128
+    assert good["responses"]["success"] == 16
+    assert good["round_trips"] == good["prgs"]
+    assert good["round_trip_max_ns"] >= good["round_trip_mean_ns"] > 0
+    assert good["faults_after_munmap"] == 32 and good["stale_accesses"] == 0
+    assert good["fault_cause_name"] == "PRG Invalid Request"
+    assert good["ats_inval_commands"] >= 2 and good["atc_dropped"] >= 32
+    assert not good["mprotect_write_ok"] and good["mprotect_read_ok"]
+    assert late["ats_inval_delay_ns"] == 50_000
+    assert late["stale_accesses"] > 0 and late["fence_timeouts"] > 0
+    assert good["virtual_ms"] > 0

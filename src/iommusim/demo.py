@@ -1,14 +1,19 @@
-"""``make demo``: boot a machine, probe the driver, run a DMA workload strict and lazy.
+"""``make demo``: boot a machine, probe the driver, run a DMA workload strict and lazy, then
+Shared Virtual Addressing.
 
 The machine is the embedded default (RAM, a RISC-V IOMMU with every capability, a NIC-like
 and an NVMe-like endpoint) or a TOML scenario. Each mode boots a fresh machine, runs the same
-seeded workload with a progress bar, and the summary puts the modes side by side.
+seeded workload with a progress bar, and the summary puts the modes side by side. The SVA
+scene (perf/sva_workload.py) boots machines of its own with one accelerator: a process, a
+device bound to it, page requests, munmap and mprotect, on a correct device and on one that
+completes ATS invalidations too late (the broken configuration).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +29,7 @@ from rich.progress import (
 from rich.table import Table
 
 from iommusim.perf.dma_workload import RunReport, WorkloadConfig, default_system, run_workload
+from iommusim.perf.sva_workload import SvaReport, SvaRunReport, run_sva_workload
 from iommusim.scenario.loader import Scenario, load_scenario
 
 __all__ = ["run_demo"]
@@ -49,6 +55,75 @@ _ROWS = (
 )
 
 
+
+def _ok(flag: bool) -> str:
+    return "byte-exact" if flag else "MISMATCH"
+
+
+def _after_munmap(r: SvaRunReport) -> str:
+    if not r.faults_after_munmap:
+        return f"0 of {r.probes}"
+    return f"{r.faults_after_munmap} of {r.probes}: {r.fault_cause_name}"
+
+
+def _mprotect_write(r: SvaRunReport) -> str:
+    return "went through" if r.mprotect_write_ok else f"faults: {r.mprotect_write_cause_name}"
+
+
+_SVA_ROWS: tuple[tuple[str, Callable[[SvaRunReport], str]], ...] = (
+    ("pages mapped lazily (no page resident)", lambda r: f"{r.pages:,}"),
+    ("pass 1: page requests (one per page)", lambda r: f"{r.pass1_page_requests:,}"),
+    ("pass 1: page-request groups", lambda r: f"{r.pass1_prgs:,}"),
+    ("pass 1: CPU faults before the device", lambda r: f"{r.cpu_faults_before_device:,}"),
+    ("pass 1: data, device and CPU read-back",
+     lambda r: _ok(r.device_data_ok and r.cpu_data_ok)),
+    ("pass 2: new page requests", lambda r: f"{r.pass2_page_requests:,}"),
+    ("pass 2: ATC hits / misses", lambda r: f"{r.pass2_atc_hits:,} / {r.pass2_atc_misses:,}"),
+    ("page requests", lambda r: f"{r.page_requests:,}"),
+    ("page-request round trips (answered)", lambda r: f"{r.round_trips:,}"),
+    ("responses success / invalid / failure",
+     lambda r: " / ".join(f"{r.responses[k]:,}" for k in ("success", "invalid", "failure"))),
+    ("round trip mean / max", lambda r: f"{r.round_trip_mean_ns:,.0f} / "
+     f"{r.round_trip_max_ns:,} ns"),
+    ("ATS translation requests", lambda r: f"{r.ats_requests:,}"),
+    ("ATC hits / misses", lambda r: f"{r.atc_hits:,} / {r.atc_misses:,}"),
+    ("ATS.INVAL commands (driver)", lambda r: f"{r.ats_inval_commands:,}"),
+    ("Invalidate Requests received (device)", lambda r: f"{r.ats_invals_received:,}"),
+    ("ATC entries dropped", lambda r: f"{r.atc_dropped:,}"),
+    ("IOTINVAL commands", lambda r: f"{r.iotlb_invalidations:,}"),
+    ("munmap 2nd half: probes that fault", _after_munmap),
+    ("munmap 2nd half: 1st half still works", lambda r: "yes" if r.first_half_ok else "NO"),
+    ("stale accesses to freed pages", lambda r: f"{r.stale_accesses:,} of {r.probes:,}"),
+    ("mprotect read-only: device write", _mprotect_write),
+    ("mprotect read-only: device read", lambda r: "works" if r.mprotect_read_ok else "FAILS"),
+    ("IOFENCE.C timeouts", lambda r: f"{r.fence_timeouts:,}"),
+    ("virtual time", lambda r: f"{r.virtual_ms:.3f} ms"),
+)
+
+
+def _print_sva(out: Console, sva: SvaReport) -> None:
+    good, late = sva.correct, sva.late
+    table = Table(title="Shared Virtual Addressing (one process, one accelerator)")
+    table.add_column("metric")
+    table.add_column("correct device", justify="right")
+    table.add_column(f"BROKEN: ATS inval {late.ats_inval_delay_ns / 1000:g} us late",
+                     justify="right")
+    for label, fmt in _SVA_ROWS:
+        table.add_row(label, fmt(good), fmt(late))
+    out.print(table)
+    out.print(f"SVA: {good.pages} lazily mapped pages reached the device by "
+              f"{good.pass1_page_requests} page requests in {good.pass1_prgs} page-request "
+              f"round trips; {good.round_trips} round trips in all "
+              f"({good.responses['success']} success, {good.responses['invalid']} invalid), "
+              f"mean {good.round_trip_mean_ns:,.0f} ns, max {good.round_trip_max_ns:,} ns "
+              f"virtual; after munmap {good.faults_after_munmap} of {good.probes} probes "
+              f"faulted ({good.fault_cause_name}).")
+    out.print(f"Broken configuration: the device completes ATS invalidations "
+              f"{late.ats_inval_delay_ns:,} ns late, longer than the driver waits: "
+              f"{late.fence_timeouts} IOFENCE.C timeouts, and {late.stale_accesses} of "
+              f"{late.probes} probes reached freed pages through its stale ATC.")
+
+
 def _value(r: RunReport, key: str) -> object:
     return r.iotlb_hit_rate if key == "iotlb_hit_rate" else getattr(r, key)
 
@@ -71,8 +146,12 @@ def run_demo(json_out: bool = False, scenario: Path | None = None, ops: int | No
 
             reports.append(run_workload(mode, workload, sc.system, advance, ncpus=sc.ncpus,
                                         fq=sc.fq))
+        sva_task = progress.add_task(f"{'sva':>11}", total=1)
+        sva = run_sva_workload()
+        progress.advance(sva_task)
     if json_out:
-        json.dump({"reports": [r.as_dict() for r in reports]}, sys.stdout, indent=2)
+        json.dump({"reports": [r.as_dict() for r in reports], "sva": sva.as_dict()},
+                  sys.stdout, indent=2)
         print()
         return reports
     table = Table(title="RISC-V IOMMU, Linux-style driver and DMA API: "
@@ -89,5 +168,6 @@ def run_demo(json_out: bool = False, scenario: Path | None = None, ops: int | No
             out.print(f"{r.mode}: {base.virtual_ns / r.virtual_ns:.2f}x the speed of "
                       f"{base.mode} in virtual time, {r.stale_accesses} of {r.stale_probes} "
                       f"stale-access probes reached memory (vs {base.stale_accesses}).")
+    _print_sva(out, sva)
     return reports
 

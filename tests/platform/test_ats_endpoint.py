@@ -324,7 +324,7 @@ def test_superpage_completion_is_cached_per_4k_page() -> None:
 
 
 def test_ats_capable_but_disabled_uses_untranslated_requests() -> None:
-    system, host, dev, root = ats_setup()
+    _system, host, dev, root = ats_setup()
     dev.enable_pri(False)
     dev.enable_ats(False)
     host.map(root, 0x10_0000, DATA)
@@ -348,7 +348,7 @@ def test_unsupported_request_aborts_with_its_cause() -> None:
 def test_not_present_without_pri_aborts_with_the_page_fault_cause() -> None:
     """A Success completion with R = W = 0 carries the page fault's cause (no fault record:
     riscv-iommu: "PCIe ATS translation request handling")."""
-    system, host, dev, root = ats_setup()
+    _system, _host, dev, _root = ats_setup()
     dev.enable_pri(False)
     assert dev.dma_read(0x10_0000, 8).cause == READ_PAGE_FAULT
     assert dev.dma_write(0x10_0000, b"1").cause == WRITE_PAGE_FAULT
@@ -383,7 +383,7 @@ def test_page_request_success_then_retry_succeeds() -> None:
 def test_multi_page_group_sets_last_on_the_final_request_only() -> None:
     """The group asks for the faulting page and the following pieces the ATC cannot serve
     (up to prg_max_pages), all with one PRGI; L only on the last (PCIe Page Request)."""
-    system, host, dev, root = ats_setup(prg_max_pages=3)
+    _system, host, dev, root = ats_setup(prg_max_pages=3)
     host.map(root, 0x50_1000, DATA + PAGE)
     assert dev.dma_read(0x50_1000, 8).ok  # page 1 is in the ATC
 
@@ -422,7 +422,7 @@ def test_invalid_multi_page_group_is_retried_for_the_faulting_page_alone() -> No
     """Software refuses any group naming the page beyond its mapping. The device asks again
     for the faulting page alone, so the piece it has reached still completes; the DMA stops
     at the refused page."""
-    system, host, dev, root = ats_setup(prg_max_pages=4)
+    _system, host, dev, root = ats_setup(prg_max_pages=4)
     limit = 0x70_1000  # software will map pages below this only
 
     def handler(group: Group) -> int:
@@ -445,7 +445,7 @@ def test_invalid_multi_page_group_is_retried_for_the_faulting_page_alone() -> No
 
 
 def test_success_without_mapping_gives_up_after_two_rounds() -> None:
-    system, host, dev, root = ats_setup()
+    _system, host, dev, _root = ats_setup()
     host.on_group = lambda group: PRG_SUCCESS  # but maps nothing
     res = dev.dma_read(0x80_0000, 8)
     assert res.cause == CAUSE_PRG_RETRIES
@@ -475,7 +475,7 @@ def test_timeout_when_nobody_answers_then_the_late_response_is_unexpected() -> N
 
 
 def test_unexpected_prgi_is_counted_and_ignored() -> None:
-    system, host, dev, root = ats_setup()
+    system, host, dev, _root = ats_setup()
     host.submit(host.prgr(DEV, 0x123, PRG_SUCCESS), host.prgr(0x33, 1, PRG_SUCCESS))
     assert dev.stats.unexpected_prgr == 1
     assert [m.kind for m in system.messages] == ["prgr", "prgr"]  # both kept
@@ -557,7 +557,7 @@ def test_ats_inval_drops_the_range_and_the_fence_completes() -> None:
     assert dev.atc.peek(-1, 0x40_0) is not None and len(dev.atc) == 1
     # Two legs and the device's invalidation work.
     assert system.ledger.counts["ats"] - before["ats"] == 3
-    assert [m.kind for m in system.messages] == ["ats_inval_req", "sync"]
+    assert [m.kind for m in system.messages] == ["ats_inval_req"]
     # The next access asks again and sees the new mapping.
     host.map(root, 0x10_0000, DATA + PAGE)
     fill(system, DATA + PAGE, 0x42)
@@ -606,7 +606,7 @@ def test_late_invalidation_serves_stale_entries_and_stalls_the_fence() -> None:
 
 
 def test_inval_for_an_unknown_rid_is_only_recorded() -> None:
-    system, host, dev, root = ats_setup()
+    system, host, dev, _root = ats_setup()
     host.submit(host.ats_inval(0x3F, 0, PAGE), host.iofence(host.alloc(), 1))
     assert [m.kind for m in system.messages] == ["ats_inval_req"]
     assert system.iommu.invalidations_outstanding == 1  # nobody completes it
@@ -615,7 +615,7 @@ def test_inval_for_an_unknown_rid_is_only_recorded() -> None:
 
 
 def test_inval_to_a_device_without_ats_gets_no_completion() -> None:
-    system, host, dev, root = ats_setup()
+    system, host, _dev, _root = ats_setup()
     host.submit(host.ats_inval(0x10, 0, PAGE))
     assert system.iommu.invalidations_outstanding == 1
 
@@ -724,7 +724,7 @@ def test_costs_have_ats_defaults() -> None:
 
 def test_prg_response_failure_code_via_the_command_queue() -> None:
     """Software may answer Response Failure itself (ATS.PRGR code 0xF)."""
-    system, host, dev, root = ats_setup()
+    _system, host, dev, _root = ats_setup()
     host.on_group = lambda group: PRG_RESPONSE_FAILURE
     assert dev.dma_read(0xD0_0000, 8).cause == CAUSE_PRG_FAILURE
     assert dev.pri_stopped
