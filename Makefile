@@ -41,6 +41,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_translate.py
 	$(BIN)/python benchmarks/bench_dma.py
+	$(BIN)/python benchmarks/bench_sva.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -9,13 +9,13 @@ from __future__ import annotations
 import errno
 
 import pytest
+from tests.sw.sva.conftest import SvaMachine
 
 from iommusim.bits.riscv import DC_TC, PC_TA
 from iommusim.errors import ApiError, Busy, InvalidArgument
 from iommusim.hw.riscv.transaction import Request
 from iommusim.platform.endpoint import CAUSE_PRG_INVALID
 from iommusim.sw.mm.mm import PROT_READ, PROT_WRITE
-from tests.sw.sva.conftest import SvaMachine
 
 RW = PROT_READ | PROT_WRITE
 PAGE = 4096

@@ -4,10 +4,11 @@ DevATC with ATS.INVAL, then IOFENCE.C)."""
 
 from __future__ import annotations
 
+from tests.sw.sva.conftest import SvaMachine
+
 from iommusim.bits.pcie import inval_range
 from iommusim.sw.drivers.riscv.commands import Command
 from iommusim.sw.mm.mm import PROT_READ, PROT_WRITE
-from tests.sw.sva.conftest import SvaMachine
 
 PAGE = 4096
 RW = PROT_READ | PROT_WRITE
