@@ -5,8 +5,9 @@ pages). After every step the Mm must agree with it: areas, resident pages and th
 the allocator's count (root + table pages + data pages, nothing leaked), and each present
 PTE's permissions. A shadow IOTLB registered as a notifier caches every present page after
 each step, as a device would; invalidations must keep it from ever granting more than the
-page table does (riscv-iommu: "Guidelines for invalidations"), and each callback must come
-while the data pages of the range are still allocated.
+page table does (riscv-iommu: "Guidelines for invalidations"), a table page may be freed
+only after a callback with ``tables_freed``, and each callback must come while the data and
+table pages it covers are still allocated.
 """
 
 from __future__ import annotations
@@ -52,11 +53,17 @@ class ShadowTlb:
     def __init__(self, pages: PageAllocator) -> None:
         self.pages = pages
         self.entries: dict[int, tuple[int, tuple[bool, bool, bool]]] = {}
+        #: Table pages whose (non-leaf) entries the walk cache may hold.
+        self.tables: set[int] = set()
         self.released = 0
         self.rounds = 0
 
     def invalidate(self, mm: Mm, start: int, end: int, tables_freed: bool) -> None:
         self.rounds += 1
+        if tables_freed:
+            # Still allocated: freed only after this call.
+            assert all(self.pages.order_of(t) == 0 for t in self.tables)
+            self.tables.clear()
         for page, (pa, _) in list(self.entries.items()):
             if tables_freed or start <= page < end:
                 # Called before the page goes back to the allocator.
@@ -66,6 +73,7 @@ class ShadowTlb:
     def release(self, mm: Mm) -> None:
         self.released += 1
         self.entries.clear()
+        self.tables.clear()
 
 
 class MmMachine(RuleBasedStateMachine):
@@ -228,7 +236,10 @@ class MmMachine(RuleBasedStateMachine):
             assert now[1] == pa
             assert all(n or not c for c, n in zip(cached, pte_perms(now[3]), strict=True)), \
                 f"{page:#x}: cached {cached} exceeds the PTE's {pte_perms(now[3])}"
-        # A device touches every present page: cache it.
+        gone = self.tlb.tables - set(mm.pgtable.table_pages)
+        assert not gone, f"tables {sorted(map(hex, gone))} freed without tables_freed"
+        # A device touches every present page: cache it and the tables on its walk.
+        self.tlb.tables = set(mm.pgtable.table_pages)
         for va, pa, _, iprot in mm.pgtable.walk_leaves():
             self.tlb.entries[va] = (pa, pte_perms(iprot))
 
