@@ -6,11 +6,11 @@ from __future__ import annotations
 import errno
 
 import pytest
+from tests.sw.sva.conftest import SvaMachine
 
 from iommusim.errors import ApiError, InvalidArgument
 from iommusim.sw.iopf import PERM_WRITE, RESP_SUCCESS, IopfGroup
 from iommusim.sw.prot import IOMMU_READ, IOMMU_WRITE
-from tests.sw.sva.conftest import SvaMachine
 
 PAGE = 4096
 
