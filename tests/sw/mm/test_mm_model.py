@@ -90,9 +90,10 @@ class MmMachine(RuleBasedStateMachine):
 
     # -- helpers -----------------------------------------------------------------------------
     def _drop(self, pages: range) -> None:
-        for p in pages:
-            self.prot.pop(p, None)
-            self.data.pop(p, None)
+        for p in [p for p in self.prot if pages.start <= p < pages.stop]:
+            del self.prot[p]
+        for p in [p for p in self.data if pages.start <= p < pages.stop]:
+            del self.data[p]
 
     @staticmethod
     def _span(off: int, n: int) -> range:
@@ -140,6 +141,13 @@ class MmMachine(RuleBasedStateMachine):
     def munmap(self, off: int, n: int) -> None:
         span = self._span(off, n)
         self.mm.munmap(span[0], n * P)
+        self._drop(span)
+
+    @rule(half=st.integers(0, 1))
+    def munmap_table_span(self, half: int) -> None:
+        """The whole span of one of the window's level-0 tables: the table is unlinked."""
+        span = range(BASE + 32 * P - M2 + half * M2, BASE + 32 * P + half * M2, P)
+        self.mm.munmap(span[0], M2)
         self._drop(span)
 
     @precondition(lambda self: any(p not in range(BASE, BASE + NPAGES * P)
