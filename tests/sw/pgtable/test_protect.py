@@ -283,3 +283,22 @@ def test_hardware_sees_the_new_permissions() -> None:
     assert hw(iommu, va) == (-13, -15, -12)
     pt.protect(va, 2 * K4, RW | IOMMU_NOEXEC, IotlbGather())
     assert hw(iommu, va) == (DATA, DATA, -12)
+
+
+# ------------------------------------------------------------------------------ planning
+@pytest.mark.parametrize("name", ["sv39", "sv48", "sv57", "sv48x4"])
+def test_tables_needed_counts_what_a_4k_map_allocates(name: str) -> None:
+    """What a demand-paging fault handler checks before mapping pages one by one."""
+    _, pages, pt = make(name)
+    levels = FORMATS[name].levels
+    assert pt.tables_needed(G1, K4) == levels - 1
+    assert pt.tables_needed(G1 - K4, 2 * K4) == 2 * (levels - 1) - (levels - 3)
+    free = pages.nr_free
+    pt.map(G1 - K4, DATA, 2 * K4, RW)
+    assert free - pages.nr_free == 2 * (levels - 1) - (levels - 3)
+    assert pt.tables_needed(G1 - K4, 2 * K4) == 0  # mapped pages need nothing
+    assert pt.tables_needed(G1 + M2 - K4, 2 * K4) == 1  # one more level-0 table
+    pt.map(4 * G1, 4 * G1, M2, RW)  # a 2 MiB leaf
+    assert pt.tables_needed(4 * G1, M2) == 0
+    with pytest.raises(InvalidArgument, match="must be 4 KiB aligned"):
+        pt.tables_needed(5, K4)
