@@ -163,6 +163,11 @@ class IommuCore:
         if domain.is_paging:
             domain.free()
 
+    def _device_at(self, driver: IommuDriver, rid: int) -> Device | None:
+        """The probed device behind ``driver`` with requester id ``rid``."""
+        return next((d for d in self.devices.values()
+                     if d.iommu is driver and d.rid == rid), None)
+
     def _group_of(self, dev: Device) -> Group:
         if dev.group is None or self.devices.get(dev.name) is not dev:
             raise NoDevice(f"{dev.name} is not probed")
@@ -281,8 +286,7 @@ class IommuCore:
 
     # ------------------------------------------------------------------ page requests
     def _page_request(self, driver: IommuDriver, rid: int, fault: PageFault) -> None:
-        dev = next((d for d in self.devices.values()
-                    if d.iommu is driver and d.rid == rid), None)
+        dev = self._device_at(driver, rid)
         if dev is None:
             self.iopf.stats.requests += 1
             self.iopf.stats.unhandled += 1
@@ -376,8 +380,7 @@ class IommuCore:
 
     def report_device_fault(self, driver: IommuDriver, fault: Fault) -> None:
         """Deliver a fault the driver read from the hardware to the device's handler."""
-        dev = next((d for d in self.devices.values()
-                    if d.iommu is driver and d.rid == fault.rid), None)
+        dev = self._device_at(driver, fault.rid)
         if dev is None or dev.fault_handler is None:
             self.unhandled_faults.append(UnhandledFault(driver.name, fault))
             return

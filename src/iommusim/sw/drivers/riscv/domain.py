@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from iommusim.sw.drivers.riscv.driver import RiscvIommuDriver
 
 __all__ = ["IOTLB_INVAL_LIMIT", "Bond", "RiscvPagingDomain", "invalidate_bonds",
-           "pgtable_format"]
+           "pgtable_format", "unlink_bond"]
 
 #: Linux RISCV_IOMMU_IOTLB_INVAL_LIMIT: ranges below this are invalidated page by page.
 IOTLB_INVAL_LIMIT: Final = 2 << 20
@@ -65,6 +65,19 @@ def invalidate_bonds(pscid: int, bonds: list[Bond], start: int, end: int,
                 payload = inval_payload(start, end - start + 1)
             drv.ats_inval(dev, pasid, payload)
     for drv in seen:
+        drv.sync()
+
+
+def unlink_bond(pscid: int, bonds: list[Bond], dev: Device, pasid: int | None) -> None:
+    """Drop ``dev``'s bond at ``pasid`` from ``bonds``; the last device of the domain on an
+    IOMMU flushes the domain's PSCID there (Linux riscv_iommu_bond_unlink)."""
+    found = [b for b in bonds if b[1] is dev and b[2] == pasid]
+    if not found:
+        return
+    drv = found[0][0]
+    bonds.remove(found[0])
+    if not any(b[0] is drv for b in bonds):
+        drv.command(iotinval_vma(pscid=pscid))
         drv.sync()
 
 
@@ -125,16 +138,7 @@ class RiscvPagingDomain(Domain):
         self.bond_unlink(dev, pasid)
 
     def bond_unlink(self, dev: Device, pasid: int | None) -> None:
-        """Drop ``dev``'s bond; the last device of this domain on an IOMMU flushes its PSCID
-        there."""
-        found = [b for b in self.bonds if b[1] is dev and b[2] == pasid]
-        if not found:
-            return
-        drv = found[0][0]
-        self.bonds.remove(found[0])
-        if not any(b[0] is drv for b in self.bonds):
-            drv.command(iotinval_vma(pscid=self.pscid))
-            drv.sync()
+        unlink_bond(self.pscid, self.bonds, dev, pasid)
 
     # ------------------------------------------------------------------ map / unmap
     def map(self, iova: int, pa: int, size: int, prot: int) -> None:

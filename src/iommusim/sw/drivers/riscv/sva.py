@@ -12,13 +12,12 @@ invalid, so the devices' accesses with that PASID fault (after ``arm_smmu_mm_rel
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from iommusim.errors import InvalidArgument
 from iommusim.sw.core.device import Device
 from iommusim.sw.core.domain import DOMAIN_SVA, Domain
-from iommusim.sw.drivers.riscv.commands import iotinval_vma
-from iommusim.sw.drivers.riscv.domain import Bond, invalidate_bonds
+from iommusim.sw.drivers.riscv.domain import Bond, invalidate_bonds, unlink_bond
 
 if TYPE_CHECKING:
     from iommusim.sw.drivers.riscv.driver import RiscvIommuDriver
@@ -26,7 +25,6 @@ if TYPE_CHECKING:
 
 __all__ = ["RiscvSvaDomain"]
 
-_ALL: Final = (1 << 64) - 1
 
 
 class RiscvSvaDomain(Domain):
@@ -57,13 +55,8 @@ class RiscvSvaDomain(Domain):
             old.remove_dev_pasid(dev, pasid)
 
     def remove_dev_pasid(self, dev: Device, pasid: int) -> None:
-        found = [b for b in self.bonds if b[1] is dev and b[2] == pasid]
-        if not found:
-            return
-        self.bonds.remove(found[0])
+        unlink_bond(self.pscid, self.bonds, dev, pasid)
         if not self.bonds:
-            self.driver.command(iotinval_vma(pscid=self.pscid))
-            self.driver.sync()
             self._unregister()
 
     def _unregister(self) -> None:
