@@ -42,8 +42,11 @@ def run(mode: DmaMode) -> tuple[float, float]:
 
 
 def main() -> None:
-    out: dict[str, object] = {"python": sys.version.split()[0], "machine": platform.machine(),
-                              "pairs": N}
+    out: dict[str, object] = {
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "pairs": N,
+    }
     res = {}
     modes: tuple[DmaMode, ...] = ("strict", "lazy")
     for mode in modes:
@@ -52,9 +55,11 @@ def main() -> None:
         res[mode] = {"map_unmap_per_s": round(best), "virtual_ns_per_pair": runs[0][1]}
     out["dma"] = res
     out["lazy_over_strict_wall"] = round(
-        res["lazy"]["map_unmap_per_s"] / res["strict"]["map_unmap_per_s"], 2)
+        res["lazy"]["map_unmap_per_s"] / res["strict"]["map_unmap_per_s"], 2
+    )
     out["strict_over_lazy_virtual_time"] = round(
-        res["strict"]["virtual_ns_per_pair"] / res["lazy"]["virtual_ns_per_pair"], 2)
+        res["strict"]["virtual_ns_per_pair"] / res["lazy"]["virtual_ns_per_pair"], 2
+    )
     json.dump(out, sys.stdout, indent=2)
     print()
 

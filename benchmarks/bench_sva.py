@@ -31,9 +31,21 @@ HIT_READS = 50_000
 
 
 def run() -> tuple[float, float, float]:
-    system = System(SystemConfig(endpoints=(
-        EndpointConfig("acc", 0x10, pasid_bits=20, ats=True, pri=True, atc_entries=PAGES,
-                       prg_max_pages=1),)))
+    system = System(
+        SystemConfig(
+            endpoints=(
+                EndpointConfig(
+                    "acc",
+                    0x10,
+                    pasid_bits=20,
+                    ats=True,
+                    pri=True,
+                    atc_entries=PAGES,
+                    prg_max_pages=1,
+                ),
+            )
+        )
+    )
     kernel = Kernel(system)
     mm = kernel.new_process("bench")
     ep = system.endpoint("acc")
@@ -67,7 +79,8 @@ def run() -> tuple[float, float, float]:
 def main() -> None:
     runs = [run() for _ in range(3)]
     out = {
-        "python": sys.version.split()[0], "machine": platform.machine(),
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
         "sva": {
             "fault_round_trips_per_s": round(max(r[0] for r in runs)),
             "virtual_ns_per_fault": round(runs[0][1]),

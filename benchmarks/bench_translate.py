@@ -36,8 +36,16 @@ class Alloc:
         return pa
 
 
-def map4k(mem: SparseMemory, alloc: Alloc, root: int, va: int, pa: int, leaf_flags: int,
-          levels: int = 3, root_bits: int = 9) -> None:
+def map4k(
+    mem: SparseMemory,
+    alloc: Alloc,
+    root: int,
+    va: int,
+    pa: int,
+    leaf_flags: int,
+    levels: int = 3,
+    root_bits: int = 9,
+) -> None:
     """Sv39(x4)-style 4 KiB mapping with 8-byte PTEs (table pages allocated on demand)."""
     table = root
     for lvl in range(levels - 1, 0, -1):
@@ -112,8 +120,9 @@ def build(two_stage: bool, iotlb: int) -> tuple[RiscvIommu, list[Request]]:
         mem.write64(dc, 1 | 1 << 5)  # V, PDTV
         mem.write64(dc + 8, 8 << 60 | 1 << 44 | g_root >> 12)  # iohgatp Sv39x4, GSCID 1
         mem.write64(dc + 24, 1 << 60 | pdt >> 12)  # pdtp PD8
-        reqs = [Request(DID, 0x4000_0000 + i * PAGE + 8, pid_valid=True, process_id=1)
-                for i in range(n)]
+        reqs = [
+            Request(DID, 0x4000_0000 + i * PAGE + 8, pid_valid=True, process_id=1) for i in range(n)
+        ]
     iommu.write_register(16, 8, ddt >> 12 << 10 | 2)  # ddtp 1LVL
     return iommu, reqs
 

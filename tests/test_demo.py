@@ -80,8 +80,9 @@ def test_cli_demo_with_the_example_scenario(capsys: pytest.CaptureFixture[str]) 
     assert [r["ops"] for r in doc["reports"]] == [2, 2]
 
 
-def test_cli_demo_bad_scenario_exits_2_naming_the_key(tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_demo_bad_scenario_exits_2_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("version = 1\n[iommu]\npreset = 'gigantic'\n")
     assert main(["demo", str(bad)]) == 2
@@ -96,8 +97,9 @@ def test_installed_command_exits_2(tmp_path: Path) -> None:
     bad.write_text("version = 1\n[system]\niommu_base = 'x'\n")
     exe = Path(sys.executable).with_name("iommusim")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "iommusim.cli.main"]
-    proc = subprocess.run([*cmd, "demo", str(bad)], capture_output=True, text=True,
-                          timeout=60, check=False)
+    proc = subprocess.run(
+        [*cmd, "demo", str(bad)], capture_output=True, text=True, timeout=60, check=False
+    )
     assert proc.returncode == 2
     assert "system.iommu_base must be an integer, not 'x'" in proc.stderr
     assert proc.stdout == ""
@@ -110,8 +112,11 @@ def test_demo_prints_the_sva_scene() -> None:
     out = console.file.getvalue()  # type: ignore[attr-defined]
     assert "Shared Virtual Addressing (one process, one accelerator)" in out
     assert "BROKEN: ATS inval 50 us late" in out
-    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:4]]
-            for line in out.splitlines() if line.count("│") == 4}
+    rows = {
+        line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:4]]
+        for line in out.splitlines()
+        if line.count("│") == 4
+    }
     assert rows["pass 1: page requests (one per page)"] == ["64", "64"]
     assert rows["pass 1: page-request groups"] == ["16", "16"]
     assert rows["pass 2: new page requests"] == ["0", "0"]

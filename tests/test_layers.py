@@ -11,14 +11,21 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "iommusim"
 
 #: Rank of each top-level part of the package; a module may import its own rank or below.
 RANK = {
-    "errors": 0, "sim": 0,
+    "errors": 0,
+    "sim": 0,
     "bits": 1,
     "mem": 2,
     "hw": 3,
-    "platform": 4, "conformance": 4,
+    "platform": 4,
+    "conformance": 4,
     "sw": 5,
-    "perf": 6, "scenario": 6, "plot": 6,
-    "cli": 7, "demo": 7, "walkthrough": 7, "__main__": 7,
+    "perf": 6,
+    "scenario": 6,
+    "plot": 6,
+    "cli": 7,
+    "demo": 7,
+    "walkthrough": 7,
+    "__main__": 7,
 }
 
 
@@ -46,8 +53,11 @@ MODULES = sorted(p for p in SRC.rglob("*.py"))
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(SRC)))
 def test_imports_go_downward(path: Path) -> None:
     rel = path.relative_to(SRC)
-    own = rel.parts[0].removesuffix(".py") if len(rel.parts) > 1 or rel.stem != "__init__" \
+    own = (
+        rel.parts[0].removesuffix(".py")
+        if len(rel.parts) > 1 or rel.stem != "__init__"
         else "__init__"
+    )
     if own == "__init__":
         return
     assert own in RANK, f"{rel}: top-level part {own!r} has no layer; add it to RANK"

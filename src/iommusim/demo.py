@@ -55,7 +55,6 @@ _ROWS = (
 )
 
 
-
 def _ok(flag: bool) -> str:
     return "byte-exact" if flag else "MISMATCH"
 
@@ -75,16 +74,19 @@ _SVA_ROWS: tuple[tuple[str, Callable[[SvaRunReport], str]], ...] = (
     ("pass 1: page requests (one per page)", lambda r: f"{r.pass1_page_requests:,}"),
     ("pass 1: page-request groups", lambda r: f"{r.pass1_prgs:,}"),
     ("pass 1: CPU faults before the device", lambda r: f"{r.cpu_faults_before_device:,}"),
-    ("pass 1: data, device and CPU read-back",
-     lambda r: _ok(r.device_data_ok and r.cpu_data_ok)),
+    ("pass 1: data, device and CPU read-back", lambda r: _ok(r.device_data_ok and r.cpu_data_ok)),
     ("pass 2: new page requests", lambda r: f"{r.pass2_page_requests:,}"),
     ("pass 2: ATC hits / misses", lambda r: f"{r.pass2_atc_hits:,} / {r.pass2_atc_misses:,}"),
     ("page requests", lambda r: f"{r.page_requests:,}"),
     ("page-request round trips (answered)", lambda r: f"{r.round_trips:,}"),
-    ("responses success / invalid / failure",
-     lambda r: " / ".join(f"{r.responses[k]:,}" for k in ("success", "invalid", "failure"))),
-    ("round trip mean / max", lambda r: f"{r.round_trip_mean_ns:,.0f} / "
-     f"{r.round_trip_max_ns:,} ns"),
+    (
+        "responses success / invalid / failure",
+        lambda r: " / ".join(f"{r.responses[k]:,}" for k in ("success", "invalid", "failure")),
+    ),
+    (
+        "round trip mean / max",
+        lambda r: f"{r.round_trip_mean_ns:,.0f} / {r.round_trip_max_ns:,} ns",
+    ),
     ("ATS translation requests", lambda r: f"{r.ats_requests:,}"),
     ("ATC hits / misses", lambda r: f"{r.atc_hits:,} / {r.atc_misses:,}"),
     ("ATS.INVAL commands (driver)", lambda r: f"{r.ats_inval_commands:,}"),
@@ -106,56 +108,75 @@ def _print_sva(out: Console, sva: SvaReport) -> None:
     table = Table(title="Shared Virtual Addressing (one process, one accelerator)")
     table.add_column("metric")
     table.add_column("correct device", justify="right")
-    table.add_column(f"BROKEN: ATS inval {late.ats_inval_delay_ns / 1000:g} us late",
-                     justify="right")
+    table.add_column(
+        f"BROKEN: ATS inval {late.ats_inval_delay_ns / 1000:g} us late", justify="right"
+    )
     for label, fmt in _SVA_ROWS:
         table.add_row(label, fmt(good), fmt(late))
     out.print(table)
-    out.print(f"SVA: {good.pages} lazily mapped pages reached the device by "
-              f"{good.pass1_page_requests} page requests in {good.pass1_prgs} page-request "
-              f"round trips; {good.round_trips} round trips in all "
-              f"({good.responses['success']} success, {good.responses['invalid']} invalid), "
-              f"mean {good.round_trip_mean_ns:,.0f} ns, max {good.round_trip_max_ns:,} ns "
-              f"virtual; after munmap {good.faults_after_munmap} of {good.probes} probes "
-              f"faulted ({good.fault_cause_name}).")
-    out.print(f"Broken configuration: the device completes ATS invalidations "
-              f"{late.ats_inval_delay_ns:,} ns late, longer than the driver waits: "
-              f"{late.fence_timeouts} IOFENCE.C timeouts, and {late.stale_accesses} of "
-              f"{late.probes} probes reached freed pages through its stale ATC.")
+    out.print(
+        f"SVA: {good.pages} lazily mapped pages reached the device by "
+        f"{good.pass1_page_requests} page requests in {good.pass1_prgs} page-request "
+        f"round trips; {good.round_trips} round trips in all "
+        f"({good.responses['success']} success, {good.responses['invalid']} invalid), "
+        f"mean {good.round_trip_mean_ns:,.0f} ns, max {good.round_trip_max_ns:,} ns "
+        f"virtual; after munmap {good.faults_after_munmap} of {good.probes} probes "
+        f"faulted ({good.fault_cause_name})."
+    )
+    out.print(
+        f"Broken configuration: the device completes ATS invalidations "
+        f"{late.ats_inval_delay_ns:,} ns late, longer than the driver waits: "
+        f"{late.fence_timeouts} IOFENCE.C timeouts, and {late.stale_accesses} of "
+        f"{late.probes} probes reached freed pages through its stale ATC."
+    )
 
 
 def _value(r: RunReport, key: str) -> object:
     return r.iotlb_hit_rate if key == "iotlb_hit_rate" else getattr(r, key)
 
 
-def run_demo(json_out: bool = False, scenario: Path | None = None, ops: int | None = None,
-             console: Console | None = None) -> list[RunReport]:
-    sc = load_scenario(scenario) if scenario is not None else Scenario(
-        default_system(), WorkloadConfig())
+def run_demo(
+    json_out: bool = False,
+    scenario: Path | None = None,
+    ops: int | None = None,
+    console: Console | None = None,
+) -> list[RunReport]:
+    sc = (
+        load_scenario(scenario)
+        if scenario is not None
+        else Scenario(default_system(), WorkloadConfig())
+    )
     workload = sc.workload if ops is None else replace(sc.workload, ops=ops)
     out = console if console is not None else Console(stderr=json_out)
     reports = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=out, transient=json_out,
-                  disable=not out.is_terminal and json_out) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=out,
+        transient=json_out,
+        disable=not out.is_terminal and json_out,
+    ) as progress:
         for mode in sc.modes:
             task = progress.add_task(f"{mode:>11}", total=workload.ops)
 
             def advance(n: int, task: TaskID = task) -> None:
                 progress.advance(task, n)
 
-            reports.append(run_workload(mode, workload, sc.system, advance, ncpus=sc.ncpus,
-                                        fq=sc.fq))
+            reports.append(
+                run_workload(mode, workload, sc.system, advance, ncpus=sc.ncpus, fq=sc.fq)
+            )
         sva_task = progress.add_task(f"{'sva':>11}", total=1)
         sva = run_sva_workload()
         progress.advance(sva_task)
     if json_out:
-        json.dump({"reports": [r.as_dict() for r in reports], "sva": sva.as_dict()},
-                  sys.stdout, indent=2)
+        json.dump(
+            {"reports": [r.as_dict() for r in reports], "sva": sva.as_dict()}, sys.stdout, indent=2
+        )
         print()
         return reports
-    table = Table(title="RISC-V IOMMU, Linux-style driver and DMA API: "
-                  + " vs ".join(sc.modes))
+    table = Table(title="RISC-V IOMMU, Linux-style driver and DMA API: " + " vs ".join(sc.modes))
     table.add_column("metric")
     for r in reports:
         table.add_column(r.mode, justify="right")
@@ -165,9 +186,10 @@ def run_demo(json_out: bool = False, scenario: Path | None = None, ops: int | No
     if len(reports) >= 2 and reports[0].virtual_ns:
         base = reports[0]
         for r in reports[1:]:
-            out.print(f"{r.mode}: {base.virtual_ns / r.virtual_ns:.2f}x the speed of "
-                      f"{base.mode} in virtual time, {r.stale_accesses} of {r.stale_probes} "
-                      f"stale-access probes reached memory (vs {base.stale_accesses}).")
+            out.print(
+                f"{r.mode}: {base.virtual_ns / r.virtual_ns:.2f}x the speed of "
+                f"{base.mode} in virtual time, {r.stale_accesses} of {r.stale_probes} "
+                f"stale-access probes reached memory (vs {base.stale_accesses})."
+            )
     _print_sva(out, sva)
     return reports
-

@@ -46,8 +46,9 @@ class _Image:
         self.mem.write(pa, bytes(n * PAGE))
         return pa
 
-    def map(self, root: int, va: int, pa: int, leaf: int, root_bits: int = 9,
-            to_spa: int = 0) -> None:
+    def map(
+        self, root: int, va: int, pa: int, leaf: int, root_bits: int = 9, to_spa: int = 0
+    ) -> None:
         """Map one 4 KiB page in a 3-level table; ``to_spa`` offsets table addresses when
         the table lives in guest memory (GPA + to_spa = SPA)."""
         table = root
@@ -61,8 +62,7 @@ class _Image:
                 table = nxt
             else:
                 table = PTE["ppn"].get(pte) << 12
-        self.mem.write64(table + to_spa + (va >> 12 & 511) * 8,
-                         leaf | PTE.encode(ppn=pa >> 12))
+        self.mem.write64(table + to_spa + (va >> 12 & 511) * 8, leaf | PTE.encode(ppn=pa >> 12))
 
 
 def build_demo_vector() -> dict[str, Any]:
@@ -125,8 +125,10 @@ def build_demo_vector() -> dict[str, Any]:
                 table = nxt
             else:
                 table = PTE["ppn"].get(e) << 12
-        mem.write64(table + g_off + ((0x7F00_0000 + i * PAGE) >> 12 & 511) * 8,
-                    _LEAF_RW | PTE.encode(ppn=data >> 12))
+        mem.write64(
+            table + g_off + ((0x7F00_0000 + i * PAGE) >> 12 & 511) * 8,
+            _LEAF_RW | PTE.encode(ppn=data >> 12),
+        )
     # PD8 process context for PASID 5.
     mem.write64(pdt + g_off + 5 * 16, PC_TA.encode(v=1, pscid=42))
     mem.write64(pdt + g_off + 5 * 16 + 8, PC_FSC.encode(mode=8, ppn=vs_root >> 12))
@@ -143,12 +145,33 @@ def build_demo_vector() -> dict[str, Any]:
     reg(76, 4, 1)  # fqcsr.fqen
     reg(16, 8, (root >> 12) << 10 | 4)  # ddtp: 3LVL
 
-    def tr(label: str, did: int, iova: int, rw: str = "read", pv: int = 0, pid: int = 0,
-           at: str = "untranslated") -> None:
-        steps.append({"op": "translate", "label": label,
-                      "req": {"device_id": did, "pid_valid": pv, "process_id": pid,
-                              "no_write": 1, "exec_req": 0, "priv_req": 0, "at": at,
-                              "iova": hex(iova), "length": 4, "rw": rw}})
+    def tr(
+        label: str,
+        did: int,
+        iova: int,
+        rw: str = "read",
+        pv: int = 0,
+        pid: int = 0,
+        at: str = "untranslated",
+    ) -> None:
+        steps.append(
+            {
+                "op": "translate",
+                "label": label,
+                "req": {
+                    "device_id": did,
+                    "pid_valid": pv,
+                    "process_id": pid,
+                    "no_write": 1,
+                    "exec_req": 0,
+                    "priv_req": 0,
+                    "at": at,
+                    "iova": hex(iova),
+                    "length": 4,
+                    "rw": rw,
+                },
+            }
+        )
 
     tr("NIC DMA read", NIC, 0x10_0123)
     tr("NIC DMA write", NIC, 0x10_F008, "write")
@@ -160,21 +183,33 @@ def build_demo_vector() -> dict[str, Any]:
     tr("GPU without a PASID (no DPE)", GPU, 0x7F00_2040)
     tr("GPU PASID 6: invalid process context", GPU, 0x7F00_2040, pv=1, pid=6)
     tr("unknown device 0x0300", 0x0300, 0x1000)
-    steps.append({"op": "read_mem", "addr": hex(FQ_BASE), "size": 4 * 32,
-                  "what": "fault-queue records"})
-    chunks = [{"addr": hex(pa), "data": data.hex()} for pa, data in mem.pages()
-              if any(data)]
+    steps.append(
+        {"op": "read_mem", "addr": hex(FQ_BASE), "size": 4 * 32, "what": "fault-queue records"}
+    )
+    chunks = [{"addr": hex(pa), "data": data.hex()} for pa, data in mem.pages() if any(data)]
     params = PRESETS["full"]
     return {
-        "format": "riscv-iommu-vector/1", "name": "demo-000001", "family": "demo",
-        "description": __doc__.splitlines()[0] if __doc__ else "demo", "seed": 1,
+        "format": "riscv-iommu-vector/1",
+        "name": "demo-000001",
+        "family": "demo",
+        "description": __doc__.splitlines()[0] if __doc__ else "demo",
+        "seed": 1,
         "params": {
-            "capabilities": hex(params.capabilities), "fctl": "0x0", "num_hpm": 0,
-            "hpmctr_bits": 64, "eventid_limit": 8, "num_vec_bits": params.num_vec_bits,
-            "reset_mode": "off", "max_mode": "3lvl", "max_devid_mask": "0xffffff",
-            "gxl_writable": True, "fctl_be_writable": True, "qosid_mask": "0x0",
+            "capabilities": hex(params.capabilities),
+            "fctl": "0x0",
+            "num_hpm": 0,
+            "hpmctr_bits": 64,
+            "eventid_limit": 8,
+            "num_vec_bits": params.num_vec_bits,
+            "reset_mode": "off",
+            "max_mode": "3lvl",
+            "max_devid_mask": "0xffffff",
+            "gxl_writable": True,
+            "fctl_be_writable": True,
+            "qosid_mask": "0x0",
         },
-        "memory": chunks, "steps": steps,
+        "memory": chunks,
+        "steps": steps,
     }
 
 
@@ -193,15 +228,23 @@ def run_walkthrough(json_out: bool = False) -> None:
     for i, step in rp.steps():
         rp.run_step(i, step)
     rows = []
-    for (req, resp), step in zip(responses.values(),
-                                 [s for s in vec["steps"] if s["op"] == "translate"],
-                                 strict=True):
-        rows.append({"request": step["label"], "device": f"{req.device_id:#06x}",
-                     "iova": f"{req.iova:#x}", "status": resp.status,
-                     "pa": f"{resp.pa:#x}" if resp.ok and not resp.r and req.at != 2 else
-                     (f"ppn {resp.ppn:#x} r={int(resp.r)} w={int(resp.w)}" if resp.ok else ""),
-                     "cause": f"{resp.cause} {CAUSE_NAMES.get(resp.cause, '')}".strip()
-                     if resp.cause else ""})
+    for (req, resp), step in zip(
+        responses.values(), [s for s in vec["steps"] if s["op"] == "translate"], strict=True
+    ):
+        rows.append(
+            {
+                "request": step["label"],
+                "device": f"{req.device_id:#06x}",
+                "iova": f"{req.iova:#x}",
+                "status": resp.status,
+                "pa": f"{resp.pa:#x}"
+                if resp.ok and not resp.r and req.at != 2
+                else (f"ppn {resp.ppn:#x} r={int(resp.r)} w={int(resp.w)}" if resp.ok else ""),
+                "cause": f"{resp.cause} {CAUSE_NAMES.get(resp.cause, '')}".strip()
+                if resp.cause
+                else "",
+            }
+        )
     fqt = rp.iommu.regs.fqt
     if json_out:
         print(json.dumps({"translations": rows, "fault_records": fqt}, indent=1))
@@ -212,17 +255,23 @@ def run_walkthrough(json_out: bool = False) -> None:
         t.add_column(col)
     for r in rows:
         style = "green" if r["status"] == "success" and not r["cause"] else "red"
-        t.add_row(*(r[k] for k in ("request", "device", "iova")), f"[{style}]{r['status']}[/]",
-                  r["pa"], r["cause"])
+        t.add_row(
+            *(r[k] for k in ("request", "device", "iova")),
+            f"[{style}]{r['status']}[/]",
+            r["pa"],
+            r["cause"],
+        )
     con.print(t)
     con.print(f"fault queue: {fqt} record(s) written\n")
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "demo.json"
         path.write_text(json.dumps(vec), encoding="utf-8")
-        two_stage = next(i for i, s in enumerate(vec["steps"])
-                         if s.get("label") == "GPU (PASID 5) two-stage write")
-        con.print(f"[bold]Explanation of step {two_stage}: {vec['steps'][two_stage]['label']}"
-                  "[/]")
+        two_stage = next(
+            i
+            for i, s in enumerate(vec["steps"])
+            if s.get("label") == "GPU (PASID 5) two-stage write"
+        )
+        con.print(f"[bold]Explanation of step {two_stage}: {vec['steps'][two_stage]['label']}[/]")
         try:
             from iommusim.conformance.explain import explain_vector_step
         except ImportError:  # pragma: no cover - the explainer ships with the package

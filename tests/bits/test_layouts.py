@@ -28,8 +28,11 @@ def test_encode_decode_round_trip(lay, data):
 @given(data=st.data())
 def test_decode_encode_round_trip(lay, data):
     """decode(encode(f)) == f for any in-range value of each defined field."""
-    f = {fl.name: data.draw(st.integers(0, (1 << fl.width) - 1), label=fl.name)
-         for fl in lay.fields if fl.access is not Access.RSVD}
+    f = {
+        fl.name: data.draw(st.integers(0, (1 << fl.width) - 1), label=fl.name)
+        for fl in lay.fields
+        if fl.access is not Access.RSVD
+    }
     assert lay.decode(lay.encode(f)) == f
 
 

@@ -38,11 +38,16 @@ PAGE = 4096
 
 # A start and a size whose range stays inside the 64-bit space, biased towards small sizes.
 spans = st.integers(0, ALL - 1).flatmap(
-    lambda start: st.tuples(st.just(start), st.one_of(
-        st.integers(1, min(1 << 24, ALL - start)), st.integers(1, ALL - start))))
+    lambda start: st.tuples(
+        st.just(start),
+        st.one_of(st.integers(1, min(1 << 24, ALL - start)), st.integers(1, ALL - start)),
+    )
+)
 aligned = st.integers(12, 64).flatmap(
-    lambda lg2: st.tuples(st.integers(0, (ALL >> lg2) - 1).map(lambda k: k << lg2),
-                          st.just(1 << lg2)))
+    lambda lg2: st.tuples(
+        st.integers(0, (ALL >> lg2) - 1).map(lambda k: k << lg2), st.just(1 << lg2)
+    )
+)
 
 
 @given(spans)
@@ -110,13 +115,20 @@ BAD = [
     (lambda: covering_range(0, 0), "range must be non-empty within the 64-bit address space"),
     (lambda: covering_range(-PAGE, PAGE), "not start -0x1000"),
     (lambda: covering_range(ALL - PAGE, 2 * PAGE), "range must be non-empty"),
-    (lambda: encode_range(0, 3 * PAGE), "range size must be a power of two in [4 KiB, 2**64], "
-                                         "not 0x3000"),
+    (
+        lambda: encode_range(0, 3 * PAGE),
+        "range size must be a power of two in [4 KiB, 2**64], not 0x3000",
+    ),
     (lambda: encode_range(0, 2048), "not 0x800"),
-    (lambda: encode_range(PAGE, 2 * PAGE), "range base must be a multiple of its size 0x2000 "
-                                           "within the 64-bit address space, not 0x1000"),
-    (lambda: page_request_payload(0, 512, read=True, write=False, last=True),
-     "page request group index must fit 9 bits, not 512"),
+    (
+        lambda: encode_range(PAGE, 2 * PAGE),
+        "range base must be a multiple of its size 0x2000 "
+        "within the 64-bit address space, not 0x1000",
+    ),
+    (
+        lambda: page_request_payload(0, 512, read=True, write=False, last=True),
+        "page request group index must fit 9 bits, not 512",
+    ),
     (lambda: prg_response_payload(0, 16), "PRG response fields must fit"),
 ]
 
@@ -129,8 +141,9 @@ def test_bad_ranges_are_einval(call: object, message: str) -> None:
     assert e.value.errno == errno.EINVAL
 
 
-@given(st.integers(0, (1 << 52) - 1), st.integers(0, 511), st.booleans(), st.booleans(),
-       st.booleans())
+@given(
+    st.integers(0, (1 << 52) - 1), st.integers(0, 511), st.booleans(), st.booleans(), st.booleans()
+)
 def test_page_request_round_trip(pn: int, prgi: int, r: bool, w: bool, last: bool) -> None:
     """riscv-iommu: "Page-Request-Queue (PQ)": the record's PAYLOAD is the Page Request body
     (R bit 0, W bit 1, L bit 2, PRGI 11:3, page address 63:12)."""
@@ -138,13 +151,11 @@ def test_page_request_round_trip(pn: int, prgi: int, r: bool, w: bool, last: boo
     req = decode_page_request(payload)
     assert (req.addr, req.prgi, req.read, req.write, req.last) == (pn << 12, prgi, r, w, last)
     assert req.stop_marker == (last and not r and not w)
-    assert PAGE_REQUEST.decode(payload) == {"r": r, "w": w, "l": last, "prgi": prgi,
-                                            "addr": pn}
+    assert PAGE_REQUEST.decode(payload) == {"r": r, "w": w, "l": last, "prgi": prgi, "addr": pn}
 
 
 @given(st.integers(0, 511), st.integers(0, 15), st.integers(0, 0xFFFF))
-def test_prg_response_round_trip_matches_the_iommu_layout(prgi: int, code: int,
-                                                          dst: int) -> None:
+def test_prg_response_round_trip_matches_the_iommu_layout(prgi: int, code: int, dst: int) -> None:
     """riscv-iommu: "IOMMU PCIe ATS commands": PAYLOAD of ATS.PRGR: PRGI 40:32, response code
     47:44; DST_ID 63:48 as in the IOMMU's own responses ("PCIe ATS Page Request handling")."""
     payload = prg_response_payload(prgi, code, dst)
@@ -156,6 +167,9 @@ def test_prg_response_round_trip_matches_the_iommu_layout(prgi: int, code: int,
 @pytest.mark.parametrize("lay", ALL_LAYOUTS, ids=[lay.name for lay in ALL_LAYOUTS])
 @given(data=st.data())
 def test_layouts_round_trip(lay, data) -> None:  # type: ignore[no-untyped-def]
-    f = {fl.name: data.draw(st.integers(0, (1 << fl.width) - 1), label=fl.name)
-         for fl in lay.fields if fl.access is not Access.RSVD}
+    f = {
+        fl.name: data.draw(st.integers(0, (1 << fl.width) - 1), label=fl.name)
+        for fl in lay.fields
+        if fl.access is not Access.RSVD
+    }
     assert lay.decode(lay.encode(f)) == f

@@ -59,14 +59,24 @@ def test_json_output(capsys: pytest.CaptureFixture[str]) -> None:
     data = json.loads(capsys.readouterr().out)
     (step,) = data["steps"]
     assert step["step"] == 19
-    assert step["outcome"] == {"status": "success", "pbmt": 0, "pbmt_name": "PMA",
-                               "is_msi": 0, "is_mrif": 0, "pa": "0xd70d6cdd6030",
-                               "size_lg2": 21}
+    assert step["outcome"] == {
+        "status": "success",
+        "pbmt": 0,
+        "pbmt_name": "PMA",
+        "is_msi": 0,
+        "is_mrif": 0,
+        "pa": "0xd70d6cdd6030",
+        "size_lg2": 21,
+    }
     ptes = [e for e in step["walk"] if e["kind"] == "pte"]
     assert [(e["stage"], e["level"], e["role"]) for e in ptes] == [
-        ("s1", 3, "pointer"), ("s1", 2, "pointer"), ("s1", 1, "leaf")]
-    fsc = next(d for e in step["walk"] if e["kind"] == "dc" for d in e["doublewords"]
-               if d["name"] == "fsc")
+        ("s1", 3, "pointer"),
+        ("s1", 2, "pointer"),
+        ("s1", 1, "leaf"),
+    ]
+    fsc = next(
+        d for e in step["walk"] if e["kind"] == "dc" for d in e["doublewords"] if d["name"] == "fsc"
+    )
     assert (fsc["as"], fsc["mode_name"]) == ("iosatp", "Sv48")
     assert step["vector_expectation"]["matches"] is True
 
@@ -102,8 +112,16 @@ def test_two_stage_labels() -> None:
     implicit = ("pte", "G-stage (implicit access for the next structure)")
     ad_write = ("pte", "G-stage (implicit write for the A/D update)")
     data = ("pte", "G-stage (the request's guest-physical address)")
-    assert kinds[1:] == [implicit] * 3 + [("pte", "first stage")] + [implicit] * 3 + [
-        ("pte", "first stage")] + [ad_write] * 3 + [("ad", "")] + [data] * 2
+    assert (
+        kinds[1:]
+        == [implicit] * 3
+        + [("pte", "first stage")]
+        + [implicit] * 3
+        + [("pte", "first stage")]
+        + [ad_write] * 3
+        + [("ad", "")]
+        + [data] * 2
+    )
     ad = next(e for e in step["walk"] if e["kind"] == "ad")
     assert ad["set"] == ["A"]
 
@@ -111,14 +129,18 @@ def test_two_stage_labels() -> None:
 def test_g_labels_without_first_stage() -> None:
     """A G-stage walk of a PDT address is implicit; with a Bare first stage the walk of the
     IOVA itself is the request's (riscv-iommu: "Process to locate the Process-context")."""
-    trace = [("pte", "g", 0, 0x5000, 0x9000, 0xCF, 8), ("pc", 0x5000, 0x9000, 1, 0),
-             ("pte", "g", 0, 0x7123, 0x9008, 0xCF, 8)]
+    trace = [
+        ("pte", "g", 0, 0x5000, 0x9000, 0xCF, 8),
+        ("pc", 0x5000, 0x9000, 1, 0),
+        ("pte", "g", 0, 0x7123, 0x9008, 0xCF, 8),
+    ]
     assert _g_labels(trace, 0x7123) == [
-        "G-stage (implicit access for the next structure)", "",
-        "G-stage (the request's guest-physical address)"]
+        "G-stage (implicit access for the next structure)",
+        "",
+        "G-stage (the request's guest-physical address)",
+    ]
     # The same walk ending the trace with a GPA other than the IOVA: a structure read failed.
-    assert _g_labels(trace[:1], 0x7123) == [
-        "G-stage (implicit access for the next structure)"]
+    assert _g_labels(trace[:1], 0x7123) == ["G-stage (implicit access for the next structure)"]
 
 
 @needs_vectors
@@ -222,8 +244,13 @@ def test_page_request_queued(capsys: pytest.CaptureFixture[str]) -> None:
     and pip is set when pie is 1."""
     (step,) = explain_vector(PRI_QUEUED, 18)["steps"]
     assert step["op"] == "page_request"
-    assert step["request"]["fields"] == {"r": 1, "w": 1, "l": 1, "prgi": "0xde",
-                                         "page_address": "0xa35f6f4df98ca000"}
+    assert step["request"]["fields"] == {
+        "r": 1,
+        "w": 1,
+        "l": 1,
+        "prgi": "0xde",
+        "page_address": "0xa35f6f4df98ca000",
+    }
     o = step["outcome"]
     assert o["status"] == "queued" and o["dc_checks"] == {"en_ats": 1, "en_pri": 1, "prpr": 1}
     assert o["record"]["fields"]["did"] == "0x11" and o["record"]["fields"]["pid"] == "0x28be4"
@@ -243,6 +270,5 @@ def test_page_request_automatic_response(capsys: pytest.CaptureFixture[str]) -> 
     out = capsys.readouterr().out
     assert "not queued: ddtp.iommu_mode is Off (cause 256): Response Failure" in out
     assert "cause=256 (All inbound transactions disallowed) ttyp=9" in out
-    assert "automatic Page Request Group Response: Response Failure (code 0xf), with PASID" \
-        in out
+    assert "automatic Page Request Group Response: Response Failure (code 0xf), with PASID" in out
     assert "matches the vector's expectation" in out

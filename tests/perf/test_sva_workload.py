@@ -95,11 +95,14 @@ def test_deterministic_and_json_able() -> None:
     assert doc["late"]["stale_accesses"] == a.late.stale_accesses
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"buffer_bytes": 4096}, "sva.buffer_bytes must be a positive multiple of 16384, not 4096"),
-    ({"chunk_bytes": 100}, "sva.chunk_bytes must be a positive multiple of 4096, not 100"),
-    ({"late_inval_delay_ns": 0}, "sva.late_inval_delay_ns must be positive, not 0"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"buffer_bytes": 4096}, "sva.buffer_bytes must be a positive multiple of 16384, not 4096"),
+        ({"chunk_bytes": 100}, "sva.chunk_bytes must be a positive multiple of 4096, not 100"),
+        ({"late_inval_delay_ns": 0}, "sva.late_inval_delay_ns must be positive, not 0"),
+    ],
+)
 def test_config_errors_name_the_field(kwargs: dict[str, int], message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
         SvaConfig(**kwargs)

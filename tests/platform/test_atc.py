@@ -60,11 +60,14 @@ def test_clear_and_bad_size() -> None:
     assert e.value.errno == errno.EINVAL
 
 
-ops = st.lists(st.one_of(
-    st.tuples(st.just("insert"), st.sampled_from([-1, 1, 2]), st.integers(0, 7)),
-    st.tuples(st.just("lookup"), st.sampled_from([-1, 1, 2]), st.integers(0, 7)),
-    st.tuples(st.just("inval"), st.sampled_from([None, 1, 2]), st.integers(0, 7))),
-    max_size=40)
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("insert"), st.sampled_from([-1, 1, 2]), st.integers(0, 7)),
+        st.tuples(st.just("lookup"), st.sampled_from([-1, 1, 2]), st.integers(0, 7)),
+        st.tuples(st.just("inval"), st.sampled_from([None, 1, 2]), st.integers(0, 7)),
+    ),
+    max_size=40,
+)
 
 
 @settings(max_examples=80, deadline=None)

@@ -133,8 +133,7 @@ class Host:
         return pa
 
     # -- contexts and page tables ------------------------------------------------------------
-    def device(self, rid: int, *, en_ats: int = 1, en_pri: int = 1,
-               pasids: bool = False) -> int:
+    def device(self, rid: int, *, en_ats: int = 1, en_pri: int = 1, pasids: bool = False) -> int:
         """A device context (extended format, 1LVL DDT); returns its Sv39 root, or with
         ``pasids`` its PD8 process directory (riscv-iommu: "Device-context fields")."""
         root = self.alloc()
@@ -165,8 +164,9 @@ class Host:
         return a + (va >> (12 + 9 * level) & 0x1FF) * 8
 
     def map(self, root: int, va: int, pa: int, *, w: int = 1, level: int = 0) -> None:
-        self.bus.write64(self._pte(root, va, level),
-                         PTE.encode(v=1, r=1, w=w, u=1, a=1, d=1, ppn=pa >> 12))
+        self.bus.write64(
+            self._pte(root, va, level), PTE.encode(v=1, r=1, w=w, u=1, a=1, d=1, ppn=pa >> 12)
+        )
 
     # -- command queue -----------------------------------------------------------------------
     def submit(self, *cmds: int) -> None:
@@ -180,13 +180,25 @@ class Host:
 
     @staticmethod
     def ats_inval(rid: int, start: int, size: int, pasid: int | None = None) -> int:
-        return CMD_ATS.encode(opcode=4, func3=0, rid=rid, pv=int(pasid is not None),
-                              pid=pasid or 0, payload=inval_payload(start, size))
+        return CMD_ATS.encode(
+            opcode=4,
+            func3=0,
+            rid=rid,
+            pv=int(pasid is not None),
+            pid=pasid or 0,
+            payload=inval_payload(start, size),
+        )
 
     @staticmethod
     def prgr(rid: int, prgi: int, code: int, pasid: int | None = None) -> int:
-        return CMD_ATS.encode(opcode=4, func3=1, rid=rid, pv=int(pasid is not None),
-                              pid=pasid or 0, payload=prgi << 32 | code << 44)
+        return CMD_ATS.encode(
+            opcode=4,
+            func3=1,
+            rid=rid,
+            pv=int(pasid is not None),
+            pid=pasid or 0,
+            payload=prgi << 32 | code << 44,
+        )
 
     @staticmethod
     def iofence(addr: int, data: int) -> int:
@@ -208,8 +220,9 @@ class Host:
             if req.last:
                 code = self.on_group(self._open.pop(key))
                 if code is not None:
-                    cmds.append(self.prgr(rec["did"], req.prgi, code,
-                                          rec["pid"] if rec["pv"] else None))
+                    cmds.append(
+                        self.prgr(rec["did"], req.prgi, code, rec["pid"] if rec["pv"] else None)
+                    )
             head = (head + 1) % (1 << QLOG2)
         self.w32(OFF_PQH, head)
         if cmds:
@@ -219,9 +232,14 @@ class Host:
 def machine(**ep: object) -> System:
     cfg: dict[str, object] = dict(ats=True, pri=True)
     cfg.update(ep)
-    return System(SystemConfig(endpoints=(
-        EndpointConfig("dev", DEV, pasid_bits=8, **cfg),  # type: ignore[arg-type]
-        EndpointConfig("plain", 0x10, pasid_bits=8))))
+    return System(
+        SystemConfig(
+            endpoints=(
+                EndpointConfig("dev", DEV, pasid_bits=8, **cfg),  # type: ignore[arg-type]
+                EndpointConfig("plain", 0x10, pasid_bits=8),
+            )
+        )
+    )
 
 
 def ats_setup(**ep: object) -> tuple[System, Host, Endpoint, int]:
@@ -303,8 +321,10 @@ def test_translated_request_uses_the_atc_address() -> None:
     fill(system, DATA + PAGE, 0x22)
     seen = spy(system)
     assert dev.dma_read(0x10_0010, 4).data == b"\x11" * 4
-    assert [(r.at, r.iova, r.pid_valid) for r in seen] == [(2, 0x10_0000, False),
-                                                            (1, DATA + 0x10, False)]
+    assert [(r.at, r.iova, r.pid_valid) for r in seen] == [
+        (2, 0x10_0000, False),
+        (1, DATA + 0x10, False),
+    ]
     host.map(root, 0x10_0000, DATA + PAGE)  # no invalidation
     seen.clear()
     assert dev.dma_read(0x10_0010, 4).data == b"\x11" * 4
@@ -372,7 +392,13 @@ def test_page_request_success_then_retry_succeeds() -> None:
     assert res.ok and res.data == b"\x77" * 16
     ((rec, req),) = host.requests
     assert (rec["did"], rec["pv"], req.addr, req.read, req.write, req.last) == (
-        DEV, 0, 0x30_0000, True, False, True)
+        DEV,
+        0,
+        0x30_0000,
+        True,
+        False,
+        True,
+    )
     s = dev.stats
     assert (s.prgs, s.page_requests, s.prg_success, s.ats_requests) == (1, 1, 1, 2)
     # The wait covers at least the interrupt latency before the handler ran.
@@ -395,11 +421,14 @@ def test_multi_page_group_sets_last_on_the_final_request_only() -> None:
     host.on_group = handler
     res = dev.dma_write(0x50_0000, b"w" * (5 * PAGE))
     assert res.ok
-    groups = [[(req.addr, req.last, req.write) for _, req in host.requests[:3]],
-              [(req.addr, req.last, req.write) for _, req in host.requests[3:]]]
-    assert groups == [[(0x50_0000, False, True), (0x50_2000, False, True),
-                       (0x50_3000, True, True)],
-                      [(0x50_4000, True, True)]]
+    groups = [
+        [(req.addr, req.last, req.write) for _, req in host.requests[:3]],
+        [(req.addr, req.last, req.write) for _, req in host.requests[3:]],
+    ]
+    assert groups == [
+        [(0x50_0000, False, True), (0x50_2000, False, True), (0x50_3000, True, True)],
+        [(0x50_4000, True, True)],
+    ]
     assert len({req.prgi for _, req in host.requests[:3]}) == 1
     assert host.requests[3][1].prgi != host.requests[0][1].prgi
     assert (dev.stats.prgs, dev.stats.page_requests) == (2, 4)
@@ -622,15 +651,27 @@ def test_inval_to_a_device_without_ats_gets_no_completion() -> None:
 
 # ------------------------------------------------------------------ cache vs. no cache
 @settings(max_examples=25, deadline=None)
-@given(mapped=st.sets(st.integers(0, 7)),
-       ops=st.lists(st.tuples(st.booleans(), st.integers(0, 8 * PAGE - 1),
-                              st.integers(1, 3 * PAGE)), min_size=1, max_size=12))
-def test_atc_changes_no_result_with_correct_software(mapped: set[int],
-                                                     ops: list[tuple[bool, int, int]]) -> None:
+@given(
+    mapped=st.sets(st.integers(0, 7)),
+    ops=st.lists(
+        st.tuples(st.booleans(), st.integers(0, 8 * PAGE - 1), st.integers(1, 3 * PAGE)),
+        min_size=1,
+        max_size=12,
+    ),
+)
+def test_atc_changes_no_result_with_correct_software(
+    mapped: set[int], ops: list[tuple[bool, int, int]]
+) -> None:
     """With page tables that do not change, a 2-entry ATC gives the same DMA results as
     untranslated requests (STYLE: cache-vs-no-cache equivalence)."""
-    system = System(SystemConfig(endpoints=(
-        EndpointConfig("ats", DEV, ats=True, atc_entries=2), EndpointConfig("plain", 0x10))))
+    system = System(
+        SystemConfig(
+            endpoints=(
+                EndpointConfig("ats", DEV, ats=True, atc_entries=2),
+                EndpointConfig("plain", 0x10),
+            )
+        )
+    )
     host = Host(system)
     root = host.device(DEV)
     dc_plain = host.ddt + 0x10 * 64
@@ -677,8 +718,10 @@ BAD_ENDPOINTS = [
     (dict(ats=True, atc_entries=0), "endpoint 'e' atc_entries must be at least 1, not 0"),
     (dict(ats=True, prg_max_pages=0), "endpoint 'e' prg_max_pages must be in [1, 512], not 0"),
     (dict(ats=True, prg_timeout_ns=0), "endpoint 'e' prg_timeout_ns must be positive, not 0"),
-    (dict(ats=True, ats_inval_delay_ns=-1),
-     "endpoint 'e' ats_inval_delay_ns must be non-negative, not -1"),
+    (
+        dict(ats=True, ats_inval_delay_ns=-1),
+        "endpoint 'e' ats_inval_delay_ns must be non-negative, not -1",
+    ),
 ]
 
 
@@ -713,7 +756,11 @@ def test_config_space_enables() -> None:
         dev.enable_pri(True)
     fresh = machine().endpoint("dev")
     assert (fresh.ats_capable, fresh.pri_capable, fresh.ats_enabled, fresh.pri_enabled) == (
-        True, True, False, False)
+        True,
+        True,
+        False,
+        False,
+    )
     assert isinstance(fresh.atc, Atc) and fresh.atc.capacity == 64
 
 

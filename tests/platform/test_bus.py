@@ -49,21 +49,23 @@ def test_aligned_4_and_8_byte_accesses_reach_the_device(offset: int, size: int) 
     win, regs, ledger, doorbells = window()
     data = win.read(offset, size)
     assert data == ((0x1122_3344_5566_7788 + offset) & ((1 << (8 * size)) - 1)).to_bytes(
-        size, "little")
+        size, "little"
+    )
     win.write(offset, bytes(range(1, size + 1)))
-    assert regs.calls == [("r", offset, size, 0),
-                          ("w", offset, size, int.from_bytes(bytes(range(1, size + 1)),
-                                                             "little"))]
+    assert regs.calls == [
+        ("r", offset, size, 0),
+        ("w", offset, size, int.from_bytes(bytes(range(1, size + 1)), "little")),
+    ]
     # after_write runs for the write only (the doorbell hook), with the region offset.
     assert doorbells == [offset]
     assert ledger.counts["mmio"] == 2
     assert ledger.ns["mmio"] == 14
 
 
-@pytest.mark.parametrize(("offset", "size"), [(0, 1), (0, 2), (2, 4), (1, 4), (4, 8), (0, 16),
-                                              (0x0C, 8)])
-def test_other_sizes_and_misaligned_accesses_fault_and_cost_nothing(offset: int,
-                                                                    size: int) -> None:
+@pytest.mark.parametrize(
+    ("offset", "size"), [(0, 1), (0, 2), (2, 4), (1, 4), (4, 8), (0, 16), (0x0C, 8)]
+)
+def test_other_sizes_and_misaligned_accesses_fault_and_cost_nothing(offset: int, size: int) -> None:
     win, regs, ledger, doorbells = window()
     with pytest.raises(BusError) as e:
         win.read(offset, size)
@@ -200,17 +202,20 @@ def test_snapshot_is_a_copy() -> None:
     ledger = Ledger(VirtualClock())
     ledger.charge("command", 40, n=2)
     snap = ledger.snapshot()
-    assert snap == {"counts": {"mmio": 0, "iommu_mem": 0, "command": 2, "dma_data": 0, "cpu": 0,
-                               "ats": 0},
-                    "ns": {"mmio": 0, "iommu_mem": 0, "command": 80, "dma_data": 0, "cpu": 0,
-                           "ats": 0}}
+    assert snap == {
+        "counts": {"mmio": 0, "iommu_mem": 0, "command": 2, "dma_data": 0, "cpu": 0, "ats": 0},
+        "ns": {"mmio": 0, "iommu_mem": 0, "command": 80, "dma_data": 0, "cpu": 0, "ats": 0},
+    }
     snap["counts"]["command"] = 99
     assert ledger.counts["command"] == 2
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(CATEGORIES), st.integers(0, 5000), st.integers(1, 4)),
-                max_size=20))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(CATEGORIES), st.integers(0, 5000), st.integers(1, 4)), max_size=20
+    )
+)
 def test_settled_time_is_the_sum_of_charges(charges: list[tuple[str, int, int]]) -> None:
     clock = VirtualClock()
     ledger = Ledger(clock)

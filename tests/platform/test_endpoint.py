@@ -38,7 +38,8 @@ WRITE_PAGE_FAULT = 15
 def machine(**cfg: object) -> System:
     base: dict[str, object] = dict(
         ram=(RamRegion(RAM, RAM_SIZE),),
-        endpoints=(EndpointConfig("dev", 0x08, pasid_bits=8), EndpointConfig("other", 0x10)))
+        endpoints=(EndpointConfig("dev", 0x08, pasid_bits=8), EndpointConfig("other", 0x10)),
+    )
     base.update(cfg)
     return System(SystemConfig(**base))  # type: ignore[arg-type]
 
@@ -53,8 +54,9 @@ def spy(system: System) -> list[tuple[int, int, bool, int, bool]]:
     calls: list[tuple[int, int, bool, int, bool]] = []
     real: Callable[..., int] = system.iommu.translate_pa
 
-    def translate_pa(rid: int, iova: int, is_write: bool = False, pid: int = -1,
-                     priv: bool = False) -> int:
+    def translate_pa(
+        rid: int, iova: int, is_write: bool = False, pid: int = -1, priv: bool = False
+    ) -> int:
         calls.append((rid, iova, is_write, pid, priv))
         return real(rid, iova, is_write, pid, priv)
 
@@ -71,8 +73,11 @@ def test_dma_is_split_at_4k_boundaries() -> None:
     payload = bytes(range(256)) * 32  # 8 KiB
     res = ep.dma_write(RAM + 0x800, payload)
     assert res == DmaResult(len(payload), 0, 0, b"")
-    assert [(c[1], c[2]) for c in calls] == [(RAM + 0x800, True), (RAM + 0x1000, True),
-                                             (RAM + 0x2000, True)]
+    assert [(c[1], c[2]) for c in calls] == [
+        (RAM + 0x800, True),
+        (RAM + 0x1000, True),
+        (RAM + 0x2000, True),
+    ]
     assert all(c[0] == 0x08 and c[3] == -1 and not c[4] for c in calls)
     assert system.ram.read(RAM + 0x800, len(payload)) == payload
     calls.clear()
@@ -80,7 +85,11 @@ def test_dma_is_split_at_4k_boundaries() -> None:
     assert res.ok and res.done == len(payload) and res.data == payload
     assert [c[2] for c in calls] == [False, False, False]
     assert (ep.stats.dmas, ep.stats.pages, ep.stats.bytes, ep.stats.faults) == (
-        2, 6, 2 * len(payload), 0)
+        2,
+        6,
+        2 * len(payload),
+        0,
+    )
     assert system.ledger.counts["dma_data"] == 6
 
 
@@ -182,8 +191,7 @@ def test_pasid_without_process_directory_faults_with_260() -> None:
     assert ep.dma_read(RAM, 8, pasid=3).cause == TTYP_DISALLOWED
 
 
-@pytest.mark.parametrize(("write", "cause"), [(True, WRITE_PAGE_FAULT),
-                                              (False, READ_PAGE_FAULT)])
+@pytest.mark.parametrize(("write", "cause"), [(True, WRITE_PAGE_FAULT), (False, READ_PAGE_FAULT)])
 def test_fault_mid_buffer_keeps_the_pages_before_it(write: bool, cause: int) -> None:
     # Two mapped pages, then a hole: the DMA moves the first 0x1800 bytes and stops at the
     # hole with a page fault (riscv-iommu "Faults from virtual address translation process":

@@ -123,9 +123,15 @@ def test_ignored_and_faulting_sink_accesses() -> None:
     s.write32(0, 64)
     s.write32(4, 5)
     assert s.received == {}
-    for fn in (lambda: s.read(0, 8), lambda: s.read(2, 4), lambda: s.read64(0),
-               lambda: s.write64(0, 1), lambda: s.write(0, b"\x01\x00"),
-               lambda: s.write(2, bytes(4)), lambda: s.cas64(0, 0, 1)):
+    for fn in (
+        lambda: s.read(0, 8),
+        lambda: s.read(2, 4),
+        lambda: s.read64(0),
+        lambda: s.write64(0, 1),
+        lambda: s.write(0, b"\x01\x00"),
+        lambda: s.write(2, bytes(4)),
+        lambda: s.cas64(0, 0, 1),
+    ):
         with pytest.raises(BusError):
             fn()
     clock.advance(LATENCY)

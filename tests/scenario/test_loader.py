@@ -73,14 +73,23 @@ buffers = 2
     assert (s.iommu_base_pa, s.imsic_base_pa) == (0x3000_0000, 0x3001_0000)
     assert s.iommu == PRESETS["minimal"].with_(caches=CacheParams(0, 1, 2, "fifo"))
     assert s.costs == CostModel(mmio_ns=1, irq_latency_ns=0)
-    assert s.endpoints == (EndpointConfig("eth0", 0x100, "nic", 8),
-                           EndpointConfig("disk", 0x200, "generic", 0))
+    assert s.endpoints == (
+        EndpointConfig("eth0", 0x100, "nic", 8),
+        EndpointConfig("disk", 0x200, "generic", 0),
+    )
     assert sc.modes == ("lazy", "passthrough")
     assert sc.ncpus == 4
     assert sc.fq == FqOptions(single=True, size=64, timeout_ns=500)
-    assert sc.workload == WorkloadConfig(ops=10, seed=7, nic_fraction=1.0, packet_bytes=64,
-                                         block_bytes=8192, stale_probe_rate=0.5, think_ns=0,
-                                         buffers=2)
+    assert sc.workload == WorkloadConfig(
+        ops=10,
+        seed=7,
+        nic_fraction=1.0,
+        packet_bytes=64,
+        block_bytes=8192,
+        stale_probe_rate=0.5,
+        think_ns=0,
+        buffers=2,
+    )
     assert isinstance(sc.workload.nic_fraction, float)
 
 
@@ -98,27 +107,38 @@ BAD = [
     # (file body after "version = 1", text the message must contain)
     ("colour = 1", "colour is not a known key"),
     ("[system]\nram_size = 1", "system.ram_size is not a known key"),
-    ("[system]\nram = [{base = 0x8000_0000, size = 4096, speed = 1}]",
-     "system.ram[0].speed is not a known key"),
+    (
+        "[system]\nram = [{base = 0x8000_0000, size = 4096, speed = 1}]",
+        "system.ram[0].speed is not a known key",
+    ),
     ("[[endpoint]]\nname = 'a'\nrid = 1\nbus = 0", "endpoint[0].bus is not a known key"),
     ("[workload]\nopz = 3", "workload.opz is not a known key"),
     ("[costs]\nmmio = 3", "costs.mmio is not a known key"),
     ("[kernel]\nmode = 'strict'", "kernel.mode is not a known key"),
     ("[system]\niommu_base = 'x'", "system.iommu_base must be an integer, not 'x'"),
-    ("[system]\nram = [{base = 0x8000_0000, size = 1.5}]",
-     "system.ram[0].size must be an integer, not 1.5"),
+    (
+        "[system]\nram = [{base = 0x8000_0000, size = 1.5}]",
+        "system.ram[0].size must be an integer, not 1.5",
+    ),
     ("[iommu]\niotlb_entries = true", "iommu.iotlb_entries must be an integer, not True"),
     ("[costs]\nmmio_ns = '200'", "costs.mmio_ns must be an integer, not '200'"),
-    ("[[endpoint]]\nname = 'a'\nrid = 1\n[[endpoint]]\nname = 'b'\nrid = 'two'",
-     "endpoint[1].rid must be an integer, not 'two'"),
+    (
+        "[[endpoint]]\nname = 'a'\nrid = 1\n[[endpoint]]\nname = 'b'\nrid = 'two'",
+        "endpoint[1].rid must be an integer, not 'two'",
+    ),
     ("[[endpoint]]\nname = 3\nrid = 1", "endpoint[0].name must be a string, not 3"),
     ("[kernel]\nfq_single = 1", "kernel.fq_single must be a boolean, not 1"),
     ("[kernel]\nncpus = 2.0", "kernel.ncpus must be an integer, not 2.0"),
     ("[workload]\nnic_fraction = 'most'", "workload.nic_fraction must be a number, not 'most'"),
-    ("[iommu]\npreset = 'huge'", "iommu.preset must be one of full, minimal, linux-virt, "
-     "not 'huge'"),
-    ("[kernel]\nmodes = ['strict', 'eager']", "kernel.modes must be a non-empty array of "
-     "strict, lazy, passthrough, not ['strict', 'eager']"),
+    (
+        "[iommu]\npreset = 'huge'",
+        "iommu.preset must be one of full, minimal, linux-virt, not 'huge'",
+    ),
+    (
+        "[kernel]\nmodes = ['strict', 'eager']",
+        "kernel.modes must be a non-empty array of "
+        "strict, lazy, passthrough, not ['strict', 'eager']",
+    ),
     ("[kernel]\nmodes = []", "kernel.modes must be a non-empty array"),
     ("[kernel]\nmodes = 'strict'", "kernel.modes must be a non-empty array"),
     ("system = 3", "system must be a table, not int"),
@@ -126,8 +146,7 @@ BAD = [
     ("[system]\nram = [3]", "system.ram[0] must be a table, not int"),
     ("[system]\nram = [{base = 0x8000_0000}]", "system.ram[0] needs base and size"),
     ("[system]\nram = []", "system.ram must name at least one region"),
-    ("[system]\nram = [{base = 0x8000_0001, size = 4096}]",
-     "system.ram[0] must be page-aligned"),
+    ("[system]\nram = [{base = 0x8000_0001, size = 4096}]", "system.ram[0] must be page-aligned"),
     ("[system]\niommu_base = 0x8000_0000", "system.iommu_base_pa must not overlap"),
     ("[endpoint]\nname = 'a'", "endpoint must be an array of tables"),
     ("[[endpoint]]\nname = 'a'", "endpoint[0] needs name and rid"),
@@ -145,13 +164,16 @@ def test_errors_name_the_key_path(body: str, message: str) -> None:
     assert str(e.value).startswith("scenario")
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("[system]\niommu_base = 0x1000_0000\n", "version is missing (expected version = 1)"),
-    ("version = 2\n", "version must be 1, not 2"),
-    ("version = '1'\n", "version must be 1, not '1'"),
-    ("version = true\n", "version must be 1, not True"),
-    ("version = 1.0\n", "version must be 1, not 1.0"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[system]\niommu_base = 0x1000_0000\n", "version is missing (expected version = 1)"),
+        ("version = 2\n", "version must be 1, not 2"),
+        ("version = '1'\n", "version must be 1, not '1'"),
+        ("version = true\n", "version must be 1, not True"),
+        ("version = 1.0\n", "version must be 1, not 1.0"),
+    ],
+)
 def test_version_must_be_the_integer_1(text: str, message: str) -> None:
     with pytest.raises(FormatError) as e:
         parse_scenario(text)
@@ -174,13 +196,16 @@ def test_format_error_is_a_value_error() -> None:
         parse_scenario("")
 
 
-@pytest.mark.parametrize(("body", "path"), [
-    ("[iommu]\niotlb_entries = -1", "iommu.iotlb_entries"),
-    ("[iommu]\nreplacement = 'random'", "iommu.replacement"),
-    ("[costs]\nmmio_ns = -1", "costs.mmio_ns"),
-    ("[kernel]\nfq_size = 3", "kernel.fq_size"),
-    ("[[endpoint]]\nname = 'a'\nrid = 1\npasid_bits = 30", "endpoint[0].pasid_bits"),
-])
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ("[iommu]\niotlb_entries = -1", "iommu.iotlb_entries"),
+        ("[iommu]\nreplacement = 'random'", "iommu.replacement"),
+        ("[costs]\nmmio_ns = -1", "costs.mmio_ns"),
+        ("[kernel]\nfq_size = 3", "kernel.fq_size"),
+        ("[[endpoint]]\nname = 'a'\nrid = 1\npasid_bits = 30", "endpoint[0].pasid_bits"),
+    ],
+)
 def test_range_errors_name_the_key_path(body: str, path: str) -> None:
     with pytest.raises(FormatError) as e:
         parse_scenario("version = 1\n" + body + "\n")

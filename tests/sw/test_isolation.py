@@ -44,22 +44,35 @@ def tag(pa: int) -> bytes:
 
 def boot(mode: str) -> tuple[System, Kernel, list[int]]:
     system = System(SystemConfig(endpoints=(EndpointConfig("dev", 0x20),)))
-    kernel = Kernel(system, dma_mode=mode, cq_entries=64, fq_entries=64,  # type: ignore[arg-type]
-                    fq=FqOptions(size=8, timeout_ns=TIMEOUT_NS))
+    kernel = Kernel(
+        system,
+        dma_mode=mode,
+        cq_entries=64,
+        fq_entries=64,  # type: ignore[arg-type]
+        fq=FqOptions(size=8, timeout_ns=TIMEOUT_NS),
+    )
     pool = [kernel.pages.alloc_page() for _ in range(POOL)]
     for pa in pool:
         system.bus.write(pa, tag(pa))
     return system, kernel, pool
 
 
-ops = st.lists(st.one_of(
-    st.tuples(st.just("map"), st.integers(0, POOL - 3), st.integers(1, 3),
-              st.sampled_from((DMA_TO_DEVICE, DMA_FROM_DEVICE, DMA_BIDIRECTIONAL))),
-    st.tuples(st.just("unmap"), st.integers(0, 1000)),
-    st.tuples(st.just("read"), st.integers(0, 1000), st.integers(0, 2)),
-    st.tuples(st.just("write"), st.integers(0, 1000), st.integers(0, 2)),
-    st.tuples(st.just("wait"), st.integers(0, 15_000_000)),
-), min_size=1, max_size=40)
+ops = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("map"),
+            st.integers(0, POOL - 3),
+            st.integers(1, 3),
+            st.sampled_from((DMA_TO_DEVICE, DMA_FROM_DEVICE, DMA_BIDIRECTIONAL)),
+        ),
+        st.tuples(st.just("unmap"), st.integers(0, 1000)),
+        st.tuples(st.just("read"), st.integers(0, 1000), st.integers(0, 2)),
+        st.tuples(st.just("write"), st.integers(0, 1000), st.integers(0, 2)),
+        st.tuples(st.just("wait"), st.integers(0, 15_000_000)),
+    ),
+    min_size=1,
+    max_size=40,
+)
 
 
 def run(mode: str, program: list[tuple[int | str, ...]]) -> None:
@@ -138,7 +151,8 @@ def test_strict_mode_never_reaches_an_unmapped_page(program: list[tuple[int | st
 @settings(max_examples=150, deadline=None)
 @given(ops)
 def test_lazy_mode_exposure_is_bounded_by_the_flush_queue(
-        program: list[tuple[int | str, ...]]) -> None:
+    program: list[tuple[int | str, ...]],
+) -> None:
     run("lazy", program)
 
 

@@ -112,11 +112,14 @@ def test_order_out_of_range(order: int) -> None:
         pages.alloc_pages(order)
 
 
-@pytest.mark.parametrize(("base", "size", "match"), [
-    (BASE + 8, PAGE_SIZE, "base must be"),
-    (BASE, 0, "size must be"),
-    (BASE, 100, "size must be"),
-])
+@pytest.mark.parametrize(
+    ("base", "size", "match"),
+    [
+        (BASE + 8, PAGE_SIZE, "base must be"),
+        (BASE, 0, "size must be"),
+        (BASE, 100, "size must be"),
+    ],
+)
 def test_constructor_validates_the_range(base: int, size: int, match: str) -> None:
     with pytest.raises(InvalidArgument, match=match):
         PageAllocator(SparseMemory(), base, size)
@@ -144,10 +147,13 @@ def test_thousands_of_pages() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(0, 7), st.lists(st.tuples(st.booleans(), st.integers(0, 4), st.integers()),
-                                   max_size=60))
+@given(
+    st.integers(0, 7),
+    st.lists(st.tuples(st.booleans(), st.integers(0, 4), st.integers()), max_size=60),
+)
 def test_random_alloc_free_keeps_blocks_disjoint_aligned_and_counted(
-        skew: int, ops: list[tuple[bool, int, int]]) -> None:
+    skew: int, ops: list[tuple[bool, int, int]]
+) -> None:
     _, pages = make(64, base=BASE + skew * PAGE_SIZE, max_order=4)
     live: dict[int, int] = {}
     for alloc, order, pick in ops:

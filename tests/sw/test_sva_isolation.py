@@ -43,9 +43,12 @@ ops = st.one_of(
     st.tuples(st.just("munmap"), span),
     st.tuples(st.just("mprotect"), span, st.sampled_from(PROTS)),
     st.tuples(st.just("cpu_write"), page, data4),
-    *[st.tuples(st.just("dev_read"), dev, page),
-      st.tuples(st.just("dev_write"), dev, page, data4),
-      st.tuples(st.just("dev_read2"), dev, st.integers(0, NPAGES - 2))] * 3,
+    *[
+        st.tuples(st.just("dev_read"), dev, page),
+        st.tuples(st.just("dev_write"), dev, page, data4),
+        st.tuples(st.just("dev_read2"), dev, st.integers(0, NPAGES - 2)),
+    ]
+    * 3,
 )
 
 
@@ -66,23 +69,24 @@ class Model:
         return bool(prot & PROT_WRITE) if write else bool(prot & (PROT_READ | PROT_WRITE))
 
     def read(self, p: int, off: int, n: int) -> bytes:
-        return bytes(self.data.get(p, bytearray(PAGE))[off:off + n])
+        return bytes(self.data.get(p, bytearray(PAGE))[off : off + n])
 
     def write(self, p: int, data: bytes) -> None:
-        self.data.setdefault(p, bytearray(PAGE))[:len(data)] = data
+        self.data.setdefault(p, bytearray(PAGE))[: len(data)] = data
 
 
 def boot() -> tuple[System, Kernel]:
-    eps = (EndpointConfig("acc0", 0x10, pasid_bits=20, ats=True, pri=True, atc_entries=8),
-           EndpointConfig("acc1", 0x11, pasid_bits=20, ats=True, pri=True, atc_entries=8))
+    eps = (
+        EndpointConfig("acc0", 0x10, pasid_bits=20, ats=True, pri=True, atc_entries=8),
+        EndpointConfig("acc1", 0x11, pasid_bits=20, ats=True, pri=True, atc_entries=8),
+    )
     system = System(SystemConfig(ram=(RamRegion(0x8000_0000, 16 << 20),), endpoints=eps))
     return system, Kernel(system)
 
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(ops, min_size=1, max_size=40))
-def test_no_stale_translation_after_munmap_or_mprotect(
-        seq: list[tuple[object, ...]]) -> None:
+def test_no_stale_translation_after_munmap_or_mprotect(seq: list[tuple[object, ...]]) -> None:
     system, kernel = boot()
     mm = kernel.new_process("proc")
     handles = [kernel.sva.bind(kernel.device(f"acc{i}"), mm) for i in (0, 1)]

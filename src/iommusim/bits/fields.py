@@ -60,7 +60,8 @@ class Field:
         """``value`` with this field replaced by ``field_value`` (which must fit)."""
         if field_value >> self.width:
             raise ModelError(
-                f"field {self.name} is {self.width} bits wide; {field_value:#x} does not fit")
+                f"field {self.name} is {self.width} bits wide; {field_value:#x} does not fit"
+            )
         return (value & ~self.mask) | (field_value << self.lsb)
 
 
@@ -127,8 +128,9 @@ class Layout:
         """Field name -> value, reserved fields omitted."""
         return {f.name: f.get(value) for f in self.fields if f.access is not Access.RSVD}
 
-    def encode(self, values: Mapping[str, int] | Iterable[tuple[str, int]] = (), /,
-               **kw: int) -> int:
+    def encode(
+        self, values: Mapping[str, int] | Iterable[tuple[str, int]] = (), /, **kw: int
+    ) -> int:
         """Build a value from field values (unnamed fields are 0)."""
         v = 0
         items = dict(values)
@@ -138,9 +140,9 @@ class Layout:
         return v
 
 
-def layout(name: str, width: int, spec: str, *specs: tuple[str, int, int] | tuple[
-        str, int, int, Access]) -> Layout:
+def layout(
+    name: str, width: int, spec: str, *specs: tuple[str, int, int] | tuple[str, int, int, Access]
+) -> Layout:
     """Build a :class:`Layout` from ``(name, lsb, width[, access])`` tuples."""
-    fields = tuple(Field(s[0], s[1], s[2], s[3] if len(s) == 4 else Access.RW)
-                   for s in specs)
+    fields = tuple(Field(s[0], s[1], s[2], s[3] if len(s) == 4 else Access.RW) for s in specs)
     return Layout(name, width, fields, spec)

@@ -45,19 +45,36 @@ __all__ = [
 # riscv-iommu: "IOMMU PCIe ATS commands": PAYLOAD of an ATS.INVAL command (the PCIe
 # Invalidate Request body).
 INVAL_REQUEST: Final = layout(
-    "pcie.inval_request", 64, "PCIe Invalidate Request body (ATS.INVAL payload)",
-    ("g", 0, 1), ("s", 11, 1), ("uaddr", 12, 52))
+    "pcie.inval_request",
+    64,
+    "PCIe Invalidate Request body (ATS.INVAL payload)",
+    ("g", 0, 1),
+    ("s", 11, 1),
+    ("uaddr", 12, 52),
+)
 # riscv-iommu: "Page-Request-Queue (PQ)": the PAYLOAD of a PQ record is the PCIe Page Request
 # message body: R, W, L, the Page Request Group Index and the page address.
 PAGE_REQUEST: Final = layout(
-    "pcie.page_request", 64, "PCIe Page Request body (PQ record payload)",
-    ("r", 0, 1), ("w", 1, 1), ("l", 2, 1), ("prgi", 3, 9), ("addr", 12, 52))
+    "pcie.page_request",
+    64,
+    "PCIe Page Request body (PQ record payload)",
+    ("r", 0, 1),
+    ("w", 1, 1),
+    ("l", 2, 1),
+    ("prgi", 3, 9),
+    ("addr", 12, 52),
+)
 # riscv-iommu: "IOMMU PCIe ATS commands": PAYLOAD of an ATS.PRGR command. DST_ID (the
 # requester id the response is routed to) is filled in by the IOMMU's own automatic responses
 # (riscv-iommu: "PCIe ATS Page Request handling").
 PRG_RESPONSE: Final = layout(
-    "pcie.prg_response", 64, "PCIe Page Request Group Response body (ATS.PRGR payload)",
-    ("prgi", 32, 9), ("code", 44, 4), ("dst_id", 48, 16))
+    "pcie.prg_response",
+    64,
+    "PCIe Page Request Group Response body (ATS.PRGR payload)",
+    ("prgi", 32, 9),
+    ("code", 44, 4),
+    ("dst_id", 48, 16),
+)
 
 ALL_LAYOUTS: Final = (INVAL_REQUEST, PAGE_REQUEST, PRG_RESPONSE)
 
@@ -78,7 +95,8 @@ def covering_range(start: int, size: int) -> tuple[int, int]:
     if size <= 0 or start < 0 or start + size > _ALL:
         raise InvalidArgument(
             f"range must be non-empty within the 64-bit address space, not start {start:#x} "
-            f"size {size:#x}")
+            f"size {size:#x}"
+        )
     last = start + size - 1
     lg2 = max(_PAGE_LG2, (start ^ last).bit_length())
     return start & ~((1 << lg2) - 1), 1 << lg2
@@ -91,11 +109,12 @@ def encode_range(base: int, size: int) -> tuple[int, bool]:
     otherwise). The whole space (``size == 2**64``) is bits 62:12 set, bit 63 clear.
     """
     if size < 1 << _PAGE_LG2 or size & (size - 1) or size > _ALL:
-        raise InvalidArgument(f"range size must be a power of two in [4 KiB, 2**64], not "
-                              f"{size:#x}")
+        raise InvalidArgument(f"range size must be a power of two in [4 KiB, 2**64], not {size:#x}")
     if base < 0 or base % size or base + size > _ALL:
-        raise InvalidArgument(f"range base must be a multiple of its size {size:#x} within "
-                              f"the 64-bit address space, not {base:#x}")
+        raise InvalidArgument(
+            f"range base must be a multiple of its size {size:#x} within "
+            f"the 64-bit address space, not {base:#x}"
+        )
     lg2 = size.bit_length() - 1
     if lg2 == _PAGE_LG2:
         return base >> _PAGE_LG2, False
@@ -149,8 +168,7 @@ class PageRequest:
         return self.last and not (self.read or self.write)
 
 
-def page_request_payload(addr: int, prgi: int, *, read: bool, write: bool,
-                         last: bool) -> int:
+def page_request_payload(addr: int, prgi: int, *, read: bool, write: bool, last: bool) -> int:
     """A Page Request body for the page at ``addr`` in group ``prgi`` (9 bits)."""
     if not 0 <= prgi < 1 << 9:
         raise InvalidArgument(f"page request group index must fit 9 bits, not {prgi}")
@@ -160,15 +178,22 @@ def page_request_payload(addr: int, prgi: int, *, read: bool, write: bool,
 
 
 def decode_page_request(payload: int) -> PageRequest:
-    return PageRequest(payload & (_PN_MASK << _PAGE_LG2), payload >> 3 & 0x1FF,
-                       bool(payload & 1), bool(payload >> 1 & 1), bool(payload >> 2 & 1))
+    return PageRequest(
+        payload & (_PN_MASK << _PAGE_LG2),
+        payload >> 3 & 0x1FF,
+        bool(payload & 1),
+        bool(payload >> 1 & 1),
+        bool(payload >> 2 & 1),
+    )
 
 
 def prg_response_payload(prgi: int, code: int, dst_id: int = 0) -> int:
     """A Page Request Group Response body (the ``ATS.PRGR`` PAYLOAD)."""
     if not (0 <= prgi < 1 << 9 and 0 <= code < 16 and 0 <= dst_id < 1 << 16):
-        raise InvalidArgument(f"PRG response fields must fit (prgi 9 bits, code 4, dst_id 16), "
-                              f"not {prgi:#x}, {code:#x}, {dst_id:#x}")
+        raise InvalidArgument(
+            f"PRG response fields must fit (prgi 9 bits, code 4, dst_id 16), "
+            f"not {prgi:#x}, {code:#x}, {dst_id:#x}"
+        )
     return PRG_RESPONSE.encode(prgi=prgi, code=code, dst_id=dst_id)
 
 

@@ -41,23 +41,22 @@ def cmd_fill(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from iommusim.conformance.check import check_paths
 
-    return check_paths([Path(p) for p in args.paths], json_out=args.json,
-                       skip=set(args.skip or ()))
+    return check_paths([Path(p) for p in args.paths], json_out=args.json, skip=set(args.skip or ()))
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from iommusim.conformance.explain import explain_vector_step
 
-    explain_vector_step(Path(args.vector), args.step, json_out=args.json,
-                        msi_data=args.msi_data)
+    explain_vector_step(Path(args.vector), args.step, json_out=args.json, msi_data=args.msi_data)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from iommusim.demo import run_demo
 
-    run_demo(json_out=args.json, scenario=Path(args.scenario) if args.scenario else None,
-             ops=args.ops)
+    run_demo(
+        json_out=args.json, scenario=Path(args.scenario) if args.scenario else None, ops=args.ops
+    )
     return 0
 
 
@@ -80,26 +79,43 @@ def build_parser() -> argparse.ArgumentParser:
     c = vsub.add_parser("check", help="replay vectors and compare with their expectations")
     c.add_argument("paths", nargs="+", help="vector files or directories")
     c.add_argument("--json", action="store_true", help="machine-readable output")
-    c.add_argument("--skip", action="append", metavar="FAMILY",
-                   help="report this family as skipped (repeatable)")
+    c.add_argument(
+        "--skip",
+        action="append",
+        metavar="FAMILY",
+        help="report this family as skipped (repeatable)",
+    )
     c.set_defaults(func=cmd_check)
-    e = sub.add_parser("explain", help="explain, step by step, how a vector's request is "
-                       "translated")
+    e = sub.add_parser(
+        "explain", help="explain, step by step, how a vector's request is translated"
+    )
     e.add_argument("vector", help="a vector file")
-    e.add_argument("--step", type=int, default=None,
-                   help="index of the translate or page_request step (default: every one)")
-    e.add_argument("--msi-data", type=lambda v: int(v, 0), default=None,
-                   help="for an MSI to an MRIF: the 32-bit data (interrupt identity) to locate")
+    e.add_argument(
+        "--step",
+        type=int,
+        default=None,
+        help="index of the translate or page_request step (default: every one)",
+    )
+    e.add_argument(
+        "--msi-data",
+        type=lambda v: int(v, 0),
+        default=None,
+        help="for an MSI to an MRIF: the 32-bit data (interrupt identity) to locate",
+    )
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_explain)
-    d = sub.add_parser("demo", help="boot a machine, probe the driver and run a DMA "
-                       "workload in strict and lazy mode")
+    d = sub.add_parser(
+        "demo",
+        help="boot a machine, probe the driver and run a DMA workload in strict and lazy mode",
+    )
     d.add_argument("scenario", nargs="?", help="a TOML scenario (default: the embedded one)")
     d.add_argument("--ops", type=int, default=None, help="operations per mode")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_demo)
-    w = sub.add_parser("walkthrough", help="translate two requests on an embedded memory "
-                       "image and explain each step")
+    w = sub.add_parser(
+        "walkthrough",
+        help="translate two requests on an embedded memory image and explain each step",
+    )
     w.add_argument("--json", action="store_true")
     w.set_defaults(func=cmd_walkthrough)
     return ap

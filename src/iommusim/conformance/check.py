@@ -66,10 +66,21 @@ def check_paths(paths: list[Path], json_out: bool = False, skip: set[str] | None
     failed = sum(v[1] for v in per.values())
     skipped = sum(v[2] for v in per.values())
     if json_out:
-        print(json.dumps({"families": {k: dict(zip(("passed", "failed", "skipped"), v,
-                                                  strict=True)) for k, v in sorted(per.items())},
-                          "failures": [{"vector": n, "first_mismatch": w} for n, w in failures],
-                          "passed": passed, "failed": failed, "skipped": skipped}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "families": {
+                        k: dict(zip(("passed", "failed", "skipped"), v, strict=True))
+                        for k, v in sorted(per.items())
+                    },
+                    "failures": [{"vector": n, "first_mismatch": w} for n, w in failures],
+                    "passed": passed,
+                    "failed": failed,
+                    "skipped": skipped,
+                },
+                indent=1,
+            )
+        )
     else:
         con = Console(highlight=False)
         t = Table(title="riscv-iommu conformance vectors")

@@ -89,17 +89,20 @@ _TC_PRPR: Final = 1 << 6
 #: Page Request handling").
 PRG_RESPONSE_NAMES: Final = {0: "Success", 1: "Invalid Request", 0xF: "Response Failure"}
 _MSI_RULE: Final = "(GPA >> 12) & ~mask == pattern & ~mask"
-_MRIF_LAYOUT: Final = ("identity D: pending bit D mod 64 of the doubleword at MRIF + 16 * (D div "
-                       "64), enable bit the same bit at + 8")
+_MRIF_LAYOUT: Final = (
+    "identity D: pending bit D mod 64 of the doubleword at MRIF + 16 * (D div "
+    "64), enable bit the same bit at + 8"
+)
 
 #: riscv-iommu: "Device-directory-table pointer (ddtp)", iommu_mode encodings.
 DDTP_MODE_NAMES: Final = {0: "Off", 1: "Bare", 2: "1LVL", 3: "2LVL", 4: "3LVL"}
 #: iosatp / PC.fsc.MODE, per SXL (the encodings alias: 8 is Sv39 or Sv32).
-IOSATP_MODE_NAMES: Final = ({0: "Bare", 8: "Sv39", 9: "Sv48", 10: "Sv57"},
-                            {0: "Bare", 8: "Sv32"})
+IOSATP_MODE_NAMES: Final = ({0: "Bare", 8: "Sv39", 9: "Sv48", 10: "Sv57"}, {0: "Bare", 8: "Sv32"})
 #: iohgatp.MODE, per fctl.GXL.
-IOHGATP_MODE_NAMES: Final = ({0: "Bare", 8: "Sv39x4", 9: "Sv48x4", 10: "Sv57x4"},
-                             {0: "Bare", 8: "Sv32x4"})
+IOHGATP_MODE_NAMES: Final = (
+    {0: "Bare", 8: "Sv39x4", 9: "Sv48x4", 10: "Sv57x4"},
+    {0: "Bare", 8: "Sv32x4"},
+)
 #: pdtp.MODE (riscv-iommu: "First-Stage context (fsc)").
 PDTP_MODE_NAMES: Final = {0: "Bare", 1: "PD8", 2: "PD17", 3: "PD20"}
 #: msiptp.MODE.
@@ -107,8 +110,16 @@ MSIPTP_MODE_NAMES: Final = {0: "Off", 1: "Flat"}
 #: Svpbmt memory types.
 PBMT_NAMES: Final = {0: "PMA", 1: "NC", 2: "IO", 3: "reserved"}
 
-_DC_WORD_NAMES: Final = ("tc", "iohgatp", "ta", "fsc", "msiptp", "msi_addr_mask",
-                         "msi_addr_pattern", "reserved")
+_DC_WORD_NAMES: Final = (
+    "tc",
+    "iohgatp",
+    "ta",
+    "fsc",
+    "msiptp",
+    "msi_addr_mask",
+    "msi_addr_pattern",
+    "reserved",
+)
 
 
 #: Fields printed in decimal whatever their width (cause numbers are decimal in the spec).
@@ -160,8 +171,9 @@ def _dc_entry(pa: int | None, words: tuple[int, ...], gxl: int) -> JsonObj:
             d["fields"] = _fields(DC_FSC, w)
             # tc.PDTV selects what fsc holds.
             d["as"] = "pdtp" if pdtv else "iosatp"
-            d["mode_name"] = _mode_name(PDTP_MODE_NAMES if pdtv else IOSATP_MODE_NAMES[sxl],
-                                        w >> 60)
+            d["mode_name"] = _mode_name(
+                PDTP_MODE_NAMES if pdtv else IOSATP_MODE_NAMES[sxl], w >> 60
+            )
         elif name == "msiptp":
             d["fields"] = _fields(DC_MSIPTP, w)
             d["mode_name"] = _mode_name(MSIPTP_MODE_NAMES, w >> 60)
@@ -172,8 +184,11 @@ def _dc_entry(pa: int | None, words: tuple[int, ...], gxl: int) -> JsonObj:
             f["pattern"] = f.pop("mask")
             d["fields"] = f
         dws.append(d)
-    out: JsonObj = {"kind": "dc", "format": "extended" if len(words) > 4 else "base",
-                    "size_bytes": 8 * len(words)}
+    out: JsonObj = {
+        "kind": "dc",
+        "format": "extended" if len(words) > 4 else "base",
+        "size_bytes": 8 * len(words),
+    }
     if pa is None:
         out["cached"] = True
     else:
@@ -190,13 +205,17 @@ def _pc_entry(gpa: int | None, spa: int | None, ta: int, fsc: int, sxl: int) -> 
         out["address"] = _hex(gpa)
         out["pa"] = _hex(spa)
     out["ta"] = {"value": _hex(ta), "fields": _fields(PC_TA, ta)}
-    out["fsc"] = {"value": _hex(fsc), "fields": _fields(PC_FSC, fsc),
-                  "mode_name": _mode_name(IOSATP_MODE_NAMES[sxl], fsc >> 60)}
+    out["fsc"] = {
+        "value": _hex(fsc),
+        "fields": _fields(PC_FSC, fsc),
+        "mode_name": _mode_name(IOSATP_MODE_NAMES[sxl], fsc >> 60),
+    }
     return out
 
 
-def _pte_entry(stage: str, level: int, addr: int, pa: int, pte: int, size: int,
-               label: str) -> JsonObj:
+def _pte_entry(
+    stage: str, level: int, addr: int, pa: int, pte: int, size: int, label: str
+) -> JsonObj:
     lay = PTE if size == 8 else PTE32
     f = _fields(lay, pte)
     if not pte & 1:
@@ -207,9 +226,18 @@ def _pte_entry(stage: str, level: int, addr: int, pa: int, pte: int, size: int,
         role = "reserved encoding (W without R)"
     else:
         role = "pointer"
-    out: JsonObj = {"kind": "pte", "stage": stage, "label": label, "level": level,
-                    "address": _hex(addr), "pa": _hex(pa), "value": _hex(pte),
-                    "pte_bytes": size, "role": role, "fields": f}
+    out: JsonObj = {
+        "kind": "pte",
+        "stage": stage,
+        "label": label,
+        "level": level,
+        "address": _hex(addr),
+        "pa": _hex(pa),
+        "value": _hex(pte),
+        "pte_bytes": size,
+        "role": role,
+        "fields": f,
+    }
     if role == "pointer":
         out["next_table_pa"] = _hex((pte >> 10 & (_PPN_MASK if size == 8 else 0x3FFFFF)) << 12)
     return out
@@ -217,8 +245,14 @@ def _pte_entry(stage: str, level: int, addr: int, pa: int, pte: int, size: int,
 
 def _msipte_entry(gpa: int, idx: int, pa: int, w0: int, w1: int) -> JsonObj:
     m = w0 >> 1 & 3
-    out: JsonObj = {"kind": "msipte", "gpa": _hex(gpa), "file_index": idx, "pa": _hex(pa),
-                    "w0": _hex(w0), "w1": _hex(w1)}
+    out: JsonObj = {
+        "kind": "msipte",
+        "gpa": _hex(gpa),
+        "file_index": idx,
+        "pa": _hex(pa),
+        "w0": _hex(w0),
+        "w1": _hex(w1),
+    }
     if m == 3:
         out["mode"] = "basic"
         out["fields"] = _fields(MSIPTE_BASIC, w0)
@@ -256,16 +290,23 @@ def _msi_window(dc_words: tuple[int, ...] | None, gpa: int) -> JsonObj | None:
     pattern = MSI_ADDR_MASK["mask"].get(dc_words[6])
     page = gpa >> 12
     match = page & ~mask == pattern & ~mask
-    out: JsonObj = {"gpa": _hex(gpa), "gpa_page": _hex(page), "mask": _hex(mask),
-                    "pattern": _hex(pattern), "rule": _MSI_RULE, "matches": match}
+    out: JsonObj = {
+        "gpa": _hex(gpa),
+        "gpa_page": _hex(page),
+        "mask": _hex(mask),
+        "pattern": _hex(pattern),
+        "rule": _MSI_RULE,
+        "matches": match,
+    }
     if match:
         out["file_index"] = _extract(page, mask)
         out["msi_pt_pa"] = _hex((dc_words[4] & _PPN_MASK) << 12)
     return out
 
 
-def _request_gpa(trace: list[tuple[Any, ...]], labels: list[str], req: Request,
-                 resp: Response) -> int | None:
+def _request_gpa(
+    trace: list[tuple[Any, ...]], labels: list[str], req: Request, resp: Response
+) -> int | None:
     """The GPA the request's first stage produced, from the walk trace (None if unknown)."""
     for k in range(len(trace) - 1, -1, -1):
         t = trace[k]
@@ -286,12 +327,18 @@ def _mrif_detail(rp: Replay, req: Request, resp: Response, msi_data: int | None)
     it sets and the bits as they are in memory now. The replay itself writes nothing."""
     params = rp.iommu.params
     offset = req.iova & 0xFFF
-    out: JsonObj = {"mrif_pa": _hex(resp.mrif_addr), "notice_pa": _hex(resp.notice_ppn << 12),
-                    "notice_data": resp.notice_nid, "layout": _MRIF_LAYOUT,
-                    "notice_policy": params.mrif_notice, "recorded": False}
+    out: JsonObj = {
+        "mrif_pa": _hex(resp.mrif_addr),
+        "notice_pa": _hex(resp.notice_ppn << 12),
+        "notice_data": resp.notice_nid,
+        "layout": _MRIF_LAYOUT,
+        "notice_policy": params.mrif_notice,
+        "recorded": False,
+    }
     if not req.is_write:
-        out["access"] = ("a read of an MRIF-mode page: not an MSI (AIA: should return zero, "
-                         "or be aborted)")
+        out["access"] = (
+            "a read of an MRIF-mode page: not an MSI (AIA: should return zero, or be aborted)"
+        )
         return out
     if offset & 3:
         out["access"] = "not 4-byte aligned: aborted as unsupported (AIA)"
@@ -303,8 +350,10 @@ def _mrif_detail(rp: Replay, req: Request, resp: Response, msi_data: int | None)
     if be and not params.mrif_be_msi:
         out["access"] = "address bit 2 is 1 and big-endian MSIs are not supported: discarded"
         return out
-    out["access"] = (f"a 32-bit write here is an MSI with {'big' if be else 'little'}-endian "
-                     "data D (D[31:11] must be 0, else it is discarded)")
+    out["access"] = (
+        f"a 32-bit write here is an MSI with {'big' if be else 'little'}-endian "
+        "data D (D[31:11] must be 0, else it is discarded)"
+    )
     if msi_data is None:
         out["recorded"] = True
         return out
@@ -318,10 +367,19 @@ def _mrif_detail(rp: Replay, req: Request, resp: Response, msi_data: int | None)
     pending_pa, enable_pa, bit = mrif_slot(resp.mrif_addr, identity)
     pending = rp.ram.read64(pending_pa) >> bit & 1
     enabled = rp.ram.read64(enable_pa) >> bit & 1
-    out.update(identity=identity, pending_pa=_hex(pending_pa), enable_pa=_hex(enable_pa),
-               bit=bit, pending_now=pending, enabled_now=enabled,
-               notice=("sent" if params.mrif_notice == "always" or enabled else
-                       "not sent (the identity is not enabled)"))
+    out.update(
+        identity=identity,
+        pending_pa=_hex(pending_pa),
+        enable_pa=_hex(enable_pa),
+        bit=bit,
+        pending_now=pending,
+        enabled_now=enabled,
+        notice=(
+            "sent"
+            if params.mrif_notice == "always" or enabled
+            else "not sent (the identity is not enabled)"
+        ),
+    )
     return out
 
 
@@ -352,9 +410,11 @@ def _g_labels(trace: list[tuple[Any, ...]], iova: int) -> list[str]:
         while j < n and trace[j][0] == "ad":
             j += 1  # the G-stage leaf's own A/D update
         nxt = trace[j] if j < n else None
-        if nxt is not None and ((nxt[0] == "pte" and nxt[1] == "s1" and nxt[3] == gpa)
-                                or (nxt[0] == "pdte" and nxt[2] == gpa)
-                                or (nxt[0] == "pc" and nxt[1] == gpa)):
+        if nxt is not None and (
+            (nxt[0] == "pte" and nxt[1] == "s1" and nxt[3] == gpa)
+            or (nxt[0] == "pdte" and nxt[2] == gpa)
+            or (nxt[0] == "pc" and nxt[1] == gpa)
+        ):
             label = implicit
         elif prev_s1 is not None and prev_s1[5] & 0xA:
             # After the first-stage leaf: its A/D write, or the request's GPA.
@@ -378,8 +438,13 @@ def _request_json(req: Request, ttyp: int) -> JsonObj:
     out: JsonObj = {"device_id": _hex(req.device_id), "pid_valid": int(req.pid_valid)}
     if req.pid_valid:
         out["process_id"] = _hex(req.process_id)
-    out.update(priv_req=int(req.priv_req), exec_req=int(req.exec_req), at=at_name,
-               rw="write" if req.is_write else "read", iova=_hex(req.iova))
+    out.update(
+        priv_req=int(req.priv_req),
+        exec_req=int(req.exec_req),
+        at=at_name,
+        rw="write" if req.is_write else "read",
+        iova=_hex(req.iova),
+    )
     if req.at == 2:
         out["no_write"] = int(req.no_write)
     out.update(ttyp=ttyp, ttyp_name=TTYP_NAMES.get(ttyp, "?"))
@@ -390,8 +455,14 @@ def _outcome(req: Request, resp: Response) -> JsonObj:
     out: JsonObj = {"status": resp.status}
     if resp.ok:
         if req.at == 2:
-            out.update(r=int(resp.r), w=int(resp.w), exe=int(resp.exe), priv=int(resp.priv),
-                       u=int(resp.u), g=int(resp.g))
+            out.update(
+                r=int(resp.r),
+                w=int(resp.w),
+                exe=int(resp.exe),
+                priv=int(resp.priv),
+                u=int(resp.u),
+                g=int(resp.g),
+            )
             if (resp.r or resp.w) and not resp.u:
                 out.update(ppn=_hex(resp.ppn), s=int(resp.s), size_lg2=resp.size_lg2)
             if resp.cause:
@@ -399,11 +470,18 @@ def _outcome(req: Request, resp: Response) -> JsonObj:
                 # answered with Success and no permission, and are not recorded.
                 out.update(cause=resp.cause, cause_name=CAUSE_NAMES.get(resp.cause, "?"))
         else:
-            out.update(pbmt=resp.pbmt, pbmt_name=PBMT_NAMES[resp.pbmt],
-                       is_msi=int(resp.is_msi), is_mrif=int(resp.is_mrif))
+            out.update(
+                pbmt=resp.pbmt,
+                pbmt_name=PBMT_NAMES[resp.pbmt],
+                is_msi=int(resp.is_msi),
+                is_mrif=int(resp.is_mrif),
+            )
             if resp.is_mrif:
-                out.update(mrif_addr=_hex(resp.mrif_addr), notice_ppn=_hex(resp.notice_ppn),
-                           notice_nid=_hex(resp.notice_nid))
+                out.update(
+                    mrif_addr=_hex(resp.mrif_addr),
+                    notice_ppn=_hex(resp.notice_ppn),
+                    notice_nid=_hex(resp.notice_nid),
+                )
             else:
                 out.update(pa=_hex(resp.pa), size_lg2=resp.size_lg2)
         return out
@@ -420,7 +498,7 @@ def _read_record(rp: Replay, index: int) -> JsonObj:
     order: Literal["big", "little"] = "big" if regs.fctl & 1 else "little"
     value = 0
     for k in range(4):
-        value |= int.from_bytes(data[8 * k:8 * k + 8], order) << (64 * k)
+        value |= int.from_bytes(data[8 * k : 8 * k + 8], order) << (64 * k)
     f = _fields(FQ_RECORD, value)
     f["cause_name"] = CAUSE_NAMES.get(FQ_RECORD["cause"].get(value), "?")
     f["ttyp_name"] = TTYP_NAMES.get(FQ_RECORD["ttyp"].get(value), "?")
@@ -452,10 +530,15 @@ def _explain_step(rp: Replay, i: int, step: JsonObj, msi_data: int | None = None
     if rp.on_step is not None:
         rp.on_step(i, step, iommu)
 
-    out: JsonObj = {"step": i, "request": _request_json(req, req.ttyp),
-                    "ddtp": {"mode": ddtp & 0xF,
-                             "mode_name": _mode_name(DDTP_MODE_NAMES, ddtp & 0xF),
-                             "ppn": _hex(ddtp >> 10 & _PPN_MASK)}}
+    out: JsonObj = {
+        "step": i,
+        "request": _request_json(req, req.ttyp),
+        "ddtp": {
+            "mode": ddtp & 0xF,
+            "mode_name": _mode_name(DDTP_MODE_NAMES, ddtp & 0xF),
+            "ppn": _hex(ddtp >> 10 & _PPN_MASK),
+        },
+    }
     outcome = _outcome(req, resp)
 
     record: JsonObj | None = None
@@ -468,8 +551,15 @@ def _explain_step(rp: Replay, i: int, step: JsonObj, msi_data: int | None = None
         kind = t[0]
         if kind == "ddte":
             _, level, pa, value = t
-            walk.append({"kind": "ddte", "level": level, "pa": _hex(pa), "value": _hex(value),
-                         "fields": _fields(DDTE, value)})
+            walk.append(
+                {
+                    "kind": "ddte",
+                    "level": level,
+                    "pa": _hex(pa),
+                    "value": _hex(value),
+                    "fields": _fields(DDTE, value),
+                }
+            )
         elif kind == "dc":
             dc_words = t[2]
             walk.append(_dc_entry(t[1], t[2], gxl))
@@ -477,9 +567,16 @@ def _explain_step(rp: Replay, i: int, step: JsonObj, msi_data: int | None = None
             walk.append({"kind": "misconfigured", "structure": t[1], "reason": t[2]})
         elif kind == "pdte":
             _, level, gpa, spa, value = t
-            walk.append({"kind": "pdte", "level": level, "address": _hex(gpa),
-                         "pa": _hex(spa), "value": _hex(value),
-                         "fields": _fields(PDTE, value)})
+            walk.append(
+                {
+                    "kind": "pdte",
+                    "level": level,
+                    "address": _hex(gpa),
+                    "pa": _hex(spa),
+                    "value": _hex(value),
+                    "fields": _fields(PDTE, value),
+                }
+            )
         elif kind == "pc":
             sxl = int(bool(dc_words[0] & _TC_SXL)) if dc_words else 0
             walk.append(_pc_entry(t[1], t[2], t[3], t[4], sxl))
@@ -489,9 +586,17 @@ def _explain_step(rp: Replay, i: int, step: JsonObj, msi_data: int | None = None
             walk.append(_pte_entry(stage, level, addr, pa, value, size, label))
         elif kind == "ad":
             _, pa, old, new = t
-            walk.append({"kind": "ad", "pa": _hex(pa), "old": _hex(old), "new": _hex(new),
-                         "set": [n for n, b in (("A", 6), ("D", 7))
-                                 if new >> b & 1 and not old >> b & 1]})
+            walk.append(
+                {
+                    "kind": "ad",
+                    "pa": _hex(pa),
+                    "old": _hex(old),
+                    "new": _hex(new),
+                    "set": [
+                        n for n, b in (("A", 6), ("D", 7)) if new >> b & 1 and not old >> b & 1
+                    ],
+                }
+            )
         elif kind == "msipte":
             e = _msipte_entry(*t[1:])
             if e["mode"] == "basic":
@@ -507,12 +612,13 @@ def _explain_step(rp: Replay, i: int, step: JsonObj, msi_data: int | None = None
         tc = cached_dc.words[0]
         pid = req.process_id if req.pid_valid else 0
         cached_pc = eng.pdtc.get((req.device_id, pid))
-        uses_pc = (tc & _TC_PDTV and cached_dc.fsc_mode
-                   and (req.pid_valid or tc & _TC_DPE) and req.at != 1)
-        if (cached_pc is not None and uses_pc
-                and not any(t[0] in ("pdte", "pc") for t in trace)):
-            walk.insert(1, _pc_entry(None, None, cached_pc.ta, cached_pc.fsc,
-                                     int(bool(tc & _TC_SXL))))
+        uses_pc = (
+            tc & _TC_PDTV and cached_dc.fsc_mode and (req.pid_valid or tc & _TC_DPE) and req.at != 1
+        )
+        if cached_pc is not None and uses_pc and not any(t[0] in ("pdte", "pc") for t in trace):
+            walk.insert(
+                1, _pc_entry(None, None, cached_pc.ta, cached_pc.fsc, int(bool(tc & _TC_SXL)))
+            )
     out["walk"] = walk
     for e in walk:
         if e["kind"] == "msipte":
@@ -533,19 +639,21 @@ def _explain_step(rp: Replay, i: int, step: JsonObj, msi_data: int | None = None
             outcome["fault_record"] = record
         else:
             outcome["fault_record"] = None
-            outcome["record_note"] = _no_record_reason(req, resp, dc_words, fqcsr0,
-                                                       regs.fqcsr)
+            outcome["record_note"] = _no_record_reason(req, resp, dc_words, fqcsr0, regs.fqcsr)
         if resp.cause in (257, 261, 265, 268, 269, 270, 271, 274, 1, 5, 7):
-            outcome["note"] = ("the walk stopped at a memory access not shown above, answered "
-                               "with an access fault or poisoned data")
+            outcome["note"] = (
+                "the walk stopped at a memory access not shown above, answered "
+                "with an access fault or poisoned data"
+            )
     out["outcome"] = outcome
     if isinstance(expected, dict):
         _expectation(out, step, "translate", "expect", expected)
     return out
 
 
-def _no_record_reason(req: Request, resp: Response, dc_words: tuple[int, ...] | None,
-                      fqcsr0: int, fqcsr1: int) -> str:
+def _no_record_reason(
+    req: Request, resp: Response, dc_words: tuple[int, ...] | None, fqcsr0: int, fqcsr1: int
+) -> str:
     """Why no fault record was written (riscv-iommu: "Fault/Event-Queue (FQ)", DC.tc.DTF)."""
     if req.at == 2 and resp.ok and resp.cause in ATS_SUCCESS_CAUSES:
         return "no fault record: the ATS completion reports no permission instead"
@@ -574,12 +682,14 @@ def explain_vector(path: Path, step: int | None, msi_data: int | None = None) ->
     steps = vec["steps"]
     if step is not None:
         if not 0 <= step < len(steps):
-            raise IommusimError(f"{path}: step {step} is out of range "
-                                f"(the vector has {len(steps)} steps)")
+            raise IommusimError(
+                f"{path}: step {step} is out of range (the vector has {len(steps)} steps)"
+            )
         op = steps[step].get("op") if isinstance(steps[step], dict) else None
         if op not in _EXPLAINED:
-            raise IommusimError(f"{path}: step {step} is a {op!r} step, not a translate step "
-                                "or a page_request step")
+            raise IommusimError(
+                f"{path}: step {step} is a {op!r} step, not a translate step or a page_request step"
+            )
     rp = Replay(vec)
     out: list[JsonObj] = []
     for i, st in rp.steps():
@@ -641,19 +751,33 @@ def _explain_page_request(rp: Replay, i: int, step: JsonObj) -> JsonObj:
         request["dseg"] = _hex(_num(msg, "dseg"))
     request.update(device_id=_hex(did_guess or 0), pv=pv)
     if pv:
-        request.update(pid=_hex(_num(msg, "pid")), priv=_num(msg, "priv"),
-                       exec=_num(msg, "exec"))
-    request.update(payload=_hex(payload), kind=kind, fields={
-        "r": r, "w": w, "l": last, "prgi": _hex(payload >> 3 & 0x1FF),
-        "page_address": _hex(payload & ~0xFFF & (1 << 64) - 1)})
+        request.update(pid=_hex(_num(msg, "pid")), priv=_num(msg, "priv"), exec=_num(msg, "exec"))
+    request.update(
+        payload=_hex(payload),
+        kind=kind,
+        fields={
+            "r": r,
+            "w": w,
+            "l": last,
+            "prgi": _hex(payload >> 3 & 0x1FF),
+            "page_address": _hex(payload & ~0xFFF & (1 << 64) - 1),
+        },
+    )
 
     walk: list[JsonObj] = []
     dc_words: tuple[int, ...] | None = None
     for t in trace:
         if t[0] == "ddte":
             _, level, pa, value = t
-            walk.append({"kind": "ddte", "level": level, "pa": _hex(pa), "value": _hex(value),
-                         "fields": _fields(DDTE, value)})
+            walk.append(
+                {
+                    "kind": "ddte",
+                    "level": level,
+                    "pa": _hex(pa),
+                    "value": _hex(value),
+                    "fields": _fields(DDTE, value),
+                }
+            )
         elif t[0] == "dc":
             dc_words = t[2]
             walk.append(_dc_entry(t[1], t[2], gxl))
@@ -663,28 +787,41 @@ def _explain_page_request(rp: Replay, i: int, step: JsonObj) -> JsonObj:
         dc_words = cached_dc.words
         walk.insert(0, _dc_entry(None, cached_dc.words, gxl))
 
-    out: JsonObj = {"step": i, "op": "page_request", "request": request,
-                    "ddtp": {"mode": ddtp & 0xF,
-                             "mode_name": _mode_name(DDTP_MODE_NAMES, ddtp & 0xF),
-                             "ppn": _hex(ddtp >> 10 & _PPN_MASK)},
-                    "walk": walk,
-                    "queue": {"pqon": int(bool(pqcsr0 & PQCSR_PQON)),
-                              "pqmf": int(bool(pqcsr0 & PQCSR_PQMF)),
-                              "pqof": int(bool(pqcsr0 & PQCSR_PQOF)),
-                              "pqh": pqh0, "pqt": pqt0, "size": pq_size}}
+    out: JsonObj = {
+        "step": i,
+        "op": "page_request",
+        "request": request,
+        "ddtp": {
+            "mode": ddtp & 0xF,
+            "mode_name": _mode_name(DDTP_MODE_NAMES, ddtp & 0xF),
+            "ppn": _hex(ddtp >> 10 & _PPN_MASK),
+        },
+        "walk": walk,
+        "queue": {
+            "pqon": int(bool(pqcsr0 & PQCSR_PQON)),
+            "pqmf": int(bool(pqcsr0 & PQCSR_PQMF)),
+            "pqof": int(bool(pqcsr0 & PQCSR_PQOF)),
+            "pqh": pqh0,
+            "pqt": pqt0,
+            "size": pq_size,
+        },
+    }
     outcome: JsonObj = {}
     tc = dc_words[0] if dc_words is not None else None
     if tc is not None:
-        outcome["dc_checks"] = {"en_ats": int(bool(tc & _TC_EN_ATS)),
-                                "en_pri": int(bool(tc & _TC_EN_PRI)),
-                                "prpr": int(bool(tc & _TC_PRPR))}
+        outcome["dc_checks"] = {
+            "en_ats": int(bool(tc & _TC_EN_ATS)),
+            "en_pri": int(bool(tc & _TC_EN_PRI)),
+            "prpr": int(bool(tc & _TC_PRPR)),
+        }
     if regs.pqt != pqt0:
         outcome["status"] = "queued"
         outcome["record"] = _read_pq_record(rp, pqt0)
     else:
         outcome["status"] = "not queued"
-        outcome["reason"] = _not_queued_reason(ddtp & 0xF, tc, dc_words is not None, pqcsr0,
-                                               regs.pqcsr)
+        outcome["reason"] = _not_queued_reason(
+            ddtp & 0xF, tc, dc_words is not None, pqcsr0, regs.pqcsr
+        )
         if regs.fqt != fqt0:
             outcome["fault_record"] = _read_record(rp, fqt0)
     if not ipsr0 & IPSR_PIP and regs.ipsr & IPSR_PIP:
@@ -692,23 +829,31 @@ def _explain_page_request(rp: Replay, i: int, step: JsonObj) -> JsonObj:
     responses = []
     for ev in step.get("expect_events", []):
         code = _as_int(ev.get("payload", 0)) >> 44 & 0xF
-        responses.append({"type": ev.get("type"), "code": code,
-                          "code_name": PRG_RESPONSE_NAMES.get(code, "?"),
-                          "with_pasid": int(_as_int(ev.get("pv", 0))),
-                          "payload": ev.get("payload")})
+        responses.append(
+            {
+                "type": ev.get("type"),
+                "code": code,
+                "code_name": PRG_RESPONSE_NAMES.get(code, "?"),
+                "with_pasid": int(_as_int(ev.get("pv", 0))),
+                "payload": ev.get("payload"),
+            }
+        )
     outcome["responses"] = responses
     if not responses and outcome["status"] != "queued":
         outcome["response_note"] = (
             "no response: a Stop Marker or a request with L = 0 is silently discarded"
-            if stop or not last else "no response")
+            if stop or not last
+            else "no response"
+        )
     out["outcome"] = outcome
     if isinstance(expected, list):
         _expectation(out, step, "page_request", "expect_events", expected)
     return out
 
 
-def _expectation(out: dict[str, Any], step: dict[str, Any], op: str, key: str,
-                 expected: object) -> None:
+def _expectation(
+    out: dict[str, Any], step: dict[str, Any], op: str, key: str, expected: object
+) -> None:
     """Say whether the model's observation of ``step`` matches the vector's ``key``."""
     why = compare({"op": op, key: expected}, step)
     out["vector_expectation"] = {key: expected, "matches": why is None}
@@ -720,8 +865,7 @@ def _as_int(v: Any) -> int:
     return int(v, 0) if isinstance(v, str) else int(v)
 
 
-def _not_queued_reason(mode: int, tc: int | None, dc_found: bool, pqcsr0: int,
-                       pqcsr1: int) -> str:
+def _not_queued_reason(mode: int, tc: int | None, dc_found: bool, pqcsr0: int, pqcsr1: int) -> str:
     """Why a page request was not queued (riscv-iommu: "PCIe ATS Page Request handling")."""
     if mode == 0:
         return "ddtp.iommu_mode is Off (cause 256): Response Failure"
@@ -769,8 +913,7 @@ def _pte_text(e: JsonObj) -> list[str]:
     where = f"at PA {e['pa']}"
     if e["stage"] == "s1" and e["address"] != e["pa"]:
         where = f"at GPA {e['address']} (SPA {e['pa']})"
-    head = (f"{e['label']} PTE, level {e['level']}, {where} = {e['value']}  "
-            f"[{e['role']}]")
+    head = f"{e['label']} PTE, level {e['level']}, {where} = {e['value']}  [{e['role']}]"
     body = f"flags {_flags(f, ('v', 'r', 'w', 'x', 'u', 'g', 'a', 'd'))}  ppn={f['ppn']}"
     if "pbmt" in f:
         body += f"  pbmt={f['pbmt']} ({PBMT_NAMES[f['pbmt']]})  n={f['n']}"
@@ -788,11 +931,16 @@ def _pte_text(e: JsonObj) -> list[str]:
 def _entry_text(e: JsonObj) -> list[str]:
     kind = e["kind"]
     if kind == "ddte":
-        return [f"DDT entry, level {e['level']}, at PA {e['pa']} = {e['value']}",
-                _kv(e["fields"]) + ("" if e["fields"]["v"] else "  (not valid)")]
+        return [
+            f"DDT entry, level {e['level']}, at PA {e['pa']} = {e['value']}",
+            _kv(e["fields"]) + ("" if e["fields"]["v"] else "  (not valid)"),
+        ]
     if kind == "dc":
-        where = "from the device-directory cache (no memory read)" if e.get("cached") \
+        where = (
+            "from the device-directory cache (no memory read)"
+            if e.get("cached")
             else f"at PA {e['pa']}"
+        )
         lines = [f"device context ({e['format']} format, {e['size_bytes']} bytes) {where}"]
         for d in e["doublewords"]:
             name = d["name"] + (f" ({d['as']})" if "as" in d else "")
@@ -805,10 +953,15 @@ def _entry_text(e: JsonObj) -> list[str]:
         what = "device context" if e["structure"] == "dc" else "process context"
         return [f"{what} misconfigured: {e['reason']}"]
     if kind == "pdte":
-        where = f"at PA {e['pa']}" if e["address"] == e["pa"] else \
-            f"at GPA {e['address']} (SPA {e['pa']})"
-        return [f"PDT entry, level {e['level']}, {where} = {e['value']}",
-                _kv(e["fields"]) + ("" if e["fields"]["v"] else "  (not valid)")]
+        where = (
+            f"at PA {e['pa']}"
+            if e["address"] == e["pa"]
+            else f"at GPA {e['address']} (SPA {e['pa']})"
+        )
+        return [
+            f"PDT entry, level {e['level']}, {where} = {e['value']}",
+            _kv(e["fields"]) + ("" if e["fields"]["v"] else "  (not valid)"),
+        ]
     if kind == "pc":
         if e.get("cached"):
             where = "from the process-directory cache (no memory read)"
@@ -816,28 +969,38 @@ def _entry_text(e: JsonObj) -> list[str]:
             where = f"at PA {e['pa']}"
         else:
             where = f"at GPA {e['address']} (SPA {e['pa']})"
-        return [f"process context {where}",
-                f"  {'ta':<18} {e['ta']['value']:>18}  {_kv(e['ta']['fields'])}",
-                f"  {'fsc (iosatp)':<18} {e['fsc']['value']:>18}  {_kv(e['fsc']['fields'])}"
-                f"  -> {e['fsc']['mode_name']}"]
+        return [
+            f"process context {where}",
+            f"  {'ta':<18} {e['ta']['value']:>18}  {_kv(e['ta']['fields'])}",
+            f"  {'fsc (iosatp)':<18} {e['fsc']['value']:>18}  {_kv(e['fsc']['fields'])}"
+            f"  -> {e['fsc']['mode_name']}",
+        ]
     if kind == "pte":
         return _pte_text(e)
     if kind == "ad":
-        return [f"A/D update at PA {e['pa']}: {e['old']} -> {e['new']} "
-                f"(sets {' '.join(e['set']) or 'nothing'})"]
+        return [
+            f"A/D update at PA {e['pa']}: {e['old']} -> {e['new']} "
+            f"(sets {' '.join(e['set']) or 'nothing'})"
+        ]
     if kind == "msipte":
-        lines = [f"MSI PTE for GPA {e['gpa']}: interrupt file {e['file_index']}, at PA "
-                 f"{e['pa']}, mode {e['mode']}"]
+        lines = [
+            f"MSI PTE for GPA {e['gpa']}: interrupt file {e['file_index']}, at PA "
+            f"{e['pa']}, mode {e['mode']}"
+        ]
         win = e.get("window")
         if win is not None:
-            lines.append(f"GPA page {win['gpa_page']} is in the MSI window: {win['rule']} with "
-                         f"mask={win['mask']} pattern={win['pattern']}; interrupt file number "
-                         f"{win['file_index']} = extract(GPA >> 12, mask), MSI page table at "
-                         f"{win['msi_pt_pa']}")
+            lines.append(
+                f"GPA page {win['gpa_page']} is in the MSI window: {win['rule']} with "
+                f"mask={win['mask']} pattern={win['pattern']}; interrupt file number "
+                f"{win['file_index']} = extract(GPA >> 12, mask), MSI page table at "
+                f"{win['msi_pt_pa']}"
+            )
         lines.append(f"w0={e['w0']} w1={e['w1']}  " + _kv(e["fields"]))
         if "interrupt_file_pa" in e:
-            lines.append(f"basic translate mode: the write goes to the interrupt file at "
-                         f"{e['interrupt_file_pa']}")
+            lines.append(
+                f"basic translate mode: the write goes to the interrupt file at "
+                f"{e['interrupt_file_pa']}"
+            )
         return lines
     return [f"{kind}: {e.get('raw')}"]
 
@@ -845,17 +1008,22 @@ def _entry_text(e: JsonObj) -> list[str]:
 def _outcome_text(o: JsonObj) -> list[str]:
     if o["status"] == "success":
         if "r" in o:
-            line = ("success (ATS completion): " + " ".join(
-                f"{k.upper()}={o[k]}" for k in ("r", "w", "exe", "priv", "u", "g")))
+            line = "success (ATS completion): " + " ".join(
+                f"{k.upper()}={o[k]}" for k in ("r", "w", "exe", "priv", "u", "g")
+            )
             if "ppn" in o:
                 line += f" ppn={o['ppn']} S={o['s']}"
         elif o.get("is_mrif"):
-            line = (f"success: MSI to an MRIF at {o['mrif_addr']}, notice PPN "
-                    f"{o['notice_ppn']}, NID {o['notice_nid']}")
+            line = (
+                f"success: MSI to an MRIF at {o['mrif_addr']}, notice PPN "
+                f"{o['notice_ppn']}, NID {o['notice_nid']}"
+            )
         else:
-            line = (f"success: PA {o['pa']}  pbmt={o['pbmt']} ({o['pbmt_name']})"
-                    + ("  (MSI to the interrupt file at "
-                       f"{int(o['pa'], 16) & ~0xFFF:#x})" if o.get("is_msi") else ""))
+            line = f"success: PA {o['pa']}  pbmt={o['pbmt']} ({o['pbmt_name']})" + (
+                f"  (MSI to the interrupt file at {int(o['pa'], 16) & ~0xFFF:#x})"
+                if o.get("is_msi")
+                else ""
+            )
         lines = [line]
         m = o.get("mrif")
         if m is not None:
@@ -869,15 +1037,20 @@ def _outcome_text(o: JsonObj) -> list[str]:
                         f"  data {m['msi_data']}: identity {m['identity']} sets bit {m['bit']} "
                         f"of the pending doubleword at {m['pending_pa']} (now "
                         f"{m['pending_now']}); enable bit at {m['enable_pa']} is "
-                        f"{m['enabled_now']}; notice MSI {m['notice']}")
+                        f"{m['enabled_now']}; notice MSI {m['notice']}"
+                    )
             if m["recorded"]:
-                lines.append(f"  then the notice MSI: {m['notice_data']:#x} written "
-                             f"little-endian to {m['notice_pa']} (policy: "
-                             f"{m['notice_policy']})")
+                lines.append(
+                    f"  then the notice MSI: {m['notice_data']:#x} written "
+                    f"little-endian to {m['notice_pa']} (policy: "
+                    f"{m['notice_policy']})"
+                )
         win = o.get("msi_window")
         if win is not None:
-            lines.append(f"  GPA {win['gpa']} is outside the MSI window ({win['rule']}, "
-                         f"mask={win['mask']} pattern={win['pattern']}): regular translation")
+            lines.append(
+                f"  GPA {win['gpa']} is outside the MSI window ({win['rule']}, "
+                f"mask={win['mask']} pattern={win['pattern']}): regular translation"
+            )
         if "cause" in o:
             lines.append(f"  no permission: cause {o['cause']} ({o['cause_name']})")
     else:
@@ -887,8 +1060,10 @@ def _outcome_text(o: JsonObj) -> list[str]:
     rec = o.get("fault_record")
     if rec is not None:
         f = dict(rec["fields"])
-        lines.append(f"  fault record {rec['index']} at PA {rec['pa']}: cause={f.pop('cause')}"
-                     f" ({f.pop('cause_name')}) ttyp={f.pop('ttyp')} ({f.pop('ttyp_name')})")
+        lines.append(
+            f"  fault record {rec['index']} at PA {rec['pa']}: cause={f.pop('cause')}"
+            f" ({f.pop('cause_name')}) ttyp={f.pop('ttyp')} ({f.pop('ttyp_name')})"
+        )
         lines.append("    " + _kv(f))
     elif "record_note" in o:
         lines.append(f"  ({o['record_note']})")
@@ -899,12 +1074,12 @@ def _page_request_text(s: JsonObj) -> list[str]:
     r = s["request"]
     f = r["fields"]
     seg = f" (segment {r['dseg']})" if r["dsv"] else ""
-    pasid = (f"PASID {r['pid']} priv {r['priv']} exec {r['exec']}" if r["pv"]
-             else "no PASID")
-    lines = [f"message: {r['kind']} from rid {r['rid']}{seg}, device_id {r['device_id']}, "
-             f"{pasid}",
-             f"         payload {r['payload']}: R={f['r']} W={f['w']} L={f['l']} "
-             f"PRGI={f['prgi']} page {f['page_address']}"]
+    pasid = f"PASID {r['pid']} priv {r['priv']} exec {r['exec']}" if r["pv"] else "no PASID"
+    lines = [
+        f"message: {r['kind']} from rid {r['rid']}{seg}, device_id {r['device_id']}, {pasid}",
+        f"         payload {r['payload']}: R={f['r']} W={f['w']} L={f['l']} "
+        f"PRGI={f['prgi']} page {f['page_address']}",
+    ]
     d = s["ddtp"]
     lines.append(f"ddtp: mode {d['mode_name']}, root PPN {d['ppn']}")
     for n, e in enumerate(s["walk"], 1):
@@ -912,8 +1087,10 @@ def _page_request_text(s: JsonObj) -> list[str]:
         lines.append(f"{n:>2}. {entry[0]}")
         lines += [f"    {ln}" for ln in entry[1:]]
     q = s["queue"]
-    lines.append(f"page-request queue: pqon={q['pqon']} pqmf={q['pqmf']} pqof={q['pqof']} "
-                 f"pqh={q['pqh']} pqt={q['pqt']} ({q['size']} entries)")
+    lines.append(
+        f"page-request queue: pqon={q['pqon']} pqmf={q['pqmf']} pqof={q['pqof']} "
+        f"pqh={q['pqh']} pqt={q['pqt']} ({q['size']} entries)"
+    )
     o = s["outcome"]
     if "dc_checks" in o:
         lines.append("device context: " + _kv(o["dc_checks"]))
@@ -925,15 +1102,19 @@ def _page_request_text(s: JsonObj) -> list[str]:
         rec = o.get("fault_record")
         if rec is not None:
             rf = dict(rec["fields"])
-            lines.append(f"  fault record {rec['index']} at PA {rec['pa']}: "
-                         f"cause={rf.pop('cause')} ({rf.pop('cause_name')}) "
-                         f"ttyp={rf.pop('ttyp')} ({rf.pop('ttyp_name')})")
+            lines.append(
+                f"  fault record {rec['index']} at PA {rec['pa']}: "
+                f"cause={rf.pop('cause')} ({rf.pop('cause_name')}) "
+                f"ttyp={rf.pop('ttyp')} ({rf.pop('ttyp_name')})"
+            )
     if "interrupt" in o:
         lines.append(f"  {o['interrupt']}")
     for resp in o["responses"]:
-        lines.append(f"automatic Page Request Group Response: {resp['code_name']} "
-                     f"(code {resp['code']:#x}), {'with' if resp['with_pasid'] else 'without'} "
-                     f"PASID, payload {resp['payload']}")
+        lines.append(
+            f"automatic Page Request Group Response: {resp['code_name']} "
+            f"(code {resp['code']:#x}), {'with' if resp['with_pasid'] else 'without'} "
+            f"PASID, payload {resp['payload']}"
+        )
     if "response_note" in o:
         lines.append(o["response_note"])
     return lines
@@ -951,15 +1132,21 @@ def _print_text(con: Console, data: JsonObj) -> None:
                 con.print(ln, markup=False)
             ve = s.get("vector_expectation")
             if ve is not None:
-                con.print("matches the vector's expectation" if ve["matches"]
-                          else f"DIFFERS from the vector: {ve['difference']}", markup=False)
+                con.print(
+                    "matches the vector's expectation"
+                    if ve["matches"]
+                    else f"DIFFERS from the vector: {ve['difference']}",
+                    markup=False,
+                )
             continue
         r = s["request"]
         con.rule(f"step {s['step']}", style="none")
         pasid = r.get("process_id", "none")
-        con.print(f"request: device_id {r['device_id']}  PASID {pasid}  priv {r['priv_req']}"
-                  f"  exec {r['exec_req']}  at {r['at']}  {r['rw']}  iova {r['iova']}",
-                  markup=False)
+        con.print(
+            f"request: device_id {r['device_id']}  PASID {pasid}  priv {r['priv_req']}"
+            f"  exec {r['exec_req']}  at {r['at']}  {r['rw']}  iova {r['iova']}",
+            markup=False,
+        )
         con.print(f"         TTYP {r['ttyp']} ({r['ttyp_name']})", markup=False)
         d = s["ddtp"]
         con.print(f"ddtp: mode {d['mode_name']}, root PPN {d['ppn']}", markup=False)
@@ -975,12 +1162,17 @@ def _print_text(con: Console, data: JsonObj) -> None:
             con.print(ln, markup=False)
         ve = s.get("vector_expectation")
         if ve is not None:
-            con.print("matches the vector's expectation" if ve["matches"]
-                      else f"DIFFERS from the vector: {ve['difference']}", markup=False)
+            con.print(
+                "matches the vector's expectation"
+                if ve["matches"]
+                else f"DIFFERS from the vector: {ve['difference']}",
+                markup=False,
+            )
 
 
-def explain_vector_step(path: Path, step: int | None, json_out: bool,
-                        msi_data: int | None = None) -> None:
+def explain_vector_step(
+    path: Path, step: int | None, json_out: bool, msi_data: int | None = None
+) -> None:
     """CLI entry (``iommusim explain``): print the explanation as text or JSON."""
     data = explain_vector(path, step, msi_data)
     if json_out:

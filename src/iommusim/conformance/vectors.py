@@ -84,15 +84,20 @@ def params_from_json(p: JsonObj) -> RiscvIommuParams:
     sizes = {k: _int(bare, k, f"{w}.bare_page_size") for k in bare}
     try:
         return RiscvIommuParams(
-            capabilities=_int(p, "capabilities", w), fctl=_int(p, "fctl", w, 0),
-            num_hpm=_int(p, "num_hpm", w, 0), hpmctr_bits=_int(p, "hpmctr_bits", w, 64) or 64,
+            capabilities=_int(p, "capabilities", w),
+            fctl=_int(p, "fctl", w, 0),
+            num_hpm=_int(p, "num_hpm", w, 0),
+            hpmctr_bits=_int(p, "hpmctr_bits", w, 64) or 64,
             eventid_limit=_int(p, "eventid_limit", w, 0),
-            num_vec_bits=_int(p, "num_vec_bits", w, 0), reset_mode=modes["reset_mode"],
-            max_mode=modes["max_mode"], max_devid_mask=_int(p, "max_devid_mask", w, 0xFFFFFF),
+            num_vec_bits=_int(p, "num_vec_bits", w, 0),
+            reset_mode=modes["reset_mode"],
+            max_mode=modes["max_mode"],
+            max_devid_mask=_int(p, "max_devid_mask", w, 0xFFFFFF),
             gxl_writable=bool(p.get("gxl_writable", False)),
             fctl_be_writable=bool(p.get("fctl_be_writable", False)),
             bare_page_size={**default_bare_page_size(), **sizes},
-            qosid_mask=_int(p, "qosid_mask", w, 0))
+            qosid_mask=_int(p, "qosid_mask", w, 0),
+        )
     except FormatError:
         raise
     except Exception as e:  # a ModelError from validation names the parameter
@@ -124,16 +129,23 @@ def response_json(req: Request, resp: Response) -> JsonObj:
     if not resp.ok:
         return out
     if req.at == 2:
-        out.update(r=int(resp.r), w=int(resp.w), exe=int(resp.exe), priv=int(resp.priv),
-                   u=int(resp.u), g=int(resp.g))
+        out.update(
+            r=int(resp.r),
+            w=int(resp.w),
+            exe=int(resp.exe),
+            priv=int(resp.priv),
+            u=int(resp.u),
+            g=int(resp.g),
+        )
         if (resp.r or resp.w) and not resp.u:
             out["ppn"] = _hex(resp.ppn)
             out["s"] = int(resp.s)
         return out
     out.update(pbmt=resp.pbmt, is_msi=int(resp.is_msi), is_mrif=int(resp.is_mrif))
     if resp.is_mrif:
-        out.update(ppn=_hex(resp.notice_ppn), mrif_nid=resp.notice_nid,
-                   dest_mrif_addr=_hex(resp.mrif_addr))
+        out.update(
+            ppn=_hex(resp.notice_ppn), mrif_nid=resp.notice_nid, dest_mrif_addr=_hex(resp.mrif_addr)
+        )
     else:
         out["pa"] = _hex(resp.pa)
     return out
@@ -148,12 +160,16 @@ def request_from_json(r: JsonObj, where: str) -> Request:
         raise FormatError(f"{where}.rw must be 'read' or 'write', not {rw!r}")
     pv = bool(_int(r, "pid_valid", where, 0))
     return Request(
-        device_id=_int(r, "device_id", where) & 0xFFFFFF, iova=_int(r, "iova", where),
-        is_write=rw == "write", at=AT_NAMES[at_name], pid_valid=pv,
+        device_id=_int(r, "device_id", where) & 0xFFFFFF,
+        iova=_int(r, "iova", where),
+        is_write=rw == "write",
+        at=AT_NAMES[at_name],
+        pid_valid=pv,
         process_id=_int(r, "process_id", where, 0) if pv else 0,
         priv_req=bool(_int(r, "priv_req", where, 0)) and pv,
         exec_req=bool(_int(r, "exec_req", where, 0)),
-        no_write=bool(_int(r, "no_write", where, 1)))
+        no_write=bool(_int(r, "no_write", where, 1)),
+    )
 
 
 @dataclass
@@ -193,11 +209,13 @@ class Replay:
         op = step.get("op")
         iommu = self.iommu
         if op == "write_reg":
-            iommu.write_register(_int(step, "offset", w), _int(step, "size", w),
-                                 _int(step, "value", w))
+            iommu.write_register(
+                _int(step, "offset", w), _int(step, "size", w), _int(step, "value", w)
+            )
         elif op == "read_reg":
-            step["expect"] = _hex(iommu.read_register(_int(step, "offset", w),
-                                                      _int(step, "size", w)))
+            step["expect"] = _hex(
+                iommu.read_register(_int(step, "offset", w), _int(step, "size", w))
+            )
         elif op == "write_mem":
             self.ram.write(_int(step, "addr", w), _bytes(step, "data", w))
         elif op == "read_mem":
@@ -228,11 +246,16 @@ class Replay:
             pending = self.events[:before]
             self.events.clear()
             iommu.page_request(
-                did=(dseg << 16 | rid) if dsv else rid, pv=pv,
+                did=(dseg << 16 | rid) if dsv else rid,
+                pv=pv,
                 pid=_int(msg, "pid", m, 0) if pv else 0,
                 priv=bool(_int(msg, "priv", m, 0)) and pv,
-                exec_=bool(_int(msg, "exec", m, 0)) and pv, payload=_int(msg, "payload", m),
-                rid=rid, dsv=dsv, dseg=dseg)
+                exec_=bool(_int(msg, "exec", m, 0)) and pv,
+                payload=_int(msg, "payload", m),
+                rid=rid,
+                dsv=dsv,
+                dseg=dseg,
+            )
             step["expect_events"] = [_message_json(e) for e in self.events]
             self.events[:] = pending
         elif op == "ats_inval_completion":
@@ -242,8 +265,10 @@ class Replay:
             itags = []
             for x in reqs:
                 if not 0 <= x < len(self.inval_reqs):
-                    raise FormatError(f"{w}.requests names invalidation request {x}, "
-                                      f"but only {len(self.inval_reqs)} were sent")
+                    raise FormatError(
+                        f"{w}.requests names invalidation request {x}, "
+                        f"but only {len(self.inval_reqs)} were sent"
+                    )
                 itags.append(self.inval_reqs[x].itag)
             iommu.ats_inval_completion(itags, _int(step, "cc", w, 0))
         elif op == "inject_fault":

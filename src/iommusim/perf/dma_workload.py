@@ -40,8 +40,12 @@ _EVENTS: Final = (EV_UNTRANSLATED, EV_TLB_MISS, EV_DDT_WALK, EV_S1_WALK)
 
 def default_system() -> SystemConfig:
     """RAM, a RISC-V IOMMU with every capability, a NIC at 00:01.0, an NVMe at 00:02.0."""
-    return SystemConfig(endpoints=(EndpointConfig("nic", 0x08, kind="nic"),
-                                   EndpointConfig("nvme", 0x10, kind="nvme")))
+    return SystemConfig(
+        endpoints=(
+            EndpointConfig("nic", 0x08, kind="nic"),
+            EndpointConfig("nvme", 0x10, kind="nvme"),
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,14 +63,17 @@ class WorkloadConfig:
         if self.ops < 0:
             raise InvalidArgument(f"workload.ops must be >= 0, not {self.ops}")
         if not 0 <= self.nic_fraction <= 1 or not 0 <= self.stale_probe_rate <= 1:
-            raise InvalidArgument("workload.nic_fraction and workload.stale_probe_rate must "
-                                  "be in [0, 1]")
+            raise InvalidArgument(
+                "workload.nic_fraction and workload.stale_probe_rate must be in [0, 1]"
+            )
         if not 0 < self.packet_bytes <= _PAGE:
             raise InvalidArgument(
-                f"workload.packet_bytes must be in [1, 4096], not {self.packet_bytes}")
+                f"workload.packet_bytes must be in [1, 4096], not {self.packet_bytes}"
+            )
         if self.block_bytes <= 0 or self.block_bytes % _PAGE:
-            raise InvalidArgument(f"workload.block_bytes must be a positive multiple of 4096, "
-                                  f"not {self.block_bytes}")
+            raise InvalidArgument(
+                f"workload.block_bytes must be a positive multiple of 4096, not {self.block_bytes}"
+            )
         if self.buffers < 1 or self.think_ns < 0:
             raise InvalidArgument("workload.buffers must be >= 1 and think_ns >= 0")
 
@@ -113,14 +120,21 @@ def _program_counters(system: System) -> None:
 
 def _read_counters(system: System) -> dict[int, int]:
     base = system.config.iommu_base_pa
-    return {ev: system.bus.read64(base + OFF_IOHPMCTR + 8 * i) & ((1 << 63) - 1)
-            for i, ev in enumerate(_EVENTS)}
+    return {
+        ev: system.bus.read64(base + OFF_IOHPMCTR + 8 * i) & ((1 << 63) - 1)
+        for i, ev in enumerate(_EVENTS)
+    }
 
 
-def run_workload(mode: DmaMode, cfg: WorkloadConfig | None = None,
-                 system_config: SystemConfig | None = None,
-                 progress: Callable[[int], None] | None = None, *, ncpus: int = 1,
-                 fq: FqOptions | None = None) -> RunReport:
+def run_workload(
+    mode: DmaMode,
+    cfg: WorkloadConfig | None = None,
+    system_config: SystemConfig | None = None,
+    progress: Callable[[int], None] | None = None,
+    *,
+    ncpus: int = 1,
+    fq: FqOptions | None = None,
+) -> RunReport:
     """Boot a fresh machine in ``mode`` and run ``cfg.ops`` operations on it."""
     cfg = cfg if cfg is not None else WorkloadConfig()
     sc = system_config if system_config is not None else default_system()

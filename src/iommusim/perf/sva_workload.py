@@ -91,14 +91,17 @@ class SvaConfig:
 
     def __post_init__(self) -> None:
         if self.buffer_bytes <= 0 or self.buffer_bytes % (4 * _PAGE):
-            raise InvalidArgument(f"sva.buffer_bytes must be a positive multiple of 16384, "
-                                  f"not {self.buffer_bytes}")
+            raise InvalidArgument(
+                f"sva.buffer_bytes must be a positive multiple of 16384, not {self.buffer_bytes}"
+            )
         if self.chunk_bytes <= 0 or self.chunk_bytes % _PAGE:
-            raise InvalidArgument(f"sva.chunk_bytes must be a positive multiple of 4096, not "
-                                  f"{self.chunk_bytes}")
+            raise InvalidArgument(
+                f"sva.chunk_bytes must be a positive multiple of 4096, not {self.chunk_bytes}"
+            )
         if self.late_inval_delay_ns <= 0:
-            raise InvalidArgument(f"sva.late_inval_delay_ns must be positive, not "
-                                  f"{self.late_inval_delay_ns}")
+            raise InvalidArgument(
+                f"sva.late_inval_delay_ns must be positive, not {self.late_inval_delay_ns}"
+            )
 
 
 @dataclass(slots=True)
@@ -205,7 +208,7 @@ def _stream(dma: _Tracker, buf: int, data: bytes, chunk: int) -> bool:
     the data read back is byte-exact."""
     ok = True
     for off in range(0, len(data), chunk):
-        ok = dma.write(buf + off, data[off:off + chunk]).ok and ok
+        ok = dma.write(buf + off, data[off : off + chunk]).ok and ok
     got = []
     for off in range(0, len(data), chunk):
         r = dma.read(buf + off, min(chunk, len(data) - off))
@@ -217,15 +220,23 @@ def _stream(dma: _Tracker, buf: int, data: bytes, chunk: int) -> bool:
 def _run(label: str, cfg: SvaConfig, inval_delay_ns: int) -> SvaRunReport:
     pages = cfg.buffer_bytes // _PAGE
     # An ATC that holds the whole buffer, so the second pass hits on every piece.
-    ep_cfg = EndpointConfig(_DEVICE, _DEVICE_RID, kind="accel", pasid_bits=20, ats=True,
-                            pri=True, atc_entries=max(64, pages),
-                            ats_inval_delay_ns=inval_delay_ns)
+    ep_cfg = EndpointConfig(
+        _DEVICE,
+        _DEVICE_RID,
+        kind="accel",
+        pasid_bits=20,
+        ats=True,
+        pri=True,
+        atc_entries=max(64, pages),
+        ats_inval_delay_ns=inval_delay_ns,
+    )
     system = System(SystemConfig(endpoints=(ep_cfg,)))
     kernel = Kernel(system)
     ep = system.endpoint(_DEVICE)
     rng = random.Random(cfg.seed)
-    rep = SvaRunReport(label, ats_inval_delay_ns=inval_delay_ns, pages=pages,
-                       chunk_bytes=cfg.chunk_bytes)
+    rep = SvaRunReport(
+        label, ats_inval_delay_ns=inval_delay_ns, pages=pages, chunk_bytes=cfg.chunk_bytes
+    )
     n = cfg.buffer_bytes
     half, quarter = n // 2, n // 4
 
@@ -276,15 +287,18 @@ def _run(label: str, cfg: SvaConfig, inval_delay_ns: int) -> SvaRunReport:
     rep.mprotect_write_ok = w.ok
     rep.mprotect_write_cause_name = cause_name(w.cause)
     # A write that went through (a stale ATC entry) changed what the read sees.
-    expect = poke + data[len(poke):quarter] if w.ok else data[:quarter]
+    expect = poke + data[len(poke) : quarter] if w.ok else data[:quarter]
     r = dma.read(buf, quarter)
     rep.mprotect_read_ok = r.ok and r.data == expect
     system.settle()
 
     rep.page_requests = st.page_requests
     rep.prgs = st.prgs
-    rep.responses = {"success": st.prg_success, "invalid": st.prg_invalid,
-                     "failure": st.prg_failure}
+    rep.responses = {
+        "success": st.prg_success,
+        "invalid": st.prg_invalid,
+        "failure": st.prg_failure,
+    }
     rep.prg_timeouts = st.prg_timeouts
     rep.round_trips = st.prg_success + st.prg_invalid + st.prg_failure
     rep.round_trip_mean_ns = round(st.prg_wait_ns / st.prgs, 1) if st.prgs else 0.0
@@ -306,5 +320,7 @@ def run_sva_workload(cfg: SvaConfig | None = None) -> SvaReport:
     ``cfg.late_inval_delay_ns`` (the broken configuration). Deterministic for a given
     ``cfg``."""
     cfg = cfg if cfg is not None else SvaConfig()
-    return SvaReport(correct=_run("correct", cfg, 0),
-                     late=_run("late ATS invalidation", cfg, cfg.late_inval_delay_ns))
+    return SvaReport(
+        correct=_run("correct", cfg, 0),
+        late=_run("late ATS invalidation", cfg, cfg.late_inval_delay_ns),
+    )

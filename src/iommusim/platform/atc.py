@@ -55,8 +55,9 @@ class Atc:
         """Like :meth:`lookup` but leaves the replacement order alone."""
         return self._map.get((pid, priv, vpn))
 
-    def insert(self, pid: int, vpn: int, pa_page_base: int, r: bool, w: bool,
-               priv: bool = False) -> None:
+    def insert(
+        self, pid: int, vpn: int, pa_page_base: int, r: bool, w: bool, priv: bool = False
+    ) -> None:
         """Cache a translation, replacing the page's old entry or the least recently used."""
         key = (pid, priv, vpn)
         m = self._map
@@ -77,8 +78,9 @@ class Atc:
         """
         first = start >> _PAGE_LG2
         last = (start + size - 1) >> _PAGE_LG2
-        doomed = [k for k in self._map
-                  if first <= k[2] <= last and (pasid is None or k[0] == pasid)]
+        doomed = [
+            k for k in self._map if first <= k[2] <= last and (pasid is None or k[0] == pasid)
+        ]
         for k in doomed:
             del self._map[k]
         return len(doomed)

@@ -32,8 +32,13 @@ class RegisterWindow:
 
     __slots__ = ("_after_write", "_cost", "_dev", "_ledger")
 
-    def __init__(self, dev: RegisterDevice, ledger: Ledger, cost_ns: int,
-                 after_write: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        dev: RegisterDevice,
+        ledger: Ledger,
+        cost_ns: int,
+        after_write: Callable[[int], None] | None = None,
+    ) -> None:
         self._dev = dev
         self._ledger = ledger
         self._cost = cost_ns
@@ -77,8 +82,7 @@ class CostedMemory:
 
     __slots__ = ("_category", "_cost", "_inner", "_ledger")
 
-    def __init__(self, inner: PhysicalMemory, ledger: Ledger, category: str,
-                 cost_ns: int) -> None:
+    def __init__(self, inner: PhysicalMemory, ledger: Ledger, category: str, cost_ns: int) -> None:
         self._inner = inner
         self._ledger = ledger
         self._category = category

@@ -76,24 +76,37 @@ _PRG_ROUNDS: Final = 2
 _PRGI_COUNT: Final = 1 << 9
 
 
-def check_ats_params(name: str, *, ats: bool, pri: bool, atc_entries: int,
-                     prg_max_pages: int, prg_timeout_ns: int, ats_inval_delay_ns: int) -> None:
+def check_ats_params(
+    name: str,
+    *,
+    ats: bool,
+    pri: bool,
+    atc_entries: int,
+    prg_max_pages: int,
+    prg_timeout_ns: int,
+    ats_inval_delay_ns: int,
+) -> None:
     """EINVAL unless the ATS/PRI parameters of endpoint ``name`` are consistent."""
     if pri and not ats:
-        raise InvalidArgument(f"endpoint {name!r} pri must be False when ats is False, not True "
-                              f"(PCIe PRI needs ATS)")
+        raise InvalidArgument(
+            f"endpoint {name!r} pri must be False when ats is False, not True (PCIe PRI needs ATS)"
+        )
     if atc_entries < 1:
-        raise InvalidArgument(f"endpoint {name!r} atc_entries must be at least 1, not "
-                              f"{atc_entries}")
+        raise InvalidArgument(
+            f"endpoint {name!r} atc_entries must be at least 1, not {atc_entries}"
+        )
     if not 1 <= prg_max_pages <= _PRGI_COUNT:
-        raise InvalidArgument(f"endpoint {name!r} prg_max_pages must be in [1, {_PRGI_COUNT}], "
-                              f"not {prg_max_pages}")
+        raise InvalidArgument(
+            f"endpoint {name!r} prg_max_pages must be in [1, {_PRGI_COUNT}], not {prg_max_pages}"
+        )
     if prg_timeout_ns <= 0:
-        raise InvalidArgument(f"endpoint {name!r} prg_timeout_ns must be positive, not "
-                              f"{prg_timeout_ns}")
+        raise InvalidArgument(
+            f"endpoint {name!r} prg_timeout_ns must be positive, not {prg_timeout_ns}"
+        )
     if ats_inval_delay_ns < 0:
-        raise InvalidArgument(f"endpoint {name!r} ats_inval_delay_ns must be non-negative, not "
-                              f"{ats_inval_delay_ns}")
+        raise InvalidArgument(
+            f"endpoint {name!r} ats_inval_delay_ns must be non-negative, not {ats_inval_delay_ns}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,13 +177,30 @@ class Endpoint:
     answering from the entries meanwhile).
     """
 
-    def __init__(self, system: System, name: str, rid: int, *, pasid_bits: int = 0,
-                 kind: str = "generic", ats: bool = False, pri: bool = False,
-                 atc_entries: int = 64, prg_max_pages: int = 4,
-                 prg_timeout_ns: int = 10_000_000, ats_inval_delay_ns: int = 0) -> None:
-        check_ats_params(name, ats=ats, pri=pri, atc_entries=atc_entries,
-                         prg_max_pages=prg_max_pages, prg_timeout_ns=prg_timeout_ns,
-                         ats_inval_delay_ns=ats_inval_delay_ns)
+    def __init__(
+        self,
+        system: System,
+        name: str,
+        rid: int,
+        *,
+        pasid_bits: int = 0,
+        kind: str = "generic",
+        ats: bool = False,
+        pri: bool = False,
+        atc_entries: int = 64,
+        prg_max_pages: int = 4,
+        prg_timeout_ns: int = 10_000_000,
+        ats_inval_delay_ns: int = 0,
+    ) -> None:
+        check_ats_params(
+            name,
+            ats=ats,
+            pri=pri,
+            atc_entries=atc_entries,
+            prg_max_pages=prg_max_pages,
+            prg_timeout_ns=prg_timeout_ns,
+            ats_inval_delay_ns=ats_inval_delay_ns,
+        )
         self.system = system
         self.name = name
         self.rid = rid
@@ -196,8 +226,9 @@ class Endpoint:
         """Set the ATS Enable bit; EINVAL without the capability or, to disable, while PRI is
         enabled (disable PRI first). Disabling ATS empties the ATC."""
         if not self.ats_capable:
-            raise InvalidArgument(f"{self.name}: ATS must be supported to be enabled or "
-                                  f"disabled, not absent")
+            raise InvalidArgument(
+                f"{self.name}: ATS must be supported to be enabled or disabled, not absent"
+            )
         if not on and self.pri_enabled:
             raise InvalidArgument(f"{self.name}: PRI must be disabled before ATS, not enabled")
         self.ats_enabled = on
@@ -208,8 +239,9 @@ class Endpoint:
         """Set the PRI Enable bit; EINVAL without the capability or, to enable, with ATS
         disabled. Enabling clears :attr:`pri_stopped`."""
         if not self.pri_capable:
-            raise InvalidArgument(f"{self.name}: PRI must be supported to be enabled or "
-                                  f"disabled, not absent")
+            raise InvalidArgument(
+                f"{self.name}: PRI must be supported to be enabled or disabled, not absent"
+            )
         if on and not self.ats_enabled:
             raise InvalidArgument(f"{self.name}: ATS must be enabled before PRI, not disabled")
         self.pri_enabled = on
@@ -232,19 +264,22 @@ class Endpoint:
             return -1
         if not self.pasid_bits or not 0 <= pasid < (1 << self.pasid_bits):  # no PASID cap
             raise InvalidArgument(
-                f"{self.name}: PASID must be below 2**{self.pasid_bits}, not {pasid}")
+                f"{self.name}: PASID must be below 2**{self.pasid_bits}, not {pasid}"
+            )
         return pasid
 
-    def dma_read(self, iova: int, size: int, pasid: int | None = None,
-                 priv: bool = False) -> DmaResult:
+    def dma_read(
+        self, iova: int, size: int, pasid: int | None = None, priv: bool = False
+    ) -> DmaResult:
         """Read ``size`` bytes at ``iova`` through the IOMMU."""
         pid = self._pid(pasid)
         if self.ats_enabled:
             return self._run_ats(iova, size, None, pid, priv)
         return self._run(iova, size, None, pid, priv)
 
-    def dma_write(self, iova: int, data: bytes, pasid: int | None = None,
-                  priv: bool = False) -> DmaResult:
+    def dma_write(
+        self, iova: int, data: bytes, pasid: int | None = None, priv: bool = False
+    ) -> DmaResult:
         """Write ``data`` at ``iova`` through the IOMMU."""
         pid = self._pid(pasid)
         if self.ats_enabled:
@@ -255,8 +290,9 @@ class Endpoint:
         """Signal a message-signalled interrupt: a 32-bit little-endian write of ``data``."""
         return self.dma_write(addr, data.to_bytes(4, "little"), pasid)
 
-    def _mrif_piece(self, va: int, n: int, data: bytes | None, pid: int, priv: bool,
-                    chunks: list[bytes]) -> int:
+    def _mrif_piece(
+        self, va: int, n: int, data: bytes | None, pid: int, priv: bool, chunks: list[bytes]
+    ) -> int:
         """A piece that landed on an MRIF-mode interrupt-file page (the fast path's -1): the
         IOMMU itself records a write as an interrupt, a read returns zeros (AIA: "MSI PTE,
         MRIF mode"). Re-presenting the write gives the IOMMU the data it needs. Returns 0 or
@@ -270,8 +306,7 @@ class Endpoint:
             return CAUSE_BUS_ERROR
         return out.cause if out.status == "fault" else 0
 
-    def _run(self, iova: int, size: int, data: bytes | None, pid: int,
-             priv: bool) -> DmaResult:
+    def _run(self, iova: int, size: int, data: bytes | None, pid: int, priv: bool) -> DmaResult:
         system = self.system
         translate = system.iommu.translate_pa
         bus = system.bus
@@ -286,15 +321,16 @@ class Endpoint:
         for va, n in pieces:
             pa = translate(self.rid, va, is_write, pid, priv)
             if pa == -1:
-                cause = self._mrif_piece(va, n, None if data is None else data[done:done + n],
-                                         pid, priv, chunks)
+                cause = self._mrif_piece(
+                    va, n, None if data is None else data[done : done + n], pid, priv, chunks
+                )
             elif pa < 0:
                 cause = -pa
             else:
                 cause = 0
                 try:
                     if data is not None:
-                        bus.write(pa, data[done:done + n])
+                        bus.write(pa, data[done : done + n])
                     else:
                         chunks.append(bus.read(pa, n))
                 except BusError:
@@ -309,8 +345,7 @@ class Endpoint:
         return DmaResult(done, 0, 0, b"".join(chunks))
 
     # ------------------------------------------------------------------ ATS and PRI
-    def _run_ats(self, iova: int, size: int, data: bytes | None, pid: int,
-                 priv: bool) -> DmaResult:
+    def _run_ats(self, iova: int, size: int, data: bytes | None, pid: int, priv: bool) -> DmaResult:
         """A DMA with ATS enabled: like :meth:`_run`, each piece through :meth:`_ats_piece`."""
         system = self.system
         ledger = system.ledger
@@ -324,8 +359,9 @@ class Endpoint:
         done = 0
         chunks: list[bytes] = []
         for i, (va, n) in enumerate(pieces):
-            cause = self._ats_piece(pieces, i, None if data is None else data[done:done + n],
-                                    pid, priv, chunks)
+            cause = self._ats_piece(
+                pieces, i, None if data is None else data[done : done + n], pid, priv, chunks
+            )
             if cause:
                 stats.faults += 1
                 return DmaResult(done, cause, va, b"".join(chunks))
@@ -335,8 +371,15 @@ class Endpoint:
             done += n
         return DmaResult(done, 0, 0, b"".join(chunks))
 
-    def _ats_piece(self, pieces: list[tuple[int, int]], i: int, data: bytes | None, pid: int,
-                   priv: bool, chunks: list[bytes]) -> int:
+    def _ats_piece(
+        self,
+        pieces: list[tuple[int, int]],
+        i: int,
+        data: bytes | None,
+        pid: int,
+        priv: bool,
+        chunks: list[bytes],
+    ) -> int:
         """Piece ``i``: its translated page from the ATC or a Translation Request, then a
         Translated request and the bus access. Returns 0 or the cause that aborts the DMA."""
         va, n = pieces[i]
@@ -350,8 +393,7 @@ class Endpoint:
         # optional and this device does not send one. The IOMMU passes the address through,
         # or with DC.tc.T2GPA translates it as a GPA (riscv-iommu: "Process to translate an
         # IOVA", steps 7-8).
-        out = self.system.iommu.translate(Request(self.rid, pa_base | (va & 0xFFF), is_write,
-                                                  at=1))
+        out = self.system.iommu.translate(Request(self.rid, pa_base | (va & 0xFFF), is_write, at=1))
         self.stats.translated += 1
         if not out.ok:
             return out.cause or CAUSE_ATS_ABORT
@@ -368,8 +410,9 @@ class Endpoint:
             return CAUSE_BUS_ERROR
         return 0
 
-    def _untranslated_piece(self, va: int, n: int, data: bytes | None, pid: int, priv: bool,
-                            chunks: list[bytes]) -> int:
+    def _untranslated_piece(
+        self, va: int, n: int, data: bytes | None, pid: int, priv: bool, chunks: list[bytes]
+    ) -> int:
         """A piece whose completion said U = 1, "Untranslated access only" (an MRIF-mode MSI
         page, riscv-iommu: "PCIe ATS translation request handling"): an untranslated request."""
         pa = self.system.iommu.translate_pa(self.rid, va, data is not None, pid, priv)
@@ -379,8 +422,9 @@ class Endpoint:
             return -pa
         return self._bus(pa, n, data, chunks)
 
-    def _ats_translate(self, pieces: list[tuple[int, int]], i: int, pid: int, priv: bool,
-                       is_write: bool) -> tuple[int, int]:
+    def _ats_translate(
+        self, pieces: list[tuple[int, int]], i: int, pid: int, priv: bool, is_write: bool
+    ) -> tuple[int, int]:
         """``(cause, translated page base)`` of piece ``i``; base -1 with cause 0 means
         "untranslated access only".
 
@@ -426,15 +470,23 @@ class Endpoint:
         self.stats.ats_requests += 1
         pv = pid >= 0
         # NW (no-write) asks for read access only; a write needs NW = 0.
-        return system.iommu.translate(Request(self.rid, va & ~0xFFF, at=2, pid_valid=pv,
-                                              process_id=pid if pv else 0, priv_req=priv,
-                                              no_write=not is_write))
+        return system.iommu.translate(
+            Request(
+                self.rid,
+                va & ~0xFFF,
+                at=2,
+                pid_valid=pv,
+                process_id=pid if pv else 0,
+                priv_req=priv,
+                no_write=not is_write,
+            )
+        )
 
-    def _prg_round(self, pieces: list[tuple[int, int]], i: int, pid: int, priv: bool,
-                   is_write: bool) -> int:
+    def _prg_round(
+        self, pieces: list[tuple[int, int]], i: int, pid: int, priv: bool, is_write: bool
+    ) -> int:
         """One Page Request Group for piece ``i``: 0 once answered Success, else the cause."""
-        code, pages = self._page_request_group(pieces, i, pid, priv, is_write,
-                                               self.prg_max_pages)
+        code, pages = self._page_request_group(pieces, i, pid, priv, is_write, self.prg_max_pages)
         if code == PRG_INVALID_REQUEST and pages > 1:
             # The group also asked for pages ahead of the fault that the DMA has not reached
             # and may never reach (it can abort first); software may have refused one of
@@ -453,9 +505,15 @@ class Endpoint:
         self.pri_stopped = True
         return CAUSE_PRG_FAILURE
 
-    def _page_request_group(self, pieces: list[tuple[int, int]], i: int, pid: int,
-                            priv: bool, is_write: bool,
-                            max_pages: int) -> tuple[int | None, int]:
+    def _page_request_group(
+        self,
+        pieces: list[tuple[int, int]],
+        i: int,
+        pid: int,
+        priv: bool,
+        is_write: bool,
+        max_pages: int,
+    ) -> tuple[int | None, int]:
         """Send a Page Request Group for piece ``i`` and the next pieces of the DMA that the
         ATC cannot serve, up to ``max_pages``, then wait for its response.
 
@@ -466,7 +524,7 @@ class Endpoint:
         atc = self.atc
         need = 2 if is_write else 1
         vpns = [pieces[i][0] >> 12]
-        for va, _ in pieces[i + 1:]:
+        for va, _ in pieces[i + 1 :]:
             if len(vpns) >= max_pages:
                 break
             hit = atc.peek(pid, va >> 12, priv)
@@ -485,12 +543,22 @@ class Endpoint:
         system.settle()  # the wait starts when the group leaves the device
         start = system.clock.now
         for k, vpn in enumerate(vpns):
-            payload = page_request_payload(vpn << 12, prgi, read=not is_write, write=is_write,
-                                           last=k == last)
+            payload = page_request_payload(
+                vpn << 12, prgi, read=not is_write, write=is_write, last=k == last
+            )
             stats.page_requests += 1
             system.ledger.charge("ats", system.costs.pcie_msg_ns)
-            iommu.page_request(rid, pv, pid if pv else 0, priv, False, payload,
-                               rid & 0xFFFF, rid > 0xFFFF, rid >> 16)
+            iommu.page_request(
+                rid,
+                pv,
+                pid if pv else 0,
+                priv,
+                False,
+                payload,
+                rid & 0xFFFF,
+                rid > 0xFFFF,
+                rid >> 16,
+            )
         system.settle()  # the requests' legs and the IOMMU's work on them
         # The device's timer runs from when the group left it.
         left = max(0, self.prg_timeout_ns - (system.clock.now - start))
@@ -510,8 +578,9 @@ class Endpoint:
             self._next_prgi = (prgi + 1) % _PRGI_COUNT
             if prgi not in self._prgs:
                 return prgi
-        raise ModelError(f"{self.name}: all {_PRGI_COUNT} page request group indices are "
-                         f"outstanding")
+        raise ModelError(
+            f"{self.name}: all {_PRGI_COUNT} page request group indices are outstanding"
+        )
 
     def prg_response(self, msg: Message) -> None:
         """A Page Request Group Response arrived (an ``ATS.PRGR`` command or the IOMMU's own
@@ -572,7 +641,6 @@ class Endpoint:
 
         system.clock.call_after(self.ats_inval_delay_ns, finish_late)
 
-    def _finish_invalidation(self, pasid: int | None, start: int, size: int,
-                             itag: int) -> None:
+    def _finish_invalidation(self, pasid: int | None, start: int, size: int, itag: int) -> None:
         self.stats.atc_dropped += self.atc.invalidate(pasid, start, size)
         self.system.iommu.ats_inval_completion([itag], 1)

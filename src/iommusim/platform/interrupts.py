@@ -36,7 +36,8 @@ class InterruptSink:
         """Install ``handler`` for ``identity`` (EINVAL if out of range, EBUSY-like reuse)."""
         if not 0 < identity < self.num_ids:
             raise InvalidArgument(
-                f"interrupt identity must be in [1, {self.num_ids - 1}], not {identity}")
+                f"interrupt identity must be in [1, {self.num_ids - 1}], not {identity}"
+            )
         if identity in self._handlers:
             raise Busy(f"interrupt identity {identity} already has a handler")
         self._handlers[identity] = handler

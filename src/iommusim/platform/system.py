@@ -78,14 +78,18 @@ class SystemConfig:
             if r.base_pa % _PAGE or r.size_bytes <= 0 or r.size_bytes % _PAGE:
                 raise InvalidArgument(
                     f"system.ram[{i}] must be page-aligned with a positive size, not "
-                    f"base {r.base_pa:#x} size {r.size_bytes:#x}")
+                    f"base {r.base_pa:#x} size {r.size_bytes:#x}"
+                )
         windows = [(f"system.ram[{i}]", r.base_pa, r.size_bytes) for i, r in enumerate(self.ram)]
-        windows += [("system.iommu_base_pa", self.iommu_base_pa, REGISTERS_SIZE),
-                    ("system.imsic_base_pa", self.imsic_base_pa, _PAGE)]
+        windows += [
+            ("system.iommu_base_pa", self.iommu_base_pa, REGISTERS_SIZE),
+            ("system.imsic_base_pa", self.imsic_base_pa, _PAGE),
+        ]
         for i, (name, base, size) in enumerate(windows):
             if base < 0 or base + size > 1 << 56:
-                raise InvalidArgument(f"{name} must lie within the 56-bit physical address "
-                                      f"space, not at {base:#x}")
+                raise InvalidArgument(
+                    f"{name} must lie within the 56-bit physical address space, not at {base:#x}"
+                )
             for other, obase, osize in windows[:i]:
                 if base < obase + osize and obase < base + size:
                     raise InvalidArgument(f"{name} must not overlap {other}")
@@ -97,10 +101,17 @@ class SystemConfig:
                 raise InvalidArgument(f"endpoint {e.name!r} rid must fit 24 bits, not {e.rid:#x}")
             if not 0 <= e.pasid_bits <= 20:
                 raise InvalidArgument(
-                    f"endpoint {e.name!r} pasid_bits must be in [0, 20], not {e.pasid_bits}")
-            check_ats_params(e.name, ats=e.ats, pri=e.pri, atc_entries=e.atc_entries,
-                             prg_max_pages=e.prg_max_pages, prg_timeout_ns=e.prg_timeout_ns,
-                             ats_inval_delay_ns=e.ats_inval_delay_ns)
+                    f"endpoint {e.name!r} pasid_bits must be in [0, 20], not {e.pasid_bits}"
+                )
+            check_ats_params(
+                e.name,
+                ats=e.ats,
+                pri=e.pri,
+                atc_entries=e.atc_entries,
+                prg_max_pages=e.prg_max_pages,
+                prg_timeout_ns=e.prg_timeout_ns,
+                ats_inval_delay_ns=e.ats_inval_delay_ns,
+            )
         names = [e.name for e in self.endpoints]
         if len(set(names)) != len(names):
             raise InvalidArgument(f"endpoint names must be distinct, not {names}")
@@ -124,17 +135,30 @@ class System:
         self.messages: list[Message] = []
         port = CostedMemory(self.bus, self.ledger, "iommu_mem", cfg.costs.iommu_mem_ns)
         self.iommu = RiscvIommu(port, cfg.iommu, self._message, clock=self.clock)
-        self.bus.add(cfg.iommu_base_pa, REGISTERS_SIZE,
-                     RegisterWindow(self.iommu, self.ledger, cfg.costs.mmio_ns,
-                                    self._after_register_write), name="iommu", target_pa=0)
+        self.bus.add(
+            cfg.iommu_base_pa,
+            REGISTERS_SIZE,
+            RegisterWindow(self.iommu, self.ledger, cfg.costs.mmio_ns, self._after_register_write),
+            name="iommu",
+            target_pa=0,
+        )
         self.bus.freeze()
         self.endpoints: dict[str, Endpoint] = {}
         self._by_rid: dict[int, Endpoint] = {}
         for e in cfg.endpoints:
-            ep = Endpoint(self, e.name, e.rid, pasid_bits=e.pasid_bits, kind=e.kind, ats=e.ats,
-                          pri=e.pri, atc_entries=e.atc_entries, prg_max_pages=e.prg_max_pages,
-                          prg_timeout_ns=e.prg_timeout_ns,
-                          ats_inval_delay_ns=e.ats_inval_delay_ns)
+            ep = Endpoint(
+                self,
+                e.name,
+                e.rid,
+                pasid_bits=e.pasid_bits,
+                kind=e.kind,
+                ats=e.ats,
+                pri=e.pri,
+                atc_entries=e.atc_entries,
+                prg_max_pages=e.prg_max_pages,
+                prg_timeout_ns=e.prg_timeout_ns,
+                ats_inval_delay_ns=e.ats_inval_delay_ns,
+            )
             self.endpoints[e.name] = ep
             self._by_rid[e.rid] = ep
 

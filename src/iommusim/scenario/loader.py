@@ -58,8 +58,10 @@ def _table(d: object, path: str) -> dict[str, object]:
 def _only(d: dict[str, object], path: str, allowed: tuple[str, ...]) -> None:
     for k in d:
         if k not in allowed:
-            raise FormatError(f"scenario: {path}{'.' if path else ''}{k} is not a known key "
-                              f"(expected one of {', '.join(allowed)})")
+            raise FormatError(
+                f"scenario: {path}{'.' if path else ''}{k} is not a known key "
+                f"(expected one of {', '.join(allowed)})"
+            )
 
 
 def _get(d: dict[str, object], key: str, path: str, typ: type[T], default: T) -> T:
@@ -76,7 +78,8 @@ def _get(d: dict[str, object], key: str, path: str, typ: type[T], default: T) ->
 
 def _kind(typ: type) -> str:
     return {int: "an integer", float: "a number", str: "a string", bool: "a boolean"}.get(
-        typ, typ.__name__)
+        typ, typ.__name__
+    )
 
 
 @contextmanager
@@ -128,16 +131,22 @@ def _build(doc: dict[str, object]) -> Scenario:
             _only(rt, f"system.ram[{i}]", ("base", "size"))
             if "base" not in rt or "size" not in rt:
                 raise FormatError(f"scenario: system.ram[{i}] needs base and size")
-            regions.append(RamRegion(_get(rt, "base", f"system.ram[{i}]", int, 0),
-                                     _get(rt, "size", f"system.ram[{i}]", int, 0)))
+            regions.append(
+                RamRegion(
+                    _get(rt, "base", f"system.ram[{i}]", int, 0),
+                    _get(rt, "size", f"system.ram[{i}]", int, 0),
+                )
+            )
         ram = tuple(regions)
     iommu_t = _table(doc.get("iommu", {}), "iommu")
-    _only(iommu_t, "iommu", ("preset", "iotlb_entries", "ddtc_entries", "pdtc_entries",
-                             "replacement"))
+    _only(
+        iommu_t, "iommu", ("preset", "iotlb_entries", "ddtc_entries", "pdtc_entries", "replacement")
+    )
     preset = _get(iommu_t, "preset", "iommu", str, "full")
     if preset not in PRESETS:
-        raise FormatError(f"scenario: iommu.preset must be one of {', '.join(PRESETS)}, "
-                          f"not {preset!r}")
+        raise FormatError(
+            f"scenario: iommu.preset must be one of {', '.join(PRESETS)}, not {preset!r}"
+        )
     params = PRESETS[preset]
     c = params.caches
     with _at("iommu"):
@@ -145,15 +154,17 @@ def _build(doc: dict[str, object]) -> Scenario:
             ddtc_entries=_get(iommu_t, "ddtc_entries", "iommu", int, c.ddtc_entries),
             pdtc_entries=_get(iommu_t, "pdtc_entries", "iommu", int, c.pdtc_entries),
             iotlb_entries=_get(iommu_t, "iotlb_entries", "iommu", int, c.iotlb_entries),
-            replacement=_get(iommu_t, "replacement", "iommu", str, c.replacement))
+            replacement=_get(iommu_t, "replacement", "iommu", str, c.replacement),
+        )
     params = params.with_(caches=caches)
     costs_t = _table(doc.get("costs", {}), "costs")
     names = tuple(f.name for f in fields(CostModel))
     _only(costs_t, "costs", names)
     defaults = CostModel()
     with _at("costs"):
-        costs = CostModel(**{n: _get(costs_t, n, "costs", int, getattr(defaults, n))
-                             for n in names})
+        costs = CostModel(
+            **{n: _get(costs_t, n, "costs", int, getattr(defaults, n)) for n in names}
+        )
     endpoints = base.endpoints
     if "endpoint" in doc:
         eps = doc["endpoint"]
@@ -166,30 +177,41 @@ def _build(doc: dict[str, object]) -> Scenario:
             _only(et, path, ("name", "rid", "kind", "pasid_bits"))
             if "name" not in et or "rid" not in et:
                 raise FormatError(f"scenario: {path} needs name and rid")
-            ep = EndpointConfig(_get(et, "name", path, str, ""), _get(et, "rid", path, int, 0),
-                                _get(et, "kind", path, str, "generic"),
-                                _get(et, "pasid_bits", path, int, 0))
+            ep = EndpointConfig(
+                _get(et, "name", path, str, ""),
+                _get(et, "rid", path, int, 0),
+                _get(et, "kind", path, str, "generic"),
+                _get(et, "pasid_bits", path, int, 0),
+            )
             if not 0 <= ep.rid < 1 << 24:
                 raise FormatError(f"scenario: {path}.rid must fit 24 bits, not {ep.rid:#x}")
             if not 0 <= ep.pasid_bits <= 20:
-                raise FormatError(f"scenario: {path}.pasid_bits must be in [0, 20], "
-                                  f"not {ep.pasid_bits}")
+                raise FormatError(
+                    f"scenario: {path}.pasid_bits must be in [0, 20], not {ep.pasid_bits}"
+                )
             out.append(ep)
         endpoints = tuple(out)
     system = SystemConfig(
-        ram=ram, iommu_base_pa=_get(sys_t, "iommu_base", "system", int, base.iommu_base_pa),
+        ram=ram,
+        iommu_base_pa=_get(sys_t, "iommu_base", "system", int, base.iommu_base_pa),
         imsic_base_pa=_get(sys_t, "imsic_base", "system", int, base.imsic_base_pa),
-        iommu=params, endpoints=endpoints, costs=costs)
+        iommu=params,
+        endpoints=endpoints,
+        costs=costs,
+    )
     k = _table(doc.get("kernel", {}), "kernel")
     _only(k, "kernel", ("modes", "ncpus", "fq_size", "fq_timeout_ns", "fq_single"))
     modes_v = k.get("modes", ["strict", "lazy"])
-    if not isinstance(modes_v, list) or not modes_v or \
-            any(m not in _MODES for m in modes_v):
-        raise FormatError(f"scenario: kernel.modes must be a non-empty array of "
-                          f"{', '.join(_MODES)}, not {modes_v!r}")
-    fq = FqOptions(single=_get(k, "fq_single", "kernel", bool, False),
-                   size=_get(k, "fq_size", "kernel", int, 0) or None,
-                   timeout_ns=_get(k, "fq_timeout_ns", "kernel", int, 0) or None)
+    if not isinstance(modes_v, list) or not modes_v or any(m not in _MODES for m in modes_v):
+        raise FormatError(
+            f"scenario: kernel.modes must be a non-empty array of "
+            f"{', '.join(_MODES)}, not {modes_v!r}"
+        )
+    fq = FqOptions(
+        single=_get(k, "fq_single", "kernel", bool, False),
+        size=_get(k, "fq_size", "kernel", int, 0) or None,
+        timeout_ns=_get(k, "fq_timeout_ns", "kernel", int, 0) or None,
+    )
     with _at("kernel.fq_size", ": "):
         fq.entries  # noqa: B018  (validates)
     with _at("kernel.fq_timeout_ns", ": "):
@@ -201,6 +223,7 @@ def _build(doc: dict[str, object]) -> Scenario:
     wnames = tuple(f.name for f in fields(WorkloadConfig))
     _only(w, "workload", wnames)
     wd = WorkloadConfig()
-    workload = WorkloadConfig(**{
-        n: _get(w, n, "workload", type(getattr(wd, n)), getattr(wd, n)) for n in wnames})
+    workload = WorkloadConfig(
+        **{n: _get(w, n, "workload", type(getattr(wd, n)), getattr(wd, n)) for n in wnames}
+    )
     return Scenario(system, workload, tuple(cast(list[DmaMode], modes_v)), ncpus, fq)

@@ -31,27 +31,48 @@ __all__ = ["Kernel"]
 class Kernel:
     """The OS of one machine: page allocator, IOMMU driver, IOMMU core, devices."""
 
-    def __init__(self, system: System, *, dma_mode: DmaMode = "strict", ncpus: int = 1,
-                 fq: FqOptions | None = None, cq_entries: int = 8192,
-                 fq_entries: int = 4096) -> None:
+    def __init__(
+        self,
+        system: System,
+        *,
+        dma_mode: DmaMode = "strict",
+        ncpus: int = 1,
+        fq: FqOptions | None = None,
+        cq_entries: int = 8192,
+        fq_entries: int = 4096,
+    ) -> None:
         self.system = system
         ram = system.config.ram[0]
         self.pages = PageAllocator(system.bus, ram.base_pa, ram.size_bytes)
         self.core = IommuCore(system.clock, dma_mode=dma_mode, ncpus=ncpus, fq=fq)
         self.iommu = RiscvIommuDriver(
-            system.bus, system.config.iommu_base_pa, self.pages, system.sink,
-            msi_pa=system.config.imsic_base_pa, cq_entries=cq_entries, fq_entries=fq_entries)
+            system.bus,
+            system.config.iommu_base_pa,
+            self.pages,
+            system.sink,
+            msi_pa=system.config.imsic_base_pa,
+            cq_entries=cq_entries,
+            fq_entries=fq_entries,
+        )
         self.iommu.probe()
         self.core.register(self.iommu)
         self.devices: dict[str, Device] = {}
         for ep in system.endpoints.values():
-            dev = Device(ep.name, ep.rid, pasid_bits=ep.pasid_bits, ats=ep.ats_capable,
-                         pri=ep.pri_capable, pci=ep)
+            dev = Device(
+                ep.name,
+                ep.rid,
+                pasid_bits=ep.pasid_bits,
+                ats=ep.ats_capable,
+                pri=ep.pri_capable,
+                pci=ep,
+            )
             self.core.probe_device(dev)
             self.devices[ep.name] = dev
         costs = system.costs
-        self.sva = Sva(self.core, charge=lambda n: system.ledger.charge(
-            "cpu", costs.cpu_op_ns * FAULT_CPU_STEPS, n))
+        self.sva = Sva(
+            self.core,
+            charge=lambda n: system.ledger.charge("cpu", costs.cpu_op_ns * FAULT_CPU_STEPS, n),
+        )
         self.processes: list[Mm] = []
         system.settle()
 

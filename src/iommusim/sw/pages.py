@@ -36,11 +36,21 @@ class PageAllocator:
     ``max_order`` bounds :meth:`alloc_pages`; it also bounds how far free buddies merge.
     """
 
-    __slots__ = ("_allocated", "_end", "_free", "_heap", "_nr_free", "base", "max_order",
-                 "mem", "size")
+    __slots__ = (
+        "_allocated",
+        "_end",
+        "_free",
+        "_heap",
+        "_nr_free",
+        "base",
+        "max_order",
+        "mem",
+        "size",
+    )
 
-    def __init__(self, mem: PhysicalMemory, base: int, size: int, *,
-                 max_order: int = MAX_ORDER) -> None:
+    def __init__(
+        self, mem: PhysicalMemory, base: int, size: int, *, max_order: int = MAX_ORDER
+    ) -> None:
         if base < 0 or base & (PAGE_SIZE - 1):
             raise InvalidArgument(f"base must be a 4 KiB aligned address, not {base:#x}")
         if size <= 0 or size & (PAGE_SIZE - 1):
@@ -61,8 +71,9 @@ class PageAllocator:
         pa = base
         while pa < self._end:
             order = max_order
-            while order and (pa & ((PAGE_SIZE << order) - 1)
-                             or pa + (PAGE_SIZE << order) > self._end):
+            while order and (
+                pa & ((PAGE_SIZE << order) - 1) or pa + (PAGE_SIZE << order) > self._end
+            ):
                 order -= 1
             self._push(pa, order)
             pa += PAGE_SIZE << order
@@ -108,8 +119,9 @@ class PageAllocator:
                 break
             o += 1
         if pa < 0:
-            raise OutOfMemory(f"no free block of order {order} "
-                              f"({self._nr_free} of {self.nr_total} pages free)")
+            raise OutOfMemory(
+                f"no free block of order {order} ({self._nr_free} of {self.nr_total} pages free)"
+            )
         while o > order:
             o -= 1
             self._push(pa + (PAGE_SIZE << o), o)
@@ -125,8 +137,10 @@ class PageAllocator:
     def free_pages(self, pa: int, order: int) -> None:
         """Return a block from :meth:`alloc_pages` with the same ``order``."""
         if not self.owns(pa) or pa & (PAGE_SIZE - 1):
-            raise InvalidArgument(f"pa must be a 4 KiB aligned address in "
-                                  f"[{self.base:#x}, {self._end:#x}), not {pa:#x}")
+            raise InvalidArgument(
+                f"pa must be a 4 KiB aligned address in "
+                f"[{self.base:#x}, {self._end:#x}), not {pa:#x}"
+            )
         got = self._allocated.get(pa)
         if got is None:
             raise InvalidArgument(f"{pa:#x} is not allocated (double free?)")

@@ -66,20 +66,29 @@ def _pte(frame: int, writable: bool, dirty: bool) -> int:
     return PTE.encode(v=1, r=1, w=int(writable), u=1, a=1, d=int(dirty), ppn=0x4000 + frame)
 
 
-ops = st.lists(st.one_of(
-    st.tuples(st.just("map"), st.integers(0, NPAGES - 1), st.integers(0, 15), st.booleans(),
-              st.booleans()),
-    st.tuples(st.just("unmap"), st.integers(0, NPAGES - 1)),
-    st.tuples(st.just("pscid"), st.integers(1, 3)),
-    st.tuples(st.just("dma"), st.integers(0, NPAGES - 1), st.booleans(),
-              st.integers(0, 4095)),
-), min_size=1, max_size=40)
+ops = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("map"),
+            st.integers(0, NPAGES - 1),
+            st.integers(0, 15),
+            st.booleans(),
+            st.booleans(),
+        ),
+        st.tuples(st.just("unmap"), st.integers(0, NPAGES - 1)),
+        st.tuples(st.just("pscid"), st.integers(1, 3)),
+        st.tuples(st.just("dma"), st.integers(0, NPAGES - 1), st.booleans(), st.integers(0, 4095)),
+    ),
+    min_size=1,
+    max_size=40,
+)
 
 
 @settings(max_examples=300, deadline=None)
 @given(ops, st.sampled_from([(0, 0, 0), (2, 2, 2), (64, 64, 1024)]), st.booleans())
-def test_cached_and_uncached_models_agree(seq: list[tuple[object, ...]],
-                                          geometry: tuple[int, int, int], lru: bool) -> None:
+def test_cached_and_uncached_models_agree(
+    seq: list[tuple[object, ...]], geometry: tuple[int, int, int], lru: bool
+) -> None:
     ddtc, pdtc, iotlb = geometry
     cached = Model(CacheParams(ddtc, pdtc, iotlb, "lru" if lru else "fifo"))
     plain = Model(CacheParams(0, 0, 0))

@@ -23,10 +23,16 @@ TABLES = [0x10_0000 + k * 0x4000 for k in range(4)]
 _POINTERS = [(t >> 12) << 10 | 1 for t in TABLES]
 # Leaves: ordinary pages, identity superpages (PPN 0 is aligned at every level), and PTEs
 # each breaking one rule (reserved bits, PBMT 3, NAPOT, W without R, A/D clear, no U).
-_LEAVES = [
-    (0x4000 + k) << 10 | f for k in (0, 1) for f in (0xDF, 0xD7, 0x5F, 0x1F, 0xCF)
-] + [0xDF, 0x5B, 0, 0x5, 0x1 | 1 << 6, 1 << 54 | 0xDF, 3 << 61 | 0xDF,
-     1 << 63 | 0x4008 << 10 | 0xDF]
+_LEAVES = [(0x4000 + k) << 10 | f for k in (0, 1) for f in (0xDF, 0xD7, 0x5F, 0x1F, 0xCF)] + [
+    0xDF,
+    0x5B,
+    0,
+    0x5,
+    0x1 | 1 << 6,
+    1 << 54 | 0xDF,
+    3 << 61 | 0xDF,
+    1 << 63 | 0x4008 << 10 | 0xDF,
+]
 
 _pte = st.sampled_from(_POINTERS + _LEAVES)
 
@@ -42,12 +48,14 @@ def _model(mem: PhysicalMemory) -> RiscvIommu:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.tuples(st.sampled_from(TABLES), st.integers(0, 1)), _pte),
-       st.booleans(),
-       st.lists(st.tuples(st.integers(0, 7), st.booleans()), min_size=1, max_size=6))
-def test_word_loads_and_protocol_loads_agree(ptes: dict[tuple[int, int], int],
-                                             two_stage: bool,
-                                             accesses: list[tuple[int, bool]]) -> None:
+@given(
+    st.dictionaries(st.tuples(st.sampled_from(TABLES), st.integers(0, 1)), _pte),
+    st.booleans(),
+    st.lists(st.tuples(st.integers(0, 7), st.booleans()), min_size=1, max_size=6),
+)
+def test_word_loads_and_protocol_loads_agree(
+    ptes: dict[tuple[int, int], int], two_stage: bool, accesses: list[tuple[int, bool]]
+) -> None:
     rams = (SparseMemory(), SparseMemory())
     for ram in rams:
         for (table, idx), value in ptes.items():

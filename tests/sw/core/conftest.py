@@ -32,12 +32,16 @@ RAM_SIZE: Final = 32 << 20
 class Machine:
     RAM = RAM
 
-    def __init__(self, mode: str = "strict", params: RiscvIommuParams | None = None,
-                 **kernel_kw: object) -> None:
-        self.system = System(SystemConfig(
-            ram=(RamRegion(RAM, RAM_SIZE),),
-            iommu=params if params is not None else PRESETS["full"],
-            endpoints=(EndpointConfig("nic", 0x08), EndpointConfig("nvme", 0x10))))
+    def __init__(
+        self, mode: str = "strict", params: RiscvIommuParams | None = None, **kernel_kw: object
+    ) -> None:
+        self.system = System(
+            SystemConfig(
+                ram=(RamRegion(RAM, RAM_SIZE),),
+                iommu=params if params is not None else PRESETS["full"],
+                endpoints=(EndpointConfig("nic", 0x08), EndpointConfig("nvme", 0x10)),
+            )
+        )
         self.kernel = Kernel(self.system, dma_mode=mode, **kernel_kw)  # type: ignore[arg-type]
         self.core: IommuCore = self.kernel.core
         self.driver: RiscvIommuDriver = self.kernel.iommu
@@ -85,8 +89,10 @@ def iova_in_use(iovad: IovaAllocator) -> tuple[tuple[int, int], ...]:
 def snapshot(m: Machine, *domains: Domain) -> dict[str, object]:
     core = m.core
     out: dict[str, object] = {
-        "groups": [(g.id, g.domain, g.default_domain, tuple(d.name for d in g.devices),
-                    g.owner) for g in core.groups],
+        "groups": [
+            (g.id, g.domain, g.default_domain, tuple(d.name for d in g.devices), g.owner)
+            for g in core.groups
+        ],
         "devices": {n: (d.group, d.iommu, d.fault_handler) for n, d in core.devices.items()},
         "dcs": {n: m.dc(d.rid) for n, d in core.devices.items()},
         "pages_free": m.kernel.pages.nr_free,

@@ -50,9 +50,15 @@ WRITE_PAGE_FAULT = 15
 DDT_ENTRY_INVALID = 258
 
 
-def fails_cleanly(m: Any, snap: Callable[..., dict[str, object]], domains: tuple[Any, ...],
-                  exc: type[ApiError], code: int, call: Callable[[], object],
-                  match: str | None = None) -> None:
+def fails_cleanly(
+    m: Any,
+    snap: Callable[..., dict[str, object]],
+    domains: tuple[Any, ...],
+    exc: type[ApiError],
+    code: int,
+    call: Callable[[], object],
+    match: str | None = None,
+) -> None:
     """``call`` raises ``exc`` with ``code`` and changes nothing snapshot() can see."""
     before = snap(m, *domains)
     with pytest.raises(exc, match=match) as e:
@@ -62,8 +68,10 @@ def fails_cleanly(m: Any, snap: Callable[..., dict[str, object]], domains: tuple
 
 
 # ------------------------------------------------------------------ default domains
-@pytest.mark.parametrize(("mode", "dtype"), [("strict", DOMAIN_DMA), ("lazy", DOMAIN_DMA_FQ),
-                                             ("passthrough", DOMAIN_IDENTITY)])
+@pytest.mark.parametrize(
+    ("mode", "dtype"),
+    [("strict", DOMAIN_DMA), ("lazy", DOMAIN_DMA_FQ), ("passthrough", DOMAIN_IDENTITY)],
+)
 def test_default_domain_follows_the_dma_mode(machine: Any, mode: str, dtype: int) -> None:
     # iommu.strict=1 -> DMA, iommu.strict=0 -> DMA_FQ, iommu.passthrough=1 -> IDENTITY.
     m = machine(mode)
@@ -84,10 +92,12 @@ def test_default_domain_follows_the_dma_mode(machine: Any, mode: str, dtype: int
 
 def test_core_options_are_validated() -> None:
     clock = VirtualClock()
-    for kw, msg in ((dict(dma_mode="fast"), "dma_mode must be one of"),
-                    (dict(ncpus=0), "ncpus must be >= 1, not 0"),
-                    (dict(fq=FqOptions(size=100)), "power of two >= 2, not 100"),
-                    (dict(fq=FqOptions(timeout_ns=0)), "timeout must be positive, not 0")):
+    for kw, msg in (
+        (dict(dma_mode="fast"), "dma_mode must be one of"),
+        (dict(ncpus=0), "ncpus must be >= 1, not 0"),
+        (dict(fq=FqOptions(size=100)), "power of two >= 2, not 100"),
+        (dict(fq=FqOptions(timeout_ns=0)), "timeout must be positive, not 0"),
+    ):
         with pytest.raises(InvalidArgument, match=msg):
             IommuCore(clock, **kw)  # type: ignore[arg-type]
 
@@ -95,27 +105,63 @@ def test_core_options_are_validated() -> None:
 # ------------------------------------------------------------------ probe_device
 def test_probe_device_errors_change_nothing(machine: Any, snap: Any) -> None:
     m = machine()
-    fails_cleanly(m, snap, (), Busy, errno.EBUSY, lambda: m.core.probe_device(Device("nic", 0x30)),
-                  "already probed")
-    fails_cleanly(m, snap, (), NoDevice, errno.ENODEV,
-                  lambda: m.core.probe_device(Device("huge", 1 << 24)), "behind no registered")
-    fails_cleanly(m, snap, (), Busy, errno.EBUSY, lambda: m.core.register(m.driver),
-                  "already registered")
+    fails_cleanly(
+        m,
+        snap,
+        (),
+        Busy,
+        errno.EBUSY,
+        lambda: m.core.probe_device(Device("nic", 0x30)),
+        "already probed",
+    )
+    fails_cleanly(
+        m,
+        snap,
+        (),
+        NoDevice,
+        errno.ENODEV,
+        lambda: m.core.probe_device(Device("huge", 1 << 24)),
+        "behind no registered",
+    )
+    fails_cleanly(
+        m, snap, (), Busy, errno.EBUSY, lambda: m.core.register(m.driver), "already registered"
+    )
     stranger = Device("stranger", 0x40)
-    fails_cleanly(m, snap, (), NoDevice, errno.ENODEV,
-                  lambda: m.core.register_fault_handler(stranger, lambda f: None), "not probed")
-    fails_cleanly(m, snap, (), NoDevice, errno.ENODEV,
-                  lambda: m.core.dma_map(stranger, m.RAM, 8, DMA_BIDIRECTIONAL))
+    fails_cleanly(
+        m,
+        snap,
+        (),
+        NoDevice,
+        errno.ENODEV,
+        lambda: m.core.register_fault_handler(stranger, lambda f: None),
+        "not probed",
+    )
+    fails_cleanly(
+        m,
+        snap,
+        (),
+        NoDevice,
+        errno.ENODEV,
+        lambda: m.core.dma_map(stranger, m.RAM, 8, DMA_BIDIRECTIONAL),
+    )
 
 
-def test_probe_device_beyond_the_directory_is_enodev_and_changes_nothing(machine: Any,
-                                                                       snap: Any) -> None:
+def test_probe_device_beyond_the_directory_is_enodev_and_changes_nothing(
+    machine: Any, snap: Any
+) -> None:
     # A 1LVL directory in the extended format covers 6 bits of device id (Linux
     # riscv_iommu_get_dc returns NULL, probe fails with ENODEV).
     m = machine(params=PRESETS["full"].with_(max_mode=MODE_1LVL))
     dev = Device("wide", 0x40)
-    fails_cleanly(m, snap, (), NoDevice, errno.ENODEV, lambda: m.core.probe_device(dev),
-                  "does not fit the 6-bit DDT")
+    fails_cleanly(
+        m,
+        snap,
+        (),
+        NoDevice,
+        errno.ENODEV,
+        lambda: m.core.probe_device(dev),
+        "does not fit the 6-bit DDT",
+    )
     assert dev.iommu is None and dev.group is None
 
 
@@ -128,8 +174,15 @@ def test_shared_group_attaches_as_a_whole(machine: Any, snap: Any) -> None:
     assert b.group is group and group.devices == [a, b]
     dom = m.core.domain_alloc_paging(a)
     # iommu_attach_device: a device in a multi-device group -> EINVAL, nothing changes.
-    fails_cleanly(m, snap, (dom, group.domain), InvalidArgument, errno.EINVAL,
-                  lambda: m.core.attach_device(dom, a), "shares group")
+    fails_cleanly(
+        m,
+        snap,
+        (dom, group.domain),
+        InvalidArgument,
+        errno.EINVAL,
+        lambda: m.core.attach_device(dom, a),
+        "shares group",
+    )
     m.core.attach_group(dom, group)
     assert group.domain is dom
     pa = m.kernel.pages.alloc_page()
@@ -149,10 +202,23 @@ def test_attach_while_attached_elsewhere_is_busy(machine: Any, snap: Any) -> Non
     second = m.core.domain_alloc_paging(nic)
     m.core.attach_device(first, nic)
     m.core.map(first, 0x1000, m.RAM, PAGE, RW)
-    fails_cleanly(m, snap, (first, second), Busy, errno.EBUSY,
-                  lambda: m.core.attach_device(second, nic), "already attached")
-    fails_cleanly(m, snap, (first, second), Busy, errno.EBUSY,
-                  lambda: m.core.attach_group(m.driver.identity_domain, nic.group))
+    fails_cleanly(
+        m,
+        snap,
+        (first, second),
+        Busy,
+        errno.EBUSY,
+        lambda: m.core.attach_device(second, nic),
+        "already attached",
+    )
+    fails_cleanly(
+        m,
+        snap,
+        (first, second),
+        Busy,
+        errno.EBUSY,
+        lambda: m.core.attach_group(m.driver.identity_domain, nic.group),
+    )
     assert m.ep("nic").dma_read(0x1000, 4).ok
 
 
@@ -195,8 +261,15 @@ def test_detach_returns_to_the_default_domain(machine: Any, snap: Any) -> None:
     nic = m.dev("nic")
     default = nic.group.default_domain
     dom = m.core.domain_alloc_paging(nic)
-    fails_cleanly(m, snap, (dom, default), InvalidArgument, errno.EINVAL,
-                  lambda: m.core.detach_device(dom, nic), "is not attached to")
+    fails_cleanly(
+        m,
+        snap,
+        (dom, default),
+        InvalidArgument,
+        errno.EINVAL,
+        lambda: m.core.detach_device(dom, nic),
+        "is not attached to",
+    )
     m.core.attach_device(dom, nic)
     with pytest.raises(InvalidArgument, match="not a DMA domain"):
         m.core.dma_map(nic, m.RAM, 8, DMA_BIDIRECTIONAL)
@@ -216,19 +289,35 @@ def test_domain_free_of_an_attached_or_default_domain_is_busy(machine: Any, snap
     dom = m.core.domain_alloc_paging(nic)
     m.core.attach_device(dom, nic)
     m.core.map(dom, 0x3000, m.RAM, PAGE, RW)
-    fails_cleanly(m, snap, (dom,), Busy, errno.EBUSY, lambda: m.core.domain_free(dom),
-                  "still attached")
+    fails_cleanly(
+        m, snap, (dom,), Busy, errno.EBUSY, lambda: m.core.domain_free(dom), "still attached"
+    )
     default = m.dev("nvme").group.default_domain
-    fails_cleanly(m, snap, (default,), Busy, errno.EBUSY, lambda: m.core.domain_free(default),
-                  "still attached|default domain")
+    fails_cleanly(
+        m,
+        snap,
+        (default,),
+        Busy,
+        errno.EBUSY,
+        lambda: m.core.domain_free(default),
+        "still attached|default domain",
+    )
     default_nic = nic.group.default_domain  # not attached, but still the group's default
-    fails_cleanly(m, snap, (default_nic,), Busy, errno.EBUSY,
-                  lambda: m.core.domain_free(default_nic), "default domain")
+    fails_cleanly(
+        m,
+        snap,
+        (default_nic,),
+        Busy,
+        errno.EBUSY,
+        lambda: m.core.domain_free(default_nic),
+        "default domain",
+    )
     assert m.ep("nic").dma_read(0x3000, 4).ok
 
 
-def test_a_domain_shared_by_two_groups_stays_attached_after_one_leaves(machine: Any,
-                                                                       snap: Any) -> None:
+def test_a_domain_shared_by_two_groups_stays_attached_after_one_leaves(
+    machine: Any, snap: Any
+) -> None:
     # Regression: release_device of the last device of a group dropped the whole attach
     # count of the group's domain, so domain_free then freed a domain another group was
     # still translating through (use-after-free of its page table and PSCID).
@@ -289,23 +378,50 @@ def test_map_errors_change_nothing(machine: Any, snap: Any) -> None:
     m.core.map(dom, 0x10000, m.RAM, 2 * PAGE, RW)
     ident, blocked = m.driver.identity_domain, m.driver.blocked_domain
     cases: list[tuple[type[ApiError], int, Callable[[], object], str]] = [
-        (InvalidArgument, errno.EINVAL, lambda: m.core.map(ident, 0, m.RAM, PAGE, RW),
-         "cannot be mapped"),
-        (InvalidArgument, errno.EINVAL, lambda: m.core.map(blocked, 0, m.RAM, PAGE, RW),
-         "cannot be mapped"),
-        (InvalidArgument, errno.EINVAL, lambda: m.core.map(dom, 0x20800, m.RAM, PAGE, RW),
-         "must be positive multiples"),
-        (InvalidArgument, errno.EINVAL, lambda: m.core.map(dom, 0x20000, m.RAM, 100, RW),
-         "must be positive multiples"),
-        (InvalidArgument, errno.EINVAL, lambda: m.core.map(dom, 0x20000, m.RAM, 0, RW),
-         "must be positive multiples"),
-        (InvalidArgument, errno.EINVAL, lambda: m.core.map(dom, 0x20000, m.RAM + 8, PAGE, RW),
-         "not aligned"),
+        (
+            InvalidArgument,
+            errno.EINVAL,
+            lambda: m.core.map(ident, 0, m.RAM, PAGE, RW),
+            "cannot be mapped",
+        ),
+        (
+            InvalidArgument,
+            errno.EINVAL,
+            lambda: m.core.map(blocked, 0, m.RAM, PAGE, RW),
+            "cannot be mapped",
+        ),
+        (
+            InvalidArgument,
+            errno.EINVAL,
+            lambda: m.core.map(dom, 0x20800, m.RAM, PAGE, RW),
+            "must be positive multiples",
+        ),
+        (
+            InvalidArgument,
+            errno.EINVAL,
+            lambda: m.core.map(dom, 0x20000, m.RAM, 100, RW),
+            "must be positive multiples",
+        ),
+        (
+            InvalidArgument,
+            errno.EINVAL,
+            lambda: m.core.map(dom, 0x20000, m.RAM, 0, RW),
+            "must be positive multiples",
+        ),
+        (
+            InvalidArgument,
+            errno.EINVAL,
+            lambda: m.core.map(dom, 0x20000, m.RAM + 8, PAGE, RW),
+            "not aligned",
+        ),
         (Exists, errno.EEXIST, lambda: m.core.map(dom, 0xF000, m.RAM, 3 * PAGE, RW), ""),
-        (InvalidArgument, errno.EINVAL, lambda: m.core.unmap(dom, 0x10800, PAGE),
-         "must be positive multiples"),
-        (InvalidArgument, errno.EINVAL, lambda: m.core.unmap(ident, 0, PAGE),
-         "cannot be mapped"),
+        (
+            InvalidArgument,
+            errno.EINVAL,
+            lambda: m.core.unmap(dom, 0x10800, PAGE),
+            "must be positive multiples",
+        ),
+        (InvalidArgument, errno.EINVAL, lambda: m.core.unmap(ident, 0, PAGE), "cannot be mapped"),
     ]
     for exc, code, call, match in cases:
         fails_cleanly(m, snap, (dom,), exc, code, call, match or None)
@@ -350,18 +466,42 @@ def test_dma_api_errors_change_nothing(machine: Any, snap: Any) -> None:
     buf = m.kernel.pages.alloc_pages(2)
     iova = m.core.dma_map(nic, buf, 2 * PAGE, DMA_BIDIRECTIONAL)
     cases: list[tuple[type[ApiError], int, Callable[[], object], str]] = [
-        (InvalidArgument, errno.EINVAL, lambda: m.core.dma_unmap(nic, 0x1234_5000, 8),
-         "matches no mapping"),
-        (InvalidArgument, errno.EINVAL, lambda: m.core.dma_unmap(nic, iova + PAGE, 8),
-         "matches no mapping"),
-        (InvalidArgument, errno.EINVAL, lambda: m.core.dma_unmap(nic, iova, 3 * PAGE),
-         "matches no mapping"),
-        (InvalidArgument, errno.EINVAL, lambda: m.core.dma_unmap(nic, iova, 0),
-         "matches no mapping"),
-        (InvalidArgument, errno.EINVAL, lambda: m.core.dma_map(nic, buf, 8, 7),
-         "direction must be 0, 1 or 2, not 7"),
-        (InvalidArgument, errno.EINVAL, lambda: m.core.dma_map(nic, buf, 0, DMA_TO_DEVICE),
-         "size must be positive"),
+        (
+            InvalidArgument,
+            errno.EINVAL,
+            lambda: m.core.dma_unmap(nic, 0x1234_5000, 8),
+            "matches no mapping",
+        ),
+        (
+            InvalidArgument,
+            errno.EINVAL,
+            lambda: m.core.dma_unmap(nic, iova + PAGE, 8),
+            "matches no mapping",
+        ),
+        (
+            InvalidArgument,
+            errno.EINVAL,
+            lambda: m.core.dma_unmap(nic, iova, 3 * PAGE),
+            "matches no mapping",
+        ),
+        (
+            InvalidArgument,
+            errno.EINVAL,
+            lambda: m.core.dma_unmap(nic, iova, 0),
+            "matches no mapping",
+        ),
+        (
+            InvalidArgument,
+            errno.EINVAL,
+            lambda: m.core.dma_map(nic, buf, 8, 7),
+            "direction must be 0, 1 or 2, not 7",
+        ),
+        (
+            InvalidArgument,
+            errno.EINVAL,
+            lambda: m.core.dma_map(nic, buf, 0, DMA_TO_DEVICE),
+            "size must be positive",
+        ),
     ]
     for exc, code, call, match in cases:
         fails_cleanly(m, snap, (dom,), exc, code, call, match)
@@ -378,8 +518,15 @@ def test_dma_map_without_iova_space_is_enospc(machine: Any, snap: Any) -> None:
     buf = m.kernel.pages.alloc_page()
     iovas = [m.core.dma_map(nic, buf, 64, DMA_BIDIRECTIONAL) for _ in range(4)]
     assert sorted(i >> 12 for i in iovas) == [1, 2, 3, 4]
-    fails_cleanly(m, snap, (nic.group.domain,), NoSpace, errno.ENOSPC,
-                  lambda: m.core.dma_map(nic, buf, 64, DMA_BIDIRECTIONAL), "exhausted")
+    fails_cleanly(
+        m,
+        snap,
+        (nic.group.domain,),
+        NoSpace,
+        errno.ENOSPC,
+        lambda: m.core.dma_map(nic, buf, 64, DMA_BIDIRECTIONAL),
+        "exhausted",
+    )
     assert cookie.stats["map_failures"] == 1
     m.core.dma_unmap(nic, iovas[2], 64)
     assert m.core.dma_map(nic, buf, 64, DMA_BIDIRECTIONAL) == iovas[2]
@@ -393,8 +540,14 @@ def test_dma_map_without_memory_for_tables_is_enomem(machine: Any, snap: Any) ->
     hog = []
     while pages.nr_free:
         hog.append(pages.alloc_page())
-    fails_cleanly(m, snap, (nic.group.domain,), OutOfMemory, errno.ENOMEM,
-                  lambda: m.core.dma_map(nic, buf, 64, DMA_BIDIRECTIONAL))
+    fails_cleanly(
+        m,
+        snap,
+        (nic.group.domain,),
+        OutOfMemory,
+        errno.ENOMEM,
+        lambda: m.core.dma_map(nic, buf, 64, DMA_BIDIRECTIONAL),
+    )
     assert m.core.dma_cookie(nic).stats["map_failures"] == 1
     for pa in hog[:8]:
         pages.free_page(pa)
@@ -407,8 +560,14 @@ def test_dma_unmap_too_long_fails_cleanly(machine: Any, snap: Any) -> None:
     nic = m.dev("nic")
     buf = m.kernel.pages.alloc_pages(2)
     iova = m.core.dma_map(nic, buf, 3 * PAGE, DMA_BIDIRECTIONAL)  # IOVA rounded to 4 pages
-    fails_cleanly(m, snap, (nic.group.domain,), InvalidArgument, errno.EINVAL,
-                  lambda: m.core.dma_unmap(nic, iova, 4 * PAGE))
+    fails_cleanly(
+        m,
+        snap,
+        (nic.group.domain,),
+        InvalidArgument,
+        errno.EINVAL,
+        lambda: m.core.dma_unmap(nic, iova, 4 * PAGE),
+    )
 
 
 def test_dma_unmap_too_short_is_refused(machine: Any) -> None:
@@ -432,15 +591,28 @@ def test_fault_handler_registration(machine: Any, snap: Any) -> None:
     nic = m.dev("nic")
     got: list[Fault] = []
     m.core.register_fault_handler(nic, got.append)
-    fails_cleanly(m, snap, (), Busy, errno.EBUSY,
-                  lambda: m.core.register_fault_handler(nic, lambda f: None),
-                  "already has a fault handler")
+    fails_cleanly(
+        m,
+        snap,
+        (),
+        Busy,
+        errno.EBUSY,
+        lambda: m.core.register_fault_handler(nic, lambda f: None),
+        "already has a fault handler",
+    )
     m.ep("nic").dma_read(0x1000, 4)
     m.system.run_for(10_000)
     assert [f.cause for f in got] == [READ_PAGE_FAULT]
     m.core.unregister_fault_handler(nic)
-    fails_cleanly(m, snap, (), NotFound, errno.ENOENT,
-                  lambda: m.core.unregister_fault_handler(nic), "has no fault handler")
+    fails_cleanly(
+        m,
+        snap,
+        (),
+        NotFound,
+        errno.ENOENT,
+        lambda: m.core.unregister_fault_handler(nic),
+        "has no fault handler",
+    )
     m.ep("nic").dma_read(0x1000, 4)
     m.system.run_for(10_000)
     assert len(got) == 1

@@ -66,12 +66,15 @@ def test_default_and_single_options() -> None:
     assert len(Harness(FqOptions(), ncpus=4).fq.rings) == 4
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    (FqOptions(size=3), "power of two >= 2, not 3"),
-    (FqOptions(size=1), "power of two >= 2, not 1"),
-    (FqOptions(timeout_ns=0), "timeout must be positive, not 0"),
-    (FqOptions(timeout_ns=-5), "timeout must be positive, not -5"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (FqOptions(size=3), "power of two >= 2, not 3"),
+        (FqOptions(size=1), "power of two >= 2, not 1"),
+        (FqOptions(timeout_ns=0), "timeout must be positive, not 0"),
+        (FqOptions(timeout_ns=-5), "timeout must be positive, not -5"),
+    ],
+)
 def test_bad_options_are_einval(options: FqOptions, message: str) -> None:
     with pytest.raises(InvalidArgument, match=message) as e:
         FlushQueue(VirtualClock(), lambda: None, lambda e, c: None, 1, options)
@@ -157,11 +160,21 @@ def test_max_exposed_tracks_the_window() -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(size_lg2=st.integers(1, 4), ncpus=st.integers(1, 3), single=st.booleans(),
-       ops=st.lists(st.one_of(st.tuples(st.just("q"), st.integers(0, 2)),
-                              st.tuples(st.just("t"), st.integers(0, 12 * MS))), max_size=40))
+@given(
+    size_lg2=st.integers(1, 4),
+    ncpus=st.integers(1, 3),
+    single=st.booleans(),
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("q"), st.integers(0, 2)),
+            st.tuples(st.just("t"), st.integers(0, 12 * MS)),
+        ),
+        max_size=40,
+    ),
+)
 def test_every_entry_is_released_once_after_a_completed_flush(
-        size_lg2: int, ncpus: int, single: bool, ops: list[tuple[str, int]]) -> None:
+    size_lg2: int, ncpus: int, single: bool, ops: list[tuple[str, int]]
+) -> None:
     h = Harness(FqOptions(single=single, size=1 << size_lg2), ncpus)
     queued: list[int] = []
     for kind, arg in ops:

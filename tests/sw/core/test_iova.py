@@ -126,12 +126,18 @@ def test_per_cpu_magazines_and_depot() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(ops=st.lists(st.one_of(st.tuples(st.just("alloc"), st.integers(1, 12),
-                                        st.integers(0, 64)),
-                              st.tuples(st.just("free"), st.integers(0, 1000), st.just(0))),
-                    max_size=60))
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("alloc"), st.integers(1, 12), st.integers(0, 64)),
+            st.tuples(st.just("free"), st.integers(0, 1000), st.just(0)),
+        ),
+        max_size=60,
+    )
+)
 def test_tree_allocations_never_overlap_and_fail_only_when_full(
-        ops: list[tuple[str, int, int]]) -> None:
+    ops: list[tuple[str, int, int]],
+) -> None:
     # Against a bitmap: ranges are disjoint, within [1, limit], aligned when the size is a
     # power of two; None only when no aligned hole of that size exists below the limit.
     a = IovaAllocator()
@@ -142,8 +148,11 @@ def test_tree_allocations_never_overlap_and_fail_only_when_full(
             pfn = a.alloc_iova(size, limit)
             taken = {p for s, n in used.items() for p in range(s, s + n)}
             align = size if size & (size - 1) == 0 else 1
-            holes = [lo for lo in range(1, limit - size + 2)
-                     if lo % align == 0 and not taken & set(range(lo, lo + size))]
+            holes = [
+                lo
+                for lo in range(1, limit - size + 2)
+                if lo % align == 0 and not taken & set(range(lo, lo + size))
+            ]
             if pfn is None:
                 assert holes == []
             else:

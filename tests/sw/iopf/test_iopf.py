@@ -30,12 +30,15 @@ class Harness:
         self.domain.iopf_handler = self.groups.append
         self.sent: list[tuple[int | None, int, int]] = []
         self.domains: dict[int | None, Domain] = {5: self.domain}
-        self.iopf = Iopf(lambda dev, pasid: self.domains.get(pasid),
-                         lambda dev, f, code: self.sent.append((f.pasid, f.grpid, code)))
+        self.iopf = Iopf(
+            lambda dev, pasid: self.domains.get(pasid),
+            lambda dev, f, code: self.sent.append((f.pasid, f.grpid, code)),
+        )
 
 
-def fault(grpid: int, addr: int, last: bool, pasid: int | None = 5,
-          perm: int = PERM_READ) -> PageFault:
+def fault(
+    grpid: int, addr: int, last: bool, pasid: int | None = 5, perm: int = PERM_READ
+) -> PageFault:
     return PageFault(pasid, grpid, perm, addr, last)
 
 

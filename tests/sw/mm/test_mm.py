@@ -61,8 +61,15 @@ def snapshot(mm: Mm) -> tuple[object, ...]:
     """Everything a failed call must leave alone."""
     mem = mm.mem
     assert isinstance(mem, SparseMemory)
-    return (mm.vmas(), mm.resident, repr(mm.stats), list(mem.pages()), mm.pages.nr_free,
-            mm.pgtable.table_pages, list(mm.pgtable.walk_leaves()))
+    return (
+        mm.vmas(),
+        mm.resident,
+        repr(mm.stats),
+        list(mem.pages()),
+        mm.pages.nr_free,
+        mm.pgtable.table_pages,
+        list(mm.pgtable.walk_leaves()),
+    )
 
 
 class Recorder:
@@ -91,8 +98,9 @@ def test_recorder_is_an_mmu_notifier() -> None:
 
 
 # ------------------------------------------------------------------------------ creation
-@pytest.mark.parametrize(("fmt", "mode", "va_bits"), [("sv39", 8, 39), ("sv48", 9, 48),
-                                                      ("sv57", 10, 57)])
+@pytest.mark.parametrize(
+    ("fmt", "mode", "va_bits"), [("sv39", 8, 39), ("sv48", 9, 48), ("sv57", 10, 57)]
+)
 def test_formats_and_layout(fmt: str, mode: int, va_bits: int) -> None:
     _, pages, mm = make(fmt)
     assert mm.atp() >> 60 == mode and (mm.atp() & ((1 << 44) - 1)) << 12 == mm.pgtable.root_pa
@@ -168,8 +176,11 @@ def test_fixed_replaces_existing_mappings_as_munmap_then_mmap() -> None:
     used = pages.nr_allocated
     assert mm.mmap(2 * P, PROT_READ, addr=a + P, fixed=True) == a + P
     assert rec.log == [("n", "invalidate", a + P, a + 3 * P, False)]
-    assert mm.vmas() == [Vma(a, a + P, RW), Vma(a + P, a + 3 * P, PROT_READ),
-                         Vma(a + 3 * P, a + 4 * P, RW)]
+    assert mm.vmas() == [
+        Vma(a, a + P, RW),
+        Vma(a + P, a + 3 * P, PROT_READ),
+        Vma(a + 3 * P, a + 4 * P, RW),
+    ]
     assert pages.nr_allocated == used - 2
     assert mm.read(a + P, 2 * P) == bytes(2 * P)  # new, zeroed pages
     assert mm.read(a, 1) == b"\xaa"
@@ -184,19 +195,25 @@ def test_fixed_over_nothing_needs_no_invalidation() -> None:
     assert rec.log == [] and mm.stats.invalidations == 0
 
 
-@pytest.mark.parametrize(("kw", "exc", "match"), [
-    ({"length": 0}, InvalidArgument, "length must be > 0, not 0"),
-    ({"length": -P}, InvalidArgument, "length must be > 0"),
-    ({"prot": 8}, InvalidArgument, "prot must be a combination of PROT_READ"),
-    ({"prot": -1}, InvalidArgument, "prot must be a combination"),
-    ({"addr": 0x10001}, InvalidArgument, "addr must be 4 KiB aligned, not 0x10001"),
-    ({"addr": -P}, InvalidArgument, "addr must be 4 KiB aligned"),
-    ({"fixed": True}, InvalidArgument, "fixed needs an addr"),
-    ({"fixed": True, "addr": 0xF000}, InvalidArgument, "addr must be >= 0x10000"),
-    ({"fixed": True, "addr": (1 << 47) - P, "length": 2 * P}, OutOfMemory,
-     "exceeds user space"),
-    ({"length": 1 << 47}, OutOfMemory, "exceeds user space"),
-])
+@pytest.mark.parametrize(
+    ("kw", "exc", "match"),
+    [
+        ({"length": 0}, InvalidArgument, "length must be > 0, not 0"),
+        ({"length": -P}, InvalidArgument, "length must be > 0"),
+        ({"prot": 8}, InvalidArgument, "prot must be a combination of PROT_READ"),
+        ({"prot": -1}, InvalidArgument, "prot must be a combination"),
+        ({"addr": 0x10001}, InvalidArgument, "addr must be 4 KiB aligned, not 0x10001"),
+        ({"addr": -P}, InvalidArgument, "addr must be 4 KiB aligned"),
+        ({"fixed": True}, InvalidArgument, "fixed needs an addr"),
+        ({"fixed": True, "addr": 0xF000}, InvalidArgument, "addr must be >= 0x10000"),
+        (
+            {"fixed": True, "addr": (1 << 47) - P, "length": 2 * P},
+            OutOfMemory,
+            "exceeds user space",
+        ),
+        ({"length": 1 << 47}, OutOfMemory, "exceeds user space"),
+    ],
+)
 def test_mmap_errors_change_nothing(kw: dict[str, int], exc: type[ApiError], match: str) -> None:
     _, _, mm = make()
     a = mm.mmap(P, RW)
@@ -260,17 +277,21 @@ def test_present_pages_are_not_faulted_again() -> None:
     assert mm.read(a, 2) == b"hi" and mm.translate(a) == pa and mm.stats.faults == 1
 
 
-@pytest.mark.parametrize(("prot", "read", "write", "exec_"), [
-    (PROT_NONE, False, False, False),
-    (PROT_READ, True, False, False),
-    (PROT_WRITE, True, True, False),  # write implies read
-    (RW, True, True, False),
-    (PROT_EXEC, False, False, True),
-    (PROT_READ | PROT_EXEC, True, False, True),
-    (RW | PROT_EXEC, True, True, True),
-])
-def test_fault_in_follows_the_area_protection(prot: int, read: bool, write: bool,
-                                              exec_: bool) -> None:
+@pytest.mark.parametrize(
+    ("prot", "read", "write", "exec_"),
+    [
+        (PROT_NONE, False, False, False),
+        (PROT_READ, True, False, False),
+        (PROT_WRITE, True, True, False),  # write implies read
+        (RW, True, True, False),
+        (PROT_EXEC, False, False, True),
+        (PROT_READ | PROT_EXEC, True, False, True),
+        (RW | PROT_EXEC, True, True, True),
+    ],
+)
+def test_fault_in_follows_the_area_protection(
+    prot: int, read: bool, write: bool, exec_: bool
+) -> None:
     _, _, mm = make()
     a = mm.mmap(P, prot)
     before = snapshot(mm)
@@ -302,14 +323,17 @@ def test_remote_faults_are_counted_apart() -> None:
 
 
 # ------------------------------------------------------------------------------ PTEs
-@pytest.mark.parametrize(("prot", "bits"), [
-    (PROT_READ, V | R | U | A),
-    (PROT_WRITE, V | R | W | U | A | D),
-    (RW, V | R | W | U | A | D),
-    (PROT_EXEC, V | X | U | A),
-    (PROT_READ | PROT_EXEC, V | R | X | U | A),
-    (RW | PROT_EXEC, V | R | W | X | U | A | D),
-])
+@pytest.mark.parametrize(
+    ("prot", "bits"),
+    [
+        (PROT_READ, V | R | U | A),
+        (PROT_WRITE, V | R | W | U | A | D),
+        (RW, V | R | W | U | A | D),
+        (PROT_EXEC, V | X | U | A),
+        (PROT_READ | PROT_EXEC, V | R | X | U | A),
+        (RW | PROT_EXEC, V | R | W | X | U | A | D),
+    ],
+)
 def test_leaves_are_user_pages_with_a_d_preset(prot: int, bits: int) -> None:
     """Linux RISC-V protection_map: U = 1, A preset, D preset on writable pages, X only with
     PROT_EXEC, W implies R."""
@@ -390,8 +414,9 @@ def test_munmap_splits_areas_and_frees_pages() -> None:
     assert mm.vmas() == [Vma(a, a + 2 * P, RW), Vma(a + 5 * P, a + 8 * P, RW)]
     assert pages.nr_allocated == used - 3 and mm.stats.pages == 5
     assert mm.stats.peak_pages == 8
-    assert [mm.translate(a + k * P) is None for k in range(8)] == [False] * 2 + [True] * 3 + \
-        [False] * 3
+    assert [mm.translate(a + k * P) is None for k in range(8)] == [False] * 2 + [True] * 3 + [
+        False
+    ] * 3
     assert mm.read(a + 5 * P, 2) == bytes([0, 1])
     mm.munmap(a + P, 1)  # length rounded up
     assert mm.vmas()[0] == Vma(a, a + P, RW)
@@ -465,12 +490,15 @@ def test_munmap_of_holes_and_absent_pages_does_not_invalidate() -> None:
     assert rec.log == [] and mm.vmas() == [] and mm.stats.invalidations == 0
 
 
-@pytest.mark.parametrize(("addr", "length", "match"), [
-    (0x10001, P, "addr must be 4 KiB aligned"),
-    (0x10000, 0, "length must be > 0"),
-    (0x10000, -1, "length must be > 0"),
-    (1 << 47, P, "must lie below task_size"),
-])
+@pytest.mark.parametrize(
+    ("addr", "length", "match"),
+    [
+        (0x10001, P, "addr must be 4 KiB aligned"),
+        (0x10000, 0, "length must be > 0"),
+        (0x10000, -1, "length must be > 0"),
+        (1 << 47, P, "must lie below task_size"),
+    ],
+)
 def test_munmap_errors_change_nothing(addr: int, length: int, match: str) -> None:
     _, _, mm = make()
     a = mm.mmap(P, RW, addr=0x10000)
@@ -487,8 +515,11 @@ def test_mprotect_splits_merges_and_rewrites_present_ptes() -> None:
     a = mm.mmap(4 * P, RW, addr=0x100_0000)
     mm.write(a, bytes(4 * P))
     mm.mprotect(a + P, 2 * P, PROT_READ)
-    assert mm.vmas() == [Vma(a, a + P, RW), Vma(a + P, a + 3 * P, PROT_READ),
-                         Vma(a + 3 * P, a + 4 * P, RW)]
+    assert mm.vmas() == [
+        Vma(a, a + P, RW),
+        Vma(a + P, a + 3 * P, PROT_READ),
+        Vma(a + 3 * P, a + 4 * P, RW),
+    ]
     assert raw_pte(mm, a + P) & (R | W | X | D) == R | D  # D kept when W goes
     assert raw_pte(mm, a) & (R | W) == R | W
     mm.mprotect(a + P, 2 * P, RW)
@@ -570,9 +601,11 @@ def test_mprotect_errors_change_nothing() -> None:
     with pytest.raises(OutOfMemory, match="is not fully mapped") as ei:
         mm.mprotect(a, 4 * P, PROT_READ)
     assert ei.value.errno == errno.ENOMEM
-    for args, match in [((a + 1, P, PROT_READ), "addr must be 4 KiB aligned"),
-                        ((a, P, 16), "prot must be a combination"),
-                        ((a, -P, PROT_READ), "length must be >= 0")]:
+    for args, match in [
+        ((a + 1, P, PROT_READ), "addr must be 4 KiB aligned"),
+        ((a, P, 16), "prot must be a combination"),
+        ((a, -P, PROT_READ), "length must be >= 0"),
+    ]:
         with pytest.raises(InvalidArgument, match=match):
             mm.mprotect(*args)
     with pytest.raises(OutOfMemory):
@@ -638,9 +671,15 @@ def test_exit_releases_notifiers_first_and_returns_every_page() -> None:
     assert mm.exited and mm.vmas() == [] and mm.stats.pages == 0
     assert mm.translate(a + P) is None and mm.find_vma(a) is None
     assert mm.fault_in(a) is False
-    for call in (lambda: mm.mmap(P, RW), lambda: mm.munmap(a, P),
-                 lambda: mm.mprotect(a, P, RW), lambda: mm.read(a, 1),
-                 lambda: mm.write(a, b"x"), mm.atp, lambda: mm.register_notifier(Recorder())):
+    for call in (
+        lambda: mm.mmap(P, RW),
+        lambda: mm.munmap(a, P),
+        lambda: mm.mprotect(a, P, RW),
+        lambda: mm.read(a, 1),
+        lambda: mm.write(a, b"x"),
+        mm.atp,
+        lambda: mm.register_notifier(Recorder()),
+    ):
         with pytest.raises(InvalidArgument, match="mm 'proc' has exited"):
             call()
     mm.exit()  # a no-op

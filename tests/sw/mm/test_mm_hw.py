@@ -85,8 +85,11 @@ class Machine:
             self.command(CMD_IOTINVAL.encode(opcode=1, func3=0, pscv=1, pscid=PSCID))
         else:
             for page in range(start, end, P):
-                self.command(CMD_IOTINVAL.encode(opcode=1, func3=0, pscv=1, pscid=PSCID, av=1,
-                                                 addr=page >> 12))
+                self.command(
+                    CMD_IOTINVAL.encode(
+                        opcode=1, func3=0, pscv=1, pscid=PSCID, av=1, addr=page >> 12
+                    )
+                )
         self.command(CMD_IOFENCE.encode(opcode=2, pr=1, pw=1))
 
     def release(self, mm: Mm) -> None:
@@ -101,8 +104,9 @@ class Machine:
     def dma(self, va: int, access: int) -> int:
         """PA, or -cause: access 0 read, 1 write, 2 instruction fetch."""
         if access == 2:
-            r = self.iommu.translate(Request(DID, va, pid_valid=True, process_id=PASID,
-                                             exec_req=True))
+            r = self.iommu.translate(
+                Request(DID, va, pid_valid=True, process_id=PASID, exec_req=True)
+            )
             return r.pa if r.ok else -r.cause
         return self.iommu.translate_pa(DID, va, access == 1, process_id=PASID)
 
@@ -183,15 +187,21 @@ def test_exit_releases_the_process_context_first() -> None:
 
 
 Op = tuple[str, int, int, int]
-ops = st.lists(st.tuples(st.sampled_from(["mmap", "munmap", "mprotect", "touch", "remote"]),
-                         st.integers(0, 71), st.integers(1, 24), st.integers(0, 7)),
-               min_size=1, max_size=20)
+ops = st.lists(
+    st.tuples(
+        st.sampled_from(["mmap", "munmap", "mprotect", "touch", "remote"]),
+        st.integers(0, 71),
+        st.integers(1, 24),
+        st.integers(0, 7),
+    ),
+    min_size=1,
+    max_size=20,
+)
 
 
 @settings(max_examples=60, deadline=None)
 @given(ops=ops, fmt=st.sampled_from(["sv39", "sv48", "sv57"]), small=st.booleans())
-def test_caches_never_grant_more_than_the_page_table(ops: list[Op], fmt: str,
-                                                     small: bool) -> None:
+def test_caches_never_grant_more_than_the_page_table(ops: list[Op], fmt: str, small: bool) -> None:
     """After every operation, every page of the window is probed for a read, a write and an
     instruction fetch: a success must be exactly what the page table grants now. A fault
     where the table grants the access is allowed only as a stale permission upgrade (no
@@ -219,8 +229,9 @@ def test_caches_never_grant_more_than_the_page_table(ops: list[Op], fmt: str,
             for access in range(3):
                 got, want = m.dma(p, access), m.allowed(p, access)
                 if got != want:
-                    assert got == -FAULTS[access] and want >= 0, \
+                    assert got == -FAULTS[access] and want >= 0, (
                         f"{kind} {p:#x} access {access}: device {got}, table {want}"
+                    )
                     spurious.append((p, access))
         if spurious:
             m.flush_all()

@@ -150,8 +150,7 @@ class MmMachine(RuleBasedStateMachine):
         self.mm.munmap(span[0], M2)
         self._drop(span)
 
-    @precondition(lambda self: any(p not in range(BASE, BASE + NPAGES * P)
-                                   for p in self.prot))
+    @precondition(lambda self: any(p not in range(BASE, BASE + NPAGES * P) for p in self.prot))
     @rule()
     def munmap_far(self) -> None:
         far = sorted(p for p in self.prot if not BASE <= p < BASE + NPAGES * P)
@@ -179,7 +178,7 @@ class MmMachine(RuleBasedStateMachine):
                 self.data.setdefault(p, bytes(P))
                 want += self.data[p]
             lo = addr & (P - 1)
-            assert self.mm.read(addr, n) == bytes(want[lo:lo + n])
+            assert self.mm.read(addr, n) == bytes(want[lo : lo + n])
         else:
             before = self.mm.resident
             with pytest.raises(BadAddress):
@@ -196,7 +195,7 @@ class MmMachine(RuleBasedStateMachine):
                 page = bytearray(self.data.get(p, bytes(P)))
                 lo = at - p
                 k = min(P - lo, addr + len(data) - at)
-                page[lo:lo + k] = data[at - addr:at - addr + k]
+                page[lo : lo + k] = data[at - addr : at - addr + k]
                 self.data[p] = bytes(page)
                 at += k
         else:
@@ -228,8 +227,9 @@ class MmMachine(RuleBasedStateMachine):
         assert set(resident) == set(self.data)
         for p, pa in resident.items():
             assert self.ram.read(pa, P) == self.data[p]
-        assert self.pages.nr_allocated == (self.baseline + len(mm.pgtable.table_pages)
-                                           + len(resident))
+        assert self.pages.nr_allocated == (
+            self.baseline + len(mm.pgtable.table_pages) + len(resident)
+        )
         assert mm.stats.pages == len(resident)
         for va, pa, size, iprot in mm.pgtable.walk_leaves():
             assert size == P and resident.get(va) == pa
@@ -242,8 +242,9 @@ class MmMachine(RuleBasedStateMachine):
             now = mm.pgtable.lookup(page)
             assert now is not None, f"{page:#x}: stale translation after unmap"
             assert now[1] == pa
-            assert all(n or not c for c, n in zip(cached, pte_perms(now[3]), strict=True)), \
+            assert all(n or not c for c, n in zip(cached, pte_perms(now[3]), strict=True)), (
                 f"{page:#x}: cached {cached} exceeds the PTE's {pte_perms(now[3])}"
+            )
         gone = self.tlb.tables - set(mm.pgtable.table_pages)
         assert not gone, f"tables {sorted(map(hex, gone))} freed without tables_freed"
         # A device touches every present page: cache it and the tables on its walk.
@@ -257,6 +258,5 @@ class MmMachine(RuleBasedStateMachine):
         assert self.pages.nr_allocated == self.baseline
 
 
-MmMachine.TestCase.settings = settings(max_examples=120, stateful_step_count=25,
-                                       deadline=None)
+MmMachine.TestCase.settings = settings(max_examples=120, stateful_step_count=25, deadline=None)
 TestMm = MmMachine.TestCase

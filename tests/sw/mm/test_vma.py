@@ -50,7 +50,10 @@ def test_remove_splits_and_returns_the_clipped_pieces() -> None:
     vl = build((10, 20, 3), (20, 30, 1), (40, 50, 3))
     removed = vl.remove(15 * P, 45 * P)
     assert [(v.start // P, v.end // P, v.prot) for v in removed] == [
-        (15, 20, 3), (20, 30, 1), (40, 45, 3)]
+        (15, 20, 3),
+        (20, 30, 1),
+        (40, 45, 3),
+    ]
     assert spans(vl) == [(10, 15, 3), (45, 50, 3)]
     assert vl.remove(0, 5 * P) == []  # a hole
     vl.remove(12 * P, 13 * P)  # the middle of an area
@@ -99,9 +102,17 @@ Op = tuple[str, int, int, int]
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["insert", "remove", "set_prot"]),
-                          st.integers(0, 40), st.integers(1, 10), st.integers(0, 3)),
-                max_size=30))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["insert", "remove", "set_prot"]),
+            st.integers(0, 40),
+            st.integers(1, 10),
+            st.integers(0, 3),
+        ),
+        max_size=30,
+    )
+)
 def test_against_a_page_model(ops: list[Op]) -> None:
     """Random operations against a dict page -> prot: the list always equals the model,
     merged and sorted; gap searches find the highest/lowest fitting free range."""
@@ -125,12 +136,16 @@ def test_against_a_page_model(ops: list[Op]) -> None:
                 continue
             old = vl.set_prot(s * P, (s + n) * P, prot)
             assert {q // P: v.prot for v in old for q in range(v.start, v.end, P)} == {
-                p: model[p] for p in pages}
+                p: model[p] for p in pages
+            }
             model.update(dict.fromkeys(pages, prot))
         vl.check()
         assert {q // P: v.prot for v in vl for q in range(v.start, v.end, P)} == model
         for length in (1, 3):
-            free = [p for p in range(0, 60 - length + 1)
-                    if all(q not in model for q in range(p, p + length))]
+            free = [
+                p
+                for p in range(0, 60 - length + 1)
+                if all(q not in model for q in range(p, p + length))
+            ]
             assert vl.gap_top_down(length * P, 0, 60 * P) == (max(free) * P if free else None)
             assert vl.gap_bottom_up(length * P, 0, 60 * P) == (min(free) * P if free else None)

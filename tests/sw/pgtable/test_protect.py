@@ -64,7 +64,8 @@ def test_protect_rewrites_present_leaves_and_keeps_the_ppn(name: str) -> None:
     gather = IotlbGather()
     assert pt.protect(G1, 4 * K4, RO, gather) == 4 * K4
     assert [(v, p, s, prot) for v, p, s, prot in pt.walk_leaves()] == [
-        (G1 + k * K4, DATA + k * K4, K4, RO) for k in range(4)]
+        (G1 + k * K4, DATA + k * K4, K4, RO) for k in range(4)
+    ]
     assert (gather.start, gather.end, gather.pgsize) == (G1, G1 + 4 * K4 - 1, K4)
     assert gather.freelist == []
 
@@ -157,17 +158,21 @@ def test_superpages_are_protected_whole_or_not_at_all(name: str) -> None:
     assert pt.lookup(M2 + 5) == (M2, DATA, M2, RO)
 
 
-@pytest.mark.parametrize(("iova", "size", "prot", "exc", "match"), [
-    (0x1001, K4, RO, InvalidArgument, "iova must be 4 KiB aligned"),
-    (0x1000, 0x800, RO, InvalidArgument, "size must be a positive multiple"),
-    (0x1000, 0, RO, InvalidArgument, "size must be a positive multiple"),
-    (1 << 47, K4, RO, InvalidArgument, "must be canonical"),
-    ((1 << 47) - K4, 2 * K4, RO, InvalidArgument, "must be canonical"),
-    (0x1000, K4, IOMMU_NOEXEC, NotSupported, "grants no access"),
-    (0x1000, K4, 1 << 9, InvalidArgument, "prot must be a combination"),
-])
-def test_errors_change_nothing(iova: int, size: int, prot: int, exc: type[Exception],
-                               match: str) -> None:
+@pytest.mark.parametrize(
+    ("iova", "size", "prot", "exc", "match"),
+    [
+        (0x1001, K4, RO, InvalidArgument, "iova must be 4 KiB aligned"),
+        (0x1000, 0x800, RO, InvalidArgument, "size must be a positive multiple"),
+        (0x1000, 0, RO, InvalidArgument, "size must be a positive multiple"),
+        (1 << 47, K4, RO, InvalidArgument, "must be canonical"),
+        ((1 << 47) - K4, 2 * K4, RO, InvalidArgument, "must be canonical"),
+        (0x1000, K4, IOMMU_NOEXEC, NotSupported, "grants no access"),
+        (0x1000, K4, 1 << 9, InvalidArgument, "prot must be a combination"),
+    ],
+)
+def test_errors_change_nothing(
+    iova: int, size: int, prot: int, exc: type[Exception], match: str
+) -> None:
     mem, pages, pt = make("sv48")
     pt.map(0x1000, DATA, 2 * K4, RW)
     before = snapshot(mem, pages, pt)
@@ -203,9 +208,18 @@ def norm(prot: int) -> int:
 
 @pytest.mark.parametrize("name", ["sv39", "sv57x4"])
 @settings(max_examples=60, deadline=None)
-@given(ops=st.lists(st.tuples(st.sampled_from(["map", "unmap", "protect"]), st.integers(0, 40),
-                              st.integers(1, 12), st.sampled_from(PROTS)),
-                    min_size=1, max_size=20))
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["map", "unmap", "protect"]),
+            st.integers(0, 40),
+            st.integers(1, 12),
+            st.sampled_from(PROTS),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
 def test_protect_agrees_with_a_model(name: str, ops: list[tuple[str, int, int, int]]) -> None:
     """Random 4 KiB map/unmap/protect sequences: every page's prot and PA match a dict model,
     the return value counts changed pages, and the gather covers exactly them."""
@@ -229,8 +243,7 @@ def test_protect_agrees_with_a_model(name: str, ops: list[tuple[str, int, int, i
                 model.pop(p, None)
         else:
             bits = pt.leaf_bits
-            changed = [p for p in pages if p in model
-                       and bits(model[p][1]) != bits(prot)]
+            changed = [p for p in pages if p in model and bits(model[p][1]) != bits(prot)]
             gather = IotlbGather()
             assert pt.protect(iova, n * K4, prot, gather) == K4 * len(changed)
             if changed:
@@ -240,8 +253,9 @@ def test_protect_agrees_with_a_model(name: str, ops: list[tuple[str, int, int, i
             for p in pages:
                 if p in model:
                     model[p] = (model[p][0], prot)
-        want = sorted((p, pa, K4, norm(pr) & ~(IOMMU_PRIV if gstage else 0))
-                      for p, (pa, pr) in model.items())
+        want = sorted(
+            (p, pa, K4, norm(pr) & ~(IOMMU_PRIV if gstage else 0)) for p, (pa, pr) in model.items()
+        )
         assert list(pt.walk_leaves()) == want
 
 
@@ -263,8 +277,11 @@ def iommu_for(pt: RiscvPageTable, ram: SparseMemory, pages: PageAllocator) -> Ri
 def hw(iommu: RiscvIommu, iova: int) -> tuple[int, int, int]:
     """(read, write, execute) results: PA or -cause."""
     x = iommu.translate(Request(DID, iova, exec_req=True))
-    return (iommu.translate_pa(DID, iova, False), iommu.translate_pa(DID, iova, True),
-            x.pa if x.ok else -x.cause)
+    return (
+        iommu.translate_pa(DID, iova, False),
+        iommu.translate_pa(DID, iova, True),
+        x.pa if x.ok else -x.cause,
+    )
 
 
 def test_hardware_sees_the_new_permissions() -> None:

@@ -38,15 +38,15 @@ FIRST = [f for f in ALL if not FORMATS[f].gstage]
 GSTAGE = [f for f in ALL if FORMATS[f].gstage]
 
 
-def make(fmt: str, pool_pages: int = 256, **kw: bool) -> tuple[SparseMemory, PageAllocator,
-                                                                 RiscvPageTable]:
+def make(
+    fmt: str, pool_pages: int = 256, **kw: bool
+) -> tuple[SparseMemory, PageAllocator, RiscvPageTable]:
     mem = SparseMemory()
     pages = PageAllocator(mem, POOL, pool_pages * K4)
     return mem, pages, RiscvPageTable(mem, pages, fmt, **kw)
 
 
-def snapshot(mem: SparseMemory, pages: PageAllocator,
-             pt: RiscvPageTable) -> tuple[object, ...]:
+def snapshot(mem: SparseMemory, pages: PageAllocator, pt: RiscvPageTable) -> tuple[object, ...]:
     return list(mem.pages()), pages.nr_free, pt.table_pages, list(pt.walk_leaves())
 
 
@@ -64,10 +64,17 @@ def test_formats_match_the_walker_mode_tables(name: str) -> None:
     assert f.root_order == (2 if f.gstage else 0)
 
 
-@pytest.mark.parametrize(("name", "bitmap"), [
-    ("sv39", K4 | M2 | G1), ("sv48", K4 | M2 | G1 | G512), ("sv57", K4 | M2 | G1 | G512),
-    ("sv39x4", K4 | M2 | G1), ("sv48x4", K4 | M2 | G1 | G512),
-    ("sv57x4", K4 | M2 | G1 | G512)])
+@pytest.mark.parametrize(
+    ("name", "bitmap"),
+    [
+        ("sv39", K4 | M2 | G1),
+        ("sv48", K4 | M2 | G1 | G512),
+        ("sv57", K4 | M2 | G1 | G512),
+        ("sv39x4", K4 | M2 | G1),
+        ("sv48x4", K4 | M2 | G1 | G512),
+        ("sv57x4", K4 | M2 | G1 | G512),
+    ],
+)
 def test_pgsize_bitmap(name: str, bitmap: int) -> None:
     assert make(name)[2].pgsize_bitmap == bitmap
 
@@ -89,8 +96,11 @@ def test_root_table_and_atp(name: str) -> None:
     assert pages.nr_allocated == 1 << f.root_order
     assert pt.table_pages == [pt.root_pa]
     if f.gstage:
-        assert DC_IOHGATP.decode(pt.atp(gscid=7)) == {"ppn": pt.root_ppn, "gscid": 7,
-                                                      "mode": f.mode}
+        assert DC_IOHGATP.decode(pt.atp(gscid=7)) == {
+            "ppn": pt.root_ppn,
+            "gscid": 7,
+            "mode": f.mode,
+        }
     else:
         assert DC_FSC.decode(pt.atp()) == {"ppn": pt.root_ppn, "mode": f.mode}
         with pytest.raises(InvalidArgument, match="gscid must be 0"):
@@ -109,16 +119,19 @@ def test_root_allocation_failure_is_enomem() -> None:
 V, R, W, X, U, A, D = (PTE.mask(n) for n in "vrwxuad")
 
 
-@pytest.mark.parametrize(("prot", "bits"), [
-    (IOMMU_READ, V | R | X | U | A),
-    (IOMMU_WRITE, V | R | W | X | U | A | D),  # W without R is reserved: W implies R
-    (RW, V | R | W | X | U | A | D),
-    (IOMMU_READ | IOMMU_NOEXEC, V | R | U | A),
-    (RW | IOMMU_NOEXEC, V | R | W | U | A | D),
-    (0, V | X | U | A),  # execute-only, as Linux's riscvpt_iommu_set_prot
-    (IOMMU_READ | IOMMU_PRIV, V | R | X | A),  # supervisor-only: U = 0
-    (IOMMU_READ | IOMMU_CACHE | IOMMU_MMIO, V | R | X | U | A),  # PBMT only with svpbmt
-])
+@pytest.mark.parametrize(
+    ("prot", "bits"),
+    [
+        (IOMMU_READ, V | R | X | U | A),
+        (IOMMU_WRITE, V | R | W | X | U | A | D),  # W without R is reserved: W implies R
+        (RW, V | R | W | X | U | A | D),
+        (IOMMU_READ | IOMMU_NOEXEC, V | R | U | A),
+        (RW | IOMMU_NOEXEC, V | R | W | U | A | D),
+        (0, V | X | U | A),  # execute-only, as Linux's riscvpt_iommu_set_prot
+        (IOMMU_READ | IOMMU_PRIV, V | R | X | A),  # supervisor-only: U = 0
+        (IOMMU_READ | IOMMU_CACHE | IOMMU_MMIO, V | R | X | U | A),  # PBMT only with svpbmt
+    ],
+)
 def test_first_stage_leaf_bits(prot: int, bits: int) -> None:
     assert make("sv39")[2].leaf_bits(prot) == bits
 
@@ -154,8 +167,11 @@ def test_map_uses_the_largest_pages_alignment_allows(name: str) -> None:
     # 4 KiB, then up to the 2 MiB boundary, one 2 MiB page, a 4 KiB tail.
     pt.map(base + M2 - 2 * K4, DATA + M2 - 2 * K4, 2 * K4 + M2 + K4, RW)
     assert leaves(pt) == [
-        (base + M2 - 2 * K4, DATA + M2 - 2 * K4, K4), (base + M2 - K4, DATA + M2 - K4, K4),
-        (base + M2, DATA + M2, M2), (base + 2 * M2, DATA + 2 * M2, K4)]
+        (base + M2 - 2 * K4, DATA + M2 - 2 * K4, K4),
+        (base + M2 - K4, DATA + M2 - K4, K4),
+        (base + M2, DATA + M2, M2),
+        (base + 2 * M2, DATA + 2 * M2, K4),
+    ]
     # A gigapage when both addresses are 1 GiB aligned ...
     pt.map(G1, 8 * G1, G1, IOMMU_READ)
     assert (G1, 8 * G1, G1) in leaves(pt)
@@ -269,21 +285,30 @@ BAD_CALLS: list[tuple[str, BadCall, type[Exception]]] = [
     ("overlap at the end", lambda pt: pt.map(0, DATA, 2 * G1, RW), Exists),
     ("no access", lambda pt: pt.map(0, DATA, K4, IOMMU_NOEXEC), NotSupported),
     ("unmap misaligned", lambda pt: pt.unmap(0x10, K4, IotlbGather()), InvalidArgument),
-    ("unmap splits a 2 MiB leaf", lambda pt: pt.unmap(3 * G1 + K4, K4, IotlbGather()),
-     InvalidArgument),
-    ("unmap splits at the end", lambda pt: pt.unmap(3 * G1 - M2, M2 + K4, IotlbGather()),
-     InvalidArgument),
-    ("unmap splits at the start", lambda pt: pt.unmap(3 * G1 + M2 - K4, 2 * K4, IotlbGather()),
-     InvalidArgument),
-    ("unmap beyond the range", lambda pt: pt.unmap(0, 1 << 60, IotlbGather()),
-     InvalidArgument),
+    (
+        "unmap splits a 2 MiB leaf",
+        lambda pt: pt.unmap(3 * G1 + K4, K4, IotlbGather()),
+        InvalidArgument,
+    ),
+    (
+        "unmap splits at the end",
+        lambda pt: pt.unmap(3 * G1 - M2, M2 + K4, IotlbGather()),
+        InvalidArgument,
+    ),
+    (
+        "unmap splits at the start",
+        lambda pt: pt.unmap(3 * G1 + M2 - K4, 2 * K4, IotlbGather()),
+        InvalidArgument,
+    ),
+    ("unmap beyond the range", lambda pt: pt.unmap(0, 1 << 60, IotlbGather()), InvalidArgument),
 ]
 
 
 @pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize(("why", "call", "exc"), BAD_CALLS, ids=[c[0] for c in BAD_CALLS])
-def test_errors_leave_memory_byte_identical(name: str, why: str, call: BadCall,
-                                            exc: type[Exception]) -> None:
+def test_errors_leave_memory_byte_identical(
+    name: str, why: str, call: BadCall, exc: type[Exception]
+) -> None:
     mem, pages, pt = make(name)
     pt.map(G1 + M2, DATA, K4, RW)
     pt.map(3 * G1, DATA + M2, M2, RW)
@@ -298,8 +323,12 @@ def test_non_canonical_ranges(name: str) -> None:
     mem, pages, pt = make(name)
     half = 1 << (pt.va_bits - 1)
     before = snapshot(mem, pages, pt)
-    for iova, size in ((half, K4), (half - K4, 2 * K4), ((1 << 64) - half - K4, 2 * K4),
-                       ((1 << 64) - K4, 2 * K4)):
+    for iova, size in (
+        (half, K4),
+        (half - K4, 2 * K4),
+        ((1 << 64) - half - K4, 2 * K4),
+        ((1 << 64) - K4, 2 * K4),
+    ):
         with pytest.raises(InvalidArgument, match="must be canonical"):
             pt.map(iova, DATA, size, RW)
         with pytest.raises(InvalidArgument, match="must be canonical"):
@@ -441,8 +470,7 @@ def test_walk_leaves_reports_prot() -> None:
     _, _, pt = make("sv39")
     pt.map(0, DATA, K4, IOMMU_READ)
     pt.map(K4, DATA, K4, IOMMU_WRITE | IOMMU_NOEXEC)
-    assert list(pt.walk_leaves()) == [(0, DATA, K4, IOMMU_READ),
-                                      (K4, DATA, K4, RW | IOMMU_NOEXEC)]
+    assert list(pt.walk_leaves()) == [(0, DATA, K4, IOMMU_READ), (K4, DATA, K4, RW | IOMMU_NOEXEC)]
 
 
 # ------------------------------------------------------------------------------ lifetime

@@ -68,9 +68,15 @@ RW: Final = IOMMU_READ | IOMMU_WRITE
 class System:
     """Memory, IOMMU, page allocator and one device translated by ``pt``."""
 
-    def __init__(self, fmt: str, *, caches: CacheParams | None = None, set_ad: bool = True,
-                 big_endian: bool = False,
-                 sw_mem: Callable[[PhysicalMemory], PhysicalMemory] | None = None) -> None:
+    def __init__(
+        self,
+        fmt: str,
+        *,
+        caches: CacheParams | None = None,
+        set_ad: bool = True,
+        big_endian: bool = False,
+        sw_mem: Callable[[PhysicalMemory], PhysicalMemory] | None = None,
+    ) -> None:
         self.ram = SparseMemory()
         params = PRESETS["full"]
         if caches is not None:
@@ -80,8 +86,7 @@ class System:
         self.mem = sw_mem(self.ram) if sw_mem is not None else self.ram
         self.pages = PageAllocator(self.mem, POOL, POOL_PAGES * K4)
         self.fmt = FORMATS[fmt]
-        self.pt = RiscvPageTable(self.mem, self.pages, fmt, set_ad=set_ad,
-                                 big_endian=big_endian)
+        self.pt = RiscvPageTable(self.mem, self.pages, fmt, set_ad=set_ad, big_endian=big_endian)
         self.faults = G_FAULTS if self.fmt.gstage else S1_FAULTS
         # First-stage tables follow DC.tc.SBE, G-stage tables fctl.BE, which also makes the
         # DDT and the queues big-endian (riscv-iommu: "Endianness of in-memory data
@@ -97,9 +102,12 @@ class System:
         assert self.iommu.read_register(OFF_CQCSR, 4) & CQCSR_CQON
         # One-level DDT, extended device-context format (capabilities.MSI_FLAT = 1).
         ddt = self.pages.alloc_page()
-        tc = DC_TC.encode(v=1, sbe=int(big_endian),
-                          sade=int(not set_ad and not self.fmt.gstage),
-                          gade=int(not set_ad and self.fmt.gstage))
+        tc = DC_TC.encode(
+            v=1,
+            sbe=int(big_endian),
+            sade=int(not set_ad and not self.fmt.gstage),
+            gade=int(not set_ad and self.fmt.gstage),
+        )
         if self.fmt.gstage:
             words = (tc, self.pt.atp(gscid=GSCID), 0, 0)
         else:
@@ -122,14 +130,14 @@ class System:
         if gather.empty:
             return
         gstage = self.fmt.gstage
-        func, tag = (1, {"gv": 1, "gscid": GSCID}) if gstage else (0, {"pscv": 1,
-                                                                        "pscid": PSCID})
+        func, tag = (1, {"gv": 1, "gscid": GSCID}) if gstage else (0, {"pscv": 1, "pscid": PSCID})
         if gather.freelist or gather.size >= INVAL_LIMIT:
             self.command(CMD_IOTINVAL.encode(opcode=1, func3=func, **tag))
         else:
             for page in range(gather.start, gather.end + 1, K4):
-                self.command(CMD_IOTINVAL.encode(opcode=1, func3=func, av=1, addr=page >> 12,
-                                                 **tag))
+                self.command(
+                    CMD_IOTINVAL.encode(opcode=1, func3=func, av=1, addr=page >> 12, **tag)
+                )
         self.command(CMD_IOFENCE.encode(opcode=2, pr=1, pw=1))
         for tpa in gather.freelist:
             self.pages.free_page(tpa)
@@ -142,8 +150,13 @@ class System:
         if found is None:
             return -self.faults[access]
         pa, prot = found
-        ok = (prot & RW if access == 0 else prot & IOMMU_WRITE if access == 1
-              else not prot & IOMMU_NOEXEC)
+        ok = (
+            prot & RW
+            if access == 0
+            else prot & IOMMU_WRITE
+            if access == 1
+            else not prot & IOMMU_NOEXEC
+        )
         # Requests here are user-mode (no PASID): a supervisor-only first-stage page faults.
         if not self.fmt.gstage and prot & IOMMU_PRIV:
             ok = False
@@ -154,8 +167,11 @@ class System:
         got_r = self.iommu.translate(Request(DID, iova))
         got_w = self.iommu.translate_pa(DID, iova, True)
         got_x = self.iommu.translate(Request(DID, iova, exec_req=True))
-        got = [got_r.pa if got_r.ok else -got_r.cause, got_w,
-               got_x.pa if got_x.ok else -got_x.cause]
+        got = [
+            got_r.pa if got_r.ok else -got_r.cause,
+            got_w,
+            got_x.pa if got_x.ok else -got_x.cause,
+        ]
         assert got == want, f"iova {iova:#x}: hardware {got}, model {want}"
         if got_r.ok:
             assert got_r.size_lg2 == min(model.leaf_lg2(iova), 30)
@@ -182,8 +198,11 @@ class Model:
             return False
         end = iova + size
         while iova < end:
-            s = next(s for s in self.sizes if not (iova | pa) % s and end - iova >= s
-                     and (s, iova) not in self.tables)
+            s = next(
+                s
+                for s in self.sizes
+                if not (iova | pa) % s and end - iova >= s and (s, iova) not in self.tables
+            )
             self.leaves[iova] = (pa, s, prot)
             for lvl in range(self.levels - 1):
                 span = 1 << (12 + 9 * (lvl + 1))
@@ -198,8 +217,9 @@ class Model:
         hit = self._overlapping(iova, size)
         if any(v < iova or v + self.leaves[v][1] > iova + size for v in hit):
             return None
-        self.tables = {(span, b) for span, b in self.tables
-                       if not (iova <= b and b + span <= iova + size)}
+        self.tables = {
+            (span, b) for span, b in self.tables if not (iova <= b and b + span <= iova + size)
+        }
         return sum(self.leaves.pop(v)[1] for v in hit)
 
     def _leaf(self, iova: int) -> tuple[int, int, int, int] | None:
@@ -228,8 +248,15 @@ class Model:
 
 
 # ------------------------------------------------------------------------------ strategies
-PROTS: Final = [IOMMU_READ, IOMMU_WRITE, RW, IOMMU_READ | IOMMU_NOEXEC, RW | IOMMU_NOEXEC, 0,
-                IOMMU_READ | IOMMU_PRIV]
+PROTS: Final = [
+    IOMMU_READ,
+    IOMMU_WRITE,
+    RW,
+    IOMMU_READ | IOMMU_NOEXEC,
+    RW | IOMMU_NOEXEC,
+    0,
+    IOMMU_READ | IOMMU_PRIV,
+]
 OFFSETS: Final = [0, 1, 2, 255, 511, 512, 513, 1024, 1536]
 NPAGES: Final = [1, 2, 3, 255, 512, 513, 1024]
 PA_SHIFT: Final = [0, 1, 512]
@@ -247,14 +274,33 @@ def windows(name: str) -> list[int]:
 Op = tuple[str, int, int, int, int, int]
 
 op_st: st.SearchStrategy[Op] = st.one_of(
-    st.tuples(st.just("map"), st.integers(0, 2), st.sampled_from(OFFSETS),
-              st.sampled_from(NPAGES), st.sampled_from(PA_SHIFT), st.sampled_from(PROTS)),
-    st.tuples(st.just("giga"), st.integers(0, 2), st.just(0), st.just(G1 // K4),
-              st.integers(0, 3), st.sampled_from(PROTS)),
-    st.tuples(st.just("unmap"), st.integers(0, 2), st.sampled_from(OFFSETS),
-              st.sampled_from(NPAGES), st.just(0), st.just(0)),
-    st.tuples(st.just("unmap"), st.integers(0, 2), st.just(0), st.just(G1 // K4), st.just(0),
-              st.just(0)),
+    st.tuples(
+        st.just("map"),
+        st.integers(0, 2),
+        st.sampled_from(OFFSETS),
+        st.sampled_from(NPAGES),
+        st.sampled_from(PA_SHIFT),
+        st.sampled_from(PROTS),
+    ),
+    st.tuples(
+        st.just("giga"),
+        st.integers(0, 2),
+        st.just(0),
+        st.just(G1 // K4),
+        st.integers(0, 3),
+        st.sampled_from(PROTS),
+    ),
+    st.tuples(
+        st.just("unmap"),
+        st.integers(0, 2),
+        st.sampled_from(OFFSETS),
+        st.sampled_from(NPAGES),
+        st.just(0),
+        st.just(0),
+    ),
+    st.tuples(
+        st.just("unmap"), st.integers(0, 2), st.just(0), st.just(G1 // K4), st.just(0), st.just(0)
+    ),
 )
 
 
@@ -267,8 +313,9 @@ def note_event(name: str) -> None:
 GEOMETRIES: Final = [CacheParams(0, 0, 0), CacheParams(2, 2, 2), CacheParams()]
 
 
-def run_sequence(name: str, ops: list[Op], geometry: int, set_ad: bool, big_endian: bool,
-                 extra_probes: list[int]) -> None:
+def run_sequence(
+    name: str, ops: list[Op], geometry: int, set_ad: bool, big_endian: bool, extra_probes: list[int]
+) -> None:
     sysm = System(name, caches=GEOMETRIES[geometry], set_ad=set_ad, big_endian=big_endian)
     pt = sysm.pt
     model = Model([1 << (12 + 9 * lvl) for lvl in pt.fmt.leaf_levels], pt.fmt.levels)
@@ -296,8 +343,13 @@ def run_sequence(name: str, ops: list[Op], geometry: int, set_ad: bool, big_endi
                 note_event("unmap refused: split")
             else:
                 assert pt.unmap(iova, size, gather) == want
-                note_event("unmap frees tables" if gather.freelist
-                           else "unmap" if want else "unmap of a hole")
+                note_event(
+                    "unmap frees tables"
+                    if gather.freelist
+                    else "unmap"
+                    if want
+                    else "unmap of a hole"
+                )
                 sysm.iotlb_sync(gather)
         # Probe the operation's pages (up to 16), its neighbours, the first page of the
         # leaves (so the IOTLB holds entries an unmap must invalidate) and earlier probes.
@@ -311,18 +363,23 @@ def run_sequence(name: str, ops: list[Op], geometry: int, set_ad: bool, big_endi
     # The table holds exactly the model's leaves, and every table page is accounted for
     # (root, other tables, plus the command queue and DDT pages).
     assert [(v, p, s) for v, p, s, _ in pt.walk_leaves()] == sorted(
-        (v, p, s) for v, (p, s, _) in model.leaves.items())
+        (v, p, s) for v, (p, s, _) in model.leaves.items()
+    )
     assert sysm.pages.nr_allocated == (1 << pt.fmt.root_order) + len(pt.table_pages) - 1 + 2
 
 
 @pytest.mark.parametrize("name", sorted(FORMATS))
 @settings(max_examples=40, deadline=None)
-@given(ops=st.lists(op_st, min_size=1, max_size=14), geometry=st.integers(0, 2),
-       set_ad=st.booleans(), big_endian=st.booleans(),
-       extra=st.lists(st.integers(0, (1 << 64) - 1).map(lambda v: v & ~0xFFF), max_size=3))
-def test_hardware_walk_agrees_with_the_writer(name: str, ops: list[Op],
-                                              geometry: int, set_ad: bool, big_endian: bool,
-                                              extra: list[int]) -> None:
+@given(
+    ops=st.lists(op_st, min_size=1, max_size=14),
+    geometry=st.integers(0, 2),
+    set_ad=st.booleans(),
+    big_endian=st.booleans(),
+    extra=st.lists(st.integers(0, (1 << 64) - 1).map(lambda v: v & ~0xFFF), max_size=3),
+)
+def test_hardware_walk_agrees_with_the_writer(
+    name: str, ops: list[Op], geometry: int, set_ad: bool, big_endian: bool, extra: list[int]
+) -> None:
     run_sequence(name, ops, geometry, set_ad, big_endian, extra)
 
 
@@ -334,12 +391,18 @@ def test_every_leaf_size_and_both_halves(name: str) -> None:
     ops: list[Op] = []
     for w in range(3):
         ops += [("map", w, 511, 3, 0, RW), ("giga", w, 0, G1 // K4, 1, IOMMU_READ)]
-    ops += [("unmap", 0, 511, 1, 0, 0), ("unmap", 0, 512, 1, 0, 0), ("unmap", 0, 0, 1024, 0, 0),
-            ("unmap", 1, 0, G1 // K4, 0, 0), ("unmap", 2, 0, G1 // K4, 0, 0),
-            ("map", 2, 0, 1024, 1, IOMMU_WRITE),
-            # Cached 4 KiB entries, then a partial unmap that leaves the table in place: only
-            # a per-page invalidation of every gathered page removes them.
-            ("map", 0, 0, 3, 0, RW), ("unmap", 0, 1, 2, 0, 0)]
+    ops += [
+        ("unmap", 0, 511, 1, 0, 0),
+        ("unmap", 0, 512, 1, 0, 0),
+        ("unmap", 0, 0, 1024, 0, 0),
+        ("unmap", 1, 0, G1 // K4, 0, 0),
+        ("unmap", 2, 0, G1 // K4, 0, 0),
+        ("map", 2, 0, 1024, 1, IOMMU_WRITE),
+        # Cached 4 KiB entries, then a partial unmap that leaves the table in place: only
+        # a per-page invalidation of every gathered page removes them.
+        ("map", 0, 0, 3, 0, RW),
+        ("unmap", 0, 1, 2, 0, 0),
+    ]
     run_sequence(name, ops, 2, True, False, [])
 
 
@@ -369,8 +432,7 @@ def test_a_walker_never_sees_a_half_built_table(name: str) -> None:
     """Every store of a map or unmap (table zeroing, entries, links, unlinks) leaves each
     probed address translating as before the operation or as after it."""
     watcher = Watcher()
-    sysm = System(name, caches=CacheParams(0, 0, 0),
-                  sw_mem=lambda ram: TracingMemory(ram, watcher))
+    sysm = System(name, caches=CacheParams(0, 0, 0), sw_mem=lambda ram: TracingMemory(ram, watcher))
     watcher.sys = sysm
     pt = sysm.pt
     read = pt.iova_to_phys
@@ -406,7 +468,8 @@ def test_a_walker_never_sees_a_half_built_table(name: str) -> None:
         watcher.allowed = []
         assert [read(p) for p in probes] == [
             (p - iova + pa if kind == "map" else None) if iova <= p < iova + size else b
-            for p, b in zip(probes, before, strict=True)]
+            for p, b in zip(probes, before, strict=True)
+        ]
     assert watcher.stores > 20
 
 
@@ -427,8 +490,9 @@ def test_two_stage_tables_written_by_software() -> None:
     s1.map(0x7000_0000, 0x2000_0000 + 3 * K4, 2 * K4, RW)
     s1.map(0x7000_2000, 0x3000_0000, K4, IOMMU_READ)  # GPA without a G-stage mapping
     ddt = host.alloc_page()
-    for k, w in enumerate((DC_TC.encode(v=1), g.atp(gscid=GSCID), DC_TA.encode(pscid=PSCID),
-                           s1.atp())):
+    for k, w in enumerate(
+        (DC_TC.encode(v=1), g.atp(gscid=GSCID), DC_TA.encode(pscid=PSCID), s1.atp())
+    ):
         ram.write64(ddt + DID * 64 + 8 * k, w)
     iommu.write_register(OFF_DDTP, 8, (ddt >> 12) << 10 | MODE_1LVL)
     assert iommu.translate_pa(DID, 0x7000_1234) == DATA + 4 * K4 + 0x234

@@ -39,8 +39,14 @@ def test_bind_writes_a_process_context_for_the_mm(m: SvaMachine) -> None:
     assert h.pasid == 1 and mm.pasid == 1
     tc = tc_of(m.dc("acc"))
     # Device context: PDT with DPE (RID traffic through PC 0), ATS, PRI with PRPR.
-    assert (tc["v"], tc["pdtv"], tc["dpe"], tc["en_ats"], tc["en_pri"], tc["prpr"]) == \
-        (1, 1, 1, 1, 1, 1)
+    assert (tc["v"], tc["pdtv"], tc["dpe"], tc["en_ats"], tc["en_pri"], tc["prpr"]) == (
+        1,
+        1,
+        1,
+        1,
+        1,
+        1,
+    )
     ta, fsc = pc_of(m, "acc", 1)
     f = PC_TA.decode(ta)
     assert (f["v"], f["ens"], f["sum"]) == (1, 0, 0)
@@ -54,8 +60,9 @@ def test_the_iommu_walks_the_process_page_table(m: SvaMachine) -> None:
     mm = m.kernel.new_process("p")
     va = mm.mmap(4 * PAGE, RW, populate=True)
     h = m.sva.bind(m.dev("acc"), mm)
-    resp = m.system.iommu.translate(Request(0x10, va + 0x123, at=2, pid_valid=True,
-                                            process_id=h.pasid, no_write=False))
+    resp = m.system.iommu.translate(
+        Request(0x10, va + 0x123, at=2, pid_valid=True, process_id=h.pasid, no_write=False)
+    )
     # U in a completion is PCIe "untranslated access only", not the PTE's U bit.
     assert resp.ok and resp.r and resp.w and not resp.u and not resp.priv
     assert resp.ppn << 12 == mm.translate(va) & ~0xFFF
@@ -97,14 +104,20 @@ def test_one_pasid_per_process_shared_by_its_devices(m: SvaMachine) -> None:
 
 
 def _state(m: SvaMachine, *names: str) -> object:
-    return ([m.dc(n) for n in names], len(m.sva.pasid_ida), m.kernel.pages.nr_free,
-            [dict(m.dev(n).group.pasid_array) for n in names],  # type: ignore[union-attr]
-            [(m.ep(n).ats_enabled, m.ep(n).pri_enabled) for n in names],
-            dict(m.driver.stats), len(m.driver.pscid_ida))
+    return (
+        [m.dc(n) for n in names],
+        len(m.sva.pasid_ida),
+        m.kernel.pages.nr_free,
+        [dict(m.dev(n).group.pasid_array) for n in names],  # type: ignore[union-attr]
+        [(m.ep(n).ats_enabled, m.ep(n).pri_enabled) for n in names],
+        dict(m.driver.stats),
+        len(m.driver.pscid_ida),
+    )
 
 
-def fails(m: SvaMachine, exc: type[ApiError], code: int, names: tuple[str, ...],
-          call: object, match: str) -> None:
+def fails(
+    m: SvaMachine, exc: type[ApiError], code: int, names: tuple[str, ...], call: object, match: str
+) -> None:
     before = _state(m, *names)
     with pytest.raises(exc, match=match) as e:
         call()  # type: ignore[operator]
@@ -116,20 +129,31 @@ def test_bind_without_pasid_capability(m: SvaMachine) -> None:
     """iommu_alloc_global_pasid has nothing for max_pasids == 0: ENOSPC; once the mm has a
     PASID, iommu_alloc_mm_data finds it beyond the device's width: EOVERFLOW."""
     mm = m.kernel.new_process("p")
-    fails(m, ApiError, errno.ENOSPC, ("nopasid",), lambda: m.sva.bind(m.dev("nopasid"), mm),
-          "no PASID capability")
+    fails(
+        m,
+        ApiError,
+        errno.ENOSPC,
+        ("nopasid",),
+        lambda: m.sva.bind(m.dev("nopasid"), mm),
+        "no PASID capability",
+    )
     assert mm.pasid is None
     m.sva.bind(m.dev("acc"), mm)
-    fails(m, ApiError, errno.EOVERFLOW, ("nopasid", "acc"),
-          lambda: m.sva.bind(m.dev("nopasid"), mm), "beyond")
+    fails(
+        m,
+        ApiError,
+        errno.EOVERFLOW,
+        ("nopasid", "acc"),
+        lambda: m.sva.bind(m.dev("nopasid"), mm),
+        "beyond",
+    )
 
 
 def test_bind_without_pri(m: SvaMachine) -> None:
     """An SVA domain needs I/O page faults: a device without PRI is ENODEV (as Intel's
     intel_iommu_enable_iopf), and the PASID the bind allocated is given back."""
     mm = m.kernel.new_process("p")
-    fails(m, ApiError, errno.ENODEV, ("nopri",), lambda: m.sva.bind(m.dev("nopri"), mm),
-          "no PRI")
+    fails(m, ApiError, errno.ENODEV, ("nopri",), lambda: m.sva.bind(m.dev("nopri"), mm), "no PRI")
     assert mm.pasid is None and len(m.sva.pasid_ida) == 0
 
 
@@ -138,13 +162,25 @@ def test_pasid_exhaustion(m: SvaMachine) -> None:
     procs = [m.kernel.new_process(f"p{i}") for i in range(4)]
     for i, p in enumerate(procs[:3]):
         assert m.sva.bind(m.dev("small"), p).pasid == i + 1
-    fails(m, ApiError, errno.ENOSPC, ("small",), lambda: m.sva.bind(m.dev("small"), procs[3]),
-          "no free PASID")
+    fails(
+        m,
+        ApiError,
+        errno.ENOSPC,
+        ("small",),
+        lambda: m.sva.bind(m.dev("small"), procs[3]),
+        "no free PASID",
+    )
     assert procs[3].pasid is None
     # A wide device can still get PASID 4 for it; the small one then overflows.
     assert m.sva.bind(m.dev("acc"), procs[3]).pasid == 4
-    fails(m, ApiError, errno.EOVERFLOW, ("small", "acc"),
-          lambda: m.sva.bind(m.dev("small"), procs[3]), "beyond")
+    fails(
+        m,
+        ApiError,
+        errno.EOVERFLOW,
+        ("small", "acc"),
+        lambda: m.sva.bind(m.dev("small"), procs[3]),
+        "beyond",
+    )
 
 
 def test_bind_to_an_exited_process_or_unprobed_device(m: SvaMachine) -> None:
@@ -153,6 +189,7 @@ def test_bind_to_an_exited_process_or_unprobed_device(m: SvaMachine) -> None:
     with pytest.raises(InvalidArgument, match="exited"):
         m.sva.bind(m.dev("acc"), mm)
     from iommusim.sw.core.device import Device
+
     with pytest.raises(ApiError) as e:
         m.sva.bind(Device("ghost", 0x40, pasid_bits=20), m.kernel.new_process("q"))
     assert e.value.errno == errno.ENODEV

@@ -33,14 +33,21 @@ def decode(cmd: Command) -> tuple[str, dict[str, int]]:
     w0, w1 = cmd
     op = w0 & 0x7F
     if op == 1:
-        return "iotinval", {"pscid": w0 >> 12 & 0xFFFFF, "pscv": w0 >> 32 & 1,
-                            "av": w0 >> 10 & 1, "addr": (w1 >> 10) << 12}
+        return "iotinval", {
+            "pscid": w0 >> 12 & 0xFFFFF,
+            "pscv": w0 >> 32 & 1,
+            "av": w0 >> 10 & 1,
+            "addr": (w1 >> 10) << 12,
+        }
     if op == 2:
         return "iofence", {}
     if op == 4:
         return ("ats_inval" if not w0 >> 7 & 7 else "prgr"), {
-            "rid": w0 >> 40 & 0xFFFF, "pv": w0 >> 32 & 1, "pid": w0 >> 12 & 0xFFFFF,
-            "payload": w1}
+            "rid": w0 >> 40 & 0xFFFF,
+            "pv": w0 >> 32 & 1,
+            "pid": w0 >> 12 & 0xFFFFF,
+            "payload": w1,
+        }
     return f"op{op}", {}
 
 
@@ -58,8 +65,10 @@ def test_munmap_invalidates_iotlb_then_atcs_then_fences(m: SvaMachine) -> None:
     kinds = [k for k, _ in cmds]
     pscid = h.domain.pscid  # type: ignore[attr-defined]
     assert kinds == ["iotinval", "iotinval", "ats_inval", "ats_inval", "iofence"]
-    assert [(f["pscid"], f["pscv"], f["av"], f["addr"]) for _, f in cmds[:2]] == \
-        [(pscid, 1, 1, va + 2 * PAGE), (pscid, 1, 1, va + 3 * PAGE)]
+    assert [(f["pscid"], f["pscv"], f["av"], f["addr"]) for _, f in cmds[:2]] == [
+        (pscid, 1, 1, va + 2 * PAGE),
+        (pscid, 1, 1, va + 3 * PAGE),
+    ]
     rids = []
     for _, f in cmds[2:4]:
         assert (f["pv"], f["pid"]) == (1, h.pasid)

@@ -90,9 +90,14 @@ class RiscvIommu:
     the clock at its wrap, so ``clock.run_all()`` runs up to that time.
     """
 
-    def __init__(self, mem: PhysicalMemory, params: RiscvIommuParams,
-                 port: Callable[[Message], None] | None = None, *,
-                 clock: VirtualClock | None = None) -> None:
+    def __init__(
+        self,
+        mem: PhysicalMemory,
+        params: RiscvIommuParams,
+        port: Callable[[Message], None] | None = None,
+        *,
+        clock: VirtualClock | None = None,
+    ) -> None:
         if params.ats_inval_timeout_ns is not None and clock is None:
             raise ModelError("ats_inval_timeout_ns needs a clock: pass clock= or set it to None")
         self.params = params
@@ -112,8 +117,12 @@ class RiscvIommu:
         self._received: dict[int, int] = {}  # itag -> completions received
         self._last_dc: DeviceContext | None = None
         # Range sizes of Bare stages: [s1 SXL=0, s1 SXL=1, G GXL=0, G GXL=1] (FORMAT 6.4).
-        self._bare_log2 = (self._bare_log2_of(True, False), self._bare_log2_of(True, True),
-                           self._bare_log2_of(False, False), self._bare_log2_of(False, True))
+        self._bare_log2 = (
+            self._bare_log2_of(True, False),
+            self._bare_log2_of(True, True),
+            self._bare_log2_of(False, False),
+            self._bare_log2_of(False, True),
+        )
         if clock is not None:
             self._cyc_at = self._clock_cycles()
             self._arm_cycle_overflow()
@@ -191,8 +200,9 @@ class RiscvIommu:
         return self.regs.wire_level(vector)
 
     # ------------------------------------------------------------------ device writes
-    def device_write(self, req: Request, data: int,
-                     size: int = 4) -> tuple[Response, MrifOutcome | None]:
+    def device_write(
+        self, req: Request, data: int, size: int = 4
+    ) -> tuple[Response, MrifOutcome | None]:
         """A device's write of ``size`` bytes carrying ``data`` (the bytes as a little-endian
         integer), as a platform bus presents it: translated as :meth:`translate` does; when it
         lands on an MRIF-mode MSI PTE the IOMMU itself sets the interrupt-pending bit in the
@@ -206,8 +216,9 @@ class RiscvIommu:
             return resp, None
         # An MRIF-mode answer always comes from a walk, which left its DC in _last_dc.
         dc = self._last_dc
-        return resp, deliver_mrif(self, req, resp, data, size,
-                                  dc is not None and bool(dc.tc & _TC_DTF))
+        return resp, deliver_mrif(
+            self, req, resp, data, size, dc is not None and bool(dc.tc & _TC_DTF)
+        )
 
     # RegisterHost ---------------------------------------------------------
     def send_msi(self, addr: int, data: int) -> None:
@@ -226,10 +237,16 @@ class RiscvIommu:
         r = self.regs
         ctl = r.tr_req_ctl
         nw = bool(ctl >> 3 & 1)
-        req = Request(device_id=ctl >> 40 & 0xFFFFFF, iova=r.tr_req_iova & ~0xFFF,
-                      is_write=not nw, at=AT_UNTRANSLATED, pid_valid=bool(ctl >> 32 & 1),
-                      process_id=ctl >> 12 & 0xFFFFF, priv_req=bool(ctl >> 1 & 1),
-                      exec_req=bool(ctl >> 2 & 1) and nw)
+        req = Request(
+            device_id=ctl >> 40 & 0xFFFFFF,
+            iova=r.tr_req_iova & ~0xFFF,
+            is_write=not nw,
+            at=AT_UNTRANSLATED,
+            pid_valid=bool(ctl >> 32 & 1),
+            process_id=ctl >> 12 & 0xFFFFF,
+            priv_req=bool(ctl >> 1 & 1),
+            exec_req=bool(ctl >> 2 & 1) and nw,
+        )
         resp = self.translate(req)
         if resp.ok and resp.is_mrif:
             # An MRIF-mode MSI PTE stops a debug translation with cause 260.
@@ -241,8 +258,17 @@ class RiscvIommu:
         r.tr_req_ctl &= ~1
 
     # ------------------------------------------------------------------ fault queue
-    def report_fault(self, cause: int, ttyp: int, did: int, pv: bool, pid: int, priv: bool,
-                     iotval: int, iotval2: int) -> None:
+    def report_fault(
+        self,
+        cause: int,
+        ttyp: int,
+        did: int,
+        pv: bool,
+        pid: int,
+        priv: bool,
+        iotval: int,
+        iotval2: int,
+    ) -> None:
         """Write a fault record (riscv-iommu: "Fault/Event-Queue (FQ)")."""
         r = self.regs
         csr = r.fqcsr
@@ -253,8 +279,14 @@ class RiscvIommu:
         if (tail + 1) & (size - 1) == r.fqh:
             r.fq_error(FQCSR_FQOF)
             return
-        w0 = cause | (pid if pv else 0) << 12 | int(pv) << 32 | int(pv and priv) << 33 \
-            | ttyp << 34 | did << 40
+        w0 = (
+            cause
+            | (pid if pv else 0) << 12
+            | int(pv) << 32
+            | int(pv and priv) << 33
+            | ttyp << 34
+            | did << 40
+        )
         words = (w0, 0, iotval & ((1 << 64) - 1), iotval2 & ((1 << 64) - 1))
         base = ((r.fqb >> 10 & _PPN_MASK) << 12) + tail * 32
         be = r.fctl & 1
@@ -279,28 +311,53 @@ class RiscvIommu:
             # the device_id and process_id are the only IDs their filters use.
             event = 1 if at == AT_UNTRANSLATED else (2 if at == AT_TRANSLATED else 3)
             if event in counted:
-                regs.hpm_count(event, req.device_id, req.pid_valid, req.process_id,
-                               False, 0, False, 0)
+                regs.hpm_count(
+                    event, req.device_id, req.pid_valid, req.process_id, False, 0, False, 0
+                )
         if at == AT_UNTRANSLATED and not req.exec_req:
-            hit = self.engine.iotlb.lookup((req.device_id, req.process_id if req.pid_valid
-                                            else -1, req.pid_valid and req.priv_req,
-                                            req.iova >> 12))
-            if hit is not None and hit[4] & (2 if req.is_write else 1) and \
-                    (regs.ddtp & 0xF) > MODE_BARE:
-                return Response(STATUS_SUCCESS, pa=hit[3] | (req.iova & 0xFFF), pbmt=hit[5],
-                                size_lg2=hit[6])
+            hit = self.engine.iotlb.lookup(
+                (
+                    req.device_id,
+                    req.process_id if req.pid_valid else -1,
+                    req.pid_valid and req.priv_req,
+                    req.iova >> 12,
+                )
+            )
+            if (
+                hit is not None
+                and hit[4] & (2 if req.is_write else 1)
+                and (regs.ddtp & 0xF) > MODE_BARE
+            ):
+                return Response(
+                    STATUS_SUCCESS, pa=hit[3] | (req.iova & 0xFFF), pbmt=hit[5], size_lg2=hit[6]
+                )
         try:
-            out = self._translate(req.device_id, req.iova, req.at, req.pid_valid,
-                                  req.process_id, req.supervisor, req.reads, req.writes,
-                                  req.executes, req.no_write)
+            out = self._translate(
+                req.device_id,
+                req.iova,
+                req.at,
+                req.pid_valid,
+                req.process_id,
+                req.supervisor,
+                req.reads,
+                req.writes,
+                req.executes,
+                req.no_write,
+            )
         except TranslationFault as f:
             return self._fault(req, f, self._last_dc)
         if type(out) is tuple:
             return Response(STATUS_SUCCESS, pa=out[0], pbmt=out[1], size_lg2=out[2])
         return out  # type: ignore[return-value]
 
-    def translate_pa(self, device_id: int, iova: int, is_write: bool = False,
-                     process_id: int = -1, priv: bool = False) -> int:
+    def translate_pa(
+        self,
+        device_id: int,
+        iova: int,
+        is_write: bool = False,
+        process_id: int = -1,
+        priv: bool = False,
+    ) -> int:
         """The DMA fast path: an untranslated read or write, answered as a plain int.
 
         Returns the physical address, or ``-cause`` when the request faulted (the fault is
@@ -311,8 +368,16 @@ class RiscvIommu:
         regs = self.regs
         if 1 in regs.hpm_events:
             # HPM event 1, "Untranslated requests": hit, walk or fault alike (see translate).
-            regs.hpm_count(1, device_id, process_id >= 0, process_id if process_id >= 0 else 0,
-                           False, 0, False, 0)
+            regs.hpm_count(
+                1,
+                device_id,
+                process_id >= 0,
+                process_id if process_id >= 0 else 0,
+                False,
+                0,
+                False,
+                0,
+            )
         tlb = self.engine.iotlb
         if tlb:  # an empty (or disabled) IOTLB cannot hit: no key to build
             key = (device_id, process_id, priv, iova >> 12)
@@ -329,12 +394,14 @@ class RiscvIommu:
         pid = process_id if pv else 0
         sup = priv and pv
         try:
-            out = self._translate(device_id, iova, AT_UNTRANSLATED, pv, pid, sup, not is_write,
-                                  is_write, False, True)
+            out = self._translate(
+                device_id, iova, AT_UNTRANSLATED, pv, pid, sup, not is_write, is_write, False, True
+            )
         except TranslationFault as f:
             # TTYP: untranslated write (3) or read (2).
-            self._record_fault(f, self._last_dc, 3 if is_write else 2, device_id, pv, pid, sup,
-                               iova)
+            self._record_fault(
+                f, self._last_dc, 3 if is_write else 2, device_id, pv, pid, sup, iova
+            )
             return -f.cause
         if type(out) is tuple:
             return out[0]
@@ -345,14 +412,24 @@ class RiscvIommu:
         at = req.at
         if at == AT_ATS and cause in F.ATS_SUCCESS_CAUSES:
             return Response(STATUS_SUCCESS, priv=req.supervisor, cause=cause)
-        self._record_fault(f, dc, req.ttyp, req.device_id, req.pid_valid, req.process_id,
-                           req.priv_req, req.iova)
+        self._record_fault(
+            f, dc, req.ttyp, req.device_id, req.pid_valid, req.process_id, req.priv_req, req.iova
+        )
         if at == AT_ATS and cause in F.ATS_CA_CAUSES:
             return Response(STATUS_CA, cause=cause)
         return Response(STATUS_UR, cause=cause)
 
-    def _record_fault(self, f: TranslationFault, dc: DeviceContext | None, ttyp: int, did: int,
-                      pv: bool, pid: int, priv: bool, iova: int) -> None:
+    def _record_fault(
+        self,
+        f: TranslationFault,
+        dc: DeviceContext | None,
+        ttyp: int,
+        did: int,
+        pv: bool,
+        pid: int,
+        priv: bool,
+        iova: int,
+    ) -> None:
         """Write the fault record unless DC.tc.DTF suppresses this cause (riscv-iommu:
         "Fault/Event-Queue (FQ)", the "Reported if DTF is 1?" column)."""
         if dc is None or not dc.tc & _TC_DTF or f.cause in F.DTF_REPORTED:
@@ -379,9 +456,19 @@ class RiscvIommu:
             return sizes["sv32x4"].bit_length() - 1
         return 12
 
-    def _translate(self, did: int, iova: int, at: int, pv: bool, pid: int, priv: bool,
-                   reads: bool, writes: bool, executes: bool, nw: bool
-                   ) -> tuple[int, int, int] | Response:
+    def _translate(
+        self,
+        did: int,
+        iova: int,
+        at: int,
+        pv: bool,
+        pid: int,
+        priv: bool,
+        reads: bool,
+        writes: bool,
+        executes: bool,
+        nw: bool,
+    ) -> tuple[int, int, int] | Response:
         """The translation proper, on the fields of a :class:`Request` as plain values
         (``priv`` is its effective privilege, ``Request.supervisor``; ``reads``, ``writes``,
         ``executes`` as its properties; ``nw`` the ATS NW flag): a ``(pa, pbmt, size_lg2)``
@@ -422,7 +509,8 @@ class RiscvIommu:
         if s1mode and at != AT_TRANSLATED:
             sum_ = pc.sum if pc is not None else False
             gpa, s1size, s1perms, s1pbmt, g = eng.first_stage(
-                dc, s1mode, s1ppn, iova, acc, priv, sum_, ats, reads, writes, executes, nw)
+                dc, s1mode, s1ppn, iova, acc, priv, sum_, ats, reads, writes, executes, nw
+            )
         else:
             gpa = iova
             s1size = self._bare_log2[0 + dc.sxl]
@@ -430,8 +518,9 @@ class RiscvIommu:
             s1pbmt = 0
             g = 0
         if ats and not s1perms:
-            return self._ats_response(executes, priv, 0, gpa, 12, g if (pv and s1mode) else 0,
-                                      False)
+            return self._ats_response(
+                executes, priv, 0, gpa, 12, g if (pv and s1mode) else 0, False
+            )
         # MSI address translation (riscv-iommu: "Process to translate addresses of MSIs").
         if dc.msiptp_mode and eng.msi_match(dc, gpa):
             w0, w1 = eng.msi_pte(dc, gpa)
@@ -441,21 +530,28 @@ class RiscvIommu:
             if ats:
                 perms = s1perms & (P_R | P_W)
                 if mrif:
-                    return Response(STATUS_SUCCESS, r=bool(perms & P_R), w=bool(perms & P_W),
-                                    priv=priv, u=True)
+                    return Response(
+                        STATUS_SUCCESS, r=bool(perms & P_R), w=bool(perms & P_W), priv=priv, u=True
+                    )
                 spa_base = (w0 >> 10 & _PPN_MASK) << 12
                 out = gpa if eng.t2gpa(dc) else spa_base | (gpa & 0xFFF)
                 return self._ats_response(executes, priv, perms, out, 12, 0, True)
             if mrif:
-                return Response(STATUS_SUCCESS, is_msi=True, is_mrif=True,
-                                mrif_addr=(w0 >> 7 & ((1 << 47) - 1)) << 9,
-                                notice_ppn=w1 >> 10 & _PPN_MASK,
-                                notice_nid=(w1 >> 60 & 1) << 10 | (w1 & 0x3FF))
-            return Response(STATUS_SUCCESS, pa=((w0 >> 10 & _PPN_MASK) << 12) | (gpa & 0xFFF),
-                            is_msi=True)
+                return Response(
+                    STATUS_SUCCESS,
+                    is_msi=True,
+                    is_mrif=True,
+                    mrif_addr=(w0 >> 7 & ((1 << 47) - 1)) << 9,
+                    notice_ppn=w1 >> 10 & _PPN_MASK,
+                    notice_nid=(w1 >> 60 & 1) << 10 | (w1 & 0x3FF),
+                )
+            return Response(
+                STATUS_SUCCESS, pa=((w0 >> 10 & _PPN_MASK) << 12) | (gpa & 0xFFF), is_msi=True
+            )
         if dc.g_mode:
-            spa, gsize, gperms, gpbmt = eng.g_stage(dc, gpa, acc, 0, ats, reads=reads,
-                                                    writes=writes, executes=executes, nw=nw)
+            spa, gsize, gperms, gpbmt = eng.g_stage(
+                dc, gpa, acc, 0, ats, reads=reads, writes=writes, executes=executes, nw=nw
+            )
         else:
             spa = gpa
             gsize = self._bare_log2[2 + (regs.fctl >> 2 & 1)]
@@ -468,16 +564,27 @@ class RiscvIommu:
             ok = (s1perms & gperms) >> 1 & 3
             eng.iotlb.insert(
                 (did, pid if pv else -1, priv, iova >> 12),
-                (dc.gscid if dc.g_mode else -1, pscid if s1mode else -1, bool(g),
-                 spa & ~0xFFF, ok, s1pbmt or gpbmt, size, gpa >> 12))
+                (
+                    dc.gscid if dc.g_mode else -1,
+                    pscid if s1mode else -1,
+                    bool(g),
+                    spa & ~0xFFF,
+                    ok,
+                    s1pbmt or gpbmt,
+                    size,
+                    gpa >> 12,
+                ),
+            )
         if ats:
             out = gpa if eng.t2gpa(dc) else spa
-            return self._ats_response(executes, priv, s1perms & gperms, out, size,
-                                      g if (pv and s1mode) else 0, False)
+            return self._ats_response(
+                executes, priv, s1perms & gperms, out, size, g if (pv and s1mode) else 0, False
+            )
         return spa, s1pbmt or gpbmt, size
 
-    def _ats_response(self, executes: bool, priv: bool, perms: int, addr: int,
-                      size_lg2: int, g: int, msi: bool) -> Response:
+    def _ats_response(
+        self, executes: bool, priv: bool, perms: int, addr: int, size_lg2: int, g: int, msi: bool
+    ) -> Response:
         """riscv-iommu: "PCIe ATS translation request handling": completion fields
         (``executes`` and ``priv`` as the request's, see :meth:`_translate`)."""
         r = bool(perms & P_R)
@@ -490,8 +597,19 @@ class RiscvIommu:
         else:
             ppn = base >> 12
             s = False
-        return Response(STATUS_SUCCESS, r=r, w=w, exe=x, priv=priv, g=bool(g),
-                        ppn=ppn, s=s, size_lg2=size_lg2, pa=addr, is_msi=msi)
+        return Response(
+            STATUS_SUCCESS,
+            r=r,
+            w=w,
+            exe=x,
+            priv=priv,
+            g=bool(g),
+            ppn=ppn,
+            s=s,
+            size_lg2=size_lg2,
+            pa=addr,
+            is_msi=msi,
+        )
 
     # ------------------------------------------------------------------ command queue
     def process_commands(self, max_commands: int | None = None) -> int:
@@ -572,9 +690,18 @@ class RiscvIommu:
                 self._next_itag += 1
                 self._pending_inval[itag] = 1
                 self._arm_inval_timeout(itag)
-            self._emit(Message(msg_kind, rid=rid, dsv=dsv, dseg=w0 >> 56 & 0xFF if dsv else 0,
-                               pv=pv, pid=w0 >> 12 & 0xFFFFF if pv else 0, payload=w1,
-                               itag=itag))
+            self._emit(
+                Message(
+                    msg_kind,
+                    rid=rid,
+                    dsv=dsv,
+                    dseg=w0 >> 56 & 0xFF if dsv else 0,
+                    pv=pv,
+                    pid=w0 >> 12 & 0xFFFFF if pv else 0,
+                    payload=w1,
+                    itag=itag,
+                )
+            )
             return True
         return self._illegal()
 
@@ -701,7 +828,8 @@ class RiscvIommu:
         timeout = self.params.ats_inval_timeout_ns
         if timeout is not None and self.clock is not None:
             self._inval_timers[itag] = self.clock.call_after(
-                timeout, lambda: self._inval_timed_out(itag))
+                timeout, lambda: self._inval_timed_out(itag)
+            )
 
     def _inval_timed_out(self, itag: int) -> None:
         self._inval_timers.pop(itag, None)
@@ -711,8 +839,18 @@ class RiscvIommu:
             self._timed_out.add(itag)  # "reported when a subsequent IOFENCE.C is executed"
 
     # ------------------------------------------------------------------ page requests
-    def page_request(self, did: int, pv: bool, pid: int, priv: bool, exec_: bool,
-                     payload: int, rid: int, dsv: bool, dseg: int) -> None:
+    def page_request(
+        self,
+        did: int,
+        pv: bool,
+        pid: int,
+        priv: bool,
+        exec_: bool,
+        payload: int,
+        rid: int,
+        dsv: bool,
+        dseg: int,
+    ) -> None:
         """riscv-iommu: "PCIe ATS Page Request handling"."""
         r = self.regs
         last = bool(payload >> 2 & 1)
@@ -722,9 +860,17 @@ class RiscvIommu:
         def respond(code: int, with_pasid: bool) -> None:
             if not last or stop_marker:
                 return
-            self._emit(Message("prgr", rid=rid, dsv=dsv, dseg=dseg if dsv else 0,
-                               pv=with_pasid and pv, pid=pid if (with_pasid and pv) else 0,
-                               payload=(rid & 0xFFFF) << 48 | code << 44 | prgi << 32))
+            self._emit(
+                Message(
+                    "prgr",
+                    rid=rid,
+                    dsv=dsv,
+                    dseg=dseg if dsv else 0,
+                    pv=with_pasid and pv,
+                    pid=pid if (with_pasid and pv) else 0,
+                    payload=(rid & 0xFFFF) << 48 | code << 44 | prgi << 32,
+                )
+            )
 
         ttyp = 9
         mode = r.ddtp & 0xF
@@ -778,4 +924,3 @@ class RiscvIommu:
             return
         r.pqt = (tail + 1) & (size - 1)
         r.pq_record_written()
-

@@ -104,8 +104,17 @@ class MrifHost(Protocol):
     params: RiscvIommuParams
     mem: PhysicalMemory
 
-    def report_fault(self, cause: int, ttyp: int, did: int, pv: bool, pid: int, priv: bool,
-                     iotval: int, iotval2: int) -> None: ...
+    def report_fault(
+        self,
+        cause: int,
+        ttyp: int,
+        did: int,
+        pv: bool,
+        pid: int,
+        priv: bool,
+        iotval: int,
+        iotval2: int,
+    ) -> None: ...
 
 
 def mrif_slot(mrif_addr: int, identity: int) -> tuple[int, int, int]:
@@ -128,8 +137,11 @@ def identity_of(offset: int, data: int, be_supported: bool) -> tuple[int, bool, 
         return -1, big_endian, f"address bits 11:3 are not 0 (page offset {offset:#x})"
     if big_endian and not be_supported:
         return -1, True, "big-endian MSI (address bit 2 is 1) and big-endian MSIs not supported"
-    d = int.from_bytes((data & 0xFFFF_FFFF).to_bytes(4, "little"), "big") if big_endian \
+    d = (
+        int.from_bytes((data & 0xFFFF_FFFF).to_bytes(4, "little"), "big")
+        if big_endian
         else data & 0xFFFF_FFFF
+    )
     if d >= MRIF_IDENTITIES:
         return -1, big_endian, f"data {d:#x} has bits 31:11 set (identities are 0..2047)"
     return d, big_endian, ""
@@ -149,24 +161,35 @@ def _or64(mem: PhysicalMemory, pa: int, mask: int, atomic: bool) -> int:
         old = found
 
 
-def deliver(host: MrifHost, req: Request, resp: Response, data: int, size: int,
-            dtf: bool) -> MrifOutcome:
+def deliver(
+    host: MrifHost, req: Request, resp: Response, data: int, size: int, dtf: bool
+) -> MrifOutcome:
     """Process a device write that translated to an MRIF-mode MSI PTE (see the module
     docstring). ``resp`` is the MRIF-mode :class:`Response` of ``req``; ``dtf`` is the device
     context's ``tc.DTF``. Never raises for any memory image."""
     offset = req.iova & 0xFFF
     if size != 4 or offset & 3:
-        return MrifOutcome(MRIF_UNSUPPORTED,
-                           reason=f"a {size}-byte access at page offset {offset:#x} is not a "
-                                  "naturally aligned 32-bit access")
+        return MrifOutcome(
+            MRIF_UNSUPPORTED,
+            reason=f"a {size}-byte access at page offset {offset:#x} is not a "
+            "naturally aligned 32-bit access",
+        )
     p = host.params
     identity, big_endian, reason = identity_of(offset, data, p.mrif_be_msi)
     if identity < 0:
         return MrifOutcome(MRIF_DISCARDED, big_endian=big_endian, reason=reason)
     pending_pa, enable_pa, bit = mrif_slot(resp.mrif_addr, identity)
     notice_pa = resp.notice_ppn << 12
-    base = MrifOutcome(MRIF_RECORDED, identity, big_endian, pending_pa, enable_pa, bit,
-                       notice_pa=notice_pa, notice_data=resp.notice_nid)
+    base = MrifOutcome(
+        MRIF_RECORDED,
+        identity,
+        big_endian,
+        pending_pa,
+        enable_pa,
+        bit,
+        notice_pa=notice_pa,
+        notice_data=resp.notice_nid,
+    )
     mem = host.mem
     enabled: bool | None = None
     try:
@@ -180,8 +203,21 @@ def deliver(host: MrifHost, req: Request, resp: Response, data: int, size: int,
     except BusError as e:
         cause = F.MRIF_ACCESS_FAULT if e.kind == ACCESS else F.MRIF_CORRUPTION
         if not dtf:
-            host.report_fault(cause, req.ttyp, req.device_id, req.pid_valid, req.process_id,
-                              req.priv_req, req.iova, 0)
-        return replace(base, status=MRIF_FAULT, enabled=enabled, cause=cause,
-                       reason=f"{e.kind} fault at {e.pa:#x}")
+            host.report_fault(
+                cause,
+                req.ttyp,
+                req.device_id,
+                req.pid_valid,
+                req.process_id,
+                req.priv_req,
+                req.iova,
+                0,
+            )
+        return replace(
+            base,
+            status=MRIF_FAULT,
+            enabled=enabled,
+            cause=cause,
+            reason=f"{e.kind} fault at {e.pa:#x}",
+        )
     return replace(base, enabled=enabled, notice_sent=True)

@@ -30,8 +30,13 @@ MODE_BARE: Final = 1
 MODE_1LVL: Final = 2
 MODE_2LVL: Final = 3
 MODE_3LVL: Final = 4
-MODE_NAMES: Final = {"off": MODE_OFF, "bare": MODE_BARE, "1lvl": MODE_1LVL, "2lvl": MODE_2LVL,
-                     "3lvl": MODE_3LVL}
+MODE_NAMES: Final = {
+    "off": MODE_OFF,
+    "bare": MODE_BARE,
+    "1lvl": MODE_1LVL,
+    "2lvl": MODE_2LVL,
+    "3lvl": MODE_3LVL,
+}
 
 
 class cap:
@@ -94,8 +99,16 @@ class CacheParams:
 
 
 def default_bare_page_size() -> dict[str, int]:
-    return {"sv57": 1 << 30, "sv48": 1 << 30, "sv39": 1 << 30, "sv32": 1 << 22,
-            "sv57x4": 1 << 30, "sv48x4": 1 << 30, "sv39x4": 1 << 30, "sv32x4": 1 << 22}
+    return {
+        "sv57": 1 << 30,
+        "sv48": 1 << 30,
+        "sv39": 1 << 30,
+        "sv32": 1 << 22,
+        "sv57x4": 1 << 30,
+        "sv48x4": 1 << 30,
+        "sv39x4": 1 << 30,
+        "sv32x4": 1 << 22,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,13 +168,16 @@ class RiscvIommuParams:
             raise ModelError("capabilities.IGS must be MSI, WSI or BOTH, not the reserved 3")
         wsi = self.fctl >> 1 & 1
         if (igs == IGS_WSI and not wsi) or (igs == IGS_MSI and wsi):
-            raise ModelError(f"fctl.WSI must be {int(igs == IGS_WSI)} with capabilities.IGS "
-                             f"{'WSI' if igs == IGS_WSI else 'MSI'}, not {wsi}")
+            raise ModelError(
+                f"fctl.WSI must be {int(igs == IGS_WSI)} with capabilities.IGS "
+                f"{'WSI' if igs == IGS_WSI else 'MSI'}, not {wsi}"
+            )
         if self.clock_hz <= 0:
             raise ModelError(f"clock_hz must be positive, not {self.clock_hz}")
         if self.ats_inval_timeout_ns is not None and self.ats_inval_timeout_ns <= 0:
             raise ModelError(
-                f"ats_inval_timeout_ns must be positive or None, not {self.ats_inval_timeout_ns}")
+                f"ats_inval_timeout_ns must be positive or None, not {self.ats_inval_timeout_ns}"
+            )
         if self.mrif_notice not in ("always", "enabled"):
             raise ModelError(f"mrif_notice must be 'always' or 'enabled', not {self.mrif_notice!r}")
 
@@ -189,23 +205,70 @@ def _caps(*bits: int, pas: int = 56, version: int = 0x10, igs: int = IGS_MSI) ->
     return value
 
 
-_ALL_BITS = (cap.SV32, cap.SV39, cap.SV48, cap.SV57, cap.SVRSW60T59B, cap.SVPBMT, cap.SV32X4,
-             cap.SV39X4, cap.SV48X4, cap.SV57X4, cap.AMO_MRIF, cap.MSI_FLAT, cap.MSI_MRIF,
-             cap.AMO_HWAD, cap.ATS, cap.T2GPA, cap.END, cap.HPM, cap.DBG, cap.PD8, cap.PD17,
-             cap.PD20, cap.QOSID, cap.NL, cap.S)
+_ALL_BITS = (
+    cap.SV32,
+    cap.SV39,
+    cap.SV48,
+    cap.SV57,
+    cap.SVRSW60T59B,
+    cap.SVPBMT,
+    cap.SV32X4,
+    cap.SV39X4,
+    cap.SV48X4,
+    cap.SV57X4,
+    cap.AMO_MRIF,
+    cap.MSI_FLAT,
+    cap.MSI_MRIF,
+    cap.AMO_HWAD,
+    cap.ATS,
+    cap.T2GPA,
+    cap.END,
+    cap.HPM,
+    cap.DBG,
+    cap.PD8,
+    cap.PD17,
+    cap.PD20,
+    cap.QOSID,
+    cap.NL,
+    cap.S,
+)
 
 #: Named presets. ``full`` has every capability the spec defines.
 PRESETS: Final[dict[str, RiscvIommuParams]] = {
     "full": RiscvIommuParams(
-        capabilities=_caps(*_ALL_BITS, igs=IGS_BOTH), num_hpm=8, hpmctr_bits=64,
-        eventid_limit=8, num_vec_bits=4, gxl_writable=True, fctl_be_writable=True,
-        qosid_mask=0x0FFF_0FFF),
-    "minimal": RiscvIommuParams(
-        capabilities=_caps(cap.SV39, cap.SV39X4, pas=48), num_vec_bits=0),
+        capabilities=_caps(*_ALL_BITS, igs=IGS_BOTH),
+        num_hpm=8,
+        hpmctr_bits=64,
+        eventid_limit=8,
+        num_vec_bits=4,
+        gxl_writable=True,
+        fctl_be_writable=True,
+        qosid_mask=0x0FFF_0FFF,
+    ),
+    "minimal": RiscvIommuParams(capabilities=_caps(cap.SV39, cap.SV39X4, pas=48), num_vec_bits=0),
     "linux-virt": RiscvIommuParams(
-        capabilities=_caps(cap.SV39, cap.SV48, cap.SV57, cap.SVPBMT, cap.SV39X4, cap.SV48X4,
-                           cap.SV57X4, cap.MSI_FLAT, cap.MSI_MRIF, cap.AMO_HWAD, cap.ATS,
-                           cap.T2GPA, cap.HPM, cap.DBG, cap.PD8, cap.PD17, cap.PD20,
-                           pas=56, igs=IGS_BOTH),
-        num_hpm=8, num_vec_bits=2),
+        capabilities=_caps(
+            cap.SV39,
+            cap.SV48,
+            cap.SV57,
+            cap.SVPBMT,
+            cap.SV39X4,
+            cap.SV48X4,
+            cap.SV57X4,
+            cap.MSI_FLAT,
+            cap.MSI_MRIF,
+            cap.AMO_HWAD,
+            cap.ATS,
+            cap.T2GPA,
+            cap.HPM,
+            cap.DBG,
+            cap.PD8,
+            cap.PD17,
+            cap.PD20,
+            pas=56,
+            igs=IGS_BOTH,
+        ),
+        num_hpm=8,
+        num_vec_bits=2,
+    ),
 }

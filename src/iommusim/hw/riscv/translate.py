@@ -198,8 +198,10 @@ class TranslationEngine:
             i -= 1
             a = (ddte >> 10 & _PPN_MASK) << 12
         pa = a + ddi[0] * dc_size
-        words = tuple(self._ld64(pa + 8 * k, be, F.DDT_LOAD_FAULT, F.DDT_CORRUPTION)
-                      for k in range(dc_size // 8))
+        words = tuple(
+            self._ld64(pa + 8 * k, be, F.DDT_LOAD_FAULT, F.DDT_CORRUPTION)
+            for k in range(dc_size // 8)
+        )
         if hpm is not None:
             self.regs.hpm_count(5, *hpm)  # the DC: one entry, whatever its size
         dc = DeviceContext(did, words)
@@ -273,10 +275,20 @@ class TranslationEngine:
         return pc
 
     # ------------------------------------------------------------------ G-stage
-    def g_stage(self, dc: DeviceContext, gpa: int, acc: int, implicit: int, ats: bool,
-                af_cause: int = -1, corr_cause: int = F.PT_CORRUPTION,
-                reads: bool = True, writes: bool = False, executes: bool = False,
-                nw: bool = True) -> tuple[int, int, int, int]:
+    def g_stage(
+        self,
+        dc: DeviceContext,
+        gpa: int,
+        acc: int,
+        implicit: int,
+        ats: bool,
+        af_cause: int = -1,
+        corr_cause: int = F.PT_CORRUPTION,
+        reads: bool = True,
+        writes: bool = False,
+        executes: bool = False,
+        nw: bool = True,
+    ) -> tuple[int, int, int, int]:
         """Second-stage translation of ``gpa`` (privileged spec "Two-Stage Address
         Translation", G-stage). ``implicit`` is 0 for the request's own access, 1 for an
         implicit read and 3 for an implicit write (iotval2 bits 1:0 of a guest-page fault).
@@ -339,14 +351,51 @@ class TranslationEngine:
             if not pte & _V or (pte & 6) == P_W or pte & rsvd:
                 raise TranslationFault(gpf, iotval2)
             break  # R or X: a leaf
-        return self._leaf(pte, pa, i, bits, ptesz, gpa, gpf, iotval2, ats, dc.gade, False,
-                          True, implicit, reads, writes, executes, nw, None, 0)[:4]
+        return self._leaf(
+            pte,
+            pa,
+            i,
+            bits,
+            ptesz,
+            gpa,
+            gpf,
+            iotval2,
+            ats,
+            dc.gade,
+            False,
+            True,
+            implicit,
+            reads,
+            writes,
+            executes,
+            nw,
+            None,
+            0,
+        )[:4]
 
     # ------------------------------------------------------------------ leaf processing
-    def _leaf(self, pte: int, pa: int, i: int, bits: int, ptesz: int, va: int, pf: int,
-              iotval2: int, ats: bool, hwad: bool, priv: bool, sum_: bool, implicit: int,
-              reads: bool, writes: bool, executes: bool, nw: bool,
-              dc: DeviceContext | None, pte_gpa: int) -> tuple[int, int, int, int, int]:
+    def _leaf(
+        self,
+        pte: int,
+        pa: int,
+        i: int,
+        bits: int,
+        ptesz: int,
+        va: int,
+        pf: int,
+        iotval2: int,
+        ats: bool,
+        hwad: bool,
+        priv: bool,
+        sum_: bool,
+        implicit: int,
+        reads: bool,
+        writes: bool,
+        executes: bool,
+        nw: bool,
+        dc: DeviceContext | None,
+        pte_gpa: int,
+    ) -> tuple[int, int, int, int, int]:
         """Permission, superpage, NAPOT, PBMT and A/D rules of a leaf PTE.
 
         For the G-stage ``priv`` is False and ``sum_`` unused (the U bit is checked as for a
@@ -399,8 +448,11 @@ class TranslationEngine:
                     raise TranslationFault(pf, iotval2)
             elif not u:
                 raise TranslationFault(pf, iotval2)
-            if ((reads and not pte & P_R) or (writes and not pte & P_W)
-                    or (executes and not pte & P_X)):
+            if (
+                (reads and not pte & P_R)
+                or (writes and not pte & P_W)
+                or (executes and not pte & P_X)
+            ):
                 raise TranslationFault(pf, iotval2)
             want_d = writes
             perms = pte & 0xE
@@ -414,13 +466,20 @@ class TranslationEngine:
             perms &= ~P_W  # W counts as granted (for the IOTLB) only on a dirty page
         return out, size_lg2, perms, pbmt, pte & _G
 
-    def _update_ad(self, pa: int, old: int, new: int, ptesz: int, dc: DeviceContext | None,
-                   pte_gpa: int, pf: int) -> None:
+    def _update_ad(
+        self,
+        pa: int,
+        old: int,
+        new: int,
+        ptesz: int,
+        dc: DeviceContext | None,
+        pte_gpa: int,
+        pf: int,
+    ) -> None:
         """Atomic A/D update (riscv-iommu: "IOMMU updating of PTE accessed (A) and dirty (D)
         updates"): a compare-and-swap on memory; first-stage PTEs in guest memory need W in
         the G-stage (an implicit write)."""
-        acc = F.GUEST_PAGE_FAULT.index(pf) if pf in F.GUEST_PAGE_FAULT else \
-            F.PAGE_FAULT.index(pf)
+        acc = F.GUEST_PAGE_FAULT.index(pf) if pf in F.GUEST_PAGE_FAULT else F.PAGE_FAULT.index(pf)
         if dc is not None and dc.g_mode:
             pa = self.g_stage(dc, pte_gpa, acc, 3, False)[0]
             be = dc.sbe
@@ -448,9 +507,21 @@ class TranslationEngine:
             self.trace.append(("ad", pa, old, new))
 
     # ------------------------------------------------------------------ first stage
-    def first_stage(self, dc: DeviceContext, mode: int, root_ppn: int, iova: int, acc: int,
-                    priv: bool, sum_: bool, ats: bool, reads: bool, writes: bool,
-                    executes: bool, nw: bool) -> tuple[int, int, int, int, int]:
+    def first_stage(
+        self,
+        dc: DeviceContext,
+        mode: int,
+        root_ppn: int,
+        iova: int,
+        acc: int,
+        priv: bool,
+        sum_: bool,
+        ats: bool,
+        reads: bool,
+        writes: bool,
+        executes: bool,
+        nw: bool,
+    ) -> tuple[int, int, int, int, int]:
         """First-stage (VS or single-stage) walk. Returns ``(gpa, size_lg2, perms, pbmt, g)``."""
         levels, bits, ptesz, vabits = (S1_MODES_SXL1 if dc.sxl else S1_MODES_SXL0)[mode]
         pf = F.PAGE_FAULT[acc]
@@ -509,8 +580,26 @@ class TranslationEngine:
                 raise TranslationFault(pf)
             break  # R or X: a leaf
         out, size_lg2, perms, pbmt, lg = self._leaf(
-            pte, pa, i, bits, ptesz, iova, pf, 0, ats, dc.sade, priv, sum_, 0, reads, writes,
-            executes, nw, dc, gpa)
+            pte,
+            pa,
+            i,
+            bits,
+            ptesz,
+            iova,
+            pf,
+            0,
+            ats,
+            dc.sade,
+            priv,
+            sum_,
+            0,
+            reads,
+            writes,
+            executes,
+            nw,
+            dc,
+            gpa,
+        )
         return out, size_lg2, perms, pbmt, g | lg
 
     # ------------------------------------------------------------------ MSI
@@ -556,8 +645,9 @@ class TranslationEngine:
         return w0, w1
 
     # ------------------------------------------------------------------ whole process
-    def locate(self, dc: DeviceContext, pv: bool, pid: int, priv: bool, at: int, acc: int
-               ) -> tuple[ProcessContext | None, int, int, int]:
+    def locate(
+        self, dc: DeviceContext, pv: bool, pid: int, priv: bool, at: int, acc: int
+    ) -> tuple[ProcessContext | None, int, int, int]:
         """Steps 7-16 of "Process to translate an IOVA" once the DC is located.
 
         Returns ``(pc, s1_mode, s1_ppn, pscid)``; s1_mode 0 means a Bare first stage.

@@ -43,16 +43,25 @@ DOMAIN_DMA_FQ: Final = _PAGING | _DMA_API | _DMA_FQ
 DOMAIN_SVA: Final = _SVA
 
 DOMAIN_NAMES: Final = {
-    DOMAIN_BLOCKED: "blocked", DOMAIN_IDENTITY: "identity", DOMAIN_UNMANAGED: "unmanaged",
-    DOMAIN_DMA: "dma", DOMAIN_DMA_FQ: "dma-fq", DOMAIN_SVA: "sva",
+    DOMAIN_BLOCKED: "blocked",
+    DOMAIN_IDENTITY: "identity",
+    DOMAIN_UNMANAGED: "unmanaged",
+    DOMAIN_DMA: "dma",
+    DOMAIN_DMA_FQ: "dma-fq",
+    DOMAIN_SVA: "sva",
 }
 
 
 class Domain:
     """A translation context devices attach to."""
 
-    def __init__(self, domain_type: int, owner: object, pgsize_bitmap: int = 0,
-                 aperture: tuple[int, int] = (0, 0)) -> None:
+    def __init__(
+        self,
+        domain_type: int,
+        owner: object,
+        pgsize_bitmap: int = 0,
+        aperture: tuple[int, int] = (0, 0),
+    ) -> None:
         self.type = domain_type
         self.owner = owner
         self.pgsize_bitmap = pgsize_bitmap

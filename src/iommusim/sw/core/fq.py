@@ -37,16 +37,22 @@ class FqOptions:
 
     @property
     def entries(self) -> int:
-        n = self.size if self.size is not None else (
-            SINGLE_FQ_SIZE if self.single else DEFAULT_FQ_SIZE)
+        n = (
+            self.size
+            if self.size is not None
+            else (SINGLE_FQ_SIZE if self.single else DEFAULT_FQ_SIZE)
+        )
         if n < 2 or n & (n - 1):
             raise InvalidArgument(f"flush-queue size must be a power of two >= 2, not {n}")
         return n
 
     @property
     def timeout(self) -> int:
-        t = self.timeout_ns if self.timeout_ns is not None else (
-            SINGLE_FQ_TIMEOUT_NS if self.single else DEFAULT_FQ_TIMEOUT_NS)
+        t = (
+            self.timeout_ns
+            if self.timeout_ns is not None
+            else (SINGLE_FQ_TIMEOUT_NS if self.single else DEFAULT_FQ_TIMEOUT_NS)
+        )
         if t <= 0:
             raise InvalidArgument(f"flush-queue timeout must be positive, not {t}")
         return t
@@ -64,9 +70,14 @@ class FqEntry:
 class FlushQueue:
     """Per-CPU (or one) rings of unmapped IOVAs waiting for an IOTLB flush."""
 
-    def __init__(self, clock: VirtualClock, flush_all: Callable[[], None],
-                 release: Callable[[FqEntry, int], None], ncpus: int,
-                 options: FqOptions) -> None:
+    def __init__(
+        self,
+        clock: VirtualClock,
+        flush_all: Callable[[], None],
+        release: Callable[[FqEntry, int], None],
+        ncpus: int,
+        options: FqOptions,
+    ) -> None:
         self.clock = clock
         self._flush_all = flush_all
         self._release = release
@@ -78,8 +89,13 @@ class FlushQueue:
         self.flush_start_cnt = 0
         self.flush_finish_cnt = 0
         self._timer: Event | None = None
-        self.stats = {"queued": 0, "flushes": 0, "full_flushes": 0, "timer_flushes": 0,
-                      "max_exposed": 0}
+        self.stats = {
+            "queued": 0,
+            "flushes": 0,
+            "full_flushes": 0,
+            "timer_flushes": 0,
+            "max_exposed": 0,
+        }
 
     @property
     def pending(self) -> int:
@@ -109,8 +125,7 @@ class FlushQueue:
             self.flush()
             self.stats["full_flushes"] += 1
             self._ring_free(ring, cpu)
-        ring.append(FqEntry(iova_pfn, pages, tuple(freelist), self.flush_start_cnt,
-                            self.clock.now))
+        ring.append(FqEntry(iova_pfn, pages, tuple(freelist), self.flush_start_cnt, self.clock.now))
         self.stats["queued"] += 1
         exposed = self.pending
         self.stats["max_exposed"] = max(self.stats["max_exposed"], exposed)

@@ -46,8 +46,14 @@ class IommuCore:
     """The core for one machine. ``dma_mode`` is ``iommu.strict=1`` ("strict"),
     ``iommu.strict=0`` ("lazy": DMA_FQ default domains) or ``iommu.passthrough=1``."""
 
-    def __init__(self, clock: VirtualClock, *, dma_mode: DmaMode = "strict", ncpus: int = 1,
-                 fq: FqOptions | None = None) -> None:
+    def __init__(
+        self,
+        clock: VirtualClock,
+        *,
+        dma_mode: DmaMode = "strict",
+        ncpus: int = 1,
+        fq: FqOptions | None = None,
+    ) -> None:
         if dma_mode not in _MODES:
             raise InvalidArgument(f"dma_mode must be one of {_MODES}, not {dma_mode!r}")
         if ncpus < 1:
@@ -117,16 +123,18 @@ class IommuCore:
     def _alloc_default_domain(self, driver: IommuDriver, dev: Device) -> Domain:
         dtype = driver.def_domain_type(dev)
         if dtype is None:
-            dtype = {"strict": DOMAIN_DMA, "lazy": DOMAIN_DMA_FQ,
-                     "passthrough": DOMAIN_IDENTITY}[self.dma_mode]
+            dtype = {"strict": DOMAIN_DMA, "lazy": DOMAIN_DMA_FQ, "passthrough": DOMAIN_IDENTITY}[
+                self.dma_mode
+            ]
         if dtype == DOMAIN_IDENTITY:
             return driver.identity_domain
         domain = driver.domain_alloc_paging(dev)
         domain.type = dtype
         cookie = DmaCookie(domain, None, self.ncpus)
         if dtype == DOMAIN_DMA_FQ:
-            cookie.fq = FlushQueue(self.clock, domain.flush_iotlb_all, cookie.release,
-                                   self.ncpus, self.fq_options)
+            cookie.fq = FlushQueue(
+                self.clock, domain.flush_iotlb_all, cookie.release, self.ncpus, self.fq_options
+            )
         domain.cookie = cookie
         return domain
 
@@ -165,8 +173,7 @@ class IommuCore:
 
     def _device_at(self, driver: IommuDriver, rid: int) -> Device | None:
         """The probed device behind ``driver`` with requester id ``rid``."""
-        return next((d for d in self.devices.values()
-                     if d.iommu is driver and d.rid == rid), None)
+        return next((d for d in self.devices.values() if d.iommu is driver and d.rid == rid), None)
 
     def _group_of(self, dev: Device) -> Group:
         if dev.group is None or self.devices.get(dev.name) is not dev:
@@ -220,8 +227,7 @@ class IommuCore:
     def attach_group(self, domain: Domain, group: Group) -> None:
         """__iommu_attach_group: from the default or the blocking domain only (else EBUSY)."""
         cur = group.domain
-        if cur is not group.default_domain and not (cur is not None and
-                                                    cur.type == DOMAIN_BLOCKED):
+        if cur is not group.default_domain and not (cur is not None and cur.type == DOMAIN_BLOCKED):
             raise Busy(f"group {group.id} is already attached to {group.domain!r}")
         self._set_group_domain(group, domain)
 
@@ -253,8 +259,9 @@ class IommuCore:
             raise InvalidArgument(f"cannot attach {domain!r} to PASID {pasid} of {dev.name}")
         for d in group.devices:
             if d.max_pasids and pasid >= d.max_pasids:
-                raise InvalidArgument(f"PASID {pasid} is beyond {d.name}'s "
-                                      f"{d.pasid_bits}-bit PASID width")
+                raise InvalidArgument(
+                    f"PASID {pasid} is beyond {d.name}'s {d.pasid_bits}-bit PASID width"
+                )
         if pasid in group.pasid_array:
             raise Busy(f"PASID {pasid} of group {group.id} is already attached")
         done: list[Device] = []
@@ -316,8 +323,9 @@ class IommuCore:
             raise InvalidArgument(f"{domain!r} cannot be mapped")
         gran = domain.pgsize_bitmap & -domain.pgsize_bitmap
         if size <= 0 or (iova | size) & (gran - 1):
-            raise InvalidArgument(f"iova {iova:#x} and size {size:#x} must be positive "
-                                  f"multiples of {gran:#x}")
+            raise InvalidArgument(
+                f"iova {iova:#x} and size {size:#x} must be positive multiples of {gran:#x}"
+            )
 
     def map(self, domain: Domain, iova: int, pa: int, size: int, prot: int) -> None:
         """iommu_map (the page-table writer validates the whole range before writing)."""

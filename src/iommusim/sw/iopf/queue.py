@@ -80,8 +80,7 @@ class IopfGroup:
 class IopfStats:
     requests: int = 0
     groups: int = 0
-    responses: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(RESP_NAMES.values(), 0))
+    responses: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESP_NAMES.values(), 0))
     unhandled: int = 0  # answered "invalid" at once: no domain handler
     discarded: int = 0  # partial requests dropped (queue overflow, device removal)
 
@@ -94,9 +93,12 @@ class Iopf:
     ``page_response``); ``now()`` timestamps groups.
     """
 
-    def __init__(self, find_domain: Callable[[Device, int | None], Domain | None],
-                 send: Callable[[Device, PageFault, int], None],
-                 now: Callable[[], int] = lambda: 0) -> None:
+    def __init__(
+        self,
+        find_domain: Callable[[Device, int | None], Domain | None],
+        send: Callable[[Device, PageFault, int], None],
+        now: Callable[[], int] = lambda: 0,
+    ) -> None:
         self._find_domain = find_domain
         self._send = send
         self._now = now
@@ -142,11 +144,12 @@ class Iopf:
         """iopf_group_response: answer ``group`` once (a second answer is EINVAL, as an
         iommufd fault-queue write for a cookie no longer pending)."""
         if code not in RESP_NAMES:
-            raise InvalidArgument(f"response code must be one of {sorted(RESP_NAMES)}, not "
-                                  f"{code}")
+            raise InvalidArgument(f"response code must be one of {sorted(RESP_NAMES)}, not {code}")
         if self.pending.get(group.cookie) is not group:
-            raise InvalidArgument(f"page-request group {group.cookie} (PRGI "
-                                  f"{group.last.grpid}) is not pending: already answered")
+            raise InvalidArgument(
+                f"page-request group {group.cookie} (PRGI "
+                f"{group.last.grpid}) is not pending: already answered"
+            )
         del self.pending[group.cookie]
         self._answer(group.dev, group.last, code)
 
@@ -172,6 +175,9 @@ class Iopf:
         self.stats.discarded += len(had) - len(keep)
         if keep:
             self._partial[dev] = keep
-        for g in [g for g in self.pending.values() if g.dev is dev and
-                  (pasid is None or g.last.pasid == pasid)]:
+        for g in [
+            g
+            for g in self.pending.values()
+            if g.dev is dev and (pasid is None or g.last.pasid == pasid)
+        ]:
             self.respond(g, RESP_INVALID)

@@ -139,11 +139,25 @@ class Mm:
     ``mmap_base = task_size - 1 GiB`` and never below :data:`MMAP_MIN_ADDR`.
     """
 
-    __slots__ = ("_exited", "_notifiers", "_released", "_resident", "_vmas", "mem",
-                 "mmap_base", "name", "pages", "pasid", "pgtable", "stats", "task_size")
+    __slots__ = (
+        "_exited",
+        "_notifiers",
+        "_released",
+        "_resident",
+        "_vmas",
+        "mem",
+        "mmap_base",
+        "name",
+        "pages",
+        "pasid",
+        "pgtable",
+        "stats",
+        "task_size",
+    )
 
-    def __init__(self, mem: PhysicalMemory, pages: PageAllocator, fmt: str = "sv48", *,
-                 name: str = "mm") -> None:
+    def __init__(
+        self, mem: PhysicalMemory, pages: PageAllocator, fmt: str = "sv48", *, name: str = "mm"
+    ) -> None:
         if fmt not in MM_FORMATS:
             raise InvalidArgument(f"fmt must be one of {', '.join(MM_FORMATS)}, not {fmt!r}")
         self.mem = mem
@@ -203,8 +217,8 @@ class Mm:
     def _check_prot(prot: int) -> None:
         if prot < 0 or prot & ~_PROT_MASK:
             raise InvalidArgument(
-                f"prot must be a combination of PROT_READ, PROT_WRITE and PROT_EXEC, "
-                f"not {prot:#x}")
+                f"prot must be a combination of PROT_READ, PROT_WRITE and PROT_EXEC, not {prot:#x}"
+            )
 
     @staticmethod
     def _check_addr(addr: int) -> None:
@@ -238,8 +252,15 @@ class Mm:
             n.invalidate(self, start, end, tables_freed)
 
     # ------------------------------------------------------------------ mmap
-    def mmap(self, length: int, prot: int, *, addr: int | None = None, fixed: bool = False,
-             populate: bool = False) -> int:
+    def mmap(
+        self,
+        length: int,
+        prot: int,
+        *,
+        addr: int | None = None,
+        fixed: bool = False,
+        populate: bool = False,
+    ) -> int:
         """Create an anonymous private area of ``length`` bytes (rounded up to 4 KiB) with
         ``prot``; return its start (Linux ``mmap(MAP_ANONYMOUS | MAP_PRIVATE)``).
 
@@ -269,16 +290,23 @@ class Mm:
                 raise InvalidArgument("fixed needs an addr")
             if addr < MMAP_MIN_ADDR:
                 raise InvalidArgument(
-                    f"addr must be >= {MMAP_MIN_ADDR:#x} (mmap_min_addr), not {addr:#x}")
+                    f"addr must be >= {MMAP_MIN_ADDR:#x} (mmap_min_addr), not {addr:#x}"
+                )
             if addr + length > self.task_size:
-                raise OutOfMemory(f"range {addr:#x}+{length:#x} exceeds user space "
-                                  f"(task_size {self.task_size:#x})")
+                raise OutOfMemory(
+                    f"range {addr:#x}+{length:#x} exceeds user space "
+                    f"(task_size {self.task_size:#x})"
+                )
             start = addr
             self._unmap_range(start, start + length)
         else:
             found: int | None = None
-            if addr is not None and addr >= MMAP_MIN_ADDR and \
-                    addr + length <= self.task_size and self._vmas.is_free(addr, addr + length):
+            if (
+                addr is not None
+                and addr >= MMAP_MIN_ADDR
+                and addr + length <= self.task_size
+                and self._vmas.is_free(addr, addr + length)
+            ):
                 found = addr
             if found is None:
                 found = self._vmas.gap_top_down(length, MMAP_MIN_ADDR, self.mmap_base)
@@ -320,8 +348,9 @@ class Mm:
             raise InvalidArgument(f"length must be > 0, not {length}")
         end = addr + _page_align(length)
         if end > self.task_size:
-            raise InvalidArgument(f"range {addr:#x}+{length:#x} must lie below task_size "
-                                  f"{self.task_size:#x}")
+            raise InvalidArgument(
+                f"range {addr:#x}+{length:#x} must lie below task_size {self.task_size:#x}"
+            )
         self._unmap_range(addr, end)
 
     def _unmap_range(self, start: int, end: int) -> None:
@@ -392,8 +421,9 @@ class Mm:
             self.pages.free_page(tpa)
 
     # ------------------------------------------------------------------ faults
-    def fault_in(self, addr: int, *, write: bool = False, exec_: bool = False,
-                 remote: bool = False) -> bool:
+    def fault_in(
+        self, addr: int, *, write: bool = False, exec_: bool = False, remote: bool = False
+    ) -> bool:
         """Handle a page fault at ``addr`` (Linux ``handle_mm_fault``; ``remote`` for a
         device's page request, as ``iommu_sva_handle_mm``).
 
@@ -426,8 +456,7 @@ class Mm:
         # free page, and a failed call changes nothing.
         need = int(new) + self.pgtable.tables_needed(va, PAGE_SIZE)
         if need > self.pages.nr_free:
-            raise OutOfMemory(f"fault at {va:#x} needs {need} pages, "
-                              f"{self.pages.nr_free} free")
+            raise OutOfMemory(f"fault at {va:#x} needs {need} pages, {self.pages.nr_free} free")
         if pa is None:
             pa = self.pages.alloc_page()  # zeroed, as __GFP_ZERO
         self.pgtable.map(va, pa, PAGE_SIZE, iprot)
@@ -455,22 +484,27 @@ class Mm:
             if vma.start > at:
                 break
             if not _allows(vma.prot, write, False):
-                raise BadAddress(f"address {max(at, vma.start):#x} cannot be {what}: "
-                                 f"prot {vma.prot}")
+                raise BadAddress(
+                    f"address {max(at, vma.start):#x} cannot be {what}: prot {vma.prot}"
+                )
             at = vma.end
         if at < end:
             raise BadAddress(f"address {at:#x} cannot be {what}: not mapped")
         first = addr & ~_PAGE_MASK
         last = (end - 1) & ~_PAGE_MASK
-        missing = [va for va in range(first, last + PAGE_SIZE, PAGE_SIZE)
-                   if self.pgtable.iova_to_phys(va) is None]
+        missing = [
+            va
+            for va in range(first, last + PAGE_SIZE, PAGE_SIZE)
+            if self.pgtable.iova_to_phys(va) is None
+        ]
         if not missing:
             return
         need = sum(1 for va in missing if va not in self._resident)
         need += self.pgtable.tables_needed(missing[0], missing[-1] + PAGE_SIZE - missing[0])
         if need > self.pages.nr_free:
-            raise OutOfMemory(f"faulting in {len(missing)} pages needs {need} pages, "
-                              f"{self.pages.nr_free} free")
+            raise OutOfMemory(
+                f"faulting in {len(missing)} pages needs {need} pages, {self.pages.nr_free} free"
+            )
         for va in missing:
             area = self._vmas.find(va)
             iprot = None if area is None else _iommu_prot(area.prot)
@@ -517,7 +551,7 @@ class Mm:
             pa = self.pgtable.iova_to_phys(va)
             if pa is None:  # pragma: no cover - _prepare made it present
                 raise BadAddress(f"address {va:#x} is not present")
-            self.mem.write(pa, bytes(view[va - addr:va - addr + chunk]))
+            self.mem.write(pa, bytes(view[va - addr : va - addr + chunk]))
             va += chunk
 
     # ------------------------------------------------------------------ exit

@@ -159,8 +159,8 @@ class VmaList:
             removed.append(Vma(max(vma.start, start), min(vma.end, end), vma.prot))
             if vma.end > end:
                 keep.append(Vma(end, vma.end, vma.prot))
-        self._vmas[i:i + len(hit)] = keep
-        self._starts[i:i + len(hit)] = [v.start for v in keep]
+        self._vmas[i : i + len(hit)] = keep
+        self._starts[i : i + len(hit)] = [v.start for v in keep]
         return removed
 
     def set_prot(self, start: int, end: int, prot: int) -> list[Vma]:

@@ -140,7 +140,8 @@ SV48X4: Final = RiscvPtFormat("sv48x4", 4, True, 9)
 SV57X4: Final = RiscvPtFormat("sv57x4", 5, True, 10)
 #: Formats by name.
 FORMATS: Final[dict[str, RiscvPtFormat]] = {
-    f.name: f for f in (SV39, SV48, SV57, SV39X4, SV48X4, SV57X4)}
+    f.name: f for f in (SV39, SV48, SV57, SV39X4, SV48X4, SV57X4)
+}
 
 
 def _swap64(v: int) -> int:
@@ -156,17 +157,37 @@ class RiscvPageTable:
     be) and released, with every other table page, by :meth:`destroy`.
     """
 
-    __slots__ = ("_counts", "_levels", "_rd", "_root_mask", "_set_ad", "_svpbmt", "_wr",
-                 "fmt", "mem", "pages", "root_pa")
+    __slots__ = (
+        "_counts",
+        "_levels",
+        "_rd",
+        "_root_mask",
+        "_set_ad",
+        "_svpbmt",
+        "_wr",
+        "fmt",
+        "mem",
+        "pages",
+        "root_pa",
+    )
 
-    def __init__(self, mem: PhysicalMemory, pages: PageAllocator, fmt: RiscvPtFormat | str, *,
-                 set_ad: bool = True, big_endian: bool = False, svpbmt: bool = False) -> None:
+    def __init__(
+        self,
+        mem: PhysicalMemory,
+        pages: PageAllocator,
+        fmt: RiscvPtFormat | str,
+        *,
+        set_ad: bool = True,
+        big_endian: bool = False,
+        svpbmt: bool = False,
+    ) -> None:
         if isinstance(fmt, str):
             try:
                 fmt = FORMATS[fmt]
             except KeyError:
                 raise InvalidArgument(
-                    f"fmt must be one of {', '.join(FORMATS)}, not {fmt!r}") from None
+                    f"fmt must be one of {', '.join(FORMATS)}, not {fmt!r}"
+                ) from None
         self.fmt = fmt
         self.mem = mem
         self.pages = pages
@@ -246,12 +267,15 @@ class RiscvPageTable:
         if self.fmt.gstage:
             if end > 1 << vb:
                 raise InvalidArgument(
-                    f"GPA range {iova:#x}+{size:#x} must lie below 2^{vb} for {self.fmt.name}")
+                    f"GPA range {iova:#x}+{size:#x} must lie below 2^{vb} for {self.fmt.name}"
+                )
         else:
             half = 1 << (vb - 1)
             if not (end <= half or (iova >= _TOP - half and end <= _TOP)):
-                raise InvalidArgument(f"IOVA range {iova:#x}+{size:#x} must be canonical "
-                                      f"for {self.fmt.name} (one {vb - 1}-bit half)")
+                raise InvalidArgument(
+                    f"IOVA range {iova:#x}+{size:#x} must be canonical "
+                    f"for {self.fmt.name} (one {vb - 1}-bit half)"
+                )
 
     def leaf_bits(self, prot: int) -> int:
         """PTE bits other than the PPN of a leaf mapped with ``prot`` (see module docs)."""
@@ -309,8 +333,9 @@ class RiscvPageTable:
         delta = pa - iova
         needed = self._plan(self.root_pa, top, iova, iova + size, delta)
         if needed > self.pages.nr_free:
-            raise OutOfMemory(f"mapping {iova:#x}+{size:#x} needs {needed} table pages, "
-                              f"{self.pages.nr_free} free")
+            raise OutOfMemory(
+                f"mapping {iova:#x}+{size:#x} needs {needed} table pages, {self.pages.nr_free} free"
+            )
         pool: list[int] = []
         try:
             for _ in range(needed):
@@ -341,16 +366,18 @@ class RiscvPageTable:
             nxt = ((v >> shift) + 1) << shift
             nxt = min(nxt, end)
             entry = rd(tpa + ((v >> shift) & imask) * 8) if tpa >= 0 else 0
-            if leafable and not (v | (v + delta)) & emask and nxt - v == esize and \
-                    not (entry & _V and not entry & _RWX):
+            if (
+                leafable
+                and not (v | (v + delta)) & emask
+                and nxt - v == esize
+                and not (entry & _V and not entry & _RWX)
+            ):
                 if entry & _V:
                     raise Exists(f"IOVA {v:#x}+{esize:#x} is already mapped")
             elif entry & _V:
                 if entry & _RWX:
-                    raise Exists(f"IOVA {v:#x} is already mapped by a "
-                                 f"{esize:#x}-byte leaf")
-                new += self._plan((entry & _PPN_MASK) >> _PPN_SHIFT << 12, level - 1, v, nxt,
-                                  delta)
+                    raise Exists(f"IOVA {v:#x} is already mapped by a {esize:#x}-byte leaf")
+                new += self._plan((entry & _PPN_MASK) >> _PPN_SHIFT << 12, level - 1, v, nxt, delta)
             elif level > 1:
                 new += 1 + self._plan(-1, level - 1, v, nxt, delta)
             else:
@@ -358,8 +385,9 @@ class RiscvPageTable:
             v = nxt
         return new
 
-    def _map(self, tpa: int, level: int, start: int, end: int, delta: int, bits: int,
-             pool: list[int]) -> None:
+    def _map(
+        self, tpa: int, level: int, start: int, end: int, delta: int, bits: int, pool: list[int]
+    ) -> None:
         shift = 12 + _VPN_BITS * level
         esize = 1 << shift
         emask = esize - 1
@@ -381,8 +409,9 @@ class RiscvPageTable:
                 wr(addr, bits | (out >> 12) << _PPN_SHIFT)
                 counts[tpa] += 1
             elif entry & _V:
-                self._map((entry & _PPN_MASK) >> _PPN_SHIFT << 12, level - 1, v, nxt,
-                          delta, bits, pool)
+                self._map(
+                    (entry & _PPN_MASK) >> _PPN_SHIFT << 12, level - 1, v, nxt, delta, bits, pool
+                )
             else:
                 # Build the whole subtree in the unlinked page, then publish it with one
                 # store: a walker sees either no table or a complete one.
@@ -418,7 +447,8 @@ class RiscvPageTable:
                 if base < iova or base + (1 << (12 + _VPN_BITS * found[1])) > end:
                     raise InvalidArgument(
                         f"range {iova:#x}+{size:#x} would split the "
-                        f"{1 << (12 + _VPN_BITS * found[1]):#x}-byte leaf at {base:#x}")
+                        f"{1 << (12 + _VPN_BITS * found[1]):#x}-byte leaf at {base:#x}"
+                    )
 
     def _unmap(self, tpa: int, level: int, start: int, end: int, gather: IotlbGather) -> int:
         shift = 12 + _VPN_BITS * level
@@ -482,8 +512,9 @@ class RiscvPageTable:
         self._check_no_split(iova, size)
         return self._protect(self.root_pa, self._levels - 1, iova, iova + size, bits, gather)
 
-    def _protect(self, tpa: int, level: int, start: int, end: int, bits: int,
-                 gather: IotlbGather) -> int:
+    def _protect(
+        self, tpa: int, level: int, start: int, end: int, bits: int, gather: IotlbGather
+    ) -> int:
         shift = 12 + _VPN_BITS * level
         esize = 1 << shift
         imask = self._root_mask if level == self._levels - 1 else 511
@@ -504,8 +535,9 @@ class RiscvPageTable:
                         gather.add_page(v, esize)
                         done += esize
                 else:
-                    done += self._protect((entry & _PPN_MASK) >> _PPN_SHIFT << 12, level - 1,
-                                          v, nxt, bits, gather)
+                    done += self._protect(
+                        (entry & _PPN_MASK) >> _PPN_SHIFT << 12, level - 1, v, nxt, bits, gather
+                    )
             v = nxt
         return done
 
@@ -537,8 +569,9 @@ class RiscvPageTable:
             if not entry & _V:
                 new += 1 + self._tables_needed(-1, level - 1, v, nxt)
             elif not entry & _RWX:
-                new += self._tables_needed((entry & _PPN_MASK) >> _PPN_SHIFT << 12, level - 1,
-                                           v, nxt)
+                new += self._tables_needed(
+                    (entry & _PPN_MASK) >> _PPN_SHIFT << 12, level - 1, v, nxt
+                )
             v = nxt
         return new
 
@@ -595,8 +628,12 @@ class RiscvPageTable:
             return None
         entry, level = found
         size = 1 << (12 + _VPN_BITS * level)
-        return (iova & ~(size - 1), ((entry & _PPN_MASK) >> _PPN_SHIFT << 12) & ~(size - 1),
-                size, self._prot_of(entry))
+        return (
+            iova & ~(size - 1),
+            ((entry & _PPN_MASK) >> _PPN_SHIFT << 12) & ~(size - 1),
+            size,
+            self._prot_of(entry),
+        )
 
     def walk_leaves(self) -> Iterator[tuple[int, int, int, int]]:
         """Every leaf as ``(iova, pa, size, prot)`` in table order (the lower canonical half
@@ -609,8 +646,12 @@ class RiscvPageTable:
             if iova & sign:
                 iova |= ext
             size = 1 << (12 + _VPN_BITS * level)
-            yield (iova, ((pte & _PPN_MASK) >> _PPN_SHIFT << 12) & ~(size - 1), size,
-                   self._prot_of(pte))
+            yield (
+                iova,
+                ((pte & _PPN_MASK) >> _PPN_SHIFT << 12) & ~(size - 1),
+                size,
+                self._prot_of(pte),
+            )
 
     def _walk(self, tpa: int, level: int, base: int) -> Iterator[tuple[int, int, int]]:
         shift = 12 + _VPN_BITS * level
@@ -644,5 +685,6 @@ class RiscvPageTable:
     def __repr__(self) -> str:
         if self.root_pa < 0:
             return f"RiscvPageTable({self.fmt.name}, destroyed)"
-        return (f"RiscvPageTable({self.fmt.name}, root={self.root_pa:#x}, "
-                f"tables={len(self._counts)})")
+        return (
+            f"RiscvPageTable({self.fmt.name}, root={self.root_pa:#x}, tables={len(self._counts)})"
+        )

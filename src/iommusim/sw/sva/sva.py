@@ -83,8 +83,7 @@ class Sva:
     """The SVA layer of one machine. ``charge(n)`` is told how many faults a group needed
     (CPU time, for a cost model)."""
 
-    def __init__(self, core: IommuCore, *,
-                 charge: Callable[[int], None] | None = None) -> None:
+    def __init__(self, core: IommuCore, *, charge: Callable[[int], None] | None = None) -> None:
         self.core = core
         self.pasid_ida = Ida(IOMMU_FIRST_GLOBAL_PASID, _PASID_MAX)
         self._charge = charge
@@ -102,16 +101,18 @@ class Sva:
         data = self._mms.get(mm)
         if data is not None:
             if data.pasid >= dev.max_pasids:
-                raise Overflow(f"{mm.name}'s PASID {data.pasid} is beyond {dev.name}'s "
-                               f"{dev.pasid_bits}-bit PASID width")
+                raise Overflow(
+                    f"{mm.name}'s PASID {data.pasid} is beyond {dev.name}'s "
+                    f"{dev.pasid_bits}-bit PASID width"
+                )
             return data, False
         if not dev.max_pasids:
-            raise NoSpace(f"{dev.name} has no PASID capability: no PASID to give "
-                          f"{mm.name}")
+            raise NoSpace(f"{dev.name} has no PASID capability: no PASID to give {mm.name}")
         pasid = self.pasid_ida.alloc(dev.max_pasids - 1)
         if pasid is None:
-            raise NoSpace(f"no free PASID in [{IOMMU_FIRST_GLOBAL_PASID}, "
-                          f"{dev.max_pasids - 1}] for {mm.name}")
+            raise NoSpace(
+                f"no free PASID in [{IOMMU_FIRST_GLOBAL_PASID}, {dev.max_pasids - 1}] for {mm.name}"
+            )
         return _MmData(self, mm, pasid), True
 
     # ------------------------------------------------------------------ bind / unbind
@@ -193,8 +194,7 @@ class Sva:
 
     def _maybe_drop(self, data: _MmData, exiting: bool = False) -> None:
         """The PASID goes with the process (mm_pasid_drop), once no domain uses it."""
-        if (exiting or data.mm.exited) and not data.domains and \
-                self._mms.get(data.mm) is data:
+        if (exiting or data.mm.exited) and not data.domains and self._mms.get(data.mm) is data:
             del self._mms[data.mm]
             self.pasid_ida.free(data.pasid)
             data.mm.pasid = None
@@ -210,12 +210,12 @@ class Sva:
         n = 0
         for f in group.faults:
             n += 1
-            if f.pasid is None or not isinstance(mm, Mm) or mm.exited or \
-                    domain.type != DOMAIN_SVA:
+            if f.pasid is None or not isinstance(mm, Mm) or mm.exited or domain.type != DOMAIN_SVA:
                 status = RESP_INVALID
                 break
-            if not mm.fault_in(f.addr, write=bool(f.perm & PERM_WRITE),
-                               exec_=bool(f.perm & PERM_EXEC), remote=True):
+            if not mm.fault_in(
+                f.addr, write=bool(f.perm & PERM_WRITE), exec_=bool(f.perm & PERM_EXEC), remote=True
+            ):
                 status = RESP_INVALID
                 break
         if self._charge is not None:

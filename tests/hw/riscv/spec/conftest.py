@@ -62,12 +62,23 @@ DATA_BASE: Final = 0x1_2000_0000
 
 # (levels, index bits of the root level) per page-table scheme; other levels use 9 bits.
 PT_MODES: Final = {
-    "sv39": (3, 9), "sv48": (4, 9), "sv57": (5, 9),
-    "sv39x4": (3, 11), "sv48x4": (4, 11), "sv57x4": (5, 11),
+    "sv39": (3, 9),
+    "sv48": (4, 9),
+    "sv57": (5, 9),
+    "sv39x4": (3, 11),
+    "sv48x4": (4, 11),
+    "sv57x4": (5, 11),
 }
 #: iosatp / PC.fsc / iohgatp MODE encodings (SXL = GXL = 0).
-SATP_MODE: Final = {"bare": 0, "sv39": 8, "sv48": 9, "sv57": 10,
-                    "sv39x4": 8, "sv48x4": 9, "sv57x4": 10}
+SATP_MODE: Final = {
+    "bare": 0,
+    "sv39": 8,
+    "sv48": 9,
+    "sv57": 10,
+    "sv39x4": 8,
+    "sv48x4": 9,
+    "sv57x4": 10,
+}
 #: pdtp.MODE encodings and the process_id bits each supports.
 PDTP_MODE: Final = {"pd8": 1, "pd17": 2, "pd20": 3}
 PDT_LEVELS: Final = {"pd8": 1, "pd17": 2, "pd20": 3}
@@ -111,8 +122,9 @@ class Soc:
     tc = staticmethod(tc)
     leaf = staticmethod(leaf)
 
-    def __init__(self, params: RiscvIommuParams | None = None,
-                 clock: VirtualClock | None = None) -> None:
+    def __init__(
+        self, params: RiscvIommuParams | None = None, clock: VirtualClock | None = None
+    ) -> None:
         self.params = params if params is not None else PRESETS["full"]
         self.ram = SparseMemory()
         self.mem = FaultInjectingMemory(self.ram)
@@ -147,8 +159,9 @@ class Soc:
         self.iommu.write_register(offset, size, value)
 
     # -- queues ----------------------------------------------------------------------------
-    def _enable_queue(self, off_b: int, off_csr: int, bits: tuple[int, int], log2sz: int,
-                      base: int | None) -> int:
+    def _enable_queue(
+        self, off_b: int, off_csr: int, bits: tuple[int, int], log2sz: int, base: int | None
+    ) -> int:
         en, on = bits
         pages = max(1, (1 << log2sz) * 32 // PAGE)
         pa = base if base is not None else self.alloc(pages)
@@ -160,20 +173,23 @@ class Soc:
 
     def enable_fq(self, log2sz: int = 4, base: int | None = None) -> int:
         """riscv-iommu: "Fault/Event-Queue (FQ)": program fqb and set fqcsr.fqen."""
-        self.fq_base = self._enable_queue(OFF_FQB, OFF_FQCSR, (FQCSR_FQEN, FQCSR_FQON), log2sz,
-                                          base)
+        self.fq_base = self._enable_queue(
+            OFF_FQB, OFF_FQCSR, (FQCSR_FQEN, FQCSR_FQON), log2sz, base
+        )
         return self.fq_base
 
     def enable_cq(self, log2sz: int = 4, base: int | None = None) -> int:
         """riscv-iommu: "Command-Queue (CQ)": program cqb and set cqcsr.cqen."""
-        self.cq_base = self._enable_queue(OFF_CQB, OFF_CQCSR, (CQCSR_CQEN, CQCSR_CQON), log2sz,
-                                          base)
+        self.cq_base = self._enable_queue(
+            OFF_CQB, OFF_CQCSR, (CQCSR_CQEN, CQCSR_CQON), log2sz, base
+        )
         return self.cq_base
 
     def enable_pq(self, log2sz: int = 4, base: int | None = None) -> int:
         """riscv-iommu: "Page-Request-Queue (PQ)": program pqb and set pqcsr.pqen."""
-        self.pq_base = self._enable_queue(OFF_PQB, OFF_PQCSR, (PQCSR_PQEN, PQCSR_PQON), log2sz,
-                                          base)
+        self.pq_base = self._enable_queue(
+            OFF_PQB, OFF_PQCSR, (PQCSR_PQEN, PQCSR_PQON), log2sz, base
+        )
         return self.pq_base
 
     def cmd(self, layout: Layout, **fields: int) -> int:
@@ -251,9 +267,19 @@ class Soc:
             a = self._next_level(a + ddi[i] * 8)
         return a + ddi[0] * self.dc_size
 
-    def write_dc(self, did: int, *, tc: int = 1, iohgatp: int = 0, ta: int = 0, fsc: int = 0,
-                 msiptp: int = 0, msi_mask: int = 0, msi_pattern: int = 0,
-                 dw7: int = 0) -> int:
+    def write_dc(
+        self,
+        did: int,
+        *,
+        tc: int = 1,
+        iohgatp: int = 0,
+        ta: int = 0,
+        fsc: int = 0,
+        msiptp: int = 0,
+        msi_mask: int = 0,
+        msi_pattern: int = 0,
+        dw7: int = 0,
+    ) -> int:
         """Write a device context (base or extended format); returns its address."""
         pa = self.dc_addr(did)
         words = [tc, iohgatp, ta, fsc]
@@ -285,8 +311,17 @@ class Soc:
             a = PTE.decode(pte)["ppn"] << 12
         raise AssertionError("unreachable")
 
-    def map(self, root: int, va: int, pa: int, mode: str = "sv39", *, level: int = 0,
-            pte: int | None = None, **flags: int) -> int:
+    def map(
+        self,
+        root: int,
+        va: int,
+        pa: int,
+        mode: str = "sv39",
+        *,
+        level: int = 0,
+        pte: int | None = None,
+        **flags: int,
+    ) -> int:
         """Map ``va`` to ``pa`` with a leaf at ``level`` (0: 4 KiB, 1: 2 MiB, 2: 1 GiB).
 
         ``flags`` override the PTE fields of :func:`leaf`; ``pte`` gives the raw entry.
@@ -298,8 +333,9 @@ class Soc:
 
     def identity_gstage(self, root: int, mode: str = "sv39x4") -> None:
         """Map the allocator's gigabyte GPA = SPA with a U=1 RWX G-stage gigapage."""
-        self.map(root, ALLOC_BASE & ~((1 << 30) - 1), ALLOC_BASE & ~((1 << 30) - 1), mode,
-                 level=2, x=1)
+        self.map(
+            root, ALLOC_BASE & ~((1 << 30) - 1), ALLOC_BASE & ~((1 << 30) - 1), mode, level=2, x=1
+        )
 
     # -- process directory -----------------------------------------------------------------
     def new_pdt(self) -> int:
@@ -318,8 +354,9 @@ class Soc:
             a = PDTE.decode(pdte)["ppn"] << 12
         return a + pdi[0] * 16
 
-    def write_pc(self, root: int, pid: int, pdt: str = "pd20", *, ta: int | None = None,
-                 fsc: int = 0) -> int:
+    def write_pc(
+        self, root: int, pid: int, pdt: str = "pd20", *, ta: int | None = None, fsc: int = 0
+    ) -> int:
         """Write a process context (default ``ta``: V=1, ENS=1); returns its address."""
         pa = self.pc_addr(root, pid, pdt)
         self.wr64(pa, PC_TA.encode(v=1, ens=1) if ta is None else ta)
@@ -330,8 +367,9 @@ class Soc:
     def s1_device(self, did: int, mode: str = "sv39", **tc_fields: int) -> int:
         """A device with a first-stage ``mode`` table in DC.fsc (PDTV = 0); returns the root."""
         root = self.new_pt(mode)
-        self.write_dc(did, tc=tc(**tc_fields),
-                      fsc=PC_FSC.encode(mode=SATP_MODE[mode], ppn=root >> 12))
+        self.write_dc(
+            did, tc=tc(**tc_fields), fsc=PC_FSC.encode(mode=SATP_MODE[mode], ppn=root >> 12)
+        )
         return root
 
     def translate(self, did: int, iova: int, **kw: object) -> Response:
@@ -343,9 +381,14 @@ def make_soc() -> Callable[..., Soc]:
     """Factory: ``make_soc(params=None, ddt_levels=3, fq=True, cq=True, pq=False,
     clock=None)``."""
 
-    def make(params: RiscvIommuParams | None = None, ddt_levels: int | None = 3,
-             fq: bool = True, cq: bool = True, pq: bool = False,
-             clock: VirtualClock | None = None) -> Soc:
+    def make(
+        params: RiscvIommuParams | None = None,
+        ddt_levels: int | None = 3,
+        fq: bool = True,
+        cq: bool = True,
+        pq: bool = False,
+        clock: VirtualClock | None = None,
+    ) -> Soc:
         soc = Soc(params, clock)
         if fq:
             soc.enable_fq()
@@ -364,4 +407,3 @@ def make_soc() -> Callable[..., Soc]:
 def soc(make_soc: Callable[..., Soc]) -> Soc:
     """``PRESETS['full']``, 3-level DDT, fault and command queues enabled."""
     return make_soc()
-

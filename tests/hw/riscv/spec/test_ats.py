@@ -41,8 +41,7 @@ def test_superpage_completion_uses_s_encoding(soc, level, size_lg2):
     assert resp.ppn & ~((1 << (size_lg2 - 12)) - 1) == pa >> 12
 
 
-@pytest.mark.parametrize(("d", "nw", "w"), [(1, True, True), (0, True, False),
-                                            (1, False, True)])
+@pytest.mark.parametrize(("d", "nw", "w"), [(1, True, True), (0, True, False), (1, False, True)])
 def test_write_permission_needs_dirty_page(soc, d, nw, w):
     """riscv-iommu: "PCIe ATS translation request handling": W is granted only for a page
     that is already dirty when no-write (NW = 1) is requested (without SADE no D update)."""

@@ -59,13 +59,17 @@ def test_iofence_pr_pw_request_sync(soc, pr, pw):
     assert [(m.kind, m.pr, m.pw) for m in soc.messages] == [("sync", bool(pr), bool(pw))]
 
 
-@pytest.mark.parametrize(("layout", "fields"), [
-    (CMD_IOFENCE, {"opcode": 0}),                        # no such opcode
-    (CMD_IOFENCE, {"opcode": 2, "func3": 1}),            # IOFENCE with a reserved func3
-    (CMD_IODIR, {"opcode": 3, "func3": 0, "pid": 5}),    # IODIR.INVAL_DDT: PID is reserved
-    (CMD_IODIR, {"opcode": 3, "func3": 1, "dv": 0}),     # IODIR.INVAL_PDT needs DV = 1
-    (CMD_IOTINVAL, {"opcode": 1, "func3": 2}),           # reserved IOTINVAL func3
-], ids=["opcode-0", "iofence-func3", "iodir-ddt-pid", "iodir-pdt-dv0", "iotinval-func3"])
+@pytest.mark.parametrize(
+    ("layout", "fields"),
+    [
+        (CMD_IOFENCE, {"opcode": 0}),  # no such opcode
+        (CMD_IOFENCE, {"opcode": 2, "func3": 1}),  # IOFENCE with a reserved func3
+        (CMD_IODIR, {"opcode": 3, "func3": 0, "pid": 5}),  # IODIR.INVAL_DDT: PID is reserved
+        (CMD_IODIR, {"opcode": 3, "func3": 1, "dv": 0}),  # IODIR.INVAL_PDT needs DV = 1
+        (CMD_IOTINVAL, {"opcode": 1, "func3": 2}),  # reserved IOTINVAL func3
+    ],
+    ids=["opcode-0", "iofence-func3", "iodir-ddt-pid", "iodir-pdt-dv0", "iotinval-func3"],
+)
 def test_illegal_command_stops_queue(soc, layout, fields):
     """riscv-iommu: "Command-Queue (CQ)": an illegal or unsupported command sets
     cqcsr.cmd_ill and cqh keeps the index of that command; later commands wait."""
@@ -147,8 +151,11 @@ def test_iotinval_vma_makes_changed_pte_visible(soc, scope):
     assert soc.translate(DID, 0x9008).pa == old + 8
     assert soc.translate(DID, 0x9008, is_write=True).pa == old + 8
     soc.map(root, 0x9000, new)
-    kw = {"all": {}, "pscid": {"pscv": 1, "pscid": 7},
-          "addr": {"pscv": 1, "pscid": 7, "av": 1, "addr": 0x9}}[scope]
+    kw = {
+        "all": {},
+        "pscid": {"pscv": 1, "pscid": 7},
+        "addr": {"pscv": 1, "pscid": 7, "av": 1, "addr": 0x9},
+    }[scope]
     soc.cmd(CMD_IOTINVAL, opcode=soc.OP_IOTINVAL, func3=0, **kw)
     _fence(soc)
     assert soc.run() == 2

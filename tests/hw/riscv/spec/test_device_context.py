@@ -109,12 +109,15 @@ def test_ddt_access_fault_and_corruption(soc, kind, cause, where):
     assert rec["cause"] == cause and rec["iotval"] == 0x3000
 
 
-@pytest.mark.parametrize(("levels", "did"), [
-    (1, 1 << 6),     # DDI[1] != 0
-    (1, 1 << 15),    # DDI[2] != 0
-    (2, 1 << 15),    # DDI[2] != 0
-    (2, 0xFF_FFFF),
-])
+@pytest.mark.parametrize(
+    ("levels", "did"),
+    [
+        (1, 1 << 6),  # DDI[1] != 0
+        (1, 1 << 15),  # DDI[2] != 0
+        (2, 1 << 15),  # DDI[2] != 0
+        (2, 0xFF_FFFF),
+    ],
+)
 def test_device_id_too_wide_is_260(make_soc, levels, did):
     """riscv-iommu: "Process to translate an IOVA" step 5: device_id wider than the 1LVL/2LVL
     mode supports -> "Transaction type disallowed" (260), without reading the DDT."""
@@ -144,41 +147,48 @@ MISCONFIGURED = [
     ("ta-reserved", FULL, {"ta": 1}),
     ("fsc-reserved", FULL, {"fsc": 1 << 50}),
     ("en-ats-without-cap", _without(cap.ATS), {"tc": DC_TC.encode(v=1, en_ats=1)}),
-    ("t2gpa-without-en-ats", FULL,
-     {"tc": DC_TC.encode(v=1, t2gpa=1), "iohgatp": _SV39X4}),
+    ("t2gpa-without-en-ats", FULL, {"tc": DC_TC.encode(v=1, t2gpa=1), "iohgatp": _SV39X4}),
     ("en-pri-without-en-ats", FULL, {"tc": DC_TC.encode(v=1, en_pri=1)}),
     ("prpr-without-en-pri", FULL, {"tc": DC_TC.encode(v=1, en_ats=1, prpr=1)}),
-    ("t2gpa-without-cap", _without(cap.T2GPA),
-     {"tc": DC_TC.encode(v=1, en_ats=1, t2gpa=1), "iohgatp": _SV39X4}),
+    (
+        "t2gpa-without-cap",
+        _without(cap.T2GPA),
+        {"tc": DC_TC.encode(v=1, en_ats=1, t2gpa=1), "iohgatp": _SV39X4},
+    ),
     ("t2gpa-with-bare-iohgatp", FULL, {"tc": DC_TC.encode(v=1, en_ats=1, t2gpa=1)}),
     ("pdtp-mode-reserved", FULL, {"tc": DC_TC.encode(v=1, pdtv=1), "fsc": DC_FSC.encode(mode=4)}),
-    ("pdtp-pd20-without-cap", _without(cap.PD20),
-     {"tc": DC_TC.encode(v=1, pdtv=1), "fsc": DC_FSC.encode(mode=3)}),
+    (
+        "pdtp-pd20-without-cap",
+        _without(cap.PD20),
+        {"tc": DC_TC.encode(v=1, pdtv=1), "fsc": DC_FSC.encode(mode=3)},
+    ),
     ("iosatp-mode-reserved", FULL, {"fsc": DC_FSC.encode(mode=1)}),
     ("iosatp-sv48-without-cap", _without(cap.SV48), {"fsc": DC_FSC.encode(mode=9)}),
     ("iohgatp-mode-reserved", FULL, {"iohgatp": DC_IOHGATP.encode(mode=1)}),
     ("iohgatp-sv39x4-without-cap", _without(cap.SV39X4), {"iohgatp": _SV39X4}),
     ("iohgatp-ppn-not-16k", FULL, {"iohgatp": DC_IOHGATP.encode(mode=8, ppn=0x80001)}),
-    ("msiptp-mode-reserved", FULL,
-     {"iohgatp": _SV39X4, "msiptp": DC_MSIPTP.encode(mode=2)}),
+    ("msiptp-mode-reserved", FULL, {"iohgatp": _SV39X4, "msiptp": DC_MSIPTP.encode(mode=2)}),
     ("msiptp-reserved-bits", FULL, {"iohgatp": _SV39X4, "msiptp": 1 << 50}),
     ("msi-addr-mask-reserved", FULL, {"msi_mask": 1 << 52}),
     ("dw7-not-zero", FULL, {"dw7": 1}),
     ("msiptp-flat-with-bare-iohgatp", FULL, {"msiptp": DC_MSIPTP.encode(mode=1)}),
     ("sade-without-amo-hwad", _without(cap.AMO_HWAD), {"tc": DC_TC.encode(v=1, sade=1)}),
     ("gade-without-amo-hwad", _without(cap.AMO_HWAD), {"tc": DC_TC.encode(v=1, gade=1)}),
-    ("sbe-without-end", _without(cap.END).with_(fctl_be_writable=False),
-     {"tc": DC_TC.encode(v=1, sbe=1)}),
-    ("sxl-with-gxl-not-writable", FULL.with_(gxl_writable=False),
-     {"tc": DC_TC.encode(v=1, sxl=1)}),
+    (
+        "sbe-without-end",
+        _without(cap.END).with_(fctl_be_writable=False),
+        {"tc": DC_TC.encode(v=1, sbe=1)},
+    ),
+    ("sxl-with-gxl-not-writable", FULL.with_(gxl_writable=False), {"tc": DC_TC.encode(v=1, sxl=1)}),
     ("rcid-too-wide", FULL.with_(qosid_mask=0x00FF_00FF), {"ta": DC_TA.encode(rcid=0x100)}),
     ("mcid-too-wide", FULL.with_(qosid_mask=0x00FF_00FF), {"ta": DC_TA.encode(mcid=0x100)}),
     ("rcid-without-qosid", _without(cap.QOSID), {"ta": DC_TA.encode(rcid=1)}),
 ]
 
 
-@pytest.mark.parametrize(("params", "fields"), [pytest.param(p, f, id=i)
-                                                for i, p, f in MISCONFIGURED])
+@pytest.mark.parametrize(
+    ("params", "fields"), [pytest.param(p, f, id=i) for i, p, f in MISCONFIGURED]
+)
 def test_misconfigured_dc_is_259(make_soc, params, fields):
     """riscv-iommu: "Device-context configuration checks": a valid DC violating any rule
     -> "DDT entry misconfigured" (259), reported in the fault queue."""
@@ -190,15 +200,19 @@ def test_misconfigured_dc_is_259(make_soc, params, fields):
     assert rec["cause"] == 259 and rec["did"] == 5 and rec["ttyp"] == 2
 
 
-@pytest.mark.parametrize("fields", [
-    {},
-    {"tc": DC_TC.encode(v=1, en_ats=1, en_pri=1, prpr=1)},
-    {"tc": DC_TC.encode(v=1, en_ats=1, t2gpa=1), "iohgatp": _SV39X4},
-    {"tc": DC_TC.encode(v=1, pdtv=1, dpe=1), "fsc": DC_FSC.encode(mode=3)},
-    {"ta": DC_TA.encode(pscid=0xFFFFF, rcid=0xFFF, mcid=0xFFF)},
-    {"tc": DC_TC.encode(v=1, sade=1, gade=1, sbe=1, sxl=1)},
-    {"iohgatp": _SV39X4, "msiptp": DC_MSIPTP.encode(mode=1)},
-], ids=["plain", "pri", "t2gpa", "pdtv-dpe", "ta-full", "tc-flags", "msi-flat"])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"tc": DC_TC.encode(v=1, en_ats=1, en_pri=1, prpr=1)},
+        {"tc": DC_TC.encode(v=1, en_ats=1, t2gpa=1), "iohgatp": _SV39X4},
+        {"tc": DC_TC.encode(v=1, pdtv=1, dpe=1), "fsc": DC_FSC.encode(mode=3)},
+        {"ta": DC_TA.encode(pscid=0xFFFFF, rcid=0xFFF, mcid=0xFFF)},
+        {"tc": DC_TC.encode(v=1, sade=1, gade=1, sbe=1, sxl=1)},
+        {"iohgatp": _SV39X4, "msiptp": DC_MSIPTP.encode(mode=1)},
+    ],
+    ids=["plain", "pri", "t2gpa", "pdtv-dpe", "ta-full", "tc-flags", "msi-flat"],
+)
 def test_well_configured_dc_passes_checks(make_soc, fields):
     """riscv-iommu: "Device-context configuration checks": legal settings near each rule are
     not misconfigured (the control group of the table above)."""

@@ -33,10 +33,16 @@ def test_4k_page(soc, mode):
     assert soc.translate(DID, iova + KIB4).cause == 13
 
 
-@pytest.mark.parametrize(("mode", "level", "size"), [
-    ("sv39", 1, MIB2), ("sv39", 2, GIB1), ("sv48", 1, MIB2), ("sv48", 2, GIB1),
-    ("sv48", 3, 1 << 39),
-])
+@pytest.mark.parametrize(
+    ("mode", "level", "size"),
+    [
+        ("sv39", 1, MIB2),
+        ("sv39", 2, GIB1),
+        ("sv48", 1, MIB2),
+        ("sv48", 2, GIB1),
+        ("sv48", 3, 1 << 39),
+    ],
+)
 def test_superpages(soc, mode, level, size):
     """Privileged spec "Virtual Address Translation Process" step 6: a leaf at level i maps
     2^(12 + 9i) bytes; the offset within the superpage comes from the IOVA."""
@@ -140,14 +146,17 @@ def test_write_only_encoding_is_reserved(soc):
     assert soc.translate(DID, 0x9000, is_write=True).cause == 15
 
 
-@pytest.mark.parametrize(("flags", "access", "ok"), [
-    ({"r": 1, "w": 0}, "write", False),
-    ({"r": 1, "x": 0}, "exec", False),
-    ({"r": 0, "w": 0, "x": 1}, "read", False),
-    ({"r": 0, "w": 0, "x": 1}, "exec", True),
-    ({"u": 0}, "read", False),  # no process_id: a user access
-    ({"u": 1, "r": 1, "w": 1}, "write", True),
-])
+@pytest.mark.parametrize(
+    ("flags", "access", "ok"),
+    [
+        ({"r": 1, "w": 0}, "write", False),
+        ({"r": 1, "x": 0}, "exec", False),
+        ({"r": 0, "w": 0, "x": 1}, "read", False),
+        ({"r": 0, "w": 0, "x": 1}, "exec", True),
+        ({"u": 0}, "read", False),  # no process_id: a user access
+        ({"u": 1, "r": 1, "w": 1}, "write", True),
+    ],
+)
 def test_permissions_and_user_bit(soc, flags, access, ok):
     """Privileged spec leaf permission checks; requests without a process_id are user-mode
     (riscv-iommu: "Process to translate an IOVA")."""
@@ -160,13 +169,16 @@ def test_permissions_and_user_bit(soc, flags, access, ok):
         assert resp.cause == cause
 
 
-@pytest.mark.parametrize(("mode", "iova", "canonical"), [
-    ("sv39", 1 << 39, False),
-    ("sv39", (1 << 64) - (1 << 38), True),
-    ("sv39", (1 << 63) | 0x1000, False),
-    ("sv48", 1 << 48, False),
-    ("sv48", (1 << 64) - (1 << 47), True),
-])
+@pytest.mark.parametrize(
+    ("mode", "iova", "canonical"),
+    [
+        ("sv39", 1 << 39, False),
+        ("sv39", (1 << 64) - (1 << 38), True),
+        ("sv39", (1 << 63) | 0x1000, False),
+        ("sv48", 1 << 48, False),
+        ("sv48", (1 << 64) - (1 << 47), True),
+    ],
+)
 def test_canonical_iova(soc, mode, iova, canonical):
     """Privileged spec: bits 63:VALEN-1 of the IOVA must all equal bit VALEN-1, else a page
     fault; iotval reports the full IOVA."""
@@ -194,8 +206,7 @@ def test_sade_updates_pte_in_memory(soc, access, a, d):
     assert pte["ppn"] == soc.DATA_BASE >> 12  # nothing else changed
 
 
-@pytest.mark.parametrize(("access", "a", "d"), [("read", 0, 1), ("write", 0, 1),
-                                                ("write", 1, 0)])
+@pytest.mark.parametrize(("access", "a", "d"), [("read", 0, 1), ("write", 0, 1), ("write", 1, 0)])
 def test_no_sade_clear_ad_faults(soc, access, a, d):
     """riscv-iommu: "Translation control (tc)": with SADE = 0 a clear A, or a clear D on a
     write, is a page fault of the access type; memory is not modified."""
@@ -235,16 +246,23 @@ def test_fault_record_fields(soc, access):
     kw, cause, ttyp = ACCESSES[access]
     pdt = soc.new_pdt()
     pt = soc.new_pt()
-    soc.write_dc(0xBEEF, tc=soc.tc(pdtv=1),
-                 fsc=(soc.PDTP_MODE["pd20"] << 60) | pdt >> 12)
-    soc.write_pc(pdt, 0x12345, ta=PC_TA.encode(v=1, ens=1),
-                 fsc=PC_FSC.encode(mode=8, ppn=pt >> 12))
+    soc.write_dc(0xBEEF, tc=soc.tc(pdtv=1), fsc=(soc.PDTP_MODE["pd20"] << 60) | pdt >> 12)
+    soc.write_pc(pdt, 0x12345, ta=PC_TA.encode(v=1, ens=1), fsc=PC_FSC.encode(mode=8, ppn=pt >> 12))
     iova = 0x3F_FFFF_F123  # unmapped, canonical, offset bits nonzero
     resp = soc.translate(0xBEEF, iova, pid_valid=True, process_id=0x12345, priv_req=True, **kw)
     assert resp.status == STATUS_UR
     (rec,) = soc.faults()
-    assert rec == {"cause": cause, "pid": 0x12345, "pv": 1, "priv": 1, "ttyp": ttyp,
-                   "did": 0xBEEF, "custom": 0, "iotval": iova, "iotval2": 0}
+    assert rec == {
+        "cause": cause,
+        "pid": 0x12345,
+        "pv": 1,
+        "priv": 1,
+        "ttyp": ttyp,
+        "did": 0xBEEF,
+        "custom": 0,
+        "iotval": iova,
+        "iotval2": 0,
+    }
 
 
 def test_fault_record_without_process_id(soc):

@@ -18,8 +18,12 @@ def _g_device(soc, *, fsc=0, **tc_fields):
     """A DC with an Sv39x4 iohgatp (identity-mapped allocator gigabyte); returns its root."""
     groot = soc.new_pt("sv39x4")
     soc.identity_gstage(groot)
-    soc.write_dc(DID, tc=soc.tc(**tc_fields), fsc=fsc,
-                 iohgatp=DC_IOHGATP.encode(mode=8, gscid=5, ppn=groot >> 12))
+    soc.write_dc(
+        DID,
+        tc=soc.tc(**tc_fields),
+        fsc=fsc,
+        iohgatp=DC_IOHGATP.encode(mode=8, gscid=5, ppn=groot >> 12),
+    )
     return groot
 
 
@@ -104,8 +108,12 @@ def test_implicit_ad_write_guest_page_fault_sets_iotval2_bits_1_0(soc):
     s1root = soc.new_pt("sv39")
     groot = soc.new_pt("sv39x4")
     pt_gpa = 0x3_0000_0000  # the first-stage tables live here, G-mapped read-only
-    soc.write_dc(DID, tc=soc.tc(sade=1), fsc=DC_FSC.encode(mode=8, ppn=pt_gpa >> 12),
-                 iohgatp=DC_IOHGATP.encode(mode=8, ppn=groot >> 12))
+    soc.write_dc(
+        DID,
+        tc=soc.tc(sade=1),
+        fsc=DC_FSC.encode(mode=8, ppn=pt_gpa >> 12),
+        iohgatp=DC_IOHGATP.encode(mode=8, ppn=groot >> 12),
+    )
     soc.map(groot, pt_gpa, s1root, "sv39x4", w=0)
     soc.wr64(s1root, PTE.encode(v=1, r=1, w=1, u=1, a=0, ppn=GPA_DATA >> 30 << 18))  # 1 GiB
     soc.map(groot, GPA_DATA, soc.DATA_BASE, "sv39x4")

@@ -35,8 +35,6 @@ def evt(n: int) -> int:
     return 352 + 8 * (n - 1)
 
 
-
-
 def make(hpmctr_bits: int = 40) -> tuple[Registers, FakeHost]:
     p = PRESETS["full"].with_(num_hpm=4, hpmctr_bits=hpmctr_bits, eventid_limit=8)
     host = FakeHost()
@@ -211,8 +209,9 @@ def test_cycles_overflow() -> None:
 # -- iohpmcycles on the virtual clock ---------------------------------------------------------
 
 
-def clocked(hz: int = 1_000_000_000, bits: int = 64) -> tuple[RiscvIommu, VirtualClock,
-                                                               SparseMemory]:
+def clocked(
+    hz: int = 1_000_000_000, bits: int = 64
+) -> tuple[RiscvIommu, VirtualClock, SparseMemory]:
     """An IOMMU on a virtual clock with iohpmcycles cleared (OF = 0) and pmip routed to MSI
     vector 2 (address 0x9000, data 0x42)."""
     clock = VirtualClock()
@@ -410,8 +409,12 @@ def _ctr(soc: Any, n: int) -> int:
 def _s1_device(soc: Any, did: int = DID, mode: str = "sv39", pscid: int = 0) -> int:
     """A PDTV = 0 device with a first-stage table mapping IOVA; returns the data PA."""
     root = soc.new_pt(mode)
-    soc.write_dc(did, tc=soc.tc(en_ats=1), ta=DC_TA.encode(pscid=pscid),
-                 fsc=DC_FSC.encode(mode=soc.SATP_MODE[mode], ppn=root >> 12))
+    soc.write_dc(
+        did,
+        tc=soc.tc(en_ats=1),
+        ta=DC_TA.encode(pscid=pscid),
+        fsc=DC_FSC.encode(mode=soc.SATP_MODE[mode], ppn=root >> 12),
+    )
     data = soc.DATA_BASE + (did & 0xFF) * soc.PAGE
     soc.map(root, IOVA, data, mode)
     return int(data)
@@ -428,8 +431,9 @@ def _g_device(soc: Any, did: int = DID, *, gscid: int = 5, s1: bool = True) -> N
         s1root = soc.new_pt("sv39")  # GPA = SPA inside the identity gigabyte
         soc.map(s1root, IOVA, GPA_DATA)
         fsc = DC_FSC.encode(mode=soc.SATP_MODE["sv39"], ppn=s1root >> 12)
-    soc.write_dc(did, tc=soc.tc(), fsc=fsc,
-                 iohgatp=DC_IOHGATP.encode(mode=8, gscid=gscid, ppn=groot >> 12))
+    soc.write_dc(
+        did, tc=soc.tc(), fsc=fsc, iohgatp=DC_IOHGATP.encode(mode=8, gscid=gscid, ppn=groot >> 12)
+    )
 
 
 def test_untranslated_requests_count_iotlb_hits_walks_and_faults(soc: Any) -> None:
@@ -516,8 +520,9 @@ def test_pdt_walks_for_pdtv_contexts(soc: Any, pdt: str, walks: int) -> None:
     _select(soc, 1, selector(6))
     _select(soc, 2, selector(6, pid=7))
     pdt_root = soc.new_pdt()
-    soc.write_dc(DID, tc=soc.tc(pdtv=1),
-                 fsc=DC_FSC.encode(mode=soc.PDTP_MODE[pdt], ppn=pdt_root >> 12))
+    soc.write_dc(
+        DID, tc=soc.tc(pdtv=1), fsc=DC_FSC.encode(mode=soc.PDTP_MODE[pdt], ppn=pdt_root >> 12)
+    )
     pt = soc.new_pt("sv39")
     soc.map(pt, IOVA, soc.DATA_BASE)
     for pid in (7, 8):
@@ -531,8 +536,9 @@ def test_pdt_walks_for_pdtv_contexts(soc: Any, pdt: str, walks: int) -> None:
     assert _ctr(soc, 1) == 2 * walks
 
 
-@pytest.mark.parametrize(("mode", "level", "walks"),
-                         [("sv39", 0, 3), ("sv48", 0, 4), ("sv39", 1, 2), ("sv57", 1, 4)])
+@pytest.mark.parametrize(
+    ("mode", "level", "walks"), [("sv39", 0, 3), ("sv48", 0, 4), ("sv39", 1, 2), ("sv57", 1, 4)]
+)
 def test_first_stage_walks(soc: Any, mode: str, level: int, walks: int) -> None:
     """Event 7 "First-stage Page Table Walks": one per first-stage PTE loaded, leaf or
     non-leaf (a superpage leaf ends the walk early); none on an IOTLB hit."""
@@ -574,8 +580,12 @@ def test_second_stage_walks_for_pdt_entries(soc: Any) -> None:
     s1root = soc.new_pt("sv39")
     soc.map(s1root, IOVA, GPA_DATA)
     soc.write_pc(pdt_root, 3, "pd8", fsc=PC_FSC.encode(mode=8, ppn=s1root >> 12))
-    soc.write_dc(DID, tc=soc.tc(pdtv=1), fsc=DC_FSC.encode(mode=1, ppn=pdt_root >> 12),
-                 iohgatp=DC_IOHGATP.encode(mode=8, gscid=9, ppn=groot >> 12))
+    soc.write_dc(
+        DID,
+        tc=soc.tc(pdtv=1),
+        fsc=DC_FSC.encode(mode=1, ppn=pdt_root >> 12),
+        iohgatp=DC_IOHGATP.encode(mode=8, gscid=9, ppn=groot >> 12),
+    )
     assert soc.translate(DID, IOVA, pid_valid=True, process_id=3).pa == soc.DATA_BASE
     assert (_ctr(soc, 1), _ctr(soc, 2)) == (1 + 3 + 3, 1)
 
@@ -604,9 +614,13 @@ def test_gscid_and_pscid_filters(soc: Any) -> None:
     soc.map(groot, GPA_DATA, soc.DATA_BASE, "sv39x4")
     s1root = soc.new_pt("sv39")
     soc.map(s1root, IOVA, GPA_DATA)
-    soc.write_dc(DID + 4, tc=soc.tc(), ta=DC_TA.encode(pscid=0x77),
-                 fsc=DC_FSC.encode(mode=8, ppn=s1root >> 12),
-                 iohgatp=DC_IOHGATP.encode(mode=8, gscid=6, ppn=groot >> 12))
+    soc.write_dc(
+        DID + 4,
+        tc=soc.tc(),
+        ta=DC_TA.encode(pscid=0x77),
+        fsc=DC_FSC.encode(mode=8, ppn=s1root >> 12),
+        iohgatp=DC_IOHGATP.encode(mode=8, gscid=6, ppn=groot >> 12),
+    )
     assert soc.translate(DID + 4, IOVA).ok
     assert [_ctr(soc, n) for n in range(1, 7)] == [1, 3, 6, 18, 6, 1]
 

@@ -35,8 +35,6 @@ OFF_IPSR = 84
 OFF_ICVEC = 760
 
 
-
-
 def make(params: RiscvIommuParams | None = None) -> tuple[Registers, FakeHost]:
     host = FakeHost()
     regs = Registers(params or PRESETS["full"], host)

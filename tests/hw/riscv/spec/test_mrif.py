@@ -35,12 +35,17 @@ def mrif_soc(make_soc, params=None, *, dtf=0, nid=NID):
     msipt = soc.alloc()
     soc.mrif = soc.alloc()
     soc.notice = soc.alloc()
-    soc.write_dc(DID, tc=soc.tc(dtf=dtf),
-                 iohgatp=DC_IOHGATP.encode(mode=8, ppn=g >> 12, gscid=9),
-                 msiptp=DC_MSIPTP.encode(mode=1, ppn=msipt >> 12),
-                 msi_mask=0x7, msi_pattern=MSI_GPA >> 12)
-    pte = MSIPTE_MRIF.encode(v=1, m=1, mrif_addr=soc.mrif >> 9, nppn=soc.notice >> 12,
-                             n90=nid & 0x3FF, n10=nid >> 10)
+    soc.write_dc(
+        DID,
+        tc=soc.tc(dtf=dtf),
+        iohgatp=DC_IOHGATP.encode(mode=8, ppn=g >> 12, gscid=9),
+        msiptp=DC_MSIPTP.encode(mode=1, ppn=msipt >> 12),
+        msi_mask=0x7,
+        msi_pattern=MSI_GPA >> 12,
+    )
+    pte = MSIPTE_MRIF.encode(
+        v=1, m=1, mrif_addr=soc.mrif >> 9, nppn=soc.notice >> 12, n90=nid & 0x3FF, n10=nid >> 10
+    )
     soc.wr64(msipt + 16 * FILE, pte & (1 << 64) - 1)
     soc.wr64(msipt + 16 * FILE + 8, pte >> 64)
     soc.ram.write32(soc.notice, SENTINEL)
@@ -67,7 +72,11 @@ def test_msi_sets_pending_bit_and_notice_arrives(make_soc):
     assert resp.ok and resp.is_mrif and resp.mrif_addr == soc.mrif
     assert out is not None and out.status == "recorded" and out.notice_sent
     assert (out.identity, out.pending_pa, out.enable_pa, out.bit) == (
-        70, soc.mrif + 16, soc.mrif + 24, 6)
+        70,
+        soc.mrif + 16,
+        soc.mrif + 24,
+        6,
+    )
     words = mrif_words(soc)
     assert words[2] == 1 << 6 | 1 << 1
     assert words[3] == 1 << 6  # enable bits untouched
@@ -113,13 +122,16 @@ def test_notice_only_when_enabled_option(make_soc):
     assert soc.ram.read32(soc.notice) == NID
 
 
-@pytest.mark.parametrize(("offset", "data", "why"), [
-    (8, 5, "address bits 11:3"),
-    (0xFFC, 5, "address bits 11:3"),
-    (0, 2048, "bits 31:11"),
-    (0, 0x8000_0001, "bits 31:11"),
-    (4, 5 << 24, "big-endian MSIs not supported"),
-])
+@pytest.mark.parametrize(
+    ("offset", "data", "why"),
+    [
+        (8, 5, "address bits 11:3"),
+        (0xFFC, 5, "address bits 11:3"),
+        (0, 2048, "bits 31:11"),
+        (0, 0x8000_0001, "bits 31:11"),
+        (4, 5 << 24, "big-endian MSIs not supported"),
+    ],
+)
 def test_discarded_writes(make_soc, offset, data, why):
     """AIA "MSI PTE, MRIF mode": "If either A[11:3] or D[31:11] is not zero, or if bit 2 of A is
     one and big-endian MSIs are not supported, then the incoming write is accepted but
@@ -170,8 +182,10 @@ def test_atomic_update_with_amo_mrif(make_soc, amo, kinds):
     assert soc.rd64(soc.mrif) == 1 << 9
 
 
-@pytest.mark.parametrize(("where", "kind", "cause"), [
-    ("mrif", "access", 264), ("mrif", "corruption", 271), ("notice", "access", 264)])
+@pytest.mark.parametrize(
+    ("where", "kind", "cause"),
+    [("mrif", "access", 264), ("mrif", "corruption", 271), ("notice", "access", 264)],
+)
 def test_memory_faults(make_soc, where, kind, cause):
     """riscv-iommu: "Fault record CAUSE field encodings": 264 "MRIF access fault", 271 "MSI MRIF
     data corruption" (the failed notice write is reported as 264 too), recorded with the
@@ -182,7 +196,11 @@ def test_memory_faults(make_soc, where, kind, cause):
     assert resp.ok and out.status == "fault" and out.cause == cause and not out.notice_sent
     (rec,) = soc.faults()
     assert (rec["cause"], rec["ttyp"], rec["did"], rec["iotval"]) == (
-        cause, 3, DID, MSI_GPA + FILE * 0x1000)
+        cause,
+        3,
+        DID,
+        MSI_GPA + FILE * 0x1000,
+    )
     if where == "mrif":
         assert soc.ram.read32(soc.notice) == SENTINEL
 

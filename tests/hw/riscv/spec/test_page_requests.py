@@ -25,14 +25,18 @@ def _payload(*, r=1, w=0, last=1, prgi=0x155, page=0x7_6543_2000):
 
 
 def _request(soc, payload=None, *, pv=True, pid=0x5A5A5, priv=True, exec_=True):
-    soc.iommu.page_request(DID, pv, pid, priv, exec_, _payload() if payload is None else payload,
-                           RID, False, 0)
+    soc.iommu.page_request(
+        DID, pv, pid, priv, exec_, _payload() if payload is None else payload, RID, False, 0
+    )
 
 
 def _responses(soc):
     """(response code, PRG index, pv, pid) of each page-request group response sent."""
-    return [(m.payload >> 44 & 0xF, m.payload >> 32 & 0x1FF, m.pv, m.pid)
-            for m in soc.messages if m.kind == "prgr"]
+    return [
+        (m.payload >> 44 & 0xF, m.payload >> 32 & 0x1FF, m.pv, m.pid)
+        for m in soc.messages
+        if m.kind == "prgr"
+    ]
 
 
 @pytest.fixture
@@ -50,8 +54,7 @@ def test_page_request_is_queued(pri):
     _request(pri, payload)
     assert pri.reg(OFF_PQT) == 1
     (rec,) = pri.page_requests()
-    assert rec == {"pid": 0x5A5A5, "pv": 1, "priv": 1, "exec": 1, "did": DID,
-                   "payload": payload}
+    assert rec == {"pid": 0x5A5A5, "pv": 1, "priv": 1, "exec": 1, "did": DID, "payload": payload}
     assert pri.messages == [] and pri.faults() == []
 
 
@@ -102,8 +105,9 @@ def test_invalid_dc_is_response_failure(pri):
     assert pri.causes() == [258]
 
 
-@pytest.mark.parametrize("tc", [DC_TC.encode(v=1), DC_TC.encode(v=1, en_ats=1)],
-                         ids=["no-ats", "no-pri"])
+@pytest.mark.parametrize(
+    "tc", [DC_TC.encode(v=1), DC_TC.encode(v=1, en_ats=1)], ids=["no-ats", "no-pri"]
+)
 def test_pri_disabled_is_invalid_request(make_soc, tc):
     """riscv-iommu: "PCIe ATS Page Request handling": EN_PRI = 0 (or EN_ATS = 0) -> cause 260
     recorded and an Invalid Request response (PRPR = 0: no PASID)."""
@@ -146,8 +150,9 @@ def test_pq_disabled_is_response_failure_without_fault(make_soc):
     assert soc.faults() == []
 
 
-@pytest.mark.parametrize("payload", [_payload(r=0, w=0, last=1), _payload(last=0)],
-                         ids=["stop-marker", "not-last"])
+@pytest.mark.parametrize(
+    "payload", [_payload(r=0, w=0, last=1), _payload(last=0)], ids=["stop-marker", "not-last"]
+)
 def test_no_response_for_stop_marker_or_non_last(make_soc, payload):
     """riscv-iommu: "PCIe ATS Page Request handling": requests without L and "Stop Marker"
     messages are silently discarded on errors -- no response is generated."""

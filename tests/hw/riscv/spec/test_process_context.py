@@ -17,20 +17,30 @@ def _pdt_device(soc, pdt="pd20", *, dpe=0, pids=(), ta=None, **pc_kw):
     """A DC with PDTV = 1 in ``pdt`` mode and one Sv39 table shared by the given ``pids``;
     IOVA maps to a data page. Returns (pdt_root, pt_root, data_pa)."""
     pdt_root = soc.new_pdt()
-    soc.write_dc(DID, tc=soc.tc(pdtv=1, dpe=dpe),
-                 fsc=DC_FSC.encode(mode=soc.PDTP_MODE[pdt], ppn=pdt_root >> 12))
+    soc.write_dc(
+        DID,
+        tc=soc.tc(pdtv=1, dpe=dpe),
+        fsc=DC_FSC.encode(mode=soc.PDTP_MODE[pdt], ppn=pdt_root >> 12),
+    )
     pt = soc.new_pt("sv39")
     data = soc.DATA_BASE + 0x5000
     soc.map(pt, IOVA, data, **pc_kw)
     for pid in pids:
-        soc.write_pc(pdt_root, pid, pdt, ta=ta,
-                     fsc=PC_FSC.encode(mode=soc.SATP_MODE["sv39"], ppn=pt >> 12))
+        soc.write_pc(
+            pdt_root, pid, pdt, ta=ta, fsc=PC_FSC.encode(mode=soc.SATP_MODE["sv39"], ppn=pt >> 12)
+        )
     return pdt_root, pt, data
 
 
-@pytest.mark.parametrize(("pdt", "pid"), [
-    ("pd8", 0xAB), ("pd17", 0x1ABCD), ("pd20", 0xABCDE), ("pd20", 0xFFFFF),
-])
+@pytest.mark.parametrize(
+    ("pdt", "pid"),
+    [
+        ("pd8", 0xAB),
+        ("pd17", 0x1ABCD),
+        ("pd20", 0xABCDE),
+        ("pd20", 0xFFFFF),
+    ],
+)
 def test_pdt_walk(soc, pdt, pid):
     """riscv-iommu: "Process to locate the Process-context": PD8/PD17/PD20 use 1/2/3 levels
     indexed by PDI[0] = pid[7:0], PDI[1] = pid[16:8], PDI[2] = pid[19:17]; the PC's fsc
@@ -71,12 +81,16 @@ def test_reserved_bits_in_pdte_are_267(soc, bit):
     assert soc.causes() == [267]
 
 
-@pytest.mark.parametrize(("ta", "fsc_mode"), [
-    (PC_TA.encode(v=1) | 1 << 3, 8),     # reserved bit in PC.ta
-    (PC_TA.encode(v=1) | 1 << 40, 8),    # reserved bit in PC.ta
-    (PC_TA.encode(v=1), 1),              # reserved iosatp encoding
-    (PC_TA.encode(v=1), 11),             # Sv64: reserved for future use
-], ids=["ta-bit3", "ta-bit40", "mode-1", "mode-11"])
+@pytest.mark.parametrize(
+    ("ta", "fsc_mode"),
+    [
+        (PC_TA.encode(v=1) | 1 << 3, 8),  # reserved bit in PC.ta
+        (PC_TA.encode(v=1) | 1 << 40, 8),  # reserved bit in PC.ta
+        (PC_TA.encode(v=1), 1),  # reserved iosatp encoding
+        (PC_TA.encode(v=1), 11),  # Sv64: reserved for future use
+    ],
+    ids=["ta-bit3", "ta-bit40", "mode-1", "mode-11"],
+)
 def test_misconfigured_pc_is_267(soc, ta, fsc_mode):
     """riscv-iommu: "Process-context configuration checks" -> "PDT entry misconfigured"."""
     root, pt, _ = _pdt_device(soc, "pd8")

@@ -448,11 +448,14 @@ def test_regs_vector(path: Path) -> None:
             assert (got ^ _h(step["expect"])) & mask == 0, f"step {i}: {step} read {got:#x}"
 
 
-@pytest.mark.parametrize(("igs", "fctl", "message"), [
-    (IGS_WSI, 0, "fctl.WSI must be 1 with capabilities.IGS WSI, not 0"),
-    (IGS_MSI, 2, "fctl.WSI must be 0 with capabilities.IGS MSI, not 1"),
-    (3, 0, "IGS must be MSI, WSI or BOTH"),
-])
+@pytest.mark.parametrize(
+    ("igs", "fctl", "message"),
+    [
+        (IGS_WSI, 0, "fctl.WSI must be 1 with capabilities.IGS WSI, not 0"),
+        (IGS_MSI, 2, "fctl.WSI must be 0 with capabilities.IGS MSI, not 1"),
+        (3, 0, "IGS must be MSI, WSI or BOTH"),
+    ],
+)
 def test_fctl_wsi_reset_value_must_fit_igs(igs: int, fctl: int, message: str) -> None:
     """riscv-iommu: "Features-control register (fctl)": WSI is WARL -- an IOMMU that only
     signals wires (or only messages) cannot reset to the other; "IOMMU capabilities": IGS 3 is

@@ -26,8 +26,12 @@ from iommusim.sw.kernel import Kernel
 RAM: Final = 0x8000_0000
 RAM_SIZE: Final = 64 << 20
 PAGE: Final = 4096
-_LAYOUTS: Final = {1: ("iotinval", CMD_IOTINVAL), 2: ("iofence", CMD_IOFENCE),
-                   3: ("iodir", CMD_IODIR), 4: ("ats", CMD_ATS)}
+_LAYOUTS: Final = {
+    1: ("iotinval", CMD_IOTINVAL),
+    2: ("iofence", CMD_IOFENCE),
+    3: ("iodir", CMD_IODIR),
+    4: ("ats", CMD_ATS),
+}
 
 
 class Machine:
@@ -36,13 +40,23 @@ class Machine:
     RAM = RAM
     PAGE = PAGE
 
-    def __init__(self, params: RiscvIommuParams | None = None, mode: str = "strict",
-                 endpoints: tuple[EndpointConfig, ...] = (EndpointConfig("nic", 0x08),
-                                                          EndpointConfig("nvme", 0x10)),
-                 **kernel_kw: object) -> None:
-        self.system = System(SystemConfig(ram=(RamRegion(RAM, RAM_SIZE),),
-                                          iommu=params if params is not None else PRESETS["full"],
-                                          endpoints=endpoints))
+    def __init__(
+        self,
+        params: RiscvIommuParams | None = None,
+        mode: str = "strict",
+        endpoints: tuple[EndpointConfig, ...] = (
+            EndpointConfig("nic", 0x08),
+            EndpointConfig("nvme", 0x10),
+        ),
+        **kernel_kw: object,
+    ) -> None:
+        self.system = System(
+            SystemConfig(
+                ram=(RamRegion(RAM, RAM_SIZE),),
+                iommu=params if params is not None else PRESETS["full"],
+                endpoints=endpoints,
+            )
+        )
         self.kernel = Kernel(self.system, dma_mode=mode, **kernel_kw)  # type: ignore[arg-type]
         self.core: IommuCore = self.kernel.core
         self.driver: RiscvIommuDriver = self.kernel.iommu

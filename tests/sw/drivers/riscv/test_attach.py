@@ -91,10 +91,10 @@ def test_blocked_domain_faults_every_dma_with_258(machine: Any) -> None:
 
 
 # ------------------------------------------------------------------ paging
-@pytest.mark.parametrize(("preset", "mode", "fmt"), [("full", SV57, "sv57"),
-                                                      ("minimal", SV39, "sv39")])
-def test_paging_domain_programs_the_context(machine: Any, preset: str, mode: int,
-                                            fmt: str) -> None:
+@pytest.mark.parametrize(
+    ("preset", "mode", "fmt"), [("full", SV57, "sv57"), ("minimal", SV39, "sv39")]
+)
+def test_paging_domain_programs_the_context(machine: Any, preset: str, mode: int, fmt: str) -> None:
     m = machine(PRESETS[preset])
     dom = m.paging("nic")
     assert dom.pgtable.fmt.name == fmt
@@ -155,8 +155,7 @@ def test_freeing_a_domain_returns_its_table_pages(machine: Any) -> None:
 class WatchingMemory:
     """Forwards to ``inner``; after every store that touches ``[lo, hi)`` calls ``hook()``."""
 
-    def __init__(self, inner: PhysicalMemory, lo: int, hi: int,
-                 hook: Callable[[], None]) -> None:
+    def __init__(self, inner: PhysicalMemory, lo: int, hi: int, hook: Callable[[], None]) -> None:
         self.inner, self.lo, self.hi, self.hook = inner, lo, hi, hook
 
     def _after(self, pa: int, size: int) -> None:
@@ -190,8 +189,13 @@ class WatchingMemory:
         return old
 
 
-TRANSITIONS = ["dma->paging", "paging->paging", "paging->identity", "identity->blocked",
-               "blocked->paging"]
+TRANSITIONS = [
+    "dma->paging",
+    "paging->paging",
+    "paging->identity",
+    "identity->blocked",
+    "blocked->paging",
+]
 
 
 @pytest.mark.parametrize("transition", TRANSITIONS)
@@ -240,10 +244,19 @@ def test_context_update_is_old_or_new_at_every_store(machine: Any, transition: s
     m.core.replace_group_domain(target, dev.group)
     new_fields = m.dc(dev.rid)
     after = outcome()
-    assert after == {"paging": b"NEW-PAGE", "identity": b"IDENTITY",
-                     "blocked": DDT_ENTRY_INVALID}[second]
-    assert before == {"dma": b"DMA-PAGE", "paging": b"OLD-PAGE", "identity": b"IDENTITY",
-                      "blocked": DDT_ENTRY_INVALID}[first]
+    assert (
+        after
+        == {"paging": b"NEW-PAGE", "identity": b"IDENTITY", "blocked": DDT_ENTRY_INVALID}[second]
+    )
+    assert (
+        before
+        == {
+            "dma": b"DMA-PAGE",
+            "paging": b"OLD-PAGE",
+            "identity": b"IDENTITY",
+            "blocked": DDT_ENTRY_INVALID,
+        }[first]
+    )
     assert snapshots, "the driver never wrote the device context"
     for tc, ta, fsc in snapshots:
         if tc_v(tc):
@@ -267,8 +280,7 @@ def test_update_commands_follow_the_spec_sequence(machine: Any) -> None:
     start = m.sent
     m.core.replace_group_domain(b, dev.group)
     cmds = m.commands_since(start)
-    summary = [(c["op"], c.get("did"), c.get("dv"), c.get("pscid"), c.get("pscv"))
-               for c in cmds]
+    summary = [(c["op"], c.get("did"), c.get("dv"), c.get("pscid"), c.get("pscv")) for c in cmds]
     rid = dev.rid
     assert summary == [
         ("iodir", rid, 1, None, None),
@@ -314,13 +326,19 @@ def test_bonds_and_last_unlink(machine: Any) -> None:
     assert [c["op"] for c in m.commands_since(start)] == ["iotinval", "iofence"]
     start = m.sent
     m.core.detach_device(shared, nic)
-    flushes = [c for c in m.commands_since(start)
-               if c["op"] == "iotinval" and c["pscid"] == shared.pscid and c["pscv"]]
+    flushes = [
+        c
+        for c in m.commands_since(start)
+        if c["op"] == "iotinval" and c["pscid"] == shared.pscid and c["pscv"]
+    ]
     assert len(flushes) == 1  # the old context's invalidation only; nvme is still bonded
     start = m.sent
     m.core.detach_device(shared, nvme)
-    flushes = [c for c in m.commands_since(start)
-               if c["op"] == "iotinval" and c["pscid"] == shared.pscid and c["pscv"]]
+    flushes = [
+        c
+        for c in m.commands_since(start)
+        if c["op"] == "iotinval" and c["pscid"] == shared.pscid and c["pscv"]
+    ]
     assert len(flushes) == 2  # the context's, then bond_unlink of the last device
     assert shared.bonds == []
     start = m.sent

@@ -51,8 +51,16 @@ def test_fault_travels_to_the_device_handler_after_the_interrupt_latency(machine
     m.system.run_for(remaining - 1)
     assert got == []
     m.system.run_for(1)
-    assert got == [Fault(rid=0x08, cause=WRITE_PAGE_FAULT, iova=0x5000, pasid=None, write=True,
-                         reason="Write/AMO page fault")]
+    assert got == [
+        Fault(
+            rid=0x08,
+            cause=WRITE_PAGE_FAULT,
+            iova=0x5000,
+            pasid=None,
+            write=True,
+            reason="Write/AMO page fault",
+        )
+    ]
     assert m.driver.faults_seen == 1
     assert m.driver.stats["irqs"] == 1
     # The driver consumed the record and cleared fip.
@@ -71,13 +79,16 @@ def test_read_fault_fields(machine: Any) -> None:
     assert m.ep("nvme").dma_write(0x10000, b"ro").cause == WRITE_PAGE_FAULT
     m.system.run_for(10_000)
     assert [(f.rid, f.cause, f.iova, f.write) for f in got] == [
-        (0x10, READ_PAGE_FAULT, 0x11000, False), (0x10, WRITE_PAGE_FAULT, 0x10000, True)]
+        (0x10, READ_PAGE_FAULT, 0x11000, False),
+        (0x10, WRITE_PAGE_FAULT, 0x10000, True),
+    ]
 
 
 def test_blocked_and_pasid_faults(machine: Any) -> None:
-    m = machine(mode="passthrough",
-                endpoints=(EndpointConfig("nic", 0x08, pasid_bits=8),
-                           EndpointConfig("nvme", 0x10)))
+    m = machine(
+        mode="passthrough",
+        endpoints=(EndpointConfig("nic", 0x08, pasid_bits=8), EndpointConfig("nvme", 0x10)),
+    )
     got = collect(m, "nic")
     ep = m.ep("nic")
     assert ep.dma_read(m.RAM, 4, pasid=5).cause == TTYP_DISALLOWED
@@ -86,7 +97,8 @@ def test_blocked_and_pasid_faults(machine: Any) -> None:
     m.system.run_for(10_000)
     assert [(f.cause, f.pasid, f.write, f.reason) for f in got] == [
         (TTYP_DISALLOWED, 5, False, "Transaction type disallowed"),
-        (DDT_ENTRY_INVALID, None, True, "DDT entry not valid")]
+        (DDT_ENTRY_INVALID, None, True, "DDT entry not valid"),
+    ]
 
 
 def test_faults_go_to_the_faulting_device_only(machine: Any) -> None:

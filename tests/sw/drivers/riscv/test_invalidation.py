@@ -83,8 +83,9 @@ def remap_setup(machine: Any, iotlb_entries: int) -> tuple[Any, Any, Any, int, i
 
 
 @pytest.mark.parametrize("iotlb_entries", [1024, 2])
-def test_missing_invalidation_shows_as_a_stale_translation(machine: Any,
-                                                           iotlb_entries: int) -> None:
+def test_missing_invalidation_shows_as_a_stale_translation(
+    machine: Any, iotlb_entries: int
+) -> None:
     # Rewrite a leaf PTE in memory to point at another page, without IOTINVAL: the IOMMU
     # keeps using the cached translation (DESIGN rule 2: the point of the model).
     m, dom, ep, old, new, pte_pa = remap_setup(machine, iotlb_entries)
@@ -128,10 +129,12 @@ def test_unmap_without_sync_leaves_the_page_reachable(machine: Any) -> None:
 
 
 # ------------------------------------------------------------------ per page or whole PSCID
-@pytest.mark.parametrize(("pages", "per_page"), [(1, True), (2, True), (511, True),
-                                                 (512, False), (513, False)])
-def test_threshold_between_per_page_and_whole_pscid(machine: Any, pages: int,
-                                                    per_page: bool) -> None:
+@pytest.mark.parametrize(
+    ("pages", "per_page"), [(1, True), (2, True), (511, True), (512, False), (513, False)]
+)
+def test_threshold_between_per_page_and_whole_pscid(
+    machine: Any, pages: int, per_page: bool
+) -> None:
     # Map 516 4-KiB pages from a 2 MiB boundary (the PA is offset by 4 KiB, so no 2 MiB leaf
     # is possible), unmap ``pages`` of them from the second page on: no table empties, so
     # only the range decides.
@@ -160,12 +163,15 @@ def test_threshold_between_per_page_and_whole_pscid(machine: Any, pages: int,
     assert ep.dma_read(base + (pages + 1) * PAGE, 4).ok
 
 
-@pytest.mark.parametrize(("start", "end", "n"), [
-    (0x1800, 0x27FF, 2),  # an unaligned start still covers its page
-    (0, IOTLB_INVAL_LIMIT - 2, 512),  # 2 MiB - 1 bytes: still per page
-    (0, IOTLB_INVAL_LIMIT - 1, 1),  # exactly 2 MiB: whole PSCID
-    (0, (1 << 64) - 1, 1),  # flush_iotlb_all
-])
+@pytest.mark.parametrize(
+    ("start", "end", "n"),
+    [
+        (0x1800, 0x27FF, 2),  # an unaligned start still covers its page
+        (0, IOTLB_INVAL_LIMIT - 2, 512),  # 2 MiB - 1 bytes: still per page
+        (0, IOTLB_INVAL_LIMIT - 1, 1),  # exactly 2 MiB: whole PSCID
+        (0, (1 << 64) - 1, 1),  # flush_iotlb_all
+    ],
+)
 def test_iotlb_inval_command_count(machine: Any, start: int, end: int, n: int) -> None:
     m = machine()
     dom = m.paging("nic")
@@ -248,7 +254,9 @@ def test_lazy_unmap_defers_the_flush_and_exposes_the_page(machine: Any) -> None:
     m.system.run_for(10_000_000)
     cmds = m.commands_since(first)
     assert [(c["op"], c.get("av"), c.get("pscid")) for c in cmds] == [
-        ("iotinval", 0, cookie.domain.pscid), ("iofence", 0, None)]
+        ("iotinval", 0, cookie.domain.pscid),
+        ("iofence", 0, None),
+    ]
     assert cookie.fq.pending == 0
     assert cookie.fq.stats["timer_flushes"] == 1
     assert ep.dma_write(iova, b"shut").cause == WRITE_PAGE_FAULT

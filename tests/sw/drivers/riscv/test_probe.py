@@ -56,8 +56,14 @@ from iommusim.sw.pages import PageAllocator
 PAGE = 4096
 # Device-id bits a directory of each depth covers (riscv-iommu "Device-Directory-Table
 # (DDT)"; Linux riscv_iommu_get_dc): base format DDI widths 7/9/8, extended 6/9/9.
-DID_BITS = {("full", MODE_1LVL): 6, ("full", MODE_2LVL): 15, ("full", MODE_3LVL): 24,
-            ("minimal", MODE_1LVL): 7, ("minimal", MODE_2LVL): 16, ("minimal", MODE_3LVL): 24}
+DID_BITS = {
+    ("full", MODE_1LVL): 6,
+    ("full", MODE_2LVL): 15,
+    ("full", MODE_3LVL): 24,
+    ("minimal", MODE_1LVL): 7,
+    ("minimal", MODE_2LVL): 16,
+    ("minimal", MODE_3LVL): 24,
+}
 
 
 def test_probe_enables_both_queues_and_a_3lvl_directory(machine: Any) -> None:
@@ -96,10 +102,13 @@ def test_probe_flushes_everything_after_setting_the_mode(machine: Any) -> None:
     assert first[2]["pr"] == 1 and first[2]["pw"] == 1
 
 
-@pytest.mark.parametrize(("preset", "vectors", "icvec"),
-                         [("full", 16, 0x2310), ("linux-virt", 4, 0x2310), ("minimal", 1, 0)])
-def test_interrupt_vectors_follow_linux(machine: Any, preset: str, vectors: int,
-                                        icvec: int) -> None:
+@pytest.mark.parametrize(
+    ("preset", "vectors", "icvec"),
+    [("full", 16, 0x2310), ("linux-virt", 4, 0x2310), ("minimal", 1, 0)],
+)
+def test_interrupt_vectors_follow_linux(
+    machine: Any, preset: str, vectors: int, icvec: int
+) -> None:
     # Linux riscv_iommu_init: CIV = 0, FIV = 1 % n, PIV = 2 % n, PMIV = 3 % n, where n is
     # how many vectors icvec can name (riscv-iommu "Interrupt-cause-to-vector register").
     m = machine(PRESETS[preset])
@@ -117,8 +126,9 @@ def test_interrupt_vectors_follow_linux(machine: Any, preset: str, vectors: int,
 
 @pytest.mark.parametrize("preset", ["full", "minimal"])
 @pytest.mark.parametrize("max_mode", [MODE_1LVL, MODE_2LVL, MODE_3LVL])
-def test_directory_mode_steps_down_to_what_ddtp_accepts(machine: Any, preset: str,
-                                                        max_mode: int) -> None:
+def test_directory_mode_steps_down_to_what_ddtp_accepts(
+    machine: Any, preset: str, max_mode: int
+) -> None:
     # riscv-iommu "Device-directory-table pointer (ddtp)": iommu_mode is WARL; the driver
     # asks for 3LVL and retries one level down while the register reads back Off.
     m = machine(PRESETS[preset].with_(max_mode=max_mode), mode="passthrough")
@@ -142,11 +152,14 @@ def test_directory_mode_steps_down_to_what_ddtp_accepts(machine: Any, preset: st
 
 
 @settings(max_examples=25, deadline=None)
-@given(preset=st.sampled_from(["full", "minimal"]),
-       max_mode=st.sampled_from([MODE_1LVL, MODE_2LVL, MODE_3LVL]),
-       rids=st.lists(st.integers(0, (1 << 24) - 1), min_size=2, max_size=4, unique=True))
-def test_software_directory_matches_the_hardware_walk(preset: str, max_mode: int,
-                                                      rids: list[int]) -> None:
+@given(
+    preset=st.sampled_from(["full", "minimal"]),
+    max_mode=st.sampled_from([MODE_1LVL, MODE_2LVL, MODE_3LVL]),
+    rids=st.lists(st.integers(0, (1 << 24) - 1), min_size=2, max_size=4, unique=True),
+)
+def test_software_directory_matches_the_hardware_walk(
+    preset: str, max_mode: int, rids: list[int]
+) -> None:
     # Differential: DeviceDirectory (Linux riscv_iommu_get_dc) against the IOMMU's "Process to
     # locate the Device-context". Every rid gets its own context: blocking one leaves the
     # others translating.
@@ -194,9 +207,14 @@ def test_probe_of_a_translating_iommu_is_busy(machine: Any) -> None:
     ddtp = m.reg64(OFF_DDTP)
     handlers = dict(m.system.sink._handlers)
     free = m.kernel.pages.nr_free
-    second = RiscvIommuDriver(m.bus, m.system.config.iommu_base_pa, m.kernel.pages,
-                              m.system.sink, msi_pa=m.system.config.imsic_base_pa,
-                              name="again")
+    second = RiscvIommuDriver(
+        m.bus,
+        m.system.config.iommu_base_pa,
+        m.kernel.pages,
+        m.system.sink,
+        msi_pa=m.system.config.imsic_base_pa,
+        name="again",
+    )
     with pytest.raises(Busy, match="already translating") as e:
         second.probe()
     assert e.value.errno == errno.EBUSY
@@ -211,8 +229,13 @@ def test_probe_of_a_translating_iommu_is_busy(machine: Any) -> None:
 def test_unprobed_driver_refuses_devices_and_commands() -> None:
     system = System()
     pages = PageAllocator(system.bus, 0x8000_0000, 1 << 20)
-    drv = RiscvIommuDriver(system.bus, system.config.iommu_base_pa, pages, system.sink,
-                           msi_pa=system.config.imsic_base_pa)
+    drv = RiscvIommuDriver(
+        system.bus,
+        system.config.iommu_base_pa,
+        pages,
+        system.sink,
+        msi_pa=system.config.imsic_base_pa,
+    )
     with pytest.raises(NoDevice, match="not translating"):
         drv.probe_device(Device("x", 1))
     with pytest.raises(NoDevice, match="not probed"):
@@ -224,8 +247,14 @@ def test_unprobed_driver_refuses_devices_and_commands() -> None:
 def test_probe_device_of_a_rid_not_behind_this_iommu() -> None:
     system = System()
     pages = PageAllocator(system.bus, 0x8000_0000, 4 << 20)
-    drv = RiscvIommuDriver(system.bus, system.config.iommu_base_pa, pages, system.sink,
-                           msi_pa=system.config.imsic_base_pa, rids=range(0x100, 0x200))
+    drv = RiscvIommuDriver(
+        system.bus,
+        system.config.iommu_base_pa,
+        pages,
+        system.sink,
+        msi_pa=system.config.imsic_base_pa,
+        rids=range(0x100, 0x200),
+    )
     drv.probe()
     assert drv.owns(Device("in", 0x100)) and not drv.owns(Device("out", 0x200))
     dev = Device("out", 0x200)
@@ -254,8 +283,13 @@ def test_no_first_stage_mode_is_enodev() -> None:
     caps = full.capabilities & ~(1 << cap.SV39 | 1 << cap.SV48 | 1 << cap.SV57)
     system = System(SystemConfig(iommu=full.with_(capabilities=caps)))
     pages = PageAllocator(system.bus, 0x8000_0000, 4 << 20)
-    drv = RiscvIommuDriver(system.bus, system.config.iommu_base_pa, pages, system.sink,
-                           msi_pa=system.config.imsic_base_pa)
+    drv = RiscvIommuDriver(
+        system.bus,
+        system.config.iommu_base_pa,
+        pages,
+        system.sink,
+        msi_pa=system.config.imsic_base_pa,
+    )
     with pytest.raises(NoDevice, match="no Sv39/Sv48/Sv57") as e:
         drv.probe()
     assert e.value.errno == errno.ENODEV
@@ -264,8 +298,13 @@ def test_no_first_stage_mode_is_enodev() -> None:
 def test_no_directory_mode_is_enodev() -> None:
     system = System(SystemConfig(iommu=PRESETS["full"].with_(max_mode=MODE_BARE)))
     pages = PageAllocator(system.bus, 0x8000_0000, 4 << 20)
-    drv = RiscvIommuDriver(system.bus, system.config.iommu_base_pa, pages, system.sink,
-                           msi_pa=system.config.imsic_base_pa)
+    drv = RiscvIommuDriver(
+        system.bus,
+        system.config.iommu_base_pa,
+        pages,
+        system.sink,
+        msi_pa=system.config.imsic_base_pa,
+    )
     with pytest.raises(NoDevice, match="no device-directory mode accepted"):
         drv.probe()
     assert system.bus.read64(system.config.iommu_base_pa + OFF_DDTP) & 0xF == MODE_OFF
@@ -282,8 +321,13 @@ def test_failed_probe_leaves_nothing_behind(why: str) -> None:
     system = System(SystemConfig(iommu=params))
     pages = PageAllocator(system.bus, 0x8000_0000, 4 << 20)
     free = pages.nr_free
-    drv = RiscvIommuDriver(system.bus, system.config.iommu_base_pa, pages, system.sink,
-                           msi_pa=system.config.imsic_base_pa)
+    drv = RiscvIommuDriver(
+        system.bus,
+        system.config.iommu_base_pa,
+        pages,
+        system.sink,
+        msi_pa=system.config.imsic_base_pa,
+    )
     with pytest.raises(NoDevice):
         drv.probe()
     with pytest.raises(NoDevice):

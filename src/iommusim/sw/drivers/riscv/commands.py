@@ -41,8 +41,9 @@ def _split(v: int) -> Command:
     return v & _M64, v >> 64
 
 
-def iotinval_vma(pscid: int | None = None, addr: int | None = None,
-                 gscid: int | None = None) -> Command:
+def iotinval_vma(
+    pscid: int | None = None, addr: int | None = None, gscid: int | None = None
+) -> Command:
     """IOTINVAL.VMA: all entries, or those of ``pscid``, optionally only the page at ``addr``."""
     f: dict[str, int] = {"opcode": _OP_IOTINVAL, "func3": _F_VMA}
     if pscid is not None:
@@ -71,27 +72,34 @@ def iodir_inval_ddt(did: int | None = None) -> Command:
 
 
 def iodir_inval_pdt(did: int, pid: int) -> Command:
-    return _split(CMD_IODIR.encode(opcode=_OP_IODIR, func3=_F_INVAL_PDT, dv=1, did=did,
-                                   pid=pid))
+    return _split(CMD_IODIR.encode(opcode=_OP_IODIR, func3=_F_INVAL_PDT, dv=1, did=did, pid=pid))
 
 
-def iofence_c(pr: bool = True, pw: bool = True, av: bool = False, addr: int = 0,
-              data: int = 0) -> Command:
-    return _split(CMD_IOFENCE.encode(opcode=_OP_IOFENCE, func3=_F_C, pr=int(pr), pw=int(pw),
-                                     av=int(av), addr=addr >> 2, data=data))
+def iofence_c(
+    pr: bool = True, pw: bool = True, av: bool = False, addr: int = 0, data: int = 0
+) -> Command:
+    return _split(
+        CMD_IOFENCE.encode(
+            opcode=_OP_IOFENCE,
+            func3=_F_C,
+            pr=int(pr),
+            pw=int(pw),
+            av=int(av),
+            addr=addr >> 2,
+            data=data,
+        )
+    )
 
 
 def ats_inval(rid: int, payload: int, pid: int | None = None) -> Command:
-    f: dict[str, int] = {"opcode": _OP_ATS, "func3": _F_INVAL, "rid": rid,
-                         "payload": payload}
+    f: dict[str, int] = {"opcode": _OP_ATS, "func3": _F_INVAL, "rid": rid, "payload": payload}
     if pid is not None:
         f.update(pv=1, pid=pid)
     return _split(CMD_ATS.encode(f))
 
 
 def ats_prgr(rid: int, payload: int, pid: int | None = None) -> Command:
-    f: dict[str, int] = {"opcode": _OP_ATS, "func3": _F_PRGR, "rid": rid,
-                         "payload": payload}
+    f: dict[str, int] = {"opcode": _OP_ATS, "func3": _F_PRGR, "rid": rid, "payload": payload}
     if pid is not None:
         f.update(pv=1, pid=pid)
     return _split(CMD_ATS.encode(f))

@@ -27,8 +27,9 @@ _LEVELS: Final = {MODE_1LVL: 1, MODE_2LVL: 2, MODE_3LVL: 3}
 class DeviceDirectory:
     """Locates (and creates) device contexts in a DDT rooted at ``root_pa``."""
 
-    def __init__(self, mem: PhysicalMemory, pages: PageAllocator, root_pa: int, mode: int,
-                 extended: bool) -> None:
+    def __init__(
+        self, mem: PhysicalMemory, pages: PageAllocator, root_pa: int, mode: int, extended: bool
+    ) -> None:
         self.mem = mem
         self.pages = pages
         self.root_pa = root_pa
@@ -38,7 +39,7 @@ class DeviceDirectory:
         # DDI widths from the leaf up: DDI[0], DDI[1], DDI[2].
         self._ddi = (6, 9, 9) if extended else (7, 9, 8)
         self.levels = _LEVELS[mode]
-        self.did_bits = sum(self._ddi[:self.levels])
+        self.did_bits = sum(self._ddi[: self.levels])
         self.tables = 1  # table pages in use, the root included
 
     def dc_pa(self, did: int, alloc: bool = True) -> int | None:
@@ -47,7 +48,7 @@ class DeviceDirectory:
             raise NoDevice(f"device id {did:#x} does not fit the {self.did_bits}-bit DDT")
         ddi0 = self._ddi[0]
         table = self.root_pa
-        shift = sum(self._ddi[:self.levels - 1])
+        shift = sum(self._ddi[: self.levels - 1])
         for level in range(self.levels - 1, 0, -1):
             width = self._ddi[level]
             idx = did >> shift & ((1 << width) - 1)

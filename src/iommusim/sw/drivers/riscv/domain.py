@@ -23,8 +23,14 @@ from iommusim.sw.pgtable.riscv import SV39, SV48, SV57, RiscvPageTable, RiscvPtF
 if TYPE_CHECKING:
     from iommusim.sw.drivers.riscv.driver import RiscvIommuDriver
 
-__all__ = ["IOTLB_INVAL_LIMIT", "Bond", "RiscvPagingDomain", "invalidate_bonds",
-           "pgtable_format", "unlink_bond"]
+__all__ = [
+    "IOTLB_INVAL_LIMIT",
+    "Bond",
+    "RiscvPagingDomain",
+    "invalidate_bonds",
+    "pgtable_format",
+    "unlink_bond",
+]
 
 #: Linux RISCV_IOMMU_IOTLB_INVAL_LIMIT: ranges below this are invalidated page by page.
 IOTLB_INVAL_LIMIT: Final = 2 << 20
@@ -36,8 +42,9 @@ _ALL: Final = (1 << 64) - 1
 Bond = tuple["RiscvIommuDriver", Device, "int | None"]
 
 
-def invalidate_bonds(pscid: int, bonds: list[Bond], start: int, end: int,
-                     nonleaf: bool = False) -> None:
+def invalidate_bonds(
+    pscid: int, bonds: list[Bond], start: int, end: int, nonleaf: bool = False
+) -> None:
     """riscv_iommu_iotlb_inval for [start, end] on every IOMMU with a bonded device.
 
     IOTINVAL.VMA by PSCID, one command per 4 KiB page below a 2 MiB range and one whole-PSCID
@@ -93,8 +100,9 @@ class RiscvPagingDomain(Domain):
     def __init__(self, driver: RiscvIommuDriver, fmt: RiscvPtFormat, pscid: int) -> None:
         # Only the lower half of the address space: IOVAs are not sign-extended (Linux keeps
         # the aperture at [0, 2^(va_bits-1) - 1] for the same reason).
-        super().__init__(DOMAIN_UNMANAGED, driver, fmt.pgsize_bitmap,
-                         (0, (1 << (fmt.va_bits - 1)) - 1))
+        super().__init__(
+            DOMAIN_UNMANAGED, driver, fmt.pgsize_bitmap, (0, (1 << (fmt.va_bits - 1)) - 1)
+        )
         self.driver = driver
         self.pscid = pscid
         self.pgtable = RiscvPageTable(driver.mem, driver.pages, fmt, set_ad=True)
@@ -126,8 +134,9 @@ class RiscvPagingDomain(Domain):
         bond = (self.driver, dev, pasid)
         self.bonds.append(bond)
         try:
-            self.driver.set_pasid_context(dev, pasid, self.pgtable.atp(), self.pscid,
-                                          pri=self.iopf_handler is not None)
+            self.driver.set_pasid_context(
+                dev, pasid, self.pgtable.atp(), self.pscid, pri=self.iopf_handler is not None
+            )
         except BaseException:
             self.bonds.remove(bond)
             raise

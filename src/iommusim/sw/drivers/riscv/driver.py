@@ -95,8 +95,12 @@ MAX_PSCID: Final = (1 << 20) - 1
 #: Command opcodes the driver's statistics count (riscv-iommu: "IOMMU command opcodes").
 _COUNTED_OPCODES: Final = {1: "iotinval", 3: "iodir"}
 # The driver's interrupt causes in ipsr order, and the vector Linux assigns each of them.
-_CAUSES: Final = ((IPSR_CIP, ICVEC_CIV_SHIFT, 0), (IPSR_FIP, ICVEC_FIV_SHIFT, 1),
-                  (IPSR_PIP, ICVEC_PIV_SHIFT, 2), (IPSR_PMIP, ICVEC_PMIV_SHIFT, 3))
+_CAUSES: Final = (
+    (IPSR_CIP, ICVEC_CIV_SHIFT, 0),
+    (IPSR_FIP, ICVEC_FIV_SHIFT, 1),
+    (IPSR_PIP, ICVEC_PIV_SHIFT, 2),
+    (IPSR_PMIP, ICVEC_PMIV_SHIFT, 3),
+)
 
 
 class IrqController(Protocol):
@@ -151,11 +155,22 @@ class RiscvIommuDriver:
 
     name: str
 
-    def __init__(self, bus: PhysicalMemory, base_pa: int, pages: PageAllocator,
-                 irq: IrqController, *, msi_pa: int, irq_base: int = 32,
-                 rids: range = range(1 << 24), cq_entries: int = 8192,
-                 fq_entries: int = 4096, pq_entries: int = 512,
-                 pscid_ida: Ida | None = None, name: str = "riscv-iommu0") -> None:
+    def __init__(
+        self,
+        bus: PhysicalMemory,
+        base_pa: int,
+        pages: PageAllocator,
+        irq: IrqController,
+        *,
+        msi_pa: int,
+        irq_base: int = 32,
+        rids: range = range(1 << 24),
+        cq_entries: int = 8192,
+        fq_entries: int = 4096,
+        pq_entries: int = 512,
+        pscid_ida: Ida | None = None,
+        name: str = "riscv-iommu0",
+    ) -> None:
         self.name = name
         self.mmio = Mmio(bus, base_pa)
         self.mem = bus
@@ -185,8 +200,16 @@ class RiscvIommuDriver:
         self.on_pq_overflow: Callable[[], None] | None = None
         self.faults_seen = 0
         self.cq_errors: list[str] = []
-        self.stats = {"iotinval": 0, "iodir": 0, "iofence": 0, "irqs": 0, "ats_inval": 0,
-                      "prgr": 0, "page_requests": 0, "stop_markers": 0}
+        self.stats = {
+            "iotinval": 0,
+            "iodir": 0,
+            "iofence": 0,
+            "irqs": 0,
+            "ats_inval": 0,
+            "prgr": 0,
+            "page_requests": 0,
+            "stop_markers": 0,
+        }
 
     # ------------------------------------------------------------------ probe
     def probe(self) -> None:
@@ -196,8 +219,10 @@ class RiscvIommuDriver:
         if ddtp & DDTP_BUSY:
             raise Busy(f"{self.name}: ddtp.busy is set at probe")
         if ddtp & DDTP_MODE_MASK not in (MODE_OFF, MODE_BARE):
-            raise Busy(f"{self.name}: the IOMMU is already translating "
-                       f"(ddtp.iommu_mode {ddtp & DDTP_MODE_MASK})")
+            raise Busy(
+                f"{self.name}: the IOMMU is already translating "
+                f"(ddtp.iommu_mode {ddtp & DDTP_MODE_MASK})"
+            )
         self.caps = caps = m.readq(OFF_CAPABILITIES)
         fctl = m.readl(OFF_FCTL)
         want = fctl & ~(FCTL_BE | FCTL_WSI)  # little-endian, message-signalled interrupts
@@ -206,7 +231,8 @@ class RiscvIommuDriver:
             if m.readl(OFF_FCTL) != want:
                 raise InvalidArgument(
                     f"{self.name}: fctl must allow little-endian MSI operation, not "
-                    f"{m.readl(OFF_FCTL):#x} (capabilities.END/IGS)")
+                    f"{m.readl(OFF_FCTL):#x} (capabilities.END/IGS)"
+                )
         if caps >> cap.IGS & 3 == 1:
             raise NotSupported(f"{self.name}: wired-only interrupts are not supported")
         pgtable_format(caps)  # ENODEV when no first-stage mode is supported
@@ -243,8 +269,9 @@ class RiscvIommuDriver:
             icvec |= (vec % n) << shift
         m.writeq(OFF_ICVEC, icvec)
         if m.readq(OFF_ICVEC) & 0xFFFF != icvec:
-            raise NoDevice(f"{self.name}: icvec read back {m.readq(OFF_ICVEC):#x}, "
-                           f"wrote {icvec:#x}")
+            raise NoDevice(
+                f"{self.name}: icvec read back {m.readq(OFF_ICVEC):#x}, wrote {icvec:#x}"
+            )
         self.vectors = n
         self._icvec = icvec
         for v in range(n):
@@ -261,6 +288,7 @@ class RiscvIommuDriver:
             for bit, shift, _ in _CAUSES:
                 if ipsr & bit and (self._icvec >> shift & 0xF) == vector:
                     self._service(bit)
+
         return handler
 
     def _service(self, bit: int) -> None:
@@ -300,8 +328,12 @@ class RiscvIommuDriver:
 
     def _page_request(self, rec: PageRequestRecord) -> None:
         self.stats["page_requests"] += 1
-        perm = ((PERM_READ if rec.read else 0) | (PERM_WRITE if rec.write else 0) |
-                (PERM_EXEC if rec.exec_ else 0) | (PERM_PRIV if rec.priv else 0))
+        perm = (
+            (PERM_READ if rec.read else 0)
+            | (PERM_WRITE if rec.write else 0)
+            | (PERM_EXEC if rec.exec_ else 0)
+            | (PERM_PRIV if rec.priv else 0)
+        )
         fault = PageFault(rec.pid if rec.pv else None, rec.prgi, perm, rec.addr, rec.last)
         if rec.last and not rec.read and not rec.write:
             # A Stop Marker (PCIe "Stop Marker Messages"): the device is done with the PASID;
@@ -324,8 +356,16 @@ class RiscvIommuDriver:
         self.faults_seen += 1
         if self.on_fault is not None:
             # TTYP 3 and 7 are writes (riscv-iommu: "Fault record TTYP field encodings").
-            self.on_fault(Fault(rec.did, rec.cause, rec.iotval, rec.pid if rec.pv else None,
-                                rec.ttyp in (3, 7), CAUSE_NAMES.get(rec.cause, "?")))
+            self.on_fault(
+                Fault(
+                    rec.did,
+                    rec.cause,
+                    rec.iotval,
+                    rec.pid if rec.pv else None,
+                    rec.ttyp in (3, 7),
+                    CAUSE_NAMES.get(rec.cause, "?"),
+                )
+            )
 
     def _set_ddt_mode(self, mode: int) -> None:
         """riscv_iommu_iodir_set_mode: ask for ``mode``, step down while the WARL refuses."""
@@ -347,11 +387,11 @@ class RiscvIommuDriver:
                 mode -= 1
                 continue
             self.pages.free_page(root)
-            raise NoDevice(f"{self.name}: no device-directory mode accepted "
-                           f"(ddtp reads {got:#x})")
+            raise NoDevice(f"{self.name}: no device-directory mode accepted (ddtp reads {got:#x})")
         self.mode = mode
-        self.ddt = DeviceDirectory(self.mem, self.pages, root, mode,
-                                   extended=bool(self.caps >> cap.MSI_FLAT & 1))
+        self.ddt = DeviceDirectory(
+            self.mem, self.pages, root, mode, extended=bool(self.caps >> cap.MSI_FLAT & 1)
+        )
         # Nothing may survive from before: drop every cached context and translation.
         self.command(iodir_inval_ddt())
         self.command(iotinval_vma())
@@ -427,12 +467,15 @@ class RiscvIommuDriver:
         from iommusim.sw.drivers.riscv.sva import RiscvSvaDomain
 
         if not self.caps >> cap.PD8 & 7:  # PD8, PD17, PD20 are adjacent capability bits
-            raise NotSupported(f"{self.name}: no process-directory support (capabilities "
-                               f"PD8/PD17/PD20)")
+            raise NotSupported(
+                f"{self.name}: no process-directory support (capabilities PD8/PD17/PD20)"
+            )
         bit = {8: cap.SV39, 9: cap.SV48, 10: cap.SV57}.get(mm.atp() >> 60)
         if bit is None or not self.caps >> bit & 1:
-            raise NotSupported(f"{self.name}: cannot walk the page-table format of "
-                               f"{mm.name} (satp.MODE {mm.atp() >> 60})")
+            raise NotSupported(
+                f"{self.name}: cannot walk the page-table format of "
+                f"{mm.name} (satp.MODE {mm.atp() >> 60})"
+            )
         pscid = self.pscid_ida.alloc()
         if pscid is None:
             raise OutOfMemory(f"{self.name}: no PSCID left")
@@ -553,8 +596,11 @@ class RiscvIommuDriver:
     def _pdt_mode(self, dev: Device) -> int:
         """The smallest PDT format covering the device's PASID width that the IOMMU has
         (else the widest it has)."""
-        have = [m for m, bit in ((PD8, cap.PD8), (PD17, cap.PD17), (PD20, cap.PD20))
-                if self.caps >> bit & 1]
+        have = [
+            m
+            for m, bit in ((PD8, cap.PD8), (PD17, cap.PD17), (PD20, cap.PD20))
+            if self.caps >> bit & 1
+        ]
         if not have:
             raise NotSupported(f"{self.name}: no process-directory support")
         fits = [m for m in have if PD_PID_BITS[m] >= dev.pasid_bits]
@@ -569,15 +615,13 @@ class RiscvIommuDriver:
         mode = st.pdt.mode if st.pdt is not None else self._pdt_mode(dev)
         limit = min(dev.max_pasids, 1 << PD_PID_BITS[mode])
         if not 0 < pasid < limit:
-            raise InvalidArgument(f"PASID {pasid} is out of range [1, {limit - 1}] for "
-                                  f"{dev.name}")
+            raise InvalidArgument(f"PASID {pasid} is out of range [1, {limit - 1}] for {dev.name}")
         want_pri = pri and not st.pri
         if want_pri:
             # Intel's driver answers a device without PRI with ENODEV when a domain needs
             # I/O page faults; Linux's RISC-V driver has no SVA to follow.
             if not dev.pri or dev.pci is None:
-                raise NoDevice(f"{dev.name} has no PRI capability: it cannot take I/O page "
-                               f"faults")
+                raise NoDevice(f"{dev.name} has no PRI capability: it cannot take I/O page faults")
             if not st.ats or self.priq is None:
                 raise NoDevice(f"{dev.name}: PRI needs ATS on the device and the IOMMU")
         if st.pdt is not None and not want_pri:
@@ -606,8 +650,7 @@ class RiscvIommuDriver:
             dev.pci.enable_pri(True)  # after the context is valid (spec guideline)
         return st
 
-    def set_pasid_context(self, dev: Device, pasid: int, fsc: int, pscid: int,
-                          pri: bool) -> None:
+    def set_pasid_context(self, dev: Device, pasid: int, fsc: int, pscid: int, pri: bool) -> None:
         """Translate ``dev``'s requests tagged ``pasid`` through first-stage table ``fsc``
         with ``pscid`` (a valid PC, user-only: ENS = SUM = 0)."""
         self._prepare_pasid(dev, pasid, pri)

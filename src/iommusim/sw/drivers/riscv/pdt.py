@@ -54,8 +54,7 @@ class ProcessDirectory:
     def pc_pa(self, pid: int, alloc: bool = True) -> int | None:
         """PA of the process context of ``pid`` (None when absent and ``alloc`` is False)."""
         if not 0 <= pid < 1 << self.pid_bits:
-            raise InvalidArgument(f"process id {pid:#x} does not fit the {self.pid_bits}-bit "
-                                  f"PDT")
+            raise InvalidArgument(f"process id {pid:#x} does not fit the {self.pid_bits}-bit PDT")
         table = self.root_pa
         for level in range(self.levels - 1, 0, -1):
             shift, width = _PDI[level - 1]

@@ -65,8 +65,18 @@ _PAGE: Final = 4096
 class _Queue:
     """Allocation and the enable handshake shared by the command and fault queues."""
 
-    def __init__(self, mmio: Mmio, mem: PhysicalMemory, pages: PageAllocator, *, off_base: int,
-                 off_csr: int, entry_bytes: int, want_entries: int, name: str) -> None:
+    def __init__(
+        self,
+        mmio: Mmio,
+        mem: PhysicalMemory,
+        pages: PageAllocator,
+        *,
+        off_base: int,
+        off_csr: int,
+        entry_bytes: int,
+        want_entries: int,
+        name: str,
+    ) -> None:
         self.mmio = mmio
         self.mem = mem
         self.name = name
@@ -95,8 +105,7 @@ class _Queue:
         mmio.writeq(off_base, (self.base_pa >> 12) << QB_PPN_SHIFT | (lg2 - 1))
         if mmio.readq(off_base) >> QB_PPN_SHIFT != self.base_pa >> 12:
             pages.free_pages(self.base_pa, order)
-            raise NoDevice(f"{name}: the hardware did not accept the queue base "
-                           f"{self.base_pa:#x}")
+            raise NoDevice(f"{name}: the hardware did not accept the queue base {self.base_pa:#x}")
 
     def enable(self, extra_w1c: int) -> None:
         """Turn the queue on; on failure turn it off again and free its buffer."""
@@ -143,10 +152,19 @@ class FaultRecord:
 class CommandQueue(_Queue):
     """Producer side of the command queue, with IOFENCE.C completion."""
 
-    def __init__(self, mmio: Mmio, mem: PhysicalMemory, pages: PageAllocator,
-                 want_entries: int) -> None:
-        super().__init__(mmio, mem, pages, off_base=OFF_CQB, off_csr=OFF_CQCSR, entry_bytes=16,
-                         want_entries=want_entries, name="command queue")
+    def __init__(
+        self, mmio: Mmio, mem: PhysicalMemory, pages: PageAllocator, want_entries: int
+    ) -> None:
+        super().__init__(
+            mmio,
+            mem,
+            pages,
+            off_base=OFF_CQB,
+            off_csr=OFF_CQCSR,
+            entry_bytes=16,
+            want_entries=want_entries,
+            name="command queue",
+        )
         mmio.writel(OFF_CQT, 0)
         self.tail = 0
         self.head = 0  # shadow of cqh
@@ -201,11 +219,31 @@ class _ConsumerQueue(_Queue):
     queues): records between the shadow head and the hardware tail, then the head moves and
     the memory-fault and overflow bits are written 1 to clear them."""
 
-    def __init__(self, mmio: Mmio, mem: PhysicalMemory, pages: PageAllocator,
-                 want_entries: int, *, off_base: int, off_csr: int, off_head: int,
-                 off_tail: int, entry_bytes: int, overflow_bit: int, name: str) -> None:
-        super().__init__(mmio, mem, pages, off_base=off_base, off_csr=off_csr,
-                         entry_bytes=entry_bytes, want_entries=want_entries, name=name)
+    def __init__(
+        self,
+        mmio: Mmio,
+        mem: PhysicalMemory,
+        pages: PageAllocator,
+        want_entries: int,
+        *,
+        off_base: int,
+        off_csr: int,
+        off_head: int,
+        off_tail: int,
+        entry_bytes: int,
+        overflow_bit: int,
+        name: str,
+    ) -> None:
+        super().__init__(
+            mmio,
+            mem,
+            pages,
+            off_base=off_base,
+            off_csr=off_csr,
+            entry_bytes=entry_bytes,
+            want_entries=want_entries,
+            name=name,
+        )
         self.off_head = off_head
         self.off_tail = off_tail
         self.overflow_bit = overflow_bit
@@ -239,11 +277,22 @@ class _ConsumerQueue(_Queue):
 class FaultQueue(_ConsumerQueue):
     """Consumer side of the fault queue."""
 
-    def __init__(self, mmio: Mmio, mem: PhysicalMemory, pages: PageAllocator,
-                 want_entries: int) -> None:
-        super().__init__(mmio, mem, pages, want_entries, off_base=OFF_FQB, off_csr=OFF_FQCSR,
-                         off_head=OFF_FQH, off_tail=OFF_FQT, entry_bytes=32,
-                         overflow_bit=FQCSR_FQOF, name="fault queue")
+    def __init__(
+        self, mmio: Mmio, mem: PhysicalMemory, pages: PageAllocator, want_entries: int
+    ) -> None:
+        super().__init__(
+            mmio,
+            mem,
+            pages,
+            want_entries,
+            off_base=OFF_FQB,
+            off_csr=OFF_FQCSR,
+            off_head=OFF_FQH,
+            off_tail=OFF_FQT,
+            entry_bytes=32,
+            overflow_bit=FQCSR_FQOF,
+            name="fault queue",
+        )
 
     def drain(self, report: Callable[[FaultRecord], None]) -> int:
         """Consume every record between the shadow head and fqt; returns how many."""
@@ -251,8 +300,19 @@ class FaultQueue(_ConsumerQueue):
 
         def take(raw: int) -> None:
             f = dec(raw)
-            report(FaultRecord(f["cause"], f["ttyp"], f["did"], bool(f["pv"]), f["pid"],
-                               bool(f["priv"]), f["iotval"], f["iotval2"]))
+            report(
+                FaultRecord(
+                    f["cause"],
+                    f["ttyp"],
+                    f["did"],
+                    bool(f["pv"]),
+                    f["pid"],
+                    bool(f["priv"]),
+                    f["iotval"],
+                    f["iotval2"],
+                )
+            )
+
         return self._drain_raw(take)[0]
 
 
@@ -276,11 +336,22 @@ class PageRequestRecord:
 class PageRequestQueue(_ConsumerQueue):
     """Consumer side of the page-request queue."""
 
-    def __init__(self, mmio: Mmio, mem: PhysicalMemory, pages: PageAllocator,
-                 want_entries: int) -> None:
-        super().__init__(mmio, mem, pages, want_entries, off_base=OFF_PQB, off_csr=OFF_PQCSR,
-                         off_head=OFF_PQH, off_tail=OFF_PQT, entry_bytes=16,
-                         overflow_bit=PQCSR_PQOF, name="page-request queue")
+    def __init__(
+        self, mmio: Mmio, mem: PhysicalMemory, pages: PageAllocator, want_entries: int
+    ) -> None:
+        super().__init__(
+            mmio,
+            mem,
+            pages,
+            want_entries,
+            off_base=OFF_PQB,
+            off_csr=OFF_PQCSR,
+            off_head=OFF_PQH,
+            off_tail=OFF_PQT,
+            entry_bytes=16,
+            overflow_bit=PQCSR_PQOF,
+            name="page-request queue",
+        )
 
     def drain(self, report: Callable[[PageRequestRecord], None]) -> tuple[int, bool]:
         """Consume every record between the shadow head and pqt; returns how many and whether
@@ -290,8 +361,20 @@ class PageRequestQueue(_ConsumerQueue):
         def take(raw: int) -> None:
             f = dec(raw)
             pl = f["payload"]
-            report(PageRequestRecord(f["did"], bool(f["pv"]), f["pid"], bool(f["priv"]),
-                                     bool(f["exec"]), bool(pl & 1), bool(pl >> 1 & 1),
-                                     bool(pl >> 2 & 1), pl >> 3 & 0x1FF, pl & ~0xFFF))
+            report(
+                PageRequestRecord(
+                    f["did"],
+                    bool(f["pv"]),
+                    f["pid"],
+                    bool(f["priv"]),
+                    bool(f["exec"]),
+                    bool(pl & 1),
+                    bool(pl >> 1 & 1),
+                    bool(pl >> 2 & 1),
+                    pl >> 3 & 0x1FF,
+                    pl & ~0xFFF,
+                )
+            )
+
         n, errs = self._drain_raw(take)
         return n, bool(errs & PQCSR_PQOF)

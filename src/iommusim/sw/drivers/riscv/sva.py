@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["RiscvSvaDomain"]
 
 
-
 class RiscvSvaDomain(Domain):
     def __init__(self, driver: RiscvIommuDriver, mm: Mm, pscid: int) -> None:
         super().__init__(DOMAIN_SVA, driver)
@@ -43,8 +42,9 @@ class RiscvSvaDomain(Domain):
         bond = (self.driver, dev, pasid)
         self.bonds.append(bond)
         try:
-            self.driver.set_pasid_context(dev, pasid, self.mm.atp(), self.pscid,
-                                          pri=self.iopf_handler is not None)
+            self.driver.set_pasid_context(
+                dev, pasid, self.mm.atp(), self.pscid, pri=self.iopf_handler is not None
+            )
             if not self._notifying:
                 self.mm.register_notifier(self)
                 self._notifying = True
