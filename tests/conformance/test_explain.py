@@ -4,23 +4,19 @@ structure (riscv-iommu: "Process to translate an IOVA" and the processes it uses
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from iommusim.cli.main import main
 from iommusim.conformance.explain import _g_labels, explain_vector, explain_vector_step
 from iommusim.errors import IommusimError
-
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared/conformance/riscv-iommu/vectors"
-needs_vectors = pytest.mark.skipif(not VECTORS.is_dir(), reason="conformance vectors missing")
+from testsupport.vectors import VECTORS
 
 S1 = VECTORS / "s1" / "s1-000001.json"
 PDT = VECTORS / "pdt" / "pdt-000001.json"
 AD = VECTORS / "ad" / "ad-000009.json"
 
 
-@needs_vectors
 def test_first_stage_sv48_walk(capsys: pytest.CaptureFixture[str]) -> None:
     """riscv-iommu: "Process to translate an IOVA" with an Sv48 iosatp (FORMAT.md section 11
     item 1): three first-stage levels down to a 2 MiB leaf, PA = leaf base + IOVA[20:0]."""
@@ -37,7 +33,6 @@ def test_first_stage_sv48_walk(capsys: pytest.CaptureFixture[str]) -> None:
     assert "matches the vector's expectation" in out
 
 
-@needs_vectors
 def test_pdt_data_corruption(capsys: pytest.CaptureFixture[str]) -> None:
     """riscv-iommu: "Process to locate the Process-context": a poisoned PDT read is cause 269
     and the fault record carries the request (FORMAT.md section 11 item 4;
@@ -51,7 +46,6 @@ def test_pdt_data_corruption(capsys: pytest.CaptureFixture[str]) -> None:
     assert "ttyp=1 (untranslated read for execute)" in out
 
 
-@needs_vectors
 def test_json_output(capsys: pytest.CaptureFixture[str]) -> None:
     """The --json rendering carries the same walk and outcome (riscv-iommu: "Process to
     translate an IOVA")."""
@@ -81,7 +75,6 @@ def test_json_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert step["vector_expectation"]["matches"] is True
 
 
-@needs_vectors
 def test_json_fault_record() -> None:
     """riscv-iommu: "Fault/Event-Queue (FQ)": the record written for the fault is decoded."""
     (step,) = explain_vector(PDT, 18)["steps"]
@@ -91,7 +84,6 @@ def test_json_fault_record() -> None:
     assert (rec["cause"], rec["ttyp"], rec["did"], rec["pid"]) == (269, 1, "0x69", "0xb4501")
 
 
-@needs_vectors
 def test_every_translate_step() -> None:
     """Without --step every translate step of the vector is explained, in order."""
     data = explain_vector(S1, None)
@@ -101,7 +93,6 @@ def test_every_translate_step() -> None:
     assert all(s["vector_expectation"]["matches"] for s in data["steps"])
 
 
-@needs_vectors
 def test_two_stage_labels() -> None:
     """Privileged spec "Two-Stage Address Translation": the G-stage walks of first-stage PTE
     addresses are implicit reads, the A/D update of a guest PTE is an implicit write, and the
@@ -143,7 +134,6 @@ def test_g_labels_without_first_stage() -> None:
     assert _g_labels(trace[:1], 0x7123) == ["G-stage (implicit access for the next structure)"]
 
 
-@needs_vectors
 def test_non_translate_step_is_an_error() -> None:
     """A step that is not a translate step, or out of range, is a one-line error."""
     with pytest.raises(IommusimError, match="step 0 is a 'write_reg' step, not a translate"):
@@ -152,7 +142,6 @@ def test_non_translate_step_is_an_error() -> None:
         explain_vector_step(S1, 100000, json_out=False)
 
 
-@needs_vectors
 def test_cli_bad_step(capsys: pytest.CaptureFixture[str]) -> None:
     """CLI exit code 2 for bad input, with a one-line error naming the file."""
     assert main(["explain", str(S1), "--step", "0"]) == 2
@@ -165,7 +154,6 @@ def test_cli_bad_step(capsys: pytest.CaptureFixture[str]) -> None:
     assert "not a translate step" in lines[0]
 
 
-@needs_vectors
 def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
     """``iommusim explain VECTOR --step N --json`` prints one JSON object, exit code 0."""
     assert main(["explain", str(PDT), "--step", "18", "--json"]) == 0
@@ -183,7 +171,6 @@ PRI_QUEUED = VECTORS / "pri" / "pri-000003.json"
 PRI_OFF = VECTORS / "pri" / "pri-000001.json"
 
 
-@needs_vectors
 def test_msi_basic_names_the_interrupt_file(capsys: pytest.CaptureFixture[str]) -> None:
     """riscv-iommu: "Process to translate addresses of MSIs": the GPA page matches the window
     (mask/pattern), the interrupt file number is extract(GPA >> 12, mask), and a basic-mode PTE
@@ -200,7 +187,6 @@ def test_msi_basic_names_the_interrupt_file(capsys: pytest.CaptureFixture[str]) 
     assert "(MSI to the interrupt file at 0xdff17b4f0000)" in out
 
 
-@needs_vectors
 def test_mrif_names_the_bit(capsys: pytest.CaptureFixture[str]) -> None:
     """AIA "Format of a memory-resident interrupt file" / "MSI PTE, MRIF mode": with the
     write's data, explain shows the identity, the pending doubleword and bit it sets, the
@@ -217,7 +203,6 @@ def test_mrif_names_the_bit(capsys: pytest.CaptureFixture[str]) -> None:
     assert "then the notice MSI" not in out
 
 
-@needs_vectors
 def test_mrif_write_offset_rules(capsys: pytest.CaptureFixture[str]) -> None:
     """AIA "MSI PTE, MRIF mode": a write whose A[11:3] is not 0 is discarded; without data the
     MRIF layout rule is printed."""
@@ -227,7 +212,6 @@ def test_mrif_write_offset_rules(capsys: pytest.CaptureFixture[str]) -> None:
     assert "page offset 0x30: A[11:3] is not 0, the write is discarded" in out
 
 
-@needs_vectors
 def test_outside_msi_window() -> None:
     """riscv-iommu: "Process to translate addresses of MSIs": a GPA outside the window is
     translated by the regular tables; explain shows the GPA and why it did not match."""
@@ -237,7 +221,6 @@ def test_outside_msi_window() -> None:
     assert step["outcome"]["pa"] == "0x3a755fd3b048"
 
 
-@needs_vectors
 def test_page_request_queued(capsys: pytest.CaptureFixture[str]) -> None:
     """riscv-iommu: "PCIe ATS Page Request handling": with EN_ATS = EN_PRI = 1 the message is
     queued; "Page-Request-Queue (PQ)": the record carries DID, PID, PRIV, EXEC and the payload,
@@ -262,7 +245,6 @@ def test_page_request_queued(capsys: pytest.CaptureFixture[str]) -> None:
     assert "queued: record 0 at PA 0x822fd6000" in out
 
 
-@needs_vectors
 def test_page_request_automatic_response(capsys: pytest.CaptureFixture[str]) -> None:
     """riscv-iommu: "PCIe ATS Page Request handling": with ddtp Off the request is not queued,
     cause 256 is recorded (TTYP 9) and the IOMMU answers Response Failure itself."""

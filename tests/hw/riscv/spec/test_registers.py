@@ -46,8 +46,7 @@ from iommusim.hw.riscv.regs import (
     PQCSR_PQON,
     Registers,
 )
-
-VECTORS = Path(__file__).resolve().parents[4].parent / "shared/conformance/riscv-iommu/vectors"
+from testsupport.vectors import VECTORS
 
 
 class FakeHost:
@@ -430,10 +429,9 @@ def params_from_vector(d: dict[str, object]) -> RiscvIommuParams:
 
 
 def _vectors(family: str) -> list[Path]:
-    return sorted((VECTORS / family).glob("*.json")) if VECTORS.is_dir() else []
+    return sorted((VECTORS / family).glob("*.json"))
 
 
-@pytest.mark.skipif(not VECTORS.is_dir(), reason="conformance vectors not present")
 @pytest.mark.parametrize("path", _vectors("regs"), ids=lambda p: p.stem)
 def test_regs_vector(path: Path) -> None:
     """FORMAT.md section 10, family ``regs``: register-only vectors replayed on the file."""
