@@ -15,7 +15,7 @@ VECTORS_CHECK ?= $(BIN)/iommusim vectors check $(VECTORS)
 OFFICIAL_CHECK ?= $(BIN)/python $(SHARED)/conformance/riscv-iommu/check.py --batch \
 	--vectors $(SHARED)/conformance/riscv-iommu/vectors --fill '$(CURDIR)/$(BIN)/iommusim vectors fill {in} -o {out}'
 
-.PHONY: venv test pytest vectors official-check demo bench lint format clean
+.PHONY: venv test pytest vectors official-check fuzz demo bench lint format clean
 
 venv: $(STAMP)
 
@@ -41,6 +41,18 @@ official-check: $(STAMP)
 	@test -f $(SHARED)/conformance/riscv-iommu/check.py || \
 		{ echo "official-check: $(SHARED)/conformance/riscv-iommu/check.py not found" >&2; exit 2; }
 	$(OFFICIAL_CHECK)
+
+# Both fuzzers side by side, each for SECONDS: the vector-mutation fuzzer against the hardware
+# model and the state machine against the software API. A finding prints its reproducer (seed)
+# and fails the target. `make test` runs both briefly with fixed seeds.
+SECONDS ?= 60
+SEED ?= $(shell date +%s)
+FUZZ := PYTHONPATH=tests $(BIN)/python -m
+fuzz: $(STAMP)
+	@echo "fuzz: $(SECONDS) s per side, seed $(SEED)"
+	@$(FUZZ) testsupport.hwfuzz --seconds $(SECONDS) --seed $(SEED) & hw=$$!; \
+	$(FUZZ) testsupport.swfuzz --seconds $(SECONDS) --seed $(SEED); sw=$$?; \
+	wait $$hw; hwrc=$$?; test $$sw -eq 0 && test $$hwrc -eq 0
 
 demo: $(STAMP)
 	$(BIN)/iommusim demo
