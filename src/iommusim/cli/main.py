@@ -1,7 +1,18 @@
-"""``iommusim`` command line.
+"""``iommusim`` command line: thin over the library.
+
+Commands:
+
+* ``iommusim vectors fill IN -o OUT`` / ``iommusim vectors check PATH...``: replay
+  RISC-V IOMMU conformance vectors, write or compare the model's observations;
+* ``iommusim explain VECTOR [--step N]``: explain a vector's translate and page-request steps
+  structure by structure;
+* ``iommusim explain --memory FILE@ADDR ... --reg ddtp=HEX --device-id N --iova ADDR``:
+  explain one request against a raw memory dump and the register values the IOMMU had;
+* ``iommusim demo`` and ``iommusim walkthrough``: a booted machine and an embedded walk;
+* ``iommusim --version``; ``python -m iommusim`` runs the same command line.
 
 Exit codes: 0 success; 1 a check found mismatches; 2 bad input (a one-line error names the
-offending file and field).
+offending file, field or flag: ``iommusim: error: --memory dump.bin@0x1000: no such file``).
 """
 
 from __future__ import annotations
@@ -12,9 +23,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from iommusim.cli.explain import add_explain_parser
 from iommusim.errors import IommusimError
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main", "version"]
 
 
 def _vector_files(path: Path) -> list[Path]:
@@ -44,13 +56,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     return check_paths([Path(p) for p in args.paths], json_out=args.json, skip=set(args.skip or ()))
 
 
-def cmd_explain(args: argparse.Namespace) -> int:
-    from iommusim.conformance.explain import explain_vector_step
-
-    explain_vector_step(Path(args.vector), args.step, json_out=args.json, msi_data=args.msi_data)
-    return 0
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from iommusim.demo import run_demo
 
@@ -67,8 +72,46 @@ def cmd_walkthrough(args: argparse.Namespace) -> int:
     return 0
 
 
+def version() -> str:
+    """The installed distribution's version (importlib.metadata), or the package's own
+    ``__version__`` when running from a source tree that is not installed."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("iommusim")
+    except PackageNotFoundError:
+        from iommusim import __version__
+
+        return __version__
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: looks the version up only when asked (start-up stays fast)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        print(f"iommusim {version()}")
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="iommusim", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="iommusim",
+        description="An executable, spec-accurate model of IOMMU hardware and of the software "
+        "that drives it.",
+        epilog="Exit codes: 0 success, 1 a check found differences, 2 bad input (the message "
+        "names the file, field or flag).",
+    )
+    ap.add_argument("--version", action=_VersionAction, help="print 'iommusim VERSION' and exit")
     sub = ap.add_subparsers(dest="command", required=True)
     vec = sub.add_parser("vectors", help="RISC-V IOMMU conformance vectors")
     vsub = vec.add_subparsers(dest="vcommand", required=True)
@@ -86,24 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="report this family as skipped (repeatable)",
     )
     c.set_defaults(func=cmd_check)
-    e = sub.add_parser(
-        "explain", help="explain, step by step, how a vector's request is translated"
-    )
-    e.add_argument("vector", help="a vector file")
-    e.add_argument(
-        "--step",
-        type=int,
-        default=None,
-        help="index of the translate or page_request step (default: every one)",
-    )
-    e.add_argument(
-        "--msi-data",
-        type=lambda v: int(v, 0),
-        default=None,
-        help="for an MSI to an MRIF: the 32-bit data (interrupt identity) to locate",
-    )
-    e.add_argument("--json", action="store_true")
-    e.set_defaults(func=cmd_explain)
+    add_explain_parser(sub)
     d = sub.add_parser(
         "demo",
         help="boot a machine, probe the driver and run a DMA workload in strict and lazy mode",
@@ -122,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return the exit code;
+    argparse's own usage errors exit 2 and ``--help``/``--version`` exit 0 (SystemExit)."""
     args = build_parser().parse_args(argv)
     try:
         rc: int = args.func(args)

@@ -60,7 +60,9 @@ from iommusim.hw.riscv.faults import (
     DTF_REPORTED,
     TTYP_NAMES,
 )
+from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.mrif import identity_of, mrif_slot
+from iommusim.hw.riscv.params import RiscvIommuParams
 from iommusim.hw.riscv.regs import (
     FQCSR_FQMF,
     FQCSR_FQOF,
@@ -69,10 +71,18 @@ from iommusim.hw.riscv.regs import (
     PQCSR_PQMF,
     PQCSR_PQOF,
     PQCSR_PQON,
+    Registers,
 )
 from iommusim.hw.riscv.transaction import Request, Response
+from iommusim.mem import PhysicalMemory
 
-__all__ = ["explain_vector", "explain_vector_step"]
+__all__ = [
+    "explain_translation",
+    "explain_vector",
+    "explain_vector_step",
+    "print_explanation",
+    "print_translation",
+]
 
 JsonObj = dict[str, Any]
 
@@ -321,11 +331,16 @@ def _request_gpa(
     return None
 
 
-def _mrif_detail(rp: Replay, req: Request, resp: Response, msi_data: int | None) -> JsonObj:
+def _mrif_detail(
+    params: RiscvIommuParams,
+    ram: PhysicalMemory,
+    req: Request,
+    resp: Response,
+    msi_data: int | None,
+) -> JsonObj:
     """Where a device write through this MRIF-mode PTE goes (AIA: "Format of a
     memory-resident interrupt file", "MSI PTE, MRIF mode"); with ``msi_data``, which MRIF bit
-    it sets and the bits as they are in memory now. The replay itself writes nothing."""
-    params = rp.iommu.params
+    it sets and the bits as they are in memory now. The translation itself writes nothing."""
     offset = req.iova & 0xFFF
     out: JsonObj = {
         "mrif_pa": _hex(resp.mrif_addr),
@@ -365,8 +380,8 @@ def _mrif_detail(rp: Replay, req: Request, resp: Response, msi_data: int | None)
         return out
     out["recorded"] = True
     pending_pa, enable_pa, bit = mrif_slot(resp.mrif_addr, identity)
-    pending = rp.ram.read64(pending_pa) >> bit & 1
-    enabled = rp.ram.read64(enable_pa) >> bit & 1
+    pending = ram.read64(pending_pa) >> bit & 1
+    enabled = ram.read64(enable_pa) >> bit & 1
     out.update(
         identity=identity,
         pending_pa=_hex(pending_pa),
@@ -489,12 +504,11 @@ def _outcome(req: Request, resp: Response) -> JsonObj:
     return out
 
 
-def _read_record(rp: Replay, index: int) -> JsonObj:
+def _read_record(regs: Registers, ram: PhysicalMemory, index: int) -> JsonObj:
     """Decode fault-queue record ``index`` (riscv-iommu: "Fault/Event-Queue (FQ)"), each
     doubleword in the byte order of fctl.BE."""
-    regs = rp.iommu.regs
     addr = ((regs.fqb >> 10 & _PPN_MASK) << 12) + index * 32
-    data = rp.ram.read(addr, 32)
+    data = ram.read(addr, 32)
     order: Literal["big", "little"] = "big" if regs.fctl & 1 else "little"
     value = 0
     for k in range(4):
@@ -506,15 +520,34 @@ def _read_record(rp: Replay, index: int) -> JsonObj:
 
 
 def _explain_step(rp: Replay, i: int, step: JsonObj, msi_data: int | None = None) -> JsonObj:
-    """Run translate step ``i`` with the walk trace on and build its explanation."""
-    iommu = rp.iommu
-    eng = iommu.engine
-    regs = iommu.regs
+    """Run translate step ``i`` of a replayed vector with the walk trace on and build its
+    explanation; the step's ``expect`` slot gets the model's observation, as
+    :meth:`Replay.run_step` does, and the explanation says whether it matches the vector's."""
     expected = step.get("expect")
     req_json = step.get("req")
     if not isinstance(req_json, dict):
         raise IommusimError(f"steps[{i}].req must be an object")
     req = request_from_json(req_json, f"steps[{i}].req")
+    resp, explained = explain_translation(rp.iommu, rp.ram, req, msi_data)
+    step["expect"] = response_json(req, resp)
+    if rp.on_step is not None:
+        rp.on_step(i, step, rp.iommu)
+    out: JsonObj = {"step": i, **explained}
+    if isinstance(expected, dict):
+        _expectation(out, step, "translate", "expect", expected)
+    return out
+
+
+def explain_translation(
+    iommu: RiscvIommu, ram: PhysicalMemory, req: Request, msi_data: int | None = None
+) -> tuple[Response, JsonObj]:
+    """Translate ``req`` on ``iommu`` with the walk trace on (riscv-iommu: "Process to
+    translate an IOVA") and explain it: the request, ``ddtp``, every structure the walk read
+    (``walk``) and the ``outcome`` with the fault record written, if any. ``ram`` is the
+    memory behind the IOMMU's port, read (never written) to decode the fault record and the
+    MRIF bits. Vectors and raw memory dumps share this one explainer."""
+    eng = iommu.engine
+    regs = iommu.regs
     ddtp = regs.ddtp
     gxl = regs.fctl >> 2 & 1
     cached_dc = eng.ddtc.get(req.device_id)
@@ -522,16 +555,11 @@ def _explain_step(rp: Replay, i: int, step: JsonObj, msi_data: int | None = None
     trace: list[tuple[Any, ...]] = []
     eng.trace = trace
     try:
-        # What Replay.run_step does for a translate step, keeping the Response.
         resp = iommu.translate(req)
-        step["expect"] = response_json(req, resp)
     finally:
         eng.trace = None
-    if rp.on_step is not None:
-        rp.on_step(i, step, iommu)
 
     out: JsonObj = {
-        "step": i,
         "request": _request_json(req, req.ttyp),
         "ddtp": {
             "mode": ddtp & 0xF,
@@ -543,7 +571,7 @@ def _explain_step(rp: Replay, i: int, step: JsonObj, msi_data: int | None = None
 
     record: JsonObj | None = None
     if regs.fqt != fqt0:
-        record = _read_record(rp, fqt0)
+        record = _read_record(regs, ram, fqt0)
     walk: list[JsonObj] = []
     labels = _g_labels(trace, req.iova)
     dc_words: tuple[int, ...] | None = None
@@ -627,7 +655,7 @@ def _explain_step(rp: Replay, i: int, step: JsonObj, msi_data: int | None = None
                 e["window"] = window
     if resp.ok and req.at != 2:
         if resp.is_mrif:
-            outcome["mrif"] = _mrif_detail(rp, req, resp, msi_data)
+            outcome["mrif"] = _mrif_detail(iommu.params, ram, req, resp, msi_data)
         elif not resp.is_msi and not any(t[0] == "msipte" for t in trace):
             gpa = _request_gpa(trace, labels, req, resp)
             window = _msi_window(dc_words, gpa) if gpa is not None else None
@@ -646,9 +674,7 @@ def _explain_step(rp: Replay, i: int, step: JsonObj, msi_data: int | None = None
                 "with an access fault or poisoned data"
             )
     out["outcome"] = outcome
-    if isinstance(expected, dict):
-        _expectation(out, step, "translate", "expect", expected)
-    return out
+    return resp, out
 
 
 def _no_record_reason(
@@ -823,7 +849,7 @@ def _explain_page_request(rp: Replay, i: int, step: JsonObj) -> JsonObj:
             ddtp & 0xF, tc, dc_words is not None, pqcsr0, regs.pqcsr
         )
         if regs.fqt != fqt0:
-            outcome["fault_record"] = _read_record(rp, fqt0)
+            outcome["fault_record"] = _read_record(regs, rp.ram, fqt0)
     if not ipsr0 & IPSR_PIP and regs.ipsr & IPSR_PIP:
         outcome["interrupt"] = "ipsr.pip set (pqcsr.pie = 1)"
     responses = []
@@ -1120,7 +1146,45 @@ def _page_request_text(s: JsonObj) -> list[str]:
     return lines
 
 
-def _print_text(con: Console, data: JsonObj) -> None:
+def _print_expectation(con: Console, s: JsonObj) -> None:
+    ve = s.get("vector_expectation")
+    if ve is not None:
+        con.print(
+            "matches the vector's expectation"
+            if ve["matches"]
+            else f"DIFFERS from the vector: {ve['difference']}",
+            markup=False,
+        )
+
+
+def print_translation(con: Console, s: JsonObj, title: str) -> None:
+    """Print one translation's explanation (from :func:`explain_translation`) as text."""
+    r = s["request"]
+    con.rule(title, style="none")
+    pasid = r.get("process_id", "none")
+    con.print(
+        f"request: device_id {r['device_id']}  PASID {pasid}  priv {r['priv_req']}"
+        f"  exec {r['exec_req']}  at {r['at']}  {r['rw']}  iova {r['iova']}",
+        markup=False,
+    )
+    con.print(f"         TTYP {r['ttyp']} ({r['ttyp_name']})", markup=False)
+    d = s["ddtp"]
+    con.print(f"ddtp: mode {d['mode_name']}, root PPN {d['ppn']}", markup=False)
+    for n, e in enumerate(s["walk"], 1):
+        lines = _entry_text(e)
+        con.print(f"{n:>2}. {lines[0]}", markup=False, style="bold")
+        for ln in lines[1:]:
+            con.print(f"    {ln}", markup=False)
+    lines = _outcome_text(s["outcome"])
+    style = "green" if s["outcome"]["status"] == "success" else "red"
+    con.print(lines[0], markup=False, style=f"bold {style}")
+    for ln in lines[1:]:
+        con.print(ln, markup=False)
+    _print_expectation(con, s)
+
+
+def print_explanation(con: Console, data: JsonObj) -> None:
+    """Print :func:`explain_vector`'s result as text."""
     if not data["steps"]:
         con.print(f"{data['vector']}: no translate or page_request steps", markup=False)
     for s in data["steps"]:
@@ -1130,44 +1194,9 @@ def _print_text(con: Console, data: JsonObj) -> None:
             con.print(lines[0], markup=False, style="bold")
             for ln in lines[1:]:
                 con.print(ln, markup=False)
-            ve = s.get("vector_expectation")
-            if ve is not None:
-                con.print(
-                    "matches the vector's expectation"
-                    if ve["matches"]
-                    else f"DIFFERS from the vector: {ve['difference']}",
-                    markup=False,
-                )
+            _print_expectation(con, s)
             continue
-        r = s["request"]
-        con.rule(f"step {s['step']}", style="none")
-        pasid = r.get("process_id", "none")
-        con.print(
-            f"request: device_id {r['device_id']}  PASID {pasid}  priv {r['priv_req']}"
-            f"  exec {r['exec_req']}  at {r['at']}  {r['rw']}  iova {r['iova']}",
-            markup=False,
-        )
-        con.print(f"         TTYP {r['ttyp']} ({r['ttyp_name']})", markup=False)
-        d = s["ddtp"]
-        con.print(f"ddtp: mode {d['mode_name']}, root PPN {d['ppn']}", markup=False)
-        for n, e in enumerate(s["walk"], 1):
-            lines = _entry_text(e)
-            con.print(f"{n:>2}. {lines[0]}", markup=False, style="bold")
-            for ln in lines[1:]:
-                con.print(f"    {ln}", markup=False)
-        lines = _outcome_text(s["outcome"])
-        style = "green" if s["outcome"]["status"] == "success" else "red"
-        con.print(lines[0], markup=False, style=f"bold {style}")
-        for ln in lines[1:]:
-            con.print(ln, markup=False)
-        ve = s.get("vector_expectation")
-        if ve is not None:
-            con.print(
-                "matches the vector's expectation"
-                if ve["matches"]
-                else f"DIFFERS from the vector: {ve['difference']}",
-                markup=False,
-            )
+        print_translation(con, s, f"step {s['step']}")
 
 
 def explain_vector_step(
@@ -1178,4 +1207,4 @@ def explain_vector_step(
     if json_out:
         print(json.dumps(data, indent=1))
         return
-    _print_text(Console(highlight=False, soft_wrap=True), data)
+    print_explanation(Console(highlight=False, soft_wrap=True), data)
