@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -16,6 +16,7 @@ from iommusim.conformance.explain import explain_vector
 from iommusim.conformance.rawexplain import REGISTERS, explain_raw
 from iommusim.conformance.rawmem import parse_image
 from iommusim.conformance.vectors import params_from_json, request_from_json
+from iommusim.hw.riscv.params import PRESETS, cap
 from testsupport.vectors import VECTORS
 
 S1 = VECTORS / "s1" / "s1-000001.json"
@@ -158,15 +159,17 @@ RO_PA, RWX_PA = 0x8000_0000, 0x8000_1000
 DDTP = (ROOT >> 12) << 10 | 2  # iommu_mode 1LVL
 
 
-def build_dump(tmp_path: Path, *, en_ats: int = 1) -> list[str]:
+def build_dump(tmp_path: Path, *, en_ats: int = 1, big_endian: bool = False) -> list[str]:
     """An Sv39 device (riscv-iommu: "Device-context fields"): a read-only page, an RWX page
     and a page whose A bit the IOMMU sets (DC.tc.SADE = 1). The device context lies in its
-    own page-unaligned image."""
+    own page-unaligned image. ``big_endian``: every doubleword stored big-endian, for
+    fctl.BE = DC.tc.SBE = 1 (riscv-iommu: "Endianness of memory-resident data structures")."""
+    order: Literal["big", "little"] = "big" if big_endian else "little"
     tables = bytearray(0x3000)
 
     def put(pa: int, value: int) -> None:
         off = pa - S1_ROOT
-        tables[off : off + 8] = value.to_bytes(8, "little")
+        tables[off : off + 8] = value.to_bytes(8, order)
 
     put(S1_ROOT, PTE.encode(v=1, ppn=S1_L1 >> 12))
     put(S1_L1 + 8, PTE.encode(v=1, ppn=S1_L0 >> 12))  # VPN[1] = 1
@@ -174,7 +177,7 @@ def build_dump(tmp_path: Path, *, en_ats: int = 1) -> list[str]:
     put(S1_L0 + 8, PTE.encode(v=1, r=1, w=1, x=1, u=1, a=1, d=1, ppn=RWX_PA >> 12))
     put(S1_L0 + 16, PTE.encode(v=1, r=1, u=1, ppn=0x8000_2))
     dc = [
-        DC_TC.encode(v=1, en_ats=en_ats, sade=1),
+        DC_TC.encode(v=1, en_ats=en_ats, sade=1, sbe=int(big_endian)),
         0,  # iohgatp: Bare
         DC_TA.encode(pscid=0x42),
         DC_FSC.encode(mode=8, ppn=S1_ROOT >> 12),  # iosatp Sv39
@@ -184,7 +187,7 @@ def build_dump(tmp_path: Path, *, en_ats: int = 1) -> list[str]:
         0,
     ]
     (tmp_path / "tables.bin").write_bytes(bytes(tables))
-    (tmp_path / "dc.bin").write_bytes(b"".join(w.to_bytes(8, "little") for w in dc))
+    (tmp_path / "dc.bin").write_bytes(b"".join(w.to_bytes(8, order) for w in dc))
     return [
         "--memory",
         f"{tmp_path / 'tables.bin'}@{S1_ROOT:#x}",
@@ -465,3 +468,64 @@ def test_vector_mode_unchanged(capsys: pytest.CaptureFixture[str]) -> None:
     assert rc == 0
     assert "success: PA 0xd70d6cdd6030" in out
     assert "matches the vector's expectation" in out
+
+
+def test_mrif_msi_data_from_a_dump(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """AIA "MSI PTE, MRIF mode" (riscv-iommu: "Process to translate addresses of MSIs"):
+    --msi-data locates the MRIF bit on a dump as on the vector."""
+    path = VECTORS / "msi" / "msi-000021.json"
+    vec = json.loads(path.read_text(encoding="utf-8"))
+    regs = vector_registers(vec, 7)
+    assert regs is not None
+    argv = [
+        "explain",
+        "--json",
+        "--capabilities",
+        vec["params"]["capabilities"],
+        "--msi-data",
+        "70",
+    ]
+    for spec in dump_memory(vec, tmp_path):
+        argv += ["--memory", spec]
+    for name, value in regs.items():
+        argv += ["--reg", f"{name}={value:#x}"]
+    rc, out, err = run([*argv, *request_flags(vec["steps"][7]["req"])], capsys)
+    assert (rc, err) == (0, "")
+    data = json.loads(out)
+    assert (data["status"], data["pa"]) == ("success", None)  # an MRIF, not a PA
+    m = data["steps"][0]["outcome"]["mrif"]
+    assert (m["identity"], m["bit"], m["pending_pa"]) == (70, 6, "0x53e39917610")
+    (want,) = explain_vector(path, 7, msi_data=70)["steps"]
+    assert data["steps"][0]["outcome"] == want["outcome"]
+
+
+def test_big_endian_only_iommu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """riscv-iommu: "Features-control register (fctl)": with capabilities.END = 0 the IOMMU
+    has one endianness, so fctl.BE reads as dumped; it is written before ddtp, while the
+    IOMMU is Off, and the walk reads the big-endian device context and PTEs (DC.tc.SBE)."""
+    caps = PRESETS["full"].capabilities & ~(1 << cap.END)
+    argv = ["explain", "--json", *build_dump(tmp_path, big_endian=True), "--reg", f"ddtp={DDTP:#x}"]
+    argv += ["--capabilities", f"{caps:#x}", "--reg", "fctl=0x1", "--device-id", str(DID)]
+    rc, out, err = run([*argv, "--iova", f"{RO_PAGE + 4:#x}"], capsys)
+    assert (rc, err) == (0, "")
+    data = json.loads(out)
+    assert data["registers"]["fctl"] == "0x1"
+    assert (data["status"], data["pa"]) == ("success", f"{RO_PA + 4:#x}")
+    # Dumped with fctl.BE = 0, the IOMMU is a little-endian-only one: it reads the big-endian
+    # tc doubleword as little-endian, whose V bit (in the last byte) is 0.
+    argv[argv.index("fctl=0x1")] = "fctl=0"
+    rc, out, _ = run([*argv, "--iova", f"{RO_PAGE + 4:#x}"], capsys)
+    data = json.loads(out)
+    assert (rc, data["registers"]["fctl"]) == (0, "0x0")
+    assert (data["status"], data["cause"]) == ("ur", 258)
+
+
+def test_big_endian_fault_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """riscv-iommu: "Fault/Event-Queue (FQ)": with fctl.BE = 1 (writable in the full preset)
+    the record is written big-endian and decoded as such."""
+    argv = ["explain", "--json", *build_dump(tmp_path, big_endian=True), "--reg", f"ddtp={DDTP:#x}"]
+    argv += ["--reg", "fctl=1", "--device-id", str(DID), "--iova", f"{RO_PAGE:#x}", "--write"]
+    rc, out, err = run(argv, capsys)
+    assert (rc, err) == (0, "")
+    rec = json.loads(out)["steps"][0]["outcome"]["fault_record"]["fields"]
+    assert (rec["cause"], rec["ttyp"], rec["did"], rec["iotval"]) == (15, 3, "0x5", f"{RO_PAGE:#x}")

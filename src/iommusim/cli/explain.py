@@ -20,8 +20,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from rich.console import Console
-
 from iommusim.errors import FormatError
 
 __all__ = ["add_explain_parser", "cmd_explain"]
@@ -52,10 +50,19 @@ def add_explain_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "explain",
         help="explain, step by step, how a request is translated: a vector's steps, or one "
         "request against a raw memory dump (--memory)",
-        description="Explain a translation structure by structure: every DDT and PDT entry, "
-        "the device and process contexts, every first-stage, G-stage and MSI PTE read, then "
-        "the completion or the fault with its cause. Give a conformance VECTOR, or raw "
-        "memory images with --memory and the registers the IOMMU had with --reg.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Explain a translation structure by structure: every DDT and PDT entry,\n"
+        "the device and process contexts, every first-stage, G-stage and MSI PTE read,\n"
+        "then the completion or the fault with its cause. Give a conformance VECTOR, or\n"
+        "raw memory images with --memory and the registers the IOMMU had with --reg.",
+        epilog="examples:\n"
+        "  iommusim explain vector.json --step 19\n"
+        "  iommusim explain --memory ram.bin@0x80000000 --reg ddtp=0x20004003 \\\n"
+        "      --device-id 0x12 --iova 0x8000 --write\n"
+        "  iommusim explain --memory ram.bin@0x80000000 --preset linux-virt \\\n"
+        "      --reg ddtp=0x20004004 --device-id 0x12 --iova 0x8000 --pasid 3 --at ats --json\n"
+        "\nexit codes: 0 explained (whatever the outcome), 2 bad input (the message names "
+        "the flag)",
     )
     e.add_argument("vector", nargs="?", help="a conformance-vector file (or use --memory)")
     e.add_argument(
@@ -89,7 +96,8 @@ def add_explain_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     raw.add_argument(
         "--preset",
         metavar="NAME",
-        help="the IOMMU's parameters: one of the hw.riscv presets (default: full)",
+        help="the IOMMU's parameters: a preset of iommusim.hw.riscv.params.PRESETS "
+        "(default: full, every capability; a bad name lists them)",
     )
     raw.add_argument(
         "--capabilities",
@@ -265,6 +273,8 @@ def _explain_raw(args: argparse.Namespace) -> int:
         exec_req=args.exec_,
         no_write=not args.write,
     )
+    from rich.console import Console
+
     try:
         data = explain_raw(images, params, registers, req, source=source, msi_data=args.msi_data)
     except RegisterValueError as e:

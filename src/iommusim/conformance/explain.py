@@ -1,7 +1,11 @@
-"""``iommusim explain``: how the model translates one request of a conformance vector.
+"""``iommusim explain``: how the model translates one request, step by step.
 
-The vector is replayed (:class:`iommusim.conformance.vectors.Replay`) up to a ``translate``
-step; during that step the translation engine records every structure its walk reads
+:func:`explain_translation` is the one explainer: it translates a request on a
+:class:`~iommusim.hw.riscv.iommu.RiscvIommu` with the walk trace on. Two front ends feed it: a
+conformance vector replayed (:class:`iommusim.conformance.vectors.Replay`) up to each
+``translate`` step (:func:`explain_vector`), and an IOMMU programmed over raw memory images
+(:mod:`iommusim.conformance.rawexplain`, ``iommusim explain --memory``). During the
+translation the engine records every structure its walk reads
 (:attr:`TranslationEngine.trace`), and this module decodes each one with the spec tables of
 :mod:`iommusim.bits.riscv`: DDT entries and the device context (riscv-iommu: "Process to locate
 the Device-context"), PDT entries and the process context ("Process to locate the
