@@ -4,7 +4,7 @@ values (riscv-iommu: "Process to translate an IOVA"), with the explainer vectors
 from __future__ import annotations
 
 import json
-import os
+import mmap
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,6 +12,7 @@ import pytest
 
 from iommusim.bits.riscv import DC_FSC, DC_TA, DC_TC, PTE
 from iommusim.cli.main import main
+from iommusim.conformance import rawmem
 from iommusim.conformance.explain import explain_vector
 from iommusim.conformance.rawexplain import REGISTERS, explain_raw
 from iommusim.conformance.rawmem import parse_image
@@ -436,15 +437,46 @@ def test_missing_flag_exits_2(
     assert err.startswith(f"iommusim: error: {message}")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_unreadable_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreadable_file_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file that exists but cannot be opened (mode 000 for a user; simulated, since root
+    opens anything)."""
     f = tmp_path / "secret.bin"
     f.write_bytes(bytes(8))
-    f.chmod(0)
+
+    def denied(path: object, mode: str = "r") -> object:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(rawmem, "open", denied, raising=False)
     argv = ["explain", "--memory", f"{f}@0", "--reg", "ddtp=2", "--device-id", "0", "--iova", "0"]
-    rc, _, err = run(argv, capsys)
-    assert rc == 2
-    assert err.startswith(f"iommusim: error: --memory {f}@0: cannot read it")
+    rc, out, err = run(argv, capsys)
+    assert (rc, out) == (2, "")
+    assert err == f"iommusim: error: --memory {f}@0: cannot read it (Permission denied)\n"
+
+
+def test_file_that_cannot_be_mapped_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An image readable when parsed but not mappable (a file replaced meanwhile, a device
+    node) is named as a --memory error too, and no map is left open."""
+    dump = build_dump(tmp_path)
+    opened: list[Any] = []
+    real = mmap.mmap
+
+    def flaky(fileno: int, length: int, **kw: Any) -> mmap.mmap:
+        if opened:
+            raise OSError(19, "No such device")
+        m = real(fileno, length, **kw)
+        opened.append(m)
+        return m
+
+    monkeypatch.setattr(mmap, "mmap", flaky)
+    argv = ["explain", *dump, "--reg", f"ddtp={DDTP:#x}", "--device-id", "5", "--iova", "0"]
+    rc, out, err = run(argv, capsys)
+    assert (rc, out) == (2, "")
+    assert err.startswith(f"iommusim: error: --memory {dump[3]}: cannot read it (No such device)")
+    assert opened[0].closed
 
 
 def test_modes_are_exclusive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
