@@ -14,10 +14,11 @@ from iommusim.bits.riscv import DC_FSC, DC_TA, DC_TC, PTE
 from iommusim.cli.main import main
 from iommusim.conformance import rawmem
 from iommusim.conformance.explain import explain_vector
-from iommusim.conformance.rawexplain import REGISTERS, explain_raw
+from iommusim.conformance.rawexplain import REGISTERS, RegisterValueError, explain_raw
 from iommusim.conformance.rawmem import parse_image
 from iommusim.conformance.vectors import params_from_json, request_from_json
 from iommusim.hw.riscv.params import PRESETS, cap
+from iommusim.hw.riscv.transaction import Request
 from testsupport.vectors import VECTORS
 
 S1 = VECTORS / "s1" / "s1-000001.json"
@@ -561,3 +562,20 @@ def test_big_endian_fault_record(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert (rc, err) == (0, "")
     rec = json.loads(out)["steps"][0]["outcome"]["fault_record"]["fields"]
     assert (rec["cause"], rec["ttyp"], rec["did"], rec["iotval"]) == (15, 3, "0x5", f"{RO_PAGE:#x}")
+
+
+def test_unsupported_ddtp_mode_is_reported(tmp_path: Path) -> None:
+    """riscv-iommu: "Device-directory-table pointer (ddtp)": iommu_mode is WARL; a mode above
+    the implementation's leaves ddtp unchanged, which explain reports rather than explaining
+    an Off IOMMU."""
+    (tmp_path / "x.bin").write_bytes(b"")
+    im = parse_image(f"{tmp_path / 'x.bin'}@0")
+    params = PRESETS["full"].with_(max_mode=3)  # at most 2LVL
+    with pytest.raises(
+        RegisterValueError,
+        match=r"^ddtp=0x4004: ddtp.iommu_mode 3LVL is not "
+        r"supported by this IOMMU \(preset 2lvl\): ddtp keeps 0x0$",
+    ):
+        explain_raw(
+            [im], params, {"ddtp": 0x4004}, Request(device_id=0, iova=0), source="preset 2lvl"
+        )
