@@ -47,6 +47,8 @@ __all__ = [
     "CAUSE_PRG_INVALID",
     "CAUSE_PRG_RETRIES",
     "CAUSE_PRG_TIMEOUT",
+    "DEFAULT_MAX_DMA_BYTES",
+    "MAX_DMA_BYTES_LIMIT",
     "DmaResult",
     "Endpoint",
     "EndpointStats",
@@ -71,6 +73,19 @@ CAUSE_PRG_TIMEOUT: Final = 0x10005
 #: The page still grants no access after two successful Page Request Groups.
 CAUSE_PRG_RETRIES: Final = 0x10006
 
+#: Default largest transfer one DMA call carries out (``max_dma_bytes``). PCIe itself bounds
+#: each request at 4 KiB (Max_Read_Request_Size and Max_Payload_Size are at most 4096 bytes),
+#: so a transfer is a train of requests whose length is the device's own, implementation-
+#: defined limit (DESIGN rule 5: a parameter). 16 MiB = 4096 request-sized pieces covers
+#: what storage and network devices move per command (NVMe MDTS is typically 128 KiB -
+#: 2 MiB) and keeps the work one call can cause bounded.
+DEFAULT_MAX_DMA_BYTES: Final = 16 << 20
+#: The largest ``max_dma_bytes`` allowed: the length of a Linux DMA segment is an
+#: ``unsigned int`` (``struct scatterlist.length``, ``dma_set_max_seg_size``), < 4 GiB.
+MAX_DMA_BYTES_LIMIT: Final = (1 << 32) - 1
+_TOP: Final = 1 << 64
+_MSI_DATA_LIMIT: Final = 1 << 32
+
 #: Successful PRG rounds per piece before the DMA gives up (CAUSE_PRG_RETRIES).
 _PRG_ROUNDS: Final = 2
 _PRGI_COUNT: Final = 1 << 9
@@ -85,8 +100,14 @@ def check_ats_params(
     prg_max_pages: int,
     prg_timeout_ns: int,
     ats_inval_delay_ns: int,
+    max_dma_bytes: int = DEFAULT_MAX_DMA_BYTES,
 ) -> None:
-    """EINVAL unless the ATS/PRI parameters of endpoint ``name`` are consistent."""
+    """EINVAL unless the ATS/PRI and DMA parameters of endpoint ``name`` are consistent."""
+    if not _PAGE <= max_dma_bytes <= MAX_DMA_BYTES_LIMIT:
+        raise InvalidArgument(
+            f"endpoint {name!r} max_dma_bytes must be in [{_PAGE}, {MAX_DMA_BYTES_LIMIT}], "
+            f"not {max_dma_bytes}"
+        )
     if pri and not ats:
         raise InvalidArgument(
             f"endpoint {name!r} pri must be False when ats is False, not True (PCIe PRI needs ATS)"
@@ -174,7 +195,9 @@ class Endpoint:
     ``atc_entries`` sizes the ATC; ``prg_max_pages`` bounds a Page Request Group;
     ``prg_timeout_ns`` is how long the device waits for a group's response;
     ``ats_inval_delay_ns`` how long it takes to carry out an Invalidate Request (its ATC keeps
-    answering from the entries meanwhile).
+    answering from the entries meanwhile). ``max_dma_bytes`` is the largest transfer one
+    :meth:`dma_read` / :meth:`dma_write` carries out; a larger one is refused (EINVAL) before
+    anything is sent.
     """
 
     def __init__(
@@ -191,6 +214,7 @@ class Endpoint:
         prg_max_pages: int = 4,
         prg_timeout_ns: int = 10_000_000,
         ats_inval_delay_ns: int = 0,
+        max_dma_bytes: int = DEFAULT_MAX_DMA_BYTES,
     ) -> None:
         check_ats_params(
             name,
@@ -200,6 +224,7 @@ class Endpoint:
             prg_max_pages=prg_max_pages,
             prg_timeout_ns=prg_timeout_ns,
             ats_inval_delay_ns=ats_inval_delay_ns,
+            max_dma_bytes=max_dma_bytes,
         )
         self.system = system
         self.name = name
@@ -218,6 +243,7 @@ class Endpoint:
         self.prg_max_pages = prg_max_pages
         self.prg_timeout_ns = prg_timeout_ns
         self.ats_inval_delay_ns = ats_inval_delay_ns
+        self.max_dma_bytes = max_dma_bytes
         self._prgs: dict[int, _Prg] = {}  # PRGI -> outstanding group
         self._next_prgi = 0
 
@@ -249,8 +275,21 @@ class Endpoint:
             self.pri_stopped = False
 
     def _pieces(self, iova: int, size: int) -> list[tuple[int, int]]:
+        """The 4 KiB pieces of a DMA, after refusing (EINVAL, nothing sent) an empty or
+        oversized transfer and one outside the 64-bit address space: a request cannot
+        carry a negative address, nor one whose range wraps past 2^64 (PCIe addresses are
+        64-bit and a request must not cross the top of the address space)."""
         if size <= 0:
             raise InvalidArgument(f"DMA size must be positive, not {size}")
+        if size > self.max_dma_bytes:
+            raise InvalidArgument(
+                f"{self.name}: DMA size must be at most max_dma_bytes "
+                f"{self.max_dma_bytes:#x}, not {size:#x}"
+            )
+        if iova < 0 or iova + size > _TOP:
+            raise InvalidArgument(
+                f"{self.name}: DMA range {iova:#x}+{size:#x} must lie within [0, 2^64)"
+            )
         out = []
         end = iova + size
         while iova < end:
@@ -287,7 +326,15 @@ class Endpoint:
         return self._run(iova, len(data), data, pid, priv)
 
     def msi(self, addr: int, data: int, pasid: int | None = None) -> DmaResult:
-        """Signal a message-signalled interrupt: a 32-bit little-endian write of ``data``."""
+        """Signal a message-signalled interrupt: a 32-bit little-endian write of ``data``.
+
+        EINVAL, nothing sent, for ``data`` outside 32 bits or an ``addr`` that is not
+        4-byte aligned (PCIe "MSI Capability": the Message Data is 16 or 32 bits, the Message
+        Address is DWORD aligned, bits 1:0 reserved)."""
+        if not 0 <= data < _MSI_DATA_LIMIT:
+            raise InvalidArgument(f"{self.name}: MSI data must fit 32 bits, not {data:#x}")
+        if addr & 3:
+            raise InvalidArgument(f"{self.name}: MSI address must be 4-byte aligned, not {addr:#x}")
         return self.dma_write(addr, data.to_bytes(4, "little"), pasid)
 
     def _mrif_piece(

@@ -27,7 +27,7 @@ from iommusim.mem.addrmap import AddressMap
 from iommusim.mem.sparse import SparseMemory
 from iommusim.platform.bus import CostedMemory, RegisterWindow
 from iommusim.platform.costs import CostModel, Ledger
-from iommusim.platform.endpoint import Endpoint, check_ats_params
+from iommusim.platform.endpoint import DEFAULT_MAX_DMA_BYTES, Endpoint, check_ats_params
 from iommusim.platform.interrupts import InterruptSink
 from iommusim.sim.clock import VirtualClock
 
@@ -58,6 +58,7 @@ class EndpointConfig:
     prg_max_pages: int = 4
     prg_timeout_ns: int = 10_000_000
     ats_inval_delay_ns: int = 0
+    max_dma_bytes: int = DEFAULT_MAX_DMA_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,7 @@ class SystemConfig:
                 prg_max_pages=e.prg_max_pages,
                 prg_timeout_ns=e.prg_timeout_ns,
                 ats_inval_delay_ns=e.ats_inval_delay_ns,
+                max_dma_bytes=e.max_dma_bytes,
             )
         names = [e.name for e in self.endpoints]
         if len(set(names)) != len(names):
@@ -158,6 +160,7 @@ class System:
                 prg_max_pages=e.prg_max_pages,
                 prg_timeout_ns=e.prg_timeout_ns,
                 ats_inval_delay_ns=e.ats_inval_delay_ns,
+                max_dma_bytes=e.max_dma_bytes,
             )
             self.endpoints[e.name] = ep
             self._by_rid[e.rid] = ep
@@ -207,7 +210,10 @@ class System:
         self.ledger.settle()
 
     def run_for(self, ns: int) -> None:
-        """Let ``ns`` of idle time pass (after settling what was charged)."""
+        """Let ``ns`` of idle time pass (after settling what was charged); EINVAL, with
+        nothing settled, for a negative ``ns``: time only moves forward."""
+        if ns < 0:
+            raise InvalidArgument(f"run_for needs a non-negative time, not {ns} ns")
         self.ledger.settle()
         self.clock.advance(ns)
 

@@ -65,7 +65,15 @@ class DmaCookie:
         gran = 1 << shift
         offset = pa & (gran - 1)
         length = (offset + size + gran - 1) & ~(gran - 1)
+        # Everything that does not depend on the IOVA is checked before one is allocated:
+        # the physical range must be one the domain's leaves can hold.
+        limit = self.domain.pa_limit
+        if pa < 0 or pa - offset + length > limit:
+            raise InvalidArgument(f"physical range {pa:#x}+{size:#x} must lie below {limit:#x}")
         pages = length >> shift
+        if pages > self.limit_pfn:
+            self.stats["map_failures"] += 1
+            raise NoSpace(f"IOVA space exhausted mapping {size} bytes")
         pfn = self.iovad.alloc_iova_fast(pages, self.limit_pfn, cpu)
         if pfn is None:
             self.stats["map_failures"] += 1
@@ -74,7 +82,9 @@ class DmaCookie:
         try:
             self.domain.map(iova, pa - offset, length, prot)
         except BaseException:
-            self.iovad.free_iova_fast(pfn, cpu)
+            # Give the IOVA back exactly where it came from (the range cache or the tree),
+            # so a failed map leaves the allocator as it was.
+            self.iovad.undo_alloc_fast(pfn)
             self.stats["map_failures"] += 1
             raise
         self._mapped[pfn] = length
@@ -86,7 +96,7 @@ class DmaCookie:
         shift = self.iovad.shift
         gran = 1 << shift
         pfn = dma_addr >> shift
-        held = self.iovad.size_of(pfn)
+        held = self.iovad.size_of(pfn) if dma_addr >= 0 else None
         length = ((dma_addr & (gran - 1)) + size + gran - 1) & ~(gran - 1)
         # The size must be the one given to dma_map (rounded to the granule): anything else
         # would leave part of the buffer mapped under a freed IOVA, or clear someone else's.

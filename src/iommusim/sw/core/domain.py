@@ -66,6 +66,11 @@ class Domain:
         self.owner = owner
         self.pgsize_bitmap = pgsize_bitmap
         self.aperture_start, self.aperture_end = aperture
+        #: Exclusive top of the physical addresses a mapping may target (the page-table
+        #: format's output-address width); the core refuses a map beyond it up front.
+        self.pa_limit = 1 << 64
+        #: Set by the core once the domain is freed: every later use is refused (ENOENT).
+        self.freed = False
         self.cookie: DmaCookie | None = None
         #: Takes the page-request groups of faults on this domain and answers each once
         #: (``iommu_domain.iopf_handler``); None: page requests are answered "invalid".

@@ -32,6 +32,16 @@ __all__ = ["DmaMode", "IommuCore"]
 
 DmaMode = Literal["strict", "lazy", "passthrough"]
 _MODES: Final = ("strict", "lazy", "passthrough")
+_TOP: Final = 1 << 64
+
+
+def _live(domain: Domain) -> None:
+    """Refuse a freed domain. Linux hands out no handle for a freed ``iommu_domain`` (using
+    one is a use-after-free); the analogue with a handle is iommufd, whose lookup of a
+    destroyed object id fails with ENOENT (``iommufd_get_object``) -- so ENOENT here, for
+    every call that is given a freed domain."""
+    if domain.freed:
+        raise NotFound(f"{domain!r} has been freed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +154,7 @@ class IommuCore:
         driver = dev.iommu
         if driver is None:
             raise NoDevice(f"{dev.name} has no IOMMU")
+        # Nothing below can be refused: the device is probed and behind its IOMMU.
         for pasid, domain in list(group.pasid_array.items()):
             driver.blocked_domain.set_dev_pasid(dev, pasid, domain)
             if len(group.devices) == 1:
@@ -170,6 +181,7 @@ class IommuCore:
             domain.cookie.fq.destroy()
         if domain.is_paging:
             domain.free()
+            domain.freed = True
 
     def _device_at(self, driver: IommuDriver, rid: int) -> Device | None:
         """The probed device behind ``driver`` with requester id ``rid``."""
@@ -191,11 +203,18 @@ class IommuCore:
         return domain
 
     def domain_free(self, domain: Domain) -> None:
+        """iommu_domain_free: ENOENT for a domain already freed, EINVAL for a driver's
+        static identity or blocking domain (it is never allocated, so never freed), EBUSY
+        while attached or a group's default domain."""
+        _live(domain)
+        if any(domain is d.identity_domain or domain is d.blocked_domain for d in self.drivers):
+            raise InvalidArgument(f"{domain!r} is a static domain of its driver")
         if self._attached.get(id(domain)):
             raise Busy(f"{domain!r} is still attached")
         if any(g.default_domain is domain for g in self.groups):
             raise Busy(f"{domain!r} is a default domain")
         domain.free()
+        domain.freed = True
 
     def _set_group_domain(self, group: Group, domain: Domain) -> None:
         """__iommu_group_set_domain: move every device; on failure move them all back."""
@@ -226,6 +245,7 @@ class IommuCore:
 
     def attach_group(self, domain: Domain, group: Group) -> None:
         """__iommu_attach_group: from the default or the blocking domain only (else EBUSY)."""
+        _live(domain)
         cur = group.domain
         if cur is not group.default_domain and not (cur is not None and cur.type == DOMAIN_BLOCKED):
             raise Busy(f"group {group.id} is already attached to {group.domain!r}")
@@ -233,9 +253,11 @@ class IommuCore:
 
     def replace_group_domain(self, domain: Domain, group: Group) -> None:
         """iommu_group_replace_domain: switch without passing through the default."""
+        _live(domain)
         self._set_group_domain(group, domain)
 
     def detach_device(self, domain: Domain, dev: Device) -> None:
+        _live(domain)
         group = self._group_of(dev)
         if group.domain is not domain:
             raise InvalidArgument(f"{dev.name} is not attached to {domain!r}")
@@ -249,6 +271,7 @@ class IommuCore:
         with ``pasid``. EOPNOTSUPP when the domain cannot be attached to a PASID, EINVAL for
         PASID 0 (the RID), a PASID beyond a group device's width or a domain of another IOMMU,
         EBUSY when the PASID is taken; a driver failure undoes the devices already set."""
+        _live(domain)
         group = self._group_of(dev)
         driver = dev.iommu
         if driver is None:
@@ -279,6 +302,7 @@ class IommuCore:
     def detach_device_pasid(self, domain: Domain, dev: Device, pasid: int) -> None:
         """iommu_detach_device_pasid: the PASID blocks again; its pending page-request
         groups are answered "invalid". Detaching what is not attached does nothing."""
+        _live(domain)
         group = self._group_of(dev)
         if group.pasid_array.get(pasid) is not domain or dev.iommu is None:
             return
@@ -319,6 +343,7 @@ class IommuCore:
     # ------------------------------------------------------------------ map / unmap
     @staticmethod
     def _check_map(domain: Domain, iova: int, size: int) -> None:
+        _live(domain)
         if not domain.is_paging:
             raise InvalidArgument(f"{domain!r} cannot be mapped")
         gran = domain.pgsize_bitmap & -domain.pgsize_bitmap
@@ -332,6 +357,10 @@ class IommuCore:
         self._check_map(domain, iova, size)
         if pa & ((domain.pgsize_bitmap & -domain.pgsize_bitmap) - 1):
             raise InvalidArgument(f"paddr {pa:#x} is not aligned to the smallest page")
+        if pa < 0 or pa + size > domain.pa_limit:
+            raise InvalidArgument(
+                f"paddr range {pa:#x}+{size:#x} must lie below {domain.pa_limit:#x}"
+            )
         domain.map(iova, pa, size, prot)
 
     def unmap(self, domain: Domain, iova: int, size: int) -> int:
@@ -344,6 +373,7 @@ class IommuCore:
         return n
 
     def iova_to_phys(self, domain: Domain, iova: int) -> int | None:
+        _live(domain)
         return domain.iova_to_phys(iova)
 
     # ------------------------------------------------------------------ DMA API
@@ -362,6 +392,11 @@ class IommuCore:
         if cookie is None:
             if size <= 0:
                 raise InvalidArgument(f"DMA size must be positive, not {size}")
+            if direction not in (0, 1, 2):
+                raise InvalidArgument(f"DMA direction must be 0, 1 or 2, not {direction}")
+            # dma-direct: the bus address is the physical one, so it must be one.
+            if pa < 0 or pa + size > _TOP:
+                raise InvalidArgument(f"physical range {pa:#x}+{size:#x} must lie below 2^64")
             return pa  # dma-direct through an identity domain
         return cookie.map(pa, size, direction, cpu)
 

@@ -52,6 +52,9 @@ class IovaAllocator:
         self._rcaches = [_Rcache(ncpus) for _ in range(IOVA_RANGE_CACHE_MAX_SIZE)]
         self.ncpus = ncpus
         self.stats = {"rcache_hits": 0, "tree_allocs": 0, "tree_frees": 0}
+        # How the last alloc_iova_fast was served, for undo_alloc_fast: (pfn, order, cpu,
+        # index popped, magazine move) for a range-cache hit, (pfn,) for the tree.
+        self._last: tuple[int, ...] = ()
 
     # ------------------------------------------------------------------ tree
     def _fits(self, lo: int, size: int) -> bool:
@@ -128,7 +131,33 @@ class IovaAllocator:
             if pfn is not None:
                 self.stats["rcache_hits"] += 1
                 return pfn
-        return self.alloc_iova(size, limit_pfn)
+        pfn = self.alloc_iova(size, limit_pfn)
+        self._last = () if pfn is None else (pfn,)
+        return pfn
+
+    def undo_alloc_fast(self, pfn: int) -> None:
+        """Take back the allocation the last :meth:`alloc_iova_fast` made (it returned
+        ``pfn``), restoring the tree, the range cache and the counters exactly: what a
+        caller does when the mapping that needed the IOVA fails."""
+        last = self._last
+        if not last or last[0] != pfn:
+            raise InvalidArgument(f"IOVA pfn {pfn:#x} is not the last fast allocation")
+        self._last = ()
+        if len(last) == 1:
+            self.free_iova(pfn)
+            self.stats["tree_frees"] -= 1
+            self.stats["tree_allocs"] -= 1
+            return
+        _, order, cpu, k, move = last
+        rc = self._rcaches[order]
+        c = rc.cpus[cpu]
+        c.loaded.insert(k, pfn)
+        if move == 1:
+            c.loaded, c.prev = c.prev, c.loaded
+        elif move == 2:
+            rc.depot.append(c.loaded)
+            c.loaded = []
+        self.stats["rcache_hits"] -= 1
 
     def free_iova_fast(self, pfn: int, cpu: int = 0) -> None:
         size = self._sizes.get(pfn)
@@ -142,19 +171,31 @@ class IovaAllocator:
 
     def _rcache_get(self, order: int, limit_pfn: int, cpu: int) -> int | None:
         rc = self._rcaches[order]
-        c = rc.cpus[cpu % self.ncpus]
+        cpu %= self.ncpus
+        c = rc.cpus[cpu]
+        move = 0
         if not c.loaded:
             if c.prev:
                 c.loaded, c.prev = c.prev, c.loaded
+                move = 1
             elif rc.depot:
                 c.loaded = rc.depot.pop()
+                move = 2
             else:
                 return None
         # iova_magazine_pop: the most recently freed pfn that fits under the limit.
         size = 1 << order
         for k in range(len(c.loaded) - 1, -1, -1):
             if c.loaded[k] + size - 1 <= limit_pfn:
-                return c.loaded.pop(k)
+                pfn = c.loaded.pop(k)
+                self._last = (pfn, order, cpu, k, move)
+                return pfn
+        # Nothing fits: put the magazines back, so a lookup that finds nothing moves nothing.
+        if move == 1:
+            c.loaded, c.prev = c.prev, c.loaded
+        elif move == 2:
+            rc.depot.append(c.loaded)
+            c.loaded = []
         return None
 
     def _rcache_put(self, order: int, pfn: int, cpu: int) -> None:

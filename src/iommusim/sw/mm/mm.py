@@ -492,6 +492,14 @@ class Mm:
             raise BadAddress(f"address {at:#x} cannot be {what}: not mapped")
         first = addr & ~_PAGE_MASK
         last = (end - 1) & ~_PAGE_MASK
+        # Bounded work: a page that is not resident needs a new page, so a long range with
+        # more pages than are resident and free together cannot be faulted in -- refuse it
+        # before looking at its pages one by one (short ranges get the exact count below).
+        span = ((last - first) >> 12) + 1
+        if span > 512 and span - len(self._resident) > self.pages.nr_free:
+            raise OutOfMemory(
+                f"faulting in {addr:#x}+{n:#x} needs more than the {self.pages.nr_free} free pages"
+            )
         missing = [
             va
             for va in range(first, last + PAGE_SIZE, PAGE_SIZE)

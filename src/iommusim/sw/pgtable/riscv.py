@@ -232,6 +232,11 @@ class RiscvPageTable:
     def pgsize_bitmap(self) -> int:
         return self.fmt.pgsize_bitmap
 
+    @property
+    def pa_limit(self) -> int:
+        """Exclusive top of the physical addresses a leaf can hold (the 44-bit PPN: 2^56)."""
+        return _PA_LIMIT
+
     def atp(self, gscid: int = 0) -> int:
         """The ``iosatp`` (first stage) or ``iohgatp`` (G-stage, with ``gscid``) value that
         points the IOMMU at this table (riscv-iommu: "First-Stage context (fsc)", "IO
@@ -360,9 +365,12 @@ class RiscvPageTable:
         imask = self._root_mask if level == self._levels - 1 else 511
         leafable = level <= _MAX_LEAF_LEVEL
         rd = self._rd
+        # Bounded work: once the count passes the free pages the map fails with ENOMEM
+        # anyway, so a huge range stops here instead of being planned to the end.
+        budget = self.pages.nr_free
         new = 0
         v = start
-        while v < end:
+        while v < end and new <= budget:
             nxt = ((v >> shift) + 1) << shift
             nxt = min(nxt, end)
             entry = rd(tpa + ((v >> shift) & imask) * 8) if tpa >= 0 else 0
@@ -560,9 +568,12 @@ class RiscvPageTable:
         shift = 12 + _VPN_BITS * level
         imask = self._root_mask if level == self._levels - 1 else 511
         rd = self._rd
+        # Bounded work: once the count passes the free pages the map fails with ENOMEM
+        # anyway, so a huge range stops here instead of being planned to the end.
+        budget = self.pages.nr_free
         new = 0
         v = start
-        while v < end:
+        while v < end and new <= budget:
             nxt = ((v >> shift) + 1) << shift
             nxt = min(nxt, end)
             entry = rd(tpa + ((v >> shift) & imask) * 8) if tpa >= 0 else 0

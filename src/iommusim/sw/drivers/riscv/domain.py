@@ -106,6 +106,7 @@ class RiscvPagingDomain(Domain):
         self.driver = driver
         self.pscid = pscid
         self.pgtable = RiscvPageTable(driver.mem, driver.pages, fmt, set_ad=True)
+        self.pa_limit = self.pgtable.pa_limit
         self.bonds: list[Bond] = []
         self.invalidations = 0
 
