@@ -517,10 +517,10 @@ class RiscvIommu:
             s1perms = _ALL_PERMS
             s1pbmt = 0
             g = 0
-        if ats and not s1perms:
-            return self._ats_response(
-                executes, priv, 0, gpa, 12, g if (pv and s1mode) else 0, False
-            )
+        # An ATS request whose first-stage leaf grants none of the requested permissions
+        # still walks the G-stage to its end (riscv-iommu: "PCIe ATS translation request
+        # handling": the permissions are formed once "the translation could be successfully
+        # completed"; a G-stage fault still decides the status).
         # MSI address translation (riscv-iommu: "Process to translate addresses of MSIs").
         if dc.msiptp_mode and eng.msi_match(dc, gpa):
             w0, w1 = eng.msi_pte(dc, gpa)
@@ -549,8 +549,19 @@ class RiscvIommu:
                 STATUS_SUCCESS, pa=((w0 >> 10 & _PPN_MASK) << 12) | (gpa & 0xFFF), is_msi=True
             )
         if dc.g_mode:
+            # An ATS completion whose first stage denies W grants no W, so the G-stage leaf
+            # is not dirtied for it (riscv-iommu: "IOMMU updating of PTE accessed (A) and
+            # dirty (D) updates": the privileged spec's rules). NW only matters for ATS.
             spa, gsize, gperms, gpbmt = eng.g_stage(
-                dc, gpa, acc, 0, ats, reads=reads, writes=writes, executes=executes, nw=nw
+                dc,
+                gpa,
+                acc,
+                0,
+                ats,
+                reads=reads,
+                writes=writes,
+                executes=executes,
+                nw=nw or not s1perms & P_W,
             )
         else:
             spa = gpa
@@ -586,7 +597,18 @@ class RiscvIommu:
         self, executes: bool, priv: bool, perms: int, addr: int, size_lg2: int, g: int, msi: bool
     ) -> Response:
         """riscv-iommu: "PCIe ATS translation request handling": completion fields
-        (``executes`` and ``priv`` as the request's, see :meth:`_translate`)."""
+        (``executes`` and ``priv`` as the request's, see :meth:`_translate`).
+
+        ``perms`` are what both stages grant: a denied permission is 0, the others as the
+        page tables say; X only with R and an execute request. ``g`` is the first-stage
+        Global bit (0 without PASID, with a Bare first stage or for an MSI). Global is "set
+        to the value determined from the first-stage page tables if translation could be
+        successfully completed and the request had a PASID present. In all other cases ...
+        set to 0". A permission denial is a translation that "could be successfully
+        completed" (the spec's words for it), so it keeps the first-stage G even when it
+        grants nothing (public vector ats-000001 step 29 pins that); a translation that
+        could not be completed -- a fault in either stage -- is answered by :meth:`_fault`
+        with G = 0. Priv is the request's (0 without PASID); N, CXL.io and AMA are 0."""
         r = bool(perms & P_R)
         w = bool(perms & P_W)
         x = bool(perms & P_X) and r and executes

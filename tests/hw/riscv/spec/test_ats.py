@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from iommusim.bits.riscv import PC_TA
+from iommusim.bits.riscv import DC_IOHGATP, PC_FSC, PC_TA
 from iommusim.hw.riscv.transaction import STATUS_CA, STATUS_SUCCESS, STATUS_UR
 from iommusim.mem import ACCESS
 
@@ -136,3 +136,136 @@ def test_ats_in_bare_mode_is_260(make_soc):
     assert soc.translate(DID, 0x5000, **ATS).cause == 260
     assert soc.translate(DID, 0x5000).pa == 0x5000
     assert soc.causes() == [260]
+
+
+# ---------------------------------------------------------------------------------------------
+# riscv-iommu: "PCIe ATS translation request handling": "If the translation could be
+# successfully completed but the requested permissions are not present in either stage
+# (Execute requested but no execute permission; no-write not requested and no write
+# permission; no read permission) then a Success response is returned with the denied
+# permission (R, W or X) set to 0 and the other permission bits set to the value determined
+# from the page tables." Both stages are walked to their end first, with their A/D updates
+# ("IOMMU updating of PTE accessed (A) and dirty (D) updates").
+
+PID = 0x2B
+IOVA = 0x7000
+GPA = 0x1_2000_5000  # outside the identity-mapped gigabyte of the G-stage
+SPA = 0x2_4000_9000
+#: Leaf flags that deny one permission (A = 0 so the walk's A update shows; D = 1 so a
+#: writable leaf never needs a D update). A leaf without R is execute-only.
+DENY = {"r": {"r": 0, "w": 0, "x": 1}, "w": {"w": 0}, "x": {"x": 0}}
+#: The request asking for each permission: read (NW = 1), write (NW = 0), execute (NW = 1).
+ASK = {"r": {"no_write": True}, "w": {"no_write": False}, "x": {"exec_req": True}}
+
+
+def _two_stage_ats(soc, *, pasid, s1_flags, g_flags):
+    """A device with SADE = GADE = 1, an Sv39x4 G-stage and an Sv39 first stage (in DC.fsc,
+    or in a PD8 process context for ``pasid``) mapping IOVA -> GPA -> SPA with one 4 KiB leaf
+    per stage. Returns the addresses of the first-stage and G-stage leaves."""
+    groot = soc.new_pt("sv39x4")
+    soc.identity_gstage(groot)
+    pt = soc.new_pt()
+    iohgatp = DC_IOHGATP.encode(mode=8, gscid=3, ppn=groot >> 12)
+    iosatp = PC_FSC.encode(mode=soc.SATP_MODE["sv39"], ppn=pt >> 12)
+    if pasid:
+        pdt = soc.new_pdt()
+        soc.write_dc(
+            DID,
+            tc=soc.tc(en_ats=1, pdtv=1, sade=1, gade=1),
+            iohgatp=iohgatp,
+            fsc=soc.PDTP_MODE["pd8"] << 60 | pdt >> 12,
+        )
+        soc.write_pc(pdt, PID, "pd8", fsc=iosatp)
+    else:
+        soc.write_dc(DID, tc=soc.tc(en_ats=1, sade=1, gade=1), iohgatp=iohgatp, fsc=iosatp)
+    s1 = soc.map(pt, IOVA, GPA, **{"x": 1, "a": 0, "g": 1, **s1_flags})
+    g = soc.map(groot, GPA, SPA, "sv39x4", **{"x": 1, "a": 0, **g_flags})
+    return s1, g
+
+
+def _ats(soc, pasid, **kw):
+    if pasid:
+        kw.update(pid_valid=True, process_id=PID)
+    return soc.translate(DID, IOVA + 0x24, at=2, **kw)
+
+
+@pytest.mark.parametrize("pasid", [False, True])
+@pytest.mark.parametrize("denied_by", [None, "s1", "g", "both"])
+@pytest.mark.parametrize("perm", ["r", "w", "x"])
+def test_requested_permission_granted_or_denied_by_each_stage(soc, perm, denied_by, pasid):
+    """riscv-iommu: "PCIe ATS translation request handling": a denied permission is 0 in the
+    Success completion, the others come from the page tables of both stages; X only with R
+    and an execute request (which needs a PASID); U = 0, Priv as requested (0), G is the
+    first-stage G for a PASID request that completed (also when permissions are denied:
+    public vector ats-000001 step 29), the range is the 4 KiB leaf of both stages; no fault
+    is recorded, and both leaves get A set by the walk (SADE = GADE = 1)."""
+    deny = DENY[perm]
+    s1, g = _two_stage_ats(
+        soc,
+        pasid=pasid,
+        s1_flags=deny if denied_by in ("s1", "both") else {},
+        g_flags=deny if denied_by in ("g", "both") else {},
+    )
+    resp = _ats(soc, pasid, **ASK[perm])
+    denied = denied_by is not None
+    executes = perm == "x" and pasid
+    want_r = not (denied and perm == "r")
+    want_w = want_r and not (denied and perm == "w")
+    want_x = want_r and executes and not (denied and perm == "x")
+    assert resp.status == STATUS_SUCCESS
+    assert (resp.r, resp.w, resp.exe) == (want_r, want_w, want_x)
+    assert (resp.u, resp.priv, resp.g) == (False, False, pasid)
+    if want_r:
+        assert (resp.ppn, resp.s, resp.size_lg2) == (SPA >> 12, False, 12)
+    assert soc.faults() == []
+    for pte in (s1, g):
+        assert soc.rd64(pte) >> 6 & 3 == 3  # A set by the walk, D kept
+
+
+@pytest.mark.parametrize("pasid", [False, True])
+def test_first_stage_denial_still_walks_the_g_stage_to_its_fault(soc, pasid):
+    """riscv-iommu: "PCIe ATS translation request handling": a first-stage leaf granting none
+    of the requested permissions does not end the translation: a G-stage guest-page fault
+    (cause 21) then means the translation "could not be completed" -- Success with R = W = 0
+    and G = 0 (Global only for a completed translation), nothing logged."""
+    _two_stage_ats(soc, pasid=pasid, s1_flags=DENY["r"], g_flags={"v": 0})
+    resp = _ats(soc, pasid)
+    assert resp.status == STATUS_SUCCESS and resp.cause == 21
+    assert (resp.r, resp.w, resp.exe, resp.g) == (False, False, False, False)
+    assert soc.faults() == []
+
+
+def test_first_stage_denial_then_g_stage_access_fault_is_completer_abort(soc):
+    """riscv-iommu: "PCIe ATS translation request handling": the G-stage walk after a
+    first stage that grants nothing can still end in an access fault (cause 5): Completer
+    Abort, recorded with TTYP 8."""
+    _s1, g = _two_stage_ats(soc, pasid=True, s1_flags=DENY["r"], g_flags={})
+    soc.mem.inject(g, 8, ACCESS)
+    resp = _ats(soc, True)
+    assert resp.status == STATUS_CA
+    (rec,) = soc.faults()
+    assert (rec["cause"], rec["ttyp"], rec["iotval"]) == (5, 8, IOVA + 0x24)
+
+
+@pytest.mark.parametrize("nw", [True, False])
+def test_write_denied_by_first_stage_leaves_g_stage_clean(soc, nw):
+    """riscv-iommu: "IOMMU updating of PTE accessed (A) and dirty (D) updates" (the privileged
+    spec's rules) with "PCIe ATS translation request handling": when the first stage denies
+    W, the completion grants no W, so the writable clean G-stage leaf is not marked dirty,
+    whatever NW says; R is granted and A set in both stages."""
+    s1, g = _two_stage_ats(soc, pasid=False, s1_flags={"w": 0}, g_flags={"d": 0})
+    resp = _ats(soc, False, no_write=nw)
+    assert resp.ok and resp.r and not resp.w
+    assert soc.rd64(s1) >> 6 & 3 == 3
+    assert soc.rd64(g) >> 6 & 3 == 1  # A only
+
+
+def test_write_request_dirties_both_stages(soc):
+    """riscv-iommu: "IOMMU updating of PTE accessed (A) and dirty (D) updates": an ATS request
+    with NW = 0 granted W by both (clean, writable) stages under SADE = GADE = 1 sets A and D
+    in both leaves and is granted W."""
+    s1, g = _two_stage_ats(soc, pasid=False, s1_flags={"d": 0}, g_flags={"d": 0})
+    resp = _ats(soc, False, no_write=False)
+    assert resp.ok and resp.r and resp.w
+    assert soc.rd64(s1) >> 6 & 3 == 3
+    assert soc.rd64(g) >> 6 & 3 == 3
