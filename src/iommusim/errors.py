@@ -14,7 +14,13 @@
     │   ├── NoDevice               ENODEV
     │   ├── NoSpace                ENOSPC
     │   ├── Overflow               EOVERFLOW (also an OverflowError)
-    │   └── BadAddress             EFAULT (an address outside every mapping)
+    │   ├── BadAddress             EFAULT (an address outside every mapping)
+    │   ├── NotPermitted           EPERM
+    │   ├── AddressInUse           EADDRINUSE
+    │   ├── MessageTooLong         EMSGSIZE (an output array too small; the count is returned)
+    │   ├── ArgumentTooBig         E2BIG (a struct longer than the kernel's, non-zero tail)
+    │   ├── InappropriateIoctl     ENOTTY (an ioctl number the file does not implement)
+    │   └── BadFileDescriptor      EBADF (a closed file)
     ├── FormatError                malformed input file (vector, scenario); names the field
     └── BusError                   a memory access answered with an error (access fault or
                                    poisoned data); the hardware models turn it into the spec's
@@ -27,18 +33,24 @@ import errno as _errno
 from typing import ClassVar
 
 __all__ = [
+    "AddressInUse",
     "ApiError",
+    "ArgumentTooBig",
     "BadAddress",
+    "BadFileDescriptor",
     "BusError",
     "Busy",
     "Exists",
     "FormatError",
+    "InappropriateIoctl",
     "InvalidArgument",
     "IommusimError",
+    "MessageTooLong",
     "ModelError",
     "NoDevice",
     "NoSpace",
     "NotFound",
+    "NotPermitted",
     "NotSupported",
     "OutOfMemory",
     "Overflow",
@@ -103,6 +115,31 @@ class Overflow(ApiError, OverflowError):
 
 class BadAddress(ApiError):
     errno = _errno.EFAULT
+
+
+class NotPermitted(ApiError):
+    # Not a PermissionError: OSError's errno attribute would clash with ApiError.errno.
+    errno = _errno.EPERM
+
+
+class AddressInUse(ApiError):
+    errno = _errno.EADDRINUSE
+
+
+class MessageTooLong(ApiError):
+    errno = _errno.EMSGSIZE
+
+
+class ArgumentTooBig(ApiError):
+    errno = _errno.E2BIG
+
+
+class InappropriateIoctl(ApiError):
+    errno = _errno.ENOTTY
+
+
+class BadFileDescriptor(ApiError):
+    errno = _errno.EBADF
 
 
 class BusError(IommusimError):

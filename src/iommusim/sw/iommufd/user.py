@@ -1,0 +1,118 @@
+"""User memory behind the pointers inside iommufd's ioctl structs.
+
+The kernel reaches user memory with ``copy_from_user`` / ``copy_to_user`` (any fault is
+EFAULT) and pins pages with ``pin_user_pages`` for DMA (``drivers/iommu/iommufd/pages.c``).
+:class:`UserMemory` is that surface; :class:`MmUserMemory` implements it over a model
+process (:class:`iommusim.sw.mm.Mm`), whose pages are demand-paged into physical memory.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Protocol
+
+from iommusim.errors import BadAddress, InvalidArgument
+from iommusim.sw.mm import PROT_READ, PROT_WRITE, Mm
+from iommusim.sw.pages import PAGE_SIZE
+
+__all__ = ["MmUserMemory", "UserMemory"]
+
+_PAGE_MASK: Final = PAGE_SIZE - 1
+
+
+class UserMemory(Protocol):
+    """The user address space an iommufd file serves.
+
+    ``read``/``write`` raise :class:`BadAddress` (EFAULT) when any byte is inaccessible,
+    having changed nothing. ``pin_pages`` pins ``npages`` pages from the page-aligned
+    ``va`` (faulting them in, writable when ``write``) and returns their physical
+    addresses; on failure (EFAULT) nothing stays pinned. ``unpin_pages`` drops one pin of
+    each page.
+    """
+
+    def read(self, va: int, n: int) -> bytes: ...
+
+    def write(self, va: int, data: bytes) -> None: ...
+
+    def pin_pages(self, va: int, npages: int, write: bool) -> list[int]: ...
+
+    def unpin_pages(self, va: int, npages: int) -> None: ...
+
+
+class MmUserMemory:
+    """:class:`UserMemory` over a model process.
+
+    Pins are counted per page here (the model's ``page->_refcount`` from
+    ``pin_user_pages``): :attr:`pins` maps a page's user address to (physical address,
+    pin count). A pinned page keeps the physical page it had when it was pinned.
+    """
+
+    __slots__ = ("_pins", "mm")
+
+    def __init__(self, mm: Mm) -> None:
+        self.mm = mm
+        self._pins: dict[int, list[int]] = {}
+
+    @property
+    def pins(self) -> dict[int, tuple[int, int]]:
+        """Page user address -> (physical address, pin count), a copy."""
+        return {va: (v[0], v[1]) for va, v in self._pins.items()}
+
+    def pin_count(self, va: int) -> int:
+        v = self._pins.get(va & ~_PAGE_MASK)
+        return 0 if v is None else v[1]
+
+    def read(self, va: int, n: int) -> bytes:
+        return self.mm.read(va, n)
+
+    def write(self, va: int, data: bytes) -> None:
+        self.mm.write(va, data)
+
+    def pin_pages(self, va: int, npages: int, write: bool) -> list[int]:
+        """``pin_user_pages(FOLL_LONGTERM | (write ? FOLL_WRITE : 0))``: every page is
+        checked against its area first, so an EFAULT pins (and faults in) nothing."""
+        if va & _PAGE_MASK or npages <= 0:
+            raise InvalidArgument(f"pin needs a page-aligned va and npages > 0, not {va:#x}")
+        end = va + npages * PAGE_SIZE
+        at = va
+        while at < end:
+            vma = self.mm.find_vma(at)
+            if vma is None:
+                raise BadAddress(f"cannot pin {at:#x}: not mapped")
+            need = PROT_WRITE if write else PROT_READ | PROT_WRITE
+            if not vma.prot & need:
+                raise BadAddress(
+                    f"cannot pin {at:#x}{' for write' if write else ''}: prot {vma.prot}"
+                )
+            at = vma.end
+        out: list[int] = []
+        try:
+            for page in range(va, end, PAGE_SIZE):
+                got = self._pins.get(page)
+                if got is None:
+                    # OutOfMemory from the fault is rolled back below.
+                    if not self.mm.fault_in(page, write=write):  # pragma: no cover - checked
+                        raise BadAddress(f"cannot fault in {page:#x}")
+                    pa = self.mm.translate(page)
+                    if pa is None:  # pragma: no cover - fault_in made it present
+                        raise BadAddress(f"page {page:#x} is not present")
+                    self._pins[page] = [pa, 1]
+                    out.append(pa)
+                else:
+                    got[1] += 1
+                    out.append(got[0])
+        except BaseException:
+            if out:
+                self.unpin_pages(va, len(out))
+            raise
+        return out
+
+    def unpin_pages(self, va: int, npages: int) -> None:
+        for page in range(va, va + npages * PAGE_SIZE, PAGE_SIZE):
+            got = self._pins.get(page)
+            if got is None:
+                raise InvalidArgument(f"page {page:#x} is not pinned")
+        for page in range(va, va + npages * PAGE_SIZE, PAGE_SIZE):
+            got = self._pins[page]
+            got[1] -= 1
+            if got[1] == 0:
+                del self._pins[page]
