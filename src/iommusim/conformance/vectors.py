@@ -14,7 +14,12 @@ from typing import Any
 
 from iommusim.errors import FormatError
 from iommusim.hw.riscv.iommu import RiscvIommu
-from iommusim.hw.riscv.params import MODE_NAMES, RiscvIommuParams, default_bare_page_size
+from iommusim.hw.riscv.params import (
+    MODE_NAMES,
+    CacheParams,
+    RiscvIommuParams,
+    default_bare_page_size,
+)
 from iommusim.hw.riscv.transaction import AT_NAMES, Message, Request, Response
 from iommusim.mem import FaultInjectingMemory, SparseMemory
 
@@ -181,9 +186,14 @@ class Replay:
     events: list[Message] = field(default_factory=list)
     inval_reqs: list[Message] = field(default_factory=list)
     on_step: Callable[[int, JsonObj, RiscvIommu], None] | None = None
+    #: Cache geometry to replay with instead of the default one (FORMAT section 7.3: the
+    #: expectations hold for any spec-compliant caching).
+    caches: CacheParams | None = None
 
     def __post_init__(self) -> None:
         self.params = params_from_json(self.vec["params"])
+        if self.caches is not None:
+            self.params = self.params.with_(caches=self.caches)
         for k, chunk in enumerate(self.vec["memory"]):
             w = f"memory[{k}]"
             if not isinstance(chunk, dict):

@@ -7,6 +7,7 @@ or memory image; it returns a :class:`Response` and writes the fault record the 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Final
 
 from iommusim.errors import BusError, ModelError
@@ -74,6 +75,22 @@ OP_ATS: Final = 4
 PRG_SUCCESS: Final = 0
 PRG_INVALID_REQUEST: Final = 1
 PRG_RESPONSE_FAILURE: Final = 0xF
+
+
+_M64: Final = (1 << 64) - 1
+
+
+def _on_the_wire(req: Request) -> Request:
+    """``req`` as the bus delivers it: a 24-bit device_id, a 20-bit process_id and a 64-bit
+    address (riscv-iommu: "Process to translate an IOVA": "device_id", "process_id", "IOVA";
+    PCIe carries no more bits). Wider or negative values are taken modulo those widths, the
+    bus-level answer for a request no device could send (like a register write's value)."""
+    return replace(
+        req,
+        device_id=req.device_id & 0xFFFFFF,
+        iova=req.iova & _M64,
+        process_id=req.process_id & 0xFFFFF,
+    )
 
 
 class RiscvIommu:
@@ -279,13 +296,15 @@ class RiscvIommu:
         if (tail + 1) & (size - 1) == r.fqh:
             r.fq_error(FQCSR_FQOF)
             return
+        # Each field keeps its width (FQ record: DID 24 bits, PID 20 bits), whatever the
+        # caller's integers: a record never spills into its neighbours or past 64 bits.
         w0 = (
-            cause
-            | (pid if pv else 0) << 12
+            cause & 0xFFF
+            | ((pid & 0xFFFFF) if pv else 0) << 12
             | int(pv) << 32
             | int(pv and priv) << 33
-            | ttyp << 34
-            | did << 40
+            | (ttyp & 0x3F) << 34
+            | (did & 0xFFFFFF) << 40
         )
         words = (w0, 0, iotval & ((1 << 64) - 1), iotval2 & ((1 << 64) - 1))
         base = ((r.fqb >> 10 & _PPN_MASK) << 12) + tail * 32
@@ -331,6 +350,8 @@ class RiscvIommu:
                 return Response(
                     STATUS_SUCCESS, pa=hit[3] | (req.iova & 0xFFF), pbmt=hit[5], size_lg2=hit[6]
                 )
+        if req.device_id >> 24 or req.iova >> 64 or req.process_id >> 20:
+            req = _on_the_wire(req)
         try:
             out = self._translate(
                 req.device_id,
@@ -393,6 +414,12 @@ class RiscvIommu:
         pv = process_id >= 0
         pid = process_id if pv else 0
         sup = priv and pv
+        if device_id >> 24 or iova >> 64 or pid >> 20:
+            # Only the bus's bits reach the IOMMU (see _on_the_wire); checked after the IOTLB,
+            # which holds no entry for a value outside them.
+            device_id &= 0xFFFFFF
+            iova &= _M64
+            pid &= 0xFFFFF
         try:
             out = self._translate(
                 device_id, iova, AT_UNTRANSLATED, pv, pid, sup, not is_write, is_write, False, True
@@ -873,7 +900,15 @@ class RiscvIommu:
         dsv: bool,
         dseg: int,
     ) -> None:
-        """riscv-iommu: "PCIe ATS Page Request handling"."""
+        """riscv-iommu: "PCIe ATS Page Request handling".
+
+        Fields are taken modulo the widths the message carries (device_id 24 bits, PASID 20,
+        RID 16, segment 8, payload 64), as :func:`_on_the_wire` does for requests."""
+        did &= 0xFFFFFF
+        pid &= 0xFFFFF
+        payload &= _M64
+        rid &= 0xFFFF
+        dseg &= 0xFF
         r = self.regs
         last = bool(payload >> 2 & 1)
         stop_marker = last and not payload & 3

@@ -11,6 +11,46 @@ the WARL choices are those of the conformance corpus (FORMAT.md section 6.5).
 Optional registers whose ``capabilities`` bit is 0 are simply not mapped: "a read from the
 memory-mapped register offset of the register returns 0 and writes to that offset are ignored".
 Reserved and custom fields read 0 (no custom use is implemented).
+
+UNSPECIFIED behaviours and the answer chosen
+--------------------------------------------
+
+riscv-iommu: "Memory-mapped register interface": "The IOMMU behavior for register accesses
+where the address is not aligned to the size of the access, or if the access spans multiple
+registers, or if the size of the access is not 4 bytes or 8 bytes, is UNSPECIFIED." The model
+answers every access at the bus level -- never with an exception, whatever the offset, size or
+value (a fuzzer's or a buggy driver's access is data, DESIGN rule 3):
+
+* **an access size other than 4 or 8** (0, 1, 2, 3, 5..7, 16, negative, ...): a read returns
+  0, a write is ignored (no register changes, no side effect). Sub-word accesses are not
+  merged into a register: the spec defines no byte enables for this page;
+* **an offset not aligned to the access size** (a 4-byte access at ``4k + 1..3``, an 8-byte
+  access at ``8k + 4`` or any other non-multiple of 8): read 0, write ignored -- not
+  "rounded down", which would reach a register the access did not name;
+* **an offset outside the 4 KiB register page** (negative, or ``offset + size > 4096``): read
+  0, write ignored (the access does not decode to this IOMMU);
+* **an aligned 8-byte access spanning two 4-byte registers** (e.g. ``cqh``/``cqt`` at 32,
+  ``msi_data``/``msi_vec_ctl`` at ``768 + 16x + 8``): performed as the two 4-byte accesses
+  it covers -- a read composes ``low | high << 32``; a write goes to the high half first, then
+  the low half, the order the spec gives for an 8-byte access seen "as if two separate 4 byte
+  accesses";
+* **reserved offsets, custom-use offsets** (12, 688..759, the tail of the page) **and the
+  offsets of optional registers that are not implemented**: read 0, writes ignored (the spec's
+  rule for optional registers; "designated for custom use should be implemented as read-only
+  zero"); a 4- or 8-byte access half on an implemented register and half on such an offset
+  reads 0 for that half and ignores the write to it;
+* **a value wider than the access** (more than 32 or 64 bits) **or negative**: the bus carries
+  only ``8 * size`` bits, so the value is taken modulo ``2**(8 * size)`` (a negative value as
+  its two's complement) before the register's own access rules apply;
+* **fctl written while ``ddtp.iommu_mode`` is not Off or a queue is on** (riscv-iommu:
+  "Features-control register (fctl)"): the write is performed; cached device contexts are kept,
+  and a request through one whose ``iohgatp.MODE`` the new ``fctl.GXL`` does not support ends
+  in "DDT entry misconfigured" (259), as a fresh read of that DC would.
+
+Outside this file, the same bus-level rule applies to what a device presents (``iommu.py``):
+request and page-request fields wider than the bus's (device_id 24 bits, process_id 20, IOVA and
+payload 64) are taken modulo those widths, and a fault record never carries more bits per field
+than its layout has.
 """
 
 from __future__ import annotations
@@ -418,17 +458,17 @@ class Registers:
     # -- the bus interface -------------------------------------------------------------------
 
     @staticmethod
-    def _check(offset: int, size: int) -> None:
-        if size not in (4, 8):
-            raise ModelError(f"register access size must be 4 or 8, not {size}")
-        if not 0 <= offset <= REGISTERS_SIZE - size:
-            raise ModelError(f"register offset must be in 0..{REGISTERS_SIZE - size}, not {offset}")
-        if offset % size:
-            raise ModelError(f"register offset must be {size}-byte aligned, not {offset:#x}")
+    def decodes(offset: int, size: int) -> bool:
+        """Whether an access of ``size`` bytes at ``offset`` is one the spec defines: 4 or 8
+        bytes, naturally aligned, inside the page. Any other access reads 0 and ignores the
+        write (the module docstring's UNSPECIFIED list)."""
+        return size in (4, 8) and not offset & (size - 1) and 0 <= offset <= REGISTERS_SIZE - size
 
     def read(self, offset: int, size: int) -> int:
-        """Read ``size`` (4 or 8) bytes at ``offset``; unmapped offsets read 0."""
-        self._check(offset, size)
+        """Read ``size`` (4 or 8) bytes at ``offset``; unmapped offsets read 0, and so does
+        an access the spec leaves UNSPECIFIED (see the module docstring)."""
+        if not self.decodes(offset, size):
+            return 0
         reg = self._table[offset >> 2]
         if size == 8 and reg is not None and reg.size == 8:
             return reg.read()
@@ -447,9 +487,11 @@ class Registers:
     def write(self, offset: int, size: int, value: int) -> None:
         """Write ``size`` (4 or 8) bytes at ``offset``, applying every access rule.
 
-        Bits above the access size are ignored; unmapped offsets ignore the write.
+        Bits above the access size are ignored; unmapped offsets ignore the write, and so
+        does an access the spec leaves UNSPECIFIED (see the module docstring).
         """
-        self._check(offset, size)
+        if not self.decodes(offset, size):
+            return
         reg = self._table[offset >> 2]
         if size == 8:
             value &= M64

@@ -297,7 +297,14 @@ class TranslationEngine:
         meaningful for ATS; otherwise a missing permission faults).
         """
         fctl = self.regs.fctl
-        levels, bits, ptesz, gpabits = (G_MODES_GXL1 if fctl & 4 else G_MODES_GXL0)[dc.g_mode]
+        try:
+            levels, bits, ptesz, gpabits = (G_MODES_GXL1 if fctl & 4 else G_MODES_GXL0)[dc.g_mode]
+        except KeyError:
+            # A DC checked under another fctl.GXL (written while the IOMMU was not Off,
+            # UNSPECIFIED by riscv-iommu: "Features-control register (fctl)") names a mode the
+            # current GXL does not have: the DC is misconfigured now ("Device-context
+            # configuration checks"). try/except costs nothing when no exception is raised.
+            raise TranslationFault(F.DDT_MISCONFIGURED) from None
         gpf = F.GUEST_PAGE_FAULT[acc]
         iotval2 = (gpa & ~3) | implicit
         if gpa >> gpabits:
@@ -523,7 +530,15 @@ class TranslationEngine:
         nw: bool,
     ) -> tuple[int, int, int, int, int]:
         """First-stage (VS or single-stage) walk. Returns ``(gpa, size_lg2, perms, pbmt, g)``."""
-        levels, bits, ptesz, vabits = (S1_MODES_SXL1 if dc.sxl else S1_MODES_SXL0)[mode]
+        try:
+            levels, bits, ptesz, vabits = (S1_MODES_SXL1 if dc.sxl else S1_MODES_SXL0)[mode]
+        except KeyError:
+            # A PC from the process-directory cache, checked against a DC with another SXL
+            # (the DC changed in memory and was re-read without IODIR.INVAL_PDT): its mode is
+            # not one this DC's SXL has -- the PC is misconfigured for it (riscv-iommu:
+            # "Process-context configuration checks"). A DC's own iosatp mode is checked
+            # with its SXL, so only a PC's can miss.
+            raise TranslationFault(F.PDT_MISCONFIGURED) from None
         pf = F.PAGE_FAULT[acc]
         if ptesz == 4:
             if iova >> 32:
