@@ -16,6 +16,7 @@ from iommusim.errors import (
     Exists,
     InvalidArgument,
     MessageTooLong,
+    NoDevice,
     NoSpace,
     NotFound,
     NotPermitted,
@@ -601,3 +602,57 @@ def test_close_destroys_leaf_first_and_releases_everything(env: Any) -> None:
     area.pages.pin(0, 0)
     env.fd.close()
     assert len(env.fd.file.objects) == 0 and env.user.pins == {} and area.pages.refs == 0
+
+
+# ---------------------------------------------------------------------- VFIO_IOAS and others
+VFIO_IOAS: Final = uapi.IOMMU_VFIO_IOAS
+
+
+def test_vfio_ioas_get_set_clear(env: Any) -> None:
+    a, b = env.fd.ioas_alloc(), env.fd.ioas_alloc()
+    G, S, C = uapi.IOMMU_VFIO_IOAS_GET, uapi.IOMMU_VFIO_IOAS_SET, uapi.IOMMU_VFIO_IOAS_CLEAR
+    env.fails(NoDevice, errno.ENODEV, lambda: env.ioctl(VFIO_IOAS, op=G))
+    env.ioctl(VFIO_IOAS, op=S, ioas_id=b)
+    assert env.ioctl(VFIO_IOAS, op=G)[1]["ioas_id"] == b
+    assert env.fd.file.objects.get(b).users == 1  # the compat pointer holds no reference
+    env.ioctl(VFIO_IOAS, op=C)
+    env.fails(NoDevice, errno.ENODEV, lambda: env.ioctl(VFIO_IOAS, op=G))
+    env.ioctl(VFIO_IOAS, op=S, ioas_id=a)
+    env.fd.destroy(a)  # iommufd_object_remove clears it
+    env.fails(NoDevice, errno.ENODEV, lambda: env.ioctl(VFIO_IOAS, op=G))
+
+
+def test_vfio_ioas_errors(env: Any) -> None:
+    a = env.fd.ioas_alloc()
+    h = hold(env, a)
+    env.fails(NotSupported, errno.EOPNOTSUPP, lambda: env.ioctl(VFIO_IOAS, op=0, __reserved=1))
+    env.fails(NotSupported, errno.EOPNOTSUPP, lambda: env.ioctl(VFIO_IOAS, op=3))
+    env.fails(NotFound, errno.ENOENT, lambda: env.ioctl(VFIO_IOAS, op=1, ioas_id=9))
+    env.fails(NotFound, errno.ENOENT, lambda: env.ioctl(VFIO_IOAS, op=1, ioas_id=h.id))
+    assert env.fd.file.vfio_ioas is None
+
+
+def test_a_failed_destroy_keeps_the_vfio_ioas(env: Any) -> None:
+    a = env.fd.ioas_alloc()
+    hold(env, a)
+    env.ioctl(VFIO_IOAS, op=uapi.IOMMU_VFIO_IOAS_SET, ioas_id=a)
+    env.fails(Busy, errno.EBUSY, lambda: env.fd.destroy(a))
+    assert env.fd.file.vfio_ioas is env.ioas(a)
+
+
+def test_change_process_with_only_user_memory_areas(env: Any) -> None:
+    CP = uapi.IOMMU_IOAS_CHANGE_PROCESS
+    a = env.fd.ioas_alloc()
+    assert env.ioctl(CP)[0] == 0  # nothing to move
+    env.fails(NotSupported, errno.EOPNOTSUPP, lambda: env.ioctl(CP, __reserved=1))
+    env.fd.ioas_map(a, env.buf, P)
+    env.fails(InvalidArgument, errno.EINVAL, lambda: env.ioctl(CP))
+
+
+def test_noiommu_get_pa_is_not_configured(env: Any) -> None:
+    a = env.fd.ioas_alloc()
+    env.fails(
+        NotSupported,
+        errno.EOPNOTSUPP,
+        lambda: env.ioctl(uapi.IOMMU_IOAS_NOIOMMU_GET_PA, ioas_id=a, length=P),
+    )

@@ -33,6 +33,7 @@ from iommusim.errors import (
 )
 from iommusim.sw.iommufd import ioas as _ioas
 from iommusim.sw.iommufd import uapi
+from iommusim.sw.iommufd.ioas import Ioas
 from iommusim.sw.iommufd.objects import ObjectTable
 from iommusim.sw.iommufd.pages import ACCOUNT_MM, ACCOUNT_USER
 from iommusim.sw.iommufd.ucmd import Ucmd
@@ -60,7 +61,10 @@ _NR_END: Final = max(uapi.ioctl_nr(r) for r in uapi.IOCTLS) + 1
 def _destroy(ictx: IommufdFile, ucmd: Ucmd) -> None:
     """IOMMU_DESTROY (``iommufd_object_remove``): ENOENT for no such object, EBUSY while
     another object holds it."""
+    compat = ictx.vfio_ioas is not None and ictx.vfio_ioas.id == ucmd.cmd["id"]
     ictx.objects.remove(ucmd.cmd["id"])
+    if compat:  # iommufd_object_remove clears ictx->vfio_ioas
+        ictx.vfio_ioas = None
 
 
 def _option(ictx: IommufdFile, ucmd: Ucmd) -> None:
@@ -84,11 +88,14 @@ _OPS: Final[dict[int, Handler]] = {
     uapi.IOMMU_DESTROY: _destroy,
     uapi.IOMMU_IOAS_ALLOC: _ioas.ioas_alloc,
     uapi.IOMMU_IOAS_ALLOW_IOVAS: _ioas.ioas_allow_iovas,
+    uapi.IOMMU_IOAS_CHANGE_PROCESS: _ioas.ioas_change_process,
     uapi.IOMMU_IOAS_COPY: _ioas.ioas_copy,
     uapi.IOMMU_IOAS_IOVA_RANGES: _ioas.ioas_iova_ranges,
     uapi.IOMMU_IOAS_MAP: _ioas.ioas_map,
+    uapi.IOMMU_IOAS_NOIOMMU_GET_PA: _ioas.ioas_noiommu_get_pa,
     uapi.IOMMU_IOAS_UNMAP: _ioas.ioas_unmap,
     uapi.IOMMU_OPTION: _option,
+    uapi.IOMMU_VFIO_IOAS: _ioas.vfio_ioas,
 }
 
 
@@ -96,7 +103,7 @@ class IommufdFile:
     """What ``open("/dev/iommu")`` gives: an object table (``struct iommufd_ctx``) over
     the user memory ``user`` of the opening process."""
 
-    __slots__ = ("_closed", "account_mode", "objects", "params", "user")
+    __slots__ = ("_closed", "account_mode", "objects", "params", "user", "vfio_ioas")
 
     def __init__(self, user: UserMemory, params: IommufdParams | None = None) -> None:
         self.user = user
@@ -104,6 +111,8 @@ class IommufdFile:
         self.objects = ObjectTable()
         #: ``ictx->account_mode``: per user, as /dev/iommu opens (not /dev/vfio/vfio).
         self.account_mode = ACCOUNT_USER
+        #: ``ictx->vfio_ioas``: the IOAS the VFIO compatibility ioctls use (no reference).
+        self.vfio_ioas: Ioas | None = None
         self._closed = False
 
     @property
@@ -174,6 +183,7 @@ class IommufdFile:
         ioctls are EBADF; a second close does nothing."""
         if self._closed:
             return
+        self.vfio_ioas = None
         self.objects.destroy_all()
         self._closed = True
 

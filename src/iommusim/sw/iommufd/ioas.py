@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from iommusim.errors import (
     InvalidArgument,
     MessageTooLong,
+    NoDevice,
     NotFound,
     NotSupported,
     Overflow,
@@ -32,11 +33,14 @@ __all__ = [
     "Ioas",
     "ioas_alloc",
     "ioas_allow_iovas",
+    "ioas_change_process",
     "ioas_copy",
     "ioas_iova_ranges",
     "ioas_map",
+    "ioas_noiommu_get_pa",
     "ioas_option",
     "ioas_unmap",
+    "vfio_ioas",
 ]
 
 _MAP_FLAGS = (
@@ -238,3 +242,42 @@ def ioas_option(ictx: IommufdFile, cmd: dict[str, int]) -> None:
         ioas.iopt.set_large_pages(bool(cmd["val64"]))
         return
     raise NotSupported(f"option op {cmd['op']} is neither SET nor GET")
+
+
+def ioas_change_process(ictx: IommufdFile, ucmd: Ucmd) -> None:
+    """IOMMU_IOAS_CHANGE_PROCESS: move every IOAS's pages (all of them file-backed) to the
+    calling process. Only IOAS_MAP_FILE areas can move; this model has only user-memory
+    areas, so any area at all is EINVAL, and with none there is nothing to move."""
+    if ucmd.cmd["__reserved"]:
+        raise NotSupported("IOAS_CHANGE_PROCESS __reserved must be 0")
+    for obj in ictx.objects:
+        if isinstance(obj, Ioas) and obj.iopt.areas:
+            raise InvalidArgument(
+                f"IOAS {obj.id} has areas of user memory, which cannot change process"
+            )
+
+
+def ioas_noiommu_get_pa(ictx: IommufdFile, ucmd: Ucmd) -> None:
+    """IOMMU_IOAS_NOIOMMU_GET_PA: the model is a kernel without CONFIG_IOMMUFD_NOIOMMU,
+    whose stub returns EOPNOTSUPP."""
+    raise NotSupported("IOAS_NOIOMMU_GET_PA needs CONFIG_IOMMUFD_NOIOMMU")
+
+
+def vfio_ioas(ictx: IommufdFile, ucmd: Ucmd) -> None:
+    """IOMMU_VFIO_IOAS (``vfio_compat.c``): GET the compatibility IOAS (ENODEV when
+    none), SET it to an IOAS, CLEAR it. It holds no reference: destroying that IOAS
+    clears it."""
+    cmd = ucmd.cmd
+    if cmd["__reserved"]:
+        raise NotSupported("VFIO_IOAS __reserved must be 0")
+    if cmd["op"] == uapi.IOMMU_VFIO_IOAS_GET:
+        if ictx.vfio_ioas is None:
+            raise NoDevice("no VFIO compatibility IOAS is set")
+        cmd["ioas_id"] = ictx.vfio_ioas.id
+        ucmd.respond()
+    elif cmd["op"] == uapi.IOMMU_VFIO_IOAS_SET:
+        ictx.vfio_ioas = _get_ioas(ictx, cmd["ioas_id"])
+    elif cmd["op"] == uapi.IOMMU_VFIO_IOAS_CLEAR:
+        ictx.vfio_ioas = None
+    else:
+        raise NotSupported(f"VFIO_IOAS op {cmd['op']} is not GET, SET or CLEAR")
