@@ -16,9 +16,9 @@ is the hardware:
   ``priv_req``, ``exec_req``, ``no_write``, ``at``, ``rw`` and ``iova`` (also beyond 64 bits);
   page-request messages, ``process_commands`` limits, injected faults;
 * inserted steps: copies of other steps and random new ones, plus direct calls the vectors do
-  not make -- :meth:`RiscvIommu.translate_pa`, :meth:`~RiscvIommu.tick`,
-  :meth:`~RiscvIommu.ats_inval_completion` with arbitrary tags, a debug translation
-  (``tr_req_ctl.Go``) -- and deleted steps.
+  not make -- :meth:`RiscvIommu.translate_pa`, :meth:`~RiscvIommu.device_write` (MSIs into
+  MRIFs), :meth:`~RiscvIommu.tick`, :meth:`~RiscvIommu.ats_inval_completion` with arbitrary
+  tags, a debug translation (``tr_req_ctl.Go``) -- and deleted steps.
 
 An input is a *finding* when any exception escapes. A :class:`~iommusim.errors.FormatError`
 raised by the vector reader itself (its frame in ``conformance/vectors.py``) would mean the
@@ -51,6 +51,7 @@ from iommusim.conformance.vectors import Replay, params_from_json
 from iommusim.errors import FormatError
 from iommusim.hw.riscv.params import CacheParams
 from iommusim.hw.riscv.regs import OFF_TR_REQ_CTL, OFF_TR_REQ_IOVA
+from iommusim.hw.riscv.transaction import Request
 from testsupport.vectors import VECTORS
 
 __all__ = ["Finding", "FuzzStats", "fuzz", "main", "mutated_vector", "run_input"]
@@ -60,6 +61,10 @@ M64 = (1 << 64) - 1
 _AT = ("untranslated", "translated", "ats")
 #: Register access sizes tried: the spec's 4 and 8 most of the time, then everything else.
 _SIZES = (4, 8, 4, 8, 4, 8, 0, 1, 2, 3, 5, 6, 7, 16, -1, -8)
+#: Registers with side effects, written more often than their share of the page: fctl, ddtp,
+#: cqb, cqt, fqb, fqh, pqb, pqh, the queue CSRs, ipsr, iocountinh, iohpmcycles, iohpmevt1,
+#: tr_req_ctl, icvec, msi_vec_ctl_0.
+_KEY_REGS = (8, 16, 24, 36, 40, 48, 56, 64, 72, 76, 80, 84, 92, 96, 352, 608, 760, 780)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,9 +231,10 @@ def _random_step(rng: random.Random, vec: JsonObj) -> JsonObj:
     if k == 3:
         return {
             "op": "write_reg",
-            "offset": rng.randrange(0, 1024, 4),
+            "offset": rng.choice((rng.randrange(0, 1024, 4), rng.choice(_KEY_REGS))),
             "size": rng.choice(_SIZES),
-            "value": _hexv(rng.getrandbits(64)),
+            # Small values reach the low control fields (fctl, mode, enable, Go bits).
+            "value": _hexv(rng.getrandbits(rng.choice((3, 12, 64)))),
         }
     if k == 4:
         return {"op": "read_reg", "offset": rng.randrange(-8, 4104), "size": rng.choice(_SIZES)}
@@ -279,7 +285,17 @@ def _random_step(rng: random.Random, vec: JsonObj) -> JsonObj:
             "priv": rng.randrange(2),
         }
     if k == 10:
-        return {"op": "_tick", "cycles": rng.choice((0, 1, rng.getrandbits(20), M64))}
+        if rng.randrange(2):
+            return {"op": "_tick", "cycles": rng.choice((0, 1, rng.getrandbits(20), M64))}
+        return {
+            "op": "_device_write",
+            "device_id": rng.getrandbits(24),
+            "iova": rng.getrandbits(rng.choice((16, 48, 64))),
+            "translated": rng.randrange(2),
+            "pid": rng.choice((-1, rng.getrandbits(20))),
+            "data": rng.getrandbits(rng.choice((11, 32, 64))),
+            "size": rng.choice((4, 4, 1, 2, 8)),
+        }
     if k == 11 and rng.randrange(2):
         return {"op": "_debug", "iova": rng.getrandbits(64), "ctl": rng.getrandbits(64) | 1}
     return {
@@ -287,6 +303,22 @@ def _random_step(rng: random.Random, vec: JsonObj) -> JsonObj:
         "itags": [rng.randrange(-2, 40) for _ in range(rng.randrange(4))],
         "cc": rng.randrange(9),
     }
+
+
+_EIGHT_BYTE = frozenset((16, 24, 40, 56, 96, 352, 608, 760))
+
+
+def _insert_key_write(rng: random.Random, vec: JsonObj) -> None:
+    """A well-formed write to a register with side effects, anywhere in the vector: mode
+    changes between requests (fctl.GXL/BE under cached contexts, ddtp, queue enables)."""
+    off = rng.choice(_KEY_REGS)
+    step = {
+        "op": "write_reg",
+        "offset": off,
+        "size": 8 if off in _EIGHT_BYTE else 4,
+        "value": _hexv(rng.getrandbits(rng.choice((3, 4, 12, 64)))),
+    }
+    vec["steps"].insert(rng.randrange(len(vec["steps"]) + 1), step)
 
 
 def _mutate_step(rng: random.Random, vec: JsonObj) -> None:
@@ -337,9 +369,12 @@ def _mutate_memory(rng: random.Random, vec: JsonObj) -> None:
 def _mutate_params(rng: random.Random, vec: JsonObj) -> None:
     """Flip a ``capabilities`` or ``fctl`` bit, keeping only parameters the model accepts."""
     p = vec["params"]
-    key = rng.choice(("capabilities", "capabilities", "fctl"))
-    old = p[key]
-    p[key] = _hexv(_int(old) ^ 1 << rng.randrange(40 if key == "capabilities" else 3))
+    key = rng.choice(("capabilities", "capabilities", "fctl", "gxl_writable", "fctl_be_writable"))
+    old = p.get(key, False)
+    if key in ("gxl_writable", "fctl_be_writable"):
+        p[key] = not old
+    else:
+        p[key] = _hexv(_int(old) ^ 1 << rng.randrange(40 if key == "capabilities" else 3))
     try:
         params_from_json(p)
     except FormatError:
@@ -362,6 +397,7 @@ _MUTATORS: tuple[tuple[Callable[[random.Random, JsonObj], None], int], ...] = (
         1,
     ),
     (_mutate_params, 1),
+    (_insert_key_write, 3),
 )
 _WEIGHTS = [w for _m, w in _MUTATORS]
 
@@ -397,6 +433,17 @@ def _direct(rp: Replay, step: JsonObj) -> None:
     elif op == "_debug":
         iommu.write_register(OFF_TR_REQ_IOVA, 8, step["iova"])
         iommu.write_register(OFF_TR_REQ_CTL, 8, step["ctl"])
+    elif op == "_device_write":
+        pid = step["pid"]
+        req = Request(
+            device_id=step["device_id"],
+            iova=step["iova"],
+            is_write=True,
+            at=1 if step["translated"] else 0,
+            pid_valid=pid >= 0,
+            process_id=max(pid, 0),
+        )
+        iommu.device_write(req, step["data"], step["size"])
     elif op == "_inval_completion":
         iommu.ats_inval_completion(list(step["itags"]), step["cc"])
     else:

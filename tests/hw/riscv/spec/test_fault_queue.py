@@ -122,3 +122,21 @@ def test_reenabling_resets_fqt_and_errors(soc):
     assert soc.reg(OFF_FQCSR) & (FQCSR_FQMF | FQCSR_FQOF) == 0
     _fault(soc, did=7)
     assert soc.reg(OFF_FQT) == 1 and soc.faults()[0]["did"] == 7
+
+
+def test_request_fields_wider_than_the_bus_are_taken_modulo_their_widths(soc):
+    """Fuzzer finding (OverflowError writing the record; a PID spilling into PV/TTYP): a
+    request's device_id (24 bits), process_id (20 bits) and IOVA (64 bits) are what the bus
+    carries, so wider or negative values are taken modulo those widths (regs.py's UNSPECIFIED
+    list), and the record's fields keep their widths (riscv-iommu: "Fault/Event-Queue (FQ)")."""
+    soc.translate((1 << 30) | 0xABCDE, -0x1000)
+    assert soc.iommu.translate_pa((1 << 30) | 0xABCDE, (1 << 64) + 0x2008) == -258
+    soc.write_dc(0x21, tc=soc.tc(pdtv=1), fsc=soc.PDTP_MODE["pd8"] << 60 | soc.new_pdt() >> 12)
+    soc.translate(0x21, 0x3000, pid_valid=True, process_id=(1 << 20) | 0x5)
+    recs = soc.faults()
+    assert [(r["cause"], r["did"], r["iotval"]) for r in recs] == [
+        (258, 0xABCDE, (1 << 64) - 0x1000),
+        (258, 0xABCDE, 0x2008),
+        (266, 0x21, 0x3000),
+    ]
+    assert (recs[2]["pid"], recs[2]["pv"], recs[2]["ttyp"]) == (0x5, 1, 2)

@@ -132,3 +132,20 @@ def test_implicit_access_fault_on_pte_page(soc):
     assert resp.status == STATUS_UR and resp.cause == 7
     (rec,) = soc.faults()
     assert rec["cause"] == 7 and rec["iotval2"] == 0
+
+
+def test_gxl_changed_under_a_cached_dc_is_a_fault_not_an_exception(soc):
+    """Fuzzer finding (KeyError in g_stage): riscv-iommu: "Features-control register (fctl)":
+    enabling a feature "when the IOMMU is not OFF" is UNSPECIFIED; the model answers a request
+    through a cached DC whose iohgatp.MODE (Sv48x4) the new fctl.GXL = 1 does not have with
+    "DDT entry misconfigured" (259, recorded), as a fresh read of that DC would give
+    ("Device-context configuration checks")."""
+    groot = soc.new_pt("sv48x4")
+    soc.write_dc(DID, tc=soc.tc(), iohgatp=DC_IOHGATP.encode(mode=9, ppn=groot >> 12))
+    soc.map(groot, GPA_DATA, soc.DATA_BASE, "sv48x4")
+    assert soc.translate(DID, GPA_DATA).ok  # the DC is now in the DDTC
+    soc.set_reg(8, 1 << 2)  # fctl.GXL = 1 (writable in this preset)
+    assert soc.reg(8) & 4
+    resp = soc.translate(DID, GPA_DATA + 0x1008)  # another page: an IOTLB miss
+    assert (resp.status, resp.cause) == (STATUS_UR, 259)
+    assert soc.causes() == [259]

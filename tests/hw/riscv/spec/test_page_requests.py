@@ -175,3 +175,15 @@ def test_pq_reenable_clears_pqof(make_soc):
     soc.set_reg(OFF_PQCSR, 0)
     soc.set_reg(OFF_PQCSR, PQCSR_PQEN)
     assert not soc.reg(OFF_PQCSR) & PQCSR_PQOF and soc.reg(OFF_PQT) == 0
+
+
+def test_message_fields_wider_than_the_message_are_taken_modulo_their_widths(pri):
+    """Fuzzer finding (OverflowError writing the PQ record): a Page Request carries a 24-bit
+    device_id, a 20-bit PASID and a 64-bit payload (riscv-iommu: "Page-Request-Queue (PQ)");
+    wider values are taken modulo those widths, as for requests (regs.py's UNSPECIFIED list)."""
+    payload = _payload()
+    pri.iommu.page_request(
+        (1 << 24) | DID, True, (1 << 20) | 0x5A5A5, False, False, 1 << 64 | payload, RID, False, 0
+    )
+    (rec,) = pri.page_requests()
+    assert rec == {"pid": 0x5A5A5, "pv": 1, "priv": 0, "exec": 0, "did": DID, "payload": payload}

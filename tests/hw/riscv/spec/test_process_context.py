@@ -184,3 +184,28 @@ def test_supervisor_page_denied_to_user(soc):
     assert soc.translate(DID, IOVA, pid_valid=True, process_id=9, is_write=True).cause == 15
     sup = soc.translate(DID, IOVA, pid_valid=True, process_id=9, priv_req=True, is_write=True)
     assert sup.ok and sup.pa == data
+
+
+def test_cached_pc_meeting_a_rewritten_dc_with_another_sxl_is_267(make_soc):
+    """Fuzzer-class finding (KeyError in first_stage): software rewrites a DC (SXL 0 -> 1)
+    without IODIR.INVAL_DDT; once the one-entry DDTC evicts it, the fresh DC meets the PC still
+    in the PDTC, whose Sv48 mode SXL = 1 does not have. riscv-iommu: "Caching in-memory data
+    structures" lets stale entries be used, never an exception: the PC is misconfigured for
+    this DC -- "PDT entry misconfigured" (267, "Process-context configuration checks")."""
+    from iommusim.hw.riscv.params import PRESETS, CacheParams
+
+    p = PRESETS["full"]
+    soc = make_soc(p.with_(caches=CacheParams(ddtc_entries=1, pdtc_entries=8, iotlb_entries=0)))
+    pdt = soc.new_pdt()
+    pt = soc.new_pt("sv48")
+    fsc = soc.PDTP_MODE["pd8"] << 60 | pdt >> 12
+    soc.write_dc(0x31, tc=soc.tc(pdtv=1), fsc=fsc)
+    soc.write_pc(pdt, 7, "pd8", fsc=PC_FSC.encode(mode=soc.SATP_MODE["sv48"], ppn=pt >> 12))
+    soc.map(pt, 0x5000, soc.DATA_BASE, "sv48")
+    assert soc.translate(0x31, 0x5000, pid_valid=True, process_id=7).ok
+    soc.write_dc(0x31, tc=soc.tc(pdtv=1, sxl=1), fsc=fsc)  # no invalidation
+    soc.write_dc(0x32, tc=soc.tc())
+    soc.translate(0x32, 0x1000)  # evicts DC 0x31 from the DDTC
+    resp = soc.translate(0x31, 0x5008, pid_valid=True, process_id=7)
+    assert (resp.status, resp.cause) == (STATUS_UR, 267)
+    assert soc.causes() == [267]
