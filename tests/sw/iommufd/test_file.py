@@ -100,6 +100,14 @@ def test_a_longer_struct_with_a_non_zero_tail_is_e2big(env: Any, request_: int) 
     env.fails(ArgumentTooBig, errno.E2BIG, lambda: _raw(env, request_, arg))
 
 
+def test_a_non_zero_tail_is_found_before_the_end_of_the_buffer_faults(env: Any) -> None:
+    s = uapi.STRUCTS["iommu_ioas_alloc"]
+    arg = s.encode(size=s.size + 64) + b"\x01"  # 63 bytes short of the claimed size
+    env.fails(ArgumentTooBig, errno.E2BIG, lambda: _raw(env, uapi.IOMMU_IOAS_ALLOC, arg))
+    arg = s.encode(size=s.size + 64) + bytes(8)
+    env.fails(BadAddress, errno.EFAULT, lambda: _raw(env, uapi.IOMMU_IOAS_ALLOC, arg))
+
+
 def test_a_longer_struct_with_a_zero_tail_works_and_the_tail_is_not_written(env: Any) -> None:
     s = uapi.STRUCTS["iommu_ioas_alloc"]
     arg = s.encode(size=s.size + 16) + bytes(16)

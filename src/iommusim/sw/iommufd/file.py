@@ -7,8 +7,8 @@
 2. ``get_user`` of the ``size`` field, the first u32 -> EFAULT when the buffer is shorter.
 3. The full number must be the table's (``_IO(';', nr)``) -> ENOTTY.
 4. ``size`` below the struct's ``min_size`` -> EINVAL.
-5. ``copy_struct_from_user``: ``size`` beyond the buffer -> EFAULT; a longer struct than
-   the kernel's with a non-zero tail -> E2BIG; a shorter one is zero-extended.
+5. ``copy_struct_from_user``: a longer struct than the kernel's with a non-zero tail ->
+   E2BIG; ``size`` beyond the buffer -> EFAULT; a shorter struct is zero-extended.
 6. The command runs; the object it created is finalized on success, aborted on failure, so
    a failed ioctl leaves no object behind. Outputs are copied back up to ``size`` bytes.
 
@@ -139,10 +139,13 @@ class IommufdFile:
             raise InvalidArgument(
                 f"{struct.name}.size must be >= {struct.min_size}, not {user_size}"
             )
-        if user_size > len(arg):
-            raise BadAddress(f"{struct.name}.size {user_size} runs past the buffer")
+        # copy_struct_from_user: the tail beyond the kernel's struct is checked first
+        # (check_zeroed_user stops at a non-zero byte before reaching a fault), then the
+        # struct itself is copied.
         if user_size > struct.size and any(arg[struct.size : user_size]):
             raise ArgumentTooBig(f"{struct.name} bytes {struct.size}..{user_size} must be zero")
+        if user_size > len(arg):
+            raise BadAddress(f"{struct.name}.size {user_size} runs past the buffer")
         buf = bytes(arg[: min(user_size, struct.size)]).ljust(struct.size, b"\0")
         ucmd = Ucmd(struct, struct.decode(buf), arg, user_size)
         try:
