@@ -1,0 +1,29 @@
+"""The public surface of iommusim.sw.iommufd (STYLE: re-exported from the package and
+pinned by a test)."""
+
+from __future__ import annotations
+
+import iommusim.sw.iommufd as iommufd
+
+
+def test_public_names() -> None:
+    assert sorted(iommufd.__all__) == [
+        "Area",
+        "IoPages",
+        "IoPagetable",
+        "Ioas",
+        "Iommufd",
+        "IommufdFile",
+        "IommufdObject",
+        "IommufdParams",
+        "IovaRange",
+        "IovaRanges",
+        "MmUserMemory",
+        "ObjType",
+        "ObjectTable",
+        "PagesSlice",
+        "UserMemory",
+        "uapi",
+    ]
+    for name in iommufd.__all__:
+        assert getattr(iommufd, name) is not None
