@@ -5,6 +5,27 @@
 - :class:`Iommufd`: the same ioctls as Python methods.
 - :class:`ObjectTable`, :class:`Ioas`, :class:`IoPagetable`, :class:`IoPages`: the object
   model underneath; :class:`UserMemory` / :class:`MmUserMemory`: user pointers.
+
+Status of the header's ioctls:
+
+=============================  ===================================================
+IOMMU_DESTROY                  done (ENOENT, EBUSY)
+IOMMU_IOAS_ALLOC               done (EOPNOTSUPP)
+IOMMU_IOAS_IOVA_RANGES         done (EOPNOTSUPP, ENOENT, EFAULT, EMSGSIZE)
+IOMMU_IOAS_ALLOW_IOVAS         done (EOPNOTSUPP, ENOENT, EFAULT, EINVAL, EADDRINUSE)
+IOMMU_IOAS_MAP                 done (EOPNOTSUPP, EOVERFLOW, EINVAL, ENOENT, EEXIST,
+                               ENOSPC); pins lazily, as the kernel does without domains
+IOMMU_IOAS_COPY                done (EOPNOTSUPP, EOVERFLOW, EINVAL, ENOENT, EEXIST, EPERM)
+IOMMU_IOAS_UNMAP               done (ENOENT, EOVERFLOW, EINVAL; EBUSY for locked areas)
+IOMMU_OPTION                   done (EOPNOTSUPP, EPERM, EBUSY, EINVAL, ENOENT, EADDRINUSE)
+IOMMU_VFIO_IOAS                done (EOPNOTSUPP, ENODEV, ENOENT)
+IOMMU_IOAS_CHANGE_PROCESS      only user-memory areas exist: any area is EINVAL
+IOMMU_IOAS_NOIOMMU_GET_PA      EOPNOTSUPP (a kernel without CONFIG_IOMMUFD_NOIOMMU)
+IOMMU_IOAS_MAP_FILE, HWPT_*,   ENOTTY: not modelled yet
+GET_HW_INFO, FAULT_QUEUE_ALLOC,
+VIOMMU/VDEVICE/VEVENTQ/HW_QUEUE
+VFIO type1 compat, TEST_CMD    ENOTTY: not modelled yet
+=============================  ===================================================
 """
 
 from __future__ import annotations

@@ -37,6 +37,8 @@ class ObjType(enum.Enum):
     VDEVICE = "vdevice"
     VEVENTQ = "veventq"
     HW_QUEUE = "hw_queue"
+    #: The selftest's own objects (CONFIG_IOMMUFD_TEST).
+    SELFTEST = "selftest"
 
 
 class IommufdObject:
