@@ -656,3 +656,29 @@ def test_noiommu_get_pa_is_not_configured(env: Any) -> None:
         errno.EOPNOTSUPP,
         lambda: env.ioctl(uapi.IOMMU_IOAS_NOIOMMU_GET_PA, ioas_id=a, length=P),
     )
+
+
+# ---------------------------------------------------------------------- hooks for HWPT/ACCESS
+def test_unmap_of_a_locked_area_is_ebusy(env: Any) -> None:
+    # io_pagetable.c: area->num_locks (an HWPT_PAGING lock) / num_accesses block unmap.
+    ioas = env.fd.ioas_alloc()
+    env.fd.ioas_map(ioas, env.buf, P, iova=0x10000)
+    area = env.ioas(ioas).iopt.areas[0]
+    area.num_locks = 1
+    env.fails(Busy, errno.EBUSY, lambda: env.fd.ioas_unmap(ioas, 0x10000, P))
+    area.num_locks, area.num_accesses = 0, 1
+    env.fails(Busy, errno.EBUSY, lambda: env.fd.ioas_unmap_all(ioas))
+
+
+def test_disabling_large_pages_with_a_domain_and_areas_is_einval(env: Any) -> None:
+    ioas = env.fd.ioas_alloc()
+    iopt = env.ioas(ioas).iopt
+    iopt.domains.append("domain")  # what iopt_table_add_domain will do
+    env.fd.option_set(uapi.IOMMU_OPTION_HUGE_PAGES, 0, ioas)  # no areas yet: fine
+    env.fd.option_set(uapi.IOMMU_OPTION_HUGE_PAGES, 1, ioas)
+    env.fd.ioas_map(ioas, env.buf, P, iova=0x10000)
+    env.fails(
+        InvalidArgument,
+        errno.EINVAL,
+        lambda: env.fd.option_set(uapi.IOMMU_OPTION_HUGE_PAGES, 0, ioas),
+    )

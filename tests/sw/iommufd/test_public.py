@@ -3,7 +3,7 @@ pinned by a test)."""
 
 from __future__ import annotations
 
-import iommusim.sw.iommufd as iommufd
+from iommusim.sw import iommufd
 
 
 def test_public_names() -> None:
