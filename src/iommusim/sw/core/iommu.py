@@ -221,6 +221,14 @@ class IommuCore:
         old = group.domain
         if old is domain:
             return
+        # A default domain is its group's (the DMA API's IOVA space, freed with the group):
+        # attached to another group it would be freed under that group's feet when its own
+        # group goes (iommu_group_release frees group->default_domain unconditionally).
+        # Static domains (identity, blocked) are shared by design.
+        if domain.is_paging and any(
+            g.default_domain is domain and g is not group for g in self.groups
+        ):
+            raise InvalidArgument(f"{domain!r} is another group's default domain")
         moved: list[Device] = []
         try:
             for dev in group.devices:
