@@ -35,6 +35,7 @@ exits 1 when it found anything.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import hashlib
 import sys
 import time
@@ -351,6 +352,7 @@ class FuzzStats:
     examples: int = 0
     runs: int = 0
     findings: list[Finding] = field(default_factory=list)
+    echo: bool = False  # print each finding as soon as it is found
 
 
 class _Counter:
@@ -743,7 +745,15 @@ def _settings(max_examples: int, derandomize: bool) -> settings:
     )
 
 
+#: Wall time Hypothesis may spend shrinking one failure (its own default is 300 s, which
+#: would eat a short fuzz budget; a 30 s shrink still gives a short reproducer).
+SHRINK_SECONDS = 30
+
+
 def _run_once(max_examples: int, run_seed: int | None, stats: FuzzStats) -> None:
+    from hypothesis.internal.conjecture import engine
+
+    engine.MAX_SHRINKING_SECONDS = SHRINK_SECONDS
     s = _settings(max_examples, derandomize=run_seed is None)
     test = get_state_machine_test(SwMachine, settings=s)
     if run_seed is not None:
@@ -755,20 +765,25 @@ def _run_once(max_examples: int, run_seed: int | None, stats: FuzzStats) -> None
             test()
     except Exception as e:
         notes = getattr(e, "__notes__", [])
-        stats.findings.append(
-            Finding(f"{type(e).__name__}: {e}", "\n".join([*lines, *notes]).strip())
-        )
+        finding = Finding(f"{type(e).__name__}: {e}", "\n".join([*lines, *notes]).strip())
+        stats.findings.append(finding)
+        if stats.echo:
+            print(f"--- finding {len(stats.findings)}: {finding.error}\n{finding.reproducer}")
+            sys.stdout.flush()
     finally:
         stats.inputs += _Counter.inputs
         stats.examples += _Counter.examples
         stats.runs += 1
 
 
-def fuzz(seconds: float | None = None, examples: int | None = None, seed: int = 0) -> FuzzStats:
+def fuzz(
+    seconds: float | None = None, examples: int | None = None, seed: int = 0, echo: bool = False
+) -> FuzzStats:
     """Run the state machine. With ``seconds``, Hypothesis runs with fresh seeds (derived
     from ``seed``) are repeated until the time is up; otherwise one run of ``examples``
-    examples (default 20), derandomized when ``seed`` is 0."""
-    stats = FuzzStats()
+    examples (default 20), derandomized when ``seed`` is 0. ``echo`` prints each finding
+    as soon as it is found."""
+    stats = FuzzStats(echo=echo)
     if seconds is None:
         _run_once(examples or 20, seed or None, stats)
         return stats
@@ -787,14 +802,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--examples", type=int, default=None, help="examples per Hypothesis run")
     args = ap.parse_args(argv)
-    stats = fuzz(seconds=args.seconds, examples=args.examples, seed=args.seed)
+    # A run that outlives its budget by a minute is stuck in one call (unbounded work):
+    # show where, on stderr, and keep going.
+    faulthandler.dump_traceback_later(args.seconds + 60, repeat=True)
+    stats = fuzz(seconds=args.seconds, examples=args.examples, seed=args.seed, echo=True)
+    faulthandler.cancel_dump_traceback_later()
     print(
         f"sw fuzz: {stats.inputs} inputs ({stats.examples} examples), "
         f"{len(stats.findings)} findings"
     )
-    for i, f in enumerate(stats.findings, 1):
-        print(f"--- finding {i}: {f.error}")
-        print(f.reproducer)
     return 1 if stats.findings else 0
 
 
