@@ -67,9 +67,7 @@ class DmaCookie:
         length = (offset + size + gran - 1) & ~(gran - 1)
         # Everything that does not depend on the IOVA is checked before one is allocated:
         # the physical range must be one the domain's leaves can hold.
-        limit = self.domain.pa_limit
-        if pa < 0 or pa - offset + length > limit:
-            raise InvalidArgument(f"physical range {pa:#x}+{size:#x} must lie below {limit:#x}")
+        self.domain.check_pa_range(pa - offset, length)
         pages = length >> shift
         if pages > self.limit_pfn:
             self.stats["map_failures"] += 1

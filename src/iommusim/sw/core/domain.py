@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
-from iommusim.errors import NotSupported
+from iommusim.errors import InvalidArgument, NotSupported
 
 if TYPE_CHECKING:
     from iommusim.sw.core.device import Device
@@ -75,6 +75,14 @@ class Domain:
         #: Takes the page-request groups of faults on this domain and answers each once
         #: (``iommu_domain.iopf_handler``); None: page requests are answered "invalid".
         self.iopf_handler: Callable[[IopfGroup], None] | None = None
+
+    def check_pa_range(self, pa: int, size: int) -> None:
+        """EINVAL unless ``[pa, pa + size)`` lies below :attr:`pa_limit` (the output-address
+        width of the domain's leaves): checked before anything is allocated or written."""
+        if pa < 0 or pa + size > self.pa_limit:
+            raise InvalidArgument(
+                f"physical range {pa:#x}+{size:#x} must lie below {self.pa_limit:#x}"
+            )
 
     @property
     def is_paging(self) -> bool:

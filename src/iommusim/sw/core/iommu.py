@@ -365,10 +365,7 @@ class IommuCore:
         self._check_map(domain, iova, size)
         if pa & ((domain.pgsize_bitmap & -domain.pgsize_bitmap) - 1):
             raise InvalidArgument(f"paddr {pa:#x} is not aligned to the smallest page")
-        if pa < 0 or pa + size > domain.pa_limit:
-            raise InvalidArgument(
-                f"paddr range {pa:#x}+{size:#x} must lie below {domain.pa_limit:#x}"
-            )
+        domain.check_pa_range(pa, size)
         domain.map(iova, pa, size, prot)
 
     def unmap(self, domain: Domain, iova: int, size: int) -> int:
