@@ -8,7 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from iommusim.bits.fields import Access, Field, Layout
-from iommusim.bits.riscv import ALL_LAYOUTS, FQ_RECORD, PTE
+from iommusim.bits.riscv import ALL_LAYOUTS
+from iommusim.bits.riscv.pgtable import PTE
+from iommusim.bits.riscv.queues import FQ_RECORD
 from iommusim.errors import ModelError
 
 LAYOUTS = pytest.mark.parametrize("lay", ALL_LAYOUTS, ids=[lay.name for lay in ALL_LAYOUTS])

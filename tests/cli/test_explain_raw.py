@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 import pytest
 
-from iommusim.bits.riscv import DC_FSC, DC_TA, DC_TC, PTE
+from iommusim.bits.riscv.pgtable import PTE
+from iommusim.bits.riscv.structures import DC_FSC, DC_TA, DC_TC
 from iommusim.cli.main import main
 from iommusim.conformance import rawmem
 from iommusim.conformance.explain import explain_vector

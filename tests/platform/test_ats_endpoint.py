@@ -28,7 +28,9 @@ from iommusim.bits.pcie import (
     decode_page_request,
     inval_payload,
 )
-from iommusim.bits.riscv import CMD_ATS, CMD_IOFENCE, DC_FSC, DC_TC, PC_FSC, PC_TA, PQ_RECORD, PTE
+from iommusim.bits.riscv.pgtable import PTE
+from iommusim.bits.riscv.queues import CMD_ATS, CMD_IOFENCE, PQ_RECORD
+from iommusim.bits.riscv.structures import DC_FSC, DC_TC, PC_FSC, PC_TA
 from iommusim.errors import InvalidArgument, ModelError
 from iommusim.hw.riscv.params import MODE_1LVL
 from iommusim.hw.riscv.regs import (

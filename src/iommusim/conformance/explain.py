@@ -32,23 +32,21 @@ from typing import Any, Final, Literal
 from rich.console import Console
 
 from iommusim.bits.fields import Access, Layout
-from iommusim.bits.riscv import (
+from iommusim.bits.riscv.pgtable import PTE, PTE32
+from iommusim.bits.riscv.queues import FQ_RECORD, PQ_RECORD
+from iommusim.bits.riscv.structures import (
     DC_FSC,
     DC_IOHGATP,
     DC_MSIPTP,
     DC_TA,
     DC_TC,
     DDTE,
-    FQ_RECORD,
     MSI_ADDR_MASK,
     MSIPTE_BASIC,
     MSIPTE_MRIF,
     PC_FSC,
     PC_TA,
     PDTE,
-    PQ_RECORD,
-    PTE,
-    PTE32,
 )
 from iommusim.conformance.vectors import (
     Replay,

@@ -11,7 +11,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iommusim.bits.riscv import CMD_IODIR, CMD_IOFENCE, CMD_IOTINVAL, DC_FSC, DC_TC, PTE
+from iommusim.bits.riscv.pgtable import PTE
+from iommusim.bits.riscv.queues import CMD_IODIR, CMD_IOFENCE, CMD_IOTINVAL
+from iommusim.bits.riscv.structures import DC_FSC, DC_TC
 from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.params import PRESETS, CacheParams
 from iommusim.hw.riscv.transaction import Request

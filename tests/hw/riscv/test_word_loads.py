@@ -9,7 +9,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iommusim.bits.riscv import DC_TC
+from iommusim.bits.riscv.structures import DC_TC
 from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.params import PRESETS
 from iommusim.hw.riscv.transaction import Request

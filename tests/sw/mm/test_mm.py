@@ -14,7 +14,7 @@ from typing import Final
 
 import pytest
 
-from iommusim.bits.riscv import PTE
+from iommusim.bits.riscv.pgtable import PTE
 from iommusim.errors import ApiError, BadAddress, Busy, InvalidArgument, NotFound, OutOfMemory
 from iommusim.mem import SparseMemory
 from iommusim.sw.mm import (

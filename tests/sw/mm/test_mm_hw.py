@@ -16,7 +16,8 @@ from typing import Final
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iommusim.bits.riscv import CMD_IODIR, CMD_IOFENCE, CMD_IOTINVAL, DC_FSC, DC_TC, PC_TA
+from iommusim.bits.riscv.queues import CMD_IODIR, CMD_IOFENCE, CMD_IOTINVAL
+from iommusim.bits.riscv.structures import DC_FSC, DC_TC, PC_TA
 from iommusim.hw.riscv.context import PD8
 from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.params import MODE_1LVL, PRESETS, CacheParams

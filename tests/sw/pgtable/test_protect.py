@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iommusim.bits.riscv import DC_TA, DC_TC, PTE
+from iommusim.bits.riscv.pgtable import PTE
+from iommusim.bits.riscv.structures import DC_TA, DC_TC
 from iommusim.errors import InvalidArgument, NotSupported
 from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.params import MODE_1LVL, PRESETS, CacheParams

@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 import pytest
 
-from iommusim.bits.riscv import DC_FSC, DC_IOHGATP, PTE
+from iommusim.bits.riscv.pgtable import PTE
+from iommusim.bits.riscv.structures import DC_FSC, DC_IOHGATP
 from iommusim.errors import Exists, InvalidArgument, ModelError, NotSupported, OutOfMemory
 from iommusim.hw.riscv.context import G_MODES_GXL0, S1_MODES_SXL0
 from iommusim.mem import SparseMemory

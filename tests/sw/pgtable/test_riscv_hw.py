@@ -26,7 +26,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
-from iommusim.bits.riscv import CMD_IOFENCE, CMD_IOTINVAL, DC_TA, DC_TC
+from iommusim.bits.riscv.queues import CMD_IOFENCE, CMD_IOTINVAL
+from iommusim.bits.riscv.structures import DC_TA, DC_TC
 from iommusim.errors import Exists, InvalidArgument
 from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.params import MODE_1LVL, PRESETS, CacheParams

@@ -11,7 +11,7 @@ import errno
 import pytest
 from tests.sw.sva.conftest import SvaMachine
 
-from iommusim.bits.riscv import DC_TC, PC_TA
+from iommusim.bits.riscv.structures import DC_TC, PC_TA
 from iommusim.errors import ApiError, Busy, InvalidArgument
 from iommusim.hw.riscv.transaction import Request
 from iommusim.platform.endpoint import CAUSE_PRG_INVALID

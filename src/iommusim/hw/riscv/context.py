@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from iommusim.bits.riscv import (
+from iommusim.bits.riscv.structures import (
     DC_FSC,
     DC_MSIPTP,
     DC_TA,

@@ -695,7 +695,7 @@ class RiscvIommu:
 
     def _execute(self, w0: int, w1: int) -> bool:
         """Execute one command; False if the queue must stop at it (cqh not advanced)."""
-        from iommusim.bits.riscv import CMD_ATS, CMD_IODIR, CMD_IOFENCE, CMD_IOTINVAL
+        from iommusim.bits.riscv.queues import CMD_ATS, CMD_IODIR, CMD_IOFENCE, CMD_IOTINVAL
 
         p = self.params
         cmd = w0 | w1 << 64

@@ -5,7 +5,7 @@ Systems"), pointed to by ``iosatp`` (``DC.fsc`` or ``PC.fsc``). G-stage: Sv39x4,
 Sv57x4 (privileged spec "Two-Stage Address Translation": the root table has two more index
 bits, is 16 KiB and 16 KiB aligned; riscv-iommu: "Device-context fields", ``iohgatp``).
 
-The PTE layout comes from :data:`iommusim.bits.riscv.PTE`, the table the hardware walkers are
+The PTE layout comes from :data:`iommusim.bits.riscv.pgtable.PTE`, the table the hardware walkers are
 cross-checked against. Hot paths work on plain ints with masks precomputed from it.
 
 Rules the writer keeps (DESIGN rule 2: software touches hardware only through memory):
@@ -37,7 +37,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from iommusim.bits.riscv import DC_FSC, DC_IOHGATP, PTE
+from iommusim.bits.riscv.pgtable import PTE
+from iommusim.bits.riscv.structures import DC_FSC, DC_IOHGATP
 from iommusim.errors import Exists, InvalidArgument, ModelError, NotSupported, OutOfMemory
 from iommusim.mem.protocol import PhysicalMemory
 from iommusim.sw.pages import PageAllocator

@@ -19,7 +19,9 @@ from typing import Final
 import pytest
 
 from iommusim.bits.fields import Layout
-from iommusim.bits.riscv import DC_TC, DDTE, FQ_RECORD, PC_FSC, PC_TA, PDTE, PQ_RECORD, PTE
+from iommusim.bits.riscv.pgtable import PTE
+from iommusim.bits.riscv.queues import FQ_RECORD, PQ_RECORD
+from iommusim.bits.riscv.structures import DC_TC, DDTE, PC_FSC, PC_TA, PDTE
 from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.params import (
     MODE_1LVL,

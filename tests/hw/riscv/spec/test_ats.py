@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from iommusim.bits.riscv import DC_IOHGATP, PC_FSC, PC_TA
+from iommusim.bits.riscv.structures import DC_IOHGATP, PC_FSC, PC_TA
 from iommusim.hw.riscv.transaction import STATUS_CA, STATUS_SUCCESS, STATUS_UR
 from iommusim.mem import ACCESS
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from iommusim.bits.riscv import CMD_ATS, CMD_IODIR, CMD_IOFENCE, CMD_IOTINVAL
+from iommusim.bits.riscv.queues import CMD_ATS, CMD_IODIR, CMD_IOFENCE, CMD_IOTINVAL
 from iommusim.errors import ModelError
 from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.params import PRESETS

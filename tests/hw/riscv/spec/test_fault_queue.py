@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iommusim.bits.riscv import FQ_RECORD
+from iommusim.bits.riscv.queues import FQ_RECORD
 from iommusim.hw.riscv.regs import (
     FQCSR_FQEN,
     FQCSR_FQMF,

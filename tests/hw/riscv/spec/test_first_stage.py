@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from iommusim.bits.riscv import PC_FSC, PC_TA, PTE
+from iommusim.bits.riscv.pgtable import PTE
+from iommusim.bits.riscv.structures import PC_FSC, PC_TA
 from iommusim.hw.riscv.params import PRESETS, cap
 from iommusim.hw.riscv.transaction import STATUS_UR
 

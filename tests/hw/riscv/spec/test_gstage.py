@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from iommusim.bits.riscv import DC_FSC, DC_IOHGATP, PTE
+from iommusim.bits.riscv.pgtable import PTE
+from iommusim.bits.riscv.structures import DC_FSC, DC_IOHGATP
 from iommusim.hw.riscv.transaction import STATUS_UR
 from iommusim.mem import ACCESS
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from iommusim.bits.riscv import CMD_IODIR, DC_FSC, DC_IOHGATP, DC_TA, PC_FSC
+from iommusim.bits.riscv.queues import CMD_IODIR
+from iommusim.bits.riscv.structures import DC_FSC, DC_IOHGATP, DC_TA, PC_FSC
 from iommusim.errors import ModelError
 from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.params import MODE_NAMES, PRESETS, RiscvIommuParams, cap

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from iommusim.bits.riscv import DC_IOHGATP, DC_MSIPTP, MSIPTE_MRIF
+from iommusim.bits.riscv.structures import DC_IOHGATP, DC_MSIPTP, MSIPTE_MRIF
 from iommusim.errors import ModelError
 from iommusim.hw.riscv.mrif import identity_of, mrif_slot
 from iommusim.hw.riscv.params import PRESETS, cap

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from iommusim.bits.riscv import DC_TC
+from iommusim.bits.riscv.structures import DC_TC
 from iommusim.hw.riscv.regs import (
     OFF_DDTP,
     OFF_PQCSR,

@@ -12,7 +12,8 @@ from typing import Final
 
 import pytest
 
-from iommusim.bits.riscv import CMD_ATS, CMD_IODIR, CMD_IOFENCE, CMD_IOTINVAL, PTE
+from iommusim.bits.riscv.pgtable import PTE
+from iommusim.bits.riscv.queues import CMD_ATS, CMD_IODIR, CMD_IOFENCE, CMD_IOTINVAL
 from iommusim.hw.riscv.params import PRESETS, RiscvIommuParams
 from iommusim.platform.endpoint import Endpoint
 from iommusim.platform.system import EndpointConfig, RamRegion, System, SystemConfig

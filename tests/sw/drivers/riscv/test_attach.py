@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from iommusim.bits.riscv import DC_FSC, DC_TA, DC_TC
+from iommusim.bits.riscv.structures import DC_FSC, DC_TA, DC_TC
 from iommusim.hw.riscv.params import PRESETS
 from iommusim.mem.protocol import PhysicalMemory
 from iommusim.sw.core.dma import DMA_BIDIRECTIONAL

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from iommusim.bits.riscv import PTE
+from iommusim.bits.riscv.pgtable import PTE
 from iommusim.hw.riscv.params import PRESETS, CacheParams
 from iommusim.sw.core.dma import DMA_BIDIRECTIONAL
 from iommusim.sw.drivers.riscv.domain import IOTLB_INVAL_LIMIT

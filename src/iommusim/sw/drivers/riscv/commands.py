@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from iommusim.bits.riscv import CMD_ATS, CMD_IODIR, CMD_IOFENCE, CMD_IOTINVAL
+from iommusim.bits.riscv.queues import CMD_ATS, CMD_IODIR, CMD_IOFENCE, CMD_IOTINVAL
 
 __all__ = [
     "ats_inval",

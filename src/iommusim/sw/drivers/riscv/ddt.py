@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from iommusim.bits.riscv import DDTE
+from iommusim.bits.riscv.structures import DDTE
 from iommusim.errors import NoDevice
 from iommusim.hw.riscv.params import MODE_1LVL, MODE_2LVL, MODE_3LVL
 from iommusim.mem.protocol import PhysicalMemory

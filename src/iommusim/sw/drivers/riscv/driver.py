@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
 from iommusim.bits.pcie import inval_payload
-from iommusim.bits.riscv import DC_FSC, DC_TA, DC_TC, PC_TA
+from iommusim.bits.riscv.structures import DC_FSC, DC_TA, DC_TC, PC_TA
 from iommusim.errors import Busy, InvalidArgument, NoDevice, NotSupported, OutOfMemory
 from iommusim.hw.riscv.faults import CAUSE_NAMES
 from iommusim.hw.riscv.params import MODE_1LVL, MODE_3LVL, MODE_BARE, MODE_OFF, cap

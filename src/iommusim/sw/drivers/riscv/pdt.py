@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from iommusim.bits.riscv import PDTE
+from iommusim.bits.riscv.structures import PDTE
 from iommusim.errors import InvalidArgument
 from iommusim.mem.protocol import PhysicalMemory
 from iommusim.sw.pages import PageAllocator

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from iommusim.bits.riscv import FQ_RECORD, PQ_RECORD
+from iommusim.bits.riscv.queues import FQ_RECORD, PQ_RECORD
 from iommusim.errors import Busy, InvalidArgument, NoDevice, OutOfMemory
 from iommusim.hw.riscv.regs import (
     CQCSR_BUSY,
