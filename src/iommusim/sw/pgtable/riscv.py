@@ -5,8 +5,8 @@ Systems"), pointed to by ``iosatp`` (``DC.fsc`` or ``PC.fsc``). G-stage: Sv39x4,
 Sv57x4 (privileged spec "Two-Stage Address Translation": the root table has two more index
 bits, is 16 KiB and 16 KiB aligned; riscv-iommu: "Device-context fields", ``iohgatp``).
 
-The PTE layout comes from :data:`iommusim.bits.riscv.pgtable.PTE`, the table the hardware walkers are
-cross-checked against. Hot paths work on plain ints with masks precomputed from it.
+The PTE layout comes from :data:`iommusim.bits.riscv.pgtable.PTE`, the table the hardware
+walkers are cross-checked against. Hot paths work on plain ints with masks precomputed from it.
 
 Rules the writer keeps (DESIGN rule 2: software touches hardware only through memory):
 
