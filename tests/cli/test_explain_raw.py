@@ -11,6 +11,7 @@ from typing import Any, Literal
 import pytest
 
 from iommusim.bits.riscv.pgtable import PTE
+from iommusim.bits.riscv.regs import cap
 from iommusim.bits.riscv.structures import DC_FSC, DC_TA, DC_TC
 from iommusim.cli.main import main
 from iommusim.conformance import rawmem
@@ -18,7 +19,7 @@ from iommusim.conformance.explain import explain_vector
 from iommusim.conformance.rawexplain import REGISTERS, RegisterValueError, explain_raw
 from iommusim.conformance.rawmem import parse_image
 from iommusim.conformance.vectors import params_from_json, request_from_json
-from iommusim.hw.riscv.params import PRESETS, cap
+from iommusim.hw.riscv.params import PRESETS
 from iommusim.hw.riscv.transaction import Request
 from testsupport.vectors import VECTORS
 

@@ -30,13 +30,11 @@ from iommusim.bits.pcie import (
 )
 from iommusim.bits.riscv.pgtable import PTE
 from iommusim.bits.riscv.queues import CMD_ATS, CMD_IOFENCE, PQ_RECORD
-from iommusim.bits.riscv.structures import DC_FSC, DC_TC, PC_FSC, PC_TA
-from iommusim.errors import InvalidArgument, ModelError
-from iommusim.hw.riscv.params import MODE_1LVL
-from iommusim.hw.riscv.regs import (
+from iommusim.bits.riscv.regs import (
     CQCSR_CQEN,
     FQCSR_FQEN,
     IPSR_PIP,
+    MODE_1LVL,
     OFF_CQB,
     OFF_CQCSR,
     OFF_CQH,
@@ -54,6 +52,8 @@ from iommusim.hw.riscv.regs import (
     PQCSR_PIE,
     PQCSR_PQEN,
 )
+from iommusim.bits.riscv.structures import DC_FSC, DC_TC, PC_FSC, PC_TA
+from iommusim.errors import InvalidArgument, ModelError
 from iommusim.hw.riscv.transaction import Request, Response
 from iommusim.platform.atc import Atc
 from iommusim.platform.costs import CostModel

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from iommusim.bits.riscv.regs import MODE_1LVL, MODE_BARE, OFF_DDTP
 from iommusim.errors import InvalidArgument
-from iommusim.hw.riscv.params import MODE_1LVL, MODE_BARE, PRESETS
-from iommusim.hw.riscv.regs import OFF_DDTP
+from iommusim.hw.riscv.params import PRESETS
 from iommusim.platform.endpoint import CAUSE_BUS_ERROR, DmaResult, Endpoint
 from iommusim.platform.system import EndpointConfig, RamRegion, System, SystemConfig
 from iommusim.sw.kernel import Kernel

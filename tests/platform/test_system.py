@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from iommusim.bits.riscv.regs import OFF_CQB, OFF_CQCSR, OFF_CQH, OFF_CQT, REGISTERS_SIZE
 from iommusim.errors import ApiError, InvalidArgument
 from iommusim.hw.riscv.params import PRESETS
-from iommusim.hw.riscv.regs import OFF_CQB, OFF_CQCSR, OFF_CQH, OFF_CQT, REGISTERS_SIZE
 from iommusim.platform.costs import CostModel
 from iommusim.platform.system import EndpointConfig, RamRegion, System, SystemConfig
 from iommusim.sw.drivers.riscv.commands import iofence_c

@@ -47,10 +47,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from iommusim.bits.riscv.regs import OFF_TR_REQ_CTL, OFF_TR_REQ_IOVA
 from iommusim.conformance.vectors import Replay, params_from_json
 from iommusim.errors import FormatError
 from iommusim.hw.riscv.params import CacheParams
-from iommusim.hw.riscv.regs import OFF_TR_REQ_CTL, OFF_TR_REQ_IOVA
 from iommusim.hw.riscv.transaction import Request
 from testsupport.vectors import VECTORS
 

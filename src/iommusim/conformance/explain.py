@@ -34,6 +34,15 @@ from rich.console import Console
 from iommusim.bits.fields import Access, Layout
 from iommusim.bits.riscv.pgtable import PTE, PTE32
 from iommusim.bits.riscv.queues import FQ_RECORD, PQ_RECORD
+from iommusim.bits.riscv.regs import (
+    FQCSR_FQMF,
+    FQCSR_FQOF,
+    FQCSR_FQON,
+    IPSR_PIP,
+    PQCSR_PQMF,
+    PQCSR_PQOF,
+    PQCSR_PQON,
+)
 from iommusim.bits.riscv.structures import (
     DC_FSC,
     DC_IOHGATP,
@@ -65,16 +74,7 @@ from iommusim.hw.riscv.faults import (
 from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.mrif import identity_of, mrif_slot
 from iommusim.hw.riscv.params import RiscvIommuParams
-from iommusim.hw.riscv.regs import (
-    FQCSR_FQMF,
-    FQCSR_FQOF,
-    FQCSR_FQON,
-    IPSR_PIP,
-    PQCSR_PQMF,
-    PQCSR_PQOF,
-    PQCSR_PQON,
-    Registers,
-)
+from iommusim.hw.riscv.regs import Registers
 from iommusim.hw.riscv.transaction import Request, Response
 from iommusim.mem import PhysicalMemory
 

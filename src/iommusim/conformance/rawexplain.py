@@ -23,13 +23,7 @@ from typing import Any, Final
 
 from rich.console import Console
 
-from iommusim.conformance.explain import explain_translation, print_translation
-from iommusim.conformance.rawmem import ImageMemory, MemoryImage
-from iommusim.errors import FormatError, ModelError
-from iommusim.hw.riscv.faults import CAUSE_NAMES
-from iommusim.hw.riscv.iommu import RiscvIommu
-from iommusim.hw.riscv.params import IGS_WSI, PRESETS, RiscvIommuParams, cap
-from iommusim.hw.riscv.regs import (
+from iommusim.bits.riscv.regs import (
     DDTP_BUSY,
     DDTP_MODE_MASK,
     DDTP_PPN_SHIFT,
@@ -42,6 +36,7 @@ from iommusim.hw.riscv.regs import (
     FQCSR_FQMF,
     FQCSR_FQOF,
     FQCSR_FQON,
+    IGS_WSI,
     M32,
     M64,
     OFF_DDTP,
@@ -51,7 +46,14 @@ from iommusim.hw.riscv.regs import (
     OFF_FQH,
     QB_LOG2SZM1_MASK,
     QB_PPN_SHIFT,
+    cap,
 )
+from iommusim.conformance.explain import explain_translation, print_translation
+from iommusim.conformance.rawmem import ImageMemory, MemoryImage
+from iommusim.errors import FormatError, ModelError
+from iommusim.hw.riscv.faults import CAUSE_NAMES
+from iommusim.hw.riscv.iommu import RiscvIommu
+from iommusim.hw.riscv.params import PRESETS, RiscvIommuParams
 from iommusim.hw.riscv.transaction import Request
 
 __all__ = [

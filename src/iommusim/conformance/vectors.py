@@ -12,14 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from iommusim.bits.riscv.regs import MODE_NAMES
 from iommusim.errors import FormatError
 from iommusim.hw.riscv.iommu import RiscvIommu
-from iommusim.hw.riscv.params import (
-    MODE_NAMES,
-    CacheParams,
-    RiscvIommuParams,
-    default_bare_page_size,
-)
+from iommusim.hw.riscv.params import CacheParams, RiscvIommuParams, default_bare_page_size
 from iommusim.hw.riscv.transaction import AT_NAMES, Message, Request, Response
 from iommusim.mem import FaultInjectingMemory, SparseMemory
 

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Final
 
+from iommusim.bits.riscv.regs import OFF_IOCOUNTINH, OFF_IOHPMCTR, OFF_IOHPMEVT
 from iommusim.errors import InvalidArgument
-from iommusim.hw.riscv.regs import OFF_IOCOUNTINH, OFF_IOHPMCTR, OFF_IOHPMEVT
 from iommusim.platform.system import EndpointConfig, System, SystemConfig
 from iommusim.sw.core.dma import DMA_FROM_DEVICE, DMA_TO_DEVICE
 from iommusim.sw.core.fq import FqOptions

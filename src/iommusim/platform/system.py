@@ -18,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+from iommusim.bits.riscv.regs import OFF_CQT, REGISTERS_SIZE
 from iommusim.errors import InvalidArgument
 from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.params import PRESETS, RiscvIommuParams
-from iommusim.hw.riscv.regs import OFF_CQT, REGISTERS_SIZE
 from iommusim.hw.riscv.transaction import Message
 from iommusim.mem.addrmap import AddressMap
 from iommusim.mem.sparse import SparseMemory

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from iommusim.bits.riscv.regs import MODE_1LVL
 from iommusim.errors import (
     ApiError,
     Busy,
@@ -29,7 +30,7 @@ from iommusim.errors import (
     NotFound,
     OutOfMemory,
 )
-from iommusim.hw.riscv.params import MODE_1LVL, PRESETS
+from iommusim.hw.riscv.params import PRESETS
 from iommusim.sim.clock import VirtualClock
 from iommusim.sw.core.device import Device, Fault
 from iommusim.sw.core.dma import DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE

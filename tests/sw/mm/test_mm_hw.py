@@ -17,11 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iommusim.bits.riscv.queues import CMD_IODIR, CMD_IOFENCE, CMD_IOTINVAL
+from iommusim.bits.riscv.regs import CQCSR_CQEN, MODE_1LVL, OFF_CQB, OFF_CQCSR, OFF_CQT, OFF_DDTP
 from iommusim.bits.riscv.structures import DC_FSC, DC_TC, PC_TA
 from iommusim.hw.riscv.context import PD8
 from iommusim.hw.riscv.iommu import RiscvIommu
-from iommusim.hw.riscv.params import MODE_1LVL, PRESETS, CacheParams
-from iommusim.hw.riscv.regs import CQCSR_CQEN, OFF_CQB, OFF_CQCSR, OFF_CQT, OFF_DDTP
+from iommusim.hw.riscv.params import PRESETS, CacheParams
 from iommusim.hw.riscv.transaction import Request
 from iommusim.mem import SparseMemory
 from iommusim.sw.mm import PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, Mm

@@ -13,11 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iommusim.bits.riscv.pgtable import PTE
+from iommusim.bits.riscv.regs import MODE_1LVL, OFF_DDTP
 from iommusim.bits.riscv.structures import DC_TA, DC_TC
 from iommusim.errors import InvalidArgument, NotSupported
 from iommusim.hw.riscv.iommu import RiscvIommu
-from iommusim.hw.riscv.params import MODE_1LVL, PRESETS, CacheParams
-from iommusim.hw.riscv.regs import OFF_DDTP
+from iommusim.hw.riscv.params import PRESETS, CacheParams
 from iommusim.hw.riscv.transaction import Request
 from iommusim.mem import MemAccess, SparseMemory, TracingMemory
 from iommusim.sw.pages import PageAllocator

@@ -27,20 +27,21 @@ from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
 from iommusim.bits.riscv.queues import CMD_IOFENCE, CMD_IOTINVAL
-from iommusim.bits.riscv.structures import DC_TA, DC_TC
-from iommusim.errors import Exists, InvalidArgument
-from iommusim.hw.riscv.iommu import RiscvIommu
-from iommusim.hw.riscv.params import MODE_1LVL, PRESETS, CacheParams
-from iommusim.hw.riscv.regs import (
+from iommusim.bits.riscv.regs import (
     CQCSR_CQEN,
     CQCSR_CQON,
     FCTL_BE,
+    MODE_1LVL,
     OFF_CQB,
     OFF_CQCSR,
     OFF_CQT,
     OFF_DDTP,
     OFF_FCTL,
 )
+from iommusim.bits.riscv.structures import DC_TA, DC_TC
+from iommusim.errors import Exists, InvalidArgument
+from iommusim.hw.riscv.iommu import RiscvIommu
+from iommusim.hw.riscv.params import PRESETS, CacheParams
 from iommusim.hw.riscv.transaction import Request
 from iommusim.mem import MemAccess, SparseMemory, TracingMemory
 from iommusim.mem.protocol import PhysicalMemory

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from iommusim.bits.riscv.regs import cap
 from iommusim.bits.riscv.structures import (
     DC_FSC,
     DC_MSIPTP,
@@ -17,7 +18,7 @@ from iommusim.bits.riscv.structures import (
     PC_FSC,
     PC_TA,
 )
-from iommusim.hw.riscv.params import RiscvIommuParams, cap
+from iommusim.hw.riscv.params import RiscvIommuParams
 
 __all__ = ["DeviceContext", "ProcessContext", "dc_misconfigured", "pc_misconfigured"]
 

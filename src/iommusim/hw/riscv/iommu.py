@@ -10,14 +10,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Final
 
-from iommusim.errors import BusError, ModelError
-from iommusim.hw.riscv import faults as F
-from iommusim.hw.riscv.context import DeviceContext
-from iommusim.hw.riscv.faults import TranslationFault
-from iommusim.hw.riscv.mrif import MrifOutcome
-from iommusim.hw.riscv.mrif import deliver as deliver_mrif
-from iommusim.hw.riscv.params import MODE_BARE, MODE_OFF, RiscvIommuParams, cap
-from iommusim.hw.riscv.regs import (
+from iommusim.bits.riscv.regs import (
     CQCSR_CMD_ILL,
     CQCSR_CMD_TO,
     CQCSR_CQMF,
@@ -26,14 +19,23 @@ from iommusim.hw.riscv.regs import (
     FQCSR_FQMF,
     FQCSR_FQOF,
     FQCSR_FQON,
+    MODE_BARE,
+    MODE_OFF,
     OFF_IOCOUNTINH,
     OFF_IOHPMCYCLES,
     PQCSR_PQMF,
     PQCSR_PQOF,
     PQCSR_PQON,
-    Registers,
-    WireObserver,
+    cap,
 )
+from iommusim.errors import BusError, ModelError
+from iommusim.hw.riscv import faults as F
+from iommusim.hw.riscv.context import DeviceContext
+from iommusim.hw.riscv.faults import TranslationFault
+from iommusim.hw.riscv.mrif import MrifOutcome
+from iommusim.hw.riscv.mrif import deliver as deliver_mrif
+from iommusim.hw.riscv.params import RiscvIommuParams
+from iommusim.hw.riscv.regs import Registers, WireObserver
 from iommusim.hw.riscv.transaction import (
     STATUS_CA,
     STATUS_SUCCESS,

@@ -40,9 +40,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Final, Literal, Protocol
 
+from iommusim.bits.riscv.regs import cap
 from iommusim.errors import BusError
 from iommusim.hw.riscv import faults as F
-from iommusim.hw.riscv.params import RiscvIommuParams, cap
+from iommusim.hw.riscv.params import RiscvIommuParams
 from iommusim.hw.riscv.transaction import Request, Response
 from iommusim.mem.faults import ACCESS
 from iommusim.mem.protocol import PhysicalMemory

@@ -10,71 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Final
 
+from iommusim.bits.riscv.regs import IGS_BOTH, IGS_MSI, IGS_WSI, MODE_3LVL, MODE_BARE, MODE_OFF, cap
 from iommusim.errors import ModelError
 
-__all__ = [
-    "MODE_1LVL",
-    "MODE_2LVL",
-    "MODE_3LVL",
-    "MODE_BARE",
-    "MODE_OFF",
-    "PRESETS",
-    "CacheParams",
-    "RiscvIommuParams",
-    "cap",
-]
-
-# ddtp.iommu_mode encodings (riscv-iommu: "Device-directory-table pointer (ddtp)").
-MODE_OFF: Final = 0
-MODE_BARE: Final = 1
-MODE_1LVL: Final = 2
-MODE_2LVL: Final = 3
-MODE_3LVL: Final = 4
-MODE_NAMES: Final = {
-    "off": MODE_OFF,
-    "bare": MODE_BARE,
-    "1lvl": MODE_1LVL,
-    "2lvl": MODE_2LVL,
-    "3lvl": MODE_3LVL,
-}
-
-
-class cap:
-    """Bit positions in the ``capabilities`` register (riscv-iommu: "IOMMU capabilities")."""
-
-    VERSION: Final = 0
-    SV32: Final = 8
-    SV39: Final = 9
-    SV48: Final = 10
-    SV57: Final = 11
-    SVRSW60T59B: Final = 14
-    SVPBMT: Final = 15
-    SV32X4: Final = 16
-    SV39X4: Final = 17
-    SV48X4: Final = 18
-    SV57X4: Final = 19
-    AMO_MRIF: Final = 21
-    MSI_FLAT: Final = 22
-    MSI_MRIF: Final = 23
-    AMO_HWAD: Final = 24
-    ATS: Final = 25
-    T2GPA: Final = 26
-    END: Final = 27
-    IGS: Final = 28  # 2 bits: 0 MSI, 1 WSI, 2 both
-    HPM: Final = 30
-    DBG: Final = 31
-    PAS: Final = 32  # 6 bits
-    PD8: Final = 38
-    PD17: Final = 39
-    PD20: Final = 40
-    QOSID: Final = 41
-    NL: Final = 42
-    S: Final = 43
-
-
-IGS_MSI: Final = 0
-IGS_WSI: Final = 1
-IGS_BOTH: Final = 2
+__all__ = ["PRESETS", "CacheParams", "RiscvIommuParams"]
 
 
 @dataclass(frozen=True, slots=True)

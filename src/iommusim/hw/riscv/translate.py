@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, Final
 
+from iommusim.bits.riscv.regs import MODE_1LVL, MODE_2LVL, MODE_3LVL, cap
 from iommusim.errors import BusError
 from iommusim.hw.riscv import faults as F
 from iommusim.hw.riscv.context import (
@@ -44,7 +45,7 @@ from iommusim.hw.riscv.context import (
     pc_misconfigured,
 )
 from iommusim.hw.riscv.faults import TranslationFault
-from iommusim.hw.riscv.params import MODE_1LVL, MODE_2LVL, MODE_3LVL, RiscvIommuParams, cap
+from iommusim.hw.riscv.params import RiscvIommuParams
 from iommusim.mem.faults import ACCESS
 from iommusim.mem.protocol import PhysicalMemory
 from iommusim.mem.sparse import SparseMemory

@@ -21,21 +21,14 @@ import pytest
 from iommusim.bits.fields import Layout
 from iommusim.bits.riscv.pgtable import PTE
 from iommusim.bits.riscv.queues import FQ_RECORD, PQ_RECORD
-from iommusim.bits.riscv.structures import DC_TC, DDTE, PC_FSC, PC_TA, PDTE
-from iommusim.hw.riscv.iommu import RiscvIommu
-from iommusim.hw.riscv.params import (
-    MODE_1LVL,
-    MODE_2LVL,
-    MODE_3LVL,
-    PRESETS,
-    RiscvIommuParams,
-    cap,
-)
-from iommusim.hw.riscv.regs import (
+from iommusim.bits.riscv.regs import (
     CQCSR_CQEN,
     CQCSR_CQON,
     FQCSR_FQEN,
     FQCSR_FQON,
+    MODE_1LVL,
+    MODE_2LVL,
+    MODE_3LVL,
     OFF_CQB,
     OFF_CQCSR,
     OFF_CQT,
@@ -50,7 +43,11 @@ from iommusim.hw.riscv.regs import (
     OFF_PQT,
     PQCSR_PQEN,
     PQCSR_PQON,
+    cap,
 )
+from iommusim.bits.riscv.structures import DC_TC, DDTE, PC_FSC, PC_TA, PDTE
+from iommusim.hw.riscv.iommu import RiscvIommu
+from iommusim.hw.riscv.params import PRESETS, RiscvIommuParams
 from iommusim.hw.riscv.transaction import Message, Request, Response
 from iommusim.mem import FaultInjectingMemory, SparseMemory
 from iommusim.sim import VirtualClock

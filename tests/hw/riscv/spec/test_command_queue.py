@@ -7,10 +7,7 @@ from __future__ import annotations
 import pytest
 
 from iommusim.bits.riscv.queues import CMD_ATS, CMD_IODIR, CMD_IOFENCE, CMD_IOTINVAL
-from iommusim.errors import ModelError
-from iommusim.hw.riscv.iommu import RiscvIommu
-from iommusim.hw.riscv.params import PRESETS
-from iommusim.hw.riscv.regs import (
+from iommusim.bits.riscv.regs import (
     CQCSR_CIE,
     CQCSR_CMD_ILL,
     CQCSR_CMD_TO,
@@ -21,6 +18,9 @@ from iommusim.hw.riscv.regs import (
     OFF_CQH,
     OFF_IPSR,
 )
+from iommusim.errors import ModelError
+from iommusim.hw.riscv.iommu import RiscvIommu
+from iommusim.hw.riscv.params import PRESETS
 from iommusim.mem import ACCESS, SparseMemory
 from iommusim.sim import VirtualClock
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from iommusim.bits.riscv.queues import FQ_RECORD
+from iommusim.bits.riscv.regs import cap
 from iommusim.bits.riscv.structures import DC_FSC, DC_IOHGATP, DC_MSIPTP, DC_TA, DC_TC
-from iommusim.hw.riscv.params import PRESETS, cap
+from iommusim.hw.riscv.params import PRESETS
 from iommusim.hw.riscv.transaction import STATUS_SUCCESS, STATUS_UR
 from iommusim.mem import ACCESS, CORRUPTION
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from iommusim.bits.riscv.queues import FQ_RECORD
-from iommusim.hw.riscv.regs import (
+from iommusim.bits.riscv.regs import (
     FQCSR_FQEN,
     FQCSR_FQMF,
     FQCSR_FQOF,

@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 
 from iommusim.bits.riscv.pgtable import PTE
+from iommusim.bits.riscv.regs import cap
 from iommusim.bits.riscv.structures import PC_FSC, PC_TA
-from iommusim.hw.riscv.params import PRESETS, cap
+from iommusim.hw.riscv.params import PRESETS
 from iommusim.hw.riscv.transaction import STATUS_UR
 
 DID = 0x10

@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 
 from iommusim.bits.riscv.queues import CMD_IODIR
+from iommusim.bits.riscv.regs import IPSR_PMIP, MODE_NAMES, cap
 from iommusim.bits.riscv.structures import DC_FSC, DC_IOHGATP, DC_TA, PC_FSC
 from iommusim.errors import ModelError
 from iommusim.hw.riscv.iommu import RiscvIommu
-from iommusim.hw.riscv.params import MODE_NAMES, PRESETS, RiscvIommuParams, cap
-from iommusim.hw.riscv.regs import IPSR_PMIP, Registers
+from iommusim.hw.riscv.params import PRESETS, RiscvIommuParams
+from iommusim.hw.riscv.regs import Registers
 from iommusim.mem import SparseMemory
 from iommusim.sim import VirtualClock
 from testsupport.fakehost import FakeHost

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from iommusim.errors import ModelError
-from iommusim.hw.riscv.params import PRESETS, RiscvIommuParams
-from iommusim.hw.riscv.regs import (
+from iommusim.bits.riscv.regs import (
     CQCSR_CIE,
     CQCSR_CMD_ILL,
     CQCSR_CQEN,
@@ -27,8 +25,10 @@ from iommusim.hw.riscv.regs import (
     PQCSR_PIE,
     PQCSR_PQEN,
     PQCSR_PQOF,
-    Registers,
 )
+from iommusim.errors import ModelError
+from iommusim.hw.riscv.params import PRESETS, RiscvIommuParams
+from iommusim.hw.riscv.regs import Registers
 from testsupport.fakehost import FakeHost
 
 OFF_IPSR = 84

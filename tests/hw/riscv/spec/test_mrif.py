@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import pytest
 
+from iommusim.bits.riscv.regs import cap
 from iommusim.bits.riscv.structures import DC_IOHGATP, DC_MSIPTP, MSIPTE_MRIF
 from iommusim.errors import ModelError
 from iommusim.hw.riscv.mrif import identity_of, mrif_slot
-from iommusim.hw.riscv.params import PRESETS, cap
+from iommusim.hw.riscv.params import PRESETS
 from iommusim.hw.riscv.transaction import Request
 from iommusim.mem import TracingMemory
 

@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from iommusim.bits.riscv.regs import OFF_DDTP, OFF_PQCSR, OFF_PQH, OFF_PQT, PQCSR_PQEN, PQCSR_PQOF
 from iommusim.bits.riscv.structures import DC_TC
-from iommusim.hw.riscv.regs import (
-    OFF_DDTP,
-    OFF_PQCSR,
-    OFF_PQH,
-    OFF_PQT,
-    PQCSR_PQEN,
-    PQCSR_PQOF,
-)
 
 DID = 0x1234
 RID = 0xBEEF

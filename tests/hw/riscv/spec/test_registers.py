@@ -13,22 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from iommusim.errors import ModelError
-from iommusim.hw.riscv.params import (
-    IGS_BOTH,
-    IGS_MSI,
-    IGS_WSI,
-    MODE_1LVL,
-    MODE_2LVL,
-    MODE_3LVL,
-    MODE_BARE,
-    MODE_NAMES,
-    MODE_OFF,
-    PRESETS,
-    RiscvIommuParams,
-    cap,
-)
-from iommusim.hw.riscv.regs import (
+from iommusim.bits.riscv.regs import (
     CQCSR_CIE,
     CQCSR_CMD_ILL,
     CQCSR_CMD_TO,
@@ -41,6 +26,15 @@ from iommusim.hw.riscv.regs import (
     FQCSR_FQMF,
     FQCSR_FQOF,
     FQCSR_FQON,
+    IGS_BOTH,
+    IGS_MSI,
+    IGS_WSI,
+    MODE_1LVL,
+    MODE_2LVL,
+    MODE_3LVL,
+    MODE_BARE,
+    MODE_NAMES,
+    MODE_OFF,
     OFF_CQB,
     OFF_CQH,
     OFF_DDTP,
@@ -48,8 +42,11 @@ from iommusim.hw.riscv.regs import (
     PQCSR_PQEN,
     PQCSR_PQOF,
     PQCSR_PQON,
-    Registers,
+    cap,
 )
+from iommusim.errors import ModelError
+from iommusim.hw.riscv.params import PRESETS, RiscvIommuParams
+from iommusim.hw.riscv.regs import Registers
 from testsupport.vectors import VECTORS
 
 

@@ -16,17 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iommusim.errors import Busy, NoDevice
-from iommusim.hw.riscv.params import (
-    MODE_1LVL,
-    MODE_2LVL,
-    MODE_3LVL,
-    MODE_BARE,
-    MODE_OFF,
-    PRESETS,
-    cap,
-)
-from iommusim.hw.riscv.regs import (
+from iommusim.bits.riscv.regs import (
     CQCSR_CIE,
     CQCSR_CQEN,
     CQCSR_CQON,
@@ -37,6 +27,11 @@ from iommusim.hw.riscv.regs import (
     FQCSR_FIE,
     FQCSR_FQEN,
     FQCSR_FQON,
+    MODE_1LVL,
+    MODE_2LVL,
+    MODE_3LVL,
+    MODE_BARE,
+    MODE_OFF,
     OFF_CQB,
     OFF_CQCSR,
     OFF_DDTP,
@@ -45,7 +40,10 @@ from iommusim.hw.riscv.regs import (
     OFF_FQCSR,
     OFF_ICVEC,
     OFF_MSI_CFG_TBL,
+    cap,
 )
+from iommusim.errors import Busy, NoDevice
+from iommusim.hw.riscv.params import PRESETS
 from iommusim.platform.endpoint import Endpoint
 from iommusim.platform.system import RamRegion, System, SystemConfig
 from iommusim.sw.core.device import Device

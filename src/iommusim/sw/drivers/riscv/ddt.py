@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Final
 
+from iommusim.bits.riscv.regs import MODE_1LVL, MODE_2LVL, MODE_3LVL
 from iommusim.bits.riscv.structures import DDTE
 from iommusim.errors import NoDevice
-from iommusim.hw.riscv.params import MODE_1LVL, MODE_2LVL, MODE_3LVL
 from iommusim.mem.protocol import PhysicalMemory
 from iommusim.sw.pages import PageAllocator
 

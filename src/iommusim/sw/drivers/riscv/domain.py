@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from iommusim.bits.pcie import inval_payload
+from iommusim.bits.riscv.regs import cap
 from iommusim.errors import NoDevice
-from iommusim.hw.riscv.params import cap
 from iommusim.sw.core.device import Device
 from iommusim.sw.core.domain import DOMAIN_UNMANAGED, Domain
 from iommusim.sw.drivers.riscv.commands import iotinval_vma

@@ -13,11 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
 from iommusim.bits.pcie import inval_payload
-from iommusim.bits.riscv.structures import DC_FSC, DC_TA, DC_TC, PC_TA
-from iommusim.errors import Busy, InvalidArgument, NoDevice, NotSupported, OutOfMemory
-from iommusim.hw.riscv.faults import CAUSE_NAMES
-from iommusim.hw.riscv.params import MODE_1LVL, MODE_3LVL, MODE_BARE, MODE_OFF, cap
-from iommusim.hw.riscv.regs import (
+from iommusim.bits.riscv.regs import (
     CQCSR_CMD_ILL,
     CQCSR_CMD_TO,
     CQCSR_CQMF,
@@ -35,6 +31,10 @@ from iommusim.hw.riscv.regs import (
     IPSR_FIP,
     IPSR_PIP,
     IPSR_PMIP,
+    MODE_1LVL,
+    MODE_3LVL,
+    MODE_BARE,
+    MODE_OFF,
     MSI_TABLE_MAX,
     OFF_CAPABILITIES,
     OFF_CQCSR,
@@ -43,7 +43,11 @@ from iommusim.hw.riscv.regs import (
     OFF_ICVEC,
     OFF_IPSR,
     OFF_MSI_CFG_TBL,
+    cap,
 )
+from iommusim.bits.riscv.structures import DC_FSC, DC_TA, DC_TC, PC_TA
+from iommusim.errors import Busy, InvalidArgument, NoDevice, NotSupported, OutOfMemory
+from iommusim.hw.riscv.faults import CAUSE_NAMES
 from iommusim.mem.protocol import PhysicalMemory
 from iommusim.sw.core.device import Device, Fault
 from iommusim.sw.core.domain import DOMAIN_BLOCKED, DOMAIN_IDENTITY, Domain

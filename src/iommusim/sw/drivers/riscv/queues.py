@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from iommusim.bits.riscv.queues import FQ_RECORD, PQ_RECORD
-from iommusim.errors import Busy, InvalidArgument, NoDevice, OutOfMemory
-from iommusim.hw.riscv.regs import (
+from iommusim.bits.riscv.regs import (
     CQCSR_BUSY,
     CQCSR_CIE,
     CQCSR_CMD_ILL,
@@ -41,6 +40,7 @@ from iommusim.hw.riscv.regs import (
     QB_LOG2SZM1_MASK,
     QB_PPN_SHIFT,
 )
+from iommusim.errors import Busy, InvalidArgument, NoDevice, OutOfMemory
 from iommusim.mem.protocol import PhysicalMemory
 from iommusim.sw.drivers.riscv.commands import Command, iofence_c
 from iommusim.sw.drivers.riscv.mmio import Mmio
