@@ -74,3 +74,15 @@ def test_hardware_never_imports_software_or_platform() -> None:
     for path in (SRC / "hw").rglob("*.py"):
         for mod in imports(path):
             assert part_of(mod) not in ("sw", "platform"), f"{path} imports {mod}"
+
+
+def test_software_never_imports_hardware() -> None:
+    """DESIGN rule 2: drivers touch hardware only through MMIO and memory, so sw/ knows the
+    hardware by its spec tables (bits/) alone, never by the model's modules."""
+    offenders = [
+        f"{path.relative_to(SRC)} imports {mod}"
+        for path in sorted((SRC / "sw").rglob("*.py"))
+        for mod in imports(path)
+        if part_of(mod) == "hw"
+    ]
+    assert offenders == []

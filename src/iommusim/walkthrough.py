@@ -16,10 +16,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from iommusim.bits.riscv.causes import CAUSE_NAMES
 from iommusim.bits.riscv.pgtable import PTE
 from iommusim.bits.riscv.structures import DC_FSC, DC_IOHGATP, DC_TC, DDTE, PC_FSC, PC_TA
 from iommusim.conformance.vectors import Replay
-from iommusim.hw.riscv.faults import CAUSE_NAMES
 from iommusim.hw.riscv.params import PRESETS
 from iommusim.mem import SparseMemory
 

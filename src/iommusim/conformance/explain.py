@@ -32,6 +32,7 @@ from typing import Any, Final, Literal
 from rich.console import Console
 
 from iommusim.bits.fields import Access, Layout
+from iommusim.bits.riscv.causes import CAUSE_NAMES, DTF_REPORTED, TTYP_NAMES
 from iommusim.bits.riscv.pgtable import PTE, PTE32
 from iommusim.bits.riscv.queues import FQ_RECORD, PQ_RECORD
 from iommusim.bits.riscv.regs import (
@@ -65,12 +66,7 @@ from iommusim.conformance.vectors import (
     response_json,
 )
 from iommusim.errors import IommusimError
-from iommusim.hw.riscv.faults import (
-    ATS_SUCCESS_CAUSES,
-    CAUSE_NAMES,
-    DTF_REPORTED,
-    TTYP_NAMES,
-)
+from iommusim.hw.riscv.faults import ATS_SUCCESS_CAUSES
 from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.mrif import identity_of, mrif_slot
 from iommusim.hw.riscv.params import RiscvIommuParams

@@ -23,6 +23,7 @@ from typing import Any, Final
 
 from rich.console import Console
 
+from iommusim.bits.riscv.causes import CAUSE_NAMES
 from iommusim.bits.riscv.regs import (
     DDTP_BUSY,
     DDTP_MODE_MASK,
@@ -51,7 +52,6 @@ from iommusim.bits.riscv.regs import (
 from iommusim.conformance.explain import explain_translation, print_translation
 from iommusim.conformance.rawmem import ImageMemory, MemoryImage
 from iommusim.errors import FormatError, ModelError
-from iommusim.hw.riscv.faults import CAUSE_NAMES
 from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.params import PRESETS, RiscvIommuParams
 from iommusim.hw.riscv.transaction import Request

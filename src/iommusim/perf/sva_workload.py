@@ -34,8 +34,8 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Final
 
+from iommusim.bits.riscv.causes import CAUSE_NAMES
 from iommusim.errors import InvalidArgument
-from iommusim.hw.riscv.faults import CAUSE_NAMES
 from iommusim.platform.endpoint import (
     CAUSE_ATS_ABORT,
     CAUSE_ATS_DENIED,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
 from iommusim.bits.pcie import inval_payload
+from iommusim.bits.riscv.causes import CAUSE_NAMES
 from iommusim.bits.riscv.regs import (
     CQCSR_CMD_ILL,
     CQCSR_CMD_TO,
@@ -47,7 +48,6 @@ from iommusim.bits.riscv.regs import (
 )
 from iommusim.bits.riscv.structures import DC_FSC, DC_TA, DC_TC, PC_TA
 from iommusim.errors import Busy, InvalidArgument, NoDevice, NotSupported, OutOfMemory
-from iommusim.hw.riscv.faults import CAUSE_NAMES
 from iommusim.mem.protocol import PhysicalMemory
 from iommusim.sw.core.device import Device, Fault
 from iommusim.sw.core.domain import DOMAIN_BLOCKED, DOMAIN_IDENTITY, Domain
