@@ -149,7 +149,7 @@ def _iova_state(iovad: Any) -> object:
 
 
 def _domain_state(d: Domain) -> object:
-    out: dict[str, object] = {"type": d.type, "freed": d.freed, "repr": repr(d)}
+    out: dict[str, object] = {"type": d.type, "freed": d.freed, "repr": repr(d), "users": d.users}
     if d.freed:
         return out
     bonds = getattr(d, "bonds", None)
@@ -236,7 +236,6 @@ def snapshot(m: Any) -> dict[str, object]:
             (n, id(d.group), d.iommu is not None, d.fault_handler is not None)
             for n, d in sorted(core.devices.items())
         ),
-        "attached": tuple(sorted(core._attached.items())),
         "unhandled": len(core.unhandled_faults),
         "iopf": (_public(core.iopf.stats), tuple(sorted(core.iopf.pending))),
         "driver": (

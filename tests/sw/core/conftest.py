@@ -94,7 +94,7 @@ def snapshot(m: Machine, *domains: Domain) -> dict[str, object]:
             for g in core.groups
         ],
         "devices": {n: (d.group, d.iommu, d.fault_handler) for n, d in core.devices.items()},
-        "dcs": {n: m.dc(d.rid) for n, d in core.devices.items()},
+        "dcs": {n: m.dc(d.rid) for n, d in core.devices.items() if d.iommu is m.driver},
         "pages_free": m.kernel.pages.nr_free,
         "commands": m.driver.cmdq.sent if m.driver.cmdq else 0,
         "pscids": len(m.driver.pscid_ida),

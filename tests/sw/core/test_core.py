@@ -603,7 +603,7 @@ def test_fault_handler_registration(machine: Any, snap: Any) -> None:
     )
     m.ep("nic").dma_read(0x1000, 4)
     m.system.run_for(10_000)
-    assert [f.cause for f in got] == [READ_PAGE_FAULT]
+    assert [f.record.cause for f in got] == [READ_PAGE_FAULT]
     m.core.unregister_fault_handler(nic)
     fails_cleanly(
         m,

@@ -15,14 +15,18 @@ __all__ = ["Device", "Fault", "Group", "PciFunction"]
 
 @dataclass(frozen=True, slots=True)
 class Fault:
-    """An unrecoverable DMA fault reported to the device's handler (iommu_fault, UNRECOV)."""
+    """An unrecoverable DMA fault reported to the device's handler (after Linux
+    ``report_iommu_fault``: the device, the address, read or write). Architecture-neutral:
+    ``reason`` says what went wrong in words and ``record`` is the IOMMU's own record of it
+    (a RISC-V fault-queue record, an SMMUv3 event), for handlers that know the architecture.
+    """
 
     rid: int
-    cause: int
     iova: int
     pasid: int | None
     write: bool
     reason: str
+    record: object = field(repr=False)
 
 
 class PciFunction(Protocol):

@@ -2,6 +2,7 @@
 
 A driver subclasses :class:`Domain` for each kind it provides and overrides the operations its
 kind supports; the defaults answer EOPNOTSUPP, the errno the kernel gives for a missing op.
+:class:`~iommusim.sw.core.ops.DomainOps` is the contract, with the errnos of each operation.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "DOMAIN_DMA_FQ",
     "DOMAIN_IDENTITY",
     "DOMAIN_NAMES",
+    "DOMAIN_NESTED",
     "DOMAIN_SVA",
     "DOMAIN_UNMANAGED",
     "Domain",
@@ -34,6 +36,7 @@ _DMA_API: Final = 1 << 1
 _PT: Final = 1 << 2
 _DMA_FQ: Final = 1 << 3
 _SVA: Final = 1 << 4
+_NESTED: Final = 1 << 6
 
 DOMAIN_BLOCKED: Final = 0
 DOMAIN_IDENTITY: Final = _PT
@@ -41,6 +44,9 @@ DOMAIN_UNMANAGED: Final = _PAGING
 DOMAIN_DMA: Final = _PAGING | _DMA_API
 DOMAIN_DMA_FQ: Final = _PAGING | _DMA_API | _DMA_FQ
 DOMAIN_SVA: Final = _SVA
+#: A user (a VMM through iommufd) owns the first stage; it nests inside a paging domain that
+#: the kernel owns (the nesting parent: the G-stage or stage 2).
+DOMAIN_NESTED: Final = _NESTED
 
 DOMAIN_NAMES: Final = {
     DOMAIN_BLOCKED: "blocked",
@@ -49,11 +55,16 @@ DOMAIN_NAMES: Final = {
     DOMAIN_DMA: "dma",
     DOMAIN_DMA_FQ: "dma-fq",
     DOMAIN_SVA: "sva",
+    DOMAIN_NESTED: "nested",
 }
 
 
 class Domain:
     """A translation context devices attach to."""
+
+    #: Whether :meth:`set_dev_pasid` is an operation of this kind (``ops->set_dev_pasid``);
+    #: a subclass that implements it says so.
+    supports_pasid: bool = False
 
     def __init__(
         self,
@@ -71,6 +82,8 @@ class Domain:
         self.pa_limit = 1 << 64
         #: Set by the core once the domain is freed: every later use is refused (ENOENT).
         self.freed = False
+        #: Groups and PASIDs attached (kept by the core): freeing is EBUSY while not 0.
+        self.users = 0
         self.cookie: DmaCookie | None = None
         #: Takes the page-request groups of faults on this domain and answers each once
         #: (``iommu_domain.iopf_handler``); None: page requests are answered "invalid".

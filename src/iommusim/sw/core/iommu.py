@@ -52,6 +52,27 @@ class UnhandledFault:
     fault: Fault
 
 
+class _Reporter:
+    """The handle a driver is given at registration: where it reports what it reads from its
+    hardware (after Linux ``iommu_report_device_fault``). One per registered driver, so the
+    core knows which IOMMU a requester id is behind."""
+
+    __slots__ = ("_core", "_driver")
+
+    def __init__(self, core: IommuCore, driver: IommuDriver) -> None:
+        self._core = core
+        self._driver = driver
+
+    def fault(self, fault: Fault) -> None:
+        self._core.report_device_fault(self._driver, fault)
+
+    def page_request(self, rid: int, fault: PageFault) -> None:
+        self._core._page_request(self._driver, rid, fault)
+
+    def page_requests_lost(self) -> None:
+        self._core.iopf.discard_partial()
+
+
 class IommuCore:
     """The core for one machine. ``dma_mode`` is ``iommu.strict=1`` ("strict"),
     ``iommu.strict=0`` ("lazy": DMA_FQ default domains) or ``iommu.passthrough=1``."""
@@ -79,7 +100,6 @@ class IommuCore:
         self.groups: list[Group] = []
         self._group_keys: dict[str, Group] = {}
         self._next_group = 0
-        self._attached: dict[int, int] = {}  # id(domain) -> groups attached
         self.unhandled_faults: list[UnhandledFault] = []
         self.iopf = Iopf(self._iopf_domain, self._iopf_send, lambda: clock.now)
 
@@ -89,9 +109,7 @@ class IommuCore:
         if any(d is driver for d in self.drivers):
             raise Busy(f"{driver.name} is already registered")
         self.drivers.append(driver)
-        driver.on_fault = lambda fault: self.report_device_fault(driver, fault)
-        driver.on_page_request = lambda rid, fault: self._page_request(driver, rid, fault)
-        driver.on_pq_overflow = self._pq_overflow
+        driver.registered(_Reporter(self, driver))
 
     def probe_device(self, dev: Device) -> None:
         """iommu_probe_device: find the IOMMU, join or make a group, attach the default."""
@@ -121,9 +139,8 @@ class IommuCore:
         dev.group = group
         group.devices.append(dev)
         if new_group:
-            group.domain = group.default_domain
-            key = id(group.default_domain)
-            self._attached[key] = self._attached.get(key, 0) + 1
+            group.domain = target
+            target.users += 1
             self.groups.append(group)
             self._next_group += 1
             if dev.group_key is not None:
@@ -159,7 +176,7 @@ class IommuCore:
             driver.blocked_domain.set_dev_pasid(dev, pasid, domain)
             if len(group.devices) == 1:
                 del group.pasid_array[pasid]
-                self._attached[id(domain)] = self._attached.get(id(domain), 1) - 1
+                domain.users -= 1
         self.iopf.remove_device(dev)
         driver.blocked_domain.attach_dev(dev, group.domain)
         group.devices.remove(dev)
@@ -169,7 +186,7 @@ class IommuCore:
         if not group.devices:
             self.groups.remove(group)
             if group.domain is not None:
-                self._attached[id(group.domain)] = self._attached.get(id(group.domain), 1) - 1
+                group.domain.users -= 1
             if group.default_domain is not None:
                 self._free_domain(group.default_domain)
             for k, g in list(self._group_keys.items()):
@@ -209,7 +226,7 @@ class IommuCore:
         _live(domain)
         if any(domain is d.identity_domain or domain is d.blocked_domain for d in self.drivers):
             raise InvalidArgument(f"{domain!r} is a static domain of its driver")
-        if self._attached.get(id(domain)):
+        if domain.users:
             raise Busy(f"{domain!r} is still attached")
         if any(g.default_domain is domain for g in self.groups):
             raise Busy(f"{domain!r} is a default domain")
@@ -221,6 +238,10 @@ class IommuCore:
         old = group.domain
         if old is domain:
             return
+        # __iommu_attach_group: a domain of another IOMMU is "incompatible" (EINVAL).
+        for dev in group.devices:
+            if dev.iommu is not domain.owner:
+                raise InvalidArgument(f"{domain!r} belongs to another IOMMU than {dev.name}'s")
         # A default domain is its group's (the DMA API's IOVA space, freed with the group):
         # attached to another group it would be freed under that group's feet when its own
         # group goes (iommu_group_release frees group->default_domain unconditionally).
@@ -240,8 +261,8 @@ class IommuCore:
                     old.attach_dev(dev, domain)
             raise
         if old is not None:
-            self._attached[id(old)] = self._attached.get(id(old), 1) - 1
-        self._attached[id(domain)] = self._attached.get(id(domain), 0) + 1
+            old.users -= 1
+        domain.users += 1
         group.domain = domain
 
     def attach_device(self, domain: Domain, dev: Device) -> None:
@@ -284,7 +305,7 @@ class IommuCore:
         driver = dev.iommu
         if driver is None:
             raise NoDevice(f"{dev.name} has no IOMMU")
-        if type(domain).set_dev_pasid is Domain.set_dev_pasid:
+        if not domain.supports_pasid:
             raise NotSupported(f"{domain!r} cannot be attached to a PASID")
         if domain.owner is not driver or pasid <= 0 or pasid >= 1 << 20:
             raise InvalidArgument(f"cannot attach {domain!r} to PASID {pasid} of {dev.name}")
@@ -305,7 +326,7 @@ class IommuCore:
                 driver.blocked_domain.set_dev_pasid(d, pasid, domain)
             raise
         group.pasid_array[pasid] = domain
-        self._attached[id(domain)] = self._attached.get(id(domain), 0) + 1
+        domain.users += 1
 
     def detach_device_pasid(self, domain: Domain, dev: Device, pasid: int) -> None:
         """iommu_detach_device_pasid: the PASID blocks again; its pending page-request
@@ -318,7 +339,7 @@ class IommuCore:
             dev.iommu.blocked_domain.set_dev_pasid(d, pasid, domain)
             self.iopf.remove_device(d, pasid)
         del group.pasid_array[pasid]
-        self._attached[id(domain)] = self._attached.get(id(domain), 1) - 1
+        domain.users -= 1
 
     def pasid_domain(self, dev: Device, pasid: int) -> Domain | None:
         return self._group_of(dev).pasid_array.get(pasid)
@@ -333,9 +354,6 @@ class IommuCore:
                 driver.page_response(rid, fault.pasid, fault.grpid, RESP_INVALID)
             return
         self.iopf.report(dev, fault)
-
-    def _pq_overflow(self) -> None:
-        self.iopf.discard_partial()
 
     def _iopf_domain(self, dev: Device, pasid: int | None) -> Domain | None:
         group = dev.group

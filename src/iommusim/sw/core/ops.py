@@ -1,8 +1,16 @@
-"""The driver operations table the core calls (after Linux ``struct iommu_ops``)."""
+"""The contract between the IOMMU core and a driver (after Linux ``struct iommu_ops`` and
+``struct iommu_domain_ops``), with the errno each operation may fail with.
+
+Nothing here names an architecture: a driver for any IOMMU implements :class:`IommuDriver`,
+its domains subclass :class:`~iommusim.sw.core.domain.Domain` (which answers every operation
+it does not override with EOPNOTSUPP, the errno of a missing op) and so satisfy
+:class:`DomainOps`, and it reports what it reads from its hardware through the
+:class:`Reporter` it is given at registration. Every operation either succeeds or raises an
+:class:`~iommusim.errors.ApiError` having changed nothing.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -10,26 +18,83 @@ if TYPE_CHECKING:
     from iommusim.sw.core.domain import Domain
     from iommusim.sw.iopf.queue import PageFault
     from iommusim.sw.mm.mm import Mm
+    from iommusim.sw.pgtable.gather import IotlbGather
 
-__all__ = ["IommuDriver"]
+__all__ = ["DomainOps", "IommuDriver", "Reporter"]
+
+
+class Reporter(Protocol):
+    """Where a driver reports events of its IOMMU (``iommu_report_device_fault``); the core
+    hands one to :meth:`IommuDriver.registered`. Reporting never fails."""
+
+    def fault(self, fault: Fault) -> None:
+        """An unrecoverable DMA fault the driver read from its fault/event queue."""
+
+    def page_request(self, rid: int, fault: PageFault) -> None:
+        """A page request of requester ``rid`` (answered later with ``page_response``)."""
+
+    def page_requests_lost(self) -> None:
+        """The page-request queue overflowed: partial groups may have lost their last
+        request (the IOMMU answered it), so the core drops them."""
+
+
+class DomainOps(Protocol):
+    """A domain's operations (``iommu_domain_ops``).
+
+    ``attach_dev`` and ``set_dev_pasid`` raise InvalidArgument (EINVAL) for a device whose
+    IOMMU is not the domain's -- "incompatible", as Linux and iommufd after it answer -- and
+    NotSupported (EOPNOTSUPP) for a domain kind that cannot be attached that way;
+    ``map`` raises InvalidArgument for a range or protection the format cannot hold, Exists
+    (EEXIST) for an IOVA already mapped, OutOfMemory (ENOMEM) when a table page cannot be
+    allocated; ``unmap`` raises InvalidArgument when it would split a larger page; the domain
+    kinds without a page table raise NotSupported for map, unmap and iova_to_phys.
+    """
+
+    type: int
+    owner: object
+    #: Groups and PASIDs attached to the domain; the core refuses to free it (EBUSY) while
+    #: this is not 0.
+    users: int
+    #: Whether :meth:`set_dev_pasid` is an operation of this domain (``ops->set_dev_pasid``
+    #: is not NULL); the core answers EOPNOTSUPP for a PASID attach otherwise.
+    supports_pasid: bool
+
+    def attach_dev(self, dev: Device, old: Domain | None) -> None: ...
+
+    def set_dev_pasid(self, dev: Device, pasid: int, old: Domain | None) -> None: ...
+
+    def remove_dev_pasid(self, dev: Device, pasid: int) -> None: ...
+
+    def map(self, iova: int, pa: int, size: int, prot: int) -> None: ...
+
+    def unmap(self, iova: int, size: int, gather: IotlbGather) -> int: ...
+
+    def iotlb_sync(self, gather: IotlbGather) -> None: ...
+
+    def flush_iotlb_all(self) -> None: ...
+
+    def iova_to_phys(self, iova: int) -> int | None: ...
+
+    def free(self) -> None: ...
 
 
 class IommuDriver(Protocol):
-    """What an IOMMU driver gives the core.
+    """What an IOMMU driver gives the core (``iommu_ops``).
 
     ``probe_device`` raises NoDevice (ENODEV) when the device is not behind this IOMMU or
-    cannot be translated; ``domain_alloc_paging`` raises OutOfMemory (ENOMEM) or NoDevice.
+    cannot be translated; ``domain_alloc_paging`` raises OutOfMemory (ENOMEM) or NoDevice;
+    ``domain_alloc_sva`` raises NotSupported (EOPNOTSUPP) when the IOMMU cannot share a CPU
+    page table and NoDevice for a device without PASID support; ``page_response`` never fails
+    (a response to a group that is gone is dropped, as the PCIe spec lets a device do).
     """
 
     name: str
     identity_domain: Domain
     blocked_domain: Domain
-    #: Set by the core at registration: where the driver reports faults it reads.
-    on_fault: Callable[[Fault], None] | None
-    #: Set by the core: where the driver reports page requests (requester id, request) and
-    #: page-request queue overflows.
-    on_page_request: Callable[[int, PageFault], None] | None
-    on_pq_overflow: Callable[[], None] | None
+
+    def registered(self, reporter: Reporter) -> None:
+        """The core registered the driver (``iommu_device_register``): from now on it
+        reports faults and page requests to ``reporter``."""
 
     def owns(self, dev: Device) -> bool: ...
 
@@ -41,10 +106,6 @@ class IommuDriver(Protocol):
 
     def def_domain_type(self, dev: Device) -> int | None: ...
 
-    def domain_alloc_sva(self, dev: Device, mm: Mm) -> Domain:
-        """A domain sharing ``mm``'s page table (EOPNOTSUPP when the IOMMU cannot)."""
-        ...
+    def domain_alloc_sva(self, dev: Device, mm: Mm) -> Domain: ...
 
-    def page_response(self, rid: int, pasid: int | None, grpid: int, code: int) -> None:
-        """Answer the device's Page Request Group ``grpid`` (iommu_ops.page_response)."""
-        ...
+    def page_response(self, rid: int, pasid: int | None, grpid: int, code: int) -> None: ...

@@ -16,6 +16,7 @@ from iommusim.bits.riscv.regs import FQCSR_FQOF, OFF_FQCSR, OFF_FQH, OFF_FQT, OF
 from iommusim.hw.riscv.params import PRESETS
 from iommusim.platform.system import EndpointConfig
 from iommusim.sw.core.device import Fault
+from iommusim.sw.drivers.riscv.queues import FaultRecord
 from iommusim.sw.prot import IOMMU_READ
 
 PAGE = 4096
@@ -54,11 +55,22 @@ def test_fault_travels_to_the_device_handler_after_the_interrupt_latency(machine
     assert got == [
         Fault(
             rid=0x08,
-            cause=WRITE_PAGE_FAULT,
             iova=0x5000,
             pasid=None,
             write=True,
             reason="Write/AMO page fault",
+            # riscv-iommu: "Fault/Event-Queue (FQ)": the record the driver read, TTYP 3
+            # "untranslated write/AMO", iotval the faulting IOVA.
+            record=FaultRecord(
+                cause=WRITE_PAGE_FAULT,
+                ttyp=3,
+                did=0x08,
+                pv=False,
+                pid=0,
+                priv=False,
+                iotval=0x5000,
+                iotval2=0,
+            ),
         )
     ]
     assert m.driver.faults_seen == 1
@@ -78,7 +90,7 @@ def test_read_fault_fields(machine: Any) -> None:
     assert (res.done, res.cause) == (0x100, READ_PAGE_FAULT)
     assert m.ep("nvme").dma_write(0x10000, b"ro").cause == WRITE_PAGE_FAULT
     m.system.run_for(10_000)
-    assert [(f.rid, f.cause, f.iova, f.write) for f in got] == [
+    assert [(f.rid, f.record.cause, f.iova, f.write) for f in got] == [
         (0x10, READ_PAGE_FAULT, 0x11000, False),
         (0x10, WRITE_PAGE_FAULT, 0x10000, True),
     ]
@@ -95,7 +107,7 @@ def test_blocked_and_pasid_faults(machine: Any) -> None:
     m.core.attach_device(m.driver.blocked_domain, m.dev("nic"))
     assert ep.dma_write(m.RAM, b"x").cause == DDT_ENTRY_INVALID
     m.system.run_for(10_000)
-    assert [(f.cause, f.pasid, f.write, f.reason) for f in got] == [
+    assert [(f.record.cause, f.pasid, f.write, f.reason) for f in got] == [
         (TTYP_DISALLOWED, 5, False, "Transaction type disallowed"),
         (DDT_ENTRY_INVALID, None, True, "DDT entry not valid"),
     ]
@@ -117,7 +129,7 @@ def test_fault_without_handler_is_kept_as_unhandled(machine: Any) -> None:
     assert m.driver.faults_seen == 1
     [u] = m.core.unhandled_faults
     assert u.driver == m.driver.name
-    assert (u.fault.rid, u.fault.cause, u.fault.iova) == (0x08, READ_PAGE_FAULT, 0x7000)
+    assert (u.fault.rid, u.fault.record.cause, u.fault.iova) == (0x08, READ_PAGE_FAULT, 0x7000)
 
 
 def test_several_faults_one_interrupt(machine: Any) -> None:
@@ -163,7 +175,7 @@ def test_single_vector_machines_route_faults_too(machine: Any) -> None:
     got = collect(m, "nic")
     m.ep("nic").dma_write(0x3000, b"x")
     m.system.run_for(10_000)
-    assert [(f.cause, f.iova) for f in got] == [(WRITE_PAGE_FAULT, 0x3000)]
+    assert [(f.record.cause, f.iova) for f in got] == [(WRITE_PAGE_FAULT, 0x3000)]
     assert m.system.sink.received == {m.driver.irq_base: 1}
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Final
 
 from iommusim.bits.pcie import inval_payload
 from iommusim.bits.riscv.regs import cap
-from iommusim.errors import NoDevice
+from iommusim.errors import InvalidArgument, NoDevice
 from iommusim.sw.core.device import Device
 from iommusim.sw.core.domain import DOMAIN_UNMANAGED, Domain
 from iommusim.sw.drivers.riscv.commands import iotinval_vma
@@ -97,6 +97,10 @@ def pgtable_format(caps: int) -> RiscvPtFormat:
 
 
 class RiscvPagingDomain(Domain):
+    """A paging domain: a first-stage page table and a PSCID (riscv_iommu_domain)."""
+
+    supports_pasid = True
+
     def __init__(self, driver: RiscvIommuDriver, fmt: RiscvPtFormat, pscid: int) -> None:
         # Only the lower half of the address space: IOVAs are not sign-extended (Linux keeps
         # the aperture at [0, 2^(va_bits-1) - 1] for the same reason).
@@ -113,7 +117,8 @@ class RiscvPagingDomain(Domain):
     # ------------------------------------------------------------------ attach
     def _check_iommu(self, dev: Device) -> None:
         if dev.iommu is not self.driver:
-            raise NoDevice(f"{dev.name} is not behind {self.driver.name}")
+            # "incompatible": the domain is another IOMMU's (EINVAL, as Linux and iommufd).
+            raise InvalidArgument(f"{dev.name} is not behind {self.driver.name}")
 
     def attach_dev(self, dev: Device, old: Domain | None) -> None:
         self._check_iommu(dev)

@@ -12,7 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
-from iommusim.bits.pcie import inval_payload
+from iommusim.bits.pcie import (
+    PRG_INVALID_REQUEST,
+    PRG_RESPONSE_FAILURE,
+    PRG_SUCCESS,
+    inval_payload,
+    prg_response_payload,
+)
 from iommusim.bits.riscv.causes import CAUSE_NAMES
 from iommusim.bits.riscv.regs import (
     CQCSR_CMD_ILL,
@@ -76,6 +82,7 @@ from iommusim.sw.iopf.queue import PERM_EXEC, PERM_PRIV, PERM_READ, PERM_WRITE, 
 from iommusim.sw.pages import PageAllocator
 
 if TYPE_CHECKING:
+    from iommusim.sw.core.ops import Reporter
     from iommusim.sw.mm.mm import Mm
 
 __all__ = ["ATS_INVAL_ALL", "IrqController", "RiscvIommuDriver"]
@@ -91,7 +98,7 @@ _PC_PSCID: Final = PC_TA["pscid"]
 #: An ATS.INVAL payload covering every address (PCIe "Invalidate Request", S = 1).
 ATS_INVAL_ALL: Final = inval_payload(0, 1 << 64)
 #: iommu_page_response codes (success, invalid, failure) as PCIe PRG Response Codes.
-_PRG_CODES: Final = {0: 0x0, 1: 0x1, 2: 0xF}
+_PRG_CODES: Final = {0: PRG_SUCCESS, 1: PRG_INVALID_REQUEST, 2: PRG_RESPONSE_FAILURE}
 _FSC_MODE: Final = DC_FSC["mode"]
 _TA_PSCID: Final = DC_TA["pscid"]
 #: Linux RISCV_IOMMU_MAX_PSCID: PSCIDs come from [1, 2^20 - 1].
@@ -130,6 +137,7 @@ class _StaticDomain(Domain):
     def __init__(self, driver: RiscvIommuDriver, domain_type: int) -> None:
         super().__init__(domain_type, driver)
         self.driver = driver
+        self.supports_pasid = domain_type == DOMAIN_BLOCKED  # a PASID can be blocked
 
     def attach_dev(self, dev: Device, old: Domain | None) -> None:
         # Identity: fsc Bare with tc.V = 1 (pass-through); blocked: tc.V = 0, so every DMA
@@ -197,11 +205,9 @@ class RiscvIommuDriver:
         self._devs: dict[int, _DevState] = {}
         self.mode = MODE_OFF
         self.vectors = 0
-        self.on_fault: Callable[[Fault], None] | None = None
-        #: Set by the core: where page requests read from the page-request queue go, and
-        #: what to do when the queue overflowed (partial groups may have lost their end).
-        self.on_page_request: Callable[[int, PageFault], None] | None = None
-        self.on_pq_overflow: Callable[[], None] | None = None
+        #: Where faults and page requests read from the queues go (the core's handle, given
+        #: at registration); None: faults are only counted, page requests answered invalid.
+        self.reporter: Reporter | None = None
         self.faults_seen = 0
         self.cq_errors: list[str] = []
         self.stats = {
@@ -214,6 +220,10 @@ class RiscvIommuDriver:
             "page_requests": 0,
             "stop_markers": 0,
         }
+
+    def registered(self, reporter: Reporter) -> None:
+        """iommu_device_register: faults and page requests now go to ``reporter``."""
+        self.reporter = reporter
 
     # ------------------------------------------------------------------ probe
     def probe(self) -> None:
@@ -326,8 +336,8 @@ class RiscvIommuDriver:
             return 0
         self.mmio.writel(OFF_IPSR, IPSR_PIP)
         n, overflowed = self.priq.drain(self._page_request)
-        if overflowed and self.on_pq_overflow is not None:
-            self.on_pq_overflow()
+        if overflowed and self.reporter is not None:
+            self.reporter.page_requests_lost()
         return n
 
     def _page_request(self, rec: PageRequestRecord) -> None:
@@ -343,8 +353,8 @@ class RiscvIommuDriver:
             # A Stop Marker (PCIe "Stop Marker Messages"): the device is done with the PASID;
             # it needs no response and there is nothing to fault in.
             self.stats["stop_markers"] += 1
-        elif self.on_page_request is not None:
-            self.on_page_request(rec.did, fault)
+        elif self.reporter is not None:
+            self.reporter.page_request(rec.did, fault)
         elif rec.last:
             self.page_response(rec.did, fault.pasid, rec.prgi, 1)
 
@@ -352,22 +362,24 @@ class RiscvIommuDriver:
         """Answer a Page Request Group with ATS.PRGR (riscv-iommu: "IOMMU PCIe ATS
         commands"): ``code`` 0 success, 1 invalid, 2 failure (PCIe code 0xF); the PASID goes
         back when the request carried one. The command needs no fence."""
-        payload = (rid & 0xFFFF) << 48 | _PRG_CODES[code] << 44 | (grpid & 0x1FF) << 32
+        # A PCIe requester id is 16 bits and a group index 9 (PCIe "Page Request Group
+        # Response Message"); the fields are the record's, so they fit.
+        payload = prg_response_payload(grpid & 0x1FF, _PRG_CODES[code], rid & 0xFFFF)
         self.stats["prgr"] += 1
         self.command(ats_prgr(rid, payload, pid=pasid))
 
     def _fault(self, rec: FaultRecord) -> None:
         self.faults_seen += 1
-        if self.on_fault is not None:
+        if self.reporter is not None:
             # TTYP 3 and 7 are writes (riscv-iommu: "Fault record TTYP field encodings").
-            self.on_fault(
+            self.reporter.fault(
                 Fault(
-                    rec.did,
-                    rec.cause,
-                    rec.iotval,
-                    rec.pid if rec.pv else None,
-                    rec.ttyp in (3, 7),
-                    CAUSE_NAMES.get(rec.cause, "?"),
+                    rid=rec.did,
+                    iova=rec.iotval,
+                    pasid=rec.pid if rec.pv else None,
+                    write=rec.ttyp in (3, 7),
+                    reason=CAUSE_NAMES.get(rec.cause, "?"),
+                    record=rec,
                 )
             )
 

@@ -27,6 +27,10 @@ __all__ = ["RiscvSvaDomain"]
 
 
 class RiscvSvaDomain(Domain):
+    """An SVA domain: a process's own page table at a PASID, with its PSCID."""
+
+    supports_pasid = True
+
     def __init__(self, driver: RiscvIommuDriver, mm: Mm, pscid: int) -> None:
         super().__init__(DOMAIN_SVA, driver)
         self.driver = driver
