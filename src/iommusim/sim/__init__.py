@@ -1,8 +1,7 @@
-"""Simulation support: virtual clock, event scheduler and instrument hooks."""
+"""Simulation support: virtual clock and event scheduler."""
 
 from __future__ import annotations
 
 from iommusim.sim.clock import Event, VirtualClock
-from iommusim.sim.instruments import HOOKS, Instrument, Instruments
 
-__all__ = ["HOOKS", "Event", "Instrument", "Instruments", "VirtualClock"]
+__all__ = ["Event", "VirtualClock"]

@@ -105,17 +105,7 @@ class MrifHost(Protocol):
     params: RiscvIommuParams
     mem: PhysicalMemory
 
-    def report_fault(
-        self,
-        cause: int,
-        ttyp: int,
-        did: int,
-        pv: bool,
-        pid: int,
-        priv: bool,
-        iotval: int,
-        iotval2: int,
-    ) -> None: ...
+    def report_fault(self, record: F.FaultRecord) -> None: ...
 
 
 def mrif_slot(mrif_addr: int, identity: int) -> tuple[int, int, int]:
@@ -205,14 +195,15 @@ def deliver(
         cause = F.MRIF_ACCESS_FAULT if e.kind == ACCESS else F.MRIF_CORRUPTION
         if not dtf:
             host.report_fault(
-                cause,
-                req.ttyp,
-                req.device_id,
-                req.pid_valid,
-                req.process_id,
-                req.priv_req,
-                req.iova,
-                0,
+                F.FaultRecord(
+                    cause,
+                    req.ttyp,
+                    req.device_id,
+                    req.pid_valid,
+                    req.process_id,
+                    req.priv_req,
+                    req.iova,
+                )
             )
         return replace(
             base,
