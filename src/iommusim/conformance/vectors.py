@@ -15,7 +15,7 @@ from typing import Any
 from iommusim.bits.riscv.regs import MODE_NAMES
 from iommusim.errors import FormatError
 from iommusim.hw.riscv.iommu import RiscvIommu
-from iommusim.hw.riscv.params import CacheParams, RiscvIommuParams, default_bare_page_size
+from iommusim.hw.riscv.params import BARE_PAGE_SIZE, CacheParams, RiscvIommuParams
 from iommusim.hw.riscv.transaction import AT_NAMES, Message, Request, Response
 from iommusim.mem import FaultInjectingMemory, SparseMemory
 
@@ -96,7 +96,7 @@ def params_from_json(p: JsonObj) -> RiscvIommuParams:
             max_devid_mask=_int(p, "max_devid_mask", w, 0xFFFFFF),
             gxl_writable=bool(p.get("gxl_writable", False)),
             fctl_be_writable=bool(p.get("fctl_be_writable", False)),
-            bare_page_size={**default_bare_page_size(), **sizes},
+            bare_page_size={**BARE_PAGE_SIZE, **sizes},
             qosid_mask=_int(p, "qosid_mask", w, 0),
         )
     except FormatError:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Final, TypeVar, cast
 
 from iommusim.errors import ApiError, FormatError, ModelError
-from iommusim.hw.riscv.params import PRESETS, CacheParams
+from iommusim.hw.riscv.params import PRESETS, CacheParams, Replacement
 from iommusim.perf.dma_workload import WorkloadConfig, default_system
 from iommusim.platform.costs import CostModel
 from iommusim.platform.system import EndpointConfig, RamRegion, SystemConfig
@@ -154,7 +154,10 @@ def _build(doc: dict[str, object]) -> Scenario:
             ddtc_entries=_get(iommu_t, "ddtc_entries", "iommu", int, c.ddtc_entries),
             pdtc_entries=_get(iommu_t, "pdtc_entries", "iommu", int, c.pdtc_entries),
             iotlb_entries=_get(iommu_t, "iotlb_entries", "iommu", int, c.iotlb_entries),
-            replacement=_get(iommu_t, "replacement", "iommu", str, c.replacement),
+            # CacheParams checks the name (ModelError -> FormatError here).
+            replacement=cast(
+                Replacement, _get(iommu_t, "replacement", "iommu", str, str(c.replacement))
+            ),
         )
     params = params.with_(caches=caches)
     costs_t = _table(doc.get("costs", {}), "costs")

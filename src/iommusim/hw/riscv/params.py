@@ -7,13 +7,19 @@ parameters are the WARL and implementation-defined choices the spec leaves open.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Final
+from types import MappingProxyType
+from typing import Final, Literal
 
 from iommusim.bits.riscv.regs import IGS_BOTH, IGS_MSI, IGS_WSI, MODE_3LVL, MODE_BARE, MODE_OFF, cap
 from iommusim.errors import ModelError
 
-__all__ = ["PRESETS", "CacheParams", "RiscvIommuParams"]
+__all__ = ["BARE_PAGE_SIZE", "PRESETS", "CacheParams", "Replacement", "RiscvIommuParams"]
+
+
+#: Cache replacement policies.
+Replacement = Literal["lru", "fifo"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +33,7 @@ class CacheParams:
     ddtc_entries: int = 64
     pdtc_entries: int = 64
     iotlb_entries: int = 1024
-    replacement: str = "lru"  # "lru" or "fifo"
+    replacement: Replacement = "lru"
 
     def __post_init__(self) -> None:
         for name in ("ddtc_entries", "pdtc_entries", "iotlb_entries"):
@@ -37,8 +43,10 @@ class CacheParams:
             raise ModelError(f"replacement must be 'lru' or 'fifo', not {self.replacement!r}")
 
 
-def default_bare_page_size() -> dict[str, int]:
-    return {
+#: The page size a Bare stage reports per scheme of the other stage (the default: the largest
+#: superpage of each scheme the conformance corpus assumes, FORMAT.md section 6.5).
+BARE_PAGE_SIZE: Final[Mapping[str, int]] = MappingProxyType(
+    {
         "sv57": 1 << 30,
         "sv48": 1 << 30,
         "sv39": 1 << 30,
@@ -48,6 +56,7 @@ def default_bare_page_size() -> dict[str, int]:
         "sv39x4": 1 << 30,
         "sv32x4": 1 << 22,
     }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +74,7 @@ class RiscvIommuParams:
     max_devid_mask: int = 0xFFFFFF
     gxl_writable: bool = False
     fctl_be_writable: bool = False
-    bare_page_size: dict[str, int] = field(default_factory=default_bare_page_size)
+    bare_page_size: Mapping[str, int] = field(default_factory=lambda: BARE_PAGE_SIZE)
     qosid_mask: int = 0
     caches: CacheParams = field(default_factory=CacheParams)
     #: IOMMU clock for ``iohpmcycles`` when the IOMMU runs on a virtual clock
@@ -82,9 +91,11 @@ class RiscvIommuParams:
     #: MSI after storing an MSI to an MRIF, even when the corresponding enable bit ... is
     #: zero") or ``"enabled"`` (the option the AIA leaves open and lays the MRIF out for: send
     #: it only when the identity's interrupt-enable bit is 1).
-    mrif_notice: str = "always"
+    mrif_notice: Literal["always", "enabled"] = "always"
 
     def __post_init__(self) -> None:
+        # Frozen all the way down: a caller's dict is copied into a read-only view.
+        object.__setattr__(self, "bare_page_size", MappingProxyType(dict(self.bare_page_size)))
         if not 0 <= self.capabilities < 1 << 64:
             raise ModelError(f"capabilities must be a 64-bit value, not {self.capabilities:#x}")
         if not 0 <= self.num_hpm <= 32:
