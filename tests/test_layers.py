@@ -12,6 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "iommusim"
 #: Rank of each top-level part of the package; a module may import its own rank or below.
 RANK = {
     "errors": 0,
+    "addr": 0,
     "sim": 0,
     "bits": 1,
     "mem": 2,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from iommusim.addr import Iova, PhysAddr
 from iommusim.errors import InvalidArgument, NoSpace
 from iommusim.sw.core.fq import FlushQueue, FqEntry
 from iommusim.sw.core.iova import IovaAllocator
@@ -56,7 +57,7 @@ class DmaCookie:
         self.stats = {"maps": 0, "unmaps": 0, "map_failures": 0}
         self._mapped: dict[int, int] = {}  # IOVA pfn -> bytes mapped there (granule-rounded)
 
-    def map(self, pa: int, size: int, direction: int, cpu: int = 0) -> int:
+    def map(self, pa: PhysAddr, size: int, direction: int, cpu: int = 0) -> Iova:
         """iommu_dma_map_page: IOVA for ``size`` bytes at ``pa`` (any alignment)."""
         if size <= 0:
             raise InvalidArgument(f"DMA size must be positive, not {size}")
@@ -76,9 +77,9 @@ class DmaCookie:
         if pfn is None:
             self.stats["map_failures"] += 1
             raise NoSpace(f"IOVA space exhausted mapping {size} bytes")
-        iova = pfn << shift
+        iova = Iova(pfn << shift)
         try:
-            self.domain.map(iova, pa - offset, length, prot)
+            self.domain.map(iova, PhysAddr(pa - offset), length, prot)
         except BaseException:
             # Give the IOVA back exactly where it came from (the range cache or the tree),
             # so a failed map leaves the allocator as it was.
@@ -87,9 +88,9 @@ class DmaCookie:
             raise
         self._mapped[pfn] = length
         self.stats["maps"] += 1
-        return iova + offset
+        return Iova(iova + offset)
 
-    def unmap(self, dma_addr: int, size: int, cpu: int = 0) -> None:
+    def unmap(self, dma_addr: Iova, size: int, cpu: int = 0) -> None:
         """__iommu_dma_unmap + iommu_dma_free_iova."""
         shift = self.iovad.shift
         gran = 1 << shift
@@ -101,7 +102,7 @@ class DmaCookie:
         if held is None or size <= 0 or self._mapped.get(pfn) != length:
             raise InvalidArgument(f"dma_unmap of {dma_addr:#x}+{size:#x} matches no mapping")
         gather = IotlbGather()
-        self.domain.unmap(pfn << shift, length, gather)
+        self.domain.unmap(Iova(pfn << shift), length, gather)
         del self._mapped[pfn]
         self.stats["unmaps"] += 1
         if self.fq is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
+from iommusim.addr import Iova, PhysAddr
 from iommusim.errors import InvalidArgument, NotSupported
 
 if TYPE_CHECKING:
@@ -121,10 +122,10 @@ class Domain:
         """Stop translating ``dev``'s ``pasid`` through this domain (it then blocks)."""
         raise NotSupported(f"{self.name} domain cannot be detached from a PASID")
 
-    def map(self, iova: int, pa: int, size: int, prot: int) -> None:
+    def map(self, iova: Iova, pa: PhysAddr, size: int, prot: int) -> None:
         raise NotSupported(f"{self.name} domain has no map")
 
-    def unmap(self, iova: int, size: int, gather: IotlbGather) -> int:
+    def unmap(self, iova: Iova, size: int, gather: IotlbGather) -> int:
         raise NotSupported(f"{self.name} domain has no unmap")
 
     def iotlb_sync(self, gather: IotlbGather) -> None:
@@ -133,7 +134,7 @@ class Domain:
     def flush_iotlb_all(self) -> None:
         """Invalidate every IOTLB entry of this domain (and wait for it)."""
 
-    def iova_to_phys(self, iova: int) -> int | None:
+    def iova_to_phys(self, iova: Iova) -> PhysAddr | None:
         raise NotSupported(f"{self.name} domain has no iova_to_phys")
 
     def release_table_pages(self, freelist: list[int]) -> None:

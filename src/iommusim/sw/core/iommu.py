@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from iommusim.addr import Iova, PhysAddr
 from iommusim.errors import Busy, InvalidArgument, NoDevice, NotFound, NotSupported
 from iommusim.sim.clock import VirtualClock
 from iommusim.sw.core.device import Device, Fault, Group
@@ -378,7 +379,7 @@ class IommuCore:
                 f"iova {iova:#x} and size {size:#x} must be positive multiples of {gran:#x}"
             )
 
-    def map(self, domain: Domain, iova: int, pa: int, size: int, prot: int) -> None:
+    def map(self, domain: Domain, iova: Iova, pa: PhysAddr, size: int, prot: int) -> None:
         """iommu_map (the page-table writer validates the whole range before writing)."""
         self._check_map(domain, iova, size)
         if pa & ((domain.pgsize_bitmap & -domain.pgsize_bitmap) - 1):
@@ -386,7 +387,7 @@ class IommuCore:
         domain.check_pa_range(pa, size)
         domain.map(iova, pa, size, prot)
 
-    def unmap(self, domain: Domain, iova: int, size: int) -> int:
+    def unmap(self, domain: Domain, iova: Iova, size: int) -> int:
         """iommu_unmap: clear, sync the IOTLB, then free the unlinked table pages."""
         self._check_map(domain, iova, size)
         gather = IotlbGather()
@@ -395,7 +396,7 @@ class IommuCore:
         domain.release_table_pages(gather.freelist)
         return n
 
-    def iova_to_phys(self, domain: Domain, iova: int) -> int | None:
+    def iova_to_phys(self, domain: Domain, iova: Iova) -> PhysAddr | None:
         _live(domain)
         return domain.iova_to_phys(iova)
 
@@ -409,7 +410,7 @@ class IommuCore:
             raise InvalidArgument(f"{dev.name} is attached to {domain!r}, not a DMA domain")
         return domain.cookie
 
-    def dma_map(self, dev: Device, pa: int, size: int, direction: int, cpu: int = 0) -> int:
+    def dma_map(self, dev: Device, pa: PhysAddr, size: int, direction: int, cpu: int = 0) -> Iova:
         """dma_map_single: the bus address ``dev`` must use for [pa, pa + size)."""
         cookie = self._cookie(dev)
         if cookie is None:
@@ -420,10 +421,10 @@ class IommuCore:
             # dma-direct: the bus address is the physical one, so it must be one.
             if pa < 0 or pa + size > _TOP:
                 raise InvalidArgument(f"physical range {pa:#x}+{size:#x} must lie below 2^64")
-            return pa  # dma-direct through an identity domain
+            return Iova(pa)  # dma-direct through an identity domain: bus address = PA
         return cookie.map(pa, size, direction, cpu)
 
-    def dma_unmap(self, dev: Device, dma_addr: int, size: int, cpu: int = 0) -> None:
+    def dma_unmap(self, dev: Device, dma_addr: Iova, size: int, cpu: int = 0) -> None:
         cookie = self._cookie(dev)
         if cookie is not None:
             cookie.unmap(dma_addr, size, cpu)

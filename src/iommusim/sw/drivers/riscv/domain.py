@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from iommusim.addr import Iova, PhysAddr
 from iommusim.bits.pcie import inval_payload
 from iommusim.bits.riscv.regs import cap
 from iommusim.errors import InvalidArgument, NoDevice
@@ -156,14 +157,15 @@ class RiscvPagingDomain(Domain):
         unlink_bond(self.pscid, self.bonds, dev, pasid)
 
     # ------------------------------------------------------------------ map / unmap
-    def map(self, iova: int, pa: int, size: int, prot: int) -> None:
+    def map(self, iova: Iova, pa: PhysAddr, size: int, prot: int) -> None:
         self.pgtable.map(iova, pa, size, prot)
 
-    def unmap(self, iova: int, size: int, gather: IotlbGather) -> int:
+    def unmap(self, iova: Iova, size: int, gather: IotlbGather) -> int:
         return self.pgtable.unmap(iova, size, gather)
 
-    def iova_to_phys(self, iova: int) -> int | None:
-        return self.pgtable.iova_to_phys(iova)
+    def iova_to_phys(self, iova: Iova) -> PhysAddr | None:
+        pa = self.pgtable.iova_to_phys(iova)
+        return None if pa is None else PhysAddr(pa)
 
     def iotlb_inval(self, start: int, end: int, nonleaf: bool = False) -> None:
         """riscv_iommu_iotlb_inval: invalidate [start, end] on every bonded IOMMU."""
