@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from iommusim.bits.pcie import decode_page_request
 from iommusim.bits.riscv.queues import FQ_RECORD, PQ_RECORD
 from iommusim.bits.riscv.regs import (
     CQCSR_BUSY,
@@ -360,7 +361,7 @@ class PageRequestQueue(_ConsumerQueue):
 
         def take(raw: int) -> None:
             f = dec(raw)
-            pl = f["payload"]
+            body = decode_page_request(f["payload"])  # PCIe "Page Request Message"
             report(
                 PageRequestRecord(
                     f["did"],
@@ -368,11 +369,11 @@ class PageRequestQueue(_ConsumerQueue):
                     f["pid"],
                     bool(f["priv"]),
                     bool(f["exec"]),
-                    bool(pl & 1),
-                    bool(pl >> 1 & 1),
-                    bool(pl >> 2 & 1),
-                    pl >> 3 & 0x1FF,
-                    pl & ~0xFFF,
+                    body.read,
+                    body.write,
+                    body.last,
+                    body.prgi,
+                    body.addr,
                 )
             )
 
