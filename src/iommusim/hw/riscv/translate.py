@@ -165,6 +165,31 @@ TraceRecord = (
 )
 
 
+def _request_bits(
+    reads: bool,
+    writes: bool,
+    executes: bool,
+    nw: bool,
+    ats: bool,
+    hwad: bool,
+    priv: bool,
+    sum_: bool,
+) -> int:
+    """A request as the bits of a leaf permission check (see :meth:`TranslationEngine._grant`):
+    its access (P_R/P_W/P_X), ATS and NW, whether the stage updates A/D in hardware, its
+    privilege and PC.ta.SUM."""
+    return (
+        (P_R if reads else 0)
+        | (P_W if writes else 0)
+        | (P_X if executes else 0)
+        | (_Q_NW if nw else 0)
+        | (_Q_ATS if ats else 0)
+        | (_Q_HWAD if hwad else 0)
+        | (_Q_PRIV if priv else 0)
+        | (_Q_SUM if sum_ else 0)
+    )
+
+
 def _fault(cause: int, iotval2: int) -> Exception:
     return TranslationFault(cause, iotval2)
 
@@ -422,14 +447,7 @@ class TranslationEngine:
             perms = (pte & _PERMS) | (_D if implicit == 3 else 0)
         else:
             # G-stage translation treats every access as a user access (priv = 0).
-            q = (
-                (P_R if reads else 0)
-                | (P_W if writes else 0)
-                | (P_X if executes else 0)
-                | (_Q_NW if nw else 0)
-                | (_Q_ATS if ats else 0)
-                | (_Q_HWAD if dc.gade else 0)
-            )
+            q = _request_bits(reads, writes, executes, nw, ats, dc.gade, False, False)
             perms = self._grant(pte, q, gpf, iotval2)
         if not pte & _A or (perms & _D and not pte & _D):
             if not dc.gade:
@@ -542,16 +560,7 @@ class TranslationEngine:
             "request",
             count,
         )
-        q = (
-            (P_R if reads else 0)
-            | (P_W if writes else 0)
-            | (P_X if executes else 0)
-            | (_Q_NW if nw else 0)
-            | (_Q_ATS if ats else 0)
-            | (_Q_PRIV if priv else 0)
-            | (_Q_SUM if sum_ else 0)
-            | (_Q_HWAD if dc.sade else 0)
-        )
+        q = _request_bits(reads, writes, executes, nw, ats, dc.sade, priv, sum_)
         perms = self._grant(pte, q, pf, 0)
         if not pte & _A or (perms & _D and not pte & _D):
             if not dc.sade:
