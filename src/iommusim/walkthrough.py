@@ -17,11 +17,13 @@ from rich.console import Console
 from rich.table import Table
 
 from iommusim.bits.riscv.causes import CAUSE_NAMES
-from iommusim.bits.riscv.pgtable import PTE
-from iommusim.bits.riscv.structures import DC_FSC, DC_IOHGATP, DC_TC, DDTE, PC_FSC, PC_TA
+from iommusim.bits.riscv.structures import DC_FSC, DC_TC, DDTE, PC_TA
 from iommusim.conformance.vectors import Replay
 from iommusim.hw.riscv.params import PRESETS
-from iommusim.mem import SparseMemory
+from iommusim.mem import AddressMap, SparseMemory
+from iommusim.sw.pages import PageAllocator
+from iommusim.sw.pgtable.riscv import RiscvPageTable
+from iommusim.sw.prot import IOMMU_NOEXEC, IOMMU_READ, IOMMU_WRITE
 
 __all__ = ["build_demo_vector", "run_walkthrough"]
 
@@ -29,48 +31,20 @@ PAGE = 4096
 NIC = 0x0100  # bus 1 device 0: single-stage Sv39
 GPU = 0x0208  # bus 2 device 1: a guest's device, PD8 + Sv39 over Sv39x4
 FQ_BASE = 0x8000_0000
-_LEAF_RW = PTE.encode(v=1, r=1, w=1, u=1, a=1, d=1)
-_LEAF_RO = PTE.encode(v=1, r=1, u=1, a=1)
-
-
-class _Image:
-    """A memory image with a bump allocator and Sv39-style mapping helpers."""
-
-    def __init__(self) -> None:
-        self.mem = SparseMemory()
-        self.next = 0x1_0000_0000
-
-    def page(self, n: int = 1, align: int = PAGE) -> int:
-        self.next = (self.next + align - 1) & ~(align - 1)
-        pa = self.next
-        self.next += n * PAGE
-        self.mem.write(pa, bytes(n * PAGE))
-        return pa
-
-    def map(
-        self, root: int, va: int, pa: int, leaf: int, root_bits: int = 9, to_spa: int = 0
-    ) -> None:
-        """Map one 4 KiB page in a 3-level table; ``to_spa`` offsets table addresses when
-        the table lives in guest memory (GPA + to_spa = SPA)."""
-        table = root
-        for lvl in (2, 1):
-            bits = root_bits if lvl == 2 else 9
-            slot = table + to_spa + (va >> (12 + 9 * lvl) & ((1 << bits) - 1)) * 8
-            pte = self.mem.read64(slot)
-            if not pte & 1:
-                nxt = self.page() - to_spa
-                self.mem.write64(slot, PTE.encode(v=1, ppn=nxt >> 12))
-                table = nxt
-            else:
-                table = PTE["ppn"].get(pte) << 12
-        self.mem.write64(table + to_spa + (va >> 12 & 511) * 8, leaf | PTE.encode(ppn=pa >> 12))
+#: Host pages for the device directory and the host-side page tables.
+HOST_POOL = 0x1_0000_0000
+#: The guest's RAM at SPA = GPA + G_OFF; its first-stage tables and PDT come from GUEST_POOL.
+G_OFF = 0x3_0000_0000
+GUEST_POOL = 0x100_0000
+_RW = IOMMU_READ | IOMMU_WRITE | IOMMU_NOEXEC
+_RO = IOMMU_READ | IOMMU_NOEXEC
 
 
 def build_demo_vector() -> dict[str, Any]:
-    img = _Image()
-    mem = img.mem
+    mem = SparseMemory()
+    pages = PageAllocator(mem, HOST_POOL, 64 * PAGE)
     # Device directory: 3 levels, extended (64-byte) device contexts (capabilities.MSI_FLAT).
-    root = img.page()
+    root = pages.alloc_page()
     steps: list[dict[str, Any]] = []
 
     def dc_slot(did: int) -> int:
@@ -80,62 +54,40 @@ def build_demo_vector() -> dict[str, Any]:
             slot = table + ddi[lvl] * 8
             e = mem.read64(slot)
             if not e & 1:
-                nxt = img.page()
-                mem.write64(slot, DDTE.encode(v=1, ppn=nxt >> 12))
+                mem.write64(slot, DDTE.encode(v=1, ppn=pages.alloc_page() >> 12))
                 e = mem.read64(slot)
             table = DDTE["ppn"].get(e) << 12
         return table + ddi[0] * 64
 
-    # NIC: Sv39 single stage, 16 pages mapped read-write, one read-only.
-    s1 = img.page()
-    for i in range(16):
-        img.map(s1, 0x10_0000 + i * PAGE, 0x2_0000_0000 + i * PAGE, _LEAF_RW)
-    img.map(s1, 0x20_0000, 0x2_1000_0000, _LEAF_RO)
+    # NIC: Sv39 single stage, 16 pages mapped read-write, one read-only (leaves with U, A and
+    # D preset: riscv-iommu "IOMMU updating of PTE accessed (A) and dirty (D) updates").
+    s1 = RiscvPageTable(mem, pages, "sv39")
+    s1.map(0x10_0000, 0x2_0000_0000, 16 * PAGE, _RW)
+    s1.map(0x20_0000, 0x2_1000_0000, PAGE, _RO)
     nic = dc_slot(NIC)
     mem.write64(nic, DC_TC.encode(v=1, en_ats=1))
     mem.write64(nic + 16, 7 << 12)  # ta.PSCID = 7
-    mem.write64(nic + 24, DC_FSC.encode(mode=8, ppn=s1 >> 12))
+    mem.write64(nic + 24, s1.atp())
 
-    # GPU: guest-physical memory at SPA 0x3_0000_0000 + GPA, G-stage Sv39x4 (16 KiB root).
-    g_off = 0x3_0000_0000
-    g_root = img.page(4, align=4 * PAGE)
-
-    def gmap(gpa: int) -> None:
-        img.map(g_root, gpa, gpa + g_off, _LEAF_RW, root_bits=11)
-
-    guest_pages = iter(range(0x1000, 0x2000))
-
-    def gpage() -> int:
-        gpa = next(guest_pages) * PAGE
-        gmap(gpa)
-        return gpa
-
-    pdt = gpage()
-    vs_root = gpage()
-    for i in range(4):
-        data = 0x400_0000 + i * PAGE
-        gmap(data)
-        # The guest's own first-stage table lives in guest memory.
-        table = vs_root
-        for lvl in (2, 1):
-            slot = table + (0x7F00_0000 + i * PAGE >> (12 + 9 * lvl) & 511) * 8
-            e = mem.read64(slot + g_off)
-            if not e & 1:
-                nxt = gpage()
-                mem.write64(slot + g_off, PTE.encode(v=1, ppn=nxt >> 12))
-                table = nxt
-            else:
-                table = PTE["ppn"].get(e) << 12
-        mem.write64(
-            table + g_off + ((0x7F00_0000 + i * PAGE) >> 12 & 511) * 8,
-            _LEAF_RW | PTE.encode(ppn=data >> 12),
-        )
+    # GPU: guest-physical memory at SPA G_OFF + GPA, G-stage Sv39x4 (16 KiB root).
+    g = RiscvPageTable(mem, pages, "sv39x4")
+    guest = AddressMap()
+    guest.add(GUEST_POOL, 16 * PAGE, mem, name="guest RAM", target_pa=GUEST_POOL + G_OFF)
+    # Each guest table page is mapped in the G-stage on its own, as 4 KiB pages.
+    for k in range(16):
+        g.map(GUEST_POOL + k * PAGE, GUEST_POOL + G_OFF + k * PAGE, PAGE, _RW)
+    guest_pages = PageAllocator(guest, GUEST_POOL, 16 * PAGE)
+    pdt = guest_pages.alloc_page()
+    # The guest's own first-stage table lives in guest memory.
+    vs = RiscvPageTable(guest, guest_pages, "sv39")
+    g.map(0x400_0000, 0x400_0000 + G_OFF, 4 * PAGE, _RW)
+    vs.map(0x7F00_0000, 0x400_0000, 4 * PAGE, _RW)
     # PD8 process context for PASID 5.
-    mem.write64(pdt + g_off + 5 * 16, PC_TA.encode(v=1, pscid=42))
-    mem.write64(pdt + g_off + 5 * 16 + 8, PC_FSC.encode(mode=8, ppn=vs_root >> 12))
+    guest.write64(pdt + 5 * 16, PC_TA.encode(v=1, pscid=42))
+    guest.write64(pdt + 5 * 16 + 8, vs.atp())
     gpu = dc_slot(GPU)
     mem.write64(gpu, DC_TC.encode(v=1, pdtv=1, gade=1, sade=1))
-    mem.write64(gpu + 8, DC_IOHGATP.encode(mode=8, gscid=3, ppn=g_root >> 12))
+    mem.write64(gpu + 8, g.atp(gscid=3))
     mem.write64(gpu + 24, DC_FSC.encode(mode=1, ppn=pdt >> 12))
 
     def reg(offset: int, size: int, value: int) -> None:

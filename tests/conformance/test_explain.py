@@ -10,6 +10,8 @@ import pytest
 from iommusim.cli.main import main
 from iommusim.conformance.explain import _g_labels, explain_vector, explain_vector_step
 from iommusim.errors import IommusimError
+from iommusim.hw.pgtable import PteRead
+from iommusim.hw.riscv.translate import PcRead, TraceRecord
 from testsupport.vectors import VECTORS
 
 S1 = VECTORS / "s1" / "s1-000001.json"
@@ -120,18 +122,18 @@ def test_two_stage_labels() -> None:
 def test_g_labels_without_first_stage() -> None:
     """A G-stage walk of a PDT address is implicit; with a Bare first stage the walk of the
     IOVA itself is the request's (riscv-iommu: "Process to locate the Process-context")."""
-    trace = [
-        ("pte", "g", 0, 0x5000, 0x9000, 0xCF, 8),
-        ("pc", 0x5000, 0x9000, 1, 0),
-        ("pte", "g", 0, 0x7123, 0x9008, 0xCF, 8),
+    trace: list[TraceRecord] = [
+        PteRead("g", "implicit-read", 0, 0x5000, 0x8000, 0x9000, 0xCF, 8),
+        PcRead(0x5000, 0x9000, 1, 0),
+        PteRead("g", "request", 0, 0x7123, 0x8008, 0x9008, 0xCF, 8),
     ]
-    assert _g_labels(trace, 0x7123) == [
+    assert _g_labels(trace) == [
         "G-stage (implicit access for the next structure)",
         "",
         "G-stage (the request's guest-physical address)",
     ]
-    # The same walk ending the trace with a GPA other than the IOVA: a structure read failed.
-    assert _g_labels(trace[:1], 0x7123) == ["G-stage (implicit access for the next structure)"]
+    # The same walk ending the trace: a structure read failed after it.
+    assert _g_labels(trace[:1]) == ["G-stage (implicit access for the next structure)"]
 
 
 def test_non_translate_step_is_an_error() -> None:

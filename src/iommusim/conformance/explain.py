@@ -66,12 +66,22 @@ from iommusim.conformance.vectors import (
     response_json,
 )
 from iommusim.errors import IommusimError
+from iommusim.hw.pgtable import AdUpdate, PteRead
 from iommusim.hw.riscv.faults import ATS_SUCCESS_CAUSES
 from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.mrif import identity_of, mrif_slot
 from iommusim.hw.riscv.params import RiscvIommuParams
 from iommusim.hw.riscv.regs import Registers
 from iommusim.hw.riscv.transaction import Request, Response
+from iommusim.hw.riscv.translate import (
+    DcRead,
+    DdteRead,
+    Misconfigured,
+    MsiPteRead,
+    PcRead,
+    PdteRead,
+    TraceRecord,
+)
 from iommusim.mem import PhysicalMemory
 
 __all__ = [
@@ -312,19 +322,42 @@ def _msi_window(dc_words: tuple[int, ...] | None, gpa: int) -> JsonObj | None:
     return out
 
 
-def _request_gpa(
-    trace: list[tuple[Any, ...]], labels: list[str], req: Request, resp: Response
-) -> int | None:
+def _context_entry(
+    walk: list[JsonObj],
+    t: DdteRead | DcRead | Misconfigured,
+    gxl: int,
+    dc_words: tuple[int, ...] | None,
+) -> tuple[int, ...] | None:
+    """Append the explanation of a device-directory record to ``walk``; return the DC's
+    words once it is read (``dc_words`` otherwise)."""
+    if isinstance(t, DdteRead):
+        walk.append(
+            {
+                "kind": "ddte",
+                "level": t.level,
+                "pa": _hex(t.pa),
+                "value": _hex(t.value),
+                "fields": _fields(DDTE, t.value),
+            }
+        )
+    elif isinstance(t, DcRead):
+        walk.append(_dc_entry(t.pa, t.words, gxl))
+        return t.words
+    else:
+        walk.append({"kind": "misconfigured", "structure": t.structure, "reason": t.reason})
+    return dc_words
+
+
+def _request_gpa(trace: list[TraceRecord], req: Request, resp: Response) -> int | None:
     """The GPA the request's first stage produced, from the walk trace (None if unknown)."""
-    for k in range(len(trace) - 1, -1, -1):
-        t = trace[k]
-        if t[0] == "pte" and t[1] == "g" and labels[k].endswith("guest-physical address)"):
-            return int(t[3])
+    for t in reversed(trace):
+        if isinstance(t, PteRead) and t.stage == "g" and t.served == "request":
+            return t.va
     if not trace:
         return None
-    if not any(t[0] == "pte" and t[1] == "s1" for t in trace):
+    if not any(isinstance(t, PteRead) and t.stage == "s1" for t in trace):
         return req.iova
-    if resp.ok and not any(t[0] == "pte" and t[1] == "g" for t in trace):
+    if resp.ok and not any(isinstance(t, PteRead) and t.stage == "g" for t in trace):
         return resp.pa  # Bare G-stage: GPA = SPA
     return None
 
@@ -396,53 +429,23 @@ def _mrif_detail(
     return out
 
 
-def _g_labels(trace: list[tuple[Any, ...]], iova: int) -> list[str]:
-    """Label each G-stage PTE with the access its walk serves (riscv-iommu: "Process to
-    translate an IOVA"; privileged spec "Two-Stage Address Translation"): an implicit read of
-    the structure read next (first-stage PTE, PDT entry, process context, all at guest-physical
-    addresses), the implicit write of a first-stage A/D update, or the request's own GPA (the
-    first-stage leaf's output, or the IOVA itself when the first stage is Bare)."""
-    labels = [""] * len(trace)
-    implicit = "G-stage (implicit access for the next structure)"
-    ad_write = "G-stage (implicit write for the A/D update)"
-    data = "G-stage (the request's guest-physical address)"
-    k = 0
-    n = len(trace)
-    prev_s1: tuple[Any, ...] | None = None
-    while k < n:
-        t = trace[k]
-        if t[0] == "pte" and t[1] == "s1":
-            prev_s1 = t
-        if not (t[0] == "pte" and t[1] == "g"):
-            k += 1
-            continue
-        gpa = t[3]
-        j = k
-        while j < n and trace[j][0] == "pte" and trace[j][1] == "g" and trace[j][3] == gpa:
-            j += 1
-        while j < n and trace[j][0] == "ad":
-            j += 1  # the G-stage leaf's own A/D update
-        nxt = trace[j] if j < n else None
-        if nxt is not None and (
-            (nxt[0] == "pte" and nxt[1] == "s1" and nxt[3] == gpa)
-            or (nxt[0] == "pdte" and nxt[2] == gpa)
-            or (nxt[0] == "pc" and nxt[1] == gpa)
-        ):
-            label = implicit
-        elif prev_s1 is not None and prev_s1[5] & 0xA:
-            # After the first-stage leaf: its A/D write, or the request's GPA.
-            label = ad_write if gpa == prev_s1[3] else data
-        elif prev_s1 is not None:
-            label = implicit  # the next first-stage PTE, whose read then failed
-        elif nxt is None:
-            label = data if gpa == iova else implicit
-        else:
-            label = "G-stage"
-        for m in range(k, j):
-            if trace[m][0] == "pte":
-                labels[m] = label
-        k = j
-    return labels
+#: Label of a G-stage PTE by the access its walk served (privileged spec "Two-Stage Address
+#: Translation"): an implicit read of the structure read next (first-stage PTE, PDT entry,
+#: process context, all at guest-physical addresses), the implicit write of a first-stage A/D
+#: update (riscv-iommu: "IOMMU updating of PTE accessed (A) and dirty (D) updates"), or the
+#: request's own GPA (the first-stage leaf's output, or the IOVA itself when the first stage
+#: is Bare).
+_G_LABELS: Final = {
+    "implicit-read": "G-stage (implicit access for the next structure)",
+    "implicit-write": "G-stage (implicit write for the A/D update)",
+    "request": "G-stage (the request's guest-physical address)",
+}
+
+
+def _g_labels(trace: list[TraceRecord]) -> list[str]:
+    """Label each G-stage PTE of ``trace`` with the access its walk served (see
+    :data:`_G_LABELS`); other records get ``""``."""
+    return [_G_LABELS[t.served] if isinstance(t, PteRead) and t.stage == "g" else "" for t in trace]
 
 
 # ------------------------------------------------------------------------------ replay
@@ -550,7 +553,7 @@ def explain_translation(
     gxl = regs.fctl >> 2 & 1
     cached_dc = eng.ddtc.get(req.device_id)
     fqt0, fqcsr0 = regs.fqt, regs.fqcsr
-    trace: list[tuple[Any, ...]] = []
+    trace: list[TraceRecord] = []
     eng.trace = trace
     try:
         resp = iommu.translate(req)
@@ -571,66 +574,51 @@ def explain_translation(
     if regs.fqt != fqt0:
         record = _read_record(regs, ram, fqt0)
     walk: list[JsonObj] = []
-    labels = _g_labels(trace, req.iova)
+    labels = _g_labels(trace)
     dc_words: tuple[int, ...] | None = None
     for k, t in enumerate(trace):
-        kind = t[0]
-        if kind == "ddte":
-            _, level, pa, value = t
-            walk.append(
-                {
-                    "kind": "ddte",
-                    "level": level,
-                    "pa": _hex(pa),
-                    "value": _hex(value),
-                    "fields": _fields(DDTE, value),
-                }
-            )
-        elif kind == "dc":
-            dc_words = t[2]
-            walk.append(_dc_entry(t[1], t[2], gxl))
-        elif kind == "misconfigured":
-            walk.append({"kind": "misconfigured", "structure": t[1], "reason": t[2]})
-        elif kind == "pdte":
-            _, level, gpa, spa, value = t
+        if isinstance(t, DdteRead | DcRead | Misconfigured):
+            dc_words = _context_entry(walk, t, gxl, dc_words)
+        elif isinstance(t, PdteRead):
             walk.append(
                 {
                     "kind": "pdte",
-                    "level": level,
-                    "address": _hex(gpa),
-                    "pa": _hex(spa),
-                    "value": _hex(value),
-                    "fields": _fields(PDTE, value),
+                    "level": t.level,
+                    "address": _hex(t.addr),
+                    "pa": _hex(t.pa),
+                    "value": _hex(t.value),
+                    "fields": _fields(PDTE, t.value),
                 }
             )
-        elif kind == "pc":
+        elif isinstance(t, PcRead):
             sxl = int(bool(dc_words[0] & _TC_SXL)) if dc_words else 0
-            walk.append(_pc_entry(t[1], t[2], t[3], t[4], sxl))
-        elif kind == "pte":
-            _, stage, level, addr, pa, value, size = t
-            label = "first stage" if stage == "s1" else labels[k]
-            walk.append(_pte_entry(stage, level, addr, pa, value, size, label))
-        elif kind == "ad":
-            _, pa, old, new = t
+            walk.append(_pc_entry(t.addr, t.pa, t.ta, t.fsc, sxl))
+        elif isinstance(t, PteRead):
+            # A G-stage PTE shows the GPA its walk translates, a first-stage one its own
+            # (guest-physical) address.
+            if t.stage == "s1":
+                label, addr = "first stage", t.addr
+            else:
+                label, addr = labels[k], t.va
+            walk.append(_pte_entry(t.stage, t.level, addr, t.pa, t.pte, t.pte_bytes, label))
+        elif isinstance(t, AdUpdate):
             walk.append(
                 {
                     "kind": "ad",
-                    "pa": _hex(pa),
-                    "old": _hex(old),
-                    "new": _hex(new),
+                    "pa": _hex(t.pa),
+                    "old": _hex(t.old),
+                    "new": _hex(t.new),
                     "set": [
-                        n for n, b in (("A", 6), ("D", 7)) if new >> b & 1 and not old >> b & 1
+                        n for n, b in (("A", 6), ("D", 7)) if t.new >> b & 1 and not t.old >> b & 1
                     ],
                 }
             )
-        elif kind == "msipte":
-            e = _msipte_entry(*t[1:])
+        else:
+            e = _msipte_entry(t.gpa, t.idx, t.pa, t.w0, t.w1)
             if e["mode"] == "basic":
                 # The guest interrupt file (of an IMSIC) the write goes to instead.
-                e["interrupt_file_pa"] = _hex((t[4] >> 10 & _PPN_MASK) << 12)
+                e["interrupt_file_pa"] = _hex((t.w0 >> 10 & _PPN_MASK) << 12)
             walk.append(e)
-        else:
-            walk.append({"kind": str(kind), "raw": [str(x) for x in t[1:]]})
     if dc_words is None and cached_dc is not None and 2 <= ddtp & 0xF <= 4:
         # A device-directory-cache hit: the walk read no memory for the DC.
         dc_words = cached_dc.words
@@ -641,7 +629,11 @@ def explain_translation(
         uses_pc = (
             tc & _TC_PDTV and cached_dc.fsc_mode and (req.pid_valid or tc & _TC_DPE) and req.at != 1
         )
-        if cached_pc is not None and uses_pc and not any(t[0] in ("pdte", "pc") for t in trace):
+        if (
+            cached_pc is not None
+            and uses_pc
+            and not any(isinstance(t, PdteRead | PcRead) for t in trace)
+        ):
             walk.insert(
                 1, _pc_entry(None, None, cached_pc.ta, cached_pc.fsc, int(bool(tc & _TC_SXL)))
             )
@@ -654,8 +646,8 @@ def explain_translation(
     if resp.ok and req.at != 2:
         if resp.is_mrif:
             outcome["mrif"] = _mrif_detail(iommu.params, ram, req, resp, msi_data)
-        elif not resp.is_msi and not any(t[0] == "msipte" for t in trace):
-            gpa = _request_gpa(trace, labels, req, resp)
+        elif not resp.is_msi and not any(isinstance(t, MsiPteRead) for t in trace):
+            gpa = _request_gpa(trace, req, resp)
             window = _msi_window(dc_words, gpa) if gpa is not None else None
             if window is not None:
                 outcome["msi_window"] = window  # not an MSI: the regular tables translated it
@@ -752,7 +744,7 @@ def _explain_page_request(rp: Replay, i: int, step: JsonObj) -> JsonObj:
         rid = _num(msg, "rid")
         did_guess = (_num(msg, "dseg") << 16 | rid) if _num(msg, "dsv") else rid
     cached_dc = eng.ddtc.get(did_guess) if did_guess is not None else None
-    trace: list[tuple[Any, ...]] = []
+    trace: list[TraceRecord] = []
     eng.trace = trace
     try:
         rp.run_step(i, step)  # validates the message (FormatError) and fills expect_events
@@ -791,22 +783,8 @@ def _explain_page_request(rp: Replay, i: int, step: JsonObj) -> JsonObj:
     walk: list[JsonObj] = []
     dc_words: tuple[int, ...] | None = None
     for t in trace:
-        if t[0] == "ddte":
-            _, level, pa, value = t
-            walk.append(
-                {
-                    "kind": "ddte",
-                    "level": level,
-                    "pa": _hex(pa),
-                    "value": _hex(value),
-                    "fields": _fields(DDTE, value),
-                }
-            )
-        elif t[0] == "dc":
-            dc_words = t[2]
-            walk.append(_dc_entry(t[1], t[2], gxl))
-        elif t[0] == "misconfigured":
-            walk.append({"kind": "misconfigured", "structure": t[1], "reason": t[2]})
+        if isinstance(t, DdteRead | DcRead | Misconfigured):
+            dc_words = _context_entry(walk, t, gxl, dc_words)
     if dc_words is None and cached_dc is not None and 2 <= ddtp & 0xF <= 4:
         dc_words = cached_dc.words
         walk.insert(0, _dc_entry(None, cached_dc.words, gxl))

@@ -29,6 +29,8 @@ from iommusim.sw.mm import (
     Vma,
 )
 from iommusim.sw.pages import PageAllocator
+from iommusim.sw.pgtable import FORMATS
+from iommusim.sw.pgtable.riscv import riscv_atp
 from iommusim.sw.prot import IOMMU_NOEXEC, IOMMU_READ, IOMMU_WRITE
 
 P: Final = 0x1000
@@ -103,7 +105,8 @@ def test_recorder_is_an_mmu_notifier() -> None:
 )
 def test_formats_and_layout(fmt: str, mode: int, va_bits: int) -> None:
     _, pages, mm = make(fmt)
-    assert mm.atp() >> 60 == mode and (mm.atp() & ((1 << 44) - 1)) << 12 == mm.pgtable.root_pa
+    satp = riscv_atp(mm.table())
+    assert satp >> 60 == mode and (satp & ((1 << 44) - 1)) << 12 == mm.pgtable.root_pa
     assert mm.task_size == 1 << (va_bits - 1)
     assert mm.mmap_base == mm.task_size - G1
     assert pages.nr_allocated == 1  # the root table only
@@ -677,7 +680,7 @@ def test_exit_releases_notifiers_first_and_returns_every_page() -> None:
         lambda: mm.mprotect(a, P, RW),
         lambda: mm.read(a, 1),
         lambda: mm.write(a, b"x"),
-        mm.atp,
+        mm.table,
         lambda: mm.register_notifier(Recorder()),
     ):
         with pytest.raises(InvalidArgument, match="mm 'proc' has exited"):
@@ -688,3 +691,17 @@ def test_exit_releases_notifiers_first_and_returns_every_page() -> None:
     with pytest.raises(NotFound):
         mm.unregister_notifier(n1)
     assert "exited" in repr(mm)
+
+
+def test_mm_takes_a_format_object() -> None:
+    """An address space is built on a page-table format descriptor, not only a satp mode
+    name; a G-stage format (zero-extended GPAs) has no user half and is refused with nothing
+    allocated (privileged spec "Two-Stage Address Translation")."""
+    mem = SparseMemory()
+    pages = PageAllocator(mem, POOL, 16 * P)
+    mm = Mm(mem, pages, FORMATS["sv39"])
+    assert mm.pgtable.pt is FORMATS["sv39"].pt and mm.task_size == 1 << 38
+    assert riscv_atp(mm.table()) >> 60 == 8
+    with pytest.raises(InvalidArgument, match=r"first-stage \(sign-extended\) format, not sv39x4"):
+        Mm(mem, pages, FORMATS["sv39x4"])
+    assert pages.nr_allocated == 1

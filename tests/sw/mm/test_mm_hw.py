@@ -1,6 +1,6 @@
 """The process page table walked by the hardware: a RISC-V IOMMU translating a device's
-PASID-tagged requests through a process context whose ``fsc`` is ``mm.atp()`` (Shared Virtual
-Addressing; riscv-iommu: "Process-context fields", "Process to translate an IOVA").
+PASID-tagged requests through a process context whose ``fsc`` is ``riscv_atp(mm.table())``
+(Shared Virtual Addressing; riscv-iommu: "Process-context fields", "Process to translate an IOVA").
 
 A notifier stands in for the SVA layer: on ``invalidate`` it queues IOTINVAL.VMA for the
 process's PSCID (per page for small leaf-only ranges, else the whole address space when
@@ -26,6 +26,7 @@ from iommusim.hw.riscv.transaction import Request
 from iommusim.mem import SparseMemory
 from iommusim.sw.mm import PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, Mm
 from iommusim.sw.pages import PageAllocator
+from iommusim.sw.pgtable.riscv import riscv_atp
 
 P: Final = 0x1000
 M2: Final = 1 << 21
@@ -63,7 +64,7 @@ class Machine:
         dc = (DC_TC.encode(v=1, pdtv=1), 0, 0, DC_FSC.encode(mode=PD8, ppn=self.pdt >> 12))
         for k, w in enumerate(dc):
             self.ram.write64(ddt + DID * 64 + 8 * k, w)
-        self.ram.write64(self.pdt + PASID * 16 + 8, self.mm.atp())
+        self.ram.write64(self.pdt + PASID * 16 + 8, riscv_atp(self.mm.table()))
         self.ram.write64(self.pdt + PASID * 16, PC_TA.encode(v=1, pscid=PSCID))
         self.iommu.write_register(OFF_DDTP, 8, (ddt >> 12) << 10 | MODE_1LVL)
         self.invalidations: list[tuple[int, int, bool]] = []

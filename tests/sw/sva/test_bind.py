@@ -16,6 +16,7 @@ from iommusim.errors import ApiError, Busy, InvalidArgument
 from iommusim.hw.riscv.transaction import Request
 from iommusim.platform.endpoint import CAUSE_PRG_INVALID
 from iommusim.sw.mm.mm import PROT_READ, PROT_WRITE
+from iommusim.sw.pgtable.riscv import riscv_atp
 
 RW = PROT_READ | PROT_WRITE
 PAGE = 4096
@@ -51,7 +52,7 @@ def test_bind_writes_a_process_context_for_the_mm(m: SvaMachine) -> None:
     f = PC_TA.decode(ta)
     assert (f["v"], f["ens"], f["sum"]) == (1, 0, 0)
     assert f["pscid"] == h.domain.pscid != 0  # type: ignore[attr-defined]
-    assert fsc == mm.atp()
+    assert fsc == riscv_atp(mm.table())
     assert m.ep("acc").pri_enabled and m.ep("acc").ats_enabled
 
 

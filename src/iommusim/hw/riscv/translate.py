@@ -10,30 +10,33 @@ memory access by the IOMMU to load a table entry. Each entry load--leaf or non-l
 walk." The caller sets :attr:`TranslationEngine.hpm` to the transaction's IDs when some
 counter selects a walk event; when it is ``None`` that costs one test per entry.
 
-When ``trace`` is a list, every memory structure the walk reads is appended to it as a tuple
-``(kind, ...)`` for :mod:`iommusim.conformance.explain`; when it is ``None`` that costs one test
-per step.
+When ``trace`` is a list, every memory structure the walk reads is appended to it as a named
+record (:class:`DdteRead`, :class:`DcRead`, :class:`PdteRead`, :class:`PcRead`,
+:class:`MsiPteRead`, :class:`Misconfigured`, and the generic walker's
+:class:`~iommusim.hw.pgtable.PteRead` / :class:`~iommusim.hw.pgtable.AdUpdate` tagged with
+the stage and the access each walk served) for :mod:`iommusim.conformance.explain`; when it
+is ``None`` that costs one test per step.
 
-Page-table walks load 8-byte PTEs straight from :attr:`SparseMemory.words` when the engine's
-memory is exactly a :class:`SparseMemory` (which never faults); any other memory (a
-fault-injecting or tracing wrapper, a subclass) is read through the protocol and sees every
-access.
+Both page-table stages are the one walker of :mod:`iommusim.hw.pgtable` over the formats of
+:mod:`iommusim.bits.riscv.pgtable`; the RISC-V rules on top of it -- which permissions a leaf
+must grant for the request (privilege, SUM, ATS, implicit accesses), the A/D policy and which
+fault cause each failure is -- stay here.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, Literal, NamedTuple
 
+from iommusim.bits.riscv.pgtable import FIRST_STAGE_FORMATS, G_STAGE_FORMATS, SV39
 from iommusim.bits.riscv.regs import MODE_1LVL, MODE_2LVL, MODE_3LVL, cap
+from iommusim.bits.riscv.structures import DDTE, PDTE
 from iommusim.errors import BusError
+from iommusim.hw.pgtable.walk import AdUpdate, PteRead, Walker, swap32, swap64
 from iommusim.hw.riscv import faults as F
 from iommusim.hw.riscv.context import (
-    G_MODES_GXL0,
-    G_MODES_GXL1,
     PD_PID_BITS,
-    S1_MODES_SXL0,
-    S1_MODES_SXL1,
     TC_DPE,
     TC_EN_ATS,
     TC_PDTV,
@@ -48,9 +51,23 @@ from iommusim.hw.riscv.faults import TranslationFault
 from iommusim.hw.riscv.params import RiscvIommuParams
 from iommusim.mem.faults import ACCESS
 from iommusim.mem.protocol import PhysicalMemory
-from iommusim.mem.sparse import SparseMemory
 
-__all__ = ["AT_ATS", "AT_TRANSLATED", "AT_UNTRANSLATED", "HpmIds", "TranslationEngine", "swap64"]
+__all__ = [
+    "AT_ATS",
+    "AT_TRANSLATED",
+    "AT_UNTRANSLATED",
+    "DcRead",
+    "DdteRead",
+    "HpmIds",
+    "Misconfigured",
+    "MsiPteRead",
+    "PcRead",
+    "PdteRead",
+    "TraceRecord",
+    "TranslationEngine",
+    "swap32",
+    "swap64",
+]
 
 #: The IDs HPM filters match a transaction on, as :meth:`Registers.hpm_count` takes them:
 #: ``(device_id, pv, process_id, gscv, gscid, pscv, pscid)``.
@@ -60,29 +77,122 @@ AT_UNTRANSLATED: Final = 0
 AT_TRANSLATED: Final = 1
 AT_ATS: Final = 2
 
-# Permission bits as in a PTE.
-P_R: Final = 1 << 1
-P_W: Final = 1 << 2
-P_X: Final = 1 << 3
-_V: Final = 1 << 0
-_U: Final = 1 << 4
-_G: Final = 1 << 5
-_A: Final = 1 << 6
-_D: Final = 1 << 7
-_N: Final = 1 << 63
-_PBMT_SHIFT: Final = 61
-_PPN_MASK: Final = (1 << 44) - 1
-_NONLEAF_RSVD: Final = _D | _A | _U | _N | (3 << _PBMT_SHIFT)
-_M64: Final = (1 << 64) - 1
+# PTE bits, derived from the format (privileged spec "Sv39": PTE layout); the 32-bit Sv32 PTE
+# has them at the same positions.
+P_R: Final = SV39.read_mask
+P_W: Final = SV39.write_mask
+P_X: Final = SV39.exec_mask
+_PERMS: Final = SV39.perm_mask
+_U: Final = SV39.user_mask
+_A: Final = SV39.accessed_mask
+_D: Final = SV39.dirty_mask
+_PBMT_SHIFT: Final = SV39.memtype_shift
+_PBMT_WIDTH: Final = SV39.memtype_mask >> SV39.memtype_shift
+# Non-leaf DDT and PDT entries (riscv-iommu: "Non-leaf DDT entry", "Non-leaf PDT entry"): the
+# PPN field, and the bits that must be zero.
+_DDTE_PPN_SHIFT: Final = DDTE["ppn"].lsb
+_PPN_MASK: Final = DDTE.mask("ppn") >> _DDTE_PPN_SHIFT
+_DDTE_RSVD: Final = DDTE.reserved_mask
+_PDTE_RSVD: Final = PDTE.reserved_mask
+
+# Which access a G-stage walk serves, by ``implicit`` (0: the request's own GPA, 1: an implicit
+# read of a structure, 3: the implicit write of a first-stage A/D update).
+Served = Literal["request", "implicit-read", "implicit-write"]
+_SERVED: Final[tuple[Served, ...]] = ("request", "implicit-read", "request", "implicit-write")
+# Request bits of a leaf permission check (with P_R/P_W/P_X for reads, writes, executes).
+_Q_NW: Final = 1 << 8
+_Q_ATS: Final = 1 << 9
+_Q_PRIV: Final = 1 << 10
+_Q_SUM: Final = 1 << 11
+_Q_HWAD: Final = 1 << 12
 
 
-def swap64(v: int) -> int:
-    """Byte-swap a doubleword (big-endian structures, fctl.BE / DC.tc.SBE)."""
-    return int.from_bytes(v.to_bytes(8, "little"), "big")
+class DdteRead(NamedTuple):
+    """A non-leaf device-directory entry read at ``pa`` (riscv-iommu: "Non-leaf DDT entry")."""
+
+    level: int
+    pa: int
+    value: int
 
 
-def swap32(v: int) -> int:
-    return int.from_bytes(v.to_bytes(4, "little"), "big")
+class DcRead(NamedTuple):
+    """A device context read at ``pa`` (riscv-iommu: "Device-context fields")."""
+
+    pa: int
+    words: tuple[int, ...]
+
+
+class PdteRead(NamedTuple):
+    """A non-leaf process-directory entry at ``addr`` (a GPA under a G-stage), read at
+    ``pa`` (riscv-iommu: "Non-leaf PDT entry")."""
+
+    level: int
+    addr: int
+    pa: int
+    value: int
+
+
+class PcRead(NamedTuple):
+    """A process context at ``addr``, read at ``pa`` (riscv-iommu: "Process-context
+    fields")."""
+
+    addr: int
+    pa: int
+    ta: int
+    fsc: int
+
+
+class MsiPteRead(NamedTuple):
+    """The MSI PTE for ``gpa`` (interrupt file ``idx``) read at ``pa`` (riscv-iommu: "Process
+    to translate addresses of MSIs")."""
+
+    gpa: int
+    idx: int
+    pa: int
+    w0: int
+    w1: int
+
+
+class Misconfigured(NamedTuple):
+    """A context failed its configuration checks: ``structure`` is ``"dc"`` or ``"pc"``."""
+
+    structure: Literal["dc", "pc"]
+    reason: str
+
+
+#: Everything a traced translation records, in the order it read it.
+TraceRecord = (
+    DdteRead | DcRead | PdteRead | PcRead | MsiPteRead | Misconfigured | PteRead | AdUpdate
+)
+
+
+def _request_bits(
+    reads: bool,
+    writes: bool,
+    executes: bool,
+    nw: bool,
+    ats: bool,
+    hwad: bool,
+    priv: bool,
+    sum_: bool,
+) -> int:
+    """A request as the bits of a leaf permission check (see :meth:`TranslationEngine._grant`):
+    its access (P_R/P_W/P_X), ATS and NW, whether the stage updates A/D in hardware, its
+    privilege and PC.ta.SUM."""
+    return (
+        (P_R if reads else 0)
+        | (P_W if writes else 0)
+        | (P_X if executes else 0)
+        | (_Q_NW if nw else 0)
+        | (_Q_ATS if ats else 0)
+        | (_Q_HWAD if hwad else 0)
+        | (_Q_PRIV if priv else 0)
+        | (_Q_SUM if sum_ else 0)
+    )
+
+
+def _fault(cause: int, iotval2: int) -> Exception:
+    return TranslationFault(cause, iotval2)
 
 
 class _Lru(OrderedDict[Any, Any]):
@@ -115,7 +225,7 @@ class TranslationEngine:
         self.p = params
         self.mem = mem
         self.regs = regs
-        self.trace: list[tuple[Any, ...]] | None = None
+        self.trace: list[TraceRecord] | None = None
         #: IDs of the transaction being processed while a walk event (5-8) is selected, for
         #: the HPM filters; ``None`` when no counter selects one (set by the caller).
         self.hpm: HpmIds | None = None
@@ -124,10 +234,17 @@ class TranslationEngine:
         self.svpbmt = bool(caps >> cap.SVPBMT & 1)
         self.svrsw = bool(caps >> cap.SVRSW60T59B & 1)
         # Leaf PTE bits reserved for future standard use: 58:54 always, 60:59 without
-        # Svrsw60t59b; PBMT (62:61) without Svpbmt is checked separately.
-        self.pte_rsvd = (0x1F << 54) | (0 if self.svrsw else 3 << 59)
-        if not self.svpbmt:
-            self.pte_rsvd |= 3 << _PBMT_SHIFT
+        # Svrsw60t59b, PBMT (62:61) without Svpbmt (the formats' optional fields).
+        exts = [n for n, on in (("svpbmt", self.svpbmt), ("svrsw60t59b", self.svrsw)) if on]
+        # One walker per format and SXL / GXL, by iosatp.MODE / iohgatp.MODE.
+        self._s1_walkers: tuple[dict[int, Walker], ...] = tuple(
+            {m: Walker(f, mem, _fault, exts) for m, f in by_mode.items()}
+            for by_mode in FIRST_STAGE_FORMATS
+        )
+        self._g_walkers: tuple[dict[int, Walker], ...] = tuple(
+            {m: Walker(f, mem, _fault, exts) for m, f in by_mode.items()}
+            for by_mode in G_STAGE_FORMATS
+        )
         # Device-ID bits above what each ddtp mode indexes: set ones fault (see device_context).
         if self.extended:
             self._did_wide = {MODE_1LVL: 0xFFFFC0, MODE_2LVL: 0xFF8000, MODE_3LVL: 0}
@@ -145,13 +262,6 @@ class TranslationEngine:
         except BusError as e:
             raise TranslationFault(acc_cause if e.kind == ACCESS else corr_cause) from None
         return swap64(v) if be else v
-
-    def _load_pte(self, pa: int, ptesz: int, af_cause: int, corr_cause: int) -> int:
-        """A PTE load through the memory protocol (little-endian: the caller swaps)."""
-        try:
-            return self.mem.read64(pa) if ptesz == 8 else self.mem.read32(pa)
-        except BusError as e:
-            raise TranslationFault(af_cause if e.kind == ACCESS else corr_cause) from None
 
     # ------------------------------------------------------------------ device context
     def device_context(self, did: int) -> DeviceContext:
@@ -183,7 +293,7 @@ class TranslationEngine:
         if hpm is not None and 5 not in self.regs.hpm_events:
             hpm = None
         levels = {MODE_1LVL: 1, MODE_2LVL: 2, MODE_3LVL: 3}[mode]
-        a = (ddtp >> 10 & _PPN_MASK) << 12
+        a = (ddtp >> _DDTE_PPN_SHIFT & _PPN_MASK) << 12
         i = levels - 1
         while i > 0:
             pa = a + ddi[i] * 8
@@ -191,13 +301,13 @@ class TranslationEngine:
             if hpm is not None:
                 self.regs.hpm_count(5, *hpm)
             if trace is not None:
-                trace.append(("ddte", i, pa, ddte))
+                trace.append(DdteRead(i, pa, ddte))
             if not ddte & 1:
                 raise TranslationFault(F.DDT_INVALID)
-            if ddte & 0xFFC0_0000_0000_03FE:
+            if ddte & _DDTE_RSVD:
                 raise TranslationFault(F.DDT_MISCONFIGURED)
             i -= 1
-            a = (ddte >> 10 & _PPN_MASK) << 12
+            a = (ddte >> _DDTE_PPN_SHIFT & _PPN_MASK) << 12
         pa = a + ddi[0] * dc_size
         words = tuple(
             self._ld64(pa + 8 * k, be, F.DDT_LOAD_FAULT, F.DDT_CORRUPTION)
@@ -207,13 +317,13 @@ class TranslationEngine:
             self.regs.hpm_count(5, *hpm)  # the DC: one entry, whatever its size
         dc = DeviceContext(did, words)
         if trace is not None:
-            trace.append(("dc", pa, words))
+            trace.append(DcRead(pa, words))
         if not dc.tc & TC_V:
             raise TranslationFault(F.DDT_INVALID)
         why = dc_misconfigured(self.p, self.regs.fctl, dc)
         if why is not None:
             if trace is not None:
-                trace.append(("misconfigured", "dc", why))
+                trace.append(Misconfigured("dc", why))
             raise TranslationFault(F.DDT_MISCONFIGURED)
         self.ddtc.insert(did, dc)
         return dc
@@ -251,26 +361,26 @@ class TranslationEngine:
             if hpm is not None:
                 self.regs.hpm_count(6, *hpm)
             if trace is not None:
-                trace.append(("pdte", i, a, spa, pdte))
+                trace.append(PdteRead(i, a, spa, pdte))
             if not pdte & 1:
                 raise TranslationFault(F.PDT_INVALID)
-            if pdte & 0xFFC0_0000_0000_03FE:
+            if pdte & _PDTE_RSVD:
                 raise TranslationFault(F.PDT_MISCONFIGURED)
             i -= 1
-            a = (pdte >> 10 & _PPN_MASK) << 12
+            a = (pdte >> _DDTE_PPN_SHIFT & _PPN_MASK) << 12
         ta = self._ld64(spa, be, F.PDT_LOAD_FAULT, F.PDT_CORRUPTION)
         fsc = self._ld64(spa + 8, be, F.PDT_LOAD_FAULT, F.PDT_CORRUPTION)
         if hpm is not None:
             self.regs.hpm_count(6, *hpm)
         pc = ProcessContext(ta, fsc)
         if trace is not None:
-            trace.append(("pc", a, spa, ta, fsc))
+            trace.append(PcRead(a, spa, ta, fsc))
         if not ta & 1:
             raise TranslationFault(F.PDT_INVALID)
         why = pc_misconfigured(self.p, dc.sxl, pc)
         if why is not None:
             if trace is not None:
-                trace.append(("misconfigured", "pc", why))
+                trace.append(Misconfigured("pc", why))
             raise TranslationFault(F.PDT_MISCONFIGURED)
         self.pdtc.insert(key, pc)
         return pc
@@ -298,148 +408,82 @@ class TranslationEngine:
         meaningful for ATS; otherwise a missing permission faults).
         """
         fctl = self.regs.fctl
-        try:
-            levels, bits, ptesz, gpabits = (G_MODES_GXL1 if fctl & 4 else G_MODES_GXL0)[dc.g_mode]
-        except KeyError:
+        w = self._g_walkers[fctl >> 2 & 1].get(dc.g_mode)
+        if w is None:
             # A DC checked under another fctl.GXL (written while the IOMMU was not Off,
             # UNSPECIFIED by riscv-iommu: "Features-control register (fctl)") names a mode the
             # current GXL does not have: the DC is misconfigured now ("Device-context
-            # configuration checks"). try/except costs nothing when no exception is raised.
-            raise TranslationFault(F.DDT_MISCONFIGURED) from None
+            # configuration checks").
+            raise TranslationFault(F.DDT_MISCONFIGURED)
         gpf = F.GUEST_PAGE_FAULT[acc]
         iotval2 = (gpa & ~3) | implicit
-        if gpa >> gpabits:
+        if gpa >> w.va_bits:
             raise TranslationFault(gpf, iotval2)
         if af_cause < 0:
             af_cause = F.ACCESS_FAULT[acc]
-        mem = self.mem
-        # Word loads only from exactly a SparseMemory: a wrapper or subclass sees every access.
-        words = mem.words if ptesz == 8 and type(mem) is SparseMemory else None
-        be = fctl & 1
+        be = bool(fctl & 1)
         trace = self.trace
-        rsvd = self.pte_rsvd if ptesz == 8 else 0
-        nonleaf_bad = _NONLEAF_RSVD | rsvd
-        ppn_mask = _PPN_MASK if ptesz == 8 else 0x3FFFFF
         # HPM event 8, "Second-stage Page Table Walks": one per G-stage PTE loaded, for the
         # request's own GPA and for the implicit accesses (PDT entries, first-stage PTEs,
         # their A/D updates) alike -- each is a table-entry load, so a walk.
-        hpm = self.hpm
-        if hpm is not None and 8 not in self.regs.hpm_events:
-            hpm = None
-        a = dc.g_ppn << 12
-        i = levels - 1
-        shift = 12 + i * bits
-        # The root table is 4 times larger: its index has 2 more bits.
-        idx_mask = (4 << bits) - 1
-        while True:
-            pa = a + (gpa >> shift & idx_mask) * ptesz
-            if words is not None:
-                page = words.get(pa >> 12)
-                pte = page[(pa & 0xFFF) >> 3] if page is not None else 0
-            else:
-                pte = self._load_pte(pa, ptesz, af_cause, corr_cause)
-            if hpm is not None:
-                self.regs.hpm_count(8, *hpm)
-            if be:
-                pte = swap64(pte) if ptesz == 8 else swap32(pte)
-            if trace is not None:
-                trace.append(("pte", "g", i, gpa, pa, pte, ptesz))
-            # Every malformed PTE is the same guest-page fault, so the checks are merged:
-            # V with R = W = X = 0 points to the next level.
-            if pte & 0xF == _V:
-                if pte & nonleaf_bad:
-                    raise TranslationFault(gpf, iotval2)
-                i -= 1
-                if i < 0:
-                    raise TranslationFault(gpf, iotval2)
-                shift -= bits
-                idx_mask = (1 << bits) - 1
-                a = (pte >> 10 & ppn_mask) << 12
-                continue
-            if not pte & _V or (pte & 6) == P_W or pte & rsvd:
-                raise TranslationFault(gpf, iotval2)
-            break  # R or X: a leaf
-        return self._leaf(
-            pte,
-            pa,
-            i,
-            bits,
-            ptesz,
+        count = None if self.hpm is None else self._counter(8)
+        out, size_lg2, pte, pa, _, _ = w.walk(
+            dc.g_ppn << 12,
             gpa,
+            be,
+            None,
             gpf,
             iotval2,
-            ats,
-            dc.gade,
-            False,
-            True,
-            implicit,
-            reads,
-            writes,
-            executes,
-            nw,
-            None,
-            0,
-        )[:4]
-
-    # ------------------------------------------------------------------ leaf processing
-    def _leaf(
-        self,
-        pte: int,
-        pa: int,
-        i: int,
-        bits: int,
-        ptesz: int,
-        va: int,
-        pf: int,
-        iotval2: int,
-        ats: bool,
-        hwad: bool,
-        priv: bool,
-        sum_: bool,
-        implicit: int,
-        reads: bool,
-        writes: bool,
-        executes: bool,
-        nw: bool,
-        dc: DeviceContext | None,
-        pte_gpa: int,
-    ) -> tuple[int, int, int, int, int]:
-        """Permission, superpage, NAPOT, PBMT and A/D rules of a leaf PTE.
-
-        For the G-stage ``priv`` is False and ``sum_`` unused (the U bit is checked as for a
-        user access). ``dc``/``pte_gpa`` are given for a first-stage PTE whose page needs a
-        G-stage translation for an implicit A/D write.
-        Returns ``(pa, size_lg2, perms, pbmt, global)``.
-        """
-        pbmt = pte >> _PBMT_SHIFT & 3
-        if pbmt == 3:
-            raise TranslationFault(pf, iotval2)
-        if ptesz == 8:
-            ppn = pte >> 10 & _PPN_MASK
-        else:
-            ppn = pte >> 10 & 0x3FFFFF
-        size_lg2 = 12 + i * bits
-        if pte & _N:
-            # Svnapot: only 64 KiB NAPOT leaves at level 0 are defined.
-            if i != 0 or ppn & 0xF != 8:
-                raise TranslationFault(pf, iotval2)
-            out = ((ppn & ~0xF) << 12) | (va & 0xFFFF)
-        else:
-            if ppn & ((1 << (i * bits)) - 1):
-                raise TranslationFault(pf, iotval2)  # misaligned superpage
-            mask = (1 << size_lg2) - 1
-            out = ((ppn << 12) & ~mask) | (va & mask)
-        u = pte & _U
+            af_cause,
+            corr_cause,
+            trace,
+            "g",
+            _SERVED[implicit],
+            count,
+        )
         if implicit:
             # Implicit accesses by the IOMMU: reads need R, the A/D write needs W; U = 1.
-            if not u or not pte & P_R or (implicit == 3 and not pte & P_W):
-                raise TranslationFault(pf, iotval2)
-            want_d = implicit == 3
-            perms = pte & 0xE
-        elif ats:
+            if not pte & _U or not pte & P_R or (implicit == 3 and not pte & P_W):
+                raise TranslationFault(gpf, iotval2)
+            perms = (pte & _PERMS) | (_D if implicit == 3 else 0)
+        else:
+            # G-stage translation treats every access as a user access (priv = 0).
+            q = _request_bits(reads, writes, executes, nw, ats, dc.gade, False, False)
+            perms = self._grant(pte, q, gpf, iotval2)
+        if not pte & _A or (perms & _D and not pte & _D):
+            if not dc.gade:
+                raise TranslationFault(gpf, iotval2)
+            new = pte | _A | (perms & _D)
+            w.update_ad(pa, pte, new, be, F.ACCESS_FAULT[acc], F.PT_CORRUPTION, trace, "g")
+            pte = new
+        if not ats and not pte & _D:
+            perms &= ~P_W  # W counts as granted (for the IOTLB) only on a dirty page
+        return out, size_lg2, perms & _PERMS, pte >> _PBMT_SHIFT & _PBMT_WIDTH
+
+    def _counter(self, event: int) -> Callable[[], None] | None:
+        """A per-PTE-load counter of HPM walk ``event`` for this transaction (:attr:`hpm` is
+        set), or None when no counter selects it."""
+        hpm = self.hpm
+        if hpm is None or event not in self.regs.hpm_events:
+            return None
+        count = self.regs.hpm_count
+        return lambda: count(event, *hpm)
+
+    # ------------------------------------------------------------------ leaf permissions
+    @staticmethod
+    def _grant(pte: int, q: int, pf: int, iotval2: int) -> int:
+        """The permission rules of a leaf PTE for request ``q`` (P_R/P_W/P_X for a read,
+        write or execute, and the _Q_* bits; the G-stage checks its implicit accesses itself):
+        raises the page fault ``pf`` on a denial,
+        else returns the granted R/W/X bits, with D (bit 7) set when the access must dirty
+        the page (riscv-iommu: "IOMMU updating of PTE accessed (A) and dirty (D) updates")."""
+        u = pte & _U
+        priv = q & _Q_PRIV
+        executes = q & P_X
+        if q & _Q_ATS:
             # riscv-iommu: "PCIe ATS translation request handling" and PC.ta.SUM/ENS rules:
             # supervisor execute intent to a U page is denied regardless of SUM.
-            if (u and priv and (not sum_ or executes)) or (not u and not priv):
+            if (u and priv and (not q & _Q_SUM or executes)) or (not u and not priv):
                 # A privilege denial is a page fault: no permission and no Global.
                 raise TranslationFault(pf, iotval2)
             perms = pte & (P_R | P_W)
@@ -447,72 +491,19 @@ class TranslationEngine:
                 perms |= P_X
             if not perms & P_R:
                 perms = 0  # no read: nothing can be granted (X needs R for PCIe)
-            want_d = not nw and bool(pte & P_W)
-            if pte & P_W and not pte & _D and (nw or not hwad):
+            nw = q & _Q_NW
+            want_d = not nw and pte & P_W
+            if pte & P_W and not pte & _D and (nw or not q & _Q_HWAD):
                 perms &= ~P_W  # an ATS completion grants W only on a dirty page
-        else:
-            if priv:
-                if u and (executes or not sum_):
-                    raise TranslationFault(pf, iotval2)
-            elif not u:
+            return perms | (_D if want_d else 0)
+        if priv:
+            if u and (executes or not q & _Q_SUM):
                 raise TranslationFault(pf, iotval2)
-            if (
-                (reads and not pte & P_R)
-                or (writes and not pte & P_W)
-                or (executes and not pte & P_X)
-            ):
-                raise TranslationFault(pf, iotval2)
-            want_d = writes
-            perms = pte & 0xE
-        if not pte & _A or (want_d and not pte & _D):
-            if not hwad:
-                raise TranslationFault(pf, iotval2)
-            new = pte | _A | (_D if want_d else 0)
-            self._update_ad(pa, pte, new, ptesz, dc, pte_gpa, pf)
-            pte = new
-        if not ats and not pte & _D:
-            perms &= ~P_W  # W counts as granted (for the IOTLB) only on a dirty page
-        return out, size_lg2, perms, pbmt, pte & _G
-
-    def _update_ad(
-        self,
-        pa: int,
-        old: int,
-        new: int,
-        ptesz: int,
-        dc: DeviceContext | None,
-        pte_gpa: int,
-        pf: int,
-    ) -> None:
-        """Atomic A/D update (riscv-iommu: "IOMMU updating of PTE accessed (A) and dirty (D)
-        updates"): a compare-and-swap on memory; first-stage PTEs in guest memory need W in
-        the G-stage (an implicit write)."""
-        acc = F.GUEST_PAGE_FAULT.index(pf) if pf in F.GUEST_PAGE_FAULT else F.PAGE_FAULT.index(pf)
-        if dc is not None and dc.g_mode:
-            pa = self.g_stage(dc, pte_gpa, acc, 3, False)[0]
-            be = dc.sbe
-        elif dc is not None:
-            be = dc.sbe
-        else:
-            be = bool(self.regs.fctl & 1)
-        af = F.ACCESS_FAULT[acc]
-        try:
-            if ptesz == 8:
-                exp, val = (swap64(old), swap64(new)) if be else (old, new)
-                self.mem.cas64(pa, exp, val)
-            else:
-                # 32-bit PTE: compare-and-swap within its doubleword.
-                base = pa & ~7
-                sh = (pa & 4) * 8
-                word = self.mem.read64(base)
-                cur = word >> sh & 0xFFFF_FFFF
-                exp32, val32 = (swap32(old), swap32(new)) if be else (old, new)
-                if cur == exp32:
-                    self.mem.cas64(base, word, (word & ~(0xFFFF_FFFF << sh)) | val32 << sh)
-        except BusError as e:
-            raise TranslationFault(af if e.kind == ACCESS else F.PT_CORRUPTION) from None
-        if self.trace is not None:
-            self.trace.append(("ad", pa, old, new))
+        elif not u:
+            raise TranslationFault(pf, iotval2)
+        if q & ~pte & _PERMS:
+            raise TranslationFault(pf, iotval2)
+        return (pte & _PERMS) | (_D if q & P_W else 0)
 
     # ------------------------------------------------------------------ first stage
     def first_stage(
@@ -531,92 +522,60 @@ class TranslationEngine:
         nw: bool,
     ) -> tuple[int, int, int, int, int]:
         """First-stage (VS or single-stage) walk. Returns ``(gpa, size_lg2, perms, pbmt, g)``."""
-        try:
-            levels, bits, ptesz, vabits = (S1_MODES_SXL1 if dc.sxl else S1_MODES_SXL0)[mode]
-        except KeyError:
+        w = self._s1_walkers[1 if dc.sxl else 0].get(mode)
+        if w is None:
             # A PC from the process-directory cache, checked against a DC with another SXL
             # (the DC changed in memory and was re-read without IODIR.INVAL_PDT): its mode is
             # not one this DC's SXL has -- the PC is misconfigured for it (riscv-iommu:
             # "Process-context configuration checks"). A DC's own iosatp mode is checked
             # with its SXL, so only a PC's can miss.
-            raise TranslationFault(F.PDT_MISCONFIGURED) from None
+            raise TranslationFault(F.PDT_MISCONFIGURED)
         pf = F.PAGE_FAULT[acc]
-        if ptesz == 4:
-            if iova >> 32:
-                raise TranslationFault(pf)
-        else:
-            top = iova >> (vabits - 1)
-            if top and top != (1 << (65 - vabits)) - 1:
-                raise TranslationFault(pf)
-        mem = self.mem
-        # Word loads only from exactly a SparseMemory: a wrapper or subclass sees every access.
-        words = mem.words if ptesz == 8 and type(mem) is SparseMemory else None
+        top = iova >> w.in_shift
+        if top and top != w.in_top:
+            raise TranslationFault(pf)
         be = dc.sbe
-        gmode = dc.g_mode
         trace = self.trace
-        rsvd = self.pte_rsvd if ptesz == 8 else 0
-        nonleaf_bad = _NONLEAF_RSVD | rsvd
-        ppn_mask = _PPN_MASK if ptesz == 8 else 0x3FFFFF
+        xlate: Callable[[int], int] | None = None
+        if dc.g_mode:
+            # Every first-stage PTE address is a GPA: an implicit read through the G-stage.
+            g_stage = self.g_stage
+
+            def xlate(gpa: int) -> int:
+                return g_stage(dc, gpa, acc, 1, False)[0]
+
         # HPM event 7, "First-stage Page Table Walks": one per first-stage PTE loaded.
-        hpm = self.hpm
-        if hpm is not None and 7 not in self.regs.hpm_events:
-            hpm = None
-        a = root_ppn << 12
-        i = levels - 1
-        shift = 12 + i * bits
-        vmask = (1 << bits) - 1
-        g = 0
-        while True:
-            gpa = a + (iova >> shift & vmask) * ptesz
-            pa = self.g_stage(dc, gpa, acc, 1, False)[0] if gmode else gpa
-            if words is not None:
-                page = words.get(pa >> 12)
-                pte = page[(pa & 0xFFF) >> 3] if page is not None else 0
-            else:
-                pte = self._load_pte(pa, ptesz, F.ACCESS_FAULT[acc], F.PT_CORRUPTION)
-            if hpm is not None:
-                self.regs.hpm_count(7, *hpm)
-            if be:
-                pte = swap64(pte) if ptesz == 8 else swap32(pte)
-            if trace is not None:
-                trace.append(("pte", "s1", i, gpa, pa, pte, ptesz))
-            # Every malformed PTE is the same page fault, so the checks are merged: V with
-            # R = W = X = 0 points to the next level.
-            if pte & 0xF == _V:
-                if pte & nonleaf_bad:
-                    raise TranslationFault(pf)
-                g |= pte & _G
-                i -= 1
-                if i < 0:
-                    raise TranslationFault(pf)
-                shift -= bits
-                a = (pte >> 10 & ppn_mask) << 12
-                continue
-            if not pte & _V or (pte & 6) == P_W or pte & rsvd:
-                raise TranslationFault(pf)
-            break  # R or X: a leaf
-        out, size_lg2, perms, pbmt, lg = self._leaf(
-            pte,
-            pa,
-            i,
-            bits,
-            ptesz,
+        count = None if self.hpm is None else self._counter(7)
+        af = F.ACCESS_FAULT[acc]
+        out, size_lg2, pte, pa, addr, g = w.walk(
+            root_ppn << 12,
             iova,
+            be,
+            xlate,
             pf,
             0,
-            ats,
-            dc.sade,
-            priv,
-            sum_,
-            0,
-            reads,
-            writes,
-            executes,
-            nw,
-            dc,
-            gpa,
+            af,
+            F.PT_CORRUPTION,
+            trace,
+            "s1",
+            "request",
+            count,
         )
-        return out, size_lg2, perms, pbmt, g | lg
+        q = _request_bits(reads, writes, executes, nw, ats, dc.sade, priv, sum_)
+        perms = self._grant(pte, q, pf, 0)
+        if not pte & _A or (perms & _D and not pte & _D):
+            if not dc.sade:
+                raise TranslationFault(pf)
+            new = pte | _A | (perms & _D)
+            if dc.g_mode:
+                # The A/D write to a PTE in guest memory needs W in the G-stage: an implicit
+                # write.
+                pa = self.g_stage(dc, addr, acc, 3, False)[0]
+            w.update_ad(pa, pte, new, be, af, F.PT_CORRUPTION, trace, "s1")
+            pte = new
+        if not ats and not pte & _D:
+            perms &= ~P_W  # W counts as granted (for the IOTLB) only on a dirty page
+        return out, size_lg2, perms & _PERMS, pte >> _PBMT_SHIFT & _PBMT_WIDTH, g
 
     # ------------------------------------------------------------------ MSI
     def msi_match(self, dc: DeviceContext, gpa: int) -> bool:
@@ -644,7 +603,7 @@ class TranslationEngine:
         w0 = self._ld64(pa, be, F.MSI_PTE_LOAD_FAULT, F.MSI_PT_CORRUPTION)
         w1 = self._ld64(pa + 8, be, F.MSI_PTE_LOAD_FAULT, F.MSI_PT_CORRUPTION)
         if self.trace is not None:
-            self.trace.append(("msipte", gpa, idx, pa, w0, w1))
+            self.trace.append(MsiPteRead(gpa, idx, pa, w0, w1))
         if not w0 & 1:
             raise TranslationFault(F.MSI_PTE_INVALID)
         m = w0 >> 1 & 3

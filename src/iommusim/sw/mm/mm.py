@@ -1,11 +1,13 @@
 """A process address space whose page table the IOMMU can share (after Linux ``struct
 mm_struct``, ``mm/mmap.c``, ``mm/mprotect.c`` and ``mm/memory.c``).
 
-The CPU page table is a RISC-V Sv39/Sv48/Sv57 table in simulated RAM, written by
-:class:`~iommusim.sw.pgtable.RiscvPageTable` -- exactly the first-stage format the RISC-V
-IOMMU walks, so a device bound to the process (Shared Virtual Addressing) translates through
-this very table from a process context whose ``fsc`` is :meth:`Mm.atp` (riscv-iommu:
-"Process-context fields"; Linux ``riscv_iommu_sva`` shares ``mm->pgd``).
+The CPU page table is a table of the address space's format (an :class:`MmFormat`: by
+default the CPU's RISC-V Sv39/Sv48/Sv57) in simulated RAM, written by the radix writer of
+:mod:`iommusim.sw.pgtable` -- exactly the first-stage format the IOMMU walks, so a device
+bound to the process (Shared Virtual Addressing) translates through this very table; the
+IOMMU driver points a process context at it in its own encoding (RISC-V:
+:func:`~iommusim.sw.pgtable.riscv.riscv_atp`, riscv-iommu: "Process-context fields"; Linux
+``riscv_iommu_sva`` shares ``mm->pgd``).
 
 What is modelled, and what is left out:
 
@@ -32,14 +34,16 @@ page table, the memory and the allocator exactly as before it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
+from iommusim.bits.pgformat import PtFormat
 from iommusim.errors import BadAddress, Busy, InvalidArgument, NotFound, OutOfMemory
 from iommusim.mem.protocol import PhysicalMemory
 from iommusim.sw.mm.notifier import MmuNotifier
 from iommusim.sw.mm.vma import Vma, VmaList
 from iommusim.sw.pages import PAGE_SIZE, PageAllocator
-from iommusim.sw.pgtable import IotlbGather, RiscvPageTable
+from iommusim.sw.pgtable import FORMATS, IotlbGather
+from iommusim.sw.pgtable.radix import RadixPageTable
 from iommusim.sw.prot import IOMMU_NOEXEC, IOMMU_READ, IOMMU_WRITE
 
 __all__ = [
@@ -50,6 +54,7 @@ __all__ = [
     "PROT_READ",
     "PROT_WRITE",
     "Mm",
+    "MmFormat",
     "MmStats",
 ]
 
@@ -63,8 +68,25 @@ _PROT_MASK: Final = PROT_READ | PROT_WRITE | PROT_EXEC
 #: Lowest address a mapping may use (Linux ``vm.mmap_min_addr`` default, 64 KiB): page 0 is
 #: never mapped, so NULL dereferences fault.
 MMAP_MIN_ADDR: Final = 0x10000
-#: CPU page-table formats a process may use (satp modes).
+#: CPU page-table formats a process may name (RISC-V satp modes).
 MM_FORMATS: Final = ("sv39", "sv48", "sv57")
+
+
+class MmFormat(Protocol):
+    """A CPU page-table format: its name, and an empty table of it whose leaves carry A (and
+    D when writable) preset, for a process."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def pt(self) -> PtFormat:
+        """The format descriptor."""
+        ...
+
+    def page_table(self, mem: PhysicalMemory, pages: PageAllocator) -> RadixPageTable: ...
+
+
 _PAGE_MASK: Final = PAGE_SIZE - 1
 _G1: Final = 1 << 30
 
@@ -133,9 +155,10 @@ class Mm:
     """A process address space: areas, a page table in ``mem`` and data pages, both from
     ``pages``.
 
-    ``fmt`` is the CPU's ``satp`` mode: ``"sv39"``, ``"sv48"`` or ``"sv57"``. User space is
-    the lower canonical half, ``[0, task_size)`` with ``task_size = 2**(va_bits - 1)``;
-    ``mmap`` without an address places areas top-down below
+    ``fmt`` is the page-table format (:class:`MmFormat`, a first-stage one: sign-extended
+    addresses) or the name of a CPU ``satp`` mode: ``"sv39"``, ``"sv48"`` or ``"sv57"``.
+    User space is the lower canonical half, ``[0, task_size)`` with
+    ``task_size = 2**(va_bits - 1)``; ``mmap`` without an address places areas top-down below
     ``mmap_base = task_size - 1 GiB`` and never below :data:`MMAP_MIN_ADDR`.
     """
 
@@ -156,14 +179,26 @@ class Mm:
     )
 
     def __init__(
-        self, mem: PhysicalMemory, pages: PageAllocator, fmt: str = "sv48", *, name: str = "mm"
+        self,
+        mem: PhysicalMemory,
+        pages: PageAllocator,
+        fmt: MmFormat | str = "sv48",
+        *,
+        name: str = "mm",
     ) -> None:
-        if fmt not in MM_FORMATS:
-            raise InvalidArgument(f"fmt must be one of {', '.join(MM_FORMATS)}, not {fmt!r}")
+        if isinstance(fmt, str):
+            if fmt not in MM_FORMATS:
+                raise InvalidArgument(f"fmt must be one of {', '.join(MM_FORMATS)}, not {fmt!r}")
+            fmt = FORMATS[fmt]
         self.mem = mem
         self.pages = pages
         self.name = name
-        self.pgtable = RiscvPageTable(mem, pages, fmt, set_ad=True)
+        if fmt.pt.input != "sign":
+            # User space is the lower half of a sign-extended address space.
+            raise InvalidArgument(
+                f"fmt must be a first-stage (sign-extended) format, not {fmt.name}"
+            )
+        self.pgtable = fmt.page_table(mem, pages)
         self.stats = MmStats()
         #: PASID the SVA layer bound to this address space (Linux ``mm->iommu_mm->pasid``);
         #: only held here.
@@ -183,11 +218,11 @@ class Mm:
     def exited(self) -> bool:
         return self._exited
 
-    def atp(self) -> int:
-        """The ``satp`` / ``iosatp`` value for this address space: MODE and the root PPN
-        (riscv-iommu: "Process-context fields", ``PC.fsc``)."""
+    def table(self) -> RadixPageTable:
+        """The page table, for an IOMMU driver to point a context at in its own encoding
+        (:class:`InvalidArgument` once the address space has exited)."""
         self._alive()
-        return self.pgtable.atp()
+        return self.pgtable
 
     def find_vma(self, addr: int) -> Vma | None:
         """The area containing ``addr``, or None."""
@@ -589,4 +624,4 @@ class Mm:
 
     def __repr__(self) -> str:
         state = "exited" if self._exited else f"{len(self._vmas)} vmas, {self.stats.pages} pages"
-        return f"Mm({self.name!r}, {self.pgtable.fmt.name}, {state})"
+        return f"Mm({self.name!r}, {self.pgtable.pt.name}, {state})"

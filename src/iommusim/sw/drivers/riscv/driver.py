@@ -80,6 +80,7 @@ from iommusim.sw.drivers.riscv.queues import (
 )
 from iommusim.sw.iopf.queue import PERM_EXEC, PERM_PRIV, PERM_READ, PERM_WRITE, PageFault
 from iommusim.sw.pages import PageAllocator
+from iommusim.sw.pgtable.riscv import riscv_atp
 
 if TYPE_CHECKING:
     from iommusim.sw.core.ops import Reporter
@@ -486,11 +487,12 @@ class RiscvIommuDriver:
             raise NotSupported(
                 f"{self.name}: no process-directory support (capabilities PD8/PD17/PD20)"
             )
-        bit = {8: cap.SV39, 9: cap.SV48, 10: cap.SV57}.get(mm.atp() >> 60)
+        satp = riscv_atp(mm.table())
+        bit = {8: cap.SV39, 9: cap.SV48, 10: cap.SV57}.get(satp >> 60)
         if bit is None or not self.caps >> bit & 1:
             raise NotSupported(
                 f"{self.name}: cannot walk the page-table format of "
-                f"{mm.name} (satp.MODE {mm.atp() >> 60})"
+                f"{mm.name} (satp.MODE {satp >> 60})"
             )
         pscid = self.pscid_ida.alloc()
         if pscid is None:

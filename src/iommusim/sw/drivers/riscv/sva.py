@@ -18,6 +18,7 @@ from iommusim.errors import InvalidArgument
 from iommusim.sw.core.device import Device
 from iommusim.sw.core.domain import DOMAIN_SVA, Domain
 from iommusim.sw.drivers.riscv.domain import Bond, invalidate_bonds, unlink_bond
+from iommusim.sw.pgtable.riscv import riscv_atp
 
 if TYPE_CHECKING:
     from iommusim.sw.drivers.riscv.driver import RiscvIommuDriver
@@ -47,7 +48,11 @@ class RiscvSvaDomain(Domain):
         self.bonds.append(bond)
         try:
             self.driver.set_pasid_context(
-                dev, pasid, self.mm.atp(), self.pscid, pri=self.iopf_handler is not None
+                dev,
+                pasid,
+                riscv_atp(self.mm.table()),
+                self.pscid,
+                pri=self.iopf_handler is not None,
             )
             if not self._notifying:
                 self.mm.register_notifier(self)
