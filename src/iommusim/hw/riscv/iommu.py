@@ -211,9 +211,10 @@ class RiscvIommu:
             return resp, None
         # An MRIF-mode answer always comes from a walk, which left its DC in last_dc.
         dc = self.translator.last_dc
-        return resp, deliver_mrif(
-            self, req, resp, data, size, dc is not None and bool(dc.tc & _TC_DTF)
-        )
+        out = deliver_mrif(self, req, resp, data, size, dc is not None and bool(dc.tc & _TC_DTF))
+        if out.record is not None:
+            self.translator.last_fault = out.record
+        return resp, out
 
     # ------------------------------------------------------------------ translation
     def translate(self, req: Request) -> Response:
