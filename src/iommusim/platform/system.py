@@ -20,10 +20,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
-from iommusim.errors import InvalidArgument
-from iommusim.hw.common.upstream import PrgResponse
+from iommusim.errors import InvalidArgument, ModelError
+from iommusim.hw.common.upstream import InvalidateRequest, PrgResponse, UpstreamPort
 from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.params import PRESETS, RiscvIommuParams
 from iommusim.hw.riscv.transaction import Message
@@ -31,7 +31,7 @@ from iommusim.hw.riscv.upstream import RiscvUpstreamPort
 from iommusim.mem.addrmap import AddressMap
 from iommusim.mem.protocol import PhysicalMemory
 from iommusim.mem.sparse import SparseMemory
-from iommusim.platform.bus import CostedMemory, RegisterWindow
+from iommusim.platform.bus import CostedMemory, RegisterDevice, RegisterWindow
 from iommusim.platform.costs import CostModel, Ledger
 from iommusim.platform.endpoint import DEFAULT_MAX_DMA_BYTES, Endpoint, check_ats_params
 from iommusim.platform.interrupts import InterruptSink
@@ -40,9 +40,12 @@ from iommusim.sim.clock import VirtualClock
 __all__ = [
     "IOMMU_KINDS",
     "EndpointConfig",
+    "IommuAdapter",
+    "IommuBuilder",
     "IommuConfig",
     "IommuKind",
     "IommuSlot",
+    "MessageSink",
     "RamRegion",
     "System",
     "SystemConfig",
@@ -182,14 +185,28 @@ class SystemConfig:
             raise InvalidArgument(f"endpoint names must be distinct, not {names}")
 
 
+class IommuAdapter(UpstreamPort, Protocol):
+    """An IOMMU as the platform holds it: the upstream port its endpoints use, plus its
+    doorbell -- which register write asks it to work -- and a way to let it work."""
+
+    def is_doorbell(self, offset: int) -> bool: ...
+
+    def run_commands(self) -> int: ...
+
+
+#: Where an IOMMU's outbound messages go: the message as the model made it, and the
+#: device-bound PCIe message it carries (``None`` for one to no device).
+MessageSink = Callable[[object, InvalidateRequest | PrgResponse | None], None]
+
+
 class IommuSlot:
     """One IOMMU of a :class:`System`: its configuration, hardware ``model`` (the object its
-    register window reaches) and the upstream ``port`` its endpoints talk to."""
+    register window reaches) and ``port``, the adapter its endpoints talk to."""
 
     __slots__ = ("config", "index", "model", "port")
 
     def __init__(
-        self, index: int, config: IommuConfig, model: RiscvIommu, port: RiscvUpstreamPort
+        self, index: int, config: IommuConfig, model: RegisterDevice, port: IommuAdapter
     ) -> None:
         self.index = index
         self.config = config
@@ -202,18 +219,22 @@ def _riscv(
     port_mem: PhysicalMemory,
     bus: PhysicalMemory,
     clock: VirtualClock,
-    message: Callable[[Message], None],
+    sink: MessageSink,
 ) -> tuple[RiscvIommu, RiscvUpstreamPort]:
-    model = RiscvIommu(port_mem, cfg.params, message, clock=clock)
+    def outbound(msg: Message) -> None:
+        sink(msg, RiscvUpstreamPort.downstream(msg))
+
+    model = RiscvIommu(port_mem, cfg.params, outbound, clock=clock)
     return model, RiscvUpstreamPort(model, bus)
 
 
-_IommuBuilder = Callable[
-    [IommuConfig, PhysicalMemory, PhysicalMemory, VirtualClock, Callable[[Message], None]],
-    tuple[RiscvIommu, RiscvUpstreamPort],
+#: How to build an IOMMU of a kind from its configuration, its port to memory, the bus its
+#: requests reach, the clock and the sink of its messages: its model and its adapter.
+IommuBuilder = Callable[
+    [IommuConfig, PhysicalMemory, PhysicalMemory, VirtualClock, MessageSink],
+    tuple[RegisterDevice, IommuAdapter],
 ]
-#: How to build each kind of IOMMU: its model and the adapter to the upstream port.
-IOMMU_KINDS: Final[dict[str, _IommuBuilder]] = {"riscv": _riscv}
+IOMMU_KINDS: Final[dict[str, IommuBuilder]] = {"riscv": _riscv}
 _WINDOW_BYTES: Final[dict[str, int]] = {"riscv": RiscvUpstreamPort.registers_size}
 
 
@@ -232,7 +253,8 @@ class System:
             self.bus.add(r.base_pa, r.size_bytes, self.ram, name=f"ram{i}")
         self.sink = InterruptSink(self.clock, cfg.costs.irq_latency_ns)
         self.bus.add(cfg.imsic_base_pa, _PAGE, self.sink, name="imsic", target_pa=0)
-        self.messages: list[Message] = []
+        #: Every message the IOMMUs sent, as their models made them.
+        self.messages: list[object] = []
         #: Every IOMMU, in configuration order.
         self.iommus: list[IommuSlot] = []
         for cfg_i in cfg.iommus:
@@ -274,7 +296,11 @@ class System:
     def _add_iommu(self, cfg: IommuConfig, port_mem: PhysicalMemory) -> IommuSlot:
         index = len(self.iommus)
         model, port = IOMMU_KINDS[cfg.kind](
-            cfg, port_mem, self.bus, self.clock, lambda msg: self._message(index, msg)
+            cfg,
+            port_mem,
+            self.bus,
+            self.clock,
+            lambda msg, out: self._message(index, msg, out),
         )
         slot = IommuSlot(index, cfg, model, port)
         self.iommus.append(slot)
@@ -282,10 +308,13 @@ class System:
 
     @property
     def iommu(self) -> RiscvIommu:
-        """The first IOMMU's hardware model."""
-        return self.iommus[0].model
+        """The first IOMMU's hardware model (always a RISC-V one, see :class:`SystemConfig`)."""
+        model = self.iommus[0].model
+        if not isinstance(model, RiscvIommu):
+            raise ModelError(f"the first IOMMU must be a RiscvIommu, not {type(model).__name__}")
+        return model
 
-    def upstream_port(self, rid: int) -> RiscvUpstreamPort:
+    def upstream_port(self, rid: int) -> UpstreamPort:
         """The upstream port of the IOMMU requester id ``rid`` is behind (EINVAL if none)."""
         for slot in self.iommus:
             if rid in slot.config.rids:
@@ -309,7 +338,9 @@ class System:
             total += n
         return total
 
-    def _message(self, index: int, msg: Message) -> None:
+    def _message(
+        self, index: int, msg: object, out: InvalidateRequest | PrgResponse | None
+    ) -> None:
         """IOMMU ``index``'s outbound port. Every message is kept in :attr:`messages`;
         Invalidate Requests and Page Request Group Responses go to the endpoint they name
         (riscv-iommu: "IOMMU PCIe ATS commands") if it is behind that IOMMU; messages for no
@@ -318,9 +349,7 @@ class System:
         Runs inside the IOMMU's command processing, so nothing here may run commands.
         """
         self.messages.append(msg)
-        slot = self.iommus[index]
-        out = slot.port.downstream(msg)
-        if out is None or out.rid not in slot.config.rids:
+        if out is None or out.rid not in self.iommus[index].config.rids:
             return
         ep = self._by_rid.get(out.rid)
         if ep is None:
