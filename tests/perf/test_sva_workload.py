@@ -12,8 +12,8 @@ import json
 import pytest
 
 from iommusim.errors import InvalidArgument
-from iommusim.perf.sva_workload import SvaConfig, SvaReport, cause_name, run_sva_workload
-from iommusim.platform.endpoint import CAUSE_PRG_INVALID
+from iommusim.perf.sva_workload import SvaConfig, SvaReport, run_sva_workload
+from iommusim.platform.endpoint import DMA_ABORT_NAMES
 
 SMALL = SvaConfig(buffer_bytes=64 << 10, chunk_bytes=16 << 10)  # 16 pages
 
@@ -45,8 +45,8 @@ def test_munmap_faults_with_prg_invalid_and_the_first_half_works(report: SvaRepo
     r = report.correct
     assert r.unmapped_pages == r.probes == r.pages // 2
     assert r.faults_after_munmap == r.probes
-    assert r.fault_cause == CAUSE_PRG_INVALID
-    assert r.fault_cause_name == cause_name(CAUSE_PRG_INVALID) == "PRG Invalid Request"
+    assert r.fault_abort == "prg_invalid"
+    assert r.fault_cause_name == DMA_ABORT_NAMES["prg_invalid"] == "PRG Invalid Request"
     assert r.stale_accesses == 0
     assert r.first_half_ok
     assert r.ats_inval_commands >= 2  # the bind's and the munmap's

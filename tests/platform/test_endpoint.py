@@ -3,8 +3,9 @@
 
 Each 4 KiB piece of a DMA is an untranslated request (riscv-iommu: "Process to translate an
 IOVA"); a fault ends the DMA there like a completer abort (riscv-iommu "Aborting
-transactions"): the pieces before it reached memory, none after it did. ``DmaResult.cause``
-is the spec's fault cause.
+transactions"): the pieces before it reached memory, none after it did. ``DmaResult.status``
+is the PCIe completion status and ``DmaResult.fault`` the IOMMU's fault record, whose cause is
+the spec's.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from iommusim.bits.pcie import CPL_UR
 from iommusim.bits.riscv.regs import MODE_1LVL, MODE_BARE, OFF_DDTP
 from iommusim.errors import InvalidArgument
+from iommusim.hw.riscv.faults import FaultRecord
 from iommusim.hw.riscv.params import PRESETS
-from iommusim.platform.endpoint import CAUSE_BUS_ERROR, DmaResult, Endpoint
+from iommusim.platform.endpoint import DmaResult, Endpoint
 from iommusim.platform.system import EndpointConfig, RamRegion, System, SystemConfig
 from iommusim.sw.kernel import Kernel
 from iommusim.sw.prot import IOMMU_READ, IOMMU_WRITE
@@ -72,7 +75,7 @@ def test_dma_is_split_at_4k_boundaries() -> None:
     ep = system.endpoint("dev")
     payload = bytes(range(256)) * 32  # 8 KiB
     res = ep.dma_write(RAM + 0x800, payload)
-    assert res == DmaResult(len(payload), 0, 0, b"")
+    assert res == DmaResult(len(payload))
     assert [(c[1], c[2]) for c in calls] == [
         (RAM + 0x800, True),
         (RAM + 0x1000, True),
@@ -136,7 +139,9 @@ def test_ddtp_off_disallows_everything() -> None:
     system = machine()
     ep = system.endpoint("dev")
     res = ep.dma_write(RAM + 0x10, b"x" * 32)
-    assert res == DmaResult(0, ALL_INBOUND_DISALLOWED, RAM + 0x10, b"")
+    # TTYP 3 (untranslated write), device 0x08, no PASID, iotval = the IOVA.
+    fault = FaultRecord(ALL_INBOUND_DISALLOWED, 3, 0x08, False, 0, False, RAM + 0x10)
+    assert res == DmaResult(0, CPL_UR, fault, None, RAM + 0x10, b"")
     assert not res.ok
     assert system.ram.read(RAM + 0x10, 32) == bytes(32)
     assert ep.stats.faults == 1
@@ -150,12 +155,12 @@ def test_bus_error_after_translation_ends_the_dma() -> None:
     ep = system.endpoint("dev")
     end = RAM + RAM_SIZE
     res = ep.dma_write(end - 0x100, b"\xaa" * 0x300)
-    assert res.cause == CAUSE_BUS_ERROR
+    assert (res.status, res.fault, res.abort) == (CPL_UR, None, None)
     assert res.done == 0x100
     assert res.fault_iova == end
     assert system.ram.read(end - 0x100, 0x100) == b"\xaa" * 0x100
     res = ep.dma_read(end - 0x100, 0x300)
-    assert (res.done, res.cause, res.data) == (0x100, CAUSE_BUS_ERROR, b"\xaa" * 0x100)
+    assert (res.done, res.status, res.fault, res.data) == (0x100, CPL_UR, None, b"\xaa" * 0x100)
 
 
 def test_invalid_device_context_faults_with_258() -> None:
@@ -167,9 +172,10 @@ def test_invalid_device_context_faults_with_258() -> None:
     rogue = system.endpoint("dev")
     assert rogue.dma_read(RAM, 8).ok
     kernel.core.attach_device(kernel.iommu.blocked_domain, kernel.device("dev"))
-    assert rogue.dma_read(RAM, 8).cause == DDT_ENTRY_INVALID
+    assert rogue.dma_read(RAM, 8).fault.cause == DDT_ENTRY_INVALID
     stranger = Endpoint(system, "stranger", 0xAB_CDEF)
-    assert stranger.dma_read(RAM, 8) == DmaResult(0, DDT_ENTRY_INVALID, RAM, b"")
+    fault = FaultRecord(DDT_ENTRY_INVALID, 2, 0xAB_CDEF, False, 0, False, RAM)
+    assert stranger.dma_read(RAM, 8) == DmaResult(0, CPL_UR, fault, None, RAM, b"")
 
 
 def test_device_id_wider_than_the_directory_faults_with_260() -> None:
@@ -178,7 +184,7 @@ def test_device_id_wider_than_the_directory_faults_with_260() -> None:
     system = machine(iommu=PRESETS["full"].with_(max_mode=MODE_1LVL))
     Kernel(system, dma_mode="passthrough")
     assert system.endpoint("dev").dma_read(RAM, 8).ok
-    assert Endpoint(system, "wide", 0x40).dma_read(RAM, 8).cause == TTYP_DISALLOWED
+    assert Endpoint(system, "wide", 0x40).dma_read(RAM, 8).fault.cause == TTYP_DISALLOWED
 
 
 def test_pasid_without_process_directory_faults_with_260() -> None:
@@ -188,7 +194,7 @@ def test_pasid_without_process_directory_faults_with_260() -> None:
     Kernel(system, dma_mode="passthrough")
     ep = system.endpoint("dev")
     assert ep.dma_read(RAM, 8).ok
-    assert ep.dma_read(RAM, 8, pasid=3).cause == TTYP_DISALLOWED
+    assert ep.dma_read(RAM, 8, pasid=3).fault.cause == TTYP_DISALLOWED
 
 
 @pytest.mark.parametrize(("write", "cause"), [(True, WRITE_PAGE_FAULT), (False, READ_PAGE_FAULT)])
@@ -217,5 +223,5 @@ def test_fault_mid_buffer_keeps_the_pages_before_it(write: bool, cause: int) -> 
     else:
         res = ep.dma_read(0x10800, 0x2000)
         assert res.data == system.ram.read(pa + 0x800, 0x1800)
-    assert (res.done, res.cause, res.fault_iova) == (0x1800, cause, 0x12000)
+    assert (res.done, res.fault.cause, res.fault_iova) == (0x1800, cause, 0x12000)
     assert (ep.stats.pages, ep.stats.bytes, ep.stats.faults) == (2, 0x1800, 1)

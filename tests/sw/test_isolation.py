@@ -175,14 +175,14 @@ def test_strict_mode_closes_at_unmap() -> None:
     assert ep.dma_read(iova, 8).ok
     kernel.core.dma_unmap(dev, iova, PAGE)
     res = ep.dma_read(iova, 8)
-    assert res.cause == 13  # riscv-iommu: load page fault
+    assert res.fault.cause == 13  # riscv-iommu: load page fault
 
 
 def test_write_permission_follows_the_direction() -> None:
     system, kernel, pool = boot("strict")
     dev, ep = kernel.device("dev"), system.endpoint("dev")
     iova = kernel.core.dma_map(dev, pool[0], PAGE, DMA_TO_DEVICE)
-    assert ep.dma_write(iova, b"x").cause == 15  # store page fault: read-only mapping
+    assert ep.dma_write(iova, b"x").fault.cause == 15  # store page fault: read-only mapping
     iova2 = kernel.core.dma_map(dev, pool[1], PAGE, DMA_FROM_DEVICE)
     assert ep.dma_write(iova2, b"x").ok
     assert IOMMU_WRITE

@@ -23,6 +23,10 @@ from iommusim.errors import InvalidArgument
 
 __all__ = [
     "ALL_LAYOUTS",
+    "CPL_CA",
+    "CPL_SC",
+    "CPL_STATUS_NAMES",
+    "CPL_UR",
     "INVAL_REQUEST",
     "PAGE_REQUEST",
     "PRG_INVALID_REQUEST",
@@ -82,6 +86,16 @@ ALL_LAYOUTS: Final = (INVAL_REQUEST, PAGE_REQUEST, PRG_RESPONSE)
 PRG_SUCCESS: Final = 0
 PRG_INVALID_REQUEST: Final = 1
 PRG_RESPONSE_FAILURE: Final = 0xF
+
+#: PCIe Completion Status codes (the Cpl header's 3-bit Completion Status field): Successful
+#: Completion, Unsupported Request, Completer Abort. riscv-iommu: "Aborting transactions": for
+#: a faulting read "the completion status field may be set to Unsupported Request (UR) or
+#: Completer Abort (CA)"; "Reliability, Availability, and Serviceability": CA "is appropriate"
+#: for a transaction aborted by corrupted data.
+CPL_SC: Final = 0b000
+CPL_UR: Final = 0b001
+CPL_CA: Final = 0b100
+CPL_STATUS_NAMES: Final[dict[int, str]] = {CPL_SC: "SC", CPL_UR: "UR", CPL_CA: "CA"}
 
 _PAGE_LG2: Final = 12
 _PN_BITS: Final = 52  # address bits 63:12

@@ -34,47 +34,18 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Final
 
-from iommusim.bits.riscv.causes import CAUSE_NAMES
 from iommusim.errors import InvalidArgument
-from iommusim.platform.endpoint import (
-    CAUSE_ATS_ABORT,
-    CAUSE_ATS_DENIED,
-    CAUSE_BUS_ERROR,
-    CAUSE_PRG_FAILURE,
-    CAUSE_PRG_INVALID,
-    CAUSE_PRG_RETRIES,
-    CAUSE_PRG_TIMEOUT,
-    DmaResult,
-    Endpoint,
-)
+from iommusim.platform.endpoint import DmaResult, Endpoint
 from iommusim.platform.system import EndpointConfig, System, SystemConfig
 from iommusim.sw.kernel import Kernel
 from iommusim.sw.mm.mm import PROT_READ, PROT_WRITE
 
-__all__ = ["SvaConfig", "SvaReport", "SvaRunReport", "cause_name", "run_sva_workload"]
+__all__ = ["SvaConfig", "SvaReport", "SvaRunReport", "run_sva_workload"]
 
 _PAGE: Final = 4096
 _DEVICE: Final = "accel"
 _DEVICE_RID: Final = 0x10
 _FENCE_TIMEOUT: Final = "IOFENCE.C timed out"
-
-#: The endpoint's pseudo-causes (above every spec cause), by name.
-_PSEUDO_CAUSES: Final[dict[int, str]] = {
-    CAUSE_BUS_ERROR: "bus error",
-    CAUSE_ATS_ABORT: "ATS abort",
-    CAUSE_ATS_DENIED: "ATS denied",
-    CAUSE_PRG_INVALID: "PRG Invalid Request",
-    CAUSE_PRG_FAILURE: "PRG Response Failure",
-    CAUSE_PRG_TIMEOUT: "PRG timeout",
-    CAUSE_PRG_RETRIES: "PRG retries exhausted",
-}
-
-
-def cause_name(cause: int) -> str:
-    """A ``DmaResult.cause`` by name: an endpoint pseudo-cause or a spec fault cause."""
-    if not cause:
-        return "none"
-    return _PSEUDO_CAUSES.get(cause) or CAUSE_NAMES.get(cause, f"cause {cause:#x}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +117,8 @@ class SvaRunReport:
     unmapped_pages: int = 0
     probes: int = 0
     faults_after_munmap: int = 0
-    fault_cause: int = 0
-    fault_cause_name: str = "none"
+    fault_abort: str = ""  # the first fault's DmaResult.abort, "" for none
+    fault_cause_name: str = "none"  # its DmaResult.outcome
     stale_accesses: int = 0  # probes that reached the freed pages
     first_half_ok: bool = False
     # mprotect of the first quarter to read-only.
@@ -274,9 +245,10 @@ def _run(label: str, cfg: SvaConfig, inval_delay_ns: int) -> SvaRunReport:
         if r.ok:
             rep.stale_accesses += 1  # through a stale ATC entry, to a freed page
         else:
+            if not rep.faults_after_munmap:
+                rep.fault_abort = r.abort or ""
+                rep.fault_cause_name = r.outcome
             rep.faults_after_munmap += 1
-            rep.fault_cause = rep.fault_cause or r.cause
-    rep.fault_cause_name = cause_name(rep.fault_cause)
     r = dma.read(buf, half)
     rep.first_half_ok = r.ok and r.data == data[:half]
 
@@ -285,7 +257,7 @@ def _run(label: str, cfg: SvaConfig, inval_delay_ns: int) -> SvaRunReport:
     poke = b"\xa5" * 16
     w = dma.write(buf, poke)
     rep.mprotect_write_ok = w.ok
-    rep.mprotect_write_cause_name = cause_name(w.cause)
+    rep.mprotect_write_cause_name = w.outcome
     # A write that went through (a stale ATC entry) changed what the read sees.
     expect = poke + data[len(poke) : quarter] if w.ok else data[:quarter]
     r = dma.read(buf, quarter)

@@ -14,16 +14,21 @@ that grants no access starts a Page Request Group when PRI is enabled (riscv-iom
 Page Request handling") and the DMA waits on the virtual clock for the group's response. The
 IOMMU's Invalidate Requests (riscv-iommu: "IOMMU PCIe ATS commands") drop ATC entries.
 
-Aborts that no IOMMU cause describes carry a pseudo-cause above every spec cause
-(``CAUSE_*`` constants, from 0x10000 up).
+The endpoint talks to the IOMMU above it only through its upstream port
+(:class:`~iommusim.hw.common.upstream.UpstreamPort`, which every IOMMU model adapts to). A DMA
+that stops early says why in PCIe terms (:class:`DmaResult`): the Completion Status of the
+request that ended it, the IOMMU's own fault record, and -- when the device gave up on its own
+(ATS denied, a Page Request Group that failed) -- an :data:`DmaAbort` reason.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Literal
 
 from iommusim.bits.pcie import (
+    CPL_SC,
+    CPL_STATUS_NAMES,
     PRG_INVALID_REQUEST,
     PRG_RESPONSE_FAILURE,
     PRG_SUCCESS,
@@ -32,23 +37,24 @@ from iommusim.bits.pcie import (
     page_request_payload,
     translation_range,
 )
-from iommusim.errors import BusError, InvalidArgument, ModelError
-from iommusim.hw.riscv.transaction import STATUS_SUCCESS, Message, Request, Response
+from iommusim.errors import InvalidArgument, ModelError
+from iommusim.hw.common.upstream import (
+    InvalidateRequest,
+    IommuFault,
+    PrgResponse,
+    TranslationCompletion,
+    UpstreamPort,
+)
 from iommusim.platform.atc import Atc
 
 if TYPE_CHECKING:
     from iommusim.platform.system import System
 
 __all__ = [
-    "CAUSE_ATS_ABORT",
-    "CAUSE_ATS_DENIED",
-    "CAUSE_BUS_ERROR",
-    "CAUSE_PRG_FAILURE",
-    "CAUSE_PRG_INVALID",
-    "CAUSE_PRG_RETRIES",
-    "CAUSE_PRG_TIMEOUT",
     "DEFAULT_MAX_DMA_BYTES",
+    "DMA_ABORT_NAMES",
     "MAX_DMA_BYTES_LIMIT",
+    "DmaAbort",
     "DmaResult",
     "Endpoint",
     "EndpointStats",
@@ -56,22 +62,23 @@ __all__ = [
 ]
 
 _PAGE: Final = 4096
-#: ``DmaResult.cause`` when the IOMMU translated but the bus answered the data access with an
-#: error (an unmapped physical address): no IOMMU cause applies, so a value above them all.
-CAUSE_BUS_ERROR: Final = 0x10000
-#: An ATS Translation Request or Translated request answered with UR or CA without a cause.
-CAUSE_ATS_ABORT: Final = 0x10001
-#: An ATS completion without the needed permission and without a cause (a write to a
-#: read-only page), with PRI disabled or stopped.
-CAUSE_ATS_DENIED: Final = 0x10002
-#: The Page Request Group was answered "Invalid Request" (PCIe).
-CAUSE_PRG_INVALID: Final = 0x10003
-#: The Page Request Group was answered "Response Failure": PRI stops until re-enabled.
-CAUSE_PRG_FAILURE: Final = 0x10004
-#: No Page Request Group Response arrived within ``prg_timeout_ns``.
-CAUSE_PRG_TIMEOUT: Final = 0x10005
-#: The page still grants no access after two successful Page Request Groups.
-CAUSE_PRG_RETRIES: Final = 0x10006
+
+#: Why a device gave up a DMA on its own, with no failed completion behind it (PCIe ATS/PRI):
+#: ``"ats_denied"`` a Translation Completion without the needed permission while PRI is
+#: disabled or stopped; ``"prg_invalid"`` / ``"prg_failure"`` the Page Request Group was
+#: answered Invalid Request / Response Failure (PRI then stops until re-enabled);
+#: ``"prg_timeout"`` no response within ``prg_timeout_ns``; ``"prg_retries"`` the page still
+#: grants nothing after two successful groups.
+DmaAbort = Literal["ats_denied", "prg_invalid", "prg_failure", "prg_timeout", "prg_retries"]
+DMA_ABORT_NAMES: Final[dict[str, str]] = {
+    "ats_denied": "ATS denied",
+    "prg_invalid": "PRG Invalid Request",
+    "prg_failure": "PRG Response Failure",
+    "prg_timeout": "PRG timeout",
+    "prg_retries": "PRG retries exhausted",
+}
+# How a piece ended when it did not complete: (status, IOMMU fault, device's own reason).
+_Stop = tuple[int, IommuFault | None, DmaAbort | None]
 
 #: Default largest transfer one DMA call carries out (``max_dma_bytes``). PCIe itself bounds
 #: each request at 4 KiB (Max_Read_Request_Size and Max_Payload_Size are at most 4096 bytes),
@@ -86,7 +93,7 @@ MAX_DMA_BYTES_LIMIT: Final = (1 << 32) - 1
 _TOP: Final = 1 << 64
 _MSI_DATA_LIMIT: Final = 1 << 32
 
-#: Successful PRG rounds per piece before the DMA gives up (CAUSE_PRG_RETRIES).
+#: Successful PRG rounds per piece before the DMA gives up ("prg_retries").
 _PRG_ROUNDS: Final = 2
 _PRGI_COUNT: Final = 1 << 9
 
@@ -132,16 +139,34 @@ def check_ats_params(
 
 @dataclass(frozen=True, slots=True)
 class DmaResult:
-    """What one DMA did: ``done`` bytes moved; ``cause`` is 0 or the IOMMU fault cause."""
+    """What one DMA did: ``done`` bytes moved (``data`` the bytes read). A DMA that stopped
+    early did so at ``fault_iova``: ``status`` is the PCIe Completion Status of the request
+    that ended it (:data:`~iommusim.bits.pcie.CPL_SC` when the device gave up on its own,
+    ``abort`` saying why); ``fault`` is the IOMMU's own record of the fault behind it (``None``
+    when the IOMMU saw none: an address nothing decodes)."""
 
     done: int
-    cause: int = 0
+    status: int = CPL_SC
+    fault: IommuFault | None = None
+    abort: DmaAbort | None = None
     fault_iova: int = 0
     data: bytes = b""
 
     @property
     def ok(self) -> bool:
-        return self.cause == 0
+        return self.status == CPL_SC and self.abort is None
+
+    @property
+    def outcome(self) -> str:
+        """How the DMA ended, by name: ``"none"`` when it completed, else the device's reason,
+        the IOMMU's fault or the completion status."""
+        if self.ok:
+            return "none"
+        if self.abort is not None:
+            return DMA_ABORT_NAMES[self.abort]
+        if self.fault is not None:
+            return self.fault.name
+        return f"completion {CPL_STATUS_NAMES.get(self.status, hex(self.status))}"
 
 
 @dataclass(slots=True)
@@ -229,6 +254,8 @@ class Endpoint:
         self.system = system
         self.name = name
         self.rid = rid
+        #: The IOMMU above this endpoint, as PCIe sees it.
+        self.port: UpstreamPort = system.upstream_port(rid)
         self.pasid_bits = pasid_bits
         self.kind = kind
         self.stats = EndpointStats()
@@ -337,59 +364,50 @@ class Endpoint:
             raise InvalidArgument(f"{self.name}: MSI address must be 4-byte aligned, not {addr:#x}")
         return self.dma_write(addr, data.to_bytes(4, "little"), pasid)
 
-    def _mrif_piece(
-        self, va: int, n: int, data: bytes | None, pid: int, priv: bool, chunks: list[bytes]
-    ) -> int:
-        """A piece that landed on an MRIF-mode interrupt-file page (the fast path's -1): the
-        IOMMU itself records a write as an interrupt, a read returns zeros (AIA: "MSI PTE,
-        MRIF mode"). Re-presenting the write gives the IOMMU the data it needs. Returns 0 or
-        the cause that aborts the DMA."""
+    def _request(
+        self,
+        addr: int,
+        n: int,
+        data: bytes | None,
+        pid: int,
+        priv: bool,
+        chunks: list[bytes],
+        translated: bool,
+    ) -> _Stop | None:
+        """One memory request of the DMA upstream: a read of ``n`` bytes (appended to
+        ``chunks``) or a write of ``data``. ``None`` when it completed, else how it ended."""
+        port = self.port
         if data is None:
-            chunks.append(bytes(n))
-            return 0
-        req = Request(self.rid, va, True, 0, pid >= 0, max(pid, 0), priv)
-        _, out = self.system.iommu.device_write(req, int.from_bytes(data, "little"), n)
-        if out is None or out.status == "unsupported":
-            return CAUSE_BUS_ERROR
-        return out.cause if out.status == "fault" else 0
+            got = port.memory_read(self.rid, pid, priv, addr, n, translated)
+            if isinstance(got, int):
+                return got, port.last_fault, None
+            chunks.append(got)
+            return None
+        status = port.memory_write(self.rid, pid, priv, addr, data, translated)
+        return None if status == CPL_SC else (status, port.last_fault, None)
 
     def _run(self, iova: int, size: int, data: bytes | None, pid: int, priv: bool) -> DmaResult:
+        """A DMA without ATS: each piece an untranslated request."""
         system = self.system
-        translate = system.iommu.translate_pa
-        bus = system.bus
         ledger = system.ledger
         cost = system.costs.dma_page_ns
         stats = self.stats
         pieces = self._pieces(iova, size)  # EINVAL before anything is counted
         stats.dmas += 1
-        is_write = data is not None
         done = 0
         chunks: list[bytes] = []
         for va, n in pieces:
-            pa = translate(self.rid, va, is_write, pid, priv)
-            if pa == -1:
-                cause = self._mrif_piece(
-                    va, n, None if data is None else data[done : done + n], pid, priv, chunks
-                )
-            elif pa < 0:
-                cause = -pa
-            else:
-                cause = 0
-                try:
-                    if data is not None:
-                        bus.write(pa, data[done : done + n])
-                    else:
-                        chunks.append(bus.read(pa, n))
-                except BusError:
-                    cause = CAUSE_BUS_ERROR
-            if cause:
+            stop = self._request(
+                va, n, None if data is None else data[done : done + n], pid, priv, chunks, False
+            )
+            if stop is not None:
                 stats.faults += 1
-                return DmaResult(done, cause, va, b"".join(chunks))
+                return DmaResult(done, *stop, va, b"".join(chunks))
             ledger.charge("dma_data", cost)
             stats.pages += 1
             stats.bytes += n
             done += n
-        return DmaResult(done, 0, 0, b"".join(chunks))
+        return DmaResult(done, data=b"".join(chunks))
 
     # ------------------------------------------------------------------ ATS and PRI
     def _run_ats(self, iova: int, size: int, data: bytes | None, pid: int, priv: bool) -> DmaResult:
@@ -406,17 +424,17 @@ class Endpoint:
         done = 0
         chunks: list[bytes] = []
         for i, (va, n) in enumerate(pieces):
-            cause = self._ats_piece(
+            stop = self._ats_piece(
                 pieces, i, None if data is None else data[done : done + n], pid, priv, chunks
             )
-            if cause:
+            if stop is not None:
                 stats.faults += 1
-                return DmaResult(done, cause, va, b"".join(chunks))
+                return DmaResult(done, *stop, va, b"".join(chunks))
             ledger.charge("dma_data", cost)
             stats.pages += 1
             stats.bytes += n
             done += n
-        return DmaResult(done, 0, 0, b"".join(chunks))
+        return DmaResult(done, data=b"".join(chunks))
 
     def _ats_piece(
         self,
@@ -426,57 +444,30 @@ class Endpoint:
         pid: int,
         priv: bool,
         chunks: list[bytes],
-    ) -> int:
+    ) -> _Stop | None:
         """Piece ``i``: its translated page from the ATC or a Translation Request, then a
-        Translated request and the bus access. Returns 0 or the cause that aborts the DMA."""
+        Translated request. ``None`` when it completed, else how it ended."""
         va, n = pieces[i]
-        is_write = data is not None
-        cause, pa_base = self._ats_translate(pieces, i, pid, priv, is_write)
-        if cause:
-            return cause
+        stop, pa_base = self._ats_translate(pieces, i, pid, priv, data is not None)
+        if stop is not None:
+            return stop
         if pa_base < 0:
-            return self._untranslated_piece(va, n, data, pid, priv, chunks)
+            # U = 1, "Untranslated access only" (an MRIF-mode MSI page, riscv-iommu: "PCIe
+            # ATS translation request handling"): an untranslated request.
+            return self._request(va, n, data, pid, priv, chunks, False)
         # The Translated request carries no PASID: PCIe makes a PASID on Translated requests
-        # optional and this device does not send one. The IOMMU passes the address through,
-        # or with DC.tc.T2GPA translates it as a GPA (riscv-iommu: "Process to translate an
-        # IOVA", steps 7-8).
-        out = self.system.iommu.translate(Request(self.rid, pa_base | (va & 0xFFF), is_write, at=1))
+        # optional and this device does not send one.
         self.stats.translated += 1
-        if not out.ok:
-            return out.cause or CAUSE_ATS_ABORT
-        return self._bus(out.pa, n, data, chunks)
-
-    def _bus(self, pa: int, n: int, data: bytes | None, chunks: list[bytes]) -> int:
-        bus = self.system.bus
-        try:
-            if data is not None:
-                bus.write(pa, data)
-            else:
-                chunks.append(bus.read(pa, n))
-        except BusError:
-            return CAUSE_BUS_ERROR
-        return 0
-
-    def _untranslated_piece(
-        self, va: int, n: int, data: bytes | None, pid: int, priv: bool, chunks: list[bytes]
-    ) -> int:
-        """A piece whose completion said U = 1, "Untranslated access only" (an MRIF-mode MSI
-        page, riscv-iommu: "PCIe ATS translation request handling"): an untranslated request."""
-        pa = self.system.iommu.translate_pa(self.rid, va, data is not None, pid, priv)
-        if pa == -1:
-            return self._mrif_piece(va, n, data, pid, priv, chunks)
-        if pa < 0:
-            return -pa
-        return self._bus(pa, n, data, chunks)
+        return self._request(pa_base | (va & 0xFFF), n, data, -1, False, chunks, True)
 
     def _ats_translate(
         self, pieces: list[tuple[int, int]], i: int, pid: int, priv: bool, is_write: bool
-    ) -> tuple[int, int]:
-        """``(cause, translated page base)`` of piece ``i``; base -1 with cause 0 means
-        "untranslated access only".
+    ) -> tuple[_Stop | None, int]:
+        """``(how the piece ended or None, translated page base)`` of piece ``i``; base -1
+        without a stop means "untranslated access only".
 
         riscv-iommu: "PCIe ATS translation request handling": UR and CA completions end the
-        DMA with the fault's cause; a Success completion without the needed permission (a page
+        DMA with that status; a Success completion without the needed permission (a page
         fault, a read-only page) starts a Page Request Group when PRI is enabled and running,
         and the Translation Request is repeated after a Success response.
         """
@@ -487,52 +478,46 @@ class Endpoint:
         hit = self.atc.lookup(pid, vpn, priv)
         if hit is not None and hit[need]:
             stats.atc_hits += 1
-            return 0, hit[0]
+            return None, hit[0]
         stats.atc_misses += 1
         rounds = 0
         while True:
-            resp = self._translation_request(va, pid, priv, is_write)
-            if resp.status != STATUS_SUCCESS:
-                return resp.cause or CAUSE_ATS_ABORT, -1
-            if resp.u:
+            cpl = self._translation_request(va, pid, priv, is_write)
+            if cpl.status != CPL_SC:
+                return (cpl.status, cpl.fault, None), -1
+            if cpl.u:
                 stats.ats_untranslated += 1
-                return 0, -1
-            if resp.w if is_write else resp.r:
-                base, size = translation_range(resp.ppn, resp.s)
+                return None, -1
+            if cpl.w if is_write else cpl.r:
+                base, size = translation_range(cpl.ppn, cpl.s)
                 pa_base = base | (va & (size - 1) & ~0xFFF)
-                self.atc.insert(pid, vpn, pa_base, resp.r, resp.w, priv)
-                return 0, pa_base
+                self.atc.insert(pid, vpn, pa_base, cpl.r, cpl.w, priv)
+                return None, pa_base
+            abort: DmaAbort | None
             if not self.pri_enabled or self.pri_stopped:
-                return resp.cause or CAUSE_ATS_DENIED, -1
-            if rounds == _PRG_ROUNDS:
-                return CAUSE_PRG_RETRIES, -1
-            rounds += 1
-            cause = self._prg_round(pieces, i, pid, priv, is_write)
-            if cause:
-                return cause, -1
+                abort = "ats_denied"
+            elif rounds == _PRG_ROUNDS:
+                abort = "prg_retries"
+            else:
+                rounds += 1
+                abort = self._prg_round(pieces, i, pid, priv, is_write)
+            if abort is not None:
+                return (CPL_SC, cpl.fault, abort), -1
 
-    def _translation_request(self, va: int, pid: int, priv: bool, is_write: bool) -> Response:
+    def _translation_request(
+        self, va: int, pid: int, priv: bool, is_write: bool
+    ) -> TranslationCompletion:
         system = self.system
         system.ledger.charge("ats", system.costs.pcie_msg_ns, 2)  # request and completion
         self.stats.ats_requests += 1
-        pv = pid >= 0
         # NW (no-write) asks for read access only; a write needs NW = 0.
-        return system.iommu.translate(
-            Request(
-                self.rid,
-                va & ~0xFFF,
-                at=2,
-                pid_valid=pv,
-                process_id=pid if pv else 0,
-                priv_req=priv,
-                no_write=not is_write,
-            )
-        )
+        return self.port.translation_request(self.rid, pid, priv, va & ~0xFFF, not is_write)
 
     def _prg_round(
         self, pieces: list[tuple[int, int]], i: int, pid: int, priv: bool, is_write: bool
-    ) -> int:
-        """One Page Request Group for piece ``i``: 0 once answered Success, else the cause."""
+    ) -> DmaAbort | None:
+        """One Page Request Group for piece ``i``: ``None`` once answered Success, else why
+        the DMA gives up."""
         code, pages = self._page_request_group(pieces, i, pid, priv, is_write, self.prg_max_pages)
         if code == PRG_INVALID_REQUEST and pages > 1:
             # The group also asked for pages ahead of the fault that the DMA has not reached
@@ -542,15 +527,15 @@ class Endpoint:
             # not depend on pages the DMA never reached.
             code, _ = self._page_request_group(pieces, i, pid, priv, is_write, 1)
         if code is None:
-            return CAUSE_PRG_TIMEOUT
+            return "prg_timeout"
         if code == PRG_SUCCESS:
-            return 0
+            return None
         if code == PRG_INVALID_REQUEST:
-            return CAUSE_PRG_INVALID
+            return "prg_invalid"
         # Response Failure: PCIe treats it as a catastrophic error of the page request
         # interface, which stops ("Stopped") until software enables PRI again.
         self.pri_stopped = True
-        return CAUSE_PRG_FAILURE
+        return "prg_failure"
 
     def _page_request_group(
         self,
@@ -578,13 +563,12 @@ class Endpoint:
             if hit is None or not hit[need]:
                 vpns.append(va >> 12)
         system = self.system
-        iommu = system.iommu
+        port = self.port
         stats = self.stats
         prgi = self._alloc_prgi()
         group = _Prg()
         self._prgs[prgi] = group  # before sending: the IOMMU may answer during the call
         stats.prgs += 1
-        pv = pid >= 0
         rid = self.rid
         last = len(vpns) - 1
         system.settle()  # the wait starts when the group leaves the device
@@ -595,17 +579,7 @@ class Endpoint:
             )
             stats.page_requests += 1
             system.ledger.charge("ats", system.costs.pcie_msg_ns)
-            iommu.page_request(
-                rid,
-                pv,
-                pid if pv else 0,
-                priv,
-                False,
-                payload,
-                rid & 0xFFFF,
-                rid > 0xFFFF,
-                rid >> 16,
-            )
+            port.page_request(rid, pid, priv, payload)
         system.settle()  # the requests' legs and the IOMMU's work on them
         # The device's timer runs from when the group left it.
         left = max(0, self.prg_timeout_ns - (system.clock.now - start))
@@ -629,7 +603,7 @@ class Endpoint:
             f"{self.name}: all {_PRGI_COUNT} page request group indices are outstanding"
         )
 
-    def prg_response(self, msg: Message) -> None:
+    def prg_response(self, msg: PrgResponse) -> None:
         """A Page Request Group Response arrived (an ``ATS.PRGR`` command or the IOMMU's own
         response, riscv-iommu: "IOMMU PCIe ATS commands", "PCIe ATS Page Request handling").
 
@@ -654,7 +628,7 @@ class Endpoint:
             stats.prg_failure += 1
         group.code = code
 
-    def ats_invalidate(self, msg: Message) -> None:
+    def ats_invalidate(self, msg: InvalidateRequest) -> None:
         """An Invalidate Request arrived (``ATS.INVAL``, riscv-iommu: "IOMMU PCIe ATS
         commands"): drop the ATC entries of the range and send the Invalidation Completion.
 
@@ -673,7 +647,7 @@ class Endpoint:
         start, size = inval_range(msg.payload)
         # With a PASID, G (bit 0) also asks for the global translations of every PASID; the
         # ATC does not remember G, so such a request drops the range for every PASID.
-        pasid = msg.pid if msg.pv and not msg.payload & 1 else None
+        pasid = msg.pasid if msg.pasid >= 0 and not msg.payload & 1 else None
         itag = msg.itag
         if not self.ats_inval_delay_ns:
             # Safe inside the IOMMU's command processing: the ATS.INVAL is pending before its
@@ -690,4 +664,4 @@ class Endpoint:
 
     def _finish_invalidation(self, pasid: int | None, start: int, size: int, itag: int) -> None:
         self.stats.atc_dropped += self.atc.invalidate(pasid, start, size)
-        self.system.iommu.ats_inval_completion([itag], 1)
+        self.port.invalidation_completion(self.rid, itag, 1)

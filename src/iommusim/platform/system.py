@@ -1,37 +1,59 @@
-"""The machine: memory map, RAM, a RISC-V IOMMU, an interrupt sink and endpoints.
+"""The machine: memory map, RAM, IOMMUs, an interrupt sink and endpoints.
 
 ::
 
     CPU / software ──► bus (AddressMap) ──► RAM regions
-                          │                 IOMMU register window ──► RiscvIommu
+                          │                 each IOMMU's register window ──► its model
                           │                 interrupt sink (IMSIC-like)
-    endpoints ──DMA──► RiscvIommu.translate_pa ──► bus
-    RiscvIommu ──walks, queues, MSIs──► costed port ──► bus
+    endpoints ──PCIe──► upstream port of their IOMMU ──► bus
+    IOMMU ──walks, queues, MSIs──► costed port ──► bus
 
-The software stack reaches the hardware only through :attr:`System.bus` (DESIGN rule 2):
-register accesses to the IOMMU's window and loads/stores to RAM.
+Endpoints see their IOMMU only through its upstream port
+(:class:`~iommusim.hw.common.upstream.UpstreamPort`); each IOMMU kind has an adapter (RISC-V:
+:class:`~iommusim.hw.riscv.upstream.RiscvUpstreamPort`) that also says which register write is
+its doorbell. The software stack reaches the hardware only through :attr:`System.bus` (DESIGN
+rule 2): register accesses to the IOMMUs' windows and loads/stores to RAM.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from functools import partial
+from typing import Final, Literal, Protocol
 
-from iommusim.bits.riscv.regs import OFF_CQT, REGISTERS_SIZE
-from iommusim.errors import InvalidArgument
+from iommusim.errors import InvalidArgument, ModelError
+from iommusim.hw.common.upstream import InvalidateRequest, PrgResponse, UpstreamPort
 from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.params import PRESETS, RiscvIommuParams
 from iommusim.hw.riscv.transaction import Message
+from iommusim.hw.riscv.upstream import RiscvUpstreamPort
 from iommusim.mem.addrmap import AddressMap
+from iommusim.mem.protocol import PhysicalMemory
 from iommusim.mem.sparse import SparseMemory
-from iommusim.platform.bus import CostedMemory, RegisterWindow
+from iommusim.platform.bus import CostedMemory, RegisterDevice, RegisterWindow
 from iommusim.platform.costs import CostModel, Ledger
 from iommusim.platform.endpoint import DEFAULT_MAX_DMA_BYTES, Endpoint, check_ats_params
 from iommusim.platform.interrupts import InterruptSink
 from iommusim.sim.clock import VirtualClock
 
-__all__ = ["EndpointConfig", "RamRegion", "System", "SystemConfig"]
+__all__ = [
+    "IOMMU_KINDS",
+    "EndpointConfig",
+    "IommuAdapter",
+    "IommuBuilder",
+    "IommuConfig",
+    "IommuKind",
+    "IommuSlot",
+    "MessageSink",
+    "RamRegion",
+    "System",
+    "SystemConfig",
+]
+
+#: The IOMMU models a system can hold, by kind.
+IommuKind = Literal["riscv"]
+_ALL_RIDS: Final = range(1 << 24)
 
 _PAGE: Final = 4096
 
@@ -62,8 +84,30 @@ class EndpointConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class IommuConfig:
+    """One IOMMU: its ``kind``, the base of its register window, its parameters and the
+    requester ids of the endpoints behind it."""
+
+    base_pa: int
+    params: RiscvIommuParams = PRESETS["full"]
+    kind: IommuKind = "riscv"
+    rids: range = _ALL_RIDS
+
+    def __post_init__(self) -> None:
+        r = self.rids
+        if r.step != 1 or not 0 <= r.start < r.stop <= 1 << 24:
+            raise InvalidArgument(
+                f"IOMMU rids must be a non-empty contiguous range of 24-bit requester ids, not {r}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class SystemConfig:
-    """Everything that shapes a :class:`System`; the defaults are a small RISC-V machine."""
+    """Everything that shapes a :class:`System`; the defaults are a small RISC-V machine.
+
+    The first IOMMU is a RISC-V one with parameters ``iommu`` at ``iommu_base_pa`` serving
+    requester ids ``iommu_rids``; ``more_iommus`` adds others (the requester-id ranges must
+    not overlap, and each endpoint must be behind one of them)."""
 
     ram: tuple[RamRegion, ...] = (RamRegion(0x8000_0000, 256 << 20),)
     iommu_base_pa: int = 0x1000_0000
@@ -71,6 +115,14 @@ class SystemConfig:
     iommu: RiscvIommuParams = PRESETS["full"]
     endpoints: tuple[EndpointConfig, ...] = ()
     costs: CostModel = field(default_factory=CostModel)
+    iommu_rids: range = _ALL_RIDS
+    more_iommus: tuple[IommuConfig, ...] = ()
+
+    @property
+    def iommus(self) -> tuple[IommuConfig, ...]:
+        """Every IOMMU, the first one first."""
+        first = IommuConfig(self.iommu_base_pa, self.iommu, "riscv", self.iommu_rids)
+        return (first, *self.more_iommus)
 
     def __post_init__(self) -> None:
         if not self.ram:
@@ -81,11 +133,17 @@ class SystemConfig:
                     f"system.ram[{i}] must be page-aligned with a positive size, not "
                     f"base {r.base_pa:#x} size {r.size_bytes:#x}"
                 )
+        iommus = self.iommus
         windows = [(f"system.ram[{i}]", r.base_pa, r.size_bytes) for i, r in enumerate(self.ram)]
-        windows += [
-            ("system.iommu_base_pa", self.iommu_base_pa, REGISTERS_SIZE),
-            ("system.imsic_base_pa", self.imsic_base_pa, _PAGE),
-        ]
+        windows.append(("system.iommu_base_pa", self.iommu_base_pa, _WINDOW_BYTES["riscv"]))
+        for i, m in enumerate(self.more_iommus):
+            if m.kind not in _WINDOW_BYTES:
+                raise InvalidArgument(
+                    f"system.more_iommus[{i}].kind must be one of {sorted(_WINDOW_BYTES)}, "
+                    f"not {m.kind!r}"
+                )
+            windows.append((f"system.more_iommus[{i}]", m.base_pa, _WINDOW_BYTES[m.kind]))
+        windows.append(("system.imsic_base_pa", self.imsic_base_pa, _PAGE))
         for i, (name, base, size) in enumerate(windows):
             if base < 0 or base + size > 1 << 56:
                 raise InvalidArgument(
@@ -94,6 +152,12 @@ class SystemConfig:
             for other, obase, osize in windows[:i]:
                 if base < obase + osize and obase < base + size:
                     raise InvalidArgument(f"{name} must not overlap {other}")
+        for i, m in enumerate(iommus):
+            for j, prior in enumerate(iommus[:i]):
+                if m.rids.start < prior.rids.stop and prior.rids.start < m.rids.stop:
+                    raise InvalidArgument(
+                        f"the requester ids of IOMMU {i} must not overlap those of IOMMU {j}"
+                    )
         rids = [e.rid for e in self.endpoints]
         if len(set(rids)) != len(rids):
             raise InvalidArgument(f"endpoint requester ids must be distinct, not {rids}")
@@ -104,6 +168,8 @@ class SystemConfig:
                 raise InvalidArgument(
                     f"endpoint {e.name!r} pasid_bits must be in [0, 20], not {e.pasid_bits}"
                 )
+            if not any(e.rid in m.rids for m in iommus):
+                raise InvalidArgument(f"endpoint {e.name!r} rid {e.rid:#x} must be behind an IOMMU")
             check_ats_params(
                 e.name,
                 ats=e.ats,
@@ -117,6 +183,59 @@ class SystemConfig:
         names = [e.name for e in self.endpoints]
         if len(set(names)) != len(names):
             raise InvalidArgument(f"endpoint names must be distinct, not {names}")
+
+
+class IommuAdapter(UpstreamPort, Protocol):
+    """An IOMMU as the platform holds it: the upstream port its endpoints use, plus its
+    doorbell -- which register write asks it to work -- and a way to let it work."""
+
+    def is_doorbell(self, offset: int) -> bool: ...
+
+    def run_commands(self) -> int: ...
+
+
+#: Where an IOMMU's outbound messages go: the message as the model made it, and the
+#: device-bound PCIe message it carries (``None`` for one to no device).
+MessageSink = Callable[[object, InvalidateRequest | PrgResponse | None], None]
+
+
+class IommuSlot:
+    """One IOMMU of a :class:`System`: its configuration, hardware ``model`` (the object its
+    register window reaches) and ``port``, the adapter its endpoints talk to."""
+
+    __slots__ = ("config", "index", "model", "port")
+
+    def __init__(
+        self, index: int, config: IommuConfig, model: RegisterDevice, port: IommuAdapter
+    ) -> None:
+        self.index = index
+        self.config = config
+        self.model = model
+        self.port = port
+
+
+def _riscv(
+    cfg: IommuConfig,
+    port_mem: PhysicalMemory,
+    bus: PhysicalMemory,
+    clock: VirtualClock,
+    sink: MessageSink,
+) -> tuple[RiscvIommu, RiscvUpstreamPort]:
+    def outbound(msg: Message) -> None:
+        sink(msg, RiscvUpstreamPort.downstream(msg))
+
+    model = RiscvIommu(port_mem, cfg.params, outbound, clock=clock)
+    return model, RiscvUpstreamPort(model, bus)
+
+
+#: How to build an IOMMU of a kind from its configuration, its port to memory, the bus its
+#: requests reach, the clock and the sink of its messages: its model and its adapter.
+IommuBuilder = Callable[
+    [IommuConfig, PhysicalMemory, PhysicalMemory, VirtualClock, MessageSink],
+    tuple[RegisterDevice, IommuAdapter],
+]
+IOMMU_KINDS: Final[dict[str, IommuBuilder]] = {"riscv": _riscv}
+_WINDOW_BYTES: Final[dict[str, int]] = {"riscv": RiscvUpstreamPort.registers_size}
 
 
 class System:
@@ -134,16 +253,25 @@ class System:
             self.bus.add(r.base_pa, r.size_bytes, self.ram, name=f"ram{i}")
         self.sink = InterruptSink(self.clock, cfg.costs.irq_latency_ns)
         self.bus.add(cfg.imsic_base_pa, _PAGE, self.sink, name="imsic", target_pa=0)
-        self.messages: list[Message] = []
-        port = CostedMemory(self.bus, self.ledger, "iommu_mem", cfg.costs.iommu_mem_ns)
-        self.iommu = RiscvIommu(port, cfg.iommu, self._message, clock=self.clock)
-        self.bus.add(
-            cfg.iommu_base_pa,
-            REGISTERS_SIZE,
-            RegisterWindow(self.iommu, self.ledger, cfg.costs.mmio_ns, self._after_register_write),
-            name="iommu",
-            target_pa=0,
-        )
+        #: Every message the IOMMUs sent, as their models made them.
+        self.messages: list[object] = []
+        #: Every IOMMU, in configuration order.
+        self.iommus: list[IommuSlot] = []
+        for cfg_i in cfg.iommus:
+            port_mem = CostedMemory(self.bus, self.ledger, "iommu_mem", cfg.costs.iommu_mem_ns)
+            slot = self._add_iommu(cfg_i, port_mem)
+            self.bus.add(
+                cfg_i.base_pa,
+                _WINDOW_BYTES[cfg_i.kind],
+                RegisterWindow(
+                    slot.model,
+                    self.ledger,
+                    cfg.costs.mmio_ns,
+                    partial(self._after_register_write, slot),
+                ),
+                name="iommu" if slot.index == 0 else f"iommu{slot.index}",
+                target_pa=0,
+            )
         self.bus.freeze()
         self.endpoints: dict[str, Endpoint] = {}
         self._by_rid: dict[int, Endpoint] = {}
@@ -165,39 +293,71 @@ class System:
             self.endpoints[e.name] = ep
             self._by_rid[e.rid] = ep
 
-    def _after_register_write(self, offset: int) -> None:
-        # The IOMMU consumes commands once software moves cqt (riscv-iommu: "Command-Queue").
-        if offset == OFF_CQT:
+    def _add_iommu(self, cfg: IommuConfig, port_mem: PhysicalMemory) -> IommuSlot:
+        index = len(self.iommus)
+        model, port = IOMMU_KINDS[cfg.kind](
+            cfg,
+            port_mem,
+            self.bus,
+            self.clock,
+            lambda msg, out: self._message(index, msg, out),
+        )
+        slot = IommuSlot(index, cfg, model, port)
+        self.iommus.append(slot)
+        return slot
+
+    @property
+    def iommu(self) -> RiscvIommu:
+        """The first IOMMU's hardware model (always a RISC-V one, see :class:`SystemConfig`)."""
+        model = self.iommus[0].model
+        if not isinstance(model, RiscvIommu):
+            raise ModelError(f"the first IOMMU must be a RiscvIommu, not {type(model).__name__}")
+        return model
+
+    def upstream_port(self, rid: int) -> UpstreamPort:
+        """The upstream port of the IOMMU requester id ``rid`` is behind (EINVAL if none)."""
+        for slot in self.iommus:
+            if rid in slot.config.rids:
+                return slot.port
+        raise InvalidArgument(f"requester id {rid:#x} must be behind an IOMMU, not outside all")
+
+    def _after_register_write(self, slot: IommuSlot, offset: int) -> None:
+        # Each IOMMU kind has its doorbell (RISC-V: cqt, riscv-iommu: "Command-Queue").
+        if slot.port.is_doorbell(offset):
             self.run_commands()
 
     def run_commands(self) -> int:
-        """Let the IOMMU execute what it can of its command queue, as after a cqt write (the
-        model runs commands at once; their cost is charged as IOMMU time). Returns how many
-        ran. A device calls this when an Invalidation Completion may unblock an IOFENCE.C."""
-        n = self.iommu.process_commands()
-        if n:
-            self.ledger.charge("command", self.costs.command_ns, n)
-        return n
+        """Let every IOMMU execute what it can of its command queue, as after a doorbell write
+        (the model runs commands at once; their cost is charged as IOMMU time). Returns how
+        many ran. A device calls this when an Invalidation Completion may unblock a fence."""
+        total = 0
+        for slot in self.iommus:
+            n = slot.port.run_commands()
+            if n:
+                self.ledger.charge("command", self.costs.command_ns, n)
+            total += n
+        return total
 
-    def _message(self, msg: Message) -> None:
-        """The IOMMU's outbound port. Every message is kept in :attr:`messages`; Invalidate
-        Requests and Page Request Group Responses go to the endpoint they name (riscv-iommu:
-        "IOMMU PCIe ATS commands"), messages for no known endpoint go nowhere else.
+    def _message(
+        self, index: int, msg: object, out: InvalidateRequest | PrgResponse | None
+    ) -> None:
+        """IOMMU ``index``'s outbound port. Every message is kept in :attr:`messages`;
+        Invalidate Requests and Page Request Group Responses go to the endpoint they name
+        (riscv-iommu: "IOMMU PCIe ATS commands") if it is behind that IOMMU; messages for no
+        known endpoint go nowhere else.
 
-        Runs inside :meth:`RiscvIommu.process_commands`, so nothing here may run commands.
+        Runs inside the IOMMU's command processing, so nothing here may run commands.
         """
         self.messages.append(msg)
-        if msg.kind not in {"ats_inval_req", "prgr"}:
+        if out is None or out.rid not in self.iommus[index].config.rids:
             return
-        # The device_id of a PCIe function is its segment over its 16-bit RID; without DSV the
-        # destination is in segment 0.
-        ep = self._by_rid.get(msg.dseg << 16 | msg.rid if msg.dsv else msg.rid)
+        ep = self._by_rid.get(out.rid)
         if ep is None:
             return
-        if msg.kind == "prgr":
-            ep.prg_response(msg)
+        if isinstance(out, PrgResponse):
+            ep.prg_response(out)
         else:
-            ep.ats_invalidate(msg)
+            ep.ats_invalidate(out)
 
     def endpoint(self, name: str) -> Endpoint:
         try:

@@ -1,21 +1,25 @@
 """Boot the software stack on a :class:`~iommusim.platform.system.System`.
 
-The kernel owns RAM through a page allocator, probes the RISC-V IOMMU driver against the
-IOMMU's register window, registers it with the core and probes one device per endpoint, so
-each endpoint ends up in its own group with the default domain the DMA mode asks for. It
+The kernel owns RAM through a page allocator, probes a driver for each of the system's IOMMUs
+-- picked by the IOMMU's kind from :data:`DRIVERS`, as Linux binds a driver to a device it
+matches -- against its register window, registers it with the core and probes one device per
+endpoint, so each endpoint ends up in its own group, behind its IOMMU, with the default domain
+the DMA mode asks for. It
 also creates processes (:meth:`Kernel.new_process`), whose address spaces devices can share
 through :attr:`Kernel.sva`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from iommusim.errors import NoDevice
-from iommusim.platform.system import System
+from iommusim.platform.system import IommuSlot, System
 from iommusim.sw.core.device import Device
 from iommusim.sw.core.fq import FqOptions
 from iommusim.sw.core.iommu import DmaMode, IommuCore
+from iommusim.sw.core.ops import IommuDriver
 from iommusim.sw.drivers.riscv.driver import RiscvIommuDriver
 from iommusim.sw.mm.mm import Mm
 from iommusim.sw.pages import PageAllocator
@@ -25,7 +29,36 @@ from iommusim.sw.sva.sva import Sva
 #: 50 ns per step.
 FAULT_CPU_STEPS: Final = 20
 
-__all__ = ["Kernel"]
+__all__ = ["DRIVERS", "DriverFactory", "Kernel"]
+
+#: Builds and probes the driver of one IOMMU: ``(system, slot, pages, cq_entries,
+#: fq_entries)``.
+DriverFactory = Callable[[System, IommuSlot, PageAllocator, int, int], IommuDriver]
+#: Vectors each IOMMU's interrupts take, from identity 32 up.
+_IRQS_PER_IOMMU: Final = 16
+
+
+def _riscv_driver(
+    system: System, slot: IommuSlot, pages: PageAllocator, cq_entries: int, fq_entries: int
+) -> RiscvIommuDriver:
+    driver = RiscvIommuDriver(
+        system.bus,
+        slot.config.base_pa,
+        pages,
+        system.sink,
+        msi_pa=system.config.imsic_base_pa,
+        irq_base=32 + _IRQS_PER_IOMMU * slot.index,
+        rids=slot.config.rids,
+        cq_entries=cq_entries,
+        fq_entries=fq_entries,
+        name=f"riscv-iommu{slot.index}",
+    )
+    driver.probe()
+    return driver
+
+
+#: The driver for each IOMMU kind.
+DRIVERS: Final[dict[str, DriverFactory]] = {"riscv": _riscv_driver}
 
 
 class Kernel:
@@ -45,17 +78,15 @@ class Kernel:
         ram = system.config.ram[0]
         self.pages = PageAllocator(system.bus, ram.base_pa, ram.size_bytes)
         self.core = IommuCore(system.clock, dma_mode=dma_mode, ncpus=ncpus, fq=fq)
-        self.iommu = RiscvIommuDriver(
-            system.bus,
-            system.config.iommu_base_pa,
-            self.pages,
-            system.sink,
-            msi_pa=system.config.imsic_base_pa,
-            cq_entries=cq_entries,
-            fq_entries=fq_entries,
-        )
-        self.iommu.probe()
-        self.core.register(self.iommu)
+        #: One driver per IOMMU of the system, in its order.
+        self.drivers: list[IommuDriver] = []
+        for slot in system.iommus:
+            factory = DRIVERS.get(slot.config.kind)
+            if factory is None:
+                raise NoDevice(f"no driver for an IOMMU of kind {slot.config.kind!r}")
+            driver = factory(system, slot, self.pages, cq_entries, fq_entries)
+            self.core.register(driver)
+            self.drivers.append(driver)
         self.devices: dict[str, Device] = {}
         for ep in system.endpoints.values():
             dev = Device(
@@ -75,6 +106,15 @@ class Kernel:
         )
         self.processes: list[Mm] = []
         system.settle()
+
+    @property
+    def iommu(self) -> RiscvIommuDriver:
+        """The first IOMMU's driver, when it is a RISC-V one (ENODEV otherwise): the one the
+        RISC-V studies read their counters from."""
+        driver = self.drivers[0]
+        if not isinstance(driver, RiscvIommuDriver):
+            raise NoDevice(f"the first IOMMU is driven by {driver.name}, not the RISC-V driver")
+        return driver
 
     def new_process(self, name: str, fmt: str = "sv48") -> Mm:
         """A process with an empty address space whose page table is in ``fmt``."""

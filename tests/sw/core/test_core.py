@@ -251,7 +251,7 @@ def test_replace_switches_without_the_default(machine: Any) -> None:
     m.core.replace_group_domain(b, nic.group)  # to the same domain: nothing to do
     assert nic.group.domain is b
     m.core.replace_group_domain(m.driver.blocked_domain, nic.group)
-    assert m.ep("nic").dma_read(0x2000, 4).cause == DDT_ENTRY_INVALID
+    assert m.ep("nic").dma_read(0x2000, 4).fault.cause == DDT_ENTRY_INVALID
     # Both paging domains are free to go now.
     m.core.domain_free(a)
     m.core.domain_free(b)
@@ -330,7 +330,7 @@ def test_a_domain_shared_by_two_groups_stays_attached_after_one_leaves(
     pa = m.kernel.pages.alloc_page()
     m.core.map(shared, 0x4000, pa, PAGE, RW)
     m.core.release_device(nic)
-    assert m.ep("nic").dma_read(0x4000, 4).cause == DDT_ENTRY_INVALID  # release = blocked
+    assert m.ep("nic").dma_read(0x4000, 4).fault.cause == DDT_ENTRY_INVALID  # release = blocked
     fails_cleanly(m, snap, (shared,), Busy, errno.EBUSY, lambda: m.core.domain_free(shared))
     assert m.ep("nvme").dma_write(0x4000, b"ok").ok
     m.core.detach_device(shared, nvme)
@@ -353,7 +353,7 @@ def test_release_device_frees_the_default_domain(machine: Any) -> None:
     assert len(m.driver.pscid_ida) == pscids - 1
     assert default.pscid not in m.driver.pscid_ida
     assert m.kernel.pages.nr_free > free  # its page-table pages
-    assert m.ep("nic").dma_read(0x1000, 4).cause == DDT_ENTRY_INVALID
+    assert m.ep("nic").dma_read(0x1000, 4).fault.cause == DDT_ENTRY_INVALID
 
 
 def test_release_in_lazy_mode_drains_the_flush_queue(machine: Any) -> None:
@@ -448,7 +448,7 @@ def test_dma_map_keeps_the_offset_and_the_direction(machine: Any) -> None:
     to_dev = m.core.dma_map(nic, buf + 0x123, 7, DMA_TO_DEVICE)
     assert to_dev & 0xFFF == 0x123
     assert ep.dma_read(to_dev, 7).data == b"payload"
-    assert ep.dma_write(to_dev, b"x").cause == WRITE_PAGE_FAULT
+    assert ep.dma_write(to_dev, b"x").fault.cause == WRITE_PAGE_FAULT
     from_dev = m.core.dma_map(nic, buf + PAGE, PAGE, DMA_FROM_DEVICE)
     assert ep.dma_write(from_dev, b"incoming").ok
     assert m.bus.read(buf + PAGE, 8) == b"incoming"

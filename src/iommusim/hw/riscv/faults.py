@@ -80,6 +80,10 @@ ACC_EXEC: Final = 2
 # with CA like the other configuration/data errors, as the conformance expectations show.
 ATS_CA_CAUSES: Final = frozenset({1, 5, 7, 261, 263, 265, 267, 268, 269, 270, 271, 274})
 ATS_SUCCESS_CAUSES: Final = frozenset({12, 13, 15, 20, 21, 23, 266, 262})
+#: riscv-iommu: "Reliability, Availability, and Serviceability": causes of a transaction
+#: aborted by corrupted data or a data-path error, for which "a Completer Abort (CA) response
+#: is appropriate" (others abort as Unsupported Request).
+CORRUPTION_CAUSES: Final = frozenset({268, 269, 270, 271, 272, 274})
 
 
 class TranslationFault(Exception):

@@ -99,6 +99,9 @@ class RiscvIommu:
         self._walk = self.translator.walk
         self.cq = CommandQueue(params, mem, self.regs, self.engine, self._ats, self._emit)
         self.pq = PageRequestQueue(mem, self.regs, self.engine, self.fq, self._emit)
+        #: riscv-iommu: "PCIe ATS Page Request handling": a Page Request message arrived
+        #: (:meth:`PageRequestQueue.request <iommusim.hw.riscv.pagereq.PageRequestQueue.request>`).
+        self.page_request = self.pq.request
         self._cycles = None if clock is None else CycleCounter(self.regs, clock, params.clock_hz)
 
     # ------------------------------------------------------------------ registers
@@ -206,9 +209,10 @@ class RiscvIommu:
             return resp, None
         # An MRIF-mode answer always comes from a walk, which left its DC in last_dc.
         dc = self.translator.last_dc
-        return resp, deliver_mrif(
-            self, req, resp, data, size, dc is not None and bool(dc.tc & _TC_DTF)
-        )
+        out = deliver_mrif(self, req, resp, data, size, dc is not None and bool(dc.tc & _TC_DTF))
+        if out.record is not None:
+            self.translator.last_fault = out.record
+        return resp, out
 
     # ------------------------------------------------------------------ translation
     def translate(self, req: Request) -> Response:
@@ -346,20 +350,3 @@ class RiscvIommu:
         """ATS.INVAL requests still waiting for their completions (an IOFENCE.C behind them
         stalls the command queue; run :meth:`process_commands` again once this reaches 0)."""
         return self._ats.outstanding
-
-    # ------------------------------------------------------------------ page requests
-    def page_request(
-        self,
-        did: int,
-        pv: bool,
-        pid: int,
-        priv: bool,
-        exec_: bool,
-        payload: int,
-        rid: int,
-        dsv: bool,
-        dseg: int,
-    ) -> None:
-        """riscv-iommu: "PCIe ATS Page Request handling" (see
-        :meth:`PageRequestQueue.request <iommusim.hw.riscv.pagereq.PageRequestQueue.request>`)."""
-        self.pq.request(did, pv, pid, priv, exec_, payload, rid, dsv, dseg)

@@ -80,9 +80,9 @@ class MrifOutcome:
     ``status``: ``"recorded"`` (pending bit set; ``notice_sent`` tells whether the notice MSI
     went out), ``"discarded"`` (accepted but not an MSI: ``reason`` says why), ``"unsupported"``
     (not a naturally aligned 32-bit access: the bus should abort it) or ``"fault"`` (``cause``
-    was recorded in the fault queue, unless DTF suppressed it). ``identity`` is the interrupt
-    identity D (-1 when the write was not recognised as an MSI); ``pending_pa`` / ``enable_pa``
-    and ``bit`` locate its bits in the MRIF.
+    was recorded in the fault queue as ``record``, unless DTF suppressed it). ``identity`` is
+    the interrupt identity D (-1 when the write was not recognised as an MSI);
+    ``pending_pa`` / ``enable_pa`` and ``bit`` locate its bits in the MRIF.
     """
 
     status: Literal["recorded", "discarded", "unsupported", "fault"]
@@ -97,6 +97,7 @@ class MrifOutcome:
     notice_sent: bool = False
     cause: int = 0
     reason: str = ""
+    record: F.FaultRecord | None = None
 
 
 class MrifHost(Protocol):
@@ -193,23 +194,17 @@ def deliver(
         mem.write32(notice_pa, resp.notice_nid)
     except BusError as e:
         cause = F.MRIF_ACCESS_FAULT if e.kind == ACCESS else F.MRIF_CORRUPTION
+        rec = F.FaultRecord(
+            cause, req.ttyp, req.device_id, req.pid_valid, req.process_id, req.priv_req, req.iova
+        )
         if not dtf:
-            host.report_fault(
-                F.FaultRecord(
-                    cause,
-                    req.ttyp,
-                    req.device_id,
-                    req.pid_valid,
-                    req.process_id,
-                    req.priv_req,
-                    req.iova,
-                )
-            )
+            host.report_fault(rec)
         return replace(
             base,
             status=MRIF_FAULT,
             enabled=enabled,
             cause=cause,
             reason=f"{e.kind} fault at {e.pa:#x}",
+            record=rec,
         )
     return replace(base, enabled=enabled, notice_sent=True)

@@ -93,11 +93,22 @@ class Translator:
         "PCIe ATS translation request handling" for the ATS status of each cause)."""
         cause = f.cause
         at = req.at
-        if at == AT_ATS and cause in F.ATS_SUCCESS_CAUSES:
-            return Response(STATUS_SUCCESS, priv=req.supervisor, cause=cause)
-        self.record(
-            f, req.ttyp, req.device_id, req.pid_valid, req.process_id, req.priv_req, req.iova
+        rec = FaultRecord(
+            cause,
+            req.ttyp,
+            req.device_id,
+            req.pid_valid,
+            req.process_id,
+            req.priv_req,
+            req.iova,
+            f.iotval2,
         )
+        if at == AT_ATS and cause in F.ATS_SUCCESS_CAUSES:
+            # A success that grants nothing: no record is queued, but the cause is the
+            # IOMMU's own account of the request (last_fault).
+            self.last_fault = rec
+            return Response(STATUS_SUCCESS, priv=req.supervisor, cause=cause)
+        self.report(rec)
         if at == AT_ATS and cause in F.ATS_CA_CAUSES:
             return Response(STATUS_CA, cause=cause)
         return Response(STATUS_UR, cause=cause)
@@ -111,15 +122,17 @@ class Translator:
         pid: int,
         priv: bool,
         iova: int,
-    ) -> FaultRecord:
-        """Build the fault record of ``f`` and write it unless DC.tc.DTF suppresses this cause
-        (riscv-iommu: "Fault/Event-Queue (FQ)", the "Reported if DTF is 1?" column)."""
-        rec = FaultRecord(f.cause, ttyp, did, pv, pid, priv, iova, f.iotval2)
+    ) -> None:
+        """Record the fault ``f`` of a request given by its fields (see :meth:`report`)."""
+        self.report(FaultRecord(f.cause, ttyp, did, pv, pid, priv, iova, f.iotval2))
+
+    def report(self, rec: FaultRecord) -> None:
+        """Keep ``rec`` as :attr:`last_fault` and write it unless DC.tc.DTF suppresses its
+        cause (riscv-iommu: "Fault/Event-Queue (FQ)", the "Reported if DTF is 1?" column)."""
         self.last_fault = rec
         dc = self.last_dc
-        if dc is None or not dc.tc & _TC_DTF or f.cause in F.DTF_REPORTED:
+        if dc is None or not dc.tc & _TC_DTF or rec.cause in F.DTF_REPORTED:
             self._fq.report(rec)
-        return rec
 
     def walk(
         self,

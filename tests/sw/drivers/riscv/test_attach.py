@@ -79,11 +79,11 @@ def test_blocked_domain_faults_every_dma_with_258(machine: Any) -> None:
     assert m.domain_of("nic").type == DOMAIN_BLOCKED
     assert tc_v(m.dc(dev.rid)[0]) == 0
     # Even the translation the IOTLB held is gone (the update invalidated the old PSCID).
-    assert ep.dma_write(iova, b"after!").cause == DDT_ENTRY_INVALID
-    assert ep.dma_read(iova, 4).cause == DDT_ENTRY_INVALID
+    assert ep.dma_write(iova, b"after!").fault.cause == DDT_ENTRY_INVALID
+    assert ep.dma_read(iova, 4).fault.cause == DDT_ENTRY_INVALID
     assert m.bus.read(pa, 6) == b"before"
     # The other device is untouched.
-    assert m.ep("nvme").dma_read(0x1000, 4).cause == READ_PAGE_FAULT
+    assert m.ep("nvme").dma_read(0x1000, 4).fault.cause == READ_PAGE_FAULT
     m.core.detach_device(m.driver.blocked_domain, dev)
     assert m.domain_of("nic") is default
     assert ep.dma_write(iova, b"again!").ok
@@ -120,10 +120,10 @@ def test_paging_domain_translates_mapped_pages_and_faults_the_rest(machine: Any)
     assert ep.dma_read(0x40_1000, 9).data == b"read-only"
     # riscv-iommu "Faults from virtual address translation process": 13 read, 15 write.
     w = ep.dma_write(0x40_1000, b"nope")
-    assert (w.cause, w.fault_iova, w.done) == (WRITE_PAGE_FAULT, 0x40_1000, 0)
+    assert (w.fault.cause, w.fault_iova, w.done) == (WRITE_PAGE_FAULT, 0x40_1000, 0)
     assert m.bus.read(pa + PAGE, 9) == b"read-only"
-    assert ep.dma_read(0x40_2000, 4).cause == READ_PAGE_FAULT
-    assert ep.dma_write(0x40_2000, b"x").cause == WRITE_PAGE_FAULT
+    assert ep.dma_read(0x40_2000, 4).fault.cause == READ_PAGE_FAULT
+    assert ep.dma_write(0x40_2000, b"x").fault.cause == WRITE_PAGE_FAULT
     assert m.core.iova_to_phys(dom, 0x40_0123) == pa + 0x123
     assert m.core.iova_to_phys(dom, 0x40_2000) is None
 
@@ -228,7 +228,7 @@ def test_context_update_is_old_or_new_at_every_store(machine: Any, transition: s
 
     def outcome() -> bytes | int:
         res = ep.dma_read(addr, 8)
-        return res.data if res.ok else res.cause
+        return res.data if res.ok else res.fault.cause
 
     before = outcome()
     old_fields = m.dc(dev.rid)

@@ -38,7 +38,7 @@ def test_fault_travels_to_the_device_handler_after_the_interrupt_latency(machine
     got = collect(m, "nic")
     ep = m.ep("nic")
     res = ep.dma_write(0x5000, b"unmapped")
-    assert res.cause == WRITE_PAGE_FAULT
+    assert res.fault.cause == WRITE_PAGE_FAULT
     t_fault = m.system.clock.now
     # The record is in the queue at once; the handler has not run yet.
     assert m.reg32(OFF_FQT) == 1
@@ -87,8 +87,8 @@ def test_read_fault_fields(machine: Any) -> None:
     dom = m.paging("nvme")
     m.core.map(dom, 0x10000, m.RAM, PAGE, IOMMU_READ)
     res = m.ep("nvme").dma_read(0x10F00, 0x200)  # crosses into an unmapped page
-    assert (res.done, res.cause) == (0x100, READ_PAGE_FAULT)
-    assert m.ep("nvme").dma_write(0x10000, b"ro").cause == WRITE_PAGE_FAULT
+    assert (res.done, res.fault.cause) == (0x100, READ_PAGE_FAULT)
+    assert m.ep("nvme").dma_write(0x10000, b"ro").fault.cause == WRITE_PAGE_FAULT
     m.system.run_for(10_000)
     assert [(f.rid, f.record.cause, f.iova, f.write) for f in got] == [
         (0x10, READ_PAGE_FAULT, 0x11000, False),
@@ -103,9 +103,9 @@ def test_blocked_and_pasid_faults(machine: Any) -> None:
     )
     got = collect(m, "nic")
     ep = m.ep("nic")
-    assert ep.dma_read(m.RAM, 4, pasid=5).cause == TTYP_DISALLOWED
+    assert ep.dma_read(m.RAM, 4, pasid=5).fault.cause == TTYP_DISALLOWED
     m.core.attach_device(m.driver.blocked_domain, m.dev("nic"))
-    assert ep.dma_write(m.RAM, b"x").cause == DDT_ENTRY_INVALID
+    assert ep.dma_write(m.RAM, b"x").fault.cause == DDT_ENTRY_INVALID
     m.system.run_for(10_000)
     assert [(f.record.cause, f.pasid, f.write, f.reason) for f in got] == [
         (TTYP_DISALLOWED, 5, False, "Transaction type disallowed"),
@@ -153,7 +153,7 @@ def test_fault_queue_overflow_is_counted_and_recovers(machine: Any) -> None:
     got = collect(m, "nic")
     ep = m.ep("nic")
     for k in range(6):
-        assert ep.dma_read(0x1000 * (k + 1), 4).cause == READ_PAGE_FAULT
+        assert ep.dma_read(0x1000 * (k + 1), 4).fault.cause == READ_PAGE_FAULT
     assert m.reg32(OFF_FQCSR) & FQCSR_FQOF
     m.system.run_for(100_000)
     assert [f.iova for f in got] == [0x1000, 0x2000, 0x3000]

@@ -43,8 +43,8 @@ def test_after_unmap_the_device_cannot_reach_the_page(machine: Any) -> None:
     assert ep.dma_write(0x20_0000, b"mine").ok  # the translation is now in the IOTLB
     assert ep.dma_read(0x20_0000, 4).data == b"mine"
     assert m.core.unmap(dom, 0x20_0000, PAGE) == PAGE
-    assert ep.dma_read(0x20_0000, 4).cause == READ_PAGE_FAULT
-    assert ep.dma_write(0x20_0000, b"gone").cause == WRITE_PAGE_FAULT
+    assert ep.dma_read(0x20_0000, 4).fault.cause == READ_PAGE_FAULT
+    assert ep.dma_write(0x20_0000, b"gone").fault.cause == WRITE_PAGE_FAULT
     assert m.bus.read(pa, 4) == b"mine"
 
 
@@ -57,7 +57,7 @@ def test_strict_dma_unmap_invalidates_before_the_iova_is_reused(machine: Any) ->
     fences = m.driver.stats["iofence"]
     m.core.dma_unmap(dev, iova, 64)
     assert m.driver.stats["iofence"] == fences + 1
-    assert ep.dma_write(iova, b"stale?").cause == WRITE_PAGE_FAULT
+    assert ep.dma_write(iova, b"stale?").fault.cause == WRITE_PAGE_FAULT
     # The IOVA comes back from the range cache, now pointing at another buffer.
     other = m.kernel.pages.alloc_page()
     assert m.core.dma_map(dev, other, 64, DMA_BIDIRECTIONAL) == iova
@@ -125,7 +125,7 @@ def test_unmap_without_sync_leaves_the_page_reachable(machine: Any) -> None:
     assert ep.dma_write(0x50_0000, b"leak").ok
     assert m.bus.read(pa, 4) == b"leak"
     dom.iotlb_sync(gather)
-    assert ep.dma_write(0x50_0000, b"leak").cause == WRITE_PAGE_FAULT
+    assert ep.dma_write(0x50_0000, b"leak").fault.cause == WRITE_PAGE_FAULT
 
 
 # ------------------------------------------------------------------ per page or whole PSCID
@@ -158,8 +158,8 @@ def test_threshold_between_per_page_and_whole_pscid(
     # Either way the device lost exactly those pages.
     ep = m.ep("nic")
     assert ep.dma_read(base, 4).ok
-    assert ep.dma_read(base + PAGE, 4).cause == READ_PAGE_FAULT
-    assert ep.dma_read(base + pages * PAGE, 4).cause == READ_PAGE_FAULT
+    assert ep.dma_read(base + PAGE, 4).fault.cause == READ_PAGE_FAULT
+    assert ep.dma_read(base + pages * PAGE, 4).fault.cause == READ_PAGE_FAULT
     assert ep.dma_read(base + (pages + 1) * PAGE, 4).ok
 
 
@@ -225,7 +225,7 @@ def test_table_pages_are_released_only_after_the_fence(machine: Any) -> None:
     assert [(c["av"], c["pscid"]) for c in cmds] == [(0, dom.pscid)]
     assert at_fence == [free_after_map]
     assert m.kernel.pages.nr_free > free_after_map
-    assert m.ep("nic").dma_read(base, 4).cause == READ_PAGE_FAULT
+    assert m.ep("nic").dma_read(base, 4).fault.cause == READ_PAGE_FAULT
 
 
 # ------------------------------------------------------------------ lazy mode
@@ -259,5 +259,5 @@ def test_lazy_unmap_defers_the_flush_and_exposes_the_page(machine: Any) -> None:
     ]
     assert cookie.fq.pending == 0
     assert cookie.fq.stats["timer_flushes"] == 1
-    assert ep.dma_write(iova, b"shut").cause == WRITE_PAGE_FAULT
+    assert ep.dma_write(iova, b"shut").fault.cause == WRITE_PAGE_FAULT
     assert m.core.dma_map(dev, buf, 128, DMA_BIDIRECTIONAL) == iova  # released now

@@ -176,7 +176,7 @@ def test_software_directory_matches_the_hardware_walk(
     dcs = {kernel.iommu.ddt.dc_pa(r, alloc=False) for r in rids}
     assert len(dcs) == len(rids)
     kernel.core.attach_device(kernel.iommu.blocked_domain, devs[0])
-    assert eps[0].dma_read(0x8000_0000, 8).cause == 258
+    assert eps[0].dma_read(0x8000_0000, 8).fault.cause == 258
     assert all(ep.dma_read(0x8000_0000, 8).ok for ep in eps[1:])
 
 
@@ -221,7 +221,7 @@ def test_probe_of_a_translating_iommu_is_busy(machine: Any) -> None:
     assert m.kernel.pages.nr_free == free
     assert second.cmdq is None and second.ddt is None
     # The first driver still works.
-    assert m.ep("nic").dma_read(0x1000, 4).cause == 13
+    assert m.ep("nic").dma_read(0x1000, 4).fault.cause == 13
 
 
 def test_unprobed_driver_refuses_devices_and_commands() -> None:
@@ -338,4 +338,4 @@ def test_failed_probe_leaves_nothing_behind(why: str) -> None:
 def test_oversized_queue_request_shrinks_to_what_can_be_allocated(machine: Any) -> None:
     m = machine(cq_entries=1 << 20)
     assert m.driver.cmdq.entries < 1 << 20
-    assert m.ep("nic").dma_read(0x1000, 4).cause == 13
+    assert m.ep("nic").dma_read(0x1000, 4).fault.cause == 13
