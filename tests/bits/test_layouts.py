@@ -82,3 +82,17 @@ def test_encode_value_too_wide_raises():
 def test_unknown_field_raises():
     with pytest.raises(ModelError, match="no field 'nope'"):
         PTE.encode(nope=1)
+
+
+def test_fault_record_round_trips_and_keeps_field_widths() -> None:
+    """riscv-iommu: "Fault/Event-Queue (FQ)": what the IOMMU encodes is what the driver
+    decodes; a field never spills into its neighbour; PID and PRIV are 0 without PV."""
+    from iommusim.bits.riscv.queues import FaultRecord
+
+    rec = FaultRecord(13, 2, 0xABCDEF, True, 0x12345, True, 0x8000_1000, 0x4000)
+    assert FaultRecord.decode(rec.encode()) == rec
+    assert rec.encode() & 0xFFFF_FFFF_FFFF_FFFF == (
+        13 | 0x12345 << 12 | 1 << 32 | 1 << 33 | 2 << 34 | 0xABCDEF << 40
+    )
+    wide = FaultRecord(0x1FFF, 0, 1 << 24, False, 7, True, 1 << 64, 0)
+    assert FaultRecord.decode(wide.encode()) == FaultRecord(0xFFF, 0, 0, False, 0, False, 0, 0)

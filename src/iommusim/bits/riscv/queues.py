@@ -4,9 +4,10 @@ fault-queue records and page-request records.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, NamedTuple
 
 from iommusim.bits.fields import Access, layout
+from iommusim.bits.riscv.causes import CAUSE_NAMES
 
 __all__ = [
     "CMD_ATS",
@@ -15,6 +16,7 @@ __all__ = [
     "CMD_IOTINVAL",
     "FQ_RECORD",
     "PQ_RECORD",
+    "FaultRecord",
 ]
 
 _C = Access.CUSTOM
@@ -100,3 +102,63 @@ CMD_ATS: Final = layout(
     ("dseg", 56, 8),
     ("payload", 64, 64),
 )
+
+
+# (lsb, width mask) of each FQ record field, from the layout (riscv-iommu: "Fault/Event-Queue
+# (FQ)", the fault-record diagram).
+_FQ: Final = {f.name: (f.lsb, (1 << f.width) - 1) for f in FQ_RECORD.fields}
+
+
+class FaultRecord(NamedTuple):
+    """One fault-queue record (riscv-iommu: "Fault/Event-Queue (FQ)"): the CAUSE and TTYP
+    codes, the device and process IDs of the transaction (PID and PRIV only valid with PV),
+    ``iotval`` (the IOVA, or the address a memory fault was at) and ``iotval2``."""
+
+    cause: int
+    ttyp: int
+    did: int
+    pv: bool
+    pid: int
+    priv: bool
+    iotval: int
+    iotval2: int = 0
+
+    @property
+    def name(self) -> str:
+        """The spec's name of the cause (riscv-iommu: "Fault record CAUSE field encodings")."""
+        return CAUSE_NAMES.get(self.cause, f"cause {self.cause}")
+
+    def encode(self) -> int:
+        """The 256-bit record. Each field keeps its width (DID 24 bits, PID 20, ...), whatever
+        the integers: a record never spills into its neighbours; PID and PRIV are 0 without
+        PV."""
+        pv = self.pv
+        value = 0
+        for name, v in (
+            ("cause", self.cause),
+            ("pid", self.pid if pv else 0),
+            ("pv", int(pv)),
+            ("priv", int(pv and self.priv)),
+            ("ttyp", self.ttyp),
+            ("did", self.did),
+            ("iotval", self.iotval),
+            ("iotval2", self.iotval2),
+        ):
+            lsb, mask = _FQ[name]
+            value |= (v & mask) << lsb
+        return value
+
+    @classmethod
+    def decode(cls, raw: int) -> FaultRecord:
+        """The record in the 256-bit value ``raw`` as the IOMMU wrote it."""
+        f = FQ_RECORD.decode(raw)
+        return cls(
+            f["cause"],
+            f["ttyp"],
+            f["did"],
+            bool(f["pv"]),
+            f["pid"],
+            bool(f["priv"]),
+            f["iotval"],
+            f["iotval2"],
+        )

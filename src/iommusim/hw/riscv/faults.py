@@ -7,7 +7,7 @@ response status). The exception never leaves :mod:`iommusim.hw`.
 
 from __future__ import annotations
 
-from typing import Final, NamedTuple
+from typing import Final
 
 # The encodings are the spec's tables in bits/; the hardware model names them through this
 # module (``faults.DDT_INVALID``), beside the exception that carries one.
@@ -38,7 +38,7 @@ from iommusim.bits.riscv.causes import (
     TTYP_NAMES,
     TTYPE_DISALLOWED,
 )
-from iommusim.bits.riscv.queues import FQ_RECORD
+from iommusim.bits.riscv.queues import FaultRecord
 
 __all__ = [
     "ACCESS_FAULT",
@@ -94,48 +94,3 @@ class TranslationFault(Exception):
     def __init__(self, cause: int, iotval2: int = 0) -> None:
         self.cause = cause
         self.iotval2 = iotval2
-
-
-# (lsb, width mask) of each FQ record field, from the layout (riscv-iommu: "Fault/Event-Queue
-# (FQ)", the fault-record diagram).
-_FQ: Final = {f.name: (f.lsb, (1 << f.width) - 1) for f in FQ_RECORD.fields}
-
-
-class FaultRecord(NamedTuple):
-    """One fault-queue record (riscv-iommu: "Fault/Event-Queue (FQ)"): the CAUSE and TTYP
-    codes, the device and process IDs of the transaction (PID and PRIV only valid with PV),
-    ``iotval`` (the IOVA, or the address a memory fault was at) and ``iotval2``."""
-
-    cause: int
-    ttyp: int
-    did: int
-    pv: bool
-    pid: int
-    priv: bool
-    iotval: int
-    iotval2: int = 0
-
-    @property
-    def name(self) -> str:
-        """The spec's name of the cause (riscv-iommu: "Fault record CAUSE field encodings")."""
-        return CAUSE_NAMES.get(self.cause, f"cause {self.cause}")
-
-    def encode(self) -> int:
-        """The 256-bit record. Each field keeps its width (DID 24 bits, PID 20, ...), whatever
-        the integers: a record never spills into its neighbours; PID and PRIV are 0 without
-        PV."""
-        pv = self.pv
-        value = 0
-        for name, v in (
-            ("cause", self.cause),
-            ("pid", self.pid if pv else 0),
-            ("pv", int(pv)),
-            ("priv", int(pv and self.priv)),
-            ("ttyp", self.ttyp),
-            ("did", self.did),
-            ("iotval", self.iotval),
-            ("iotval2", self.iotval2),
-        ):
-            lsb, mask = _FQ[name]
-            value |= (v & mask) << lsb
-        return value

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from iommusim.bits.riscv.queues import FaultRecord
 from iommusim.bits.riscv.regs import FQCSR_FQOF, OFF_FQCSR, OFF_FQH, OFF_FQT, OFF_IPSR
 from iommusim.hw.riscv.params import PRESETS
 from iommusim.platform.system import EndpointConfig
 from iommusim.sw.core.device import Fault
-from iommusim.sw.drivers.riscv.queues import FaultRecord
 from iommusim.sw.prot import IOMMU_READ
 
 PAGE = 4096

@@ -20,6 +20,7 @@ from iommusim.bits.pcie import (
     prg_response_payload,
 )
 from iommusim.bits.riscv.causes import CAUSE_NAMES
+from iommusim.bits.riscv.queues import FaultRecord
 from iommusim.bits.riscv.regs import (
     CQCSR_CMD_ILL,
     CQCSR_CMD_TO,
@@ -74,7 +75,6 @@ from iommusim.sw.drivers.riscv.queues import (
     POLL_LIMIT,
     CommandQueue,
     FaultQueue,
-    FaultRecord,
     PageRequestQueue,
     PageRequestRecord,
 )

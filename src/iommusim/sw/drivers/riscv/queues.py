@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from iommusim.bits.pcie import decode_page_request
-from iommusim.bits.riscv.queues import FQ_RECORD, PQ_RECORD
+from iommusim.bits.riscv.queues import PQ_RECORD, FaultRecord
 from iommusim.bits.riscv.regs import (
     CQCSR_BUSY,
     CQCSR_CIE,
@@ -47,7 +47,7 @@ from iommusim.sw.drivers.riscv.commands import Command, iofence_c
 from iommusim.sw.drivers.riscv.mmio import Mmio
 from iommusim.sw.pages import PageAllocator
 
-__all__ = ["CommandQueue", "FaultQueue", "FaultRecord", "PageRequestQueue", "PageRequestRecord"]
+__all__ = ["CommandQueue", "FaultQueue", "PageRequestQueue", "PageRequestRecord"]
 
 # The enable handshake bits sit at the same positions in cqcsr, fqcsr and pqcsr.
 _CSR_EN: Final = CQCSR_CQEN
@@ -134,20 +134,6 @@ class _Queue:
 
     def disable(self) -> None:
         self.mmio.writel(self.off_csr, 0)
-
-
-@dataclass(frozen=True, slots=True)
-class FaultRecord:
-    """One decoded fault-queue record (riscv-iommu: "Fault/Event-Queue (FQ)")."""
-
-    cause: int
-    ttyp: int
-    did: int
-    pv: bool
-    pid: int
-    priv: bool
-    iotval: int
-    iotval2: int
 
 
 class CommandQueue(_Queue):
@@ -297,24 +283,7 @@ class FaultQueue(_ConsumerQueue):
 
     def drain(self, report: Callable[[FaultRecord], None]) -> int:
         """Consume every record between the shadow head and fqt; returns how many."""
-        dec = FQ_RECORD.decode
-
-        def take(raw: int) -> None:
-            f = dec(raw)
-            report(
-                FaultRecord(
-                    f["cause"],
-                    f["ttyp"],
-                    f["did"],
-                    bool(f["pv"]),
-                    f["pid"],
-                    bool(f["priv"]),
-                    f["iotval"],
-                    f["iotval2"],
-                )
-            )
-
-        return self._drain_raw(take)[0]
+        return self._drain_raw(lambda raw: report(FaultRecord.decode(raw)))[0]
 
 
 @dataclass(frozen=True, slots=True)
