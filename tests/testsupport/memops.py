@@ -22,8 +22,10 @@ Op = tuple[str, int, int, int, bytes, bool]
 
 
 def _offsets(window: int, size: int) -> st.SearchStrategy[int]:
-    """Offsets at which a ``size``-byte access fits in the window, biased to page edges."""
-    top = window - size
+    """Offsets at which a ``size``-byte access fits in the window, biased to page edges. A
+    0-byte access still names its byte (an address past the window is a hole, an access
+    fault for AddressMap), so it too starts inside the window."""
+    top = window - max(size, 1)
     edges = [b for b in range(PAGE, window, PAGE)]
     near_edge = st.sampled_from(edges).flatmap(
         lambda b: st.integers(max(0, b - 9), min(top, b + 1))
