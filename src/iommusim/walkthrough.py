@@ -20,6 +20,7 @@ from iommusim.bits.riscv.causes import CAUSE_NAMES
 from iommusim.bits.riscv.structures import DC_FSC, DC_TC, DDTE, PC_TA
 from iommusim.conformance.vectors import Replay
 from iommusim.hw.riscv.params import PRESETS
+from iommusim.hw.riscv.transaction import Request, Response
 from iommusim.mem import AddressMap, SparseMemory
 from iommusim.sw.pages import PageAllocator
 from iommusim.sw.pgtable.riscv import RiscvPageTable
@@ -169,10 +170,10 @@ def build_demo_vector() -> dict[str, Any]:
 def run_walkthrough(json_out: bool = False) -> None:
     vec = build_demo_vector()
     rp = Replay(vec)
-    responses: dict[int, tuple[Any, Any]] = {}
+    responses: dict[int, tuple[Request, Response]] = {}
     orig = rp.iommu.translate
 
-    def capture(req: Any) -> Any:
+    def capture(req: Request) -> Response:
         resp = orig(req)
         responses[len(responses)] = (req, resp)
         return resp

@@ -229,9 +229,10 @@ class CommandQueue:
                 eng.iotlb.clear()
             else:
                 eng.ddtc.pop(did, None)
-                for cache in (eng.pdtc, eng.iotlb):
-                    for key in [k for k in cache if k[0] == did]:
-                        del cache[key]
+                for pkey in [k for k in eng.pdtc if k[0] == did]:
+                    del eng.pdtc[pkey]
+                for tkey in [k for k in eng.iotlb if k[0] == did]:
+                    del eng.iotlb[tkey]
         else:  # IODIR.INVAL_PDT
             pid = _DIR_PID.get(cmd)
             eng.pdtc.pop((did, pid), None)

@@ -306,7 +306,7 @@ class RiscvIommu:
                 if tlb.lru:  # _Lru.lookup, inlined
                     tlb.move_to_end(key)
                 if hit.ok & (2 if is_write else 1) and (regs.ddtp & 0xF) > MODE_BARE:
-                    return hit.pa | (iova & 0xFFF)  # type: ignore[no-any-return]
+                    return hit.pa | (iova & 0xFFF)
         # The fields of Request(device_id, iova, is_write, pid_valid=pv, process_id=pid,
         # priv_req=sup), derived here as plain values: it reads unless it writes, never
         # executes; NW is irrelevant to an untranslated request.

@@ -26,8 +26,8 @@ fault cause each failure is -- stay here.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any, Final, Literal, NamedTuple
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Final, Literal, NamedTuple, TypeVar
 
 from iommusim.bits.riscv.pgtable import FIRST_STAGE_FORMATS, G_STAGE_FORMATS, SV39
 from iommusim.bits.riscv.regs import MODE_1LVL, MODE_2LVL, MODE_3LVL, cap
@@ -48,9 +48,13 @@ from iommusim.hw.riscv.context import (
     pc_misconfigured,
 )
 from iommusim.hw.riscv.faults import TranslationFault
+from iommusim.hw.riscv.iotlb import IotlbEntry, IotlbKey
 from iommusim.hw.riscv.params import RiscvIommuParams
 from iommusim.mem.faults import ACCESS
 from iommusim.mem.protocol import PhysicalMemory
+
+if TYPE_CHECKING:
+    from iommusim.hw.riscv.regs import Registers
 
 __all__ = [
     "AT_ATS",
@@ -195,7 +199,11 @@ def _fault(cause: int, iotval2: int) -> Exception:
     return TranslationFault(cause, iotval2)
 
 
-class _Lru(OrderedDict[Any, Any]):
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+
+
+class _Lru(OrderedDict[_K, _V]):
     """A bounded mapping evicting the least recently used (or oldest, for FIFO) entry."""
 
     def __init__(self, capacity: int, lru: bool) -> None:
@@ -203,13 +211,13 @@ class _Lru(OrderedDict[Any, Any]):
         self.capacity = capacity
         self.lru = lru
 
-    def lookup(self, key: Any) -> Any:
+    def lookup(self, key: _K) -> _V | None:
         v = self.get(key)
         if v is not None and self.lru:
             self.move_to_end(key)
         return v
 
-    def insert(self, key: Any, value: Any) -> None:
+    def insert(self, key: _K, value: _V) -> None:
         if self.capacity <= 0:
             return
         self[key] = value
@@ -221,7 +229,7 @@ class _Lru(OrderedDict[Any, Any]):
 class TranslationEngine:
     """Device-directory, process-directory, first-stage, G-stage and MSI walks."""
 
-    def __init__(self, params: RiscvIommuParams, mem: PhysicalMemory, regs: Any) -> None:
+    def __init__(self, params: RiscvIommuParams, mem: PhysicalMemory, regs: Registers) -> None:
         self.p = params
         self.mem = mem
         self.regs = regs
@@ -251,9 +259,11 @@ class TranslationEngine:
         else:
             self._did_wide = {MODE_1LVL: 0xFFFF80, MODE_2LVL: 0xFF0000, MODE_3LVL: 0}
         c = params.caches
-        self.ddtc: _Lru = _Lru(c.ddtc_entries, c.replacement == "lru")
-        self.pdtc: _Lru = _Lru(c.pdtc_entries, c.replacement == "lru")
-        self.iotlb: _Lru = _Lru(c.iotlb_entries, c.replacement == "lru")
+        self.ddtc: _Lru[int, DeviceContext] = _Lru(c.ddtc_entries, c.replacement == "lru")
+        self.pdtc: _Lru[tuple[int, int], ProcessContext] = _Lru(
+            c.pdtc_entries, c.replacement == "lru"
+        )
+        self.iotlb: _Lru[IotlbKey, IotlbEntry] = _Lru(c.iotlb_entries, c.replacement == "lru")
 
     # ------------------------------------------------------------------ memory helpers
     def _ld64(self, pa: int, be: bool, acc_cause: int, corr_cause: int) -> int:
@@ -278,7 +288,7 @@ class TranslationEngine:
         if cached is not None:
             if ddtc.lru:
                 ddtc.move_to_end(did)
-            return cached  # type: ignore[no-any-return]
+            return cached
         if self.extended:
             ddi = (did & 0x3F, did >> 6 & 0x1FF, did >> 15 & 0x1FF)
             dc_size = 64
@@ -334,7 +344,7 @@ class TranslationEngine:
         key = (dc.did, pid)
         cached = self.pdtc.lookup(key)
         if cached is not None:
-            return cached  # type: ignore[no-any-return]
+            return cached
         mode = dc.fsc_mode
         levels = {1: 1, 2: 2, 3: 3}[mode]
         pdi = (pid & 0xFF, pid >> 8 & 0x1FF, pid >> 17 & 0x7)
