@@ -11,7 +11,7 @@ from iommusim.bits.riscv.queues import FQ_RECORD
 from iommusim.errors import ModelError
 from iommusim.hw.riscv.ats import InvalidationTracker
 from iommusim.hw.riscv.faults import FaultRecord
-from iommusim.hw.riscv.iotlb import IotlbEntry, IotlbKey, make_entry, match_gvma, match_vma
+from iommusim.hw.riscv.iotlb import IotlbEntry, IotlbKey, match_gvma, match_vma
 from iommusim.hw.riscv.queues import FULL, MEM_FAULT, advance, consume, entry_pa, produce
 from iommusim.mem import FaultInjectingMemory, SparseMemory
 from iommusim.sim import VirtualClock
@@ -73,17 +73,17 @@ def test_fault_record_fields_keep_their_widths_and_pid_needs_pv() -> None:
 
 def _tlb() -> dict[IotlbKey, IotlbEntry]:
     return {
-        (1, -1, False, 0x10): make_entry(-1, 7, False, 0x1000, 3, 0, 12, 0x10),
-        (1, -1, False, 0x11): make_entry(-1, 7, True, 0x2000, 3, 0, 12, 0x11),
-        (1, -1, False, 0x200): make_entry(-1, 8, False, 0x3000, 3, 0, 21, 0x200),
-        (2, -1, False, 0x10): make_entry(4, 7, False, 0x4000, 3, 0, 12, 0x90),
+        (1, -1, False, 0x10): IotlbEntry(-1, 7, False, 0x1000, 3, 0, 12),
+        (1, -1, False, 0x11): IotlbEntry(-1, 7, True, 0x2000, 3, 0, 12),
+        (1, -1, False, 0x200): IotlbEntry(-1, 8, False, 0x3000, 3, 0, 21),
+        (2, -1, False, 0x10): IotlbEntry(4, 7, False, 0x4000, 3, 0, 12),
     }
 
 
 def test_iotlb_entries_are_named_records() -> None:
-    e = make_entry(4, 7, True, 0x4000, 3, 1, 12, 0x90)
-    assert e == IotlbEntry(4, 7, True, 0x4000, 3, 1, 12, 0x90)
-    assert (e.gscid, e.pscid, e.glob, e.pa, e.ok, e.pbmt, e.size_lg2, e.gpn) == tuple(e)
+    e = IotlbEntry(4, 7, True, 0x4000, 3, 1, 12)
+    assert e == IotlbEntry(gscid=4, pscid=7, glob=True, pa=0x4000, ok=3, pbmt=1, size_lg2=12)
+    assert not hasattr(e, "__dict__")  # slotted: the hit path reads slots
 
 
 def test_iotinval_vma_matches_by_gscid_pscid_global_and_range() -> None:
