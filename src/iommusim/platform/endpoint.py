@@ -473,12 +473,11 @@ class Endpoint:
         """
         va = pieces[i][0]
         vpn = va >> 12
-        need = 2 if is_write else 1
         stats = self.stats
         hit = self.atc.lookup(pid, vpn, priv)
-        if hit is not None and hit[need]:
+        if hit is not None and hit.allows(is_write):
             stats.atc_hits += 1
-            return None, hit[0]
+            return None, hit.pa_page_base
         stats.atc_misses += 1
         rounds = 0
         while True:
@@ -554,13 +553,12 @@ class Endpoint:
         response code (``None`` on timeout) and the number of pages asked for.
         """
         atc = self.atc
-        need = 2 if is_write else 1
         vpns = [pieces[i][0] >> 12]
         for va, _ in pieces[i + 1 :]:
             if len(vpns) >= max_pages:
                 break
             hit = atc.peek(pid, va >> 12, priv)
-            if hit is None or not hit[need]:
+            if hit is None or not hit.allows(is_write):
                 vpns.append(va >> 12)
         system = self.system
         port = self.port
