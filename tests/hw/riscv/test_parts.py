@@ -6,6 +6,8 @@ matching, ATS invalidation tracking (riscv-iommu: "In-memory queue interface",
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from iommusim.bits.riscv.queues import FQ_RECORD
 from iommusim.errors import ModelError
@@ -122,3 +124,23 @@ def test_ats_invalidation_needs_cc_completions_or_times_out() -> None:
 def test_an_ats_timeout_needs_a_clock() -> None:
     with pytest.raises(ModelError, match="needs a clock"):
         InvalidationTracker(None, 10)
+
+
+@given(
+    st.integers(0, (1 << 12) - 1),
+    st.integers(0, 63),
+    st.integers(0, (1 << 24) - 1),
+    st.booleans(),
+    st.integers(0, (1 << 20) - 1),
+    st.booleans(),
+    st.integers(0, (1 << 64) - 1),
+    st.integers(0, (1 << 64) - 1),
+)
+def test_fault_record_encoding_is_the_layouts(
+    cause: int, ttyp: int, did: int, pv: bool, pid: int, priv: bool, iotval: int, iotval2: int
+) -> None:
+    rec = FaultRecord(cause, ttyp, did, pv, pid, priv, iotval, iotval2)
+    fields = dict(cause=cause, ttyp=ttyp, did=did, iotval=iotval, iotval2=iotval2)
+    if pv:
+        fields.update(pv=1, pid=pid, priv=int(priv))
+    assert rec.encode() == FQ_RECORD.encode(fields)
