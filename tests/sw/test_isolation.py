@@ -105,8 +105,15 @@ def run(mode: str, program: list[tuple[int | str, ...]]) -> None:
             m = candidates[pick // 2 % len(candidates)]
             page = int(op[2]) % m.pages
             iova = m.iova + page * PAGE
-            # An unmapped IOVA may have been handed out again: the live mapping rules.
-            owner = next((x for x in live if x.iova <= iova < x.iova + x.pages * PAGE), m)
+            # An unmapped IOVA may have been handed out again: the live mapping rules; with
+            # none, the mapping unmapped last at that IOVA (a stale IOTLB entry, if any, is
+            # the one its last DMA filled).
+            covering = [
+                x
+                for x in (*(d[0] for d in dead), *live)
+                if x.iova <= iova < x.iova + x.pages * PAGE
+            ]
+            owner = covering[-1] if covering else m
             is_live = owner in live
             m = owner
             target = m.pa + (iova - m.iova)

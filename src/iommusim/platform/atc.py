@@ -11,14 +11,24 @@ using a stale translation -- the bug class this model exists to show.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Final
+from typing import Final, NamedTuple
 
 from iommusim.errors import InvalidArgument
 
 __all__ = ["Atc", "AtcEntry"]
 
-#: ``(pa_page_base, r, w)``: the translated address of the 4 KiB page and its permissions.
-AtcEntry = tuple[int, bool, bool]
+
+class AtcEntry(NamedTuple):
+    """The translated address of one 4 KiB page and the permissions its completion granted."""
+
+    pa_page_base: int
+    r: bool
+    w: bool
+
+    def allows(self, write: bool) -> bool:
+        """Whether the entry serves an access of that direction."""
+        return self.w if write else self.r
+
 
 _PAGE_LG2: Final = 12
 
@@ -66,7 +76,7 @@ class Atc:
         elif len(m) >= self.capacity:
             m.popitem(last=False)
             self.evictions += 1
-        m[key] = (pa_page_base, r, w)
+        m[key] = AtcEntry(pa_page_base, r, w)
 
     def invalidate(self, pasid: int | None, start: int, size: int) -> int:
         """Drop the entries for pages in ``[start, start + size)``; returns how many.

@@ -338,19 +338,13 @@ class Endpoint:
         self, iova: int, size: int, pasid: int | None = None, priv: bool = False
     ) -> DmaResult:
         """Read ``size`` bytes at ``iova`` through the IOMMU."""
-        pid = self._pid(pasid)
-        if self.ats_enabled:
-            return self._run_ats(iova, size, None, pid, priv)
-        return self._run(iova, size, None, pid, priv)
+        return self._run(iova, size, None, self._pid(pasid), priv)
 
     def dma_write(
         self, iova: int, data: bytes, pasid: int | None = None, priv: bool = False
     ) -> DmaResult:
         """Write ``data`` at ``iova`` through the IOMMU."""
-        pid = self._pid(pasid)
-        if self.ats_enabled:
-            return self._run_ats(iova, len(data), data, pid, priv)
-        return self._run(iova, len(data), data, pid, priv)
+        return self._run(iova, len(data), data, self._pid(pasid), priv)
 
     def msi(self, addr: int, data: int, pasid: int | None = None) -> DmaResult:
         """Signal a message-signalled interrupt: a 32-bit little-endian write of ``data``.
@@ -387,19 +381,27 @@ class Endpoint:
         return None if status == CPL_SC else (status, port.last_fault, None)
 
     def _run(self, iova: int, size: int, data: bytes | None, pid: int, priv: bool) -> DmaResult:
-        """A DMA without ATS: each piece an untranslated request."""
+        """A DMA: each piece an untranslated request, or with ATS enabled a Translated one
+        after the ATC or a Translation Request (:meth:`_ats_piece`)."""
         system = self.system
         ledger = system.ledger
         cost = system.costs.dma_page_ns
         stats = self.stats
         pieces = self._pieces(iova, size)  # EINVAL before anything is counted
         stats.dmas += 1
+        ats = self.ats_enabled
+        if ats:
+            # A completion's Priv is 0 for a request without a PASID (riscv-iommu: "PCIe ATS
+            # translation request handling"), so such requests share the unprivileged entries.
+            priv = priv and pid >= 0
         done = 0
         chunks: list[bytes] = []
-        for va, n in pieces:
-            stop = self._request(
-                va, n, None if data is None else data[done : done + n], pid, priv, chunks, False
-            )
+        for i, (va, n) in enumerate(pieces):
+            chunk = None if data is None else data[done : done + n]
+            if ats:
+                stop = self._ats_piece(pieces, i, chunk, pid, priv, chunks)
+            else:
+                stop = self._request(va, n, chunk, pid, priv, chunks, False)
             if stop is not None:
                 stats.faults += 1
                 return DmaResult(done, *stop, va, b"".join(chunks))
@@ -410,32 +412,6 @@ class Endpoint:
         return DmaResult(done, data=b"".join(chunks))
 
     # ------------------------------------------------------------------ ATS and PRI
-    def _run_ats(self, iova: int, size: int, data: bytes | None, pid: int, priv: bool) -> DmaResult:
-        """A DMA with ATS enabled: like :meth:`_run`, each piece through :meth:`_ats_piece`."""
-        system = self.system
-        ledger = system.ledger
-        cost = system.costs.dma_page_ns
-        stats = self.stats
-        pieces = self._pieces(iova, size)  # EINVAL before anything is counted
-        stats.dmas += 1
-        # A completion's Priv is 0 for a request without a PASID (riscv-iommu: "PCIe ATS
-        # translation request handling"), so such requests share the unprivileged entries.
-        priv = priv and pid >= 0
-        done = 0
-        chunks: list[bytes] = []
-        for i, (va, n) in enumerate(pieces):
-            stop = self._ats_piece(
-                pieces, i, None if data is None else data[done : done + n], pid, priv, chunks
-            )
-            if stop is not None:
-                stats.faults += 1
-                return DmaResult(done, *stop, va, b"".join(chunks))
-            ledger.charge("dma_data", cost)
-            stats.pages += 1
-            stats.bytes += n
-            done += n
-        return DmaResult(done, data=b"".join(chunks))
-
     def _ats_piece(
         self,
         pieces: list[tuple[int, int]],
@@ -473,12 +449,11 @@ class Endpoint:
         """
         va = pieces[i][0]
         vpn = va >> 12
-        need = 2 if is_write else 1
         stats = self.stats
         hit = self.atc.lookup(pid, vpn, priv)
-        if hit is not None and hit[need]:
+        if hit is not None and hit.allows(is_write):
             stats.atc_hits += 1
-            return None, hit[0]
+            return None, hit.pa_page_base
         stats.atc_misses += 1
         rounds = 0
         while True:
@@ -554,13 +529,12 @@ class Endpoint:
         response code (``None`` on timeout) and the number of pages asked for.
         """
         atc = self.atc
-        need = 2 if is_write else 1
         vpns = [pieces[i][0] >> 12]
         for va, _ in pieces[i + 1 :]:
             if len(vpns) >= max_pages:
                 break
             hit = atc.peek(pid, va >> 12, priv)
-            if hit is None or not hit[need]:
+            if hit is None or not hit.allows(is_write):
                 vpns.append(va >> 12)
         system = self.system
         port = self.port

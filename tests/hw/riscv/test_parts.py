@@ -6,12 +6,14 @@ matching, ATS invalidation tracking (riscv-iommu: "In-memory queue interface",
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from iommusim.bits.riscv.queues import FQ_RECORD
 from iommusim.errors import ModelError
 from iommusim.hw.riscv.ats import InvalidationTracker
 from iommusim.hw.riscv.faults import FaultRecord
-from iommusim.hw.riscv.iotlb import IotlbEntry, IotlbKey, make_entry, match_gvma, match_vma
+from iommusim.hw.riscv.iotlb import IotlbEntry, IotlbKey, match_gvma, match_vma
 from iommusim.hw.riscv.queues import FULL, MEM_FAULT, advance, consume, entry_pa, produce
 from iommusim.mem import FaultInjectingMemory, SparseMemory
 from iommusim.sim import VirtualClock
@@ -73,17 +75,17 @@ def test_fault_record_fields_keep_their_widths_and_pid_needs_pv() -> None:
 
 def _tlb() -> dict[IotlbKey, IotlbEntry]:
     return {
-        (1, -1, False, 0x10): make_entry(-1, 7, False, 0x1000, 3, 0, 12, 0x10),
-        (1, -1, False, 0x11): make_entry(-1, 7, True, 0x2000, 3, 0, 12, 0x11),
-        (1, -1, False, 0x200): make_entry(-1, 8, False, 0x3000, 3, 0, 21, 0x200),
-        (2, -1, False, 0x10): make_entry(4, 7, False, 0x4000, 3, 0, 12, 0x90),
+        (1, -1, False, 0x10): IotlbEntry(-1, 7, False, 0x1000, 3, 0, 12),
+        (1, -1, False, 0x11): IotlbEntry(-1, 7, True, 0x2000, 3, 0, 12),
+        (1, -1, False, 0x200): IotlbEntry(-1, 8, False, 0x3000, 3, 0, 21),
+        (2, -1, False, 0x10): IotlbEntry(4, 7, False, 0x4000, 3, 0, 12),
     }
 
 
 def test_iotlb_entries_are_named_records() -> None:
-    e = make_entry(4, 7, True, 0x4000, 3, 1, 12, 0x90)
-    assert e == IotlbEntry(4, 7, True, 0x4000, 3, 1, 12, 0x90)
-    assert (e.gscid, e.pscid, e.glob, e.pa, e.ok, e.pbmt, e.size_lg2, e.gpn) == tuple(e)
+    e = IotlbEntry(4, 7, True, 0x4000, 3, 1, 12)
+    assert e == IotlbEntry(gscid=4, pscid=7, glob=True, pa=0x4000, ok=3, pbmt=1, size_lg2=12)
+    assert not hasattr(e, "__dict__")  # slotted: the hit path reads slots
 
 
 def test_iotinval_vma_matches_by_gscid_pscid_global_and_range() -> None:
@@ -122,3 +124,23 @@ def test_ats_invalidation_needs_cc_completions_or_times_out() -> None:
 def test_an_ats_timeout_needs_a_clock() -> None:
     with pytest.raises(ModelError, match="needs a clock"):
         InvalidationTracker(None, 10)
+
+
+@given(
+    st.integers(0, (1 << 12) - 1),
+    st.integers(0, 63),
+    st.integers(0, (1 << 24) - 1),
+    st.booleans(),
+    st.integers(0, (1 << 20) - 1),
+    st.booleans(),
+    st.integers(0, (1 << 64) - 1),
+    st.integers(0, (1 << 64) - 1),
+)
+def test_fault_record_encoding_is_the_layouts(
+    cause: int, ttyp: int, did: int, pv: bool, pid: int, priv: bool, iotval: int, iotval2: int
+) -> None:
+    rec = FaultRecord(cause, ttyp, did, pv, pid, priv, iotval, iotval2)
+    fields = dict(cause=cause, ttyp=ttyp, did=did, iotval=iotval, iotval2=iotval2)
+    if pv:
+        fields.update(pv=1, pid=pid, priv=int(priv))
+    assert rec.encode() == FQ_RECORD.encode(fields)

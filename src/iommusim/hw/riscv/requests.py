@@ -19,7 +19,7 @@ from iommusim.hw.riscv.ats import ats_response
 from iommusim.hw.riscv.context import DeviceContext
 from iommusim.hw.riscv.faultq import FaultQueue
 from iommusim.hw.riscv.faults import FaultRecord, TranslationFault
-from iommusim.hw.riscv.iotlb import make_entry
+from iommusim.hw.riscv.iotlb import IotlbEntry
 from iommusim.hw.riscv.params import RiscvIommuParams
 from iommusim.hw.riscv.regs import Registers
 from iommusim.hw.riscv.transaction import STATUS_CA, STATUS_SUCCESS, STATUS_UR, Request, Response
@@ -228,7 +228,7 @@ class Translator:
             # 4 KiB page, tagged for IOTINVAL matching; ok bit 0 = read, bit 1 = write (dirty).
             eng.iotlb.insert(
                 (did, pid if pv else -1, priv, iova >> 12),
-                make_entry(
+                IotlbEntry(
                     dc.gscid if dc.g_mode else -1,
                     pscid if s1mode else -1,
                     bool(g),
@@ -236,7 +236,6 @@ class Translator:
                     (s1perms & gperms) >> 1 & 3,
                     s1pbmt or gpbmt,
                     size,
-                    gpa >> 12,
                 ),
             )
         if ats:

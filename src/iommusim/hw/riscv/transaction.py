@@ -114,7 +114,7 @@ class Message:
     invalidation request so its completion can be matched.
     """
 
-    kind: str
+    kind: Literal["ats_inval_req", "prgr", "sync"]
     rid: int = 0
     dsv: bool = False
     dseg: int = 0
