@@ -43,6 +43,7 @@ from iommusim.bits.riscv.regs import (
     PQCSR_PQMF,
     PQCSR_PQOF,
     PQCSR_PQON,
+    queue_index_mask,
 )
 from iommusim.bits.riscv.structures import (
     DC_FSC,
@@ -737,7 +738,7 @@ def _explain_page_request(rp: Replay, i: int, step: JsonObj) -> JsonObj:
     ddtp = regs.ddtp
     gxl = regs.fctl >> 2 & 1
     pqcsr0, pqh0, pqt0, fqt0, ipsr0 = regs.pqcsr, regs.pqh, regs.pqt, regs.fqt, regs.ipsr
-    pq_size = 1 << ((regs.pqb & 0x1F) + 1)
+    pq_size = queue_index_mask(regs.pqb) + 1
     msg = step.get("msg")
     did_guess = None
     if isinstance(msg, dict):

@@ -48,6 +48,7 @@ from iommusim.bits.riscv.regs import (
     QB_LOG2SZM1_MASK,
     QB_PPN_SHIFT,
     cap,
+    queue_index_mask,
 )
 from iommusim.conformance.explain import explain_translation, print_translation
 from iommusim.conformance.rawmem import ImageMemory, MemoryImage
@@ -196,7 +197,7 @@ def _kept(iommu: RiscvIommu, name: str, value: int, source: str) -> str | None:
         return None
     if name == "fqh":
         if got != value:
-            entries = 1 << ((iommu.regs.fqb & QB_LOG2SZM1_MASK) + 1)
+            entries = queue_index_mask(iommu.regs.fqb) + 1
             return f"fqh must be below the fault queue's {entries} entries (fqb), not {value}"
         return None
     # fqcsr: fqen and fie are RW; fqon follows fqen ("Guidelines for initialization": poll
@@ -238,7 +239,7 @@ def _program(
     regs = iommu.regs
     return {
         "pa": f"{(regs.fqb >> QB_PPN_SHIFT) << 12:#x}",
-        "entries": 1 << ((regs.fqb & QB_LOG2SZM1_MASK) + 1),
+        "entries": queue_index_mask(regs.fqb) + 1,
         "on": int(bool(regs.fqcsr & FQCSR_FQON)),
         "scratch": scratch and "fqb" in values,
     }

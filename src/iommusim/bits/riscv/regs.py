@@ -134,6 +134,7 @@ __all__ = [
     "WALK_EVENTS",
     "Register",
     "cap",
+    "queue_index_mask",
 ]
 
 _RO = Access.RO
@@ -481,6 +482,13 @@ DDTP_PPN_SHIFT: Final = DDTP["ppn"].lsb
 # The three queue bases share one layout.
 QB_LOG2SZM1_MASK: Final = CQB.mask("log2szm1")
 QB_PPN_SHIFT: Final = CQB["ppn"].lsb
+
+
+def queue_index_mask(qb: int) -> int:
+    """The mask of a head or tail index of the queue whose base register holds ``qb``: bits
+    LOG2SZ-1:0 (riscv-iommu: "cqb": "the number of entries ... is 2^(LOG2SZ-1+1)")."""
+    return (1 << ((qb & QB_LOG2SZM1_MASK) + 1)) - 1
+
 
 CQCSR_CQEN: Final = CQCSR.mask("cqen")
 CQCSR_CIE: Final = CQCSR.mask("cie")

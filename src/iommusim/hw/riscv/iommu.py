@@ -18,7 +18,16 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Final
 
-from iommusim.bits.riscv.regs import FCTL_BE, MODE_BARE, OFF_IOCOUNTINH, OFF_IOHPMCYCLES
+from iommusim.bits.riscv.regs import (
+    FCTL_BE,
+    MODE_BARE,
+    OFF_IOCOUNTINH,
+    OFF_IOHPMCYCLES,
+    TR_REQ_CTL,
+    TR_REQ_CTL_GO,
+    TR_REQ_IOVA,
+    TR_RESPONSE,
+)
 from iommusim.bits.riscv.structures import DC_TC
 from iommusim.errors import BusError, ModelError
 from iommusim.hw.riscv import faults as F
@@ -46,7 +55,7 @@ from iommusim.sim.clock import VirtualClock
 
 __all__ = ["RiscvIommu"]
 
-_PPN_MASK: Final = (1 << 44) - 1
+_PPN_MASK: Final = (1 << TR_RESPONSE["ppn"].width) - 1
 _TC_DTF: Final = DC_TC.mask("dtf")
 _M64: Final = (1 << 64) - 1
 
@@ -159,27 +168,27 @@ class RiscvIommu:
     def debug_translate(self) -> None:
         """riscv-iommu: "Debug support": a translation requested through tr_req_ctl."""
         r = self.regs
-        ctl = r.tr_req_ctl
-        nw = bool(ctl >> 3 & 1)
+        ctl = TR_REQ_CTL.decode(r.tr_req_ctl)
+        nw = bool(ctl["nw"])
         req = Request(
-            device_id=ctl >> 40 & 0xFFFFFF,
-            iova=r.tr_req_iova & ~0xFFF,
+            device_id=ctl["did"],
+            iova=r.tr_req_iova & TR_REQ_IOVA.mask("vpn"),
             is_write=not nw,
             at=AT_UNTRANSLATED,
-            pid_valid=bool(ctl >> 32 & 1),
-            process_id=ctl >> 12 & 0xFFFFF,
-            priv_req=bool(ctl >> 1 & 1),
-            exec_req=bool(ctl >> 2 & 1) and nw,
+            pid_valid=bool(ctl["pv"]),
+            process_id=ctl["pid"],
+            priv_req=bool(ctl["priv"]),
+            exec_req=bool(ctl["exe"]) and nw,
         )
         resp = self.translate(req)
         if resp.ok and resp.is_mrif:
             # An MRIF-mode MSI PTE stops a debug translation with cause 260.
             resp = self.translator.fault(req, TranslationFault(F.TTYPE_DISALLOWED))
         if not resp.ok:
-            r.tr_response = 1
+            r.tr_response = TR_RESPONSE.encode(fault=1)
         else:
-            r.tr_response = (resp.pa >> 12 & _PPN_MASK) << 10 | resp.pbmt << 7
-        r.tr_req_ctl &= ~1
+            r.tr_response = TR_RESPONSE.encode(ppn=resp.pa >> 12 & _PPN_MASK, pbmt=resp.pbmt)
+        r.tr_req_ctl &= ~TR_REQ_CTL_GO
 
     # ------------------------------------------------------------------ faults
     def report_fault(self, record: FaultRecord) -> None:

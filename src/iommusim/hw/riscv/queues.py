@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from typing import Final
 
-from iommusim.bits.riscv.regs import QB_LOG2SZM1_MASK, QB_PPN_SHIFT
+from iommusim.bits.riscv.regs import QB_PPN_SHIFT, queue_index_mask
 from iommusim.errors import BusError
 from iommusim.hw.riscv.translate import swap64
 from iommusim.mem.protocol import PhysicalMemory
 
-__all__ = ["FULL", "MEM_FAULT", "advance", "consume", "entry_pa", "index_mask", "produce"]
+__all__ = ["FULL", "MEM_FAULT", "advance", "consume", "entry_pa", "produce"]
 
 _PPN_MASK: Final = (1 << 44) - 1
 _M64: Final = (1 << 64) - 1
@@ -29,14 +29,9 @@ FULL: Final = -1
 MEM_FAULT: Final = -2
 
 
-def index_mask(qb: int) -> int:
-    """The mask of a head or tail index of the queue whose base register holds ``qb``."""
-    return (1 << ((qb & QB_LOG2SZM1_MASK) + 1)) - 1
-
-
 def advance(qb: int, index: int) -> int:
     """The index after ``index``, wrapping at the end of the ring."""
-    return (index + 1) & index_mask(qb)
+    return (index + 1) & queue_index_mask(qb)
 
 
 def entry_pa(qb: int, index: int, entry_bytes: int) -> int:
@@ -52,7 +47,7 @@ def produce(
     Returns the new tail, :data:`FULL` when the ring has no free entry (nothing written) or
     :data:`MEM_FAULT` when the write faulted; the caller sets its queue's overflow or
     memory-fault bit ("fqof"/"fqmf", "pqof"/"pqmf")."""
-    nxt = (tail + 1) & index_mask(qb)
+    nxt = (tail + 1) & queue_index_mask(qb)
     if nxt == head:
         return FULL
     if be:

@@ -92,12 +92,12 @@ from iommusim.bits.riscv.regs import (
     PQCSR_PIE,
     PQCSR_PQEN,
     PQCSR_PQON,
-    QB_LOG2SZM1_MASK,
     REGISTERS,
     REGISTERS_SIZE,
     TR_REQ_CTL_GO,
     Register,
     cap,
+    queue_index_mask,
 )
 from iommusim.errors import ModelError
 from iommusim.hw.riscv.hpm import HpmLogic
@@ -136,11 +136,6 @@ class _Reg:
         self.size = size
         self.read = read
         self.write = write
-
-
-def _index_mask(qb: int) -> int:
-    """Mask of a queue index for the queue base ``qb``: bits LOG2SZ-1:0."""
-    return (1 << ((qb & QB_LOG2SZM1_MASK) + 1)) - 1
 
 
 class Registers(HpmLogic):
@@ -322,7 +317,7 @@ class Registers(HpmLogic):
         def index(base: str) -> Callable[[int, int], int]:
             # riscv-iommu: "cqt", "fqh", "pqh": only bits LOG2SZ-1:0 of the index are writable.
             get_base = attrgetter(base)
-            return lambda _old, new: new & _index_mask(get_base(self))
+            return lambda _old, new: new & queue_index_mask(get_base(self))
 
         igs_both = p.igs == IGS_BOTH
         return {
@@ -375,7 +370,7 @@ class Registers(HpmLogic):
             # riscv-iommu: "cqb" ("fqb", "pqb"): after a write, bits 31:LOG2SZ of cqt (fqh,
             # pqh) are 0.
             def after(_i: int, _old: int, new: int) -> None:
-                setattr(self, index, getattr(self, index) & _index_mask(new))
+                setattr(self, index, getattr(self, index) & queue_index_mask(new))
 
             return after
 
