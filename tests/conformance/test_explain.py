@@ -8,7 +8,8 @@ import json
 import pytest
 
 from iommusim.cli.main import main
-from iommusim.conformance.explain import _g_labels, explain_vector, explain_vector_step
+from iommusim.conformance.explain import explain_vector, explain_vector_step
+from iommusim.conformance.explain.decode import g_labels
 from iommusim.errors import IommusimError
 from iommusim.hw.pgtable import PteRead
 from iommusim.hw.riscv.translate import PcRead, TraceRecord
@@ -127,13 +128,13 @@ def test_g_labels_without_first_stage() -> None:
         PcRead(0x5000, 0x9000, 1, 0),
         PteRead("g", "request", 0, 0x7123, 0x8008, 0x9008, 0xCF, 8),
     ]
-    assert _g_labels(trace) == [
+    assert g_labels(trace) == [
         "G-stage (implicit access for the next structure)",
         "",
         "G-stage (the request's guest-physical address)",
     ]
     # The same walk ending the trace: a structure read failed after it.
-    assert _g_labels(trace[:1]) == ["G-stage (implicit access for the next structure)"]
+    assert g_labels(trace[:1]) == ["G-stage (implicit access for the next structure)"]
 
 
 def test_non_translate_step_is_an_error() -> None:
