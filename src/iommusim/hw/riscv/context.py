@@ -50,18 +50,18 @@ _MSIMASK_RSVD: Final = MSI_ADDR_MASK.reserved_mask
 _PC_TA_RSVD: Final = PC_TA.reserved_mask
 _PC_FSC_RSVD: Final = PC_FSC.reserved_mask
 
-TC_V: Final = 1 << 0
-TC_EN_ATS: Final = 1 << 1
-TC_EN_PRI: Final = 1 << 2
-TC_T2GPA: Final = 1 << 3
-TC_DTF: Final = 1 << 4
-TC_PDTV: Final = 1 << 5
-TC_PRPR: Final = 1 << 6
-TC_GADE: Final = 1 << 7
-TC_SADE: Final = 1 << 8
-TC_DPE: Final = 1 << 9
-TC_SBE: Final = 1 << 10
-TC_SXL: Final = 1 << 11
+TC_V: Final = DC_TC.mask("v")
+TC_EN_ATS: Final = DC_TC.mask("en_ats")
+TC_EN_PRI: Final = DC_TC.mask("en_pri")
+TC_T2GPA: Final = DC_TC.mask("t2gpa")
+TC_DTF: Final = DC_TC.mask("dtf")
+TC_PDTV: Final = DC_TC.mask("pdtv")
+TC_PRPR: Final = DC_TC.mask("prpr")
+TC_GADE: Final = DC_TC.mask("gade")
+TC_SADE: Final = DC_TC.mask("sade")
+TC_DPE: Final = DC_TC.mask("dpe")
+TC_SBE: Final = DC_TC.mask("sbe")
+TC_SXL: Final = DC_TC.mask("sxl")
 
 
 class DeviceContext:

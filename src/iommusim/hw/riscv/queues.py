@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from typing import Final
 
-from iommusim.bits.riscv.regs import QB_PPN_SHIFT, queue_index_mask
+from iommusim.bits.riscv.regs import CQB, QB_PPN_SHIFT, queue_index_mask
 from iommusim.errors import BusError
 from iommusim.hw.riscv.translate import swap64
 from iommusim.mem.protocol import PhysicalMemory
 
 __all__ = ["FULL", "MEM_FAULT", "advance", "consume", "entry_pa", "produce"]
 
-_PPN_MASK: Final = (1 << 44) - 1
+_PPN_MASK: Final = (1 << CQB["ppn"].width) - 1
 _M64: Final = (1 << 64) - 1
 
 #: :func:`produce` results other than the new tail.
