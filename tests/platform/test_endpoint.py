@@ -18,9 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iommusim.bits.pcie import CPL_UR
+from iommusim.bits.riscv.queues import FaultRecord
 from iommusim.bits.riscv.regs import MODE_1LVL, MODE_BARE, OFF_DDTP
 from iommusim.errors import InvalidArgument
-from iommusim.hw.riscv.faults import FaultRecord
 from iommusim.hw.riscv.params import PRESETS
 from iommusim.platform.endpoint import DmaResult, Endpoint
 from iommusim.platform.system import EndpointConfig, RamRegion, System, SystemConfig

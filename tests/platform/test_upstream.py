@@ -15,6 +15,7 @@ import errno
 import pytest
 
 from iommusim.bits.pcie import CPL_CA, CPL_SC, CPL_UR
+from iommusim.bits.riscv.queues import FaultRecord
 from iommusim.bits.riscv.regs import MODE_1LVL, OFF_CQT, OFF_DDTP
 from iommusim.errors import BusError, InvalidArgument
 from iommusim.hw.common.upstream import (
@@ -23,7 +24,6 @@ from iommusim.hw.common.upstream import (
     TranslationCompletion,
     UpstreamPort,
 )
-from iommusim.hw.riscv.faults import FaultRecord
 from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.params import PRESETS
 from iommusim.hw.riscv.transaction import Message

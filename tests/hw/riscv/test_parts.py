@@ -9,10 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from iommusim.bits.riscv.queues import FQ_RECORD
+from iommusim.bits.riscv.queues import FQ_RECORD, FaultRecord
 from iommusim.errors import ModelError
 from iommusim.hw.riscv.ats import InvalidationTracker
-from iommusim.hw.riscv.faults import FaultRecord
 from iommusim.hw.riscv.iotlb import IotlbEntry, IotlbKey, match_gvma, match_vma
 from iommusim.hw.riscv.queues import FULL, MEM_FAULT, advance, consume, entry_pa, produce
 from iommusim.mem import FaultInjectingMemory, SparseMemory

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from iommusim.bits.riscv.queues import FaultRecord
 from iommusim.bits.riscv.regs import FQCSR_FQMF, FQCSR_FQOF, FQCSR_FQON
-from iommusim.hw.riscv.faults import FaultRecord
 from iommusim.hw.riscv.queues import FULL, MEM_FAULT, produce
 from iommusim.hw.riscv.regs import Registers
 from iommusim.mem.protocol import PhysicalMemory

@@ -1,7 +1,8 @@
-"""Fault causes, transaction types and fault records (riscv-iommu: "Fault/Event-Queue (FQ)").
+"""How the hardware model stops a translation, and its cause categories (riscv-iommu:
+"Fault/Event-Queue (FQ)"; the encodings are in :mod:`iommusim.bits.riscv.causes`).
 
 Inside the hardware model a translation that must stop raises :class:`TranslationFault`;
-the top level turns it into the spec's data (a :class:`FaultRecord` in the fault queue and a
+the top level turns it into the spec's data (a ``FaultRecord`` in the fault queue and a
 response status). The exception never leaves :mod:`iommusim.hw`.
 """
 
@@ -9,64 +10,13 @@ from __future__ import annotations
 
 from typing import Final
 
-# The encodings are the spec's tables in bits/; the hardware model names them through this
-# module (``faults.DDT_INVALID``), beside the exception that carries one.
-from iommusim.bits.riscv.causes import (
-    ACCESS_FAULT,
-    ALL_DISALLOWED,
-    CAUSE_NAMES,
-    DDT_CORRUPTION,
-    DDT_INVALID,
-    DDT_LOAD_FAULT,
-    DDT_MISCONFIGURED,
-    DTF_REPORTED,
-    GUEST_PAGE_FAULT,
-    INTERNAL_DATAPATH_ERROR,
-    MRIF_ACCESS_FAULT,
-    MRIF_CORRUPTION,
-    MSI_PT_CORRUPTION,
-    MSI_PTE_INVALID,
-    MSI_PTE_LOAD_FAULT,
-    MSI_PTE_MISCONFIGURED,
-    MSI_WRITE_FAULT,
-    PAGE_FAULT,
-    PDT_CORRUPTION,
-    PDT_INVALID,
-    PDT_LOAD_FAULT,
-    PDT_MISCONFIGURED,
-    PT_CORRUPTION,
-    TTYP_NAMES,
-    TTYPE_DISALLOWED,
-)
-from iommusim.bits.riscv.queues import FaultRecord
-
 __all__ = [
-    "ACCESS_FAULT",
-    "ALL_DISALLOWED",
-    "CAUSE_NAMES",
-    "DDT_CORRUPTION",
-    "DDT_INVALID",
-    "DDT_LOAD_FAULT",
-    "DDT_MISCONFIGURED",
-    "DTF_REPORTED",
-    "GUEST_PAGE_FAULT",
-    "INTERNAL_DATAPATH_ERROR",
-    "MRIF_ACCESS_FAULT",
-    "MRIF_CORRUPTION",
-    "MSI_PTE_INVALID",
-    "MSI_PTE_LOAD_FAULT",
-    "MSI_PTE_MISCONFIGURED",
-    "MSI_PT_CORRUPTION",
-    "MSI_WRITE_FAULT",
-    "PAGE_FAULT",
-    "PDT_CORRUPTION",
-    "PDT_INVALID",
-    "PDT_LOAD_FAULT",
-    "PDT_MISCONFIGURED",
-    "PT_CORRUPTION",
-    "TTYPE_DISALLOWED",
-    "TTYP_NAMES",
-    "FaultRecord",
+    "ACC_EXEC",
+    "ACC_READ",
+    "ACC_WRITE",
+    "ATS_CA_CAUSES",
+    "ATS_SUCCESS_CAUSES",
+    "CORRUPTION_CAUSES",
     "TranslationFault",
 ]
 

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Final
 
+from iommusim.bits.riscv import causes as C
+from iommusim.bits.riscv.queues import FaultRecord
 from iommusim.bits.riscv.regs import (
     FCTL_BE,
     MODE_BARE,
@@ -30,12 +32,11 @@ from iommusim.bits.riscv.regs import (
 )
 from iommusim.bits.riscv.structures import DC_TC
 from iommusim.errors import BusError, ModelError
-from iommusim.hw.riscv import faults as F
 from iommusim.hw.riscv.ats import InvalidationTracker
 from iommusim.hw.riscv.commands import CommandQueue
 from iommusim.hw.riscv.cycles import CycleCounter
 from iommusim.hw.riscv.faultq import FaultQueue
-from iommusim.hw.riscv.faults import FaultRecord, TranslationFault
+from iommusim.hw.riscv.faults import TranslationFault
 from iommusim.hw.riscv.mrif import MrifOutcome
 from iommusim.hw.riscv.mrif import deliver as deliver_mrif
 from iommusim.hw.riscv.pagereq import PageRequestQueue
@@ -160,7 +161,7 @@ class RiscvIommu:
         try:
             self.mem.write32(addr, swap32(data) if self.regs.fctl & FCTL_BE else data)
         except BusError:
-            self.fq.report(FaultRecord(F.MSI_WRITE_FAULT, 0, 0, False, 0, False, addr))
+            self.fq.report(FaultRecord(C.MSI_WRITE_FAULT, 0, 0, False, 0, False, addr))
 
     def wired_interrupt(self, vector: int) -> None:
         self.wired.append(vector)
@@ -183,7 +184,7 @@ class RiscvIommu:
         resp = self.translate(req)
         if resp.ok and resp.is_mrif:
             # An MRIF-mode MSI PTE stops a debug translation with cause 260.
-            resp = self.translator.fault(req, TranslationFault(F.TTYPE_DISALLOWED))
+            resp = self.translator.fault(req, TranslationFault(C.TTYPE_DISALLOWED))
         if not resp.ok:
             r.tr_response = TR_RESPONSE.encode(fault=1)
         else:

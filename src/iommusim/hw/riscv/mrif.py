@@ -40,9 +40,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Final, Literal, Protocol
 
+from iommusim.bits.riscv import causes as C
+from iommusim.bits.riscv.queues import FaultRecord
 from iommusim.bits.riscv.regs import cap
 from iommusim.errors import BusError
-from iommusim.hw.riscv import faults as F
 from iommusim.hw.riscv.params import RiscvIommuParams
 from iommusim.hw.riscv.transaction import Request, Response
 from iommusim.mem.faults import ACCESS
@@ -97,7 +98,7 @@ class MrifOutcome:
     notice_sent: bool = False
     cause: int = 0
     reason: str = ""
-    record: F.FaultRecord | None = None
+    record: FaultRecord | None = None
 
 
 class MrifHost(Protocol):
@@ -106,7 +107,7 @@ class MrifHost(Protocol):
     params: RiscvIommuParams
     mem: PhysicalMemory
 
-    def report_fault(self, record: F.FaultRecord) -> None: ...
+    def report_fault(self, record: FaultRecord) -> None: ...
 
 
 def mrif_slot(mrif_addr: int, identity: int) -> tuple[int, int, int]:
@@ -193,8 +194,8 @@ def deliver(
         # AIA: "written to the address NPPN<<12 ... in little-endian byte order".
         mem.write32(notice_pa, resp.notice_nid)
     except BusError as e:
-        cause = F.MRIF_ACCESS_FAULT if e.kind == ACCESS else F.MRIF_CORRUPTION
-        rec = F.FaultRecord(
+        cause = C.MRIF_ACCESS_FAULT if e.kind == ACCESS else C.MRIF_CORRUPTION
+        rec = FaultRecord(
             cause, req.ttyp, req.device_id, req.pid_valid, req.process_id, req.priv_req, req.iova
         )
         if not dtf:

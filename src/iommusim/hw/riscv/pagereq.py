@@ -20,13 +20,13 @@ from iommusim.bits.pcie import (
     PRG_SUCCESS,
     prg_response_payload,
 )
-from iommusim.bits.riscv.queues import PQ_RECORD
+from iommusim.bits.riscv import causes as C
+from iommusim.bits.riscv.queues import PQ_RECORD, FaultRecord
 from iommusim.bits.riscv.regs import MODE_BARE, MODE_OFF, PQCSR_PQMF, PQCSR_PQOF, PQCSR_PQON
 from iommusim.bits.riscv.structures import DC_TC
-from iommusim.hw.riscv import faults as F
 from iommusim.hw.riscv.context import DeviceContext
 from iommusim.hw.riscv.faultq import FaultQueue
-from iommusim.hw.riscv.faults import FaultRecord, TranslationFault
+from iommusim.hw.riscv.faults import TranslationFault
 from iommusim.hw.riscv.queues import FULL, MEM_FAULT, produce
 from iommusim.hw.riscv.regs import Registers
 from iommusim.hw.riscv.transaction import Message
@@ -117,9 +117,9 @@ class PageRequestQueue:
         prpr = False
         dc: DeviceContext | None = None
         if mode == MODE_OFF:
-            cause = F.ALL_DISALLOWED
+            cause = C.ALL_DISALLOWED
         elif mode == MODE_BARE:
-            cause = F.TTYPE_DISALLOWED
+            cause = C.TTYPE_DISALLOWED
         else:
             # A page request locates the DC too: its DDT walks count (HPM event 5).
             self._engine.hpm = (did, pv, pid, False, 0, False, 0) if r.hpm_walks else None
@@ -130,11 +130,11 @@ class PageRequestQueue:
             else:
                 prpr = bool(dc.tc & _TC_PRPR)
                 if not dc.tc & _TC_EN_PRI or not dc.tc & _TC_EN_ATS:
-                    cause = F.TTYPE_DISALLOWED
+                    cause = C.TTYPE_DISALLOWED
         if cause:
-            if dc is None or not dc.tc & _TC_DTF or cause in F.DTF_REPORTED:
+            if dc is None or not dc.tc & _TC_DTF or cause in C.DTF_REPORTED:
                 self._fq.report(FaultRecord(cause, TTYP_MESSAGE, did, pv, pid, priv, 4))
-            if cause == F.TTYPE_DISALLOWED:
+            if cause == C.TTYPE_DISALLOWED:
                 respond(PRG_INVALID_REQUEST, prpr)
             else:
                 respond(PRG_RESPONSE_FAILURE, True)

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from typing import Final
 
+from iommusim.bits.riscv import causes as C
+from iommusim.bits.riscv.queues import FaultRecord
 from iommusim.bits.riscv.regs import FCTL_GXL, MODE_BARE, MODE_OFF, cap
 from iommusim.bits.riscv.structures import DC_TC, MSIPTE_BASIC, MSIPTE_MRIF
 from iommusim.hw.riscv import faults as F
 from iommusim.hw.riscv.ats import ats_response
 from iommusim.hw.riscv.context import DeviceContext
 from iommusim.hw.riscv.faultq import FaultQueue
-from iommusim.hw.riscv.faults import FaultRecord, TranslationFault
+from iommusim.hw.riscv.faults import TranslationFault
 from iommusim.hw.riscv.iotlb import IotlbEntry
 from iommusim.hw.riscv.params import RiscvIommuParams
 from iommusim.hw.riscv.regs import Registers
@@ -131,7 +133,7 @@ class Translator:
         cause (riscv-iommu: "Fault/Event-Queue (FQ)", the "Reported if DTF is 1?" column)."""
         self.last_fault = rec
         dc = self.last_dc
-        if dc is None or not dc.tc & _TC_DTF or rec.cause in F.DTF_REPORTED:
+        if dc is None or not dc.tc & _TC_DTF or rec.cause in C.DTF_REPORTED:
             self._fq.report(rec)
 
     def walk(
@@ -156,10 +158,10 @@ class Translator:
         regs = self.regs
         mode = regs.ddtp & 0xF
         if mode == MODE_OFF:
-            raise TranslationFault(F.ALL_DISALLOWED)
+            raise TranslationFault(C.ALL_DISALLOWED)
         if mode == MODE_BARE:
             if at != AT_UNTRANSLATED:
-                raise TranslationFault(F.TTYPE_DISALLOWED)
+                raise TranslationFault(C.TTYPE_DISALLOWED)
             return iova, 0, 12
         eng = self.engine
         acc = F.ACC_EXEC if executes else (F.ACC_WRITE if writes else F.ACC_READ)

@@ -29,12 +29,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Final, Literal, NamedTuple, TypeVar
 
+from iommusim.bits.riscv import causes as C
 from iommusim.bits.riscv.pgtable import FIRST_STAGE_FORMATS, G_STAGE_FORMATS, SV39
 from iommusim.bits.riscv.regs import MODE_1LVL, MODE_2LVL, MODE_3LVL, cap
 from iommusim.bits.riscv.structures import DDTE, PDTE
 from iommusim.errors import BusError
 from iommusim.hw.pgtable.walk import AdUpdate, PteRead, Walker, swap32, swap64
-from iommusim.hw.riscv import faults as F
 from iommusim.hw.riscv.context import (
     PD_PID_BITS,
     TC_DPE,
@@ -281,7 +281,7 @@ class TranslationEngine:
         # riscv-iommu: "Process to translate an IOVA" step 5: device_id wider than the mode
         # (a non-zero DDI[2], or DDI[1] with one level).
         if did & self._did_wide[mode]:
-            raise TranslationFault(F.TTYPE_DISALLOWED)
+            raise TranslationFault(C.TTYPE_DISALLOWED)
         # A DDTC hit is the common case: _Lru.lookup inlined.
         ddtc = self.ddtc
         cached = ddtc.get(did)
@@ -307,20 +307,20 @@ class TranslationEngine:
         i = levels - 1
         while i > 0:
             pa = a + ddi[i] * 8
-            ddte = self._ld64(pa, be, F.DDT_LOAD_FAULT, F.DDT_CORRUPTION)
+            ddte = self._ld64(pa, be, C.DDT_LOAD_FAULT, C.DDT_CORRUPTION)
             if hpm is not None:
                 self.regs.hpm_count(5, *hpm)
             if trace is not None:
                 trace.append(DdteRead(i, pa, ddte))
             if not ddte & 1:
-                raise TranslationFault(F.DDT_INVALID)
+                raise TranslationFault(C.DDT_INVALID)
             if ddte & _DDTE_RSVD:
-                raise TranslationFault(F.DDT_MISCONFIGURED)
+                raise TranslationFault(C.DDT_MISCONFIGURED)
             i -= 1
             a = (ddte >> _DDTE_PPN_SHIFT & _PPN_MASK) << 12
         pa = a + ddi[0] * dc_size
         words = tuple(
-            self._ld64(pa + 8 * k, be, F.DDT_LOAD_FAULT, F.DDT_CORRUPTION)
+            self._ld64(pa + 8 * k, be, C.DDT_LOAD_FAULT, C.DDT_CORRUPTION)
             for k in range(dc_size // 8)
         )
         if hpm is not None:
@@ -329,12 +329,12 @@ class TranslationEngine:
         if trace is not None:
             trace.append(DcRead(pa, words))
         if not dc.tc & TC_V:
-            raise TranslationFault(F.DDT_INVALID)
+            raise TranslationFault(C.DDT_INVALID)
         why = dc_misconfigured(self.p, self.regs.fctl, dc)
         if why is not None:
             if trace is not None:
                 trace.append(Misconfigured("dc", why))
-            raise TranslationFault(F.DDT_MISCONFIGURED)
+            raise TranslationFault(C.DDT_MISCONFIGURED)
         self.ddtc.insert(did, dc)
         return dc
 
@@ -362,36 +362,36 @@ class TranslationEngine:
             if dc.g_mode:
                 # PDT accesses are implicit reads translated by the G-stage; its access
                 # faults are reported as 265 and corruption as 269.
-                spa = self.g_stage(dc, a, acc, 1, False, F.PDT_LOAD_FAULT, F.PDT_CORRUPTION)[0]
+                spa = self.g_stage(dc, a, acc, 1, False, C.PDT_LOAD_FAULT, C.PDT_CORRUPTION)[0]
             else:
                 spa = a
             if i == 0:
                 break
-            pdte = self._ld64(spa, be, F.PDT_LOAD_FAULT, F.PDT_CORRUPTION)
+            pdte = self._ld64(spa, be, C.PDT_LOAD_FAULT, C.PDT_CORRUPTION)
             if hpm is not None:
                 self.regs.hpm_count(6, *hpm)
             if trace is not None:
                 trace.append(PdteRead(i, a, spa, pdte))
             if not pdte & 1:
-                raise TranslationFault(F.PDT_INVALID)
+                raise TranslationFault(C.PDT_INVALID)
             if pdte & _PDTE_RSVD:
-                raise TranslationFault(F.PDT_MISCONFIGURED)
+                raise TranslationFault(C.PDT_MISCONFIGURED)
             i -= 1
             a = (pdte >> _DDTE_PPN_SHIFT & _PPN_MASK) << 12
-        ta = self._ld64(spa, be, F.PDT_LOAD_FAULT, F.PDT_CORRUPTION)
-        fsc = self._ld64(spa + 8, be, F.PDT_LOAD_FAULT, F.PDT_CORRUPTION)
+        ta = self._ld64(spa, be, C.PDT_LOAD_FAULT, C.PDT_CORRUPTION)
+        fsc = self._ld64(spa + 8, be, C.PDT_LOAD_FAULT, C.PDT_CORRUPTION)
         if hpm is not None:
             self.regs.hpm_count(6, *hpm)
         pc = ProcessContext(ta, fsc)
         if trace is not None:
             trace.append(PcRead(a, spa, ta, fsc))
         if not ta & 1:
-            raise TranslationFault(F.PDT_INVALID)
+            raise TranslationFault(C.PDT_INVALID)
         why = pc_misconfigured(self.p, dc.sxl, pc)
         if why is not None:
             if trace is not None:
                 trace.append(Misconfigured("pc", why))
-            raise TranslationFault(F.PDT_MISCONFIGURED)
+            raise TranslationFault(C.PDT_MISCONFIGURED)
         self.pdtc.insert(key, pc)
         return pc
 
@@ -404,7 +404,7 @@ class TranslationEngine:
         implicit: int,
         ats: bool,
         af_cause: int = -1,
-        corr_cause: int = F.PT_CORRUPTION,
+        corr_cause: int = C.PT_CORRUPTION,
         reads: bool = True,
         writes: bool = False,
         executes: bool = False,
@@ -424,13 +424,13 @@ class TranslationEngine:
             # UNSPECIFIED by riscv-iommu: "Features-control register (fctl)") names a mode the
             # current GXL does not have: the DC is misconfigured now ("Device-context
             # configuration checks").
-            raise TranslationFault(F.DDT_MISCONFIGURED)
-        gpf = F.GUEST_PAGE_FAULT[acc]
+            raise TranslationFault(C.DDT_MISCONFIGURED)
+        gpf = C.GUEST_PAGE_FAULT[acc]
         iotval2 = (gpa & ~3) | implicit
         if gpa >> w.va_bits:
             raise TranslationFault(gpf, iotval2)
         if af_cause < 0:
-            af_cause = F.ACCESS_FAULT[acc]
+            af_cause = C.ACCESS_FAULT[acc]
         be = bool(fctl & 1)
         trace = self.trace
         # HPM event 8, "Second-stage Page Table Walks": one per G-stage PTE loaded, for the
@@ -464,7 +464,7 @@ class TranslationEngine:
             if not dc.gade:
                 raise TranslationFault(gpf, iotval2)
             new = pte | _A | (perms & _D)
-            w.update_ad(pa, pte, new, be, F.ACCESS_FAULT[acc], F.PT_CORRUPTION, trace, "g")
+            w.update_ad(pa, pte, new, be, C.ACCESS_FAULT[acc], C.PT_CORRUPTION, trace, "g")
             pte = new
         if not ats and not pte & _D:
             perms &= ~P_W  # W counts as granted (for the IOTLB) only on a dirty page
@@ -539,8 +539,8 @@ class TranslationEngine:
             # not one this DC's SXL has -- the PC is misconfigured for it (riscv-iommu:
             # "Process-context configuration checks"). A DC's own iosatp mode is checked
             # with its SXL, so only a PC's can miss.
-            raise TranslationFault(F.PDT_MISCONFIGURED)
-        pf = F.PAGE_FAULT[acc]
+            raise TranslationFault(C.PDT_MISCONFIGURED)
+        pf = C.PAGE_FAULT[acc]
         top = iova >> w.in_shift
         if top and top != w.in_top:
             raise TranslationFault(pf)
@@ -556,7 +556,7 @@ class TranslationEngine:
 
         # HPM event 7, "First-stage Page Table Walks": one per first-stage PTE loaded.
         count = None if self.hpm is None else self._counter(7)
-        af = F.ACCESS_FAULT[acc]
+        af = C.ACCESS_FAULT[acc]
         out, size_lg2, pte, pa, addr, g = w.walk(
             root_ppn << 12,
             iova,
@@ -565,7 +565,7 @@ class TranslationEngine:
             pf,
             0,
             af,
-            F.PT_CORRUPTION,
+            C.PT_CORRUPTION,
             trace,
             "s1",
             "request",
@@ -581,7 +581,7 @@ class TranslationEngine:
                 # The A/D write to a PTE in guest memory needs W in the G-stage: an implicit
                 # write.
                 pa = self.g_stage(dc, addr, acc, 3, False)[0]
-            w.update_ad(pa, pte, new, be, af, F.PT_CORRUPTION, trace, "s1")
+            w.update_ad(pa, pte, new, be, af, C.PT_CORRUPTION, trace, "s1")
             pte = new
         if not ats and not pte & _D:
             perms &= ~P_W  # W counts as granted (for the IOTLB) only on a dirty page
@@ -610,23 +610,23 @@ class TranslationEngine:
             mask ^= low
         pa = (dc.msiptp_ppn << 12) | (idx * 16)
         be = bool(self.regs.fctl & 1)
-        w0 = self._ld64(pa, be, F.MSI_PTE_LOAD_FAULT, F.MSI_PT_CORRUPTION)
-        w1 = self._ld64(pa + 8, be, F.MSI_PTE_LOAD_FAULT, F.MSI_PT_CORRUPTION)
+        w0 = self._ld64(pa, be, C.MSI_PTE_LOAD_FAULT, C.MSI_PT_CORRUPTION)
+        w1 = self._ld64(pa + 8, be, C.MSI_PTE_LOAD_FAULT, C.MSI_PT_CORRUPTION)
         if self.trace is not None:
             self.trace.append(MsiPteRead(gpa, idx, pa, w0, w1))
         if not w0 & 1:
-            raise TranslationFault(F.MSI_PTE_INVALID)
+            raise TranslationFault(C.MSI_PTE_INVALID)
         m = w0 >> 1 & 3
         if m == 3:
             if w0 & (0x7F << 3 | 0x1FF << 54) or w1:
-                raise TranslationFault(F.MSI_PTE_MISCONFIGURED)
+                raise TranslationFault(C.MSI_PTE_MISCONFIGURED)
         elif m == 1:
             if not self.p.has(cap.MSI_MRIF):
-                raise TranslationFault(F.MSI_PTE_MISCONFIGURED)
+                raise TranslationFault(C.MSI_PTE_MISCONFIGURED)
             if w0 & (0xF << 3 | 0x1FF << 54) or w1 & (0x3F << 54 | 0x7 << 61):
-                raise TranslationFault(F.MSI_PTE_MISCONFIGURED)
+                raise TranslationFault(C.MSI_PTE_MISCONFIGURED)
         else:
-            raise TranslationFault(F.MSI_PTE_MISCONFIGURED)
+            raise TranslationFault(C.MSI_PTE_MISCONFIGURED)
         return w0, w1
 
     # ------------------------------------------------------------------ whole process
@@ -640,13 +640,13 @@ class TranslationEngine:
         """
         tc = dc.tc
         if at != AT_UNTRANSLATED and not tc & TC_EN_ATS:
-            raise TranslationFault(F.TTYPE_DISALLOWED)
+            raise TranslationFault(C.TTYPE_DISALLOWED)
         pdtv = tc & TC_PDTV
         if pv:
             if not pdtv:
-                raise TranslationFault(F.TTYPE_DISALLOWED)
+                raise TranslationFault(C.TTYPE_DISALLOWED)
             if dc.fsc_mode and pid >> PD_PID_BITS[dc.fsc_mode]:
-                raise TranslationFault(F.TTYPE_DISALLOWED)
+                raise TranslationFault(C.TTYPE_DISALLOWED)
         if at == AT_TRANSLATED:
             return None, 0, 0, 0
         if not pdtv:
@@ -659,7 +659,7 @@ class TranslationEngine:
             return None, 0, 0, 0
         pc = self.process_context(dc, pid, acc)
         if priv and not pc.ens:
-            raise TranslationFault(F.TTYPE_DISALLOWED)
+            raise TranslationFault(C.TTYPE_DISALLOWED)
         return pc, pc.mode, pc.ppn, pc.pscid
 
     @staticmethod

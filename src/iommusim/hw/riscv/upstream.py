@@ -19,10 +19,11 @@ from __future__ import annotations
 from typing import Final
 
 from iommusim.bits.pcie import CPL_CA, CPL_SC, CPL_UR
+from iommusim.bits.riscv.queues import FaultRecord
 from iommusim.bits.riscv.regs import OFF_CQT, REGISTERS_SIZE
 from iommusim.errors import BusError
 from iommusim.hw.common.upstream import InvalidateRequest, PrgResponse, TranslationCompletion
-from iommusim.hw.riscv.faults import CORRUPTION_CAUSES, FaultRecord
+from iommusim.hw.riscv.faults import CORRUPTION_CAUSES
 from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.mrif import MRIF_FAULT, MRIF_UNSUPPORTED
 from iommusim.hw.riscv.transaction import STATUS_CA, Message, Request
