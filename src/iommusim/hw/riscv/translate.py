@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any, Final, Literal, NamedTuple
 
 from iommusim.bits.riscv.pgtable import FIRST_STAGE_FORMATS, G_STAGE_FORMATS, SV39
-from iommusim.bits.riscv.structures import DDTE, PDTE
+from iommusim.bits.riscv.structures import DDTE, MSIPTE_BASIC, MSIPTE_MRIF, PDTE
 from iommusim.errors import BusError
 from iommusim.hw.pgtable.walk import AdUpdate, PteRead, Walker, swap32, swap64
 from iommusim.hw.riscv import faults as F
@@ -93,6 +93,11 @@ _DDTE_PPN_SHIFT: Final = DDTE["ppn"].lsb
 _PPN_MASK: Final = DDTE.mask("ppn") >> _DDTE_PPN_SHIFT
 _DDTE_RSVD: Final = DDTE.reserved_mask
 _PDTE_RSVD: Final = PDTE.reserved_mask
+# MSI PTE bits that must be zero (AIA: "MSI page-table entry" basic and MRIF modes; the
+# second doubleword of a basic-mode PTE is reserved whole).
+_MSIPTE_BASIC_RSVD: Final = MSIPTE_BASIC.reserved_mask
+_MSIPTE_MRIF_RSVD_W0: Final = MSIPTE_MRIF.reserved_mask & (1 << 64) - 1
+_MSIPTE_MRIF_RSVD_W1: Final = MSIPTE_MRIF.reserved_mask >> 64
 
 # Which access a G-stage walk serves, by ``implicit`` (0: the request's own GPA, 1: an implicit
 # read of a structure, 3: the implicit write of a first-stage A/D update).
@@ -607,12 +612,12 @@ class TranslationEngine:
             raise TranslationFault(F.MSI_PTE_INVALID)
         m = w0 >> 1 & 3
         if m == 3:
-            if w0 & (0x7F << 3 | 0x1FF << 54) or w1:
+            if w0 & _MSIPTE_BASIC_RSVD or w1:
                 raise TranslationFault(F.MSI_PTE_MISCONFIGURED)
         elif m == 1:
             if not self.p.has(cap.MSI_MRIF):
                 raise TranslationFault(F.MSI_PTE_MISCONFIGURED)
-            if w0 & (0xF << 3 | 0x1FF << 54) or w1 & (0x3F << 54 | 0x7 << 61):
+            if w0 & _MSIPTE_MRIF_RSVD_W0 or w1 & _MSIPTE_MRIF_RSVD_W1:
                 raise TranslationFault(F.MSI_PTE_MISCONFIGURED)
         else:
             raise TranslationFault(F.MSI_PTE_MISCONFIGURED)
