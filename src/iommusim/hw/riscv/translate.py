@@ -103,12 +103,22 @@ _MSIPTE_MRIF_RSVD_W1: Final = MSIPTE_MRIF.reserved_mask >> 64
 # read of a structure, 3: the implicit write of a first-stage A/D update).
 Served = Literal["request", "implicit-read", "implicit-write"]
 _SERVED: Final[tuple[Served, ...]] = ("request", "implicit-read", "request", "implicit-write")
-# Request bits of a leaf permission check (with P_R/P_W/P_X for reads, writes, executes).
-_Q_NW: Final = 1 << 8
-_Q_ATS: Final = 1 << 9
-_Q_PRIV: Final = 1 << 10
-_Q_SUM: Final = 1 << 11
-_Q_HWAD: Final = 1 << 12
+# Request bits of a leaf permission check (see TranslationEngine._grant), as bit numbers so
+# that a request's bools shift into place without a branch: its access at the PTE's R/W/X
+# positions, then ATS NW, ATS, its privilege, PC.ta.SUM and whether the stage updates A/D.
+_QB_R: Final = SV39.pte["r"].lsb
+_QB_W: Final = SV39.pte["w"].lsb
+_QB_X: Final = SV39.pte["x"].lsb
+_QB_NW: Final = 8
+_QB_ATS: Final = 9
+_QB_PRIV: Final = 10
+_QB_SUM: Final = 11
+_QB_HWAD: Final = 12
+_Q_NW: Final = 1 << _QB_NW
+_Q_ATS: Final = 1 << _QB_ATS
+_Q_PRIV: Final = 1 << _QB_PRIV
+_Q_SUM: Final = 1 << _QB_SUM
+_Q_HWAD: Final = 1 << _QB_HWAD
 
 
 class DdteRead(NamedTuple):
@@ -168,31 +178,6 @@ class Misconfigured(NamedTuple):
 TraceRecord = (
     DdteRead | DcRead | PdteRead | PcRead | MsiPteRead | Misconfigured | PteRead | AdUpdate
 )
-
-
-def _request_bits(
-    reads: bool,
-    writes: bool,
-    executes: bool,
-    nw: bool,
-    ats: bool,
-    hwad: bool,
-    priv: bool,
-    sum_: bool,
-) -> int:
-    """A request as the bits of a leaf permission check (see :meth:`TranslationEngine._grant`):
-    its access (P_R/P_W/P_X), ATS and NW, whether the stage updates A/D in hardware, its
-    privilege and PC.ta.SUM."""
-    return (
-        (P_R if reads else 0)
-        | (P_W if writes else 0)
-        | (P_X if executes else 0)
-        | (_Q_NW if nw else 0)
-        | (_Q_ATS if ats else 0)
-        | (_Q_HWAD if hwad else 0)
-        | (_Q_PRIV if priv else 0)
-        | (_Q_SUM if sum_ else 0)
-    )
 
 
 def _fault(cause: int, iotval2: int) -> Exception:
@@ -452,7 +437,14 @@ class TranslationEngine:
             perms = (pte & _PERMS) | (_D if implicit == 3 else 0)
         else:
             # G-stage translation treats every access as a user access (priv = 0).
-            q = _request_bits(reads, writes, executes, nw, ats, dc.gade, False, False)
+            q = (
+                reads << _QB_R
+                | writes << _QB_W
+                | executes << _QB_X
+                | nw << _QB_NW
+                | ats << _QB_ATS
+                | dc.gade << _QB_HWAD
+            )
             perms = self._grant(pte, q, gpf, iotval2)
         if not pte & _A or (perms & _D and not pte & _D):
             if not dc.gade:
@@ -565,7 +557,16 @@ class TranslationEngine:
             "request",
             count,
         )
-        q = _request_bits(reads, writes, executes, nw, ats, dc.sade, priv, sum_)
+        q = (
+            reads << _QB_R
+            | writes << _QB_W
+            | executes << _QB_X
+            | nw << _QB_NW
+            | ats << _QB_ATS
+            | dc.sade << _QB_HWAD
+            | priv << _QB_PRIV
+            | sum_ << _QB_SUM
+        )
         perms = self._grant(pte, q, pf, 0)
         if not pte & _A or (perms & _D and not pte & _D):
             if not dc.sade:
