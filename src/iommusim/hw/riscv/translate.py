@@ -437,14 +437,8 @@ class TranslationEngine:
             perms = (pte & _PERMS) | (_D if implicit == 3 else 0)
         else:
             # G-stage translation treats every access as a user access (priv = 0).
-            q = (
-                reads << _QB_R
-                | writes << _QB_W
-                | executes << _QB_X
-                | nw << _QB_NW
-                | ats << _QB_ATS
-                | dc.gade << _QB_HWAD
-            )
+            q = reads << _QB_R | writes << _QB_W | executes << _QB_X | nw << _QB_NW
+            q |= ats << _QB_ATS | dc.gade << _QB_HWAD
             perms = self._grant(pte, q, gpf, iotval2)
         if not pte & _A or (perms & _D and not pte & _D):
             if not dc.gade:
@@ -557,16 +551,8 @@ class TranslationEngine:
             "request",
             count,
         )
-        q = (
-            reads << _QB_R
-            | writes << _QB_W
-            | executes << _QB_X
-            | nw << _QB_NW
-            | ats << _QB_ATS
-            | dc.sade << _QB_HWAD
-            | priv << _QB_PRIV
-            | sum_ << _QB_SUM
-        )
+        q = reads << _QB_R | writes << _QB_W | executes << _QB_X | nw << _QB_NW
+        q |= ats << _QB_ATS | dc.sade << _QB_HWAD | priv << _QB_PRIV | sum_ << _QB_SUM
         perms = self._grant(pte, q, pf, 0)
         if not pte & _A or (perms & _D and not pte & _D):
             if not dc.sade:
