@@ -11,10 +11,9 @@ from collections.abc import Callable
 
 import pytest
 
-from iommusim.bits.riscv.pgtable import PTE
+from iommusim.bits.riscv.pgtable import FIRST_STAGE_FORMATS, G_STAGE_FORMATS, PTE
 from iommusim.bits.riscv.structures import DC_FSC, DC_IOHGATP
 from iommusim.errors import Exists, InvalidArgument, ModelError, NotSupported, OutOfMemory
-from iommusim.hw.riscv.context import G_MODES_GXL0, S1_MODES_SXL0
 from iommusim.mem import SparseMemory
 from iommusim.sw.pages import PageAllocator
 from iommusim.sw.pgtable import FORMATS, IotlbGather, RiscvPageTable, RiscvPtFormat
@@ -60,8 +59,15 @@ def leaves(pt: RiscvPageTable) -> list[tuple[int, int, int]]:
 def test_formats_match_the_walker_mode_tables(name: str) -> None:
     """riscv-iommu: "Encodings of iosatp.MODE field" / "Encodings of iohgatp.MODE field"."""
     f = FORMATS[name]
-    levels, bits, ptesz, va_bits = (G_MODES_GXL0 if f.gstage else S1_MODES_SXL0)[f.mode]
+    walked = (G_STAGE_FORMATS if f.gstage else FIRST_STAGE_FORMATS)[0][f.mode]
+    levels, bits, ptesz, va_bits = (
+        walked.levels,
+        walked.index_bits[0],
+        walked.pte_bytes,
+        walked.va_bits,
+    )
     assert (f.levels, bits, ptesz, f.va_bits) == (levels, 9, 8, va_bits)
+    assert f.pt is walked
     assert f.root_order == (2 if f.gstage else 0)
 
 

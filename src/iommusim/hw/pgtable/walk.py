@@ -85,6 +85,8 @@ class Walker:
         "_d",
         "_g",
         "_imasks",
+        "_k",
+        "_leaf_k",
         "_mem",
         "_mt_mask",
         "_mt_rsvd",
@@ -149,6 +151,28 @@ class Walker:
         self._napot_val = (1 << fmt.napot_order) >> 1
         self._napot_size = (1 << (fmt.page_shift + fmt.napot_order)) - 1
         self._super_check = fmt.misaligned_superpage_faults
+        self._k = (
+            self._words,
+            self._pte_bytes,
+            self._shifts,
+            self._imasks,
+            self._tmask,
+            self._v,
+            self._g,
+            self._oa_shift,
+            self._oa_width,
+            self._page_shift,
+            fmt.levels - 1,
+        )
+        self._leaf_k = (
+            self._nonleaf_bad,
+            self._rw,
+            self._w_only,
+            self._rsvd,
+            self._mt_mask,
+            self._napot,
+            self._super_check,
+        )
         #: The input-address rule as two ints (for the caller's hot path): ``va >> in_shift``
         #: must be 0 or ``in_top`` (-1 when the bits above the format must be zero).
         self.va_bits = fmt.va_bits
@@ -189,17 +213,10 @@ class Walker:
         the leaf's page, the leaf PTE, where it was read and its untranslated address, and
         the global bits of every entry on the way ORed together.
         """
-        words = self._words
-        ptesz = self._pte_bytes
-        shifts = self._shifts
-        imasks = self._imasks
-        tmask = self._tmask
-        v = self._v
-        gmask = self._g
-        oa_shift = self._oa_shift
-        oa_width = self._oa_width
-        ps = self._page_shift
-        i = len(shifts) - 1
+        # One unpack instead of an attribute load per constant (the hot path).
+        (words, ptesz, shifts, imasks, tmask, v, gmask, oa_shift, oa_width, ps, top) = self._k
+        nonleaf_bad, rw, w_only, rsvd, mt_mask, napot, super_check = self._leaf_k
+        i = top
         a = root_pa
         g = 0
         while True:
@@ -219,7 +236,7 @@ class Walker:
             # Every malformed entry is the same fault, so the checks are merged: the leaf
             # rule's pointer pattern leads to the next level.
             if pte & tmask == v:
-                if pte & self._nonleaf_bad:
+                if pte & nonleaf_bad:
                     raise self.fault(cause, info)
                 g |= pte & gmask
                 i -= 1
@@ -227,20 +244,20 @@ class Walker:
                     raise self.fault(cause, info)
                 a = (pte >> oa_shift & oa_width) << ps
                 continue
-            if not pte & v or (pte & self._rw) == self._w_only or pte & self._rsvd:
+            if not pte & v or (pte & rw) == w_only or pte & rsvd:
                 raise self.fault(cause, info)
             break
-        if pte & self._mt_mask and (pte & self._mt_mask) >> self._mt_shift in self._mt_rsvd:
+        if pte & mt_mask and (pte & mt_mask) >> self._mt_shift in self._mt_rsvd:
             raise self.fault(cause, info)
         ppn = pte >> oa_shift & oa_width
         size_lg2 = shifts[i]
-        if pte & self._napot:
+        if pte & napot:
             # A NAPOT leaf is only defined at level 0, its size encoded in the page number.
             if i or ppn & self._napot_low != self._napot_val:
                 raise self.fault(cause, info)
             out = ((ppn & ~self._napot_low) << ps) | (va & self._napot_size)
         else:
-            if self._super_check and ppn & ((1 << (size_lg2 - ps)) - 1):
+            if super_check and ppn & ((1 << (size_lg2 - ps)) - 1):
                 raise self.fault(cause, info)  # misaligned superpage
             mask = (1 << size_lg2) - 1
             out = ((ppn << ps) & ~mask) | (va & mask)

@@ -22,15 +22,9 @@ from iommusim.hw.riscv.params import RiscvIommuParams
 
 __all__ = ["DeviceContext", "ProcessContext", "dc_misconfigured", "pc_misconfigured"]
 
-# iosatp / PC.fsc.MODE values (one table per SXL, since the encodings alias: Sv32 and Sv39
-# are both 8) -> (levels, VPN bits per level, PTE bytes, VA bits).
-S1_SV32: Final = (2, 10, 4, 32)
-S1_MODES_SXL0: Final = {8: (3, 9, 8, 39), 9: (4, 9, 8, 48), 10: (5, 9, 8, 57)}
-S1_MODES_SXL1: Final = {8: S1_SV32}
-# iohgatp.MODE per fctl.GXL -> (levels, VPN bits, PTE bytes, GPA bits).
-G_MODES_GXL0: Final = {8: (3, 9, 8, 41), 9: (4, 9, 8, 50), 10: (5, 9, 8, 59)}
-G_MODES_GXL1: Final = {8: (2, 10, 4, 34)}
-
+# The page-table format of each iosatp / iohgatp MODE (per SXL / GXL, since the encodings
+# alias: Sv32 and Sv39 are both 8) is in iommusim.bits.riscv.pgtable (FIRST_STAGE_FORMATS,
+# G_STAGE_FORMATS); these are the capability bits that enable each with SXL / GXL = 0.
 _S1_CAP_SXL0: Final = {8: cap.SV39, 9: cap.SV48, 10: cap.SV57}
 _G_CAP_GXL0: Final = {8: cap.SV39X4, 9: cap.SV48X4, 10: cap.SV57X4}
 

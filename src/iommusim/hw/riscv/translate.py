@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Final, Literal, NamedTuple, TypeVar
 from iommusim.bits.riscv import causes as C
 from iommusim.bits.riscv.pgtable import FIRST_STAGE_FORMATS, G_STAGE_FORMATS, SV39
 from iommusim.bits.riscv.regs import MODE_1LVL, MODE_2LVL, MODE_3LVL, cap
-from iommusim.bits.riscv.structures import DDTE, PDTE
+from iommusim.bits.riscv.structures import DDTE, MSIPTE_BASIC, MSIPTE_MRIF, PDTE
 from iommusim.errors import BusError
 from iommusim.hw.pgtable.walk import AdUpdate, PteRead, Walker, swap32, swap64
 from iommusim.hw.riscv.context import (
@@ -98,17 +98,32 @@ _DDTE_PPN_SHIFT: Final = DDTE["ppn"].lsb
 _PPN_MASK: Final = DDTE.mask("ppn") >> _DDTE_PPN_SHIFT
 _DDTE_RSVD: Final = DDTE.reserved_mask
 _PDTE_RSVD: Final = PDTE.reserved_mask
+# MSI PTE bits that must be zero (AIA: "MSI page-table entry" basic and MRIF modes; the
+# second doubleword of a basic-mode PTE is reserved whole).
+_MSIPTE_BASIC_RSVD: Final = MSIPTE_BASIC.reserved_mask
+_MSIPTE_MRIF_RSVD_W0: Final = MSIPTE_MRIF.reserved_mask & (1 << 64) - 1
+_MSIPTE_MRIF_RSVD_W1: Final = MSIPTE_MRIF.reserved_mask >> 64
 
 # Which access a G-stage walk serves, by ``implicit`` (0: the request's own GPA, 1: an implicit
 # read of a structure, 3: the implicit write of a first-stage A/D update).
 Served = Literal["request", "implicit-read", "implicit-write"]
 _SERVED: Final[tuple[Served, ...]] = ("request", "implicit-read", "request", "implicit-write")
-# Request bits of a leaf permission check (with P_R/P_W/P_X for reads, writes, executes).
-_Q_NW: Final = 1 << 8
-_Q_ATS: Final = 1 << 9
-_Q_PRIV: Final = 1 << 10
-_Q_SUM: Final = 1 << 11
-_Q_HWAD: Final = 1 << 12
+# Request bits of a leaf permission check (see TranslationEngine._grant), as bit numbers so
+# that a request's bools shift into place without a branch: its access at the PTE's R/W/X
+# positions, then ATS NW, ATS, its privilege, PC.ta.SUM and whether the stage updates A/D.
+_QB_R: Final = SV39.pte["r"].lsb
+_QB_W: Final = SV39.pte["w"].lsb
+_QB_X: Final = SV39.pte["x"].lsb
+_QB_NW: Final = 8
+_QB_ATS: Final = 9
+_QB_PRIV: Final = 10
+_QB_SUM: Final = 11
+_QB_HWAD: Final = 12
+_Q_NW: Final = 1 << _QB_NW
+_Q_ATS: Final = 1 << _QB_ATS
+_Q_PRIV: Final = 1 << _QB_PRIV
+_Q_SUM: Final = 1 << _QB_SUM
+_Q_HWAD: Final = 1 << _QB_HWAD
 
 
 class DdteRead(NamedTuple):
@@ -168,31 +183,6 @@ class Misconfigured(NamedTuple):
 TraceRecord = (
     DdteRead | DcRead | PdteRead | PcRead | MsiPteRead | Misconfigured | PteRead | AdUpdate
 )
-
-
-def _request_bits(
-    reads: bool,
-    writes: bool,
-    executes: bool,
-    nw: bool,
-    ats: bool,
-    hwad: bool,
-    priv: bool,
-    sum_: bool,
-) -> int:
-    """A request as the bits of a leaf permission check (see :meth:`TranslationEngine._grant`):
-    its access (P_R/P_W/P_X), ATS and NW, whether the stage updates A/D in hardware, its
-    privilege and PC.ta.SUM."""
-    return (
-        (P_R if reads else 0)
-        | (P_W if writes else 0)
-        | (P_X if executes else 0)
-        | (_Q_NW if nw else 0)
-        | (_Q_ATS if ats else 0)
-        | (_Q_HWAD if hwad else 0)
-        | (_Q_PRIV if priv else 0)
-        | (_Q_SUM if sum_ else 0)
-    )
 
 
 def _fault(cause: int, iotval2: int) -> Exception:
@@ -458,7 +448,8 @@ class TranslationEngine:
             perms = (pte & _PERMS) | (_D if implicit == 3 else 0)
         else:
             # G-stage translation treats every access as a user access (priv = 0).
-            q = _request_bits(reads, writes, executes, nw, ats, dc.gade, False, False)
+            q = reads << _QB_R | writes << _QB_W | executes << _QB_X | nw << _QB_NW
+            q |= ats << _QB_ATS | dc.gade << _QB_HWAD
             perms = self._grant(pte, q, gpf, iotval2)
         if not pte & _A or (perms & _D and not pte & _D):
             if not dc.gade:
@@ -571,7 +562,8 @@ class TranslationEngine:
             "request",
             count,
         )
-        q = _request_bits(reads, writes, executes, nw, ats, dc.sade, priv, sum_)
+        q = reads << _QB_R | writes << _QB_W | executes << _QB_X | nw << _QB_NW
+        q |= ats << _QB_ATS | dc.sade << _QB_HWAD | priv << _QB_PRIV | sum_ << _QB_SUM
         perms = self._grant(pte, q, pf, 0)
         if not pte & _A or (perms & _D and not pte & _D):
             if not dc.sade:
@@ -618,12 +610,12 @@ class TranslationEngine:
             raise TranslationFault(C.MSI_PTE_INVALID)
         m = w0 >> 1 & 3
         if m == 3:
-            if w0 & (0x7F << 3 | 0x1FF << 54) or w1:
+            if w0 & _MSIPTE_BASIC_RSVD or w1:
                 raise TranslationFault(C.MSI_PTE_MISCONFIGURED)
         elif m == 1:
             if not self.p.has(cap.MSI_MRIF):
                 raise TranslationFault(C.MSI_PTE_MISCONFIGURED)
-            if w0 & (0xF << 3 | 0x1FF << 54) or w1 & (0x3F << 54 | 0x7 << 61):
+            if w0 & _MSIPTE_MRIF_RSVD_W0 or w1 & _MSIPTE_MRIF_RSVD_W1:
                 raise TranslationFault(C.MSI_PTE_MISCONFIGURED)
         else:
             raise TranslationFault(C.MSI_PTE_MISCONFIGURED)

@@ -1,12 +1,17 @@
 """Page-table writers for the formats the IOMMU models walk (after Linux io-pgtable).
 
-:class:`RiscvPageTable` writes RISC-V Sv39/48/57 first-stage and Sv39x4/48x4/57x4 G-stage
-tables; unmaps report what to invalidate through an :class:`IotlbGather`.
+:class:`RadixPageTable` is the one radix writer, driven by a
+:class:`~iommusim.bits.pgformat.PtFormat` descriptor and an architecture's :class:`LeafCodec`,
+reporting IOTLB maintenance through :class:`FlushOps` callbacks (:class:`GatherFlush` by
+default) and unmaps through an :class:`IotlbGather`. :class:`RiscvPageTable` is its RISC-V
+instance: Sv39/48/57 first-stage and Sv39x4/48x4/57x4 G-stage tables, with
+:func:`riscv_atp` for the ``iosatp`` / ``iohgatp`` that points at one.
 """
 
 from __future__ import annotations
 
 from iommusim.sw.pgtable.gather import IotlbGather
+from iommusim.sw.pgtable.radix import FlushOps, GatherFlush, LeafCodec, RadixPageTable
 from iommusim.sw.pgtable.riscv import (
     FORMATS,
     SV39,
@@ -15,8 +20,10 @@ from iommusim.sw.pgtable.riscv import (
     SV48X4,
     SV57,
     SV57X4,
+    RiscvLeafCodec,
     RiscvPageTable,
     RiscvPtFormat,
+    riscv_atp,
 )
 
 __all__ = [
@@ -27,7 +34,13 @@ __all__ = [
     "SV48X4",
     "SV57",
     "SV57X4",
+    "FlushOps",
+    "GatherFlush",
     "IotlbGather",
+    "LeafCodec",
+    "RadixPageTable",
+    "RiscvLeafCodec",
     "RiscvPageTable",
     "RiscvPtFormat",
+    "riscv_atp",
 ]
