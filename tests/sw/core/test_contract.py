@@ -78,6 +78,14 @@ class OtherIommu:
     def domain_alloc_sva(self, dev: Device, mm: Mm) -> Domain:
         raise NotSupported("no SVA")
 
+    def domain_alloc_paging_flags(self, dev: Device, *, nest_parent: bool = False) -> Domain:
+        if nest_parent:
+            raise NotSupported("no second stage")
+        return self.domain_alloc_paging(dev)
+
+    def domain_alloc_nested(self, parent: Domain, fsc: int, pscid: int) -> Domain:
+        raise InvalidArgument("no nesting parent here")
+
     def page_response(self, rid: int, pasid: int | None, grpid: int, code: int) -> None:
         """No page requests without hardware."""
 

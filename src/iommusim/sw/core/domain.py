@@ -83,7 +83,8 @@ class Domain:
         self.pa_limit = 1 << 64
         #: Set by the core once the domain is freed: every later use is refused (ENOENT).
         self.freed = False
-        #: Groups and PASIDs attached (kept by the core): freeing is EBUSY while not 0.
+        #: Groups and PASIDs attached (kept by the core), and domains nested in this one:
+        #: freeing is EBUSY while not 0.
         self.users = 0
         self.cookie: DmaCookie | None = None
         #: Takes the page-request groups of faults on this domain and answers each once

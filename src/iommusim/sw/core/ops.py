@@ -110,4 +110,15 @@ class IommuDriver(Protocol):
 
     def domain_alloc_sva(self, dev: Device, mm: Mm) -> Domain: ...
 
+    def domain_alloc_paging_flags(self, dev: Device, *, nest_parent: bool = False) -> Domain:
+        """A paging domain; with ``nest_parent`` one other domains can nest in (the second
+        stage): NotSupported (EOPNOTSUPP) when the IOMMU has no second stage, OutOfMemory
+        when its tags are exhausted."""
+
+    def domain_alloc_nested(self, parent: Domain, fsc: int, pscid: int) -> Domain:
+        """A DOMAIN_NESTED domain: a first stage the user owns (its table pointer ``fsc``
+        and address-space tag ``pscid``, in the architecture's encoding) inside ``parent``;
+        InvalidArgument (EINVAL) for a parent that is no nesting parent of this IOMMU or user
+        data the hardware would reject."""
+
     def page_response(self, rid: int, pasid: int | None, grpid: int, code: int) -> None: ...

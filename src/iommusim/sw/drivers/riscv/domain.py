@@ -9,17 +9,27 @@ page below a 2 MiB range and one whole-PSCID command above it, then IOFENCE.C
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Final
 
 from iommusim.addr import Iova, PhysAddr
 from iommusim.bits.pcie import inval_payload
 from iommusim.bits.riscv.regs import cap
-from iommusim.errors import InvalidArgument, NoDevice
+from iommusim.errors import InvalidArgument, NoDevice, NotSupported
 from iommusim.sw.core.device import Device
 from iommusim.sw.core.domain import DOMAIN_UNMANAGED, Domain
 from iommusim.sw.drivers.riscv.commands import iotinval_vma
 from iommusim.sw.pgtable.gather import IotlbGather
-from iommusim.sw.pgtable.riscv import SV39, SV48, SV57, RiscvPageTable, RiscvPtFormat
+from iommusim.sw.pgtable.riscv import (
+    SV39,
+    SV39X4,
+    SV48,
+    SV48X4,
+    SV57,
+    SV57X4,
+    RiscvPageTable,
+    RiscvPtFormat,
+)
 
 if TYPE_CHECKING:
     from iommusim.sw.drivers.riscv.driver import RiscvIommuDriver
@@ -27,7 +37,10 @@ if TYPE_CHECKING:
 __all__ = [
     "IOTLB_INVAL_LIMIT",
     "Bond",
+    "Bonded",
     "RiscvPagingDomain",
+    "first_stage_formats",
+    "gstage_format",
     "invalidate_bonds",
     "pgtable_format",
     "unlink_bond",
@@ -41,6 +54,15 @@ _ALL: Final = (1 << 64) - 1
 
 #: A device attached to a domain: its IOMMU, the device, and the PASID (None: the RID).
 Bond = tuple["RiscvIommuDriver", Device, "int | None"]
+
+
+class Bonded(Domain, ABC):
+    """A domain that keeps a bond list: a device leaving it is unlinked (and the domain's
+    tags flushed on that IOMMU once no device of it is left there)."""
+
+    @abstractmethod
+    def bond_unlink(self, dev: Device, pasid: int | None) -> None:
+        """Unlink ``dev``'s bond at ``pasid`` (None: the RID)."""
 
 
 def invalidate_bonds(
@@ -89,15 +111,33 @@ def unlink_bond(pscid: int, bonds: list[Bond], dev: Device, pasid: int | None) -
         drv.sync()
 
 
+def first_stage_formats(caps: int) -> tuple[RiscvPtFormat, ...]:
+    """The Sv39/Sv48/Sv57 first-stage formats the capabilities offer, widest first."""
+    return tuple(
+        fmt
+        for fmt, bit in ((SV57, cap.SV57), (SV48, cap.SV48), (SV39, cap.SV39))
+        if caps >> bit & 1
+    )
+
+
 def pgtable_format(caps: int) -> RiscvPtFormat:
     """The widest first-stage format the capabilities offer (Sv57 > Sv48 > Sv39)."""
-    for fmt, bit in ((SV57, cap.SV57), (SV48, cap.SV48), (SV39, cap.SV39)):
+    have = first_stage_formats(caps)
+    if not have:
+        raise NoDevice("the IOMMU supports no Sv39/Sv48/Sv57 first-stage page table")
+    return have[0]
+
+
+def gstage_format(caps: int) -> RiscvPtFormat:
+    """The widest G-stage format the capabilities offer with ``fctl.GXL`` = 0 (Sv57x4 >
+    Sv48x4 > Sv39x4); EOPNOTSUPP when there is none (riscv-iommu: "iohgatp")."""
+    for fmt, bit in ((SV57X4, cap.SV57X4), (SV48X4, cap.SV48X4), (SV39X4, cap.SV39X4)):
         if caps >> bit & 1:
             return fmt
-    raise NoDevice("the IOMMU supports no Sv39/Sv48/Sv57 first-stage page table")
+    raise NotSupported("the IOMMU supports no Sv39x4/Sv48x4/Sv57x4 G-stage page table")
 
 
-class RiscvPagingDomain(Domain):
+class RiscvPagingDomain(Bonded):
     """A paging domain: a first-stage page table and a PSCID (riscv_iommu_domain)."""
 
     supports_pasid = True
@@ -132,7 +172,7 @@ class RiscvPagingDomain(Domain):
         except BaseException:
             self.bonds.remove(bond)
             raise
-        if isinstance(old, RiscvPagingDomain) and old is not self:
+        if isinstance(old, Bonded) and old is not self:
             old.bond_unlink(dev, None)
 
     def set_dev_pasid(self, dev: Device, pasid: int, old: Domain | None) -> None:

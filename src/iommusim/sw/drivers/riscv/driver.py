@@ -53,7 +53,7 @@ from iommusim.bits.riscv.regs import (
     OFF_MSI_CFG_TBL,
     cap,
 )
-from iommusim.bits.riscv.structures import DC_FSC, DC_TA, DC_TC, PC_TA
+from iommusim.bits.riscv.structures import DC_FSC, DC_IOHGATP, DC_TA, DC_TC, PC_TA
 from iommusim.errors import Busy, InvalidArgument, NoDevice, NotSupported, OutOfMemory
 from iommusim.mem.protocol import PhysicalMemory
 from iommusim.sw.core.device import Device, Fault
@@ -65,11 +65,19 @@ from iommusim.sw.drivers.riscv.commands import (
     ats_prgr,
     iodir_inval_ddt,
     iodir_inval_pdt,
+    iotinval_gvma,
     iotinval_vma,
 )
 from iommusim.sw.drivers.riscv.ddt import DeviceDirectory
-from iommusim.sw.drivers.riscv.domain import RiscvPagingDomain, pgtable_format
+from iommusim.sw.drivers.riscv.domain import (
+    Bonded,
+    RiscvPagingDomain,
+    first_stage_formats,
+    gstage_format,
+    pgtable_format,
+)
 from iommusim.sw.drivers.riscv.mmio import Mmio
+from iommusim.sw.drivers.riscv.nested import RiscvNestedDomain, RiscvNestParentDomain
 from iommusim.sw.drivers.riscv.pdt import PD8, PD17, PD20, PD_PID_BITS, ProcessDirectory
 from iommusim.sw.drivers.riscv.queues import (
     POLL_LIMIT,
@@ -101,9 +109,13 @@ ATS_INVAL_ALL: Final = inval_payload(0, 1 << 64)
 #: iommu_page_response codes (success, invalid, failure) as PCIe PRG Response Codes.
 _PRG_CODES: Final = {0: PRG_SUCCESS, 1: PRG_INVALID_REQUEST, 2: PRG_RESPONSE_FAILURE}
 _FSC_MODE: Final = DC_FSC["mode"]
+_IOHGATP_MODE: Final = DC_IOHGATP["mode"]
+_IOHGATP_GSCID: Final = DC_IOHGATP["gscid"]
 _TA_PSCID: Final = DC_TA["pscid"]
 #: Linux RISCV_IOMMU_MAX_PSCID: PSCIDs come from [1, 2^20 - 1].
 MAX_PSCID: Final = (1 << 20) - 1
+#: GSCIDs come from [1, 2^16 - 1] (riscv-iommu: "iohgatp", GSCID field).
+MAX_GSCID: Final = (1 << DC_IOHGATP["gscid"].width) - 1
 #: Command opcodes the driver's statistics count (riscv-iommu: "IOMMU command opcodes").
 _COUNTED_OPCODES: Final = {1: "iotinval", 3: "iodir"}
 # The driver's interrupt causes in ipsr order, and the vector Linux assigns each of them.
@@ -129,6 +141,7 @@ class _DevState:
     pri: bool = False  # tc.EN_PRI and PRPR, and PRI enabled in the device
     pdt: ProcessDirectory | None = None  # tc.PDTV = DPE = 1: RID traffic uses PC 0
     rid_ctx: tuple[int, int, bool] = (0, 0, False)  # fsc, ta, valid of the RID translation
+    iohgatp: int = 0  # DC.iohgatp of the RID translation (0: no G-stage)
     ats_on: bool = False  # the device's ATS enable bit has been set
 
 
@@ -145,7 +158,7 @@ class _StaticDomain(Domain):
         # faults with "DDT entry not valid" (riscv-iommu cause 258).
         valid = self.type == DOMAIN_IDENTITY
         self.driver.set_rid_context(dev, 0, 0, valid)
-        if isinstance(old, RiscvPagingDomain):
+        if isinstance(old, Bonded):
             old.bond_unlink(dev, None)
 
     def set_dev_pasid(self, dev: Device, pasid: int, old: Domain | None) -> None:
@@ -196,6 +209,8 @@ class RiscvIommuDriver:
         self.fq_entries = fq_entries
         self.pq_entries = pq_entries
         self.pscid_ida = pscid_ida if pscid_ida is not None else Ida(1, MAX_PSCID)
+        #: GSCIDs of nesting parents (riscv-iommu: "iohgatp": a 16-bit GSCID).
+        self.gscid_ida = Ida(1, MAX_GSCID)
         self.identity_domain: Domain = _StaticDomain(self, DOMAIN_IDENTITY)
         self.blocked_domain: Domain = _StaticDomain(self, DOMAIN_BLOCKED)
         self.caps = 0
@@ -510,6 +525,42 @@ class RiscvIommuDriver:
             self.pscid_ida.free(pscid)
             raise
 
+    def domain_alloc_paging_flags(self, dev: Device, *, nest_parent: bool = False) -> Domain:
+        """``domain_alloc_paging_flags``: with ``nest_parent`` a G-stage domain other domains
+        can nest in (IOMMU_HWPT_ALLOC_NEST_PARENT); EOPNOTSUPP when the IOMMU has no G-stage
+        format, ENOMEM when no GSCID is left."""
+        if not nest_parent:
+            return self.domain_alloc_paging(dev)
+        self._state(dev)
+        fmt = gstage_format(self.caps)
+        gscid = self.gscid_ida.alloc()
+        if gscid is None:
+            raise OutOfMemory(f"{self.name}: no GSCID left")
+        try:
+            return RiscvNestParentDomain(self, fmt, gscid)
+        except BaseException:
+            self.gscid_ida.free(gscid)
+            raise
+
+    def domain_alloc_nested(self, parent: Domain, fsc: int, pscid: int) -> Domain:
+        """A first stage the user owns, nested in ``parent``'s G-stage: ``fsc`` is its
+        ``iosatp`` (riscv-iommu: "First-Stage context (fsc)": MODE Bare or a first-stage mode
+        the IOMMU has, PPN a guest-physical page) and ``pscid`` its address-space ID. EINVAL
+        for a parent that is not a nesting parent of this IOMMU, reserved ``fsc`` bits, a mode
+        the IOMMU lacks or a PSCID wider than 20 bits."""
+        if not isinstance(parent, RiscvNestParentDomain) or parent.driver is not self:
+            raise InvalidArgument(f"{parent!r} is not a nesting parent of {self.name}")
+        if parent.freed:
+            raise InvalidArgument(f"{parent!r} has been freed")
+        if fsc & DC_FSC.reserved_mask or not 0 <= fsc < 1 << 64:
+            raise InvalidArgument(f"fsc {fsc:#x} sets reserved bits")
+        mode = _FSC_MODE.get(fsc)
+        if mode and mode not in {f.mode for f in first_stage_formats(self.caps)}:
+            raise InvalidArgument(f"fsc.MODE {mode} is not a first-stage mode of {self.name}")
+        if not 0 <= pscid <= MAX_PSCID:
+            raise InvalidArgument(f"PSCID {pscid:#x} does not fit 20 bits")
+        return RiscvNestedDomain(self, parent, fsc, pscid)
+
     # ------------------------------------------------------------------ device contexts
     def _state(self, dev: Device) -> _DevState:
         st = self._devs.get(dev.rid)
@@ -528,7 +579,7 @@ class RiscvIommuDriver:
             tc |= _TC_PDTV | _TC_DPE
         return tc
 
-    def iodir_update(self, dev: Device, fsc: int, ta: int, valid: bool) -> None:
+    def iodir_update(self, dev: Device, fsc: int, ta: int, valid: bool, iohgatp: int = 0) -> None:
         """Point ``dev``'s device context at (fsc, ta), the way Linux iodir_update does.
 
         riscv-iommu "Changing device directory table entry": a valid context is first made
@@ -550,13 +601,20 @@ class RiscvIommuDriver:
             mem.write64(dc, tc & ~_TC_V)
             self.command(iodir_inval_ddt(dev.rid))
             old_fsc = mem.read64(dc + 24)
-            if tc & _TC_PDTV or not _FSC_MODE.get(old_fsc):
+            old_iohgatp = mem.read64(dc + 8)
+            if _IOHGATP_MODE.get(old_iohgatp):
+                # "If DC.iohgatp.MODE != Bare": both stages' entries of its GSCID.
+                gscid = _IOHGATP_GSCID.get(old_iohgatp)
+                self.command(iotinval_vma(gscid=gscid))
+                self.command(iotinval_gvma(gscid=gscid))
+            elif tc & _TC_PDTV or not _FSC_MODE.get(old_fsc):
                 self.command(iotinval_vma())
             else:
                 self.command(iotinval_vma(pscid=_TA_PSCID.get(mem.read64(dc + 16))))
             if tc & _TC_EN_ATS:
                 self.ats_inval(dev, None, ATS_INVAL_ALL)
             self.sync()
+        mem.write64(dc + 8, iohgatp)
         mem.write64(dc + 24, fsc)
         mem.write64(dc + 16, ta)
         # tc last: the context becomes valid only once fsc and ta are in memory (dma_wmb).
@@ -573,16 +631,23 @@ class RiscvIommuDriver:
         self.stats["ats_inval"] += 1
         self.command(ats_inval(dev.rid, payload, pid=pasid))
 
-    def set_rid_context(self, dev: Device, fsc: int, ta: int, valid: bool) -> None:
-        """Translate ``dev``'s requests without a PASID through (fsc, ta): the device context
-        itself, or process context 0 once the device has a PDT (``tc.DPE`` = 1, riscv-iommu
-        "Process to translate an IOVA": "let process_id be the default value of 0")."""
+    def set_rid_context(
+        self, dev: Device, fsc: int, ta: int, valid: bool, *, iohgatp: int = 0
+    ) -> None:
+        """Translate ``dev``'s requests without a PASID through (fsc, ta), under the G-stage
+        ``iohgatp`` if not 0: the device context itself, or process context 0 once the device
+        has a PDT (``tc.DPE`` = 1, riscv-iommu "Process to translate an IOVA": "let
+        process_id be the default value of 0"). A G-stage and a PDT do not go together here
+        (EOPNOTSUPP): under a G-stage the PDT would be reached by guest-physical address."""
         st = self._state(dev)
         if st.pdt is None:
-            self.iodir_update(dev, fsc, ta, valid)
+            self.iodir_update(dev, fsc, ta, valid, iohgatp)
+        elif iohgatp:
+            raise NotSupported(f"{dev.name} has PASIDs attached: no G-stage for its RID")
         else:
             self.pc_update(dev, 0, fsc, (ta | _PC_V) if valid else 0)
         st.rid_ctx = (fsc, ta, valid)
+        st.iohgatp = iohgatp
 
     def pc_update(self, dev: Device, pid: int, fsc: int, ta: int) -> None:
         """Write process context ``pid`` of ``dev`` (riscv-iommu "Changing process directory
@@ -630,6 +695,8 @@ class RiscvIommuDriver:
         st = self._state(dev)
         if not dev.max_pasids:
             raise InvalidArgument(f"{dev.name} has no PASID capability")
+        if st.iohgatp:
+            raise NotSupported(f"{dev.name} translates through a G-stage: no PASIDs under it")
         mode = st.pdt.mode if st.pdt is not None else self._pdt_mode(dev)
         limit = min(dev.max_pasids, 1 << PD_PID_BITS[mode])
         if not 0 < pasid < limit:

@@ -1,0 +1,170 @@
+"""Two-stage domains of the RISC-V driver: a nesting parent (the G-stage) and a nested domain
+(a first stage a user -- a VMM's guest -- owns, inside that G-stage).
+
+riscv-iommu: "Device-context fields": ``iohgatp`` points at the G-stage table and names its
+GSCID; with ``iohgatp.MODE`` not Bare, ``fsc`` holds the guest's ``iosatp`` (its PPN a guest
+physical address, its tables in guest memory) and ``ta.PSCID`` the guest's address-space ID,
+and every first-stage table access is itself translated by the G-stage ("Two-Stage Address
+Translation" of the privileged spec). A nesting parent attached directly translates the
+device's addresses as guest-physical ones (``fsc`` Bare).
+
+Invalidation ("IOMMU Page-Table cache invalidation commands"): a change to the G-stage is
+IOTINVAL.GVMA by GSCID (per 4 KiB page below a 2 MiB range, else the whole GSCID), which also
+drops the combined first-stage entries built on it; the guest's own changes are IOTINVAL.VMA
+with GV = 1 and the GSCID, by the guest's PSCID. Requests with a PASID are not translated
+through these domains (a PASID table under a G-stage is reached by guest-physical address,
+which this driver does not build).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from iommusim.errors import InvalidArgument
+from iommusim.sw.core.device import Device
+from iommusim.sw.core.domain import DOMAIN_NESTED, Domain
+from iommusim.sw.drivers.riscv.commands import iotinval_gvma, iotinval_vma
+from iommusim.sw.drivers.riscv.domain import (
+    IOTLB_INVAL_LIMIT,
+    Bond,
+    Bonded,
+    RiscvPagingDomain,
+)
+from iommusim.sw.pgtable.riscv import RiscvPtFormat
+
+if TYPE_CHECKING:
+    from iommusim.sw.drivers.riscv.driver import RiscvIommuDriver
+
+__all__ = ["RiscvNestParentDomain", "RiscvNestedDomain"]
+
+_PAGE: Final = 4096
+
+
+class RiscvNestParentDomain(RiscvPagingDomain):
+    """A paging domain over a G-stage table (Sv39x4/48x4/57x4) with its own GSCID: the
+    kernel-owned stage a nested domain sits in (``IOMMU_HWPT_ALLOC_NEST_PARENT``)."""
+
+    supports_pasid = False
+
+    def __init__(self, driver: RiscvIommuDriver, fmt: RiscvPtFormat, gscid: int) -> None:
+        if not fmt.gstage:
+            raise InvalidArgument(f"a nesting parent needs a G-stage format, not {fmt.name}")
+        super().__init__(driver, fmt, 0)
+        # The whole guest-physical space: G-stage addresses are not sign-extended.
+        self.aperture_end = (1 << fmt.va_bits) - 1
+        self.gscid = gscid
+
+    @property
+    def iohgatp(self) -> int:
+        """``DC.iohgatp`` of the devices attached to this domain or to one nested in it."""
+        return self.pgtable.atp(self.gscid)
+
+    def attach_dev(self, dev: Device, old: Domain | None) -> None:
+        """Attached directly: the device's addresses are guest-physical (``fsc`` Bare)."""
+        self._check_iommu(dev)
+        bond = (self.driver, dev, None)
+        self.bonds.append(bond)
+        try:
+            self.driver.set_rid_context(dev, 0, 0, True, iohgatp=self.iohgatp)
+        except BaseException:
+            self.bonds.remove(bond)
+            raise
+        if isinstance(old, Bonded) and old is not self:
+            old.bond_unlink(dev, None)
+
+    def bond_unlink(self, dev: Device, pasid: int | None) -> None:
+        """Drop ``dev``'s bond; the last device on an IOMMU flushes the GSCID there."""
+        found = [b for b in self.bonds if b[1] is dev and b[2] == pasid]
+        if not found:
+            return
+        drv = found[0][0]
+        self.bonds.remove(found[0])
+        if not any(b[0] is drv for b in self.bonds):
+            drv.command(iotinval_gvma(gscid=self.gscid))
+            drv.sync()
+
+    def iotlb_inval(self, start: int, end: int, nonleaf: bool = False) -> None:
+        """IOTINVAL.GVMA by GSCID for [start, end] on every IOMMU with a bonded device, then
+        IOFENCE.C; ATS is not enabled through two-stage domains by this driver."""
+        self.invalidations += 1
+        seen: list[RiscvIommuDriver] = []
+        for drv, _, _ in self.bonds:
+            if any(s is drv for s in seen):
+                continue
+            seen.append(drv)
+            if end - start + 1 < IOTLB_INVAL_LIMIT and not nonleaf:
+                for gpa in range(start & ~(_PAGE - 1), end + 1, _PAGE):
+                    drv.command(iotinval_gvma(gscid=self.gscid, gpa=gpa))
+            else:
+                drv.command(iotinval_gvma(gscid=self.gscid))
+        for drv in seen:
+            drv.sync()
+
+    def free(self) -> None:
+        self.pgtable.destroy()
+        self.driver.gscid_ida.free(self.gscid)
+
+
+class RiscvNestedDomain(Bonded):
+    """A first stage the user owns (its ``iosatp`` and PSCID), nested in a parent's G-stage
+    (``IOMMU_HWPT_DATA_*`` nested allocation): no map or unmap here -- the user edits its own
+    tables in guest memory and asks for the invalidations (:meth:`cache_invalidate`)."""
+
+    def __init__(
+        self, driver: RiscvIommuDriver, parent: RiscvNestParentDomain, fsc: int, pscid: int
+    ) -> None:
+        super().__init__(DOMAIN_NESTED, driver)
+        self.driver = driver
+        self.parent = parent
+        parent.users += 1  # the parent stays while a domain nests in it (EBUSY to free)
+        self.fsc = fsc
+        self.pscid = pscid
+        self.bonds: list[Bond] = []
+        self.invalidations = 0
+
+    def attach_dev(self, dev: Device, old: Domain | None) -> None:
+        if dev.iommu is not self.driver:
+            raise InvalidArgument(f"{dev.name} is not behind {self.driver.name}")
+        bond = (self.driver, dev, None)
+        # Both lists: the parent's G-stage invalidations must reach this device too.
+        self.bonds.append(bond)
+        self.parent.bonds.append(bond)
+        try:
+            self.driver.set_rid_context(
+                dev, self.fsc, self.pscid << 12, True, iohgatp=self.parent.iohgatp
+            )
+        except BaseException:
+            self.bonds.remove(bond)
+            self.parent.bonds.remove(bond)
+            raise
+        if isinstance(old, Bonded) and old is not self:
+            old.bond_unlink(dev, None)
+
+    def bond_unlink(self, dev: Device, pasid: int | None) -> None:
+        found = [b for b in self.bonds if b[1] is dev and b[2] == pasid]
+        if not found:
+            return
+        self.bonds.remove(found[0])
+        drv = found[0][0]
+        if not any(b[0] is drv for b in self.bonds):
+            drv.command(iotinval_vma(pscid=self.pscid, gscid=self.parent.gscid))
+        self.parent.bond_unlink(dev, pasid)
+
+    def cache_invalidate(self, addr: int | None = None) -> None:
+        """The guest changed its first stage: IOTINVAL.VMA with GV = 1 (the parent's GSCID)
+        and the guest's PSCID, for the page at ``addr`` or all of them; then IOFENCE.C on every
+        IOMMU with an attached device. Nothing else: the G-stage is the parent's."""
+        self.invalidations += 1
+        seen: list[RiscvIommuDriver] = []
+        for drv, _, _ in self.bonds:
+            if any(s is drv for s in seen):
+                continue
+            seen.append(drv)
+            drv.command(iotinval_vma(pscid=self.pscid, addr=addr, gscid=self.parent.gscid))
+        for drv in seen:
+            drv.sync()
+
+    def free(self) -> None:
+        """Release the parent; nothing else: the tables are the user's, the GSCID the
+        parent's."""
+        self.parent.users -= 1
