@@ -6,7 +6,8 @@ conformance vector replayed (:class:`iommusim.conformance.vectors.Replay`) up to
 ``translate`` step (:func:`explain_vector`), and an IOMMU programmed over raw memory images
 (:mod:`iommusim.conformance.rawexplain`, ``iommusim explain --memory``). During the
 translation the engine records every structure its walk reads
-(:attr:`TranslationEngine.trace`), and this module decodes each one with the spec tables of
+(:attr:`TranslationEngine.trace`, named records tagged with the stage and the access each
+page-table walk served), and this module decodes each one with the spec tables of
 :mod:`iommusim.bits.riscv`: DDT entries and the device context (riscv-iommu: "Process to locate
 the Device-context"), PDT entries and the process context ("Process to locate the
 Process-context"), first-stage and G-stage PTEs ("Process to translate an IOVA", privileged
@@ -32,7 +33,7 @@ from typing import Any, Final, Literal
 from rich.console import Console
 
 from iommusim.bits.fields import Access, Layout
-from iommusim.bits.riscv.pgtable import PTE, PTE32
+from iommusim.bits.riscv.pgtable import SV32, SV39
 from iommusim.bits.riscv.queues import FQ_RECORD, PQ_RECORD
 from iommusim.bits.riscv.structures import (
     DC_FSC,
@@ -238,13 +239,13 @@ def _pc_entry(gpa: int | None, spa: int | None, ta: int, fsc: int, sxl: int) -> 
 def _pte_entry(
     stage: str, level: int, addr: int, pa: int, pte: int, size: int, label: str
 ) -> JsonObj:
-    lay = PTE if size == 8 else PTE32
-    f = _fields(lay, pte)
-    if not pte & 1:
+    fmt = SV39 if size == 8 else SV32  # every 8-byte (4-byte) format has this PTE layout
+    f = _fields(fmt.pte, pte)
+    if not pte & fmt.valid_mask:
         role = "invalid"
-    elif pte & 0xA:
+    elif pte & (fmt.read_mask | fmt.exec_mask):
         role = "leaf"
-    elif pte & 4:
+    elif pte & fmt.write_mask:
         role = "reserved encoding (W without R)"
     else:
         role = "pointer"
@@ -261,7 +262,7 @@ def _pte_entry(
         "fields": f,
     }
     if role == "pointer":
-        out["next_table_pa"] = _hex((pte >> 10 & (_PPN_MASK if size == 8 else 0x3FFFFF)) << 12)
+        out["next_table_pa"] = _hex(fmt.oa_of(pte))
     return out
 
 
@@ -613,7 +614,9 @@ def explain_translation(
                     "old": _hex(t.old),
                     "new": _hex(t.new),
                     "set": [
-                        n for n, b in (("A", 6), ("D", 7)) if t.new >> b & 1 and not t.old >> b & 1
+                        n
+                        for n, m in (("A", SV39.accessed_mask), ("D", SV39.dirty_mask))
+                        if t.new & m and not t.old & m
                     ],
                 }
             )
