@@ -6,7 +6,8 @@ conformance vector replayed (:class:`iommusim.conformance.vectors.Replay`) up to
 ``translate`` step (:func:`explain_vector`), and an IOMMU programmed over raw memory images
 (:mod:`iommusim.conformance.rawexplain`, ``iommusim explain --memory``). During the
 translation the engine records every structure its walk reads
-(:attr:`TranslationEngine.trace`), and this module decodes each one with the spec tables of
+(:attr:`TranslationEngine.trace`, named records tagged with the stage and the access each
+page-table walk served), and this package decodes each one with the spec tables of
 :mod:`iommusim.bits.riscv`: DDT entries and the device context (riscv-iommu: "Process to locate
 the Device-context"), PDT entries and the process context ("Process to locate the
 Process-context"), first-stage and G-stage PTEs ("Process to translate an IOVA", privileged

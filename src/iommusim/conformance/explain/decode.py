@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from iommusim.bits.fields import Access, Layout
-from iommusim.bits.riscv.pgtable import PTE, PTE32
+from iommusim.bits.riscv.pgtable import SV32, SV39
 from iommusim.bits.riscv.structures import (
     DC_FSC,
     DC_IOHGATP,
@@ -209,13 +209,13 @@ def pc_entry(gpa: int | None, spa: int | None, ta: int, fsc: int, sxl: int) -> J
 def pte_entry(
     stage: str, level: int, addr: int, pa: int, pte: int, size: int, label: str
 ) -> JsonObj:
-    lay = PTE if size == 8 else PTE32
-    f = fields(lay, pte)
-    if not pte & 1:
+    fmt = SV39 if size == 8 else SV32  # every 8-byte (4-byte) format has this PTE layout
+    f = fields(fmt.pte, pte)
+    if not pte & fmt.valid_mask:
         role = "invalid"
-    elif pte & 0xA:
+    elif pte & (fmt.read_mask | fmt.exec_mask):
         role = "leaf"
-    elif pte & 4:
+    elif pte & fmt.write_mask:
         role = "reserved encoding (W without R)"
     else:
         role = "pointer"
@@ -232,7 +232,7 @@ def pte_entry(
         "fields": f,
     }
     if role == "pointer":
-        out["next_table_pa"] = hex((pte >> 10 & (PPN_MASK if size == 8 else 0x3FFFFF)) << 12)
+        out["next_table_pa"] = hex(fmt.oa_of(pte))
     return out
 
 

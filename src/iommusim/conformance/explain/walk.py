@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from iommusim.bits.riscv.causes import CAUSE_NAMES, DTF_REPORTED, TTYP_NAMES
+from iommusim.bits.riscv.pgtable import SV39
 from iommusim.bits.riscv.queues import FQ_RECORD, PQ_RECORD
 from iommusim.bits.riscv.regs import (
     FQCSR_FQMF,
@@ -241,7 +242,9 @@ def explain_translation(
                     "old": hex(t.old),
                     "new": hex(t.new),
                     "set": [
-                        n for n, b in (("A", 6), ("D", 7)) if t.new >> b & 1 and not t.old >> b & 1
+                        n
+                        for n, m in (("A", SV39.accessed_mask), ("D", SV39.dirty_mask))
+                        if t.new & m and not t.old & m
                     ],
                 }
             )

@@ -81,33 +81,15 @@ class Walker:
     malformed entry or a failed memory access raises."""
 
     __slots__ = (
-        "_a",
-        "_d",
-        "_g",
-        "_imasks",
         "_k",
         "_leaf_k",
         "_mem",
-        "_mt_mask",
         "_mt_rsvd",
         "_mt_shift",
-        "_napot",
         "_napot_low",
         "_napot_size",
         "_napot_val",
-        "_nonleaf_bad",
-        "_oa_shift",
-        "_oa_width",
-        "_page_shift",
         "_pte_bytes",
-        "_rsvd",
-        "_rw",
-        "_shifts",
-        "_super_check",
-        "_tmask",
-        "_v",
-        "_w_only",
-        "_words",
         "fault",
         "fmt",
         "in_shift",
@@ -126,52 +108,36 @@ class Walker:
         self.fmt = fmt
         self.fault = fault
         self._mem = mem
-        # Word loads only from exactly a SparseMemory: a wrapper or subclass sees every access.
-        self._words = mem.words if fmt.pte_bytes == 8 and type(mem) is SparseMemory else None
         self._pte_bytes = fmt.pte_bytes
-        self._page_shift = fmt.page_shift
-        self._shifts = tuple(fmt.level_shift(i) for i in range(fmt.levels))
-        self._imasks = tuple(fmt.index_mask(i) for i in range(fmt.levels))
-        self._v = fmt.valid_mask
-        self._tmask = fmt.table_mask
-        self._a = fmt.accessed_mask
-        self._d = fmt.dirty_mask
-        self._g = fmt.global_mask
-        self._rsvd = fmt.leaf_reserved_mask(exts)
-        self._nonleaf_bad = fmt.nonleaf_reserved_mask(exts)
-        self._rw = fmt.read_mask | fmt.write_mask
-        self._w_only = fmt.write_mask if fmt.write_only_reserved else -1
-        self._oa_shift = fmt.oa_shift
-        self._oa_width = fmt.oa_mask >> fmt.oa_shift
         self._mt_shift = fmt.memtype_shift
-        self._mt_mask = fmt.memtype_mask
         self._mt_rsvd = frozenset(fmt.memtype_reserved)
-        self._napot = fmt.napot_mask
         self._napot_low = (1 << fmt.napot_order) - 1
         self._napot_val = (1 << fmt.napot_order) >> 1
         self._napot_size = (1 << (fmt.page_shift + fmt.napot_order)) - 1
-        self._super_check = fmt.misaligned_superpage_faults
+        # The walk's constants, unpacked in one go on the hot path (see walk()).
         self._k = (
-            self._words,
-            self._pte_bytes,
-            self._shifts,
-            self._imasks,
-            self._tmask,
-            self._v,
-            self._g,
-            self._oa_shift,
-            self._oa_width,
-            self._page_shift,
+            # Word loads only from exactly a SparseMemory: a wrapper or subclass sees every
+            # access.
+            mem.words if fmt.pte_bytes == 8 and type(mem) is SparseMemory else None,
+            fmt.pte_bytes,
+            tuple(fmt.level_shift(i) for i in range(fmt.levels)),
+            tuple(fmt.index_mask(i) for i in range(fmt.levels)),
+            fmt.table_mask,
+            fmt.valid_mask,
+            fmt.global_mask,
+            fmt.oa_shift,
+            fmt.oa_mask >> fmt.oa_shift,
+            fmt.page_shift,
             fmt.levels - 1,
         )
         self._leaf_k = (
-            self._nonleaf_bad,
-            self._rw,
-            self._w_only,
-            self._rsvd,
-            self._mt_mask,
-            self._napot,
-            self._super_check,
+            fmt.nonleaf_reserved_mask(exts),
+            fmt.read_mask | fmt.write_mask,
+            fmt.write_mask if fmt.write_only_reserved else -1,  # W without R, if reserved
+            fmt.leaf_reserved_mask(exts),
+            fmt.memtype_mask,
+            fmt.napot_mask,
+            fmt.misaligned_superpage_faults,
         )
         #: The input-address rule as two ints (for the caller's hot path): ``va >> in_shift``
         #: must be 0 or ``in_top`` (-1 when the bits above the format must be zero).
@@ -214,7 +180,7 @@ class Walker:
         the global bits of every entry on the way ORed together.
         """
         # One unpack instead of an attribute load per constant (the hot path).
-        (words, ptesz, shifts, imasks, tmask, v, gmask, oa_shift, oa_width, ps, top) = self._k
+        words, ptesz, shifts, imasks, tmask, v, gmask, oa_shift, oa_width, ps, top = self._k
         nonleaf_bad, rw, w_only, rsvd, mt_mask, napot, super_check = self._leaf_k
         i = top
         a = root_pa

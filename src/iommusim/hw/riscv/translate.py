@@ -124,6 +124,8 @@ _Q_ATS: Final = 1 << _QB_ATS
 _Q_PRIV: Final = 1 << _QB_PRIV
 _Q_SUM: Final = 1 << _QB_SUM
 _Q_HWAD: Final = 1 << _QB_HWAD
+# A user access without ATS that the leaf grants needs none of _grant's other rules.
+_Q_SLOW: Final = _Q_ATS | _Q_PRIV
 
 
 class DdteRead(NamedTuple):
@@ -450,7 +452,10 @@ class TranslationEngine:
             # G-stage translation treats every access as a user access (priv = 0).
             q = reads << _QB_R | writes << _QB_W | executes << _QB_X | nw << _QB_NW
             q |= ats << _QB_ATS | dc.gade << _QB_HWAD
-            perms = self._grant(pte, q, gpf, iotval2)
+            if pte & _U and not q & _Q_SLOW and not q & ~pte & _PERMS:
+                perms = (pte & _PERMS) | (_D if writes else 0)  # _grant's common case
+            else:
+                perms = self._grant(pte, q, gpf, iotval2)
         if not pte & _A or (perms & _D and not pte & _D):
             if not dc.gade:
                 raise TranslationFault(gpf, iotval2)
@@ -564,7 +569,10 @@ class TranslationEngine:
         )
         q = reads << _QB_R | writes << _QB_W | executes << _QB_X | nw << _QB_NW
         q |= ats << _QB_ATS | dc.sade << _QB_HWAD | priv << _QB_PRIV | sum_ << _QB_SUM
-        perms = self._grant(pte, q, pf, 0)
+        if pte & _U and not q & _Q_SLOW and not q & ~pte & _PERMS:
+            perms = (pte & _PERMS) | (_D if writes else 0)  # _grant's common case
+        else:
+            perms = self._grant(pte, q, pf, 0)
         if not pte & _A or (perms & _D and not pte & _D):
             if not dc.sade:
                 raise TranslationFault(pf)
