@@ -12,10 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from iommusim.bits.pcie import PAGE_REQUEST, PRG_RESPONSE
 from iommusim.bits.riscv.causes import CAUSE_NAMES, DTF_REPORTED, TTYP_NAMES
 from iommusim.bits.riscv.pgtable import SV39
 from iommusim.bits.riscv.queues import FQ_RECORD, PQ_RECORD
 from iommusim.bits.riscv.regs import (
+    CQB,
+    DDTP,
+    FCTL_BE,
     FQCSR_FQMF,
     FQCSR_FQOF,
     FQCSR_FQON,
@@ -26,12 +30,12 @@ from iommusim.bits.riscv.regs import (
     queue_index_mask,
 )
 from iommusim.bits.riscv.structures import (
+    MSIPTE_BASIC,
     PDTE,
 )
 from iommusim.conformance.explain.decode import (
     DDTP_MODE_NAMES,
     PBMT_NAMES,
-    PPN_MASK,
     PRG_RESPONSE_NAMES,
     TC_DPE,
     TC_DTF,
@@ -79,6 +83,10 @@ from iommusim.hw.riscv.translate import (
 from iommusim.mem import PhysicalMemory
 
 __all__ = ["explain_translation", "explain_vector"]
+
+_DDTP_MODE: Final = DDTP["iommu_mode"]
+_DDTP_PPN: Final = DDTP["ppn"]
+_QB_PPN: Final = CQB["ppn"]  # the three queue bases share one layout
 
 
 # ------------------------------------------------------------------------------ replay
@@ -141,9 +149,9 @@ def _outcome(req: Request, resp: Response) -> JsonObj:
 def _read_record(regs: Registers, ram: PhysicalMemory, index: int) -> JsonObj:
     """Decode fault-queue record ``index`` (riscv-iommu: "Fault/Event-Queue (FQ)"), each
     doubleword in the byte order of fctl.BE."""
-    addr = ((regs.fqb >> 10 & PPN_MASK) << 12) + index * 32
+    addr = (_QB_PPN.get(regs.fqb) << 12) + index * 32
     data = ram.read(addr, 32)
-    order: Literal["big", "little"] = "big" if regs.fctl & 1 else "little"
+    order: Literal["big", "little"] = "big" if regs.fctl & FCTL_BE else "little"
     value = 0
     for k in range(4):
         value |= int.from_bytes(data[8 * k : 8 * k + 8], order) << (64 * k)
@@ -196,9 +204,9 @@ def explain_translation(
     out: JsonObj = {
         "request": _request_json(req, req.ttyp),
         "ddtp": {
-            "mode": ddtp & 0xF,
-            "mode_name": mode_name(DDTP_MODE_NAMES, ddtp & 0xF),
-            "ppn": hex(ddtp >> 10 & PPN_MASK),
+            "mode": _DDTP_MODE.get(ddtp),
+            "mode_name": mode_name(DDTP_MODE_NAMES, _DDTP_MODE.get(ddtp)),
+            "ppn": hex(_DDTP_PPN.get(ddtp)),
         },
     }
     outcome = _outcome(req, resp)
@@ -252,9 +260,9 @@ def explain_translation(
             e = msipte_entry(t.gpa, t.idx, t.pa, t.w0, t.w1)
             if e["mode"] == "basic":
                 # The guest interrupt file (of an IMSIC) the write goes to instead.
-                e["interrupt_file_pa"] = hex((t.w0 >> 10 & PPN_MASK) << 12)
+                e["interrupt_file_pa"] = hex(MSIPTE_BASIC["ppn"].get(t.w0) << 12)
             walk.append(e)
-    if dc_words is None and cached_dc is not None and 2 <= ddtp & 0xF <= 4:
+    if dc_words is None and cached_dc is not None and 2 <= _DDTP_MODE.get(ddtp) <= 4:
         # A device-directory-cache hit: the walk read no memory for the DC.
         dc_words = cached_dc.words
         walk.insert(0, dc_entry(None, cached_dc.words, gxl))
@@ -410,7 +418,7 @@ def _explain_page_request(rp: Replay, i: int, step: JsonObj) -> JsonObj:
             "r": r,
             "w": w,
             "l": last,
-            "prgi": hex(payload >> 3 & 0x1FF),
+            "prgi": hex(PAGE_REQUEST["prgi"].get(payload)),
             "page_address": hex(payload & ~0xFFF & (1 << 64) - 1),
         },
     )
@@ -420,7 +428,7 @@ def _explain_page_request(rp: Replay, i: int, step: JsonObj) -> JsonObj:
     for t in trace:
         if isinstance(t, DdteRead | DcRead | Misconfigured):
             dc_words = context_entry(walk, t, gxl, dc_words)
-    if dc_words is None and cached_dc is not None and 2 <= ddtp & 0xF <= 4:
+    if dc_words is None and cached_dc is not None and 2 <= _DDTP_MODE.get(ddtp) <= 4:
         dc_words = cached_dc.words
         walk.insert(0, dc_entry(None, cached_dc.words, gxl))
 
@@ -429,9 +437,9 @@ def _explain_page_request(rp: Replay, i: int, step: JsonObj) -> JsonObj:
         "op": "page_request",
         "request": request,
         "ddtp": {
-            "mode": ddtp & 0xF,
-            "mode_name": mode_name(DDTP_MODE_NAMES, ddtp & 0xF),
-            "ppn": hex(ddtp >> 10 & PPN_MASK),
+            "mode": _DDTP_MODE.get(ddtp),
+            "mode_name": mode_name(DDTP_MODE_NAMES, _DDTP_MODE.get(ddtp)),
+            "ppn": hex(_DDTP_PPN.get(ddtp)),
         },
         "walk": walk,
         "queue": {
@@ -457,7 +465,7 @@ def _explain_page_request(rp: Replay, i: int, step: JsonObj) -> JsonObj:
     else:
         outcome["status"] = "not queued"
         outcome["reason"] = _not_queued_reason(
-            ddtp & 0xF, tc, dc_words is not None, pqcsr0, regs.pqcsr
+            _DDTP_MODE.get(ddtp), tc, dc_words is not None, pqcsr0, regs.pqcsr
         )
         if regs.fqt != fqt0:
             outcome["fault_record"] = _read_record(regs, rp.ram, fqt0)
@@ -465,7 +473,7 @@ def _explain_page_request(rp: Replay, i: int, step: JsonObj) -> JsonObj:
         outcome["interrupt"] = "ipsr.pip set (pqcsr.pie = 1)"
     responses = []
     for ev in step.get("expect_events", []):
-        code = _as_int(ev.get("payload", 0)) >> 44 & 0xF
+        code = PRG_RESPONSE["code"].get(_as_int(ev.get("payload", 0)))
         responses.append(
             {
                 "type": ev.get("type"),
@@ -529,8 +537,8 @@ def _read_pq_record(rp: Replay, index: int) -> JsonObj:
     """Decode page-request-queue record ``index`` (riscv-iommu: "Page-Request-Queue (PQ)"),
     each doubleword in the byte order of fctl.BE."""
     regs = rp.iommu.regs
-    addr = ((regs.pqb >> 10 & PPN_MASK) << 12) + index * 16
+    addr = (_QB_PPN.get(regs.pqb) << 12) + index * 16
     data = rp.ram.read(addr, 16)
-    order: Literal["big", "little"] = "big" if regs.fctl & 1 else "little"
+    order: Literal["big", "little"] = "big" if regs.fctl & FCTL_BE else "little"
     value = int.from_bytes(data[:8], order) | int.from_bytes(data[8:], order) << 64
     return {"index": index, "pa": hex(addr), "fields": fields(PQ_RECORD, value)}
