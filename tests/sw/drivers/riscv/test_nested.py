@@ -214,3 +214,36 @@ def test_no_pasids_under_a_g_stage(machine: Any) -> None:
     with pytest.raises(ApiError) as e:
         m.core.attach_device_pasid(other, acc, 1)
     assert e.value.errno == errno.EOPNOTSUPP
+
+
+def test_an_ats_device_forgets_what_the_parent_and_the_guest_take_away(machine: Any) -> None:
+    """A device with ATS caches the two-stage translation in its ATC: a G-stage unmap sends it
+    an ATS.INVAL of everything (any GVA may use the GPA), a guest invalidation one of the
+    guest's page (riscv-iommu: "Device Address Translation Cache invalidations")."""
+    m = machine(endpoints=(EndpointConfig("acc", 0x20, ats=True),))
+    acc, ep = m.dev("acc"), m.ep("acc")
+    parent = parent_for(m, "acc")
+    guest, guest_pages, _ = _guest(m, parent)
+    vs = RiscvPageTable(guest, guest_pages, "sv39")
+    pages = [guest_pages.alloc_page() for _ in range(2)]
+    for i, gpa in enumerate(pages):
+        guest.write(gpa, bytes([0x30 + i]) * 8)
+        vs.map(GVA + i * PAGE, gpa, PAGE, RW)
+    nested = m.driver.domain_alloc_nested(parent, vs.atp(), 9)
+    m.core.attach_device(nested, acc)
+    assert m.driver.ats_enabled(acc) and ep.ats_enabled
+    assert ep.dma_read(GVA, 8).data == b"0" * 8
+    assert ep.dma_read(GVA + PAGE, 8).data == b"1" * 8
+    assert ep.stats.ats_requests == 2  # both pages now sit in the ATC
+    # The guest drops its second page and asks for the invalidation.
+    vs.unmap(GVA + PAGE, PAGE, IotlbGather())
+    invals = ep.stats.ats_invals
+    nested.cache_invalidate(GVA + PAGE)
+    assert ep.stats.ats_invals == invals + 1
+    assert not ep.dma_read(GVA + PAGE, 8).ok
+    assert ep.dma_read(GVA, 8).data == b"0" * 8  # the other page is still cached and valid
+    # The host takes the first guest page away: the ATC must not keep the GVA.
+    m.core.unmap(parent, pages[0], PAGE)
+    assert ep.stats.ats_invals == invals + 2
+    res = ep.dma_read(GVA, 8)
+    assert not res.ok

@@ -11,7 +11,12 @@ device's addresses as guest-physical ones (``fsc`` Bare).
 Invalidation ("IOMMU Page-Table cache invalidation commands"): a change to the G-stage is
 IOTINVAL.GVMA by GSCID (per 4 KiB page below a 2 MiB range, else the whole GSCID), which also
 drops the combined first-stage entries built on it; the guest's own changes are IOTINVAL.VMA
-with GV = 1 and the GSCID, by the guest's PSCID. Requests with a PASID are not translated
+with GV = 1 and the GSCID, by the guest's PSCID. A device with ATS caches what these domains
+translate in its ATC too, so each IOTLB invalidation is followed by ATS.INVAL ("Device Address
+Translation Cache invalidations"): of the range for a device on the parent itself (its
+addresses are the GPAs), of everything for a device nested in it (a G-stage change may
+affect any of its addresses), of the guest's range for the guest's own changes. Requests with
+a PASID are not translated
 through these domains (a PASID table under a G-stage is reached by guest-physical address,
 which this driver does not build).
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from iommusim.bits.pcie import inval_payload
 from iommusim.errors import InvalidArgument
 from iommusim.sw.core.device import Device
 from iommusim.sw.core.domain import DOMAIN_NESTED, Domain
@@ -38,6 +44,8 @@ if TYPE_CHECKING:
 __all__ = ["RiscvNestParentDomain", "RiscvNestedDomain"]
 
 _PAGE: Final = 4096
+#: An ATS.INVAL payload covering every address (PCIe "Invalidate Request", S = 1).
+_ALL: Final = inval_payload(0, 1 << 64)
 
 
 class RiscvNestParentDomain(RiscvPagingDomain):
@@ -53,6 +61,8 @@ class RiscvNestParentDomain(RiscvPagingDomain):
         # The whole guest-physical space: G-stage addresses are not sign-extended.
         self.aperture_end = (1 << fmt.va_bits) - 1
         self.gscid = gscid
+        #: The bonds of devices attached through a nested domain (a subset of ``bonds``).
+        self.nested_bonds: list[Bond] = []
 
     @property
     def iohgatp(self) -> int:
@@ -79,13 +89,15 @@ class RiscvNestParentDomain(RiscvPagingDomain):
             return
         drv = found[0][0]
         self.bonds.remove(found[0])
+        self.nested_bonds = [b for b in self.nested_bonds if b is not found[0]]
         if not any(b[0] is drv for b in self.bonds):
             drv.command(iotinval_gvma(gscid=self.gscid))
             drv.sync()
 
     def iotlb_inval(self, start: int, end: int, nonleaf: bool = False) -> None:
         """IOTINVAL.GVMA by GSCID for [start, end] on every IOMMU with a bonded device, then
-        IOFENCE.C; ATS is not enabled through two-stage domains by this driver."""
+        ATS.INVAL to the bonded devices with ATS (the range, or all for a nested device), then
+        one IOFENCE.C per IOMMU (which waits for the devices' completions)."""
         self.invalidations += 1
         seen: list[RiscvIommuDriver] = []
         for drv, _, _ in self.bonds:
@@ -97,6 +109,11 @@ class RiscvNestParentDomain(RiscvPagingDomain):
                     drv.command(iotinval_gvma(gscid=self.gscid, gpa=gpa))
             else:
                 drv.command(iotinval_gvma(gscid=self.gscid))
+        for bond in self.bonds:
+            drv, dev, _ = bond
+            if drv.ats_enabled(dev):
+                nested = any(b is bond for b in self.nested_bonds)
+                drv.ats_inval(dev, None, _ALL if nested else inval_payload(start, end - start + 1))
         for drv in seen:
             drv.sync()
 
@@ -129,6 +146,7 @@ class RiscvNestedDomain(Bonded):
         # Both lists: the parent's G-stage invalidations must reach this device too.
         self.bonds.append(bond)
         self.parent.bonds.append(bond)
+        self.parent.nested_bonds.append(bond)
         try:
             self.driver.set_rid_context(
                 dev, self.fsc, self.pscid << 12, True, iohgatp=self.parent.iohgatp
@@ -136,6 +154,7 @@ class RiscvNestedDomain(Bonded):
         except BaseException:
             self.bonds.remove(bond)
             self.parent.bonds.remove(bond)
+            self.parent.nested_bonds.remove(bond)
             raise
         if isinstance(old, Bonded) and old is not self:
             old.bond_unlink(dev, None)
@@ -152,8 +171,9 @@ class RiscvNestedDomain(Bonded):
 
     def cache_invalidate(self, addr: int | None = None) -> None:
         """The guest changed its first stage: IOTINVAL.VMA with GV = 1 (the parent's GSCID)
-        and the guest's PSCID, for the page at ``addr`` or all of them; then IOFENCE.C on every
-        IOMMU with an attached device. Nothing else: the G-stage is the parent's."""
+        and the guest's PSCID, for the page at ``addr`` or all of them; then ATS.INVAL of the
+        same range to the devices with ATS; then IOFENCE.C on every IOMMU with an attached
+        device. Nothing else: the G-stage is the parent's."""
         self.invalidations += 1
         seen: list[RiscvIommuDriver] = []
         for drv, _, _ in self.bonds:
@@ -161,6 +181,10 @@ class RiscvNestedDomain(Bonded):
                 continue
             seen.append(drv)
             drv.command(iotinval_vma(pscid=self.pscid, addr=addr, gscid=self.parent.gscid))
+        payload = _ALL if addr is None else inval_payload(addr & ~(_PAGE - 1), _PAGE)
+        for drv, dev, _ in self.bonds:
+            if drv.ats_enabled(dev):
+                drv.ats_inval(dev, None, payload)
         for drv in seen:
             drv.sync()
 
