@@ -15,6 +15,7 @@ from iommusim.bits.riscv.queues import (
     FQ_RECORD,
     PQ_RECORD,
 )
+from iommusim.bits.riscv.regs import REGISTERS
 from iommusim.bits.riscv.structures import (
     DC_FSC,
     DC_IOHGATP,
@@ -54,4 +55,5 @@ ALL_LAYOUTS: Final[tuple[Layout, ...]] = (
     CMD_IOFENCE,
     CMD_IODIR,
     CMD_ATS,
+    *(r.layout for r in REGISTERS),
 )
