@@ -19,7 +19,7 @@ the explainer vectors use.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Final
 
 from rich.console import Console
 
@@ -52,6 +52,7 @@ from iommusim.bits.riscv.regs import (
 )
 from iommusim.conformance.explain import explain_translation, print_translation
 from iommusim.conformance.rawmem import ImageMemory, MemoryImage
+from iommusim.conformance.vectors import JsonObj
 from iommusim.errors import FormatError, ModelError
 from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.params import PRESETS, RiscvIommuParams
@@ -66,8 +67,6 @@ __all__ = [
     "print_raw",
     "register_error",
 ]
-
-JsonObj = dict[str, Any]
 
 
 class RegisterValueError(FormatError):

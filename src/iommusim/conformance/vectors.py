@@ -22,6 +22,7 @@ from iommusim.mem import FaultInjectingMemory, SparseMemory
 __all__ = ["FORMAT", "Replay", "compare", "fill_vector", "load_vector"]
 
 FORMAT = "riscv-iommu-vector/1"
+#: A JSON object of the vector format (its shape is FORMAT.md's, checked where it is read).
 JsonObj = dict[str, Any]
 
 

@@ -9,7 +9,7 @@ mode"). No output, no replay.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 from iommusim.bits.fields import Access, Layout
 from iommusim.bits.riscv.pgtable import SV32, SV39
@@ -26,6 +26,7 @@ from iommusim.bits.riscv.structures import (
     PC_FSC,
     PC_TA,
 )
+from iommusim.conformance.vectors import JsonObj
 from iommusim.hw.pgtable import PteRead
 from iommusim.hw.riscv.mrif import identity_of, mrif_slot
 from iommusim.hw.riscv.params import RiscvIommuParams
@@ -54,7 +55,6 @@ __all__ = [
     "TC_PDTV",
     "TC_PRPR",
     "TC_SXL",
-    "JsonObj",
     "context_entry",
     "dc_entry",
     "fields",
@@ -69,7 +69,6 @@ __all__ = [
     "request_gpa",
 ]
 
-JsonObj = dict[str, Any]
 
 PPN_MASK: Final = (1 << DDTE["ppn"].width) - 1
 TC_PDTV: Final = DC_TC.mask("pdtv")

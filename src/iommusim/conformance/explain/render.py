@@ -7,8 +7,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from iommusim.conformance.explain.decode import PBMT_NAMES, JsonObj
+from iommusim.conformance.explain.decode import PBMT_NAMES
 from iommusim.conformance.explain.walk import explain_vector
+from iommusim.conformance.vectors import JsonObj
 
 __all__ = ["explain_vector_step", "print_explanation", "print_translation"]
 

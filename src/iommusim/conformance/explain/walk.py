@@ -44,7 +44,6 @@ from iommusim.conformance.explain.decode import (
     TC_PDTV,
     TC_PRPR,
     TC_SXL,
-    JsonObj,
     context_entry,
     dc_entry,
     fields,
@@ -59,6 +58,7 @@ from iommusim.conformance.explain.decode import (
     request_gpa,
 )
 from iommusim.conformance.vectors import (
+    JsonObj,
     Replay,
     compare,
     load_vector,
