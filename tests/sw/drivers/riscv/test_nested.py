@@ -247,3 +247,19 @@ def test_an_ats_device_forgets_what_the_parent_and_the_guest_take_away(machine: 
     assert ep.stats.ats_invals == invals + 2
     res = ep.dma_read(GVA, 8)
     assert not res.ok
+
+
+def test_no_g_stage_under_a_device_with_pasids(machine: Any) -> None:
+    """The other order: a device with a PASID table cannot move to a G-stage (its PDT would
+    have to be found by guest-physical address); the refusal changes nothing."""
+    m = machine(endpoints=(EndpointConfig("acc", 0x20, pasid_bits=8),))
+    acc = m.dev("acc")
+    pasid_domain = m.core.domain_alloc_paging(acc)
+    m.core.attach_device_pasid(pasid_domain, acc, 1)
+    parent = parent_for(m, "acc")
+    before = (m.dc(acc.rid), m.sent, list(parent.bonds), acc.group.domain)
+    with pytest.raises(ApiError) as e:
+        m.core.attach_device(parent, acc)
+    assert e.value.errno == errno.EOPNOTSUPP
+    assert (m.dc(acc.rid), m.sent, list(parent.bonds), acc.group.domain) == before
+    assert parent.users == 0
