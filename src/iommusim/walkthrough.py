@@ -50,7 +50,7 @@ def build_demo_vector() -> dict[str, Any]:
 
     def dc_slot(did: int) -> int:
         ddi = (did & 0x3F, did >> 6 & 0x1FF, did >> 15 & 0x1FF)
-        table = root
+        table: int = root
         for lvl in (2, 1):
             slot = table + ddi[lvl] * 8
             e = mem.read64(slot)

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Final
 
-from iommusim.addr import PhysAddr
 from iommusim.bits.riscv.regs import OFF_IOCOUNTINH, OFF_IOHPMCTR, OFF_IOHPMEVT
 from iommusim.errors import InvalidArgument
 from iommusim.platform.system import EndpointConfig, System, SystemConfig
@@ -170,7 +169,7 @@ def run_workload(
         to_device = rng.random() < 0.5
         direction = DMA_TO_DEVICE if to_device else DMA_FROM_DEVICE
         cpu = i % ncpus
-        iova = core.dma_map(dev, PhysAddr(pa), size, direction, cpu)
+        iova = core.dma_map(dev, pa, size, direction, cpu)
         res = ep.dma_read(iova, size) if to_device else ep.dma_write(iova, payload[:size])
         report.dmas += 1
         report.bytes += res.done

@@ -19,6 +19,7 @@ from __future__ import annotations
 import heapq
 from typing import Final
 
+from iommusim.addr import PhysAddr
 from iommusim.errors import InvalidArgument, ModelError, OutOfMemory
 from iommusim.mem.protocol import PhysicalMemory
 
@@ -103,11 +104,11 @@ class PageAllocator:
         return self._allocated.get(pa)
 
     # ------------------------------------------------------------------ allocation
-    def alloc_page(self) -> int:
+    def alloc_page(self) -> PhysAddr:
         """Physical address of a zeroed 4 KiB page; :class:`OutOfMemory` when exhausted."""
         return self.alloc_pages(0)
 
-    def alloc_pages(self, order: int) -> int:
+    def alloc_pages(self, order: int) -> PhysAddr:
         """Physical address of a zeroed block of ``2**order`` pages, aligned to its size."""
         if not 0 <= order <= self.max_order:
             raise InvalidArgument(f"order must be in 0..{self.max_order}, not {order}")
@@ -128,7 +129,7 @@ class PageAllocator:
         self._allocated[pa] = order
         self._nr_free -= 1 << order
         self.mem.write(pa, bytes(PAGE_SIZE << order))
-        return pa
+        return PhysAddr(pa)
 
     def free_page(self, pa: int) -> None:
         """Return a page from :meth:`alloc_page`."""

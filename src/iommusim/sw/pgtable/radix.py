@@ -162,7 +162,7 @@ class RadixPageTable:
         else:
             self._rd = rd
             self._wr = wr
-        self.root_pa = pages.alloc_pages(self.root_order)
+        self.root_pa: int = pages.alloc_pages(self.root_order)  # -1 once destroyed
         # Valid entries per table page (software bookkeeping, like Linux's struct page
         # counters): a table whose count drops to 0 is unlinked by unmap.
         self._counts: dict[int, int] = {self.root_pa: 0}

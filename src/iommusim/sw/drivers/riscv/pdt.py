@@ -55,7 +55,7 @@ class ProcessDirectory:
         """PA of the process context of ``pid`` (None when absent and ``alloc`` is False)."""
         if not 0 <= pid < 1 << self.pid_bits:
             raise InvalidArgument(f"process id {pid:#x} does not fit the {self.pid_bits}-bit PDT")
-        table = self.root_pa
+        table: int = self.root_pa
         for level in range(self.levels - 1, 0, -1):
             shift, width = _PDI[level - 1]
             entry_pa = table + (pid >> shift & ((1 << width) - 1)) * 8
