@@ -10,6 +10,7 @@ page below a 2 MiB range and one whole-PSCID command above it, then IOFENCE.C
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
 from iommusim.addr import Iova, PhysAddr
@@ -18,7 +19,7 @@ from iommusim.bits.riscv.regs import cap
 from iommusim.errors import InvalidArgument, NoDevice, NotSupported
 from iommusim.sw.core.device import Device
 from iommusim.sw.core.domain import DOMAIN_UNMANAGED, Domain
-from iommusim.sw.drivers.riscv.commands import iotinval_vma
+from iommusim.sw.drivers.riscv.commands import Command, iotinval_vma
 from iommusim.sw.pgtable.gather import IotlbGather
 from iommusim.sw.pgtable.riscv import (
     SV39,
@@ -39,17 +40,21 @@ __all__ = [
     "Bond",
     "Bonded",
     "RiscvPagingDomain",
+    "TagInval",
     "first_stage_formats",
     "gstage_format",
     "invalidate_bonds",
     "pgtable_format",
     "unlink_bond",
+    "vma_tag",
 ]
 
 #: Linux RISCV_IOMMU_IOTLB_INVAL_LIMIT: ranges below this are invalidated page by page.
 IOTLB_INVAL_LIMIT: Final = 2 << 20
 _PAGE: Final = 4096
 _ALL: Final = (1 << 64) - 1
+#: An ATS.INVAL payload covering every address (PCIe "Invalidate Request", S = 1).
+ATS_INVAL_ALL: Final = inval_payload(0, 1 << 64)
 
 
 #: A device attached to a domain: its IOMMU, the device, and the PASID (None: the RID).
@@ -65,18 +70,34 @@ class Bonded(Domain, ABC):
         """Unlink ``dev``'s bond at ``pasid`` (None: the RID)."""
 
 
+#: Builds the IOTLB invalidation of one domain tag: for the 4 KiB page at ``addr``, or of the
+#: whole tag when ``addr`` is None (IOTINVAL.VMA by PSCID, IOTINVAL.GVMA by GSCID, ...).
+TagInval = Callable[[int | None], Command]
+
+
+def vma_tag(pscid: int, gscid: int | None = None) -> TagInval:
+    """IOTINVAL.VMA by ``pscid`` (with GV = 1 and ``gscid`` under a G-stage)."""
+    return lambda addr: iotinval_vma(pscid=pscid, addr=addr, gscid=gscid)
+
+
 def invalidate_bonds(
-    pscid: int, bonds: list[Bond], start: int, end: int, nonleaf: bool = False
+    tag: TagInval,
+    bonds: list[Bond],
+    start: int,
+    end: int,
+    nonleaf: bool = False,
+    ats_all: Sequence[Bond] = (),
 ) -> None:
     """riscv_iommu_iotlb_inval for [start, end] on every IOMMU with a bonded device.
 
-    IOTINVAL.VMA by PSCID, one command per 4 KiB page below a 2 MiB range and one whole-PSCID
-    command above it, or when ``nonleaf`` (table pages were freed and the base spec has no
-    non-leaf range invalidation). Then, because "software must first invalidate the IOATC
-    before sending invalidations to the DevATC" (riscv-iommu: "Device Address Translation
-    Cache invalidations"), ATS.INVAL for the range to every bonded device with ATS (tagged
-    with its PASID), and finally one IOFENCE.C per IOMMU, which waits for the devices'
-    completions.
+    The ``tag`` command once per 4 KiB page below a 2 MiB range and once for the whole tag
+    above it, or when ``nonleaf`` (table pages were freed and the base spec has no non-leaf
+    range invalidation). Then, because "software must first invalidate the IOATC before
+    sending invalidations to the DevATC" (riscv-iommu: "Device Address Translation Cache
+    invalidations"), ATS.INVAL to every bonded device with ATS (tagged with its PASID): of the
+    range, or of everything for the bonds in ``ats_all`` (devices whose addresses the range
+    does not name, as a nested device's under a G-stage change). Finally one IOFENCE.C per
+    IOMMU, which waits for the devices' completions.
     """
     seen: list[RiscvIommuDriver] = []
     for drv, _, _ in bonds:
@@ -85,12 +106,16 @@ def invalidate_bonds(
         seen.append(drv)
         if end - start + 1 < IOTLB_INVAL_LIMIT and not nonleaf:
             for va in range(start & ~(_PAGE - 1), end + 1, _PAGE):
-                drv.command(iotinval_vma(pscid=pscid, addr=va))
+                drv.command(tag(va))
         else:
-            drv.command(iotinval_vma(pscid=pscid))
+            drv.command(tag(None))
     payload = -1
-    for drv, dev, pasid in bonds:
+    for bond in bonds:
+        drv, dev, pasid = bond
         if drv.ats_enabled(dev):
+            if any(b is bond for b in ats_all):
+                drv.ats_inval(dev, pasid, ATS_INVAL_ALL)
+                continue
             if payload < 0:
                 payload = inval_payload(start, end - start + 1)
             drv.ats_inval(dev, pasid, payload)
@@ -98,17 +123,19 @@ def invalidate_bonds(
         drv.sync()
 
 
-def unlink_bond(pscid: int, bonds: list[Bond], dev: Device, pasid: int | None) -> None:
-    """Drop ``dev``'s bond at ``pasid`` from ``bonds``; the last device of the domain on an
-    IOMMU flushes the domain's PSCID there (Linux riscv_iommu_bond_unlink)."""
-    found = [b for b in bonds if b[1] is dev and b[2] == pasid]
-    if not found:
-        return
-    drv = found[0][0]
-    bonds.remove(found[0])
+def unlink_bond(tag: TagInval, bonds: list[Bond], dev: Device, pasid: int | None) -> Bond | None:
+    """Drop ``dev``'s bond at ``pasid`` from ``bonds`` and return it (None when there was
+    none); the last device of the domain on an IOMMU flushes the domain's tag there, with a
+    fence (Linux riscv_iommu_bond_unlink)."""
+    found = next((b for b in bonds if b[1] is dev and b[2] == pasid), None)
+    if found is None:
+        return None
+    drv = found[0]
+    bonds.remove(found)
     if not any(b[0] is drv for b in bonds):
-        drv.command(iotinval_vma(pscid=pscid))
+        drv.command(tag(None))
         drv.sync()
+    return found
 
 
 def first_stage_formats(caps: int) -> tuple[RiscvPtFormat, ...]:
@@ -168,12 +195,16 @@ class RiscvPagingDomain(Bonded):
         bond = (self.driver, dev, None)
         self.bonds.append(bond)
         try:
-            self.driver.set_rid_context(dev, self.pgtable.atp(), self.pscid << 12, True)
+            self._point(dev)
         except BaseException:
             self.bonds.remove(bond)
             raise
         if isinstance(old, Bonded) and old is not self:
             old.bond_unlink(dev, None)
+
+    def _point(self, dev: Device) -> None:
+        """Point ``dev``'s RID translation at this domain's table: the first stage, by PSCID."""
+        self.driver.set_rid_context(dev, self.pgtable.atp(), self.pscid << 12, True)
 
     def set_dev_pasid(self, dev: Device, pasid: int, old: Domain | None) -> None:
         """Attach at a PASID: the PASID's process context points at this table."""
@@ -194,7 +225,7 @@ class RiscvPagingDomain(Bonded):
         self.bond_unlink(dev, pasid)
 
     def bond_unlink(self, dev: Device, pasid: int | None) -> None:
-        unlink_bond(self.pscid, self.bonds, dev, pasid)
+        unlink_bond(vma_tag(self.pscid), self.bonds, dev, pasid)
 
     # ------------------------------------------------------------------ map / unmap
     def map(self, iova: Iova, pa: PhysAddr, size: int, prot: int) -> None:
@@ -210,7 +241,7 @@ class RiscvPagingDomain(Bonded):
     def iotlb_inval(self, start: int, end: int, nonleaf: bool = False) -> None:
         """riscv_iommu_iotlb_inval: invalidate [start, end] on every bonded IOMMU."""
         self.invalidations += 1
-        invalidate_bonds(self.pscid, self.bonds, start, end, nonleaf)
+        invalidate_bonds(vma_tag(self.pscid), self.bonds, start, end, nonleaf)
 
     def iotlb_sync(self, gather: IotlbGather) -> None:
         # Freed table pages may sit in non-leaf caches: with no non-leaf range invalidation

@@ -16,7 +16,6 @@ from iommusim.bits.pcie import (
     PRG_INVALID_REQUEST,
     PRG_RESPONSE_FAILURE,
     PRG_SUCCESS,
-    inval_payload,
     prg_response_payload,
 )
 from iommusim.bits.riscv.causes import CAUSE_NAMES
@@ -70,6 +69,7 @@ from iommusim.sw.drivers.riscv.commands import (
 )
 from iommusim.sw.drivers.riscv.ddt import DeviceDirectory
 from iommusim.sw.drivers.riscv.domain import (
+    ATS_INVAL_ALL,
     Bonded,
     RiscvPagingDomain,
     first_stage_formats,
@@ -94,7 +94,7 @@ if TYPE_CHECKING:
     from iommusim.sw.core.ops import Reporter
     from iommusim.sw.mm.mm import Mm
 
-__all__ = ["ATS_INVAL_ALL", "IrqController", "RiscvIommuDriver"]
+__all__ = ["IrqController", "RiscvIommuDriver"]
 
 _TC_V: Final = DC_TC["v"].mask
 _TC_EN_ATS: Final = DC_TC["en_ats"].mask
@@ -104,8 +104,6 @@ _TC_PDTV: Final = DC_TC["pdtv"].mask
 _TC_DPE: Final = DC_TC["dpe"].mask
 _PC_V: Final = PC_TA["v"].mask
 _PC_PSCID: Final = PC_TA["pscid"]
-#: An ATS.INVAL payload covering every address (PCIe "Invalidate Request", S = 1).
-ATS_INVAL_ALL: Final = inval_payload(0, 1 << 64)
 #: iommu_page_response codes (success, invalid, failure) as PCIe PRG Response Codes.
 _PRG_CODES: Final = {0: PRG_SUCCESS, 1: PRG_INVALID_REQUEST, 2: PRG_RESPONSE_FAILURE}
 _FSC_MODE: Final = DC_FSC["mode"]

@@ -25,16 +25,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from iommusim.bits.pcie import inval_payload
 from iommusim.errors import InvalidArgument
 from iommusim.sw.core.device import Device
 from iommusim.sw.core.domain import DOMAIN_NESTED, Domain
-from iommusim.sw.drivers.riscv.commands import iotinval_gvma, iotinval_vma
+from iommusim.sw.drivers.riscv.commands import Command, iotinval_gvma
 from iommusim.sw.drivers.riscv.domain import (
-    IOTLB_INVAL_LIMIT,
     Bond,
     Bonded,
     RiscvPagingDomain,
+    invalidate_bonds,
+    unlink_bond,
+    vma_tag,
 )
 from iommusim.sw.pgtable.riscv import RiscvPtFormat
 
@@ -44,8 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["RiscvNestParentDomain", "RiscvNestedDomain"]
 
 _PAGE: Final = 4096
-#: An ATS.INVAL payload covering every address (PCIe "Invalidate Request", S = 1).
-_ALL: Final = inval_payload(0, 1 << 64)
+_ALL: Final = (1 << 64) - 1
 
 
 class RiscvNestParentDomain(RiscvPagingDomain):
@@ -69,53 +69,24 @@ class RiscvNestParentDomain(RiscvPagingDomain):
         """``DC.iohgatp`` of the devices attached to this domain or to one nested in it."""
         return self.pgtable.atp(self.gscid)
 
-    def attach_dev(self, dev: Device, old: Domain | None) -> None:
+    def _point(self, dev: Device) -> None:
         """Attached directly: the device's addresses are guest-physical (``fsc`` Bare)."""
-        self._check_iommu(dev)
-        bond = (self.driver, dev, None)
-        self.bonds.append(bond)
-        try:
-            self.driver.set_rid_context(dev, 0, 0, True, iohgatp=self.iohgatp)
-        except BaseException:
-            self.bonds.remove(bond)
-            raise
-        if isinstance(old, Bonded) and old is not self:
-            old.bond_unlink(dev, None)
+        self.driver.set_rid_context(dev, 0, 0, True, iohgatp=self.iohgatp)
+
+    def _tag(self, addr: int | None) -> Command:
+        """IOTINVAL.GVMA by the GSCID (of the guest-physical page at ``addr``)."""
+        return iotinval_gvma(gscid=self.gscid, gpa=addr)
 
     def bond_unlink(self, dev: Device, pasid: int | None) -> None:
         """Drop ``dev``'s bond; the last device on an IOMMU flushes the GSCID there."""
-        found = [b for b in self.bonds if b[1] is dev and b[2] == pasid]
-        if not found:
-            return
-        drv = found[0][0]
-        self.bonds.remove(found[0])
-        self.nested_bonds = [b for b in self.nested_bonds if b is not found[0]]
-        if not any(b[0] is drv for b in self.bonds):
-            drv.command(iotinval_gvma(gscid=self.gscid))
-            drv.sync()
+        gone = unlink_bond(self._tag, self.bonds, dev, pasid)
+        self.nested_bonds = [b for b in self.nested_bonds if b is not gone]
 
     def iotlb_inval(self, start: int, end: int, nonleaf: bool = False) -> None:
-        """IOTINVAL.GVMA by GSCID for [start, end] on every IOMMU with a bonded device, then
-        ATS.INVAL to the bonded devices with ATS (the range, or all for a nested device), then
-        one IOFENCE.C per IOMMU (which waits for the devices' completions)."""
+        """IOTINVAL.GVMA by GSCID for [start, end] on every IOMMU with a bonded device, ATS.INVAL
+        to the bonded devices with ATS (the range, or all for a nested device), IOFENCE.C."""
         self.invalidations += 1
-        seen: list[RiscvIommuDriver] = []
-        for drv, _, _ in self.bonds:
-            if any(s is drv for s in seen):
-                continue
-            seen.append(drv)
-            if end - start + 1 < IOTLB_INVAL_LIMIT and not nonleaf:
-                for gpa in range(start & ~(_PAGE - 1), end + 1, _PAGE):
-                    drv.command(iotinval_gvma(gscid=self.gscid, gpa=gpa))
-            else:
-                drv.command(iotinval_gvma(gscid=self.gscid))
-        for bond in self.bonds:
-            drv, dev, _ = bond
-            if drv.ats_enabled(dev):
-                nested = any(b is bond for b in self.nested_bonds)
-                drv.ats_inval(dev, None, _ALL if nested else inval_payload(start, end - start + 1))
-        for drv in seen:
-            drv.sync()
+        invalidate_bonds(self._tag, self.bonds, start, end, nonleaf, ats_all=self.nested_bonds)
 
     def free(self) -> None:
         self.pgtable.destroy()
@@ -160,33 +131,17 @@ class RiscvNestedDomain(Bonded):
             old.bond_unlink(dev, None)
 
     def bond_unlink(self, dev: Device, pasid: int | None) -> None:
-        found = [b for b in self.bonds if b[1] is dev and b[2] == pasid]
-        if not found:
-            return
-        self.bonds.remove(found[0])
-        drv = found[0][0]
-        if not any(b[0] is drv for b in self.bonds):
-            drv.command(iotinval_vma(pscid=self.pscid, gscid=self.parent.gscid))
+        unlink_bond(vma_tag(self.pscid, self.parent.gscid), self.bonds, dev, pasid)
         self.parent.bond_unlink(dev, pasid)
 
     def cache_invalidate(self, addr: int | None = None) -> None:
         """The guest changed its first stage: IOTINVAL.VMA with GV = 1 (the parent's GSCID)
-        and the guest's PSCID, for the page at ``addr`` or all of them; then ATS.INVAL of the
-        same range to the devices with ATS; then IOFENCE.C on every IOMMU with an attached
-        device. Nothing else: the G-stage is the parent's."""
+        and the guest's PSCID, for the page at ``addr`` or all of them; ATS.INVAL of the same
+        range to the devices with ATS; IOFENCE.C on every IOMMU with an attached device.
+        Nothing else: the G-stage is the parent's."""
         self.invalidations += 1
-        seen: list[RiscvIommuDriver] = []
-        for drv, _, _ in self.bonds:
-            if any(s is drv for s in seen):
-                continue
-            seen.append(drv)
-            drv.command(iotinval_vma(pscid=self.pscid, addr=addr, gscid=self.parent.gscid))
-        payload = _ALL if addr is None else inval_payload(addr & ~(_PAGE - 1), _PAGE)
-        for drv, dev, _ in self.bonds:
-            if drv.ats_enabled(dev):
-                drv.ats_inval(dev, None, payload)
-        for drv in seen:
-            drv.sync()
+        start, end = (0, _ALL) if addr is None else (addr & ~(_PAGE - 1), addr | (_PAGE - 1))
+        invalidate_bonds(vma_tag(self.pscid, self.parent.gscid), self.bonds, start, end)
 
     def free(self) -> None:
         """Release the parent; nothing else: the tables are the user's, the GSCID the

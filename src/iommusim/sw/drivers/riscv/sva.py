@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from iommusim.errors import InvalidArgument
 from iommusim.sw.core.device import Device
 from iommusim.sw.core.domain import DOMAIN_SVA, Domain
-from iommusim.sw.drivers.riscv.domain import Bond, invalidate_bonds, unlink_bond
+from iommusim.sw.drivers.riscv.domain import Bond, invalidate_bonds, unlink_bond, vma_tag
 from iommusim.sw.pgtable.riscv import riscv_atp
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class RiscvSvaDomain(Domain):
             old.remove_dev_pasid(dev, pasid)
 
     def remove_dev_pasid(self, dev: Device, pasid: int) -> None:
-        unlink_bond(self.pscid, self.bonds, dev, pasid)
+        unlink_bond(vma_tag(self.pscid), self.bonds, dev, pasid)
         if not self.bonds:
             self._unregister()
 
@@ -81,7 +81,7 @@ class RiscvSvaDomain(Domain):
         if not self.bonds or end <= start:
             return
         self.invalidations += 1
-        invalidate_bonds(self.pscid, self.bonds, start, end - 1, nonleaf=tables_freed)
+        invalidate_bonds(vma_tag(self.pscid), self.bonds, start, end - 1, nonleaf=tables_freed)
 
     def release(self, mm: Mm) -> None:
         """The process is exiting: every process context of this domain becomes invalid
