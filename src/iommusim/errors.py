@@ -20,7 +20,12 @@
     │   ├── MessageTooLong         EMSGSIZE (an output array too small; the count is returned)
     │   ├── ArgumentTooBig         E2BIG (a struct longer than the kernel's, non-zero tail)
     │   ├── InappropriateIoctl     ENOTTY (an ioctl number the file does not implement)
-    │   └── BadFileDescriptor      EBADF (a closed file)
+    │   ├── BadFileDescriptor      EBADF (a closed file)
+    │   ├── IoError                EIO (a driver's "cannot do this command")
+    │   ├── IllegalSeek            ESPIPE (a read/write at a file offset on a stream file)
+    │   ├── NoSuchAddress          ENXIO (an mmap offset or length no region has)
+    │   ├── InvalidExchange        EBADE (the selftest: pages differ from what was expected)
+    │   └── OutOfRange             ERANGE (a size that does not fit)
     ├── FormatError                malformed input file (vector, scenario); names the field
     └── BusError                   a memory access answered with an error (access fault or
                                    poisoned data); the hardware models turn it into the spec's
@@ -42,17 +47,22 @@ __all__ = [
     "Busy",
     "Exists",
     "FormatError",
+    "IllegalSeek",
     "InappropriateIoctl",
     "InvalidArgument",
+    "InvalidExchange",
+    "IoError",
     "IommusimError",
     "MessageTooLong",
     "ModelError",
     "NoDevice",
     "NoSpace",
+    "NoSuchAddress",
     "NotFound",
     "NotPermitted",
     "NotSupported",
     "OutOfMemory",
+    "OutOfRange",
     "Overflow",
 ]
 
@@ -140,6 +150,27 @@ class InappropriateIoctl(ApiError):
 
 class BadFileDescriptor(ApiError):
     errno = _errno.EBADF
+
+
+class IoError(ApiError):
+    # Not an OSError: its errno attribute would clash with ApiError.errno.
+    errno = _errno.EIO
+
+
+class IllegalSeek(ApiError):
+    errno = _errno.ESPIPE
+
+
+class NoSuchAddress(ApiError):
+    errno = _errno.ENXIO
+
+
+class InvalidExchange(ApiError):
+    errno = _errno.EBADE
+
+
+class OutOfRange(ApiError):
+    errno = _errno.ERANGE
 
 
 class BusError(IommusimError):

@@ -24,6 +24,8 @@ from iommusim.sw.core.domain import (
     Domain,
 )
 from iommusim.sw.core.ops import IommuDriver, Reporter
+from iommusim.sw.core.userdata import UserData
+from iommusim.sw.core.viommu import ViommuCore, ViommuOps
 from iommusim.sw.mm.mm import Mm
 
 OTHER_RID = 1 << 24  # beyond the RISC-V driver's directory: the other IOMMU's device
@@ -78,13 +80,35 @@ class OtherIommu:
     def domain_alloc_sva(self, dev: Device, mm: Mm) -> Domain:
         raise NotSupported("no SVA")
 
-    def domain_alloc_paging_flags(self, dev: Device, *, nest_parent: bool = False) -> Domain:
-        if nest_parent:
-            raise NotSupported("no second stage")
+    def domain_alloc_paging_flags(
+        self, dev: Device, flags: int = 0, user_data: UserData | None = None
+    ) -> Domain:
+        if flags or user_data is not None:
+            raise NotSupported("no second stage, no flags")
         return self.domain_alloc_paging(dev)
 
-    def domain_alloc_nested(self, parent: Domain, fsc: int, pscid: int) -> Domain:
+    def domain_alloc_nested(
+        self, dev: Device, parent: Domain, flags: int, user_data: UserData
+    ) -> Domain:
         raise InvalidArgument("no nesting parent here")
+
+    user_pasid_table = False
+
+    def capable(self, dev: Device, cap: int) -> bool:
+        return False
+
+    def hw_info(self, dev: Device, requested_type: int) -> tuple[int, bytes]:
+        return 0, b""
+
+    def viommu_alloc(
+        self,
+        dev: Device,
+        viommu_type: int,
+        parent: Domain,
+        user_data: UserData | None,
+        core: ViommuCore,
+    ) -> ViommuOps:
+        raise NotSupported("no vIOMMU")
 
     def page_response(self, rid: int, pasid: int | None, grpid: int, code: int) -> None:
         """No page requests without hardware."""

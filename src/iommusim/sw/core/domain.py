@@ -11,11 +11,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from iommusim.addr import Iova, PhysAddr
-from iommusim.errors import InvalidArgument, NotSupported
+from iommusim.errors import ApiError, InvalidArgument, NotSupported
 
 if TYPE_CHECKING:
     from iommusim.sw.core.device import Device
     from iommusim.sw.core.dma import DmaCookie
+    from iommusim.sw.core.userdata import UserDataArray
     from iommusim.sw.iopf.queue import IopfGroup
     from iommusim.sw.pgtable.gather import IotlbGather
 
@@ -66,6 +67,8 @@ class Domain:
     #: Whether :meth:`set_dev_pasid` is an operation of this kind (``ops->set_dev_pasid``);
     #: a subclass that implements it says so.
     supports_pasid: bool = False
+    #: ``domain->dirty_ops`` is set (:meth:`set_dirty_tracking`, :meth:`read_and_clear_dirty`).
+    dirty_ops: bool = False
 
     def __init__(
         self,
@@ -145,3 +148,15 @@ class Domain:
 
     def free(self) -> None:
         """Release the domain's resources (it is attached to nothing)."""
+
+    # ------------------------------------------------------------------ iommufd's extras
+    def set_dirty_tracking(self, enabled: bool) -> None:
+        raise NotSupported(f"{self.name} domain has no dirty tracking")
+
+    def read_and_clear_dirty(
+        self, iova: int, size: int, no_clear: bool, record: Callable[[int, int], None]
+    ) -> None:
+        raise NotSupported(f"{self.name} domain has no dirty tracking")
+
+    def cache_invalidate_user(self, array: UserDataArray) -> tuple[int, ApiError | None]:
+        raise NotSupported(f"{self.name} domain has no user cache invalidation")

@@ -11,18 +11,34 @@ it does not override with EOPNOTSUPP, the errno of a missing op) and so satisfy
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, Protocol
 
 from iommusim.addr import Iova, PhysAddr
+from iommusim.errors import ApiError
 
 if TYPE_CHECKING:
     from iommusim.sw.core.device import Device, Fault
     from iommusim.sw.core.domain import Domain
+    from iommusim.sw.core.userdata import UserData, UserDataArray
+    from iommusim.sw.core.viommu import ViommuCore, ViommuOps
     from iommusim.sw.iopf.queue import PageFault
     from iommusim.sw.mm.mm import Mm
     from iommusim.sw.pgtable.gather import IotlbGather
 
-__all__ = ["DomainOps", "IommuDriver", "Reporter"]
+__all__ = [
+    "CAP_CACHE_COHERENCY",
+    "CAP_DIRTY_TRACKING",
+    "CAP_ENFORCE_CACHE_COHERENCY",
+    "DomainOps",
+    "IommuDriver",
+    "Reporter",
+]
+
+# enum iommu_cap (include/linux/iommu.h), the questions ``capable`` answers.
+CAP_CACHE_COHERENCY: Final = 0
+CAP_ENFORCE_CACHE_COHERENCY: Final = 3
+CAP_DIRTY_TRACKING: Final = 5
 
 
 class Reporter(Protocol):
@@ -79,6 +95,22 @@ class DomainOps(Protocol):
 
     def free(self) -> None: ...
 
+    # iommufd's extras; the Domain base answers EOPNOTSUPP for each.
+    #: ``domain->dirty_ops`` is set: the domain can track dirty IOVAs.
+    dirty_ops: bool
+
+    def set_dirty_tracking(self, enabled: bool) -> None: ...
+
+    def read_and_clear_dirty(
+        self, iova: int, size: int, no_clear: bool, record: Callable[[int, int], None]
+    ) -> None:
+        """``read_and_clear_dirty``: call ``record(iova, length)`` for every dirty leaf in
+        ``[iova, iova + size)`` and clean it unless ``no_clear``."""
+
+    def cache_invalidate_user(self, array: UserDataArray) -> tuple[int, ApiError | None]:
+        """``cache_invalidate_user`` of a nested domain: handle the user's entries in order;
+        returns how many were handled and the error that stopped it (None: all)."""
+
 
 class IommuDriver(Protocol):
     """What an IOMMU driver gives the core (``iommu_ops``).
@@ -110,15 +142,44 @@ class IommuDriver(Protocol):
 
     def domain_alloc_sva(self, dev: Device, mm: Mm) -> Domain: ...
 
-    def domain_alloc_paging_flags(self, dev: Device, *, nest_parent: bool = False) -> Domain:
-        """A paging domain; with ``nest_parent`` one other domains can nest in (the second
-        stage): NotSupported (EOPNOTSUPP) when the IOMMU has no second stage, OutOfMemory
-        when its tags are exhausted."""
+    def domain_alloc_paging_flags(
+        self, dev: Device, flags: int = 0, user_data: UserData | None = None
+    ) -> Domain:
+        """A paging domain with ``flags`` of ``IOMMU_HWPT_ALLOC_*`` (NEST_PARENT: one other
+        domains can nest in, the second stage; DIRTY_TRACKING; PASID) and optional
+        driver-specific ``user_data``: NotSupported (EOPNOTSUPP) for a flag or data type the
+        IOMMU cannot honour, OutOfMemory when its tags are exhausted."""
 
-    def domain_alloc_nested(self, parent: Domain, fsc: int, pscid: int) -> Domain:
-        """A DOMAIN_NESTED domain: a first stage the user owns (its table pointer ``fsc``
-        and address-space tag ``pscid``, in the architecture's encoding) inside ``parent``;
-        InvalidArgument (EINVAL) for a parent that is no nesting parent of this IOMMU or user
-        data the hardware would reject."""
+    def domain_alloc_nested(
+        self, dev: Device, parent: Domain, flags: int, user_data: UserData
+    ) -> Domain:
+        """A DOMAIN_NESTED domain: a first stage the user describes in ``user_data`` (the
+        driver's own struct) inside ``parent``; InvalidArgument (EINVAL) for a parent that is
+        no nesting parent of this IOMMU or data the hardware would reject, NotSupported for
+        flags or a data type the driver lacks."""
+
+    #: ``ops->user_pasid_table``: the user owns the PASID table, so page faults with a PASID
+    #: go to the domain on the RID.
+    user_pasid_table: bool
+
+    def capable(self, dev: Device, cap: int) -> bool:
+        """``capable``: does the IOMMU have ``cap`` (``CAP_*``) for ``dev``."""
+
+    def hw_info(self, dev: Device, requested_type: int) -> tuple[int, bytes]:
+        """``hw_info``: the IOMMU's ``IOMMU_HW_INFO_TYPE_*`` and its struct's bytes (type
+        NONE with no bytes when there is nothing to report). ``requested_type`` is a type the
+        user asked for (DEFAULT: the driver's own); NotSupported for a type it lacks."""
+
+    def viommu_alloc(
+        self,
+        dev: Device,
+        viommu_type: int,
+        parent: Domain,
+        user_data: UserData | None,
+        core: ViommuCore,
+    ) -> ViommuOps:
+        """``get_viommu_size`` + ``viommu_init``: a vIOMMU of ``viommu_type`` over the
+        nesting parent ``parent``; NotSupported for a type the driver lacks. ``core`` is how
+        the vIOMMU reaches iommufd (mmap regions, events, its vDEVICEs)."""
 
     def page_response(self, rid: int, pasid: int | None, grpid: int, code: int) -> None: ...

@@ -21,6 +21,7 @@ from iommusim.mem import AddressMap
 from iommusim.platform.system import EndpointConfig
 from iommusim.sw.core.domain import DOMAIN_NESTED, DOMAIN_UNMANAGED
 from iommusim.sw.drivers.riscv.nested import RiscvNestedDomain, RiscvNestParentDomain
+from iommusim.sw.iommufd.uapi import IOMMU_HWPT_ALLOC_NEST_PARENT as NEST_PARENT
 from iommusim.sw.pages import PageAllocator
 from iommusim.sw.pgtable.gather import IotlbGather
 from iommusim.sw.pgtable.riscv import RiscvPageTable
@@ -36,7 +37,7 @@ RW: Final = IOMMU_READ | IOMMU_WRITE
 
 
 def parent_for(m: Any, name: str = "nic") -> RiscvNestParentDomain:
-    parent = m.driver.domain_alloc_paging_flags(m.dev(name), nest_parent=True)
+    parent = m.driver.domain_alloc_paging_flags(m.dev(name), NEST_PARENT)
     assert isinstance(parent, RiscvNestParentDomain)
     return parent
 
@@ -105,7 +106,7 @@ def test_a_nested_domain_walks_the_guests_tables_through_the_g_stage(machine: An
     data_gpa = guest_pages.alloc_page()
     guest.write(data_gpa, b"in-guest")
     vs.map(GVA, data_gpa, PAGE, RW)
-    nested = m.driver.domain_alloc_nested(parent, vs.atp(), 7)
+    nested = m.driver.alloc_nested(parent, vs.atp(), 7)
     assert isinstance(nested, RiscvNestedDomain) and nested.type == DOMAIN_NESTED
     m.core.attach_device(nested, nic)
     tc, ta, fsc = m.dc(nic.rid)
@@ -139,7 +140,7 @@ def test_the_parents_unmap_reaches_a_nested_device(machine: Any) -> None:
     vs = RiscvPageTable(guest, guest_pages, "sv39")
     data_gpa = guest_pages.alloc_page()
     vs.map(GVA, data_gpa, PAGE, RW)
-    nested = m.driver.domain_alloc_nested(parent, vs.atp(), 3)
+    nested = m.driver.alloc_nested(parent, vs.atp(), 3)
     m.core.attach_device(nested, m.dev("nic"))
     ep = m.ep("nic")
     assert ep.dma_read(GVA, 8).ok  # fills the IOTLB with the combined translation
@@ -152,7 +153,7 @@ def test_parent_outlives_its_nested_domains_and_gscids_come_back(machine: Any) -
     m = machine()
     nic = m.dev("nic")
     parent = parent_for(m)
-    nested = m.driver.domain_alloc_nested(parent, 0, 1)  # a Bare first stage
+    nested = m.driver.alloc_nested(parent, 0, 1)  # a Bare first stage
     assert parent.users == 1
     with pytest.raises(ApiError) as e:
         m.core.domain_free(parent)
@@ -180,7 +181,7 @@ def test_bad_nested_user_data_is_einval_and_allocates_nothing(
     m = machine()
     parent = parent_for(m)
     with pytest.raises(ApiError) as e:
-        m.driver.domain_alloc_nested(parent, fsc, pscid)
+        m.driver.alloc_nested(parent, fsc, pscid)
     assert e.value.errno == errno.EINVAL
     assert parent.users == 0
 
@@ -189,7 +190,7 @@ def test_only_a_nesting_parent_can_hold_a_nested_domain(machine: Any) -> None:
     m = machine()
     plain = m.core.domain_alloc_paging(m.dev("nic"))
     with pytest.raises(ApiError) as e:
-        m.driver.domain_alloc_nested(plain, 0, 1)
+        m.driver.alloc_nested(plain, 0, 1)
     assert e.value.errno == errno.EINVAL
 
 
@@ -201,7 +202,7 @@ def test_no_g_stage_format_is_eopnotsupp(machine: Any) -> None:
     m = machine(params=full.with_(capabilities=no_x4))
     free_gscids = len(m.driver.gscid_ida)
     with pytest.raises(ApiError) as e:
-        m.driver.domain_alloc_paging_flags(m.dev("nic"), nest_parent=True)
+        m.driver.domain_alloc_paging_flags(m.dev("nic"), NEST_PARENT)
     assert e.value.errno == errno.EOPNOTSUPP
     assert len(m.driver.gscid_ida) == free_gscids
 
@@ -229,7 +230,7 @@ def test_an_ats_device_forgets_what_the_parent_and_the_guest_take_away(machine: 
     for i, gpa in enumerate(pages):
         guest.write(gpa, bytes([0x30 + i]) * 8)
         vs.map(GVA + i * PAGE, gpa, PAGE, RW)
-    nested = m.driver.domain_alloc_nested(parent, vs.atp(), 9)
+    nested = m.driver.alloc_nested(parent, vs.atp(), 9)
     m.core.attach_device(nested, acc)
     assert m.driver.ats_enabled(acc) and ep.ats_enabled
     assert ep.dma_read(GVA, 8).data == b"0" * 8

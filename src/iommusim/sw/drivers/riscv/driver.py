@@ -58,6 +58,7 @@ from iommusim.mem.protocol import PhysicalMemory
 from iommusim.sw.core.device import Device, Fault
 from iommusim.sw.core.domain import DOMAIN_BLOCKED, DOMAIN_IDENTITY, Domain
 from iommusim.sw.core.ida import Ida
+from iommusim.sw.core.ops import CAP_CACHE_COHERENCY, CAP_ENFORCE_CACHE_COHERENCY
 from iommusim.sw.drivers.riscv.commands import (
     Command,
     ats_inval,
@@ -86,12 +87,15 @@ from iommusim.sw.drivers.riscv.queues import (
     PageRequestQueue,
     PageRequestRecord,
 )
+from iommusim.sw.iommufd import uapi
 from iommusim.sw.iopf.queue import PERM_EXEC, PERM_PRIV, PERM_READ, PERM_WRITE, PageFault
 from iommusim.sw.pages import PageAllocator
 from iommusim.sw.pgtable.riscv import riscv_atp
 
 if TYPE_CHECKING:
     from iommusim.sw.core.ops import Reporter
+    from iommusim.sw.core.userdata import UserData
+    from iommusim.sw.core.viommu import ViommuCore, ViommuOps
     from iommusim.sw.mm.mm import Mm
 
 __all__ = ["IrqController", "RiscvIommuDriver"]
@@ -523,10 +527,19 @@ class RiscvIommuDriver:
             self.pscid_ida.free(pscid)
             raise
 
-    def domain_alloc_paging_flags(self, dev: Device, *, nest_parent: bool = False) -> Domain:
-        """``domain_alloc_paging_flags``: with ``nest_parent`` a G-stage domain other domains
-        can nest in (IOMMU_HWPT_ALLOC_NEST_PARENT); EOPNOTSUPP when the IOMMU has no G-stage
-        format, ENOMEM when no GSCID is left."""
+    def domain_alloc_paging_flags(
+        self, dev: Device, flags: int = 0, user_data: UserData | None = None
+    ) -> Domain:
+        """``domain_alloc_paging_flags``: with IOMMU_HWPT_ALLOC_NEST_PARENT a G-stage domain
+        other domains can nest in; EOPNOTSUPP for DIRTY_TRACKING (not offered), for other
+        flags and for any user data (Linux 7.3 defines no RISC-V paging data), or when the
+        IOMMU has no G-stage format; ENOMEM when no GSCID is left. IOMMU_HWPT_ALLOC_PASID is
+        accepted: a paging domain can serve PASIDs."""
+        if flags & ~(uapi.IOMMU_HWPT_ALLOC_NEST_PARENT | uapi.IOMMU_HWPT_ALLOC_PASID):
+            raise NotSupported(f"{self.name}: allocation flags {flags:#x} are not supported")
+        if user_data is not None:
+            raise NotSupported(f"{self.name}: no paging-domain data type {user_data.type}")
+        nest_parent = bool(flags & uapi.IOMMU_HWPT_ALLOC_NEST_PARENT)
         if not nest_parent:
             return self.domain_alloc_paging(dev)
         self._state(dev)
@@ -540,7 +553,39 @@ class RiscvIommuDriver:
             self.gscid_ida.free(gscid)
             raise
 
-    def domain_alloc_nested(self, parent: Domain, fsc: int, pscid: int) -> Domain:
+    def domain_alloc_nested(
+        self, dev: Device, parent: Domain, flags: int, user_data: UserData
+    ) -> Domain:
+        """``domain_alloc_nested`` from iommufd: Linux 7.3 defines no RISC-V nested data type,
+        so there is nothing to decode (EOPNOTSUPP); :meth:`alloc_nested` takes the fields."""
+        raise NotSupported(f"{self.name}: no nested data type {user_data.type}")
+
+    # ------------------------------------------------------------------ iommufd
+    user_pasid_table = False
+
+    def capable(self, dev: Device, cap: int) -> bool:
+        """Coherent DMA (the model's memory is coherent); no dirty tracking offered."""
+        return cap in (CAP_CACHE_COHERENCY, CAP_ENFORCE_CACHE_COHERENCY)
+
+    def hw_info(self, dev: Device, requested_type: int) -> tuple[int, bytes]:
+        """Linux 7.3 has no RISC-V hw_info type: type NONE, nothing to report; any other
+        requested type is EOPNOTSUPP."""
+        if requested_type != uapi.IOMMU_HW_INFO_TYPE_DEFAULT:
+            raise NotSupported(f"{self.name}: no hw_info type {requested_type}")
+        return uapi.IOMMU_HW_INFO_TYPE_NONE, b""
+
+    def viommu_alloc(
+        self,
+        dev: Device,
+        viommu_type: int,
+        parent: Domain,
+        user_data: UserData | None,
+        core: ViommuCore,
+    ) -> ViommuOps:
+        """Linux 7.3 has no RISC-V vIOMMU type (``get_viommu_size`` 0): EOPNOTSUPP."""
+        raise NotSupported(f"{self.name}: no vIOMMU type {viommu_type}")
+
+    def alloc_nested(self, parent: Domain, fsc: int, pscid: int) -> Domain:
         """A first stage the user owns, nested in ``parent``'s G-stage: ``fsc`` is its
         ``iosatp`` (riscv-iommu: "First-Stage context (fsc)": MODE Bare or a first-stage mode
         the IOMMU has, PPN a guest-physical page) and ``pscid`` its address-space ID. EINVAL
