@@ -97,8 +97,8 @@ class OtherIommu:
     def capable(self, dev: Device, cap: int) -> bool:
         return False
 
-    def hw_info(self, dev: Device, requested_type: int) -> tuple[int, bytes]:
-        return 0, b""
+    def hw_info(self, dev: Device, requested_type: int) -> tuple[int, bytes] | None:
+        return None
 
     def viommu_alloc(
         self,

@@ -70,3 +70,4 @@ class Group:
     domain: Domain | None = None
     pasid_array: dict[int, Domain] = field(default_factory=dict)  # PASID -> attached domain
     owner: object | None = None  # DMA owner claimed by a user (iommufd/VFIO); None = kernel
+    owner_cnt: int = 0  # claims by that owner (one per bound device)

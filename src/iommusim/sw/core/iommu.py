@@ -26,6 +26,7 @@ from iommusim.sw.core.domain import (
 )
 from iommusim.sw.core.fq import FlushQueue, FqOptions
 from iommusim.sw.core.ops import IommuDriver
+from iommusim.sw.core.userdata import UserData
 from iommusim.sw.iopf.queue import RESP_INVALID, Iopf, PageFault
 from iommusim.sw.pgtable.gather import IotlbGather
 
@@ -156,6 +157,8 @@ class IommuCore:
             ]
         if dtype == DOMAIN_IDENTITY:
             return driver.identity_domain
+        if dtype == DOMAIN_BLOCKED:  # a driver whose default is to block (the selftest mock)
+            return driver.blocked_domain
         domain = driver.domain_alloc_paging(dev)
         domain.type = dtype
         cookie = DmaCookie(domain, None, self.ncpus)
@@ -217,6 +220,17 @@ class IommuCore:
         if dev.iommu is None:
             raise NoDevice(f"{dev.name} has no IOMMU")
         domain = dev.iommu.domain_alloc_paging(dev)
+        domain.type = DOMAIN_UNMANAGED
+        return domain
+
+    def domain_alloc_paging_flags(
+        self, dev: Device, flags: int, user_data: UserData | None
+    ) -> Domain:
+        """The driver's ``domain_alloc_paging_flags`` for ``dev``, typed UNMANAGED."""
+        self._group_of(dev)
+        if dev.iommu is None:
+            raise NoDevice(f"{dev.name} has no IOMMU")
+        domain = dev.iommu.domain_alloc_paging_flags(dev, flags, user_data)
         domain.type = DOMAIN_UNMANAGED
         return domain
 
@@ -286,6 +300,53 @@ class IommuCore:
         _live(domain)
         self._set_group_domain(group, domain)
 
+    # ------------------------------------------------------------------ DMA ownership
+    def claim_dma_owner(self, dev: Device, owner: object) -> None:
+        """iommu_device_claim_dma_owner: a user (iommufd) takes DMA control of ``dev``'s
+        group. The first claim needs the group on its default domain (else EBUSY) and moves
+        it to the blocking domain; further claims by the same owner count up; another
+        owner's claim is EBUSY."""
+        group = self._group_of(dev)
+        if group.owner is not None:
+            if group.owner is not owner:
+                raise Busy(f"group {group.id} is owned by another user")
+            group.owner_cnt += 1
+            return
+        if group.domain is not group.default_domain or dev.iommu is None:
+            raise Busy(f"group {group.id} is not on its default domain")
+        self._set_group_domain(group, dev.iommu.blocked_domain)
+        group.owner = owner
+        group.owner_cnt = 1
+
+    def release_dma_owner(self, dev: Device) -> None:
+        """iommu_device_release_dma_owner: the last release puts the group back on its
+        default domain."""
+        group = self._group_of(dev)
+        if group.owner is None:
+            raise InvalidArgument(f"group {group.id} has no DMA owner")
+        group.owner_cnt -= 1
+        if group.owner_cnt:
+            return
+        group.owner = None
+        if group.default_domain is not None:
+            self._set_group_domain(group, group.default_domain)
+
+    def detach_group(self, domain: Domain, group: Group) -> None:
+        """iommu_detach_group: back to the core domain -- blocking while a user owns the
+        group, the default domain otherwise."""
+        _live(domain)
+        if group.domain is not domain:
+            raise InvalidArgument(f"group {group.id} is not attached to {domain!r}")
+        core = self._core_domain(group)
+        if core is not None:
+            self._set_group_domain(group, core)
+
+    def _core_domain(self, group: Group) -> Domain | None:
+        driver = group.devices[0].iommu if group.devices else None
+        if group.owner is not None and driver is not None:
+            return driver.blocked_domain
+        return group.default_domain
+
     def detach_device(self, domain: Domain, dev: Device) -> None:
         _live(domain)
         group = self._group_of(dev)
@@ -327,6 +388,33 @@ class IommuCore:
                 driver.blocked_domain.set_dev_pasid(d, pasid, domain)
             raise
         group.pasid_array[pasid] = domain
+        domain.users += 1
+
+    def replace_device_pasid(self, domain: Domain, dev: Device, pasid: int) -> None:
+        """iommu_replace_device_pasid: switch an attached PASID to ``domain`` without
+        blocking in between. EOPNOTSUPP and EINVAL as for attach, EINVAL when the PASID is
+        not attached; a driver failure puts the devices already moved back on the old
+        domain."""
+        _live(domain)
+        group = self._group_of(dev)
+        old = group.pasid_array.get(pasid)
+        if not domain.supports_pasid:
+            raise NotSupported(f"{domain!r} cannot be attached to a PASID")
+        if old is None or domain.owner is not dev.iommu:
+            raise InvalidArgument(f"cannot replace PASID {pasid} of {dev.name} by {domain!r}")
+        if old is domain:
+            return
+        done: list[Device] = []
+        try:
+            for d in group.devices:
+                domain.set_dev_pasid(d, pasid, old)
+                done.append(d)
+        except BaseException:
+            for d in done:
+                old.set_dev_pasid(d, pasid, domain)
+            raise
+        group.pasid_array[pasid] = domain
+        old.users -= 1
         domain.users += 1
 
     def detach_device_pasid(self, domain: Domain, dev: Device, pasid: int) -> None:

@@ -30,6 +30,7 @@ __all__ = [
     "CAP_CACHE_COHERENCY",
     "CAP_DIRTY_TRACKING",
     "CAP_ENFORCE_CACHE_COHERENCY",
+    "CAP_PCI_ATS_SUPPORTED",
     "DomainOps",
     "IommuDriver",
     "Reporter",
@@ -39,6 +40,7 @@ __all__ = [
 CAP_CACHE_COHERENCY: Final = 0
 CAP_ENFORCE_CACHE_COHERENCY: Final = 3
 CAP_DIRTY_TRACKING: Final = 5
+CAP_PCI_ATS_SUPPORTED: Final = 6
 
 
 class Reporter(Protocol):
@@ -165,10 +167,10 @@ class IommuDriver(Protocol):
     def capable(self, dev: Device, cap: int) -> bool:
         """``capable``: does the IOMMU have ``cap`` (``CAP_*``) for ``dev``."""
 
-    def hw_info(self, dev: Device, requested_type: int) -> tuple[int, bytes]:
-        """``hw_info``: the IOMMU's ``IOMMU_HW_INFO_TYPE_*`` and its struct's bytes (type
-        NONE with no bytes when there is nothing to report). ``requested_type`` is a type the
-        user asked for (DEFAULT: the driver's own); NotSupported for a type it lacks."""
+    def hw_info(self, dev: Device, requested_type: int) -> tuple[int, bytes] | None:
+        """``hw_info``: the IOMMU's ``IOMMU_HW_INFO_TYPE_*`` (never NONE) and its struct's
+        bytes; None for a driver without the op. ``requested_type`` is a type the user asked
+        for (DEFAULT: the driver's own); NotSupported for a type it lacks."""
 
     def viommu_alloc(
         self,

@@ -24,6 +24,9 @@ __all__ = ["HwQueueOps", "ViommuCore", "ViommuOps"]
 class HwQueueOps:
     """The driver's part of one ``struct iommufd_hw_queue``."""
 
+    #: The queue object iommufd keeps for it (set by iommufd, for queue dependencies).
+    handle: object = None
+
     def destroy(self) -> None:
         """``hw_queue->destroy``: the queue object is going away."""
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from iommusim.errors import (
     ArgumentTooBig,
@@ -28,16 +28,30 @@ from iommusim.errors import (
     Busy,
     InappropriateIoctl,
     InvalidArgument,
+    NoDevice,
+    NotFound,
     NotPermitted,
     NotSupported,
 )
+from iommusim.sw.core.device import Device
 from iommusim.sw.iommufd import ioas as _ioas
 from iommusim.sw.iommufd import uapi
+from iommusim.sw.iommufd.device import NO_PASID, DeviceApi, IommufdDevice, get_hw_info
+from iommusim.sw.iommufd.hwpt import hwpt_alloc, hwpt_invalidate
 from iommusim.sw.iommufd.ioas import Ioas
-from iommusim.sw.iommufd.objects import ObjectTable
+from iommusim.sw.iommufd.objects import ObjectTable, ObjType
 from iommusim.sw.iommufd.pages import ACCOUNT_MM, ACCOUNT_USER
 from iommusim.sw.iommufd.ucmd import Ucmd
 from iommusim.sw.iommufd.user import UserMemory
+from iommusim.sw.iommufd.viommu import (
+    MmapRegion,
+    MmapTable,
+    vdevice_alloc_ioctl,
+    viommu_alloc_ioctl,
+)
+
+if TYPE_CHECKING:
+    from iommusim.sw.core.iommu import IommuCore
 
 __all__ = ["IommufdFile", "IommufdParams"]
 
@@ -86,6 +100,11 @@ def _option(ictx: IommufdFile, ucmd: Ucmd) -> None:
 #: kernel without them would.
 _OPS: Final[dict[int, Handler]] = {
     uapi.IOMMU_DESTROY: _destroy,
+    uapi.IOMMU_GET_HW_INFO: get_hw_info,
+    uapi.IOMMU_HWPT_ALLOC: hwpt_alloc,
+    uapi.IOMMU_HWPT_INVALIDATE: hwpt_invalidate,
+    uapi.IOMMU_VDEVICE_ALLOC: vdevice_alloc_ioctl,
+    uapi.IOMMU_VIOMMU_ALLOC: viommu_alloc_ioctl,
     uapi.IOMMU_IOAS_ALLOC: _ioas.ioas_alloc,
     uapi.IOMMU_IOAS_ALLOW_IOVAS: _ioas.ioas_allow_iovas,
     uapi.IOMMU_IOAS_CHANGE_PROCESS: _ioas.ioas_change_process,
@@ -103,12 +122,32 @@ class IommufdFile:
     """What ``open("/dev/iommu")`` gives: an object table (``struct iommufd_ctx``) over
     the user memory ``user`` of the opening process."""
 
-    __slots__ = ("_closed", "account_mode", "objects", "params", "user", "vfio_ioas")
+    __slots__ = (
+        "_closed",
+        "_devices",
+        "account_mode",
+        "core",
+        "mmaps",
+        "objects",
+        "params",
+        "user",
+        "vfio_ioas",
+    )
 
-    def __init__(self, user: UserMemory, params: IommufdParams | None = None) -> None:
+    def __init__(
+        self,
+        user: UserMemory,
+        params: IommufdParams | None = None,
+        core: IommuCore | None = None,
+    ) -> None:
         self.user = user
         self.params = params or IommufdParams()
         self.objects = ObjectTable()
+        #: The IOMMU core whose devices this file may be handed (None: no devices at all).
+        self.core = core
+        self._devices = DeviceApi(core, self.objects) if core is not None else None
+        #: Regions drivers let the user mmap from this file (``ictx->mt_mmap``).
+        self.mmaps = MmapTable()
         #: ``ictx->account_mode``: per user, as /dev/iommu opens (not /dev/vfio/vfio).
         self.account_mode = ACCOUNT_USER
         #: ``ictx->vfio_ioas``: the IOAS the VFIO compatibility ioctls use (no reference).
@@ -158,6 +197,67 @@ class IommufdFile:
             self.objects.finalize(ucmd.new_obj)
         return 0
 
+    # ------------------------------------------------------------------ devices
+    def need_core(self) -> IommuCore:
+        if self.core is None:
+            raise NoDevice("this iommufd serves no IOMMU core")
+        return self.core
+
+    def _device_api(self) -> DeviceApi:
+        if self._devices is None:
+            raise NoDevice("this iommufd serves no IOMMU core")
+        return self._devices
+
+    def get_device(self, dev_id: int) -> IommufdDevice:
+        """``iommufd_get_device``: ENOENT unless ``dev_id`` is a DEVICE."""
+        obj = self.objects.get(dev_id, ObjType.DEVICE)
+        if not isinstance(obj, IommufdDevice):  # pragma: no cover - the type says so
+            raise NotFound(f"object {dev_id} is not a device")
+        return obj
+
+    def bind_device(self, dev: Device) -> int:
+        """``iommufd_device_bind`` as VFIO's ``VFIO_DEVICE_BIND_IOMMUFD`` does it: claim
+        ``dev`` (a device of :attr:`core`) for this file; returns its DEVICE id."""
+        self._check_open()
+        return self._device_api().bind(dev).id
+
+    def unbind_device(self, dev_id: int) -> None:
+        """``iommufd_device_unbind``: EBUSY while the device is attached."""
+        self._check_open()
+        self._device_api().unbind(self.get_device(dev_id))
+
+    def attach_device(self, dev_id: int, pt_id: int, pasid: int = NO_PASID) -> int:
+        """``iommufd_device_attach`` (VFIO_DEVICE_ATTACH_IOMMUFD_PT): attach to an HWPT,
+        or to an IOAS through an auto domain; returns the HWPT id attached."""
+        self._check_open()
+        return self._device_api().attach(self.get_device(dev_id), pt_id, pasid)
+
+    def replace_device(self, dev_id: int, pt_id: int, pasid: int = NO_PASID) -> int:
+        """``iommufd_device_replace``: EINVAL when nothing is attached on ``pasid``."""
+        self._check_open()
+        return self._device_api().replace(self.get_device(dev_id), pt_id, pasid)
+
+    def detach_device(self, dev_id: int, pasid: int = NO_PASID) -> None:
+        """``iommufd_device_detach``: detaching what is not attached does nothing."""
+        self._check_open()
+        self._device_api().detach(self.get_device(dev_id), pasid)
+
+    def mmap(self, offset: int, length: int, shared: bool = True, exec_: bool = False) -> int:
+        """``mmap(fd, offset)`` of this file: the physical address the mapping shows (a
+        region a driver registered); :meth:`munmap` gives it back."""
+        self._check_open()
+        return self.mmaps.map(offset, length, shared, exec_).base_pa
+
+    def munmap(self, offset: int) -> None:
+        region: MmapRegion | None = self.mmaps.regions.get(offset)
+        if region is None:
+            raise InvalidArgument(f"nothing is mapped at offset {offset:#x}")
+        self.mmaps.unmap(region)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BadFileDescriptor("iommufd file is closed")
+
     def _option_rlimit_mode(self, cmd: dict[str, int]) -> None:
         """``iommufd_option_rlimit_mode``: global; SET needs CAP_SYS_RESOURCE (EPERM) and
         an empty object table (EBUSY)."""
@@ -187,6 +287,8 @@ class IommufdFile:
         if self._closed:
             return
         self.vfio_ioas = None
+        if self._devices is not None:
+            self._devices.release_all()
         self.objects.destroy_all()
         self._closed = True
 

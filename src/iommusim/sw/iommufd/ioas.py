@@ -28,6 +28,7 @@ from iommusim.sw.prot import IOMMU_CACHE, IOMMU_READ, IOMMU_WRITE
 
 if TYPE_CHECKING:
     from iommusim.sw.iommufd.file import IommufdFile
+    from iommusim.sw.iommufd.hwpt import HwptPaging
 
 __all__ = [
     "Ioas",
@@ -54,12 +55,14 @@ U64_MAX = (1 << 64) - 1
 class Ioas(IommufdObject):
     """``struct iommufd_ioas``: an IOVA space (:attr:`iopt`) HWPTs are built on."""
 
-    __slots__ = ("iopt",)
+    __slots__ = ("hwpt_list", "iopt")
     type = ObjType.IOAS
 
     def __init__(self) -> None:
         super().__init__()
         self.iopt = IoPagetable()
+        #: Paging HWPTs whose domains are in :attr:`iopt`, oldest first (``hwpt_list``).
+        self.hwpt_list: list[HwptPaging] = []
 
     def destroy(self) -> None:
         """``iommufd_ioas_destroy``: unmap every area (dropping its pages and their

@@ -567,12 +567,9 @@ class RiscvIommuDriver:
         """Coherent DMA (the model's memory is coherent); no dirty tracking offered."""
         return cap in (CAP_CACHE_COHERENCY, CAP_ENFORCE_CACHE_COHERENCY)
 
-    def hw_info(self, dev: Device, requested_type: int) -> tuple[int, bytes]:
-        """Linux 7.3 has no RISC-V hw_info type: type NONE, nothing to report; any other
-        requested type is EOPNOTSUPP."""
-        if requested_type != uapi.IOMMU_HW_INFO_TYPE_DEFAULT:
-            raise NotSupported(f"{self.name}: no hw_info type {requested_type}")
-        return uapi.IOMMU_HW_INFO_TYPE_NONE, b""
+    def hw_info(self, dev: Device, requested_type: int) -> tuple[int, bytes] | None:
+        """Linux 7.3 has no RISC-V hw_info type: the driver has no ``hw_info`` op."""
+        return None
 
     def viommu_alloc(
         self,
