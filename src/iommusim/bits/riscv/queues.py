@@ -15,6 +15,17 @@ __all__ = [
     "CMD_IOFENCE",
     "CMD_IOTINVAL",
     "FQ_RECORD",
+    "FUNC_ATS_INVAL",
+    "FUNC_ATS_PRGR",
+    "FUNC_IODIR_INVAL_DDT",
+    "FUNC_IODIR_INVAL_PDT",
+    "FUNC_IOFENCE_C",
+    "FUNC_IOTINVAL_GVMA",
+    "FUNC_IOTINVAL_VMA",
+    "OP_ATS",
+    "OP_IODIR",
+    "OP_IOFENCE",
+    "OP_IOTINVAL",
     "PQ_RECORD",
     "FaultRecord",
 ]
@@ -49,6 +60,19 @@ PQ_RECORD: Final = layout(
     ("did", 40, 24),
     ("payload", 64, 64),
 )
+
+# riscv-iommu: "IOMMU command opcodes" and their function codes (func3).
+OP_IOTINVAL: Final = 1
+OP_IOFENCE: Final = 2
+OP_IODIR: Final = 3
+OP_ATS: Final = 4
+FUNC_IOTINVAL_VMA: Final = 0
+FUNC_IOTINVAL_GVMA: Final = 1
+FUNC_IOFENCE_C: Final = 0
+FUNC_IODIR_INVAL_DDT: Final = 0
+FUNC_IODIR_INVAL_PDT: Final = 1
+FUNC_ATS_INVAL: Final = 0
+FUNC_ATS_PRGR: Final = 1
 
 # riscv-iommu: "Command-Queue (CQ)" command formats (two doublewords, 128 bits).
 CMD_IOTINVAL: Final = layout(

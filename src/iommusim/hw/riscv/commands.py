@@ -11,7 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from iommusim.bits.riscv.queues import CMD_ATS, CMD_IODIR, CMD_IOFENCE, CMD_IOTINVAL
+from iommusim.bits.riscv.queues import (
+    CMD_ATS,
+    CMD_IODIR,
+    CMD_IOFENCE,
+    CMD_IOTINVAL,
+    OP_ATS,
+    OP_IODIR,
+    OP_IOFENCE,
+    OP_IOTINVAL,
+)
 from iommusim.bits.riscv.regs import (
     CQCSR_CMD_ILL,
     CQCSR_CMD_TO,
@@ -32,16 +41,11 @@ from iommusim.hw.riscv.transaction import Message
 from iommusim.hw.riscv.translate import TranslationEngine, swap32
 from iommusim.mem.protocol import PhysicalMemory
 
-__all__ = ["CQ_ENTRY_BYTES", "OP_ATS", "OP_IODIR", "OP_IOFENCE", "OP_IOTINVAL", "CommandQueue"]
+__all__ = ["CQ_ENTRY_BYTES", "CommandQueue"]
 
 #: Size of a command (two doublewords).
 CQ_ENTRY_BYTES: Final = 16
 
-# riscv-iommu: "IOMMU command opcodes".
-OP_IOTINVAL: Final = 1
-OP_IOFENCE: Final = 2
-OP_IODIR: Final = 3
-OP_ATS: Final = 4
 
 # Every command format shares opcode and func3.
 _OPCODE: Final = CMD_IOTINVAL["opcode"]

@@ -25,6 +25,7 @@ __all__ = [
     "STRUCTS",
     "Field",
     "Struct",
+    "build_struct",
     "ioctl_nr",
     "struct_by_ioctl",
 ]
@@ -240,7 +241,11 @@ def _fields(*spec: tuple[str, str]) -> tuple[tuple[Field, ...], int]:
     return tuple(out), (off + align - 1) & ~(align - 1)
 
 
-def _s(name: str, *spec: tuple[str, str], ioctl: int | None = None, last: str = "") -> Struct:
+def build_struct(
+    name: str, *spec: tuple[str, str], ioctl: int | None = None, last: str = ""
+) -> Struct:
+    """A struct laid out as C lays out ``spec`` (see :func:`_fields`); an ioctl argument gets
+    ``min_size`` = offsetofend of ``last``, its last field at introduction."""
     fields, size = _fields(*spec)
     s = Struct(name, size, fields, ioctl)
     if ioctl is None:
@@ -253,8 +258,8 @@ _U64 = "u64"
 
 #: Every struct of ``include/uapi/linux/iommufd.h`` (Linux 7.3), by its C name.
 _TABLE: tuple[Struct, ...] = (
-    _s("iommu_destroy", ("size", _U32), ("id", _U32), ioctl=IOMMU_DESTROY, last="id"),
-    _s(
+    build_struct("iommu_destroy", ("size", _U32), ("id", _U32), ioctl=IOMMU_DESTROY, last="id"),
+    build_struct(
         "iommu_ioas_alloc",
         ("size", _U32),
         ("flags", _U32),
@@ -262,8 +267,8 @@ _TABLE: tuple[Struct, ...] = (
         ioctl=IOMMU_IOAS_ALLOC,
         last="out_ioas_id",
     ),
-    _s("iommu_iova_range", ("start", _U64), ("last", _U64)),
-    _s(
+    build_struct("iommu_iova_range", ("start", _U64), ("last", _U64)),
+    build_struct(
         "iommu_ioas_iova_ranges",
         ("size", _U32),
         ("ioas_id", _U32),
@@ -274,7 +279,7 @@ _TABLE: tuple[Struct, ...] = (
         ioctl=IOMMU_IOAS_IOVA_RANGES,
         last="out_iova_alignment",
     ),
-    _s(
+    build_struct(
         "iommu_ioas_allow_iovas",
         ("size", _U32),
         ("ioas_id", _U32),
@@ -284,7 +289,7 @@ _TABLE: tuple[Struct, ...] = (
         ioctl=IOMMU_IOAS_ALLOW_IOVAS,
         last="allowed_iovas",
     ),
-    _s(
+    build_struct(
         "iommu_ioas_map",
         ("size", _U32),
         ("flags", _U32),
@@ -296,7 +301,7 @@ _TABLE: tuple[Struct, ...] = (
         ioctl=IOMMU_IOAS_MAP,
         last="iova",
     ),
-    _s(
+    build_struct(
         "iommu_ioas_noiommu_get_pa",
         ("size", _U32),
         ("flags", _U32),
@@ -308,7 +313,7 @@ _TABLE: tuple[Struct, ...] = (
         ioctl=IOMMU_IOAS_NOIOMMU_GET_PA,
         last="out_phys",
     ),
-    _s(
+    build_struct(
         "iommu_ioas_map_file",
         ("size", _U32),
         ("flags", _U32),
@@ -320,7 +325,7 @@ _TABLE: tuple[Struct, ...] = (
         ioctl=IOMMU_IOAS_MAP_FILE,
         last="iova",
     ),
-    _s(
+    build_struct(
         "iommu_ioas_copy",
         ("size", _U32),
         ("flags", _U32),
@@ -332,7 +337,7 @@ _TABLE: tuple[Struct, ...] = (
         ioctl=IOMMU_IOAS_COPY,
         last="src_iova",
     ),
-    _s(
+    build_struct(
         "iommu_ioas_unmap",
         ("size", _U32),
         ("ioas_id", _U32),
@@ -341,7 +346,7 @@ _TABLE: tuple[Struct, ...] = (
         ioctl=IOMMU_IOAS_UNMAP,
         last="length",
     ),
-    _s(
+    build_struct(
         "iommu_option",
         ("size", _U32),
         ("option_id", _U32),
@@ -352,7 +357,7 @@ _TABLE: tuple[Struct, ...] = (
         ioctl=IOMMU_OPTION,
         last="val64",
     ),
-    _s(
+    build_struct(
         "iommu_vfio_ioas",
         ("size", _U32),
         ("ioas_id", _U32),
@@ -361,16 +366,16 @@ _TABLE: tuple[Struct, ...] = (
         ioctl=IOMMU_VFIO_IOAS,
         last="__reserved",
     ),
-    _s(
+    build_struct(
         "iommu_hwpt_vtd_s1",
         ("flags", _U64),
         ("pgtbl_addr", _U64),
         ("addr_width", _U32),
         ("__reserved", _U32),
     ),
-    _s("iommu_hwpt_arm_smmuv3", ("ste", "u64*2")),
-    _s("iommu_hwpt_amd_guest", ("dte", "u64*4")),
-    _s(
+    build_struct("iommu_hwpt_arm_smmuv3", ("ste", "u64*2")),
+    build_struct("iommu_hwpt_amd_guest", ("dte", "u64*4")),
+    build_struct(
         "iommu_hwpt_alloc",
         ("size", _U32),
         ("flags", _U32),
@@ -386,14 +391,14 @@ _TABLE: tuple[Struct, ...] = (
         ioctl=IOMMU_HWPT_ALLOC,
         last="__reserved",
     ),
-    _s(
+    build_struct(
         "iommu_hw_info_vtd",
         ("flags", _U32),
         ("__reserved", _U32),
         ("cap_reg", _U64),
         ("ecap_reg", _U64),
     ),
-    _s(
+    build_struct(
         "iommu_hw_info_arm_smmuv3",
         ("flags", _U32),
         ("__reserved", _U32),
@@ -401,7 +406,7 @@ _TABLE: tuple[Struct, ...] = (
         ("iidr", _U32),
         ("aidr", _U32),
     ),
-    _s(
+    build_struct(
         "iommu_hw_info_tegra241_cmdqv",
         ("flags", _U32),
         ("version", "u8"),
@@ -409,8 +414,8 @@ _TABLE: tuple[Struct, ...] = (
         ("log2vsids", "u8"),
         ("__reserved", "u8"),
     ),
-    _s("iommu_hw_info_amd", ("efr", _U64), ("efr2", _U64)),
-    _s(
+    build_struct("iommu_hw_info_amd", ("efr", _U64), ("efr2", _U64)),
+    build_struct(
         "iommu_hw_info",
         ("size", _U32),
         ("flags", _U32),
@@ -424,7 +429,7 @@ _TABLE: tuple[Struct, ...] = (
         ioctl=IOMMU_GET_HW_INFO,
         last="__reserved[2]",
     ),
-    _s(
+    build_struct(
         "iommu_hwpt_set_dirty_tracking",
         ("size", _U32),
         ("flags", _U32),
@@ -433,7 +438,7 @@ _TABLE: tuple[Struct, ...] = (
         ioctl=IOMMU_HWPT_SET_DIRTY_TRACKING,
         last="__reserved",
     ),
-    _s(
+    build_struct(
         "iommu_hwpt_get_dirty_bitmap",
         ("size", _U32),
         ("hwpt_id", _U32),
@@ -446,15 +451,15 @@ _TABLE: tuple[Struct, ...] = (
         ioctl=IOMMU_HWPT_GET_DIRTY_BITMAP,
         last="data",
     ),
-    _s(
+    build_struct(
         "iommu_hwpt_vtd_s1_invalidate",
         ("addr", _U64),
         ("npages", _U64),
         ("flags", _U32),
         ("__reserved", _U32),
     ),
-    _s("iommu_viommu_arm_smmuv3_invalidate", ("cmd", "u64*2")),
-    _s(
+    build_struct("iommu_viommu_arm_smmuv3_invalidate", ("cmd", "u64*2")),
+    build_struct(
         "iommu_hwpt_invalidate",
         ("size", _U32),
         ("hwpt_id", _U32),
@@ -466,7 +471,7 @@ _TABLE: tuple[Struct, ...] = (
         ioctl=IOMMU_HWPT_INVALIDATE,
         last="__reserved",
     ),
-    _s(
+    build_struct(
         "iommu_hwpt_pgfault",
         ("flags", _U32),
         ("dev_id", _U32),
@@ -478,8 +483,8 @@ _TABLE: tuple[Struct, ...] = (
         ("length", _U32),
         ("cookie", _U32),
     ),
-    _s("iommu_hwpt_page_response", ("cookie", _U32), ("code", _U32)),
-    _s(
+    build_struct("iommu_hwpt_page_response", ("cookie", _U32), ("code", _U32)),
+    build_struct(
         "iommu_fault_alloc",
         ("size", _U32),
         ("flags", _U32),
@@ -488,12 +493,12 @@ _TABLE: tuple[Struct, ...] = (
         ioctl=IOMMU_FAULT_QUEUE_ALLOC,
         last="out_fault_fd",
     ),
-    _s(
+    build_struct(
         "iommu_viommu_tegra241_cmdqv",
         ("out_vintf_mmap_offset", _U64),
         ("out_vintf_mmap_length", _U64),
     ),
-    _s(
+    build_struct(
         "iommu_viommu_alloc",
         ("size", _U32),
         ("flags", _U32),
@@ -507,7 +512,7 @@ _TABLE: tuple[Struct, ...] = (
         ioctl=IOMMU_VIOMMU_ALLOC,
         last="out_viommu_id",
     ),
-    _s(
+    build_struct(
         "iommu_vdevice_alloc",
         ("size", _U32),
         ("viommu_id", _U32),
@@ -517,17 +522,17 @@ _TABLE: tuple[Struct, ...] = (
         ioctl=IOMMU_VDEVICE_ALLOC,
         last="virt_id",
     ),
-    _s(
+    build_struct(
         "iommu_ioas_change_process",
         ("size", _U32),
         ("__reserved", _U32),
         ioctl=IOMMU_IOAS_CHANGE_PROCESS,
         last="__reserved",
     ),
-    _s("iommufd_vevent_header", ("flags", _U32), ("sequence", _U32)),
-    _s("iommu_vevent_arm_smmuv3", ("evt", "u64*4")),
-    _s("iommu_vevent_tegra241_cmdqv", ("lvcmdq_err_map", "u64*2")),
-    _s(
+    build_struct("iommufd_vevent_header", ("flags", _U32), ("sequence", _U32)),
+    build_struct("iommu_vevent_arm_smmuv3", ("evt", "u64*4")),
+    build_struct("iommu_vevent_tegra241_cmdqv", ("lvcmdq_err_map", "u64*2")),
+    build_struct(
         "iommu_veventq_alloc",
         ("size", _U32),
         ("flags", _U32),
@@ -540,7 +545,7 @@ _TABLE: tuple[Struct, ...] = (
         ioctl=IOMMU_VEVENTQ_ALLOC,
         last="out_veventq_fd",
     ),
-    _s(
+    build_struct(
         "iommu_hw_queue_alloc",
         ("size", _U32),
         ("flags", _U32),

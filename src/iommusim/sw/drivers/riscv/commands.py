@@ -8,7 +8,23 @@ from __future__ import annotations
 
 from typing import Final
 
-from iommusim.bits.riscv.queues import CMD_ATS, CMD_IODIR, CMD_IOFENCE, CMD_IOTINVAL
+from iommusim.bits.riscv.queues import (
+    CMD_ATS,
+    CMD_IODIR,
+    CMD_IOFENCE,
+    CMD_IOTINVAL,
+    FUNC_ATS_INVAL,
+    FUNC_ATS_PRGR,
+    FUNC_IODIR_INVAL_DDT,
+    FUNC_IODIR_INVAL_PDT,
+    FUNC_IOFENCE_C,
+    FUNC_IOTINVAL_GVMA,
+    FUNC_IOTINVAL_VMA,
+    OP_ATS,
+    OP_IODIR,
+    OP_IOFENCE,
+    OP_IOTINVAL,
+)
 
 __all__ = [
     "ats_inval",
@@ -20,18 +36,6 @@ __all__ = [
     "iotinval_vma",
 ]
 
-# riscv-iommu: "IOMMU command opcodes" and function codes.
-_OP_IOTINVAL: Final = 1
-_OP_IOFENCE: Final = 2
-_OP_IODIR: Final = 3
-_OP_ATS: Final = 4
-_F_VMA: Final = 0
-_F_GVMA: Final = 1
-_F_C: Final = 0
-_F_INVAL_DDT: Final = 0
-_F_INVAL_PDT: Final = 1
-_F_INVAL: Final = 0
-_F_PRGR: Final = 1
 
 Command = tuple[int, int]
 _M64: Final = (1 << 64) - 1
@@ -45,7 +49,7 @@ def iotinval_vma(
     pscid: int | None = None, addr: int | None = None, gscid: int | None = None
 ) -> Command:
     """IOTINVAL.VMA: all entries, or those of ``pscid``, optionally only the page at ``addr``."""
-    f: dict[str, int] = {"opcode": _OP_IOTINVAL, "func3": _F_VMA}
+    f: dict[str, int] = {"opcode": OP_IOTINVAL, "func3": FUNC_IOTINVAL_VMA}
     if pscid is not None:
         f.update(pscv=1, pscid=pscid)
     if gscid is not None:
@@ -56,7 +60,7 @@ def iotinval_vma(
 
 
 def iotinval_gvma(gscid: int | None = None, gpa: int | None = None) -> Command:
-    f: dict[str, int] = {"opcode": _OP_IOTINVAL, "func3": _F_GVMA}
+    f: dict[str, int] = {"opcode": OP_IOTINVAL, "func3": FUNC_IOTINVAL_GVMA}
     if gscid is not None:
         f.update(gv=1, gscid=gscid)
     if gpa is not None:
@@ -65,14 +69,16 @@ def iotinval_gvma(gscid: int | None = None, gpa: int | None = None) -> Command:
 
 
 def iodir_inval_ddt(did: int | None = None) -> Command:
-    f: dict[str, int] = {"opcode": _OP_IODIR, "func3": _F_INVAL_DDT}
+    f: dict[str, int] = {"opcode": OP_IODIR, "func3": FUNC_IODIR_INVAL_DDT}
     if did is not None:
         f.update(dv=1, did=did)
     return _split(CMD_IODIR.encode(f))
 
 
 def iodir_inval_pdt(did: int, pid: int) -> Command:
-    return _split(CMD_IODIR.encode(opcode=_OP_IODIR, func3=_F_INVAL_PDT, dv=1, did=did, pid=pid))
+    return _split(
+        CMD_IODIR.encode(opcode=OP_IODIR, func3=FUNC_IODIR_INVAL_PDT, dv=1, did=did, pid=pid)
+    )
 
 
 def iofence_c(
@@ -80,8 +86,8 @@ def iofence_c(
 ) -> Command:
     return _split(
         CMD_IOFENCE.encode(
-            opcode=_OP_IOFENCE,
-            func3=_F_C,
+            opcode=OP_IOFENCE,
+            func3=FUNC_IOFENCE_C,
             pr=int(pr),
             pw=int(pw),
             av=int(av),
@@ -92,14 +98,14 @@ def iofence_c(
 
 
 def ats_inval(rid: int, payload: int, pid: int | None = None) -> Command:
-    f: dict[str, int] = {"opcode": _OP_ATS, "func3": _F_INVAL, "rid": rid, "payload": payload}
+    f: dict[str, int] = {"opcode": OP_ATS, "func3": FUNC_ATS_INVAL, "rid": rid, "payload": payload}
     if pid is not None:
         f.update(pv=1, pid=pid)
     return _split(CMD_ATS.encode(f))
 
 
 def ats_prgr(rid: int, payload: int, pid: int | None = None) -> Command:
-    f: dict[str, int] = {"opcode": _OP_ATS, "func3": _F_PRGR, "rid": rid, "payload": payload}
+    f: dict[str, int] = {"opcode": OP_ATS, "func3": FUNC_ATS_PRGR, "rid": rid, "payload": payload}
     if pid is not None:
         f.update(pv=1, pid=pid)
     return _split(CMD_ATS.encode(f))

@@ -87,7 +87,7 @@ from iommusim.sw.drivers.riscv.queues import (
     PageRequestQueue,
     PageRequestRecord,
 )
-from iommusim.sw.iommufd import uapi
+from iommusim.sw.iommufd import uapi, uapi_riscv
 from iommusim.sw.iopf.queue import PERM_EXEC, PERM_PRIV, PERM_READ, PERM_WRITE, PageFault
 from iommusim.sw.pages import PageAllocator
 from iommusim.sw.pgtable.riscv import riscv_atp
@@ -556,9 +556,20 @@ class RiscvIommuDriver:
     def domain_alloc_nested(
         self, dev: Device, parent: Domain, flags: int, user_data: UserData
     ) -> Domain:
-        """``domain_alloc_nested`` from iommufd: Linux 7.3 defines no RISC-V nested data type,
-        so there is nothing to decode (EOPNOTSUPP); :meth:`alloc_nested` takes the fields."""
-        raise NotSupported(f"{self.name}: no nested data type {user_data.type}")
+        """``domain_alloc_nested`` from iommufd, with the model's RISC-V nested data (not in
+        Linux 7.3: :mod:`iommusim.sw.iommufd.uapi_riscv`): the guest's ``fsc`` and ``ta``.
+        EOPNOTSUPP for IOMMU_HWPT_ALLOC_PASID (no PASIDs under a G-stage here) or another data
+        type; EINVAL for a ``ta`` with more than its PSCID, and as :meth:`alloc_nested`."""
+        if flags:
+            raise NotSupported(f"{self.name}: nested allocation flags {flags:#x}")
+        if user_data.type != uapi_riscv.IOMMU_HWPT_DATA_RISCV_IOMMU:
+            raise NotSupported(f"{self.name}: no nested data type {user_data.type:#x}")
+        s = uapi_riscv.RISCV_HWPT
+        d = s.decode(user_data.copy_from(user_data.type, s.size, s.size))
+        ta = d["ta"]
+        if ta & ~DC_TA.mask("pscid"):
+            raise InvalidArgument(f"{self.name}: guest ta {ta:#x} may only carry a PSCID")
+        return self.alloc_nested(parent, d["fsc"], DC_TA.decode(ta)["pscid"])
 
     # ------------------------------------------------------------------ iommufd
     user_pasid_table = False
@@ -568,8 +579,16 @@ class RiscvIommuDriver:
         return cap in (CAP_CACHE_COHERENCY, CAP_ENFORCE_CACHE_COHERENCY)
 
     def hw_info(self, dev: Device, requested_type: int) -> tuple[int, bytes] | None:
-        """Linux 7.3 has no RISC-V hw_info type: the driver has no ``hw_info`` op."""
-        return None
+        """The model's RISC-V hw_info (not in Linux 7.3: :mod:`iommusim.sw.iommufd.uapi_riscv`):
+        the ``capabilities`` and ``fctl`` registers as read now; another requested type is
+        EOPNOTSUPP."""
+        want = uapi_riscv.IOMMU_HW_INFO_TYPE_RISCV_IOMMU
+        if requested_type not in (uapi.IOMMU_HW_INFO_TYPE_DEFAULT, want):
+            raise NotSupported(f"{self.name}: no hw_info type {requested_type:#x}")
+        info = uapi_riscv.RISCV_HW_INFO.encode(
+            capabilities=self.mmio.readq(OFF_CAPABILITIES), fctl=self.mmio.readl(OFF_FCTL)
+        )
+        return want, bytes(info)
 
     def viommu_alloc(
         self,

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from iommusim.errors import InvalidArgument
+from iommusim.bits.riscv.queues import CMD_IOTINVAL, FUNC_IOTINVAL_VMA, OP_IOTINVAL
+from iommusim.errors import ApiError, InvalidArgument, NotSupported
 from iommusim.sw.core.device import Device
 from iommusim.sw.core.domain import DOMAIN_NESTED, Domain
 from iommusim.sw.drivers.riscv.commands import Command, iotinval_gvma
@@ -37,9 +38,11 @@ from iommusim.sw.drivers.riscv.domain import (
     unlink_bond,
     vma_tag,
 )
+from iommusim.sw.iommufd import uapi_riscv
 from iommusim.sw.pgtable.riscv import RiscvPtFormat
 
 if TYPE_CHECKING:
+    from iommusim.sw.core.userdata import UserDataArray
     from iommusim.sw.drivers.riscv.driver import RiscvIommuDriver
 
 __all__ = ["RiscvNestParentDomain", "RiscvNestedDomain"]
@@ -142,6 +145,41 @@ class RiscvNestedDomain(Bonded):
         self.invalidations += 1
         start, end = (0, _ALL) if addr is None else (addr & ~(_PAGE - 1), addr | (_PAGE - 1))
         invalidate_bonds(vma_tag(self.pscid, self.parent.gscid), self.bonds, start, end)
+
+    def cache_invalidate_user(self, array: UserDataArray) -> tuple[int, ApiError | None]:
+        """HWPT_INVALIDATE with the model's RISC-V entries (a guest command each, not in
+        Linux 7.3: :mod:`iommusim.sw.iommufd.uapi_riscv`). EINVAL for another array type,
+        even with no entries; per entry, in order: EOPNOTSUPP for a command other than
+        IOTINVAL.VMA, EINVAL for GV (the guest has no G-stage), a PSCID other than the
+        domain's or reserved bits; then the invalidation, as :meth:`cache_invalidate` does it,
+        of the page at ADDR (AV) or of every page, leaf or, with NL, non-leaf too.
+        Returns the entries done and the error that stopped the walk."""
+        want = uapi_riscv.IOMMU_HWPT_INVALIDATE_DATA_RISCV_IOMMU
+        if array.type != want:
+            return 0, InvalidArgument(f"invalidation array type {array.type:#x} is not RISC-V")
+        s = uapi_riscv.RISCV_INVALIDATE
+        for i in range(array.entry_num):
+            try:
+                d = s.decode(array.copy_entry(want, i, s.size, s.size))
+                raw = d["cmd[0]"] | d["cmd[1]"] << 64
+                cmd = CMD_IOTINVAL.decode(raw)
+                if cmd["opcode"] != OP_IOTINVAL or cmd["func3"] != FUNC_IOTINVAL_VMA:
+                    raise NotSupported(f"guest command {cmd['opcode']}.{cmd['func3']}")
+                if cmd["gv"] or raw & CMD_IOTINVAL.reserved_mask:
+                    raise InvalidArgument("guest IOTINVAL.VMA sets GV or reserved bits")
+                if cmd["pscv"] and cmd["pscid"] != self.pscid:
+                    raise InvalidArgument(f"guest PSCID {cmd['pscid']:#x} is not the domain's")
+            except ApiError as e:
+                return i, e
+            self.invalidations += 1
+            if cmd["av"]:
+                va = cmd["addr"] << 12
+                start, end = va, va | (_PAGE - 1)
+            else:
+                start, end = 0, _ALL
+            tag = vma_tag(self.pscid, self.parent.gscid)
+            invalidate_bonds(tag, self.bonds, start, end, nonleaf=bool(cmd["nl"]))
+        return array.entry_num, None
 
     def free(self) -> None:
         """Release the parent; nothing else: the tables are the user's, the GSCID the
