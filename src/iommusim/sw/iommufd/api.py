@@ -10,21 +10,36 @@ buffer in the user's memory (``scratch_va``, ``scratch_size`` bytes).
 from __future__ import annotations
 
 import contextlib
-from typing import Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
-from iommusim.errors import InvalidArgument, MessageTooLong
+from iommusim.errors import ApiError, InvalidArgument, MessageTooLong
+from iommusim.sw.core.device import Device
 from iommusim.sw.iommufd import uapi
 from iommusim.sw.iommufd.file import IommufdFile, IommufdParams
 from iommusim.sw.iommufd.iopt import IovaRange
 from iommusim.sw.iommufd.user import MmUserMemory
 from iommusim.sw.mm import PROT_READ, PROT_WRITE, Mm
 
-__all__ = ["SCRATCH_SIZE", "Iommufd", "IovaRanges"]
+if TYPE_CHECKING:
+    from iommusim.sw.core.iommu import IommuCore
+
+__all__ = ["SCRATCH_SIZE", "HwInfo", "Iommufd", "IovaRanges"]
 
 #: Bytes of scratch user memory :meth:`Iommufd.over_mm` maps for arrays.
 SCRATCH_SIZE: Final = 64 << 10
 _RANGE = uapi.STRUCTS["iommu_iova_range"]
 _RW: Final = uapi.IOMMU_IOAS_MAP_READABLE | uapi.IOMMU_IOAS_MAP_WRITEABLE
+
+
+class HwInfo(NamedTuple):
+    """GET_HW_INFO's answer: the driver's type and struct (as much as fitted), the driver's
+    full length, ``out_capabilities`` and ``out_max_pasid_log2``."""
+
+    data_type: int
+    data: bytes
+    data_len: int
+    capabilities: int
+    max_pasid_log2: int
 
 
 class IovaRanges(NamedTuple):
@@ -45,10 +60,25 @@ class Iommufd:
         self.scratch_size = scratch_size
 
     @classmethod
-    def over_mm(cls, mm: Mm, params: IommufdParams | None = None) -> Iommufd:
-        """Open iommufd for process ``mm``, with a scratch area mmapped in it."""
+    def over_mm(
+        cls, mm: Mm, params: IommufdParams | None = None, core: IommuCore | None = None
+    ) -> Iommufd:
+        """Open iommufd for process ``mm`` (serving the devices of ``core``), with a scratch
+        area mmapped in it."""
         va = mm.mmap(SCRATCH_SIZE, PROT_READ | PROT_WRITE)
-        return cls(IommufdFile(MmUserMemory(mm), params), va, SCRATCH_SIZE)
+        return cls(IommufdFile(MmUserMemory(mm), params, core), va, SCRATCH_SIZE)
+
+    def scratch_read(self, n: int, at: int = 0) -> bytes:
+        """``n`` bytes of the scratch buffer from offset ``at`` (what the kernel wrote back
+        through a user pointer of the last call)."""
+        return self.file.user.read(self._scratch(at + n) + at, n)
+
+    def _put(self, data: bytes, at: int = 0) -> int:
+        """Place ``data`` in the scratch buffer at offset ``at``; its user address."""
+        va = self._scratch(at + len(data)) + at
+        if data:
+            self.file.user.write(va, data)
+        return va
 
     def _call(self, request: int, **fields: int) -> dict[str, int]:
         s = uapi.IOCTLS[request]
@@ -154,6 +184,102 @@ class Iommufd:
 
     def ioas_unmap_all(self, ioas_id: int) -> int:
         return self.ioas_unmap(ioas_id, 0, (1 << 64) - 1)
+
+    # ------------------------------------------------------------------ devices and HWPTs
+    def bind(self, dev: Device) -> int:
+        """VFIO_DEVICE_BIND_IOMMUFD: the DEVICE id of ``dev``."""
+        return self.file.bind_device(dev)
+
+    def attach(self, dev_id: int, pt_id: int, pasid: int = 0) -> int:
+        """VFIO_DEVICE_ATTACH_IOMMUFD_PT: the HWPT id attached (an auto one for an IOAS)."""
+        return self.file.attach_device(dev_id, pt_id, pasid)
+
+    def hwpt_alloc(
+        self,
+        dev_id: int,
+        pt_id: int,
+        flags: int = 0,
+        data_type: int = uapi.IOMMU_HWPT_DATA_NONE,
+        data: bytes = b"",
+        fault_id: int = 0,
+    ) -> int:
+        """IOMMU_HWPT_ALLOC: a paging HWPT on an IOAS, or a nested one on a paging HWPT or
+        vIOMMU with the driver's ``data``; FAULT_ID_VALID is added for a ``fault_id``."""
+        if fault_id:
+            flags |= uapi.IOMMU_HWPT_FAULT_ID_VALID
+        out = self._call(
+            uapi.IOMMU_HWPT_ALLOC,
+            flags=flags,
+            dev_id=dev_id,
+            pt_id=pt_id,
+            data_type=data_type,
+            data_len=len(data),
+            data_uptr=self._put(data) if data else 0,
+            fault_id=fault_id,
+        )
+        return out["out_hwpt_id"]
+
+    def get_hw_info(self, dev_id: int, data_len: int = 256, in_type: int | None = None) -> HwInfo:
+        """IOMMU_GET_HW_INFO with a ``data_len``-byte buffer (INPUT_TYPE when ``in_type``)."""
+        va = self._scratch(data_len)
+        out = self._call(
+            uapi.IOMMU_GET_HW_INFO,
+            flags=0 if in_type is None else uapi.IOMMU_HW_INFO_FLAG_INPUT_TYPE,
+            dev_id=dev_id,
+            data_len=data_len,
+            data_uptr=va,
+            in_data_type=in_type or 0,
+        )
+        n = min(out["data_len"], data_len)
+        return HwInfo(
+            out["out_data_type"],
+            self.file.user.read(va, n) if n else b"",
+            out["data_len"],
+            out["out_capabilities"],
+            out["out_max_pasid_log2"],
+        )
+
+    def hwpt_invalidate(
+        self, hwpt_id: int, data_type: int, entries: list[bytes]
+    ) -> tuple[int, ApiError | None]:
+        """IOMMU_HWPT_INVALIDATE of equal-length ``entries``: how many were handled and the
+        error that stopped the driver (None: all of them)."""
+        entry_len = len(entries[0]) if entries else 0
+        s = uapi.IOCTLS[uapi.IOMMU_HWPT_INVALIDATE]
+        arg = s.encode(
+            size=s.size,
+            hwpt_id=hwpt_id,
+            data_uptr=self._put(b"".join(entries)) if entries else 0,
+            data_type=data_type,
+            entry_len=entry_len,
+            entry_num=len(entries),
+        )
+        err: ApiError | None = None
+        try:
+            self.file.ioctl(uapi.IOMMU_HWPT_INVALIDATE, arg)
+        except ApiError as e:
+            err = e
+        return s.decode(arg)["entry_num"], err
+
+    def viommu_alloc(self, dev_id: int, hwpt_id: int, viommu_type: int, data: bytes = b"") -> int:
+        """IOMMU_VIOMMU_ALLOC over the nesting parent ``hwpt_id``; ``data`` is the driver's
+        struct, which it may write back (read it with :meth:`scratch_read`)."""
+        va = self._put(data) if data else 0
+        out = self._call(
+            uapi.IOMMU_VIOMMU_ALLOC,
+            type=viommu_type,
+            dev_id=dev_id,
+            hwpt_id=hwpt_id,
+            data_len=len(data),
+            data_uptr=va,
+        )
+        return out["out_viommu_id"]
+
+    def vdevice_alloc(self, viommu_id: int, dev_id: int, virt_id: int) -> int:
+        out = self._call(
+            uapi.IOMMU_VDEVICE_ALLOC, viommu_id=viommu_id, dev_id=dev_id, virt_id=virt_id
+        )
+        return out["out_vdevice_id"]
 
     # ------------------------------------------------------------------ options
     def option_get(self, option_id: int, object_id: int = 0) -> int:
