@@ -25,7 +25,8 @@
     │   ├── IllegalSeek            ESPIPE (a read/write at a file offset on a stream file)
     │   ├── NoSuchAddress          ENXIO (an mmap offset or length no region has)
     │   ├── InvalidExchange        EBADE (the selftest: pages differ from what was expected)
-    │   └── OutOfRange             ERANGE (a size that does not fit)
+    │   ├── OutOfRange             ERANGE (a size that does not fit)
+    │   └── Deadlock               EDEADLK (iommufd: an access that never unpins on unmap)
     ├── FormatError                malformed input file (vector, scenario); names the field
     └── BusError                   a memory access answered with an error (access fault or
                                    poisoned data); the hardware models turn it into the spec's
@@ -45,6 +46,7 @@ __all__ = [
     "BadFileDescriptor",
     "BusError",
     "Busy",
+    "Deadlock",
     "Exists",
     "FormatError",
     "IllegalSeek",
@@ -171,6 +173,11 @@ class InvalidExchange(ApiError):
 
 class OutOfRange(ApiError):
     errno = _errno.ERANGE
+
+
+class Deadlock(ApiError):
+    # EDEADLOCK is EDEADLK on Linux.
+    errno = _errno.EDEADLK
 
 
 class BusError(IommusimError):

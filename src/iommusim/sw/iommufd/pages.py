@@ -1,19 +1,21 @@
-"""``struct iopt_pages`` (``drivers/iommu/iommufd/pages.c``): a run of user pages that one
-or more IOAS areas map.
+"""``struct iopt_pages`` (``drivers/iommu/iommufd/pages.c``): a run of pages that one or
+more IOAS areas map -- of a process's memory (IOAS_MAP, ``IOPT_ADDRESS_USER``) or of a file
+(IOAS_MAP_FILE, ``IOPT_ADDRESS_FILE``).
 
 An area created by IOAS_MAP gets a new :class:`IoPages`; IOAS_COPY makes the destination's
 areas reference the *same* object, so both IOASes share its pins. The kernel pins lazily:
-pages are pinned when a domain is filled or an access pins them (``iopt_area_fill_domains``
-does nothing for an IOAS without domains), so mapping pins nothing by itself. Pins are
-counted per page index here and taken from the :class:`UserMemory` once per page; the
-last reference going away drops every pin still held.
+pages are pinned while a domain holds an area over them (``iopt_area_fill_domains``) or an
+access pins them (``iopt_area_add_access``), so mapping into an IOAS without domains pins
+nothing. Pins are counted per page index here (one user per area filled into the IOAS's
+domains, one per exact access range) and taken from the page source once per page; the
+last user of a page, or the last reference to the object, unpins it.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from iommusim.errors import ModelError
+from iommusim.errors import ModelError, NotPermitted
 from iommusim.sw.iommufd.user import UserMemory
 from iommusim.sw.pages import PAGE_SIZE
 
@@ -26,22 +28,52 @@ ACCOUNT_MM: Final = 2
 
 
 class IoPages:
-    """``npages`` user pages from the page-aligned ``uptr``; ``writable`` when mapped with
-    IOMMU_IOAS_MAP_WRITEABLE (``pages->writable``)."""
+    """``npages`` pages from the page-aligned address ``uptr`` of ``user``; ``writable``
+    when mapped with IOMMU_IOAS_MAP_WRITEABLE (``pages->writable``).
 
-    __slots__ = ("_pins", "account_mode", "npages", "refs", "uptr", "user", "writable")
+    ``user`` is where the pages come from: the process's :class:`UserMemory` (``uptr`` a
+    user address), or a file (``file`` True, ``uptr`` a file offset: ``pages->start``; a
+    :class:`~iommusim.sw.iommufd.memfd.MemFd` has the same surface). ``owner`` is the
+    process the pins are charged to (``pages->source_mm``): the mapping process, which
+    IOAS_CHANGE_PROCESS changes for file pages.
+    """
+
+    __slots__ = (
+        "_accesses",
+        "_pins",
+        "account_mode",
+        "file",
+        "npages",
+        "owner",
+        "refs",
+        "uptr",
+        "user",
+        "writable",
+    )
 
     def __init__(
-        self, user: UserMemory, uptr: int, npages: int, writable: bool, account_mode: int
+        self,
+        user: UserMemory,
+        uptr: int,
+        npages: int,
+        writable: bool,
+        account_mode: int,
+        *,
+        file: bool = False,
+        owner: UserMemory | None = None,
     ) -> None:
         self.user = user
         self.uptr = uptr
         self.npages = npages
         self.writable = writable
         self.account_mode = account_mode
+        self.file = file
+        self.owner: UserMemory = user if owner is None else owner
         #: ``kref``: areas and in-flight COPY lists holding this object.
         self.refs = 1
         self._pins: dict[int, tuple[int, int]] = {}  # index -> (pa, users)
+        #: ``access_itree``: (first, last) index range -> users of that exact range.
+        self._accesses: dict[tuple[int, int], int] = {}
 
     @property
     def npinned(self) -> int:
@@ -51,6 +83,15 @@ class IoPages:
     def pinned(self) -> dict[int, tuple[int, int]]:
         """Page index -> (physical address, users) of every pinned page (a copy)."""
         return dict(self._pins)
+
+    def accesses(self) -> dict[tuple[int, int], int]:
+        """(first, last) page range -> users of every access range (a copy)."""
+        return dict(self._accesses)
+
+    def lookup(self, first: int, last: int) -> list[int]:
+        """Physical addresses of pinned pages ``first..last``, taking no pin (a filled
+        domain's pages, ``pages->domains_itree``)."""
+        return [self._pins[i][0] for i in range(first, last + 1)]
 
     def get(self) -> None:
         if self.refs <= 0:
@@ -105,6 +146,62 @@ class IoPages:
                 self.user.unpin_pages(self.uptr + i * PAGE_SIZE, 1)
             else:
                 self._pins[i] = (pa, users - 1)
+
+    # ------------------------------------------------------------------ accesses
+    def add_access(self, first: int, last: int, write: bool) -> list[int]:
+        """``iopt_area_add_access``: EPERM to write read-only pages; one more user of the
+        exact range ``first..last``, pinning it for its first user. Returns the physical
+        addresses."""
+        if write and not self.writable:
+            raise NotPermitted("cannot pin read-only pages for write")
+        key = (first, last)
+        users = self._accesses.get(key)
+        if users is not None:
+            self._accesses[key] = users + 1
+            return self.lookup(first, last)
+        pas = self.pin(first, last)
+        self._accesses[key] = 1
+        return pas
+
+    def has_access(self, first: int, last: int) -> bool:
+        return (first, last) in self._accesses
+
+    def remove_access(self, first: int, last: int) -> None:
+        """``iopt_area_remove_access``: one user less of the exact range; the last one
+        unpins it (:meth:`has_access` says whether the range exists)."""
+        key = (first, last)
+        users = self._accesses[key]
+        if users > 1:
+            self._accesses[key] = users - 1
+            return
+        del self._accesses[key]
+        self.unpin(first, last)
+
+    def rw(self, start_byte: int, data: bytearray, write: bool, slow: bool) -> None:
+        """``iopt_pages_rw_access``: copy ``data`` to (``write``) or from the bytes from
+        ``start_byte``. EPERM to write read-only pages. The fast path copies through the
+        process's memory (``copy_to_user``); the slow path -- file pages, or ``slow``
+        (``__IOMMUFD_ACCESS_RW_SLOW_PATH``) -- pins the pages, copies, unpins
+        (``iopt_pages_rw_slow``). EFAULT from the source, nothing pinned after."""
+        if write and not self.writable:
+            raise NotPermitted("cannot write read-only pages")
+        va = self.uptr + start_byte
+        if slow or self.file:
+            first = start_byte // PAGE_SIZE
+            last = (start_byte + len(data) - 1) // PAGE_SIZE
+            self.pin(first, last)
+            try:
+                self._copy(va, data, write)
+            finally:
+                self.unpin(first, last)
+        else:
+            self._copy(va, data, write)
+
+    def _copy(self, va: int, data: bytearray, write: bool) -> None:
+        if write:
+            self.user.write(va, bytes(data))
+        else:
+            data[:] = self.user.read(va, len(data))
 
 
 def _runs(indices: list[int]) -> list[tuple[int, int]]:
