@@ -25,7 +25,8 @@
     │   ├── IllegalSeek            ESPIPE (a read/write at a file offset on a stream file)
     │   ├── NoSuchAddress          ENXIO (an mmap offset or length no region has)
     │   ├── InvalidExchange        EBADE (the selftest: pages differ from what was expected)
-    │   └── OutOfRange             ERANGE (a size that does not fit)
+    │   ├── OutOfRange             ERANGE (a size that does not fit)
+    │   └── TooManyOpenFiles       EMFILE (a process's file-descriptor table is full)
     ├── FormatError                malformed input file (vector, scenario); names the field
     └── BusError                   a memory access answered with an error (access fault or
                                    poisoned data); the hardware models turn it into the spec's
@@ -64,6 +65,7 @@ __all__ = [
     "OutOfMemory",
     "OutOfRange",
     "Overflow",
+    "TooManyOpenFiles",
 ]
 
 
@@ -171,6 +173,10 @@ class InvalidExchange(ApiError):
 
 class OutOfRange(ApiError):
     errno = _errno.ERANGE
+
+
+class TooManyOpenFiles(ApiError):
+    errno = _errno.EMFILE
 
 
 class BusError(IommusimError):

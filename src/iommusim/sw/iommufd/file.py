@@ -33,11 +33,14 @@ from iommusim.errors import (
 )
 from iommusim.sw.iommufd import ioas as _ioas
 from iommusim.sw.iommufd import uapi
+from iommusim.sw.iommufd.fault import FaultHooks, fault_alloc
+from iommusim.sw.iommufd.fds import FdTable
 from iommusim.sw.iommufd.ioas import Ioas
 from iommusim.sw.iommufd.objects import ObjectTable
 from iommusim.sw.iommufd.pages import ACCOUNT_MM, ACCOUNT_USER
 from iommusim.sw.iommufd.ucmd import Ucmd
 from iommusim.sw.iommufd.user import UserMemory
+from iommusim.sw.iommufd.veventq import veventq_alloc
 
 __all__ = ["IommufdFile", "IommufdParams"]
 
@@ -86,6 +89,7 @@ def _option(ictx: IommufdFile, ucmd: Ucmd) -> None:
 #: kernel without them would.
 _OPS: Final[dict[int, Handler]] = {
     uapi.IOMMU_DESTROY: _destroy,
+    uapi.IOMMU_FAULT_QUEUE_ALLOC: fault_alloc,
     uapi.IOMMU_IOAS_ALLOC: _ioas.ioas_alloc,
     uapi.IOMMU_IOAS_ALLOW_IOVAS: _ioas.ioas_allow_iovas,
     uapi.IOMMU_IOAS_CHANGE_PROCESS: _ioas.ioas_change_process,
@@ -96,6 +100,7 @@ _OPS: Final[dict[int, Handler]] = {
     uapi.IOMMU_IOAS_UNMAP: _ioas.ioas_unmap,
     uapi.IOMMU_OPTION: _option,
     uapi.IOMMU_VFIO_IOAS: _ioas.vfio_ioas,
+    uapi.IOMMU_VEVENTQ_ALLOC: veventq_alloc,
 }
 
 
@@ -103,7 +108,17 @@ class IommufdFile:
     """What ``open("/dev/iommu")`` gives: an object table (``struct iommufd_ctx``) over
     the user memory ``user`` of the opening process."""
 
-    __slots__ = ("_closed", "account_mode", "objects", "params", "user", "vfio_ioas")
+    __slots__ = (
+        "_closed",
+        "_refs",
+        "account_mode",
+        "fault_hooks",
+        "fds",
+        "objects",
+        "params",
+        "user",
+        "vfio_ioas",
+    )
 
     def __init__(self, user: UserMemory, params: IommufdParams | None = None) -> None:
         self.user = user
@@ -113,6 +128,14 @@ class IommufdFile:
         self.account_mode = ACCOUNT_USER
         #: ``ictx->vfio_ioas``: the IOAS the VFIO compatibility ioctls use (no reference).
         self.vfio_ioas: Ioas | None = None
+        #: The opening process's fds for the files iommufd hands out (fault queues,
+        #: vEVENTQs); see :mod:`~iommusim.sw.iommufd.fds`.
+        self.fds = FdTable()
+        #: How FAULT objects answer page-request groups and name devices (set by whoever
+        #: wires the file to a machine; see :class:`~iommusim.sw.iommufd.fault.FaultHooks`).
+        self.fault_hooks: FaultHooks | None = None
+        #: References on the context (``ictx->file``): this fd's and each queue file's.
+        self._refs = 1
         self._closed = False
 
     @property
@@ -180,15 +203,27 @@ class IommufdFile:
             return
         raise NotSupported(f"option op {cmd['op']} is neither SET nor GET")
 
+    def ctx_get(self) -> None:
+        """``iommufd_ctx_get``: a queue file keeps the context alive."""
+        self._refs += 1
+
+    def ctx_put(self) -> None:
+        """``iommufd_ctx_put``: the last reference runs ``iommufd_fops_release``."""
+        self._refs -= 1
+        if not self._refs:
+            self.vfio_ioas = None
+            self.objects.destroy_all()
+
     def close(self) -> None:
-        """``iommufd_fops_release``: destroy every object leaf-first (those only the
-        table holds, repeatedly), which unmaps every area and unpins its pages. Further
-        ioctls are EBADF; a second close does nothing."""
+        """``close()`` of the iommufd: further ioctls are EBADF; a second close does
+        nothing. The last reference on the context (this one, unless a fault-queue or
+        vEVENTQ file is still open) runs ``iommufd_fops_release``: every object is
+        destroyed leaf-first (those only the table holds, repeatedly), which unmaps every
+        area and unpins its pages."""
         if self._closed:
             return
-        self.vfio_ioas = None
-        self.objects.destroy_all()
         self._closed = True
+        self.ctx_put()
 
     def __enter__(self) -> IommufdFile:
         return self
