@@ -26,7 +26,8 @@
     │   ├── NoSuchAddress          ENXIO (an mmap offset or length no region has)
     │   ├── InvalidExchange        EBADE (the selftest: pages differ from what was expected)
     │   ├── OutOfRange             ERANGE (a size that does not fit)
-    │   └── Deadlock               EDEADLK (iommufd: an access that never unpins on unmap)
+    │   ├── Deadlock               EDEADLK (iommufd: an access that never unpins on unmap)
+    │   └── TooManyOpenFiles       EMFILE (a process's file-descriptor table is full)
     ├── FormatError                malformed input file (vector, scenario); names the field
     └── BusError                   a memory access answered with an error (access fault or
                                    poisoned data); the hardware models turn it into the spec's
@@ -66,6 +67,7 @@ __all__ = [
     "OutOfMemory",
     "OutOfRange",
     "Overflow",
+    "TooManyOpenFiles",
 ]
 
 
@@ -178,6 +180,10 @@ class OutOfRange(ApiError):
 class Deadlock(ApiError):
     # EDEADLOCK is EDEADLK on Linux.
     errno = _errno.EDEADLK
+
+
+class TooManyOpenFiles(ApiError):
+    errno = _errno.EMFILE
 
 
 class BusError(IommusimError):

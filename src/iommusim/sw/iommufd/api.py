@@ -281,6 +281,22 @@ class Iommufd:
         )
         return out["out_vdevice_id"]
 
+    # ------------------------------------------------------------------ event queues
+    def fault_queue_alloc(self) -> tuple[int, int]:
+        """IOMMU_FAULT_QUEUE_ALLOC: (fault id, fd); the fd is ``file.fds[fd]``."""
+        out = self._call(uapi.IOMMU_FAULT_QUEUE_ALLOC)
+        return out["out_fault_id"], out["out_fault_fd"]
+
+    def veventq_alloc(self, viommu_id: int, veventq_type: int, depth: int) -> tuple[int, int]:
+        """IOMMU_VEVENTQ_ALLOC: (vEVENTQ id, fd)."""
+        out = self._call(
+            uapi.IOMMU_VEVENTQ_ALLOC,
+            viommu_id=viommu_id,
+            type=veventq_type,
+            veventq_depth=depth,
+        )
+        return out["out_veventq_id"], out["out_veventq_fd"]
+
     # ------------------------------------------------------------------ options
     def option_get(self, option_id: int, object_id: int = 0) -> int:
         out = self._call(

@@ -37,6 +37,8 @@ from iommusim.sw.core.device import Device
 from iommusim.sw.iommufd import ioas as _ioas
 from iommusim.sw.iommufd import uapi
 from iommusim.sw.iommufd.device import NO_PASID, DeviceApi, IommufdDevice, get_hw_info
+from iommusim.sw.iommufd.fault import FaultHooks, fault_alloc
+from iommusim.sw.iommufd.fds import FdTable
 from iommusim.sw.iommufd.hwpt import hwpt_alloc, hwpt_invalidate
 from iommusim.sw.iommufd.ioas import Ioas
 from iommusim.sw.iommufd.objects import ObjectTable, ObjType
@@ -52,6 +54,7 @@ from iommusim.sw.iommufd.viommu import (
 
 if TYPE_CHECKING:
     from iommusim.sw.core.iommu import IommuCore
+from iommusim.sw.iommufd.veventq import veventq_alloc
 
 __all__ = ["IommufdFile", "IommufdParams"]
 
@@ -105,6 +108,7 @@ _OPS: Final[dict[int, Handler]] = {
     uapi.IOMMU_HWPT_INVALIDATE: hwpt_invalidate,
     uapi.IOMMU_VDEVICE_ALLOC: vdevice_alloc_ioctl,
     uapi.IOMMU_VIOMMU_ALLOC: viommu_alloc_ioctl,
+    uapi.IOMMU_FAULT_QUEUE_ALLOC: fault_alloc,
     uapi.IOMMU_IOAS_ALLOC: _ioas.ioas_alloc,
     uapi.IOMMU_IOAS_ALLOW_IOVAS: _ioas.ioas_allow_iovas,
     uapi.IOMMU_IOAS_CHANGE_PROCESS: _ioas.ioas_change_process,
@@ -115,6 +119,7 @@ _OPS: Final[dict[int, Handler]] = {
     uapi.IOMMU_IOAS_UNMAP: _ioas.ioas_unmap,
     uapi.IOMMU_OPTION: _option,
     uapi.IOMMU_VFIO_IOAS: _ioas.vfio_ioas,
+    uapi.IOMMU_VEVENTQ_ALLOC: veventq_alloc,
 }
 
 
@@ -125,8 +130,11 @@ class IommufdFile:
     __slots__ = (
         "_closed",
         "_devices",
+        "_refs",
         "account_mode",
         "core",
+        "fault_hooks",
+        "fds",
         "mmaps",
         "objects",
         "params",
@@ -152,6 +160,16 @@ class IommufdFile:
         self.account_mode = ACCOUNT_USER
         #: ``ictx->vfio_ioas``: the IOAS the VFIO compatibility ioctls use (no reference).
         self.vfio_ioas: Ioas | None = None
+        #: The opening process's fds for the files iommufd hands out (fault queues,
+        #: vEVENTQs); see :mod:`~iommusim.sw.iommufd.fds`.
+        self.fds = FdTable()
+        #: How FAULT objects answer page-request groups and name devices (set by whoever
+        #: wires the file to a machine; see :class:`~iommusim.sw.iommufd.fault.FaultHooks`).
+        self.fault_hooks: FaultHooks | None = None
+        if core is not None:
+            self.fault_hooks = FaultHooks(core.iopf, self._dev_id)
+        #: References on the context (``ictx->file``): this fd's and each queue file's.
+        self._refs = 1
         self._closed = False
 
     @property
@@ -207,6 +225,11 @@ class IommufdFile:
         if self._devices is None:
             raise NoDevice("this iommufd serves no IOMMU core")
         return self._devices
+
+    def _dev_id(self, dev: Device) -> int:
+        """The DEVICE id ``dev`` is bound as (0 when it is not)."""
+        api = self._devices
+        return next((i.id for i in api.bound if i.dev is dev), 0) if api is not None else 0
 
     def get_device(self, dev_id: int) -> IommufdDevice:
         """``iommufd_get_device``: ENOENT unless ``dev_id`` is a DEVICE."""
@@ -280,17 +303,29 @@ class IommufdFile:
             return
         raise NotSupported(f"option op {cmd['op']} is neither SET nor GET")
 
+    def ctx_get(self) -> None:
+        """``iommufd_ctx_get``: a queue file keeps the context alive."""
+        self._refs += 1
+
+    def ctx_put(self) -> None:
+        """``iommufd_ctx_put``: the last reference runs ``iommufd_fops_release``."""
+        self._refs -= 1
+        if not self._refs:
+            self.vfio_ioas = None
+            if self._devices is not None:
+                self._devices.release_all()
+            self.objects.destroy_all()
+
     def close(self) -> None:
-        """``iommufd_fops_release``: destroy every object leaf-first (those only the
-        table holds, repeatedly), which unmaps every area and unpins its pages. Further
-        ioctls are EBADF; a second close does nothing."""
+        """``close()`` of the iommufd: further ioctls are EBADF; a second close does
+        nothing. The last reference on the context (this one, unless a fault-queue or
+        vEVENTQ file is still open) runs ``iommufd_fops_release``: every object is
+        destroyed leaf-first (those only the table holds, repeatedly), which unmaps every
+        area and unpins its pages."""
         if self._closed:
             return
-        self.vfio_ioas = None
-        if self._devices is not None:
-            self._devices.release_all()
-        self.objects.destroy_all()
         self._closed = True
+        self.ctx_put()
 
     def __enter__(self) -> IommufdFile:
         return self
