@@ -10,7 +10,6 @@ individually, and each attachment holds a reference on the HWPT and on the DEVIC
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -23,6 +22,7 @@ from iommusim.sw.core.ops import (
     CAP_PCI_ATS_SUPPORTED,
 )
 from iommusim.sw.iommufd import uapi
+from iommusim.sw.iommufd.fault import IommufdFault
 from iommusim.sw.iommufd.hwpt import Hwpt, HwptPaging, hwpt_paging_alloc
 from iommusim.sw.iommufd.ioas import Ioas
 from iommusim.sw.iommufd.objects import IommufdObject, ObjectTable, ObjType
@@ -192,9 +192,8 @@ class IommufdDevice(IommufdObject):
 def _auto_respond(hwpt: Hwpt, dev: Device, pasid: int) -> None:
     """``iommufd_auto_response_faults``: the page faults of an attachment that goes away
     are answered "invalid"."""
-    respond: Callable[..., None] | None = getattr(hwpt.fault, "auto_respond", None)
-    if respond is not None and hwpt.domain is not None:
-        respond(hwpt.domain, dev, None if pasid == NO_PASID else pasid)
+    if isinstance(hwpt.fault, IommufdFault) and hwpt.domain is not None:
+        hwpt.fault.auto_respond(hwpt.domain, dev, None if pasid == NO_PASID else pasid)
 
 
 # ---------------------------------------------------------------------- the context's API

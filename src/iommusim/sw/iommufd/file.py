@@ -39,7 +39,13 @@ from iommusim.sw.iommufd import uapi
 from iommusim.sw.iommufd.device import NO_PASID, DeviceApi, IommufdDevice, get_hw_info
 from iommusim.sw.iommufd.fault import FaultHooks, fault_alloc
 from iommusim.sw.iommufd.fds import FdTable
-from iommusim.sw.iommufd.hwpt import hwpt_alloc, hwpt_invalidate
+from iommusim.sw.iommufd.hw_queue import hw_queue_alloc_ioctl
+from iommusim.sw.iommufd.hwpt import (
+    hwpt_alloc,
+    hwpt_get_dirty_bitmap,
+    hwpt_invalidate,
+    hwpt_set_dirty_tracking,
+)
 from iommusim.sw.iommufd.ioas import Ioas
 from iommusim.sw.iommufd.objects import ObjectTable, ObjType
 from iommusim.sw.iommufd.pages import ACCOUNT_MM, ACCOUNT_USER
@@ -105,7 +111,10 @@ _OPS: Final[dict[int, Handler]] = {
     uapi.IOMMU_DESTROY: _destroy,
     uapi.IOMMU_GET_HW_INFO: get_hw_info,
     uapi.IOMMU_HWPT_ALLOC: hwpt_alloc,
+    uapi.IOMMU_HW_QUEUE_ALLOC: hw_queue_alloc_ioctl,
+    uapi.IOMMU_HWPT_GET_DIRTY_BITMAP: hwpt_get_dirty_bitmap,
     uapi.IOMMU_HWPT_INVALIDATE: hwpt_invalidate,
+    uapi.IOMMU_HWPT_SET_DIRTY_TRACKING: hwpt_set_dirty_tracking,
     uapi.IOMMU_VDEVICE_ALLOC: vdevice_alloc_ioctl,
     uapi.IOMMU_VIOMMU_ALLOC: viommu_alloc_ioctl,
     uapi.IOMMU_FAULT_QUEUE_ALLOC: fault_alloc,

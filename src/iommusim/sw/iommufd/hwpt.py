@@ -16,7 +16,8 @@ from iommusim.errors import InvalidArgument, NotFound, NotSupported
 from iommusim.sw.core.domain import DOMAIN_NESTED, Domain
 from iommusim.sw.core.ops import CAP_DIRTY_TRACKING
 from iommusim.sw.core.userdata import UserData, UserDataArray
-from iommusim.sw.iommufd import uapi
+from iommusim.sw.iommufd import dirty, uapi
+from iommusim.sw.iommufd.fault import IommufdFault
 from iommusim.sw.iommufd.ioas import Ioas
 from iommusim.sw.iommufd.objects import IommufdObject, ObjectTable, ObjType
 from iommusim.sw.iommufd.viommu import Viommu
@@ -34,9 +35,11 @@ __all__ = [
     "HwptPaging",
     "get_hwpt_paging",
     "hwpt_alloc",
+    "hwpt_get_dirty_bitmap",
     "hwpt_invalidate",
     "hwpt_nested_alloc",
     "hwpt_paging_alloc",
+    "hwpt_set_dirty_tracking",
 ]
 
 _PAGING_FLAGS = (
@@ -59,7 +62,7 @@ class Hwpt(IommufdObject):
         self.domain: Domain | None = None
         self.pasid_compat = pasid_compat
         #: The FAULT object page faults on this HWPT go to (IOMMU_HWPT_FAULT_ID_VALID).
-        self.fault: IommufdObject | None = None
+        self.fault: IommufdFault | None = None
 
     def _free(self) -> None:
         """``__iommufd_hwpt_destroy``."""
@@ -264,10 +267,12 @@ def hwpt_alloc(ictx: IommufdFile, ucmd: Ucmd) -> None:
     ucmd.new_obj = hwpt
     if cmd["flags"] & uapi.IOMMU_HWPT_FAULT_ID_VALID:
         fault = ictx.objects.get(cmd["fault_id"], ObjType.FAULT)
+        if not isinstance(fault, IommufdFault):  # pragma: no cover - the type says so
+            raise NotFound(f"object {cmd['fault_id']} is not a fault queue")
         hwpt.fault = fault
         fault.users += 1
         if hwpt.domain is not None:
-            hwpt.domain.iopf_handler = getattr(fault, "iopf_handler", None)
+            hwpt.domain.iopf_handler = fault.iopf_handler
     cmd["out_hwpt_id"] = hwpt.id
     ucmd.respond()
 
@@ -306,3 +311,38 @@ def hwpt_invalidate(ictx: IommufdFile, ucmd: Ucmd) -> None:
     finally:
         cmd["entry_num"] = done
         ucmd.respond()
+
+
+def hwpt_set_dirty_tracking(ictx: IommufdFile, ucmd: Ucmd) -> None:
+    """IOMMU_HWPT_SET_DIRTY_TRACKING: EOPNOTSUPP for unknown flags, ENOENT for no paging
+    HWPT, then :func:`~iommusim.sw.iommufd.dirty.set_dirty_tracking`."""
+    cmd = ucmd.cmd
+    if cmd["flags"] & ~uapi.IOMMU_HWPT_DIRTY_TRACKING_ENABLE:
+        raise NotSupported(f"SET_DIRTY_TRACKING flags {cmd['flags']:#x}")
+    hwpt = get_hwpt_paging(ictx.objects.get, cmd["hwpt_id"])
+    if hwpt.domain is None:  # pragma: no cover - a published HWPT has its domain
+        raise NotFound(f"HWPT {hwpt.id} has no domain")
+    enable = bool(cmd["flags"] & uapi.IOMMU_HWPT_DIRTY_TRACKING_ENABLE)
+    dirty.set_dirty_tracking(hwpt.ioas.iopt, hwpt.domain, enable)
+
+
+def hwpt_get_dirty_bitmap(ictx: IommufdFile, ucmd: Ucmd) -> None:
+    """IOMMU_HWPT_GET_DIRTY_BITMAP: EOPNOTSUPP for unknown flags or reserved bits, ENOENT
+    for no paging HWPT, then
+    :func:`~iommusim.sw.iommufd.dirty.read_and_clear_dirty_data`."""
+    cmd = ucmd.cmd
+    if cmd["flags"] & ~uapi.IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR or cmd["__reserved"]:
+        raise NotSupported(f"GET_DIRTY_BITMAP flags {cmd['flags']:#x} / __reserved")
+    hwpt = get_hwpt_paging(ictx.objects.get, cmd["hwpt_id"])
+    if hwpt.domain is None:  # pragma: no cover - a published HWPT has its domain
+        raise NotFound(f"HWPT {hwpt.id} has no domain")
+    dirty.read_and_clear_dirty_data(
+        hwpt.ioas.iopt,
+        hwpt.domain,
+        cmd["flags"],
+        cmd["iova"],
+        cmd["length"],
+        cmd["page_size"],
+        cmd["data"],
+        ictx.user,
+    )
