@@ -8,6 +8,7 @@ pages are physically contiguous, and hands the driver the physical base.
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Final, cast
 
 from iommusim.errors import BadAddress, InvalidArgument, NotSupported, OutOfRange, Overflow
@@ -82,7 +83,7 @@ def _pin(objects: ObjectTable, viommu: Viommu, base: int, length: int) -> tuple[
         try:
             pas = access.pin_pages(aligned, span)
             try:
-                if any(b != a + PAGE_SIZE for a, b in zip(pas, pas[1:], strict=False)):
+                if any(b != a + PAGE_SIZE for a, b in itertools.pairwise(pas)):
                     raise BadAddress("the queue's pages are not physically contiguous")
             except BaseException:
                 access.unpin_pages(aligned, span)
