@@ -27,7 +27,8 @@
     │   ├── InvalidExchange        EBADE (the selftest: pages differ from what was expected)
     │   ├── OutOfRange             ERANGE (a size that does not fit)
     │   ├── Deadlock               EDEADLK (iommufd: an access that never unpins on unmap)
-    │   └── TooManyOpenFiles       EMFILE (a process's file-descriptor table is full)
+    │   ├── TooManyOpenFiles       EMFILE (a process's file-descriptor table is full)
+    │   └── BadFdState             EBADFD (an fd that is not the kind of file expected)
     ├── FormatError                malformed input file (vector, scenario); names the field
     └── BusError                   a memory access answered with an error (access fault or
                                    poisoned data); the hardware models turn it into the spec's
@@ -44,6 +45,7 @@ __all__ = [
     "ApiError",
     "ArgumentTooBig",
     "BadAddress",
+    "BadFdState",
     "BadFileDescriptor",
     "BusError",
     "Busy",
@@ -184,6 +186,10 @@ class Deadlock(ApiError):
 
 class TooManyOpenFiles(ApiError):
     errno = _errno.EMFILE
+
+
+class BadFdState(ApiError):
+    errno = _errno.EBADFD
 
 
 class BusError(IommusimError):

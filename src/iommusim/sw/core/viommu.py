@@ -52,7 +52,7 @@ class ViommuCore(Protocol):
 
     def report_event(self, event_type: int, data: bytes) -> None:
         """``iommufd_viommu_report_event``: queue a vEVENT on the vEVENTQ of that type
-        (dropped when there is none)."""
+        (NotSupported, EOPNOTSUPP, when there is none)."""
 
     def hw_queue_depend(self, dependent: HwQueueOps, depended: HwQueueOps) -> None:
         """``iommufd_hw_queue_depend``: ``depended`` cannot be destroyed (EBUSY) before

@@ -49,6 +49,8 @@ from iommusim.sw.iommufd.hwpt import (
 from iommusim.sw.iommufd.ioas import Ioas
 from iommusim.sw.iommufd.objects import ObjectTable, ObjType
 from iommusim.sw.iommufd.pages import ACCOUNT_MM, ACCOUNT_USER
+from iommusim.sw.iommufd.selftest import iommufd_test
+from iommusim.sw.iommufd.selftest_uapi import IOMMU_TEST_CMD, TEST_CMD
 from iommusim.sw.iommufd.ucmd import Ucmd
 from iommusim.sw.iommufd.user import UserMemory
 from iommusim.sw.iommufd.viommu import (
@@ -60,6 +62,7 @@ from iommusim.sw.iommufd.viommu import (
 
 if TYPE_CHECKING:
     from iommusim.sw.core.iommu import IommuCore
+    from iommusim.sw.drivers.mock.driver import MockIommuDriver
 from iommusim.sw.iommufd.veventq import veventq_alloc
 
 __all__ = ["IommufdFile", "IommufdParams"]
@@ -79,6 +82,8 @@ Handler = Callable[["IommufdFile", Ucmd], None]
 
 #: ``ARRAY_SIZE(iommufd_ioctl_ops)`` without CONFIG_IOMMUFD_TEST: one past the highest nr.
 _NR_END: Final = max(uapi.ioctl_nr(r) for r in uapi.IOCTLS) + 1
+#: ... and with it: IOMMU_TEST_CMD is the table's last entry.
+_NR_END_TEST: Final = uapi.ioctl_nr(IOMMU_TEST_CMD) + 1
 
 
 def _destroy(ictx: IommufdFile, ucmd: Ucmd) -> None:
@@ -147,6 +152,8 @@ class IommufdFile:
         "mmaps",
         "objects",
         "params",
+        "selftest",
+        "test_memory_limit",
         "user",
         "vfio_ioas",
     )
@@ -156,6 +163,7 @@ class IommufdFile:
         user: UserMemory,
         params: IommufdParams | None = None,
         core: IommuCore | None = None,
+        selftest: MockIommuDriver | None = None,
     ) -> None:
         self.user = user
         self.params = params or IommufdParams()
@@ -165,6 +173,10 @@ class IommufdFile:
         self._devices = DeviceApi(core, self.objects) if core is not None else None
         #: Regions drivers let the user mmap from this file (``ictx->mt_mmap``).
         self.mmaps = MmapTable()
+        #: The mock IOMMU of a kernel with CONFIG_IOMMUFD_TEST: IOMMU_TEST_CMD is served.
+        self.selftest = selftest
+        #: ``iommufd_test_memory_limit`` (SET_TEMP_MEMORY_LIMIT; no effect on results).
+        self.test_memory_limit = 65536
         #: ``ictx->account_mode``: per user, as /dev/iommu opens (not /dev/vfio/vfio).
         self.account_mode = ACCOUNT_USER
         #: ``ictx->vfio_ioas``: the IOAS the VFIO compatibility ioctls use (no reference).
@@ -192,13 +204,16 @@ class IommufdFile:
         if self._closed:
             raise BadFileDescriptor("iommufd file is closed")
         nr = uapi.ioctl_nr(request)
-        if not 0 <= request <= 0xFFFF_FFFF or not uapi.IOMMUFD_CMD_BASE <= nr < _NR_END:
+        end = _NR_END_TEST if self.selftest is not None else _NR_END
+        if not 0 <= request <= 0xFFFF_FFFF or not uapi.IOMMUFD_CMD_BASE <= nr < end:
             raise InappropriateIoctl(f"ioctl {request:#x} is not an iommufd ioctl")
         if len(arg) < 4:
             raise BadAddress("the ioctl argument has no size field")
         user_size = int.from_bytes(arg[:4], "little")
         handler = _OPS.get(request)
         struct = uapi.IOCTLS.get(request)
+        if self.selftest is not None and request == IOMMU_TEST_CMD:
+            handler, struct = iommufd_test, TEST_CMD
         if handler is None or struct is None:
             raise InappropriateIoctl(f"ioctl {request:#x} is not implemented")
         if user_size < struct.min_size:
@@ -230,7 +245,7 @@ class IommufdFile:
             raise NoDevice("this iommufd serves no IOMMU core")
         return self.core
 
-    def _device_api(self) -> DeviceApi:
+    def device_api(self) -> DeviceApi:
         if self._devices is None:
             raise NoDevice("this iommufd serves no IOMMU core")
         return self._devices
@@ -251,28 +266,28 @@ class IommufdFile:
         """``iommufd_device_bind`` as VFIO's ``VFIO_DEVICE_BIND_IOMMUFD`` does it: claim
         ``dev`` (a device of :attr:`core`) for this file; returns its DEVICE id."""
         self._check_open()
-        return self._device_api().bind(dev).id
+        return self.device_api().bind(dev).id
 
     def unbind_device(self, dev_id: int) -> None:
         """``iommufd_device_unbind``: EBUSY while the device is attached."""
         self._check_open()
-        self._device_api().unbind(self.get_device(dev_id))
+        self.device_api().unbind(self.get_device(dev_id))
 
     def attach_device(self, dev_id: int, pt_id: int, pasid: int = NO_PASID) -> int:
         """``iommufd_device_attach`` (VFIO_DEVICE_ATTACH_IOMMUFD_PT): attach to an HWPT,
         or to an IOAS through an auto domain; returns the HWPT id attached."""
         self._check_open()
-        return self._device_api().attach(self.get_device(dev_id), pt_id, pasid)
+        return self.device_api().attach(self.get_device(dev_id), pt_id, pasid)
 
     def replace_device(self, dev_id: int, pt_id: int, pasid: int = NO_PASID) -> int:
         """``iommufd_device_replace``: EINVAL when nothing is attached on ``pasid``."""
         self._check_open()
-        return self._device_api().replace(self.get_device(dev_id), pt_id, pasid)
+        return self.device_api().replace(self.get_device(dev_id), pt_id, pasid)
 
     def detach_device(self, dev_id: int, pasid: int = NO_PASID) -> None:
         """``iommufd_device_detach``: detaching what is not attached does nothing."""
         self._check_open()
-        self._device_api().detach(self.get_device(dev_id), pasid)
+        self.device_api().detach(self.get_device(dev_id), pasid)
 
     def mmap(self, offset: int, length: int, shared: bool = True, exec_: bool = False) -> int:
         """``mmap(fd, offset)`` of this file: the physical address the mapping shows (a

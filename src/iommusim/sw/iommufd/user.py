@@ -37,6 +37,11 @@ class UserMemory(Protocol):
 
     def unpin_pages(self, va: int, npages: int) -> None: ...
 
+    def pin_count(self, va: int) -> int:
+        """Long-term pins of the page holding ``va``
+        (``page_ref_count / GUP_PIN_COUNTING_BIAS``)."""
+        ...
+
 
 class MmUserMemory:
     """:class:`UserMemory` over a model process.

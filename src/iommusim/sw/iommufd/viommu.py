@@ -183,9 +183,12 @@ class Viommu(IommufdObject):
         return next((k for k, v in self.vdevs.items() if v.idev.dev is dev), None)
 
     def report_event(self, event_type: int, data: bytes) -> None:
+        """``iommufd_viommu_report_event``: EOPNOTSUPP when the vIOMMU has no vEVENTQ of
+        ``event_type``."""
         q = self.veventqs.get(event_type)
-        if q is not None:
-            q.report(data)
+        if q is None:
+            raise NotSupported(f"vIOMMU {self.id} has no vEVENTQ of type {event_type:#x}")
+        q.report(data)
 
     def hw_queue_depend(self, dependent: HwQueueOps, depended: HwQueueOps) -> None:
         if isinstance(depended.handle, IommufdObject):
