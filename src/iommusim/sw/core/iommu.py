@@ -156,6 +156,8 @@ class IommuCore:
             ]
         if dtype == DOMAIN_IDENTITY:
             return driver.identity_domain
+        if dtype == DOMAIN_BLOCKED:  # a driver whose default is to block (the selftest mock)
+            return driver.blocked_domain
         domain = driver.domain_alloc_paging(dev)
         domain.type = dtype
         cookie = DmaCookie(domain, None, self.ncpus)
