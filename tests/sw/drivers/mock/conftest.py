@@ -39,6 +39,8 @@ class FakeUser:
 
     def __init__(self) -> None:
         self.buf = bytearray(USIZE)
+        #: Writes to ``[va, va + n)`` fault (a read-only mapping), when set.
+        self.readonly: tuple[int, int] | None = None
 
     def _check(self, va: int, n: int) -> int:
         if va < UVA or va + n > UVA + USIZE:
@@ -51,6 +53,10 @@ class FakeUser:
 
     def write(self, va: int, data: bytes) -> None:
         off = self._check(va, len(data))
+        if self.readonly is not None:
+            ro, n = self.readonly
+            if va < ro + n and ro < va + len(data):
+                raise BadAddress(f"user range {va:#x}+{len(data):#x} is read-only")
         self.buf[off : off + len(data)] = data
 
 
