@@ -87,7 +87,8 @@ class ViommuOps:
         return 0
 
     def hw_queue_init_phys(
-        self, queue_type: int, index: int, base_pa: int, length: int
+        self, queue_type: int, index: int, base_pa: int, length: int, base_iova: int
     ) -> HwQueueOps:
-        """``hw_queue_init_phys``: queue ``index`` of ``length`` bytes at ``base_pa``."""
+        """``hw_queue_init_phys``: queue ``index`` of ``length`` bytes at ``base_pa``, the
+        user's ``base_iova`` (``hw_queue->base_addr``) in the nesting parent."""
         raise NotSupported("this vIOMMU has no hardware queues")
