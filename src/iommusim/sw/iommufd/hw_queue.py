@@ -119,7 +119,7 @@ def hw_queue_alloc_ioctl(ictx: IommufdFile, ucmd: Ucmd) -> None:
     ucmd.new_obj = q
     viommu.users += 1  # before the pin, so the abort's destroy can drop it
     q.access, base_pa = _pin(ictx.objects, viommu, base, length)
-    q.ops = ops.hw_queue_init_phys(cmd["type"], cmd["index"], base_pa, length)
+    q.ops = ops.hw_queue_init_phys(cmd["type"], cmd["index"], base_pa, length, base)
     q.ops.handle = q
     cmd["out_hw_queue_id"] = q.id
     ucmd.respond()

@@ -32,8 +32,8 @@ from iommusim.sw.iommufd.hwpt import Hwpt, HwptNested, HwptPaging
 from iommusim.sw.iommufd.ioas import Ioas
 from iommusim.sw.iommufd.iopt import ULONG_MAX
 from iommusim.sw.iommufd.objects import IommufdObject, ObjType
-from iommusim.sw.iommufd.uapi import Struct
 from iommusim.sw.iommufd.selftest_access import STACCESS_NAME, SelftestAccess, staccess_get
+from iommusim.sw.iommufd.uapi import Struct
 from iommusim.sw.pages import PAGE_SIZE, PageAllocator
 
 if TYPE_CHECKING:
