@@ -295,3 +295,19 @@ def test_fault_queue_delivers_a_mock_iopf_and_takes_the_response(env: SelftestEn
     drv = env.file.selftest
     assert drv is not None and [r.grpid for r in drv.page_responses] == [7]
     fails(errno.EINVAL, lambda: f.write(bytes(resp.encode(cookie=got["cookie"], code=0))))
+
+
+def test_unbinding_a_device_tombstones_its_vdevice(env: SelftestEnv) -> None:
+    """``iommufd_device_remove_vdev``: the vDEVICE goes with its device and its id stays
+    taken (ENOENT, never reused) until the file is closed."""
+    ioas = env.fd.ioas_alloc()
+    m = env.mock_domain(ioas)
+    parent = env.fd.hwpt_alloc(m.idev_id, ioas, flags=uapi.IOMMU_HWPT_ALLOC_NEST_PARENT)
+    viommu = env.fd.viommu_alloc(m.idev_id, parent, t.IOMMU_VIOMMU_TYPE_SELFTEST)
+    vdev = env.fd.vdevice_alloc(viommu, m.idev_id, 3)
+    fails(errno.EBUSY, lambda: env.fd.destroy(viommu))  # the vDEVICE holds it
+    env.fd.destroy(m.stdev_id)
+    fails(errno.ENOENT, lambda: env.fd.destroy(vdev))
+    fresh = [env.fd.ioas_alloc() for _ in range(3)]
+    assert vdev not in fresh
+    env.fd.destroy(viommu)

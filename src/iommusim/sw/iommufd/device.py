@@ -241,6 +241,11 @@ class DeviceApi:
         """``iommufd_device_unbind``: EBUSY while attached (a caller bug in the kernel)."""
         if idev.users != 2:
             raise Busy(f"device {idev.id} is still attached")
+        # iommufd_device_pre_destroy: a vDEVICE still naming the device is destroyed and
+        # leaves a tombstone; no new one may name it meanwhile.
+        idev.destroying = True
+        if idev.vdev is not None and idev.vdev.id:
+            self.objects.tombstone(idev.vdev.id)
         idev.users -= 1
         self.bound.remove(idev)
         self.objects.remove(idev.id)

@@ -63,11 +63,13 @@ class IommufdObject:
 class ObjectTable:
     """``ictx->objects``: id -> object, with reserved (not yet published) entries."""
 
-    __slots__ = ("_free", "_high", "_objs", "_published")
+    __slots__ = ("_free", "_high", "_objs", "_published", "_tombstones")
 
     def __init__(self) -> None:
         self._objs: dict[int, IommufdObject] = {}
         self._published: set[int] = set()
+        #: Ids of objects destroyed with a tombstone: taken until the file is closed.
+        self._tombstones: set[int] = set()
         self._free: list[int] = []  # heap of ids below _high that are free
         self._high = 0
 
@@ -123,8 +125,9 @@ class ObjectTable:
         return iter([self._objs[i] for i in sorted(self._published)])
 
     def __len__(self) -> int:
-        """Every id in use, reserved ones included (``xa_empty`` sees them)."""
-        return len(self._objs)
+        """Every id in use, reserved ones and tombstones included (``xa_empty`` sees
+        them)."""
+        return len(self._objs) + len(self._tombstones)
 
     # ------------------------------------------------------------------ references
     @staticmethod
@@ -151,6 +154,21 @@ class ObjectTable:
         obj.users = 0
         obj.destroy()
 
+    def tombstone(self, oid: int) -> None:
+        """``iommufd_object_tombstone_user``: destroy a published object the kernel takes
+        away (a vDEVICE whose device is unbound) and keep its id taken, so the user's stale id
+        names nothing (ENOENT) and is not handed out again before close. EBUSY while used."""
+        obj = self._objs.get(oid)
+        if obj is None or oid not in self._published:
+            raise NotFound(f"no object with id {oid}")
+        if obj.users != 1:
+            raise Busy(f"object {oid} is used by {obj.users - 1} other reference(s)")
+        del self._objs[oid]
+        self._published.discard(oid)
+        self._tombstones.add(oid)
+        obj.users = 0
+        obj.destroy()
+
     def destroy_all(self) -> None:
         """``iommufd_fops_release``: repeatedly destroy every object only the table holds,
         in id order, until none is left. A reference cycle is a :class:`ModelError`."""
@@ -163,3 +181,6 @@ class ObjectTable:
                     destroyed += 1
             if not destroyed:
                 raise ModelError(f"objects {sorted(self._published)} hold each other")
+        for oid in sorted(self._tombstones):  # xa_destroy: the tombstones go last
+            heapq.heappush(self._free, oid)
+        self._tombstones.clear()
