@@ -436,3 +436,4 @@ def test_a_file_without_hooks_cannot_deliver(env: Any) -> None:
     )
     with pytest.raises(ModelError, match="fault_hooks"):
         env.fd.file.fds[fd].read(40)
+    assert len(fault.deliver) == 1 and fault.response == {}

@@ -41,7 +41,7 @@ def _raw(env: Any, request: int, arg: bytearray) -> int:
 @pytest.mark.parametrize(
     "request_",
     [
-        0x3B00 | 100,  # VFIO_GET_API_VERSION: below the iommufd range, VFIO compat not modelled
+        0x3B00 | 117,  # VFIO_IOMMU_DIRTY_PAGES: below the range, the VFIO compat lacks it
         0x3B00 | 0x7F,
         0x3B00 | 0x96,  # one past IOMMU_IOAS_NOIOMMU_GET_PA
         0x3B00 | 0xA0,  # IOMMU_TEST_CMD: the selftest is not built in

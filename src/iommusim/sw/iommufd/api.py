@@ -15,15 +15,17 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 from iommusim.errors import ApiError, InvalidArgument, MessageTooLong
 from iommusim.sw.core.device import Device
 from iommusim.sw.iommufd import uapi
+from iommusim.sw.iommufd import vfio_uapi as vfio
 from iommusim.sw.iommufd.file import IommufdFile, IommufdParams
 from iommusim.sw.iommufd.iopt import IovaRange
 from iommusim.sw.iommufd.user import MmUserMemory
+from iommusim.sw.iommufd.vfio_compat import int_arg
 from iommusim.sw.mm import PROT_READ, PROT_WRITE, Mm
 
 if TYPE_CHECKING:
     from iommusim.sw.core.iommu import IommuCore
 
-__all__ = ["SCRATCH_SIZE", "HwInfo", "Iommufd", "IovaRanges"]
+__all__ = ["SCRATCH_SIZE", "HwInfo", "Iommufd", "IovaRanges", "VfioIommuInfo"]
 
 #: Bytes of scratch user memory :meth:`Iommufd.over_mm` maps for arrays.
 SCRATCH_SIZE: Final = 64 << 10
@@ -47,6 +49,19 @@ class IovaRanges(NamedTuple):
 
     ranges: list[IovaRange]
     alignment: int
+
+
+class VfioIommuInfo(NamedTuple):
+    """VFIO_IOMMU_GET_INFO's answer: page sizes and the capabilities' contents."""
+
+    iova_pgsizes: int
+    iova_ranges: list[IovaRange]
+    dma_avail: int
+
+
+_VFIO_INFO = vfio.VFIO_STRUCTS["vfio_iommu_type1_info"]
+_VFIO_CAP = vfio.VFIO_STRUCTS["vfio_info_cap_header"]
+_VFIO_RANGE = vfio.VFIO_STRUCTS["vfio_iova_range"]
 
 
 class Iommufd:
@@ -296,6 +311,53 @@ class Iommufd:
             veventq_depth=depth,
         )
         return out["out_veventq_id"], out["out_veventq_fd"]
+
+    # ------------------------------------------------------------------ VFIO type1
+    def vfio_check_extension(self, ext: int) -> int:
+        return self.file.ioctl(vfio.VFIO_CHECK_EXTENSION, int_arg(ext))
+
+    def vfio_set_iommu(self, iommu_type: int) -> None:
+        self.file.ioctl(vfio.VFIO_SET_IOMMU, int_arg(iommu_type))
+
+    def vfio_iommu_get_info(self) -> VfioIommuInfo:
+        """Ask for the chain's size first, then for the chain, and walk it."""
+        arg = _VFIO_INFO.encode(argsz=_VFIO_INFO.size)
+        self.file.ioctl(vfio.VFIO_IOMMU_GET_INFO, arg)
+        arg = arg.ljust(_VFIO_INFO.decode(arg)["argsz"], b"\0")
+        self.file.ioctl(vfio.VFIO_IOMMU_GET_INFO, arg)
+        info = _VFIO_INFO.decode(arg)
+        ranges: list[IovaRange] = []
+        avail = 0
+        at = info["cap_offset"]
+        while at:
+            cap = _VFIO_CAP.decode(arg[at:])
+            if cap["id"] == vfio.VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE:
+                n = int.from_bytes(arg[at + 8 : at + 12], "little")
+                for i in range(n):
+                    r = _VFIO_RANGE.decode(arg[at + 16 + i * _VFIO_RANGE.size :])
+                    ranges.append(IovaRange(r["start"], r["end"]))
+            elif cap["id"] == vfio.VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL:
+                avail = int.from_bytes(arg[at + 8 : at + 12], "little")
+            at = cap["next"]
+        return VfioIommuInfo(info["iova_pgsizes"], ranges, avail)
+
+    def vfio_map_dma(
+        self,
+        vaddr: int,
+        iova: int,
+        size: int,
+        flags: int = vfio.VFIO_DMA_MAP_FLAG_READ | vfio.VFIO_DMA_MAP_FLAG_WRITE,
+    ) -> None:
+        s = vfio.VFIO_STRUCTS["vfio_iommu_type1_dma_map"]
+        arg = s.encode(argsz=s.size, flags=flags, vaddr=vaddr, iova=iova, size=size)
+        self.file.ioctl(vfio.VFIO_IOMMU_MAP_DMA, arg)
+
+    def vfio_unmap_dma(self, iova: int, size: int, flags: int = 0) -> int:
+        """Unmap and return the bytes unmapped."""
+        s = vfio.VFIO_STRUCTS["vfio_iommu_type1_dma_unmap"]
+        arg = s.encode(argsz=s.size, flags=flags, iova=iova, size=size)
+        self.file.ioctl(vfio.VFIO_IOMMU_UNMAP_DMA, arg)
+        return s.decode(arg)["size"]
 
     # ------------------------------------------------------------------ options
     def option_get(self, option_id: int, object_id: int = 0) -> int:

@@ -159,6 +159,7 @@ class IommufdFault(EventQueue):
                         f"a group of {len(group.faults)} records does not fit {count} bytes"
                     )
                 break
+            dev_id = self._hooks().dev_id(group.dev)
             cookie = self._cookies.alloc()
             if cookie is None:
                 if not out:
@@ -166,7 +167,6 @@ class IommufdFault(EventQueue):
                 break
             self.deliver.pop(0)
             self.response[cookie] = group
-            dev_id = self._hooks().dev_id(group.dev)
             for f in group.faults:
                 flags = uapi.IOMMU_PGFAULT_FLAGS_LAST_PAGE if f.last else 0
                 if f.pasid is not None:

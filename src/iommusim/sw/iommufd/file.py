@@ -2,8 +2,9 @@
 
 :meth:`IommufdFile.ioctl` frames every call as ``iommufd_fops_ioctl`` does:
 
-1. ``_IOC_NR`` outside the iommufd range: the VFIO compatibility ioctls, none of which this
-   model implements yet -> ENOTTY (the kernel's ``-ENOIOCTLCMD`` as user space sees it).
+1. ``_IOC_NR`` outside the iommufd range: the VFIO compatibility ioctls, with their own
+   framing (:mod:`~iommusim.sw.iommufd.vfio_compat`); any other number -> ENOTTY (the
+   kernel's ``-ENOIOCTLCMD`` as user space sees it).
 2. ``get_user`` of the ``size`` field, the first u32 -> EFAULT when the buffer is shorter.
 3. The full number must be the table's (``_IO(';', nr)``) -> ENOTTY.
 4. ``size`` below the struct's ``min_size`` -> EINVAL.
@@ -53,6 +54,8 @@ from iommusim.sw.iommufd.selftest import iommufd_test
 from iommusim.sw.iommufd.selftest_uapi import IOMMU_TEST_CMD, TEST_CMD
 from iommusim.sw.iommufd.ucmd import Ucmd
 from iommusim.sw.iommufd.user import UserMemory
+from iommusim.sw.iommufd.veventq import veventq_alloc
+from iommusim.sw.iommufd.vfio_compat import vfio_ioctl
 from iommusim.sw.iommufd.viommu import (
     MmapRegion,
     MmapTable,
@@ -63,7 +66,6 @@ from iommusim.sw.iommufd.viommu import (
 if TYPE_CHECKING:
     from iommusim.sw.core.iommu import IommuCore
     from iommusim.sw.drivers.mock.driver import MockIommuDriver
-from iommusim.sw.iommufd.veventq import veventq_alloc
 
 __all__ = ["IommufdFile", "IommufdParams"]
 
@@ -199,14 +201,18 @@ class IommufdFile:
 
     def ioctl(self, request: int, arg: bytearray) -> int:
         """``ioctl(fd, request, arg)``: ``arg`` is the user buffer the struct lives in
-        (its length is how far user memory reaches). Returns 0 or raises the errno's
+        (its length is how far user memory reaches); for the VFIO ioctls taking an
+        integer it is that ``unsigned long``'s 8 little-endian bytes. Returns the ioctl's
+        value (0, or VFIO_CHECK_EXTENSION's answer) or raises the errno's
         :class:`~iommusim.errors.ApiError`."""
         if self._closed:
             raise BadFileDescriptor("iommufd file is closed")
         nr = uapi.ioctl_nr(request)
         end = _NR_END_TEST if self.selftest is not None else _NR_END
-        if not 0 <= request <= 0xFFFF_FFFF or not uapi.IOMMUFD_CMD_BASE <= nr < end:
+        if not 0 <= request <= 0xFFFF_FFFF:
             raise InappropriateIoctl(f"ioctl {request:#x} is not an iommufd ioctl")
+        if not uapi.IOMMUFD_CMD_BASE <= nr < end:
+            return vfio_ioctl(self, request, arg)
         if len(arg) < 4:
             raise BadAddress("the ioctl argument has no size field")
         user_size = int.from_bytes(arg[:4], "little")

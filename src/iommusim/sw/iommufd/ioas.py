@@ -41,6 +41,7 @@ __all__ = [
     "ioas_noiommu_get_pa",
     "ioas_option",
     "ioas_unmap",
+    "map_user_pages",
     "vfio_ioas",
 ]
 
@@ -159,7 +160,24 @@ def ioas_map(ictx: IommufdFile, ucmd: Ucmd) -> None:
     if not cmd["flags"] & _RW:
         raise InvalidArgument("IOAS_MAP needs READABLE or WRITEABLE")
     ioas = _get_ioas(ictx, cmd["ioas_id"])
-    uptr, length = cmd["user_va"], cmd["length"]
+    fixed = bool(cmd["flags"] & uapi.IOMMU_IOAS_MAP_FIXED_IOVA)
+    cmd["iova"] = map_user_pages(
+        ictx,
+        ioas,
+        cmd["iova"] if fixed else None,
+        cmd["user_va"],
+        cmd["length"],
+        _conv_prot(cmd["flags"]),
+    )
+    ucmd.respond()
+
+
+def map_user_pages(
+    ictx: IommufdFile, ioas: Ioas, iova: int | None, uptr: int, length: int, prot: int
+) -> int:
+    """``iopt_map_user_pages``: map ``length`` bytes of user memory from ``uptr`` at
+    ``iova`` (allocated when None) with ``prot``; return the IOVA. Also the VFIO
+    compatibility's MAP_DMA."""
     # iopt_alloc_user_pages / iopt_alloc_pages
     if uptr + length > ULONG_MAX:
         raise Overflow(f"user_va {uptr:#x} + length {length:#x} overflows")
@@ -167,25 +185,16 @@ def ioas_map(ictx: IommufdFile, ucmd: Ucmd) -> None:
         raise InvalidArgument(f"length {length:#x} is invalid")
     uptr_down = uptr & ~(PAGE_SIZE - 1)
     start_byte = uptr - uptr_down
-    writable = bool(cmd["flags"] & uapi.IOMMU_IOAS_MAP_WRITEABLE)
     account = ACCOUNT_NONE if ictx.params.cap_ipc_lock else ACCOUNT_USER
     npages = -(-(length + start_byte) // PAGE_SIZE)
-    pages = IoPages(ictx.user, uptr_down, npages, writable, account)
+    pages = IoPages(ictx.user, uptr_down, npages, bool(prot & IOMMU_WRITE), account)
     # iopt_map_common
     if ictx.account_mode == ACCOUNT_MM and pages.account_mode == ACCOUNT_USER:
         pages.account_mode = ACCOUNT_MM
-    fixed = bool(cmd["flags"] & uapi.IOMMU_IOAS_MAP_FIXED_IOVA)
     try:
-        iova = ioas.iopt.map_pages(
-            [PagesSlice(pages, start_byte, length)],
-            length,
-            cmd["iova"] if fixed else None,
-            _conv_prot(cmd["flags"]),
-        )
+        return ioas.iopt.map_pages([PagesSlice(pages, start_byte, length)], length, iova, prot)
     finally:
         pages.put()  # the area took its own reference
-    cmd["iova"] = iova
-    ucmd.respond()
 
 
 def ioas_copy(ictx: IommufdFile, ucmd: Ucmd) -> None:

@@ -610,6 +610,31 @@ class IoPagetable:
     def unmap_all(self) -> tuple[int, ApiError | None]:
         return self.unmap_range(0, ULONG_MAX)
 
+    def cut_iova(self, iovas: Sequence[int]) -> None:
+        """``iopt_cut_iova`` (the VFIO type1 compatibility's unmap inside an area): split
+        the area holding each of ``iovas`` so that one part ends there
+        (``iopt_area_split``: both parts share the pages). EINVAL when the split point is
+        not aligned to the IOAS or an access uses the area; the cuts before it stay, as in
+        the kernel (they change no mapping)."""
+        for iova in iovas:
+            for area in self.areas_in(iova, iova):
+                self._split(area, iova)
+
+    def _split(self, area: Area, iova: int) -> None:
+        if iova in (area.iova, area.last):
+            return
+        new_start = iova + 1
+        mask = self.iova_alignment - 1
+        if new_start & mask or area.start_byte_at(new_start) & mask:
+            raise InvalidArgument(f"cannot split at {new_start:#x}: not aligned to {mask + 1:#x}")
+        if area.num_accesses:
+            raise InvalidArgument(f"cannot split area {area.iova:#x}: an access uses it")
+        self._remove(area)
+        self._insert(Area(area.iova, iova, area.pages, area.start_byte, area.prot))
+        rhs = Area(new_start, area.last, area.pages, area.start_byte_at(new_start), area.prot)
+        self._insert(rhs)
+        area.pages.get()
+
     # ------------------------------------------------------------------ ranges
     def set_allowed(self, ranges: Sequence[IovaRange]) -> None:
         """``iopt_set_allow_iova``: replace the allowed list; EADDRINUSE, nothing
