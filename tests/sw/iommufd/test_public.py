@@ -8,7 +8,10 @@ from iommusim.sw import iommufd
 
 def test_public_names() -> None:
     assert sorted(iommufd.__all__) == [
+        "Access",
+        "AccessOps",
         "Area",
+        "FdTable",
         "IoPages",
         "IoPagetable",
         "Ioas",
@@ -18,10 +21,12 @@ def test_public_names() -> None:
         "IommufdParams",
         "IovaRange",
         "IovaRanges",
+        "MemFd",
         "MmUserMemory",
         "ObjType",
         "ObjectTable",
         "PagesSlice",
+        "ResvRegion",
         "UserMemory",
         "uapi",
     ]

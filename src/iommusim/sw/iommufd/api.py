@@ -170,6 +170,29 @@ class Iommufd:
         )
         return out["iova"]
 
+    def ioas_map_file(
+        self,
+        ioas_id: int,
+        fd: int,
+        start: int,
+        length: int,
+        iova: int | None = None,
+        flags: int = _RW,
+    ) -> int:
+        """Map ``length`` bytes of file ``fd`` from ``start``; return the IOVA."""
+        if iova is not None:
+            flags |= uapi.IOMMU_IOAS_MAP_FIXED_IOVA
+        out = self._call(
+            uapi.IOMMU_IOAS_MAP_FILE,
+            flags=flags,
+            ioas_id=ioas_id,
+            fd=fd,
+            start=start,
+            length=length,
+            iova=iova or 0,
+        )
+        return out["iova"]
+
     def ioas_copy(
         self,
         dst_ioas_id: int,

@@ -131,6 +131,7 @@ _OPS: Final[dict[int, Handler]] = {
     uapi.IOMMU_IOAS_COPY: _ioas.ioas_copy,
     uapi.IOMMU_IOAS_IOVA_RANGES: _ioas.ioas_iova_ranges,
     uapi.IOMMU_IOAS_MAP: _ioas.ioas_map,
+    uapi.IOMMU_IOAS_MAP_FILE: _ioas.ioas_map_file,
     uapi.IOMMU_IOAS_NOIOMMU_GET_PA: _ioas.ioas_noiommu_get_pa,
     uapi.IOMMU_IOAS_UNMAP: _ioas.ioas_unmap,
     uapi.IOMMU_OPTION: _option,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from iommusim.errors import (
+    BadFileDescriptor,
     InvalidArgument,
     MessageTooLong,
     NoDevice,
@@ -38,6 +39,7 @@ __all__ = [
     "ioas_copy",
     "ioas_iova_ranges",
     "ioas_map",
+    "ioas_map_file",
     "ioas_noiommu_get_pa",
     "ioas_option",
     "ioas_unmap",
@@ -151,50 +153,101 @@ def _check_map_flags(flags: int, reserved: int = 0) -> None:
         raise NotSupported(f"map flags {flags:#x} / __reserved {reserved:#x} not supported")
 
 
-def ioas_map(ictx: IommufdFile, ucmd: Ucmd) -> None:
-    """IOMMU_IOAS_MAP (``iommufd_ioas_map`` -> ``iopt_map_user_pages``)."""
-    cmd = ucmd.cmd
-    _check_map_flags(cmd["flags"], cmd["__reserved"])
+def _check_map(cmd: dict[str, int]) -> None:
+    """The checks IOAS_MAP and IOAS_MAP_FILE share, before the IOAS is looked up."""
     if cmd["iova"] >= ULONG_MAX or cmd["length"] >= ULONG_MAX:
         raise Overflow("iova and length must be below ULONG_MAX")
     if not cmd["flags"] & _RW:
-        raise InvalidArgument("IOAS_MAP needs READABLE or WRITEABLE")
-    ioas = _get_ioas(ictx, cmd["ioas_id"])
-    fixed = bool(cmd["flags"] & uapi.IOMMU_IOAS_MAP_FIXED_IOVA)
-    cmd["iova"] = map_user_pages(
-        ictx,
-        ioas,
-        cmd["iova"] if fixed else None,
-        cmd["user_va"],
-        cmd["length"],
-        _conv_prot(cmd["flags"]),
-    )
-    ucmd.respond()
+        raise InvalidArgument("the map needs READABLE or WRITEABLE")
 
 
-def map_user_pages(
-    ictx: IommufdFile, ioas: Ioas, iova: int | None, uptr: int, length: int, prot: int
+def _map_common(
+    ictx: IommufdFile,
+    ioas: Ioas,
+    pages: IoPages,
+    start_byte: int,
+    length: int,
+    iova: int | None,
+    prot: int,
 ) -> int:
-    """``iopt_map_user_pages``: map ``length`` bytes of user memory from ``uptr`` at
-    ``iova`` (allocated when None) with ``prot``; return the IOVA. Also the VFIO
-    compatibility's MAP_DMA."""
-    # iopt_alloc_user_pages / iopt_alloc_pages
-    if uptr + length > ULONG_MAX:
-        raise Overflow(f"user_va {uptr:#x} + length {length:#x} overflows")
-    if length > SIZE_MAX - PAGE_SIZE or length == 0:
-        raise InvalidArgument(f"length {length:#x} is invalid")
-    uptr_down = uptr & ~(PAGE_SIZE - 1)
-    start_byte = uptr - uptr_down
-    account = ACCOUNT_NONE if ictx.params.cap_ipc_lock else ACCOUNT_USER
-    npages = -(-(length + start_byte) // PAGE_SIZE)
-    pages = IoPages(ictx.user, uptr_down, npages, bool(prot & IOMMU_WRITE), account)
-    # iopt_map_common
+    """``iopt_map_common``: charge per mm in RLIMIT_MODE, map at ``iova`` (allocated when
+    None), drop the caller's reference on ``pages``; the IOVA."""
     if ictx.account_mode == ACCOUNT_MM and pages.account_mode == ACCOUNT_USER:
         pages.account_mode = ACCOUNT_MM
     try:
         return ioas.iopt.map_pages([PagesSlice(pages, start_byte, length)], length, iova, prot)
     finally:
         pages.put()  # the area took its own reference
+
+
+def _alloc_pages(length: int, start_byte: int) -> int:
+    """``iopt_alloc_pages``: EINVAL for length 0 or past SIZE_MAX; the page count."""
+    if length > SIZE_MAX - PAGE_SIZE or length == 0:
+        raise InvalidArgument(f"length {length:#x} is invalid")
+    return -(-(length + start_byte) // PAGE_SIZE)
+
+
+def _fixed(cmd: dict[str, int], key: str = "iova") -> int | None:
+    return cmd[key] if cmd["flags"] & uapi.IOMMU_IOAS_MAP_FIXED_IOVA else None
+
+
+def map_user_pages(
+    ictx: IommufdFile, ioas: Ioas, iova: int | None, uptr: int, length: int, prot: int
+) -> int:
+    """``iopt_map_user_pages``: map ``length`` bytes of user memory from ``uptr`` at
+    ``iova`` (allocated when None) with ``prot``; the IOVA. IOAS_MAP and the VFIO
+    compatibility's MAP_DMA."""
+    if uptr + length > ULONG_MAX:
+        raise Overflow(f"user_va {uptr:#x} + length {length:#x} overflows")
+    uptr_down = uptr & ~(PAGE_SIZE - 1)
+    start_byte = uptr - uptr_down
+    npages = _alloc_pages(length, start_byte)
+    account = ACCOUNT_NONE if ictx.params.cap_ipc_lock else ACCOUNT_USER
+    pages = IoPages(ictx.user, uptr_down, npages, bool(prot & IOMMU_WRITE), account)
+    return _map_common(ictx, ioas, pages, start_byte, length, iova, prot)
+
+
+def ioas_map(ictx: IommufdFile, ucmd: Ucmd) -> None:
+    """IOMMU_IOAS_MAP (``iommufd_ioas_map`` -> ``iopt_map_user_pages``)."""
+    cmd = ucmd.cmd
+    _check_map_flags(cmd["flags"], cmd["__reserved"])
+    _check_map(cmd)
+    ioas = _get_ioas(ictx, cmd["ioas_id"])
+    cmd["iova"] = map_user_pages(
+        ictx, ioas, _fixed(cmd), cmd["user_va"], cmd["length"], _conv_prot(cmd["flags"])
+    )
+    ucmd.respond()
+
+
+def ioas_map_file(ictx: IommufdFile, ucmd: Ucmd) -> None:
+    """IOMMU_IOAS_MAP_FILE (``iommufd_ioas_map_file`` -> ``iopt_map_file_pages``): map
+    ``length`` bytes of the file ``fd`` of the calling process (its
+    :attr:`UserMemory.files`) from byte ``start``. EOPNOTSUPP for unknown flags, EOVERFLOW
+    for iova or length at ULONG_MAX, EINVAL without READABLE/WRITEABLE, ENOENT for no IOAS,
+    EINVAL for length 0, EOVERFLOW when ``start + length`` overflows, EBADF for an fd not
+    open (the model has no dma-buf), then IOAS_MAP's errors. The pages are pinned when a
+    domain or an access needs them: past the end of the file that is EINVAL."""
+    cmd = ucmd.cmd
+    _check_map_flags(cmd["flags"])
+    _check_map(cmd)
+    ioas = _get_ioas(ictx, cmd["ioas_id"])
+    start, length = cmd["start"], cmd["length"]
+    if not length:
+        raise InvalidArgument("length must not be 0")
+    if start + length - 1 > ULONG_MAX:
+        raise Overflow(f"start {start:#x} + length {length:#x} overflows")
+    start_byte = start % PAGE_SIZE
+    if cmd["fd"] < 0:
+        raise BadFileDescriptor(f"fd {cmd['fd']} is not open")
+    file = ictx.user.files.get(cmd["fd"])
+    npages = _alloc_pages(length, start_byte)
+    writable = bool(cmd["flags"] & uapi.IOMMU_IOAS_MAP_WRITEABLE)
+    account = ACCOUNT_NONE if ictx.params.cap_ipc_lock else ACCOUNT_USER
+    pages = IoPages(file, start - start_byte, npages, writable, account, file=True, owner=ictx.user)
+    cmd["iova"] = _map_common(
+        ictx, ioas, pages, start_byte, length, _fixed(cmd), _conv_prot(cmd["flags"])
+    )
+    ucmd.respond()
 
 
 def ioas_copy(ictx: IommufdFile, ucmd: Ucmd) -> None:
@@ -257,16 +310,17 @@ def ioas_option(ictx: IommufdFile, cmd: dict[str, int]) -> None:
 
 
 def ioas_change_process(ictx: IommufdFile, ucmd: Ucmd) -> None:
-    """IOMMU_IOAS_CHANGE_PROCESS: move every IOAS's pages (all of them file-backed) to the
-    calling process. Only IOAS_MAP_FILE areas can move; this model has only user-memory
-    areas, so any area at all is EINVAL, and with none there is nothing to move."""
+    """IOMMU_IOAS_CHANGE_PROCESS: charge every IOAS's pages to the calling process
+    (``pages->source_mm``: :attr:`IoPages.owner`). Only IOAS_MAP_FILE pages can move: any
+    area of user memory is EINVAL, nothing changed; with no area there is nothing to do."""
     if ucmd.cmd["__reserved"]:
         raise NotSupported("IOAS_CHANGE_PROCESS __reserved must be 0")
-    for obj in ictx.objects:
-        if isinstance(obj, Ioas) and obj.iopt.areas:
-            raise InvalidArgument(
-                f"IOAS {obj.id} has areas of user memory, which cannot change process"
-            )
+    areas = [a for obj in ictx.objects if isinstance(obj, Ioas) for a in obj.iopt.areas]
+    for area in areas:
+        if not area.pages.file:
+            raise InvalidArgument(f"area at {area.iova:#x} maps user memory, not a file")
+    for area in areas:
+        area.pages.owner = ictx.user
 
 
 def ioas_noiommu_get_pa(ictx: IommufdFile, ucmd: Ucmd) -> None:

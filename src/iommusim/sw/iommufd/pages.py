@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Final
 
 from iommusim.errors import ModelError, NotPermitted
-from iommusim.sw.iommufd.user import UserMemory
+from iommusim.sw.iommufd.user import PageSource
 from iommusim.sw.pages import PAGE_SIZE
 
 __all__ = ["ACCOUNT_MM", "ACCOUNT_NONE", "ACCOUNT_USER", "IoPages"]
@@ -31,9 +31,9 @@ class IoPages:
     """``npages`` pages from the page-aligned address ``uptr`` of ``user``; ``writable``
     when mapped with IOMMU_IOAS_MAP_WRITEABLE (``pages->writable``).
 
-    ``user`` is where the pages come from: the process's :class:`UserMemory` (``uptr`` a
-    user address), or a file (``file`` True, ``uptr`` a file offset: ``pages->start``; a
-    :class:`~iommusim.sw.iommufd.memfd.MemFd` has the same surface). ``owner`` is the
+    ``user`` is where the pages come from (a :class:`PageSource`): the process's
+    :class:`UserMemory` (``uptr`` a user address), or a file (``file`` True, ``uptr`` a
+    file offset: ``pages->start``; a :class:`~iommusim.sw.iommufd.memfd.MemFd`). ``owner`` is the
     process the pins are charged to (``pages->source_mm``): the mapping process, which
     IOAS_CHANGE_PROCESS changes for file pages.
     """
@@ -53,14 +53,14 @@ class IoPages:
 
     def __init__(
         self,
-        user: UserMemory,
+        user: PageSource,
         uptr: int,
         npages: int,
         writable: bool,
         account_mode: int,
         *,
         file: bool = False,
-        owner: UserMemory | None = None,
+        owner: PageSource | None = None,
     ) -> None:
         self.user = user
         self.uptr = uptr
@@ -68,7 +68,7 @@ class IoPages:
         self.writable = writable
         self.account_mode = account_mode
         self.file = file
-        self.owner: UserMemory = user if owner is None else owner
+        self.owner: PageSource = user if owner is None else owner
         #: ``kref``: areas and in-flight COPY lists holding this object.
         self.refs = 1
         self._pins: dict[int, tuple[int, int]] = {}  # index -> (pa, users)

@@ -11,22 +11,23 @@ from __future__ import annotations
 from typing import Final, Protocol
 
 from iommusim.errors import BadAddress, InvalidArgument
+from iommusim.sw.iommufd.memfd import FdTable
 from iommusim.sw.mm import PROT_READ, PROT_WRITE, Mm
 from iommusim.sw.pages import PAGE_SIZE
 
-__all__ = ["MmUserMemory", "UserMemory"]
+__all__ = ["MmUserMemory", "PageSource", "UserMemory"]
 
 _PAGE_MASK: Final = PAGE_SIZE - 1
 
 
-class UserMemory(Protocol):
-    """The user address space an iommufd file serves.
+class PageSource(Protocol):
+    """Where an :class:`~iommusim.sw.iommufd.pages.IoPages` takes its pages from: a user
+    address space, or a file with offsets for addresses.
 
     ``read``/``write`` raise :class:`BadAddress` (EFAULT) when any byte is inaccessible,
     having changed nothing. ``pin_pages`` pins ``npages`` pages from the page-aligned
     ``va`` (faulting them in, writable when ``write``) and returns their physical
-    addresses; on failure (EFAULT) nothing stays pinned. ``unpin_pages`` drops one pin of
-    each page.
+    addresses; on failure nothing stays pinned. ``unpin_pages`` drops one pin of each page.
     """
 
     def read(self, va: int, n: int) -> bytes: ...
@@ -36,6 +37,14 @@ class UserMemory(Protocol):
     def pin_pages(self, va: int, npages: int, write: bool) -> list[int]: ...
 
     def unpin_pages(self, va: int, npages: int) -> None: ...
+
+
+class UserMemory(PageSource, Protocol):
+    """The user address space an iommufd file serves (pins fail with EFAULT), and the
+    process's open files (``files``: the descriptors IOAS_MAP_FILE names)."""
+
+    @property
+    def files(self) -> FdTable: ...
 
     def pin_count(self, va: int) -> int:
         """Long-term pins of the page holding ``va``
@@ -51,11 +60,17 @@ class MmUserMemory:
     pin count). A pinned page keeps the physical page it had when it was pinned.
     """
 
-    __slots__ = ("_pins", "mm")
+    __slots__ = ("_files", "_pins", "mm")
 
     def __init__(self, mm: Mm) -> None:
         self.mm = mm
         self._pins: dict[int, list[int]] = {}
+        self._files = FdTable()
+
+    @property
+    def files(self) -> FdTable:
+        """The process's open files."""
+        return self._files
 
     @property
     def pins(self) -> dict[int, tuple[int, int]]:

@@ -40,7 +40,7 @@ from iommusim.bits.pgformat import PtFormat
 from iommusim.errors import BadAddress, Busy, InvalidArgument, NotFound, OutOfMemory
 from iommusim.mem.protocol import PhysicalMemory
 from iommusim.sw.mm.notifier import MmuNotifier
-from iommusim.sw.mm.vma import Vma, VmaList
+from iommusim.sw.mm.vma import MappedFile, Vma, VmaList
 from iommusim.sw.pages import PAGE_SIZE, PageAllocator
 from iommusim.sw.pgtable import FORMATS, IotlbGather
 from iommusim.sw.pgtable.radix import RadixPageTable
@@ -167,6 +167,7 @@ class Mm:
         "_notifiers",
         "_released",
         "_resident",
+        "_shared",
         "_vmas",
         "mem",
         "mmap_base",
@@ -209,6 +210,8 @@ class Mm:
         # Data page of every resident page, present in the page table or not (PROT_NONE):
         # the model's struct-page / rmap bookkeeping.
         self._resident: dict[int, int] = {}
+        # Resident pages that belong to a mapped file, not to the process.
+        self._shared: set[int] = set()
         self._notifiers: list[MmuNotifier] = []
         self._released: list[MmuNotifier] = []
         self._exited = False
@@ -295,6 +298,8 @@ class Mm:
         addr: int | None = None,
         fixed: bool = False,
         populate: bool = False,
+        file: MappedFile | None = None,
+        offset: int = 0,
     ) -> int:
         """Create an anonymous private area of ``length`` bytes (rounded up to 4 KiB) with
         ``prot``; return its start (Linux ``mmap(MAP_ANONYMOUS | MAP_PRIVATE)``).
@@ -304,7 +309,9 @@ class Mm:
         as :meth:`munmap` followed by ``mmap`` would. Without a usable hint the highest free
         range below ``mmap_base`` is taken (``arch_get_unmapped_area_topdown``), else the
         lowest anywhere in user space. No page is allocated unless ``populate`` (best
-        effort, as ``MAP_POPULATE``).
+        effort, as ``MAP_POPULATE``). With ``file`` the area is a shared mapping of it from
+        the page-aligned byte ``offset`` (``MAP_SHARED``): its pages are the file's, which
+        stay the file's when the area goes.
 
         Errors, with nothing changed: ``length`` <= 0, an unaligned ``addr``, ``fixed``
         without ``addr`` or ``addr`` below :data:`MMAP_MIN_ADDR` with ``fixed`` (Linux:
@@ -315,6 +322,8 @@ class Mm:
         self._check_prot(prot)
         if length <= 0:
             raise InvalidArgument(f"length must be > 0, not {length}")
+        if offset < 0 or offset & _PAGE_MASK:
+            raise InvalidArgument(f"offset must be page-aligned and >= 0, not {offset:#x}")
         if addr is not None:
             self._check_addr(addr)
         length = _page_align(length)
@@ -350,7 +359,7 @@ class Mm:
             if found is None:
                 raise OutOfMemory(f"no free range of {length:#x} bytes in {self.name!r}")
             start = found
-        self._vmas.insert(start, start + length, prot)
+        self._vmas.insert(start, start + length, prot, file, offset)
         if populate and prot:
             self._populate(start, start + length, prot)
         return start
@@ -399,7 +408,10 @@ class Mm:
             self._invalidate(start, end, bool(gather.freelist))
         for va, pa in self._resident_in(start, end):
             del self._resident[va]
-            self.pages.free_page(pa)
+            if va in self._shared:
+                self._shared.discard(va)
+            else:
+                self.pages.free_page(pa)
         self.stats.pages = len(self._resident)
         for tpa in gather.freelist:
             self.pages.free_page(tpa)
@@ -479,17 +491,25 @@ class Mm:
         iprot = _iommu_prot(vma.prot)
         if iprot is None:  # pragma: no cover - _allows refuses PROT_NONE
             return False
-        self._fault_page(va, iprot, remote=remote)
+        try:
+            self._fault_page(va, iprot, remote=remote)
+        except BadAddress:
+            return False  # a shared mapping beyond the end of its file (SIGBUS)
         return True
 
     def _fault_page(self, va: int, iprot: int, *, remote: bool) -> None:
-        """Map the page at ``va``: its resident page, else a new zeroed one (Linux
-        ``do_anonymous_page``). OutOfMemory leaves nothing changed."""
+        """Map the page at ``va``: its resident page, else the mapped file's page (Linux
+        ``shmem_fault``), else a new zeroed one (``do_anonymous_page``). OutOfMemory leaves
+        nothing changed (a file page allocated stays the file's)."""
         pa = self._resident.get(va)
         new = pa is None
+        vma = self._vmas.find(va)
+        shared = new and vma is not None and vma.file is not None
+        if shared and vma is not None and vma.file is not None:
+            pa = vma.file.page(vma.pgoff + va - vma.start)
         # Count first: an allocation that is then given back would still have zeroed a
         # free page, and a failed call changes nothing.
-        need = int(new) + self.pgtable.tables_needed(va, PAGE_SIZE)
+        need = int(pa is None) + self.pgtable.tables_needed(va, PAGE_SIZE)
         if need > self.pages.nr_free:
             raise OutOfMemory(f"fault at {va:#x} needs {need} pages, {self.pages.nr_free} free")
         if pa is None:
@@ -497,6 +517,8 @@ class Mm:
         self.pgtable.map(va, pa, PAGE_SIZE, iprot)
         if new:
             self._resident[va] = pa
+            if shared:
+                self._shared.add(va)
             st = self.stats
             st.pages = len(self._resident)
             st.peak_pages = max(st.peak_pages, st.pages)
@@ -613,9 +635,11 @@ class Mm:
         self._exited = True
         gather = IotlbGather()
         self.pgtable.unmap(0, self.task_size, gather)
-        for pa in self._resident.values():
-            self.pages.free_page(pa)
+        for va, pa in self._resident.items():
+            if va not in self._shared:
+                self.pages.free_page(pa)
         self._resident.clear()
+        self._shared.clear()
         self.stats.pages = 0
         for tpa in gather.freelist:
             self.pages.free_page(tpa)

@@ -2,9 +2,9 @@
 and the maple tree that holds them).
 
 A :class:`VmaList` keeps the areas sorted, disjoint and non-empty, and always merged: two
-areas that touch and have the same protection are one area (Linux merges compatible anonymous
-areas in ``vma_merge``; every area here is anonymous and private, so equal protection is the
-only condition). Removing or re-protecting part of an area splits it (Linux ``split_vma``).
+areas that touch and have the same protection are one area (Linux merges compatible areas in
+``vma_merge``: anonymous private ones, or shared mappings of the same file at contiguous
+offsets). Removing or re-protecting part of an area splits it (Linux ``split_vma``).
 
 The list is bookkeeping only: it neither validates protections nor touches page tables; the
 :class:`~iommusim.sw.mm.Mm` does both. Misuse (inserting over an existing area, changing the
@@ -16,19 +16,46 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from iommusim.errors import ModelError
 
-__all__ = ["Vma", "VmaList"]
+__all__ = ["MappedFile", "Vma", "VmaList"]
+
+
+class MappedFile(Protocol):
+    """A file whose pages a shared mapping shows (``MAP_SHARED`` of a memfd): ``page`` is
+    the physical page at byte ``offset`` (page-aligned), allocated on first use;
+    :class:`~iommusim.errors.BadAddress` beyond the end of the file (SIGBUS)."""
+
+    def page(self, offset: int) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Vma:
-    """One area ``[start, end)`` with the ``PROT_*`` bits ``prot``."""
+    """One area ``[start, end)`` with the ``PROT_*`` bits ``prot``; a shared mapping of
+    ``file`` from byte ``pgoff`` of it, or anonymous memory when ``file`` is None."""
 
     start: int
     end: int
     prot: int
+    file: MappedFile | None = None
+    pgoff: int = 0
+
+    def joins(self, other: Vma) -> bool:
+        """``other`` starts where this ends and continues it (same prot and backing)."""
+        return (
+            self.end == other.start
+            and self.prot == other.prot
+            and self.file is other.file
+            and (self.file is None or self.pgoff + self.size == other.pgoff)
+        )
+
+    def piece(self, start: int, end: int) -> Vma:
+        """``[start, end)`` of this area, with its backing offset (0 for anonymous)."""
+        if self.file is None:
+            return Vma(start, end, self.prot)
+        return Vma(start, end, self.prot, self.file, self.pgoff + start - self.start)
 
     @property
     def size(self) -> int:
@@ -123,9 +150,11 @@ class VmaList:
         return at if high - at >= length else None
 
     # ------------------------------------------------------------------ changes
-    def insert(self, start: int, end: int, prot: int) -> Vma:
-        """Add ``[start, end)``, merged with touching areas of the same ``prot``; return the
-        area that now holds it."""
+    def insert(
+        self, start: int, end: int, prot: int, file: MappedFile | None = None, pgoff: int = 0
+    ) -> Vma:
+        """Add ``[start, end)`` (of ``file`` from ``pgoff`` when given), merged with touching
+        areas it continues; return the area that now holds it."""
         if start >= end:
             raise ModelError(f"empty area {start:#x}-{end:#x}")
         if not self.is_free(start, end):
@@ -133,15 +162,15 @@ class VmaList:
         i = bisect_right(self._starts, start)
         vmas = self._vmas
         lo, hi = i, i
-        if i > 0 and vmas[i - 1].end == start and vmas[i - 1].prot == prot:
-            start = vmas[i - 1].start
+        vma = Vma(start, end, prot, file, pgoff)
+        if i > 0 and vmas[i - 1].joins(vma):
+            vma = vmas[i - 1].piece(vmas[i - 1].start, end)
             lo = i - 1
-        if i < len(vmas) and vmas[i].start == end and vmas[i].prot == prot:
-            end = vmas[i].end
+        if i < len(vmas) and vma.joins(vmas[i]):
+            vma = vma.piece(vma.start, vmas[i].end)
             hi = i + 1
-        vma = Vma(start, end, prot)
         vmas[lo:hi] = [vma]
-        self._starts[lo:hi] = [start]
+        self._starts[lo:hi] = [vma.start]
         return vma
 
     def remove(self, start: int, end: int) -> list[Vma]:
@@ -155,10 +184,10 @@ class VmaList:
         removed: list[Vma] = []
         for vma in hit:
             if vma.start < start:
-                keep.append(Vma(vma.start, start, vma.prot))
-            removed.append(Vma(max(vma.start, start), min(vma.end, end), vma.prot))
+                keep.append(vma.piece(vma.start, start))
+            removed.append(vma.piece(max(vma.start, start), min(vma.end, end)))
             if vma.end > end:
-                keep.append(Vma(end, vma.end, vma.prot))
+                keep.append(vma.piece(end, vma.end))
         self._vmas[i : i + len(hit)] = keep
         self._starts[i : i + len(hit)] = [v.start for v in keep]
         return removed
@@ -169,7 +198,8 @@ class VmaList:
         if start >= end or not self.covered(start, end):
             raise ModelError(f"range {start:#x}-{end:#x} is not covered by areas")
         old = self.remove(start, end)
-        self.insert(start, end, prot)
+        for piece in old:
+            self.insert(piece.start, piece.end, prot, piece.file, piece.pgoff)
         return old
 
     def check(self) -> None:
@@ -182,7 +212,7 @@ class VmaList:
             if prev is not None:
                 if prev.end > vma.start:
                     raise ModelError(f"{prev!r} overlaps {vma!r}")
-                if prev.end == vma.start and prev.prot == vma.prot:
+                if prev.joins(vma):
                     raise ModelError(f"{prev!r} and {vma!r} should have merged")
             prev = vma
         if self._starts != [v.start for v in self._vmas]:
