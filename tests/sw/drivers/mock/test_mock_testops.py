@@ -261,3 +261,11 @@ def test_a_vdevice_with_virtual_id_0_has_no_vevents(env: Any) -> None:
         ops.trigger_vevent(env.drv, dev)
     assert errno_of(e) == errno.ENOENT
     assert env.vcore.events == []
+
+
+def test_page_faults_need_a_registered_driver(env: Any) -> None:
+    drv = MockIommuDriver(env.pages, name="unregistered")
+    with pytest.raises(ApiError) as e:
+        ops.trigger_iopf(drv, drv.create_device(), 0, 0, 0, 0)
+    assert errno_of(e) == errno.ENODEV
+    assert drv.page_responses == []

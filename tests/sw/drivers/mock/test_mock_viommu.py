@@ -322,3 +322,14 @@ def test_a_failed_dependency_leaves_the_slot_free(env: Any) -> None:
         v.hw_queue_init_phys(QTYPE, 1, QUEUE_PA + 0x1000, 0x1000, QUEUE_IOVA + 0x1000)
     assert errno_of(e) == errno.EBUSY
     assert v.hw_queues[1] is None and env.vcore.depends == []
+
+
+def test_a_vdevice_of_a_device_that_is_not_a_mock_one_is_einval(env: Any) -> None:
+    """The kernel's container_of would misread it; the model refuses it."""
+    v = viommu(env)
+    env.vcore.vdevs[3] = MockIommuDriver(env.pages, name="other").create_device()
+    array = env.array(INV_TYPE, [vinv(vdev_id=3)])
+    before = env.snapshot()
+    done, e = v.cache_invalidate(array)
+    assert done == 0 and e is not None and e.errno == errno.EINVAL
+    assert env.snapshot() == before

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from iommusim.sw.drivers.mock import testops
-from iommusim.sw.drivers.mock.device import MOCK_DEV_KEY, MockDev
+from iommusim.sw.drivers.mock.device import MOCK_DEV_KEY, MockDev, is_mock_dev
 from iommusim.sw.drivers.mock.domain import (
     MOCK_DEFAULT_PGSIZE_BITMAP,
     MOCK_HUGE_PGSIZE_BITMAP,
@@ -43,5 +43,6 @@ __all__ = [
     "MockPagingDomain",
     "MockViommu",
     "PageResponse",
+    "is_mock_dev",
     "testops",
 ]

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from iommusim.sw.core.domain import Domain
     from iommusim.sw.drivers.mock.viommu import MockViommu
 
-__all__ = ["MOCK_DEV_KEY", "MockDev", "mock_dev_of"]
+__all__ = ["MOCK_DEV_KEY", "MockDev", "is_mock_dev", "mock_dev_of"]
 
 #: The ``Device.priv`` key of a mock device's state (its ``dev->bus`` being the mock bus).
 MOCK_DEV_KEY: Final = "iommufd_mock"
@@ -63,3 +63,8 @@ def mock_dev_of(dev: Device, owner: object) -> MockDev:
     if not isinstance(state, MockDev) or state.owner is not owner:
         raise InvalidArgument(f"{dev.name} is not a mock device of this IOMMU")
     return state
+
+
+def is_mock_dev(dev: Device) -> bool:
+    """``iommufd_selftest_is_mock_dev``: ``dev`` is a mock device (of any mock IOMMU)."""
+    return isinstance(dev.priv.get(MOCK_DEV_KEY), MockDev)
