@@ -384,6 +384,24 @@ def test_type1_cut_keeps_the_pages_shared_and_translations_intact(env: Any) -> N
     assert got[0].pages is got[1].pages and got[0].pages.refs == 2
 
 
+def test_a_cut_is_refused_where_the_kernel_refuses_a_split(env: Any) -> None:
+    """``iopt_area_split``: EINVAL while an access uses the area, or while domains hold it
+    and large pages are enabled (type1v2); a cut at an area's edge is nothing."""
+    ioas_id = compat(env)
+    ioctl(env, v.VFIO_IOMMU_MAP_DMA, map_arg(env.buf, IOVA, 4 * PAGE))
+    iopt = env.ioas(ioas_id).iopt
+    iopt.cut_iova([IOVA - 1, IOVA + 4 * PAGE - 1])
+    assert areas(env, ioas_id) == [(IOVA, IOVA + 4 * PAGE - 1)]
+    iopt.domains.append(Domain(DOMAIN_UNMANAGED, None, pgsize_bitmap=PAGE))
+    with pytest.raises(InvalidArgument, match="large pages"):
+        iopt.cut_iova([IOVA + PAGE - 1])
+    iopt.domains.clear()
+    iopt.areas[0].num_accesses = 1
+    with pytest.raises(InvalidArgument, match="access"):
+        iopt.cut_iova([IOVA + PAGE - 1])
+    assert areas(env, ioas_id) == [(IOVA, IOVA + 4 * PAGE - 1)]
+
+
 def test_type1_cut_at_a_misaligned_point_is_einval(env: Any) -> None:
     compat(env, v.VFIO_TYPE1_IOMMU)
     ioctl(env, v.VFIO_IOMMU_MAP_DMA, map_arg(env.buf, IOVA, 4 * PAGE))

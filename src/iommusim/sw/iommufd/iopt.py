@@ -614,8 +614,9 @@ class IoPagetable:
         """``iopt_cut_iova`` (the VFIO type1 compatibility's unmap inside an area): split
         the area holding each of ``iovas`` so that one part ends there
         (``iopt_area_split``: both parts share the pages). EINVAL when the split point is
-        not aligned to the IOAS or an access uses the area; the cuts before it stay, as in
-        the kernel (they change no mapping)."""
+        not aligned to the IOAS, an access uses the area, or domains hold it while large
+        pages are enabled; the cuts before it stay, as in the kernel (they change no
+        mapping)."""
         for iova in iovas:
             for area in self.areas_in(iova, iova):
                 self._split(area, iova)
@@ -629,6 +630,10 @@ class IoPagetable:
             raise InvalidArgument(f"cannot split at {new_start:#x}: not aligned to {mask + 1:#x}")
         if area.num_accesses:
             raise InvalidArgument(f"cannot split area {area.iova:#x}: an access uses it")
+        if self.domains and not self.disable_large_pages:
+            raise InvalidArgument(
+                f"cannot split area {area.iova:#x}: domains may map it with large pages"
+            )
         self._remove(area)
         self._insert(Area(area.iova, iova, area.pages, area.start_byte, area.prot))
         rhs = Area(new_start, area.last, area.pages, area.start_byte_at(new_start), area.prot)
