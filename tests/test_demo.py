@@ -149,3 +149,11 @@ def test_json_output_has_the_sva_scene(capsys: pytest.CaptureFixture[str]) -> No
     assert late["ats_inval_delay_ns"] == 50_000
     assert late["stale_accesses"] > 0 and late["fence_timeouts"] > 0
     assert good["virtual_ms"] > 0
+
+
+def test_demo_ends_with_the_vmm_scene(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--ops", "2", "--json"]) == 0
+    vmm = json.loads(capsys.readouterr().out)["vmm"]
+    assert vmm["guest_dma_ok"] and vmm["fault_served"] and vmm["nic_returned"]
+    assert not vmm["stale_after_invalidate"] and vmm["errors"] == 0
+    assert vmm["steps"][0]["call"] == "VFIO_DEVICE_BIND_IOMMUFD(nic)"

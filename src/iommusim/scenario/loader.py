@@ -12,6 +12,7 @@ must not silently fall back to a default.
     [costs]             mmio_ns, iommu_mem_ns, command_ns, dma_page_ns, cpu_op_ns, irq_latency_ns
     [[endpoint]]        name, rid, kind, pasid_bits
     [kernel]            modes = ["strict", "lazy"], ncpus, fq_size, fq_timeout_ns, fq_single
+    [vmm]               guest_ram_gpa, guest_ram_pages, guest_pscid, gva, fault_gva
     [workload]          ops, seed, nic_fraction, packet_bytes, block_bytes, stale_probe_rate,
                         think_ns, buffers
 """
@@ -28,6 +29,7 @@ from typing import Final, TypeVar, cast
 from iommusim.errors import ApiError, FormatError, ModelError
 from iommusim.hw.riscv.params import PRESETS, CacheParams, Replacement
 from iommusim.perf.dma_workload import WorkloadConfig, default_system
+from iommusim.perf.vmm_scene import VmmConfig
 from iommusim.platform.costs import CostModel
 from iommusim.platform.system import EndpointConfig, RamRegion, SystemConfig
 from iommusim.sw.core.fq import FqOptions
@@ -47,6 +49,7 @@ class Scenario:
     modes: tuple[DmaMode, ...] = ("strict", "lazy")
     ncpus: int = 1
     fq: FqOptions = field(default_factory=FqOptions)
+    vmm: VmmConfig = field(default_factory=VmmConfig)
 
 
 def _table(d: object, path: str) -> dict[str, object]:
@@ -96,7 +99,7 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise FormatError(f"scenario {source}: not valid TOML: {e}") from None
-    _only(doc, "", ("version", "system", "iommu", "costs", "endpoint", "kernel", "workload"))
+    _only(doc, "", ("version", "system", "iommu", "costs", "endpoint", "kernel", "workload", "vmm"))
     if "version" not in doc:
         raise FormatError("scenario: version is missing (expected version = 1)")
     if type(doc["version"]) is not int or doc["version"] != VERSION:
@@ -229,4 +232,9 @@ def _build(doc: dict[str, object]) -> Scenario:
     workload = WorkloadConfig(
         **{n: _get(w, n, "workload", type(getattr(wd, n)), getattr(wd, n)) for n in wnames}
     )
-    return Scenario(system, workload, tuple(cast(list[DmaMode], modes_v)), ncpus, fq)
+    v = _table(doc.get("vmm", {}), "vmm")
+    vnames = tuple(f.name for f in fields(VmmConfig))
+    _only(v, "vmm", vnames)
+    vd = VmmConfig()
+    vmm = VmmConfig(**{n: _get(v, n, "vmm", int, getattr(vd, n)) for n in vnames})
+    return Scenario(system, workload, tuple(cast(list[DmaMode], modes_v)), ncpus, fq, vmm)

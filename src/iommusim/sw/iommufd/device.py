@@ -201,7 +201,7 @@ class DeviceApi:
     """The in-kernel device API of one iommufd context (``iommufd_device_bind``, attach,
     replace, detach, unbind), used by the drivers that hand devices to user space."""
 
-    __slots__ = ("_groups", "bound", "core", "objects")
+    __slots__ = ("_groups", "bound", "core", "objects", "owned")
 
     def __init__(self, core: IommuCore, objects: ObjectTable) -> None:
         self.core = core
@@ -209,10 +209,14 @@ class DeviceApi:
         self._groups: dict[int, IommufdGroup] = {}
         #: Devices bound through :meth:`bind` and not yet unbound.
         self.bound: list[IommufdDevice] = []
+        #: Of those, the ones an object of the file unbinds (the selftest's mock devices).
+        self.owned: list[IommufdDevice] = []
 
-    def bind(self, dev: Device) -> IommufdDevice:
+    def bind(self, dev: Device, release_on_close: bool = True) -> IommufdDevice:
         """``iommufd_device_bind``: EINVAL for an IOMMU without coherent DMA, ENODEV for a
-        device the core has not probed, EBUSY when another user owns its group."""
+        device the core has not probed, EBUSY when another user owns its group.
+        ``release_on_close``: the binding driver is outside the file (VFIO), so closing the
+        file detaches and unbinds it; the selftest's own objects unbind theirs."""
         idev = IommufdDevice(self.core, self.objects, dev)
         self.objects.reserve(idev)
         try:
@@ -235,6 +239,8 @@ class DeviceApi:
         self.objects.finalize(idev)
         idev.users += 1  # the binding driver's reference, until unbind
         self.bound.append(idev)
+        if not release_on_close:
+            self.owned.append(idev)
         return idev
 
     def unbind(self, idev: IommufdDevice) -> None:
@@ -248,12 +254,14 @@ class DeviceApi:
             self.objects.tombstone(idev.vdev.id)
         idev.users -= 1
         self.bound.remove(idev)
+        if idev in self.owned:
+            self.owned.remove(idev)
         self.objects.remove(idev.id)
 
     def release_all(self) -> None:
         """What closing every device's VFIO file does before the iommufd goes: detach each
         bound device from everything, then unbind it."""
-        for idev in list(self.bound):
+        for idev in [i for i in self.bound if i not in self.owned]:
             ig = idev.igroup
             if ig is not None:
                 for pasid in sorted(ig.pasid_attach, reverse=True):

@@ -18,11 +18,13 @@ Errors raise the :class:`~iommusim.errors.ApiError` subclass carrying the kernel
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from iommusim.errors import (
+    ApiError,
     ArgumentTooBig,
     BadAddress,
     BadFileDescriptor,
@@ -150,8 +152,10 @@ class IommufdFile:
         "_refs",
         "account_mode",
         "core",
+        "errors",
         "fault_hooks",
         "fds",
+        "ioctls",
         "mmaps",
         "objects",
         "params",
@@ -192,6 +196,9 @@ class IommufdFile:
         self.fault_hooks: FaultHooks | None = None
         if core is not None:
             self.fault_hooks = FaultHooks(core.iopf, self._dev_id)
+        #: ioctls served, and the failed ones by errno.
+        self.ioctls = 0
+        self.errors: Counter[int] = Counter()
         #: References on the context (``ictx->file``): this fd's and each queue file's.
         self._refs = 1
         self._closed = False
@@ -205,7 +212,15 @@ class IommufdFile:
         (its length is how far user memory reaches); for the VFIO ioctls taking an
         integer it is that ``unsigned long``'s 8 little-endian bytes. Returns the ioctl's
         value (0, or VFIO_CHECK_EXTENSION's answer) or raises the errno's
-        :class:`~iommusim.errors.ApiError`."""
+        :class:`~iommusim.errors.ApiError`. :attr:`ioctls` and :attr:`errors` count them."""
+        self.ioctls += 1
+        try:
+            return self._ioctl(request, arg)
+        except ApiError as e:
+            self.errors[e.errno] += 1
+            raise
+
+    def _ioctl(self, request: int, arg: bytearray) -> int:
         if self._closed:
             raise BadFileDescriptor("iommufd file is closed")
         nr = uapi.ioctl_nr(request)

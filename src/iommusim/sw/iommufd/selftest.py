@@ -133,7 +133,7 @@ def _mock_domain(ictx: IommufdFile, ucmd: Ucmd, flags: int) -> None:
             raise
         sobj.dev = dev
         api = ictx.device_api()
-        idev = api.bind(dev)
+        idev = api.bind(dev, release_on_close=False)
         sobj.idev = idev
         try:
             hwpt_id = api.attach(idev, cmd["id"], NO_PASID)

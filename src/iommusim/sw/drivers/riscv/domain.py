@@ -204,7 +204,9 @@ class RiscvPagingDomain(Bonded):
 
     def _point(self, dev: Device) -> None:
         """Point ``dev``'s RID translation at this domain's table: the first stage, by PSCID."""
-        self.driver.set_rid_context(dev, self.pgtable.atp(), self.pscid << 12, True)
+        self.driver.set_rid_context(
+            dev, self.pgtable.atp(), self.pscid << 12, True, pri=self.iopf_handler is not None
+        )
 
     def set_dev_pasid(self, dev: Device, pasid: int, old: Domain | None) -> None:
         """Attach at a PASID: the PASID's process context points at this table."""

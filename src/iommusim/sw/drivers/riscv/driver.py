@@ -691,22 +691,47 @@ class RiscvIommuDriver:
         self.command(ats_inval(dev.rid, payload, pid=pasid))
 
     def set_rid_context(
-        self, dev: Device, fsc: int, ta: int, valid: bool, *, iohgatp: int = 0
+        self, dev: Device, fsc: int, ta: int, valid: bool, *, iohgatp: int = 0, pri: bool = False
     ) -> None:
         """Translate ``dev``'s requests without a PASID through (fsc, ta), under the G-stage
         ``iohgatp`` if not 0: the device context itself, or process context 0 once the device
         has a PDT (``tc.DPE`` = 1, riscv-iommu "Process to translate an IOVA": "let
         process_id be the default value of 0"). A G-stage and a PDT do not go together here
-        (EOPNOTSUPP): under a G-stage the PDT would be reached by guest-physical address."""
+        (EOPNOTSUPP): under a G-stage the PDT would be reached by guest-physical address.
+        ``pri``: the domain handles I/O page faults, so the device gets PRI (ENODEV when it
+        or the IOMMU cannot), enabled once the context is valid."""
         st = self._state(dev)
-        if st.pdt is None:
-            self.iodir_update(dev, fsc, ta, valid, iohgatp)
-        elif iohgatp:
+        want_pri = pri and not st.pri
+        if want_pri:
+            self._check_pri(dev, st)
+        if st.pdt is not None and iohgatp:
             raise NotSupported(f"{dev.name} has PASIDs attached: no G-stage for its RID")
-        else:
-            self.pc_update(dev, 0, fsc, (ta | _PC_V) if valid else 0)
+        old_pri = st.pri
+        st.pri = st.pri or want_pri
+        try:
+            if st.pdt is None:
+                self.iodir_update(dev, fsc, ta, valid, iohgatp)
+            elif want_pri:  # the DC's tc takes EN_PRI, then PC 0 the RID's context
+                self.iodir_update(dev, st.pdt.pdtp(), 0, True)
+                self.pc_update(dev, 0, fsc, (ta | _PC_V) if valid else 0)
+            else:
+                self.pc_update(dev, 0, fsc, (ta | _PC_V) if valid else 0)
+        except BaseException:
+            st.pri = old_pri
+            raise
         st.rid_ctx = (fsc, ta, valid)
         st.iohgatp = iohgatp
+        if want_pri and dev.pci is not None:
+            dev.pci.enable_pri(True)  # after the context is valid (spec guideline)
+
+    def _check_pri(self, dev: Device, st: _DevState) -> None:
+        """A domain that needs I/O page faults needs PRI on the device and a page-request
+        queue: ENODEV otherwise (Intel's driver answers a device without PRI so; Linux's
+        RISC-V driver has no IOPF to follow)."""
+        if not dev.pri or dev.pci is None:
+            raise NoDevice(f"{dev.name} has no PRI capability: it cannot take I/O page faults")
+        if not st.ats or self.priq is None:
+            raise NoDevice(f"{dev.name}: PRI needs ATS on the device and the IOMMU")
 
     def pc_update(self, dev: Device, pid: int, fsc: int, ta: int) -> None:
         """Write process context ``pid`` of ``dev`` (riscv-iommu "Changing process directory
@@ -762,12 +787,7 @@ class RiscvIommuDriver:
             raise InvalidArgument(f"PASID {pasid} is out of range [1, {limit - 1}] for {dev.name}")
         want_pri = pri and not st.pri
         if want_pri:
-            # Intel's driver answers a device without PRI with ENODEV when a domain needs
-            # I/O page faults; Linux's RISC-V driver has no SVA to follow.
-            if not dev.pri or dev.pci is None:
-                raise NoDevice(f"{dev.name} has no PRI capability: it cannot take I/O page faults")
-            if not st.ats or self.priq is None:
-                raise NoDevice(f"{dev.name}: PRI needs ATS on the device and the IOMMU")
+            self._check_pri(dev, st)
         if st.pdt is not None and not want_pri:
             return st
         pdt = st.pdt

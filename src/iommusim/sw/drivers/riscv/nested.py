@@ -123,7 +123,12 @@ class RiscvNestedDomain(Bonded):
         self.parent.nested_bonds.append(bond)
         try:
             self.driver.set_rid_context(
-                dev, self.fsc, self.pscid << 12, True, iohgatp=self.parent.iohgatp
+                dev,
+                self.fsc,
+                self.pscid << 12,
+                True,
+                iohgatp=self.parent.iohgatp,
+                pri=self.iopf_handler is not None,
             )
         except BaseException:
             self.bonds.remove(bond)
