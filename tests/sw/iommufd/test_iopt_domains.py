@@ -298,3 +298,14 @@ def test_a_device_dma_goes_through_the_ioas_mapping() -> None:
     assert not ep.dma_read(iova, 4).ok and fd.file.user.pins == {}  # type: ignore[attr-defined]
     k.core.detach_device(domain, dev)
     k.core.domain_free(domain)
+
+
+def test_a_page_beyond_the_domains_output_range_is_einval(env: Any) -> None:
+    ioas = env.fd.ioas_alloc()
+    t = iopt_of(env, ioas)
+    env.fd.ioas_map(ioas, env.buf, 0x2000, iova=0x10000)
+    env.fd.ioas_map(ioas, env.buf + 0x10000, P, iova=0x20000)
+    env.user.write(env.buf, bytes(0x2000))
+    d = FakeDomain()
+    d.pa_limit = env.mm.translate(env.buf + P)  # the second page is out of reach
+    fails(env, InvalidArgument, errno.EINVAL, lambda: t.add_domain(d), d)

@@ -154,21 +154,20 @@ class Iommufd:
             allowed_iovas=va,
         )
 
+    def _map(self, request: int, iova: int | None, flags: int, **fields: int) -> int:
+        """IOAS_MAP or IOAS_MAP_FILE: a given ``iova`` adds IOMMU_IOAS_MAP_FIXED_IOVA;
+        returns the IOVA."""
+        if iova is not None:
+            flags |= uapi.IOMMU_IOAS_MAP_FIXED_IOVA
+        return self._call(request, flags=flags, iova=iova or 0, **fields)["iova"]
+
     def ioas_map(
         self, ioas_id: int, user_va: int, length: int, iova: int | None = None, flags: int = _RW
     ) -> int:
         """Map and return the IOVA; a given ``iova`` adds IOMMU_IOAS_MAP_FIXED_IOVA."""
-        if iova is not None:
-            flags |= uapi.IOMMU_IOAS_MAP_FIXED_IOVA
-        out = self._call(
-            uapi.IOMMU_IOAS_MAP,
-            flags=flags,
-            ioas_id=ioas_id,
-            user_va=user_va,
-            length=length,
-            iova=iova or 0,
+        return self._map(
+            uapi.IOMMU_IOAS_MAP, iova, flags, ioas_id=ioas_id, user_va=user_va, length=length
         )
-        return out["iova"]
 
     def ioas_map_file(
         self,
@@ -180,18 +179,15 @@ class Iommufd:
         flags: int = _RW,
     ) -> int:
         """Map ``length`` bytes of file ``fd`` from ``start``; return the IOVA."""
-        if iova is not None:
-            flags |= uapi.IOMMU_IOAS_MAP_FIXED_IOVA
-        out = self._call(
+        return self._map(
             uapi.IOMMU_IOAS_MAP_FILE,
-            flags=flags,
+            iova,
+            flags,
             ioas_id=ioas_id,
             fd=fd,
             start=start,
             length=length,
-            iova=iova or 0,
         )
-        return out["iova"]
 
     def ioas_copy(
         self,

@@ -419,6 +419,7 @@ class IoPagetable:
         mapped = 0
         try:
             for va, pa, size in runs:
+                domain.check_pa_range(pa, size)  # as IommuCore.map checks it
                 domain.map(Iova(va), PhysAddr(pa), size, area.prot)
                 mapped += size
         except ApiError:
