@@ -28,12 +28,14 @@ from __future__ import annotations
 import errno as _errno
 import selectors
 import socket
+import sys
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from iommusim.errors import ApiError, BadAddress, IoError, TooManyOpenFiles
+from iommusim.errors import ApiError, BadAddress, IoError, IommusimError, TooManyOpenFiles
 from iommusim.hostproc import protocol as p
 from iommusim.hostproc.fdtable import HostFdTable
 from iommusim.hostproc.memory import SLOT_SHIFT, HostUserMemory
@@ -64,12 +66,17 @@ class Stats:
 
     ioctls: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    #: Calls the model failed with an exception that is not an errno (a model bug), each
+    #: answered EIO.
+    model_errors: int = 0
 
     def summary(self) -> str:
         failed = sum(self.errors.values())
         line = f"iommusim: {self.ioctls} ioctls served, {failed} failed"
         if failed:
             line += ": " + ", ".join(f"{k} {n}" for k, n in sorted(self.errors.items()))
+        if self.model_errors:
+            line += f"; {self.model_errors} model errors (answered EIO)"
         return line
 
 
@@ -214,11 +221,14 @@ class Server:
         self.sel.unregister(conn.sock)
         del self._conns[conn.sock.fileno()]
         conn.sock.close()
-        if conn.file is not None:
-            conn.file.close()
-        f = self.fds.by_name(conn.name)
-        if f is not None:
-            self.fds.release(f)
+        try:
+            if conn.file is not None:
+                conn.file.close()
+            f = self.fds.by_name(conn.name)
+            if f is not None:
+                self.fds.release(f)
+        except IommusimError:
+            self._model_error("release")
 
     def _take_eofs(self) -> None:
         for key, _ in self.sel.select(0):
@@ -254,8 +264,19 @@ class Server:
             self._take_eofs()
             req = p.parse_request(msg)
             if req is not None:
-                conn.sock.send(self._serve(conn, req))
+                try:
+                    rep = self._serve(conn, req)
+                except IommusimError:
+                    self._model_error(f"request {req.op}")
+                    rep = p.answer(-1, _errno.EIO)
+                conn.sock.send(rep)
         return bool(events)
+
+    def _model_error(self, what: str) -> None:
+        """A model bug: reported with its traceback, the program answered EIO."""
+        self.stats.model_errors += 1
+        print(f"iommusim: model error in {what}:", file=sys.stderr)
+        traceback.print_exc(file=sys.stderr)
 
     def close(self) -> None:
         for conn in list(self._conns.values()):
@@ -305,6 +326,9 @@ class Server:
                 ret = conn.file.ioctl(request, arg)
         except ApiError as e:
             err = e.errno
+        except IommusimError:
+            self._model_error(ioctl_name(request, before))
+            err = _errno.EIO
         if ptr >= 0 and arg != before:
             try:
                 _write_changes(user, ptr, before, arg)
