@@ -37,6 +37,7 @@ from typing import Final
 
 from iommusim.errors import ApiError, BadAddress, IoError, IommusimError, TooManyOpenFiles
 from iommusim.hostproc import protocol as p
+from iommusim.hostproc.context import HostIommufdFile
 from iommusim.hostproc.fdtable import HostFdTable
 from iommusim.hostproc.memory import SLOT_SHIFT, HostUserMemory
 from iommusim.hostproc.names import INT_ARG_IOCTLS, errno_name, ioctl_name
@@ -58,6 +59,13 @@ _MAP_SHARED: Final = 0x01
 _PROT_EXEC: Final = 0x4
 #: ``DEFAULT_POLLMASK``: what poll says of a file without a poll operation (the iommufd).
 _DEFAULT_POLLMASK: Final = 0x0001 | 0x0004 | 0x0040 | 0x0100
+_CALL_NAMES: Final = {
+    p.OP_MMAP: "mmap",
+    p.OP_MUNMAP: "munmap",
+    p.OP_READ: "read",
+    p.OP_WRITE: "write",
+    p.OP_POLL: "poll",
+}
 
 
 @dataclass
@@ -183,10 +191,9 @@ class Server:
         """``iommufd_fops_open``: a new context over the kernel's core and mock driver."""
         user = self.user(pid)
         if self._kernel is None:
+            # The kernel: its core and mock driver (the context itself serves no one).
             self._kernel = open_selftest(user, self.pages)
-            f = self._kernel
-        else:
-            f = IommufdFile(user, None, self._kernel.core, selftest=self._kernel.selftest)
+        f = HostIommufdFile(user, None, self._kernel.core, selftest=self._kernel.selftest)
         f.fds = self.fds
         return f
 
@@ -301,10 +308,19 @@ class Server:
                 return self._ioctl(conn, user, req)
             ret = self._call(conn, user, req)
         except ApiError as e:
+            self._trace_call(conn, req, f"-1 {errno_name(e.errno)}")
             return p.answer(-1, e.errno)
         finally:
             self.fds.caller = None
+        self._trace_call(conn, req, str(ret))
         return p.answer(ret)
+
+    def _trace_call(self, conn: _Conn, req: p.Request, result: str) -> None:
+        if self.trace is None:
+            return
+        anon = self.fds.by_name(conn.name)
+        what = "iommufd" if conn.file is not None else anon.name if anon else "released file"
+        self.trace(f"[{req.pid}] {_CALL_NAMES.get(req.op, str(req.op))}({what}) = {result}")
 
     def _ioctl(self, conn: _Conn, user: HostUserMemory, req: p.Request) -> bytes:
         request, ptr = req.a, req.b
