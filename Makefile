@@ -15,7 +15,7 @@ VECTORS_CHECK ?= $(BIN)/iommusim vectors check $(VECTORS)
 OFFICIAL_CHECK ?= $(BIN)/python $(SHARED)/conformance/riscv-iommu/check.py --batch \
 	--vectors $(SHARED)/conformance/riscv-iommu/vectors --fill '$(CURDIR)/$(BIN)/iommusim vectors fill {in} -o {out}'
 
-.PHONY: venv test pytest vectors official-check fuzz demo bench lint format clean
+.PHONY: venv test pytest vectors official-check fuzz demo bench lint format clean selftest-iommufd
 
 venv: $(STAMP)
 
@@ -53,6 +53,15 @@ fuzz: $(STAMP)
 	@$(FUZZ) testsupport.hwfuzz --seconds $(SECONDS) --seed $(SEED) & hw=$$!; \
 	$(FUZZ) testsupport.swfuzz --seconds $(SECONDS) --seed $(SEED); sw=$$?; \
 	wait $$hw; hwrc=$$?; test $$sw -eq 0 && test $$hwrc -eq 0
+
+# The kernel's own iommufd selftest (Linux 7.3, from Debian's linux-source-7.3) against the
+# model's /dev/iommu; downloads the package with a private apt configuration under
+# SELFTEST_BUILD (DEB=path/to/linux-source-7.3_*.deb uses one already downloaded). Not part of
+# `make test`, which keeps a fast in-repo check of the transport (tests/hostproc).
+SELFTEST_BUILD ?= build/selftest-iommufd
+DEB ?=
+selftest-iommufd: $(STAMP)
+	sh tools/selftest-iommufd.sh $(SELFTEST_BUILD) '$(CURDIR)/$(BIN)/iommusim' $(DEB)
 
 demo: $(STAMP)
 	$(BIN)/iommusim demo

@@ -23,6 +23,7 @@ RANK = {
     "perf": 6,
     "scenario": 6,
     "plot": 6,
+    "hostproc": 6,
     "cli": 7,
     "demo": 7,
     "walkthrough": 7,

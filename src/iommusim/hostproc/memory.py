@@ -1,0 +1,181 @@
+"""User memory of a real host process, for an iommufd the model serves.
+
+:class:`ProcessMemory` copies to and from another process with ``process_vm_readv`` /
+``process_vm_writev`` -- the ``copy_from_user`` / ``copy_to_user`` of the ioctl that process
+issued. Faults are per page: a copy stops at the first page the process cannot read (or
+write), as the kernel's copy stops at the faulting page; the permission check is the
+kernel's own (no ``FOLL_FORCE``: a read-only mapping cannot be written).
+
+:class:`HostUserMemory` adds the pins iommufd takes (``pin_user_pages``). The model needs a
+physical page in *its* memory for every pinned user page; a host process's page frames are
+out of reach (``/proc/PID/pagemap`` hides them from unprivileged users), so each process gets
+a *mirror*: user page ``va`` is model-physical page ``base + va``, with ``base`` the
+process's slot (``slot << 47``, below the mock's 51-bit output addresses). The semantics:
+
+- Identity: a pinned page keeps its physical address for as long as the process maps that
+  address -- through copy-on-write after a read-only pin (the kernel's "unshare"), as long
+  as the page stays pinned -- and a temporary pin of a pinned page returns the same address,
+  so ``MD_CHECK_MAP``'s comparison of the domain's pages with the user VA's holds. Runs that
+  are contiguous in the process are contiguous in the mirror (every mapping behaves as if
+  it were backed by huge pages aligned as its addresses are).
+- Contents: a page's bytes are copied into the mirror when its first pin is taken (the
+  snapshot a device would DMA from); CPU-side copies iommufd makes later (ACCESS_RW, the
+  access ``rw`` fast and slow paths) read and write the process itself, so they see every
+  later write of the program, as the kernel's ``copy_to_user``/``kmap`` of the pinned page
+  does. Device DMA into the mirror is not copied back to the process.
+- Pins: counted per page; ``pin_count`` is the ``MD_CHECK_REFS`` count. A write pin of a
+  page the process cannot write is EFAULT (checked by rewriting the page's own bytes, which
+  breaks copy-on-write as ``FOLL_WRITE`` does), and so is a pin of an unmapped page.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from typing import Final
+
+from iommusim.errors import BadAddress, InvalidArgument
+from iommusim.mem.protocol import PhysicalMemory
+from iommusim.sw.pages import PAGE_SIZE
+
+__all__ = ["SLOT_SHIFT", "HostUserMemory", "ProcessMemory"]
+
+_MASK: Final = PAGE_SIZE - 1
+#: Bits of user address below each process's mirror slot (x86-64/arm64 48-bit VA: 47 user).
+SLOT_SHIFT: Final = 47
+#: ``UIO_MAXIOV``: the most iovecs one call takes.
+_IOV_MAX: Final = 1024
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = (("base", ctypes.c_void_p), ("len", ctypes.c_size_t))
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_vm_readv = _libc.process_vm_readv
+_vm_writev = _libc.process_vm_writev
+for _f in (_vm_readv, _vm_writev):
+    _f.restype = ctypes.c_ssize_t
+    _f.argtypes = (
+        ctypes.c_int,
+        ctypes.POINTER(_Iovec),
+        ctypes.c_ulong,
+        ctypes.POINTER(_Iovec),
+        ctypes.c_ulong,
+        ctypes.c_ulong,
+    )
+
+
+class ProcessMemory:
+    """The address space of process ``pid``."""
+
+    __slots__ = ("pid",)
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def _transfer(self, va: int, buf: ctypes.Array[ctypes.c_char], write: bool) -> int:
+        """Copy ``len(buf)`` bytes at ``va``; returns how many were copied before the first
+        page that faulted."""
+        n = len(buf)
+        if va < 0 or va + n > 1 << 64:
+            return 0
+        done = 0
+        call = _vm_writev if write else _vm_readv
+        base = ctypes.addressof(buf)
+        while done < n:
+            # One remote iovec per page: a fault ends the copy at that page, exactly.
+            pieces: list[tuple[int, int]] = []
+            at = va + done
+            while at < va + n and len(pieces) < _IOV_MAX:
+                end = min(va + n, (at & ~_MASK) + PAGE_SIZE)
+                pieces.append((at, end - at))
+                at = end
+            remote = (_Iovec * len(pieces))(*[_Iovec(a, m) for a, m in pieces])
+            want = at - (va + done)
+            local = _Iovec(base + done, want)
+            got: int = call(self.pid, ctypes.byref(local), 1, remote, len(pieces), 0)
+            if got <= 0:
+                return done
+            done += got
+            if got < want:
+                return done
+        return done
+
+    def read_upto(self, va: int, n: int) -> bytes:
+        """The bytes at ``va`` up to ``n``, ending at the first page that cannot be read."""
+        if not n:
+            return b""
+        buf = ctypes.create_string_buffer(n)
+        got = self._transfer(va, buf, False)
+        return buf.raw[:got]
+
+    def read(self, va: int, n: int) -> bytes:
+        """``copy_from_user``: EFAULT unless every byte can be read."""
+        got = self.read_upto(va, n)
+        if len(got) != n:
+            raise BadAddress(f"pid {self.pid}: cannot read {n} bytes at {va:#x}")
+        return got
+
+    def write(self, va: int, data: bytes) -> None:
+        """``copy_to_user``: EFAULT unless every byte can be written (the bytes before the
+        faulting page are written, as the kernel's copy leaves them)."""
+        if not data:
+            return
+        buf = ctypes.create_string_buffer(bytes(data), len(data))
+        if self._transfer(va, buf, True) != len(data):
+            raise BadAddress(f"pid {self.pid}: cannot write {len(data)} bytes at {va:#x}")
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # pragma: no cover - a process of another user
+            return True
+        return True
+
+
+class HostUserMemory(ProcessMemory):
+    """:class:`~iommusim.sw.iommufd.user.UserMemory` of process ``pid``, its pinned pages
+    mirrored into ``mirror`` from physical address ``base`` (see the module docstring)."""
+
+    __slots__ = ("_pins", "base", "mirror")
+
+    def __init__(self, pid: int, mirror: PhysicalMemory, base: int) -> None:
+        super().__init__(pid)
+        self.mirror = mirror
+        self.base = base
+        self._pins: dict[int, int] = {}  # page va -> pins
+
+    @property
+    def pinned_pages(self) -> int:
+        return len(self._pins)
+
+    def pin_count(self, va: int) -> int:
+        return self._pins.get(va & ~_MASK, 0)
+
+    def pin_pages(self, va: int, npages: int, write: bool) -> list[int]:
+        """``pin_user_pages``: EFAULT, nothing pinned, unless every page is mapped (and
+        writable for ``write``); the first pin of a page snapshots it into the mirror."""
+        if va & _MASK or npages <= 0:
+            raise InvalidArgument(f"pin needs a page-aligned va and npages > 0, not {va:#x}")
+        data = self.read(va, npages * PAGE_SIZE)
+        if write:
+            self.write(va, data)
+        pages = range(va, va + npages * PAGE_SIZE, PAGE_SIZE)
+        for i, page in enumerate(pages):
+            pins = self._pins.get(page, 0)
+            if not pins:
+                self.mirror.write(self.base + page, data[i * PAGE_SIZE : (i + 1) * PAGE_SIZE])
+            self._pins[page] = pins + 1
+        return [self.base + page for page in pages]
+
+    def unpin_pages(self, va: int, npages: int) -> None:
+        pages = range(va, va + npages * PAGE_SIZE, PAGE_SIZE)
+        if any(p not in self._pins for p in pages):
+            raise InvalidArgument(f"pages {va:#x} + {npages} are not all pinned")
+        for p in pages:
+            self._pins[p] -= 1
+            if not self._pins[p]:
+                del self._pins[p]
