@@ -36,6 +36,7 @@ from typing import Final
 
 from iommusim.errors import BadAddress, InvalidArgument
 from iommusim.mem.protocol import PhysicalMemory
+from iommusim.sw.iommufd.memfd import FdTable
 from iommusim.sw.pages import PAGE_SIZE
 
 __all__ = ["SLOT_SHIFT", "HostUserMemory", "ProcessMemory"]
@@ -136,17 +137,55 @@ class ProcessMemory:
         return True
 
 
+class _PinnedView:
+    """:class:`PhysicalMemory` over the mirror slot of one process (see
+    :attr:`HostUserMemory.phys`); every access is within pinned pages."""
+
+    __slots__ = ("_user",)
+
+    def __init__(self, user: HostUserMemory) -> None:
+        self._user = user
+
+    def read(self, pa: int, n: int) -> bytes:
+        u = self._user
+        if u.alive():
+            data = u.read(pa - u.base, n)
+            u.mirror.write(pa, data)
+            return data
+        return u.mirror.read(pa, n)
+
+    def write(self, pa: int, data: bytes) -> None:
+        u = self._user
+        u.mirror.write(pa, data)
+        if u.alive():
+            u.write(pa - u.base, data)
+
+
 class HostUserMemory(ProcessMemory):
     """:class:`~iommusim.sw.iommufd.user.UserMemory` of process ``pid``, its pinned pages
     mirrored into ``mirror`` from physical address ``base`` (see the module docstring)."""
 
-    __slots__ = ("_pins", "base", "mirror")
+    __slots__ = ("_files", "_pins", "base", "mirror")
 
     def __init__(self, pid: int, mirror: PhysicalMemory, base: int) -> None:
         super().__init__(pid)
         self.mirror = mirror
         self.base = base
         self._pins: dict[int, int] = {}  # page va -> pins
+        self._files = FdTable()
+
+    @property
+    def phys(self) -> _PinnedView:
+        """The pinned pages as iommufd's CPU copies see them: while the process lives, its
+        own memory (the kernel's ``kmap`` of the pinned page *is* the program's page);
+        once it is gone, the mirror's snapshot."""
+        return _PinnedView(self)
+
+    @property
+    def files(self) -> FdTable:
+        """Model memfds IOAS_MAP_FILE can name. The host process's own memfds are not
+        mirrored (yet): its descriptors are not in this table, so MAP_FILE of one is EBADF."""
+        return self._files
 
     @property
     def pinned_pages(self) -> int:

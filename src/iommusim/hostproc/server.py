@@ -55,6 +55,9 @@ POOL_BASE: Final = _SLOTS << SLOT_SHIFT
 _POOL_SIZE: Final = 64 << 20
 #: The most bytes of an ioctl argument read (a ``size`` beyond reads as a fault there).
 _ARG_MAX: Final = 1 << 20
+#: Bytes read at least: the kernel copies its fixed struct (iommufd's ``min_size``, VFIO's
+#: ``minsz``) before it looks at ``size``/``argsz``, so a small ``argsz`` is EINVAL, not EFAULT.
+_ARG_MIN: Final = 256
 _MAP_SHARED: Final = 0x01
 _PROT_EXEC: Final = 0x4
 #: ``DEFAULT_POLLMASK``: what poll says of a file without a poll operation (the iommufd).
@@ -330,7 +333,8 @@ class Server:
         else:
             head = user.read_upto(ptr, 4)
             size = int.from_bytes(head, "little") if len(head) == 4 else 0
-            arg = bytearray(user.read_upto(ptr, max(4, min(size, _ARG_MAX))) if head else b"")
+            want = max(_ARG_MIN, min(size, _ARG_MAX))
+            arg = bytearray(user.read_upto(ptr, want) if head else b"")
         before = bytes(arg)
         ret, err = 0, 0
         try:

@@ -21,6 +21,7 @@ from iommusim.sw.core.domain import (
     DOMAIN_DMA,
     DOMAIN_DMA_FQ,
     DOMAIN_IDENTITY,
+    DOMAIN_NESTED,
     DOMAIN_UNMANAGED,
     Domain,
 )
@@ -445,10 +446,20 @@ class IommuCore:
         self.iopf.report(dev, fault)
 
     def _iopf_domain(self, dev: Device, pasid: int | None) -> Domain | None:
+        """find_fault_handler: the domain on the PASID (or the RID). With no domain on the
+        PASID, a driver whose user owns the PASID table (``user_pasid_table``) sends the fault
+        to the NESTED domain on the RID, whose first stage holds that table."""
         group = dev.group
         if group is None:
             return None
-        return group.domain if pasid is None else group.pasid_array.get(pasid)
+        if pasid is None:
+            return group.domain
+        domain = group.pasid_array.get(pasid)
+        if domain is None and dev.iommu is not None and dev.iommu.user_pasid_table:
+            rid = group.domain
+            if rid is not None and rid.type == DOMAIN_NESTED:
+                return rid
+        return domain
 
     @staticmethod
     def _iopf_send(dev: Device, fault: PageFault, code: int) -> None:

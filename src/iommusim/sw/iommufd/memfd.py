@@ -89,6 +89,14 @@ class MemFd:
         if offset < 0 or n < 0 or offset + n > self.size:
             raise BadAddress(f"{self.name}: {offset:#x}+{n:#x} is beyond {self.size:#x} bytes")
 
+    @property
+    def phys(self) -> PhysicalMemory:
+        return self.mem
+
+    def alive(self) -> bool:
+        """A file's pages are the file's: they never go with a process."""
+        return True
+
     def read(self, offset: int, n: int) -> bytes:
         """``pread``: holes read as zeros, nothing allocated; BadAddress past the end."""
         self._check(offset, n)

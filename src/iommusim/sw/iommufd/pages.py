@@ -180,22 +180,33 @@ class IoPages:
     def rw(self, start_byte: int, data: bytearray, write: bool, slow: bool) -> None:
         """``iopt_pages_rw_access``: copy ``data`` to (``write``) or from the bytes from
         ``start_byte``. EPERM to write read-only pages. The fast path copies through the
-        process's memory (``copy_to_user``); the slow path -- file pages, or ``slow``
-        (``__IOMMUFD_ACCESS_RW_SLOW_PATH``) -- pins the pages, copies, unpins
+        process's memory (``copy_to_user``); the slow path -- file pages, ``slow``
+        (``__IOMMUFD_ACCESS_RW_SLOW_PATH``), or a process that is gone (``mmget_not_zero``
+        fails) -- pins the pages and copies through their physical memory, then unpins
         (``iopt_pages_rw_slow``). EFAULT from the source, nothing pinned after."""
         if write and not self.writable:
             raise NotPermitted("cannot write read-only pages")
         va = self.uptr + start_byte
-        if slow or self.file:
-            first = start_byte // PAGE_SIZE
-            last = (start_byte + len(data) - 1) // PAGE_SIZE
-            self.pin(first, last)
-            try:
-                self._copy(va, data, write)
-            finally:
-                self.unpin(first, last)
-        else:
+        if not (slow or self.file or not self.user.alive()):
             self._copy(va, data, write)
+            return
+        first = start_byte // PAGE_SIZE
+        last = (start_byte + len(data) - 1) // PAGE_SIZE
+        pas = self.pin(first, last)
+        try:
+            phys = self.user.phys
+            done = 0
+            while done < len(data):
+                at = start_byte + done
+                n = min(len(data) - done, PAGE_SIZE - at % PAGE_SIZE)
+                pa = pas[at // PAGE_SIZE - first] + at % PAGE_SIZE
+                if write:
+                    phys.write(pa, bytes(data[done : done + n]))
+                else:
+                    data[done : done + n] = phys.read(pa, n)
+                done += n
+        finally:
+            self.unpin(first, last)
 
     def _copy(self, va: int, data: bytearray, write: bool) -> None:
         if write:

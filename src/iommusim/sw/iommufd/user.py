@@ -11,13 +11,28 @@ from __future__ import annotations
 from typing import Final, Protocol
 
 from iommusim.errors import BadAddress, InvalidArgument
+from iommusim.mem.protocol import PhysicalMemory
 from iommusim.sw.iommufd.memfd import FdTable
 from iommusim.sw.mm import PROT_READ, PROT_WRITE, Mm
 from iommusim.sw.pages import PAGE_SIZE
 
-__all__ = ["MmUserMemory", "PageSource", "UserMemory"]
+__all__ = [
+    "MmUserMemory",
+    "PageSource",
+    "PinnedMemory",
+    "UserMemory",
+]
 
 _PAGE_MASK: Final = PAGE_SIZE - 1
+
+
+class PinnedMemory(Protocol):
+    """The memory pinned pages' physical addresses are in, as iommufd's CPU copies reach it
+    (``kmap`` of a pinned page)."""
+
+    def read(self, pa: int, n: int) -> bytes: ...
+
+    def write(self, pa: int, data: bytes) -> None: ...
 
 
 class PageSource(Protocol):
@@ -28,7 +43,14 @@ class PageSource(Protocol):
     having changed nothing. ``pin_pages`` pins ``npages`` pages from the page-aligned
     ``va`` (faulting them in, writable when ``write``) and returns their physical
     addresses; on failure nothing stays pinned. ``unpin_pages`` drops one pin of each page.
+    ``alive`` is false once the address space is gone (``mmget_not_zero`` fails: the
+    process exited); ``phys`` is the memory the pinned pages' physical addresses are in.
     """
+
+    @property
+    def phys(self) -> PinnedMemory: ...
+
+    def alive(self) -> bool: ...
 
     def read(self, va: int, n: int) -> bytes: ...
 
@@ -80,6 +102,14 @@ class MmUserMemory:
     def pin_count(self, va: int) -> int:
         v = self._pins.get(va & ~_PAGE_MASK)
         return 0 if v is None else v[1]
+
+    @property
+    def phys(self) -> PhysicalMemory:
+        return self.mm.mem
+
+    def alive(self) -> bool:
+        """A model process lives as long as its :class:`Mm`."""
+        return True
 
     def read(self, va: int, n: int) -> bytes:
         return self.mm.read(va, n)
