@@ -311,3 +311,43 @@ def test_unbinding_a_device_tombstones_its_vdevice(env: SelftestEnv) -> None:
     fresh = [env.fd.ioas_alloc() for _ in range(3)]
     assert vdev not in fresh
     env.fd.destroy(viommu)
+
+
+def _dmabuf_get(env: SelftestEnv, length: int) -> int:
+    view = t.test_cmd_view(t.IOMMU_TEST_OP_DMABUF_GET)
+    arg = view.encode(
+        {"dmabuf_get.length": length}, size=t.TEST_CMD.size, op=t.IOMMU_TEST_OP_DMABUF_GET
+    )
+    return env.file.ioctl(t.IOMMU_TEST_CMD, arg)
+
+
+def test_dmabuf_map_file_and_revoke(env: SelftestEnv) -> None:
+    """``dmabuf_simple`` and ``dmabuf_revoke``: IOAS_MAP_FILE of a dma-buf maps its memory
+    (no pins, no charge); a revoked buffer leaves every domain and cannot be mapped again
+    (ENODEV) until the exporter un-revokes it."""
+    ioas = env.fd.ioas_alloc()
+    m = env.mock_domain(ioas)
+    size = PAGE * 4
+    dfd = _dmabuf_get(env, size)
+    assert dfd in env.file.fds
+    fails(errno.EINVAL, lambda: env.fd.ioas_map_file(ioas, dfd, 0, 0))
+    fails(errno.EINVAL, lambda: env.fd.ioas_map_file(ioas, dfd, size, size))
+    fails(errno.EINVAL, lambda: env.fd.ioas_map_file(ioas, dfd, 0, size + 1))
+    iova = env.fd.ioas_map_file(ioas, dfd, 0, size)
+    hwpt = env.file.objects.get(m.hwpt_id)
+    dom = hwpt.domain  # type: ignore[attr-defined]
+    buf = env.file.fds[dfd].ops
+    assert dom.iova_to_phys(iova + PAGE) == buf.pa + PAGE  # type: ignore[attr-defined]
+    revoke = t.IOMMU_TEST_OP_DMABUF_REVOKE
+    env.test_cmd(revoke, dmabuf_fd=dfd, revoked=1)
+    assert dom.iova_to_phys(iova) is None  # gone from the domain, the area stays
+    env.fd.hwpt_alloc(m.idev_id, ioas)  # a new domain skips the revoked area
+    fails(errno.ENODEV, lambda: env.fd.ioas_map_file(ioas, dfd, 0, size))
+    env.test_cmd(revoke, dmabuf_fd=dfd, revoked=0)
+    iova2 = env.fd.ioas_map_file(ioas, dfd, 0, size)
+    assert dom.iova_to_phys(iova2) == buf.pa  # type: ignore[attr-defined]
+    env.fd.ioas_unmap(ioas, iova, size)
+    env.fd.ioas_map_file(ioas, dfd, 0, size, iova=iova)
+    env.file.fds.close(dfd)
+    fails(errno.EBADF, lambda: env.test_cmd(revoke, dmabuf_fd=dfd, revoked=1))
+    fails(errno.EINVAL, lambda: _dmabuf_get(env, 513 * PAGE))

@@ -82,7 +82,8 @@ class IommufdParams:
     cap_ipc_lock: bool = False
 
 
-Handler = Callable[["IommufdFile", Ucmd], None]
+#: An ioctl's handler; it returns the ioctl's value (None: 0).
+Handler = Callable[["IommufdFile", Ucmd], int | None]
 
 #: ``ARRAY_SIZE(iommufd_ioctl_ops)`` without CONFIG_IOMMUFD_TEST: one past the highest nr.
 _NR_END: Final = max(uapi.ioctl_nr(r) for r in uapi.IOCTLS) + 1
@@ -252,14 +253,14 @@ class IommufdFile:
         buf = bytes(arg[: min(user_size, struct.size)]).ljust(struct.size, b"\0")
         ucmd = Ucmd(struct, struct.decode(buf), arg, user_size)
         try:
-            handler(self, ucmd)
+            ret = handler(self, ucmd)
         except BaseException:
             if ucmd.new_obj is not None:
                 self.objects.abort(ucmd.new_obj)
             raise
         if ucmd.new_obj is not None:
             self.objects.finalize(ucmd.new_obj)
-        return 0
+        return ret or 0
 
     # ------------------------------------------------------------------ devices
     def need_core(self) -> IommuCore:

@@ -20,6 +20,7 @@ from iommusim.errors import (
     Overflow,
 )
 from iommusim.sw.iommufd import uapi
+from iommusim.sw.iommufd.dmabuf import DmaBuf
 from iommusim.sw.iommufd.iopt import SIZE_MAX, ULONG_MAX, IoPagetable, IovaRange, PagesSlice
 from iommusim.sw.iommufd.objects import IommufdObject, ObjType
 from iommusim.sw.iommufd.pages import ACCOUNT_MM, ACCOUNT_NONE, ACCOUNT_USER, IoPages
@@ -224,8 +225,9 @@ def ioas_map_file(ictx: IommufdFile, ucmd: Ucmd) -> None:
     ``length`` bytes of the file ``fd`` of the calling process (its
     :attr:`UserMemory.files`) from byte ``start``. EOPNOTSUPP for unknown flags, EOVERFLOW
     for iova or length at ULONG_MAX, EINVAL without READABLE/WRITEABLE, ENOENT for no IOAS,
-    EINVAL for length 0, EOVERFLOW when ``start + length`` overflows, EBADF for an fd not
-    open (the model has no dma-buf), then IOAS_MAP's errors. The pages are pinned when a
+    EINVAL for length 0, EOVERFLOW when ``start + length`` overflows; a dma-buf (an fd of
+    this file's table) maps its memory (EINVAL past its end, ENODEV while revoked);
+    otherwise EBADF for an fd not open; then IOAS_MAP's errors. The pages are pinned when a
     domain or an access needs them: past the end of the file that is EINVAL."""
     cmd = ucmd.cmd
     _check_map_flags(cmd["flags"])
@@ -239,11 +241,21 @@ def ioas_map_file(ictx: IommufdFile, ucmd: Ucmd) -> None:
     start_byte = start % PAGE_SIZE
     if cmd["fd"] < 0:
         raise BadFileDescriptor(f"fd {cmd['fd']} is not open")
-    file = ictx.user.files.get(cmd["fd"])
-    npages = _alloc_pages(length, start_byte)
     writable = bool(cmd["flags"] & uapi.IOMMU_IOAS_MAP_WRITEABLE)
-    account = ACCOUNT_NONE if ictx.params.cap_ipc_lock else ACCOUNT_USER
-    pages = IoPages(file, start - start_byte, npages, writable, account, file=True, owner=ictx.user)
+    dmabuf = ictx.fds[cmd["fd"]].ops if cmd["fd"] in ictx.fds else None
+    if isinstance(dmabuf, DmaBuf):  # dma_buf_get succeeded: iopt_alloc_dmabuf_pages
+        source = dmabuf.source(start, length)
+        npages = _alloc_pages(length, start_byte)
+        pages = IoPages(source, start - start_byte, npages, writable, ACCOUNT_NONE, file=True)
+        pages.dmabuf = dmabuf
+        dmabuf.users.append(pages)
+    else:
+        file = ictx.user.files.get(cmd["fd"])
+        npages = _alloc_pages(length, start_byte)
+        account = ACCOUNT_NONE if ictx.params.cap_ipc_lock else ACCOUNT_USER
+        pages = IoPages(
+            file, start - start_byte, npages, writable, account, file=True, owner=ictx.user
+        )
     cmd["iova"] = _map_common(
         ictx, ioas, pages, start_byte, length, _fixed(cmd), _conv_prot(cmd["flags"])
     )

@@ -430,7 +430,7 @@ class IoPagetable:
     def _fill_domains(self, area: Area) -> None:
         """``iopt_area_fill_domains``: pin ``area``'s pages and map it into every domain;
         nothing changed on failure."""
-        if not self.domains:
+        if not self.domains or area.pages.revoked:
             return
         pages = area.pages
         pas = pages.pin(area.first_index, area.last_index)
@@ -448,7 +448,7 @@ class IoPagetable:
     def _unfill_domains(self, area: Area) -> None:
         """``iopt_area_unfill_domains``: unmap ``area`` from every domain, then drop its
         pin."""
-        if not self.domains:
+        if not self.domains or area.pages.revoked:
             return
         for domain in self.domains:
             _unmap_domain(domain, area.iova, area.length)
@@ -492,6 +492,8 @@ class IoPagetable:
         done: list[Area] = []
         try:
             for area in self._areas:
+                if area.pages.revoked:  # a revoked dma-buf maps into no domain
+                    continue
                 if first:
                     pas = area.pages.pin(area.first_index, area.last_index)
                 else:
@@ -510,6 +512,13 @@ class IoPagetable:
                     area.pages.unpin(area.first_index, area.last_index)
             raise
 
+    def revoke(self, pages: IoPages) -> None:
+        """The exporter revoked the dma-buf behind ``pages`` (``iopt_revoke_notify``):
+        every area of it leaves every domain; the areas stay, with no translation."""
+        for area in self._areas:
+            if area.pages is pages:
+                self._unfill_domains(area)
+
     def remove_domain(self, domain: Domain) -> None:
         """``iopt_table_remove_domain``: unmap every area from ``domain`` (the last domain
         drops the areas' pins: pages stay pinned only for accesses), drop its reserved
@@ -523,6 +532,8 @@ class IoPagetable:
         if index < len(self.domains):
             self.domains[index] = tail
         for area in self._areas:
+            if area.pages.revoked:
+                continue
             _unmap_domain(domain, area.iova, area.length)
             if not self.domains:
                 area.pages.unpin(area.first_index, area.last_index)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Final
 
 from iommusim.errors import ModelError, NotPermitted
+from iommusim.sw.iommufd.dmabuf import DmaBuf
 from iommusim.sw.iommufd.user import PageSource
 from iommusim.sw.pages import PAGE_SIZE
 
@@ -42,10 +43,12 @@ class IoPages:
         "_accesses",
         "_pins",
         "account_mode",
+        "dmabuf",
         "file",
         "npages",
         "owner",
         "refs",
+        "revoked",
         "uptr",
         "user",
         "writable",
@@ -66,6 +69,10 @@ class IoPages:
         self.uptr = uptr
         self.npages = npages
         self.writable = writable
+        #: The dma-buf these pages are (``IOPT_ADDRESS_DMABUF``), and whether its exporter
+        #: revoked them (``iopt_dmabuf_revoked``: no domain maps them any more).
+        self.dmabuf: DmaBuf | None = None
+        self.revoked = False
         self.account_mode = account_mode
         self.file = file
         self.owner: PageSource = user if owner is None else owner
@@ -107,6 +114,8 @@ class IoPages:
             for index in sorted(self._pins):
                 self.user.unpin_pages(self.uptr + index * PAGE_SIZE, 1)
             self._pins.clear()
+            if self.dmabuf is not None:  # dma_buf_put of the attachment
+                self.dmabuf.users.remove(self)
 
     def pin(self, first: int, last: int) -> list[int]:
         """One more user of pages ``first..last`` (indices); the first user of a page pins

@@ -28,6 +28,7 @@ from iommusim.sw.drivers.mock.driver import MockIommuDriver
 from iommusim.sw.iommufd import selftest_uapi as t
 from iommusim.sw.iommufd.access import Access
 from iommusim.sw.iommufd.device import NO_PASID, IommufdDevice
+from iommusim.sw.iommufd.dmabuf import DMABUF_NAME, DmaBuf
 from iommusim.sw.iommufd.hwpt import Hwpt, HwptNested, HwptPaging
 from iommusim.sw.iommufd.ioas import Ioas
 from iommusim.sw.iommufd.iopt import ULONG_MAX
@@ -386,14 +387,47 @@ def _pasid_detach(ictx: IommufdFile, ucmd: Ucmd) -> None:
     ictx.device_api().detach(sobj.idev, cmd["pasid_detach.pasid"])
 
 
-def _unmodelled(what: str) -> Callable[[IommufdFile, Ucmd], None]:
-    def op(ictx: IommufdFile, ucmd: Ucmd) -> None:
-        raise NotSupported(f"{what} is not modelled")
+def _dmabuf_get(ictx: IommufdFile, ucmd: Ucmd) -> int:
+    """``iommufd_test_dmabuf_get``: ``length`` rounded up to pages, EINVAL for 0 or more than
+    512 pages; zeroed, physically contiguous memory exported as a dma-buf; the ioctl returns
+    its fd."""
+    length = -(-ucmd.cmd["dmabuf_get.length"] // PAGE_SIZE) * PAGE_SIZE
+    if not length or length > 512 * PAGE_SIZE:
+        raise InvalidArgument(f"dma-buf length {length:#x} must be 1..512 pages")
+    pages = _mock(ictx).pages
+    order = (length // PAGE_SIZE - 1).bit_length()
+    pa = pages.alloc_pages(order)
+    mem = pages.mem
+    mem.write(pa, bytes(length))
+    buf = DmaBuf(mem, pa, length)
+    try:
+        return ictx.fds.install(DMABUF_NAME, buf).fd
+    except BaseException:
+        pages.free_pages(pa, order)
+        raise
 
-    return op
+
+def _dmabuf_revoke(ictx: IommufdFile, ucmd: Ucmd) -> None:
+    """``iommufd_test_dmabuf_revoke``: EBADF for an fd not open, EINVAL for a file that is
+    not a dma-buf (``dma_buf_get``); set ``revoked`` and invalidate every mapping of it
+    (``dma_buf_invalidate_mappings``: each IOAS area on it leaves its domains)."""
+    fd = ucmd.cmd["dmabuf_revoke.dmabuf_fd"]
+    buf = ictx.fds[fd].ops
+    if not isinstance(buf, DmaBuf):
+        raise InvalidArgument(f"fd {fd} is not a dma-buf")
+    buf.revoked = bool(ucmd.cmd["dmabuf_revoke.revoked"])
+    if not buf.revoked:
+        return
+    for pages in list(buf.users):
+        if pages.revoked:
+            continue
+        for obj in ictx.objects:
+            if isinstance(obj, Ioas):
+                obj.iopt.revoke(pages)
+        pages.revoked = True
 
 
-_OPS: Final[dict[int, Callable[[IommufdFile, Ucmd], None]]] = {
+_OPS: Final[dict[int, Callable[[IommufdFile, Ucmd], int | None]]] = {
     t.IOMMU_TEST_OP_ADD_RESERVED: _add_reserved,
     t.IOMMU_TEST_OP_MOCK_DOMAIN: lambda i, u: _mock_domain(i, u, 0),
     t.IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS: lambda i, u: _mock_domain(
@@ -417,17 +451,18 @@ _OPS: Final[dict[int, Callable[[IommufdFile, Ucmd], None]]] = {
     t.IOMMU_TEST_OP_PASID_REPLACE: lambda i, u: _pasid_attach(i, u, True),
     t.IOMMU_TEST_OP_PASID_DETACH: _pasid_detach,
     t.IOMMU_TEST_OP_PASID_CHECK_HWPT: _pasid_check_hwpt,
-    t.IOMMU_TEST_OP_DMABUF_GET: _unmodelled("DMABUF_GET (dma-buf export)"),
-    t.IOMMU_TEST_OP_DMABUF_REVOKE: _unmodelled("DMABUF_REVOKE (dma-buf export)"),
+    t.IOMMU_TEST_OP_DMABUF_GET: _dmabuf_get,
+    t.IOMMU_TEST_OP_DMABUF_REVOKE: _dmabuf_revoke,
 }
 
 
-def iommufd_test(ictx: IommufdFile, ucmd: Ucmd) -> None:
-    """``iommufd_test``: EOPNOTSUPP for an op the header does not define."""
+def iommufd_test(ictx: IommufdFile, ucmd: Ucmd) -> int:
+    """``iommufd_test``: EOPNOTSUPP for an op the header does not define; the op's return
+    value (DMABUF_GET's fd, else 0)."""
     op = _OPS.get(ucmd.cmd["op"])
     if op is None:
         raise NotSupported(f"no test op {ucmd.cmd['op']}")
-    op(ictx, ucmd)
+    return op(ictx, ucmd) or 0
 
 
 def open_selftest(
