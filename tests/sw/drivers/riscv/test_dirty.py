@@ -22,6 +22,7 @@ from iommusim.bits.riscv.structures import DC_TC
 from iommusim.errors import ApiError
 from iommusim.hw.riscv.params import PRESETS
 from iommusim.mem import AddressMap
+from iommusim.platform.system import EndpointConfig
 from iommusim.sw.core.ops import CAP_DIRTY_TRACKING
 from iommusim.sw.drivers.riscv.domain import RiscvPagingDomain
 from iommusim.sw.drivers.riscv.nested import RiscvNestParentDomain
@@ -354,3 +355,61 @@ def read_dirty_gpa(parent: RiscvNestParentDomain) -> list[tuple[int, int]]:
     got: list[tuple[int, int]] = []
     parent.read_and_clear_dirty(GUEST_RAM, 16 << 20, False, lambda i, n: got.append((i, n)))
     return got
+
+
+def test_a_device_with_a_process_directory_gets_sade_in_its_device_context(
+    machine: Any,
+) -> None:
+    # With PASIDs the RID's translation moves to process context 0 (tc.DPE), but SADE is
+    # still the device context's: it covers every first stage of the device.
+    m = machine(endpoints=(EndpointConfig("acc", 0x20, pasid_bits=8),))
+    acc = m.dev("acc")
+    other = m.core.domain_alloc_paging(acc)
+    m.core.attach_device_pasid(other, acc, 1)
+    domain = dirty_domain(m, "acc")
+    m.core.attach_device(domain, acc)
+    tc = m.dc(0x20)[0]
+    assert tc & DC_TC.mask("pdtv") and not tc & _SADE
+    m.core.map(domain, IOVA, m.kernel.pages.alloc_page(), PAGE, RW)
+    m.core.map(other, IOVA, m.kernel.pages.alloc_page(), PAGE, RW)
+    domain.set_dirty_tracking(True)
+    assert m.dc(0x20)[0] & (DC_TC.mask("pdtv") | _SADE) == DC_TC.mask("pdtv") | _SADE
+    ep = m.ep("acc")
+    assert ep.dma_write(IOVA, b"rid").ok
+    assert ep.dma_write(IOVA, b"pasid", pasid=1).ok  # A/D preset there: nothing to update
+    assert read_dirty(domain) == [(IOVA, PAGE)]
+    # A dirty-tracking domain serves no PASID (SADE could not follow it).
+    with pytest.raises(ApiError) as e:
+        m.core.attach_device_pasid(domain, acc, 2)
+    assert e.value.errno == errno.EOPNOTSUPP
+    domain.set_dirty_tracking(False)
+    assert m.dc(0x20)[0] & _SADE == 0
+    assert ep.dma_write(IOVA, b"rid").ok and ep.dma_write(IOVA, b"pasid", pasid=1).ok
+
+
+@pytest.mark.parametrize("enable", [True, False])
+def test_a_failed_context_update_leaves_tracking_as_it_was(
+    machine: Any, monkeypatch: pytest.MonkeyPatch, enable: bool
+) -> None:
+    m = machine()
+    domain = mapped(m)
+    m.core.attach_device(domain, m.dev("nvme"))
+    if not enable:
+        domain.set_dirty_tracking(True)
+    real = m.driver.set_ad_update
+    nvme = m.dev("nvme")
+
+    def failing(dev: Any, ade: int) -> None:
+        if dev is nvme:
+            raise ApiError("the command queue is stuck")
+        real(dev, ade)
+
+    monkeypatch.setattr(m.driver, "set_ad_update", failing)
+    before = (m.dc(0x08)[0], m.dc(0x10)[0], pte(m, domain, IOVA))
+    with pytest.raises(ApiError):
+        domain.set_dirty_tracking(enable)
+    assert domain.dirty_tracking is not enable
+    assert domain.pgtable.track_dirty is not enable
+    assert (m.dc(0x08)[0], m.dc(0x10)[0]) == before[:2]
+    if enable:
+        assert pte(m, domain, IOVA) == before[2]  # nothing cleaned

@@ -313,7 +313,8 @@ class RiscvPagingDomain(Bonded):
         tracking-off state would otherwise all read dirty. Off: every writable leaf is
         marked dirty, then the bit leaves the contexts (with it 0 a store through a clean
         leaf would page-fault, riscv-iommu "Translation control (tc)"). A context update
-        that fails is undone on the devices already switched, and the error raised."""
+        that fails is undone on the devices already switched, tracking stays as it was,
+        and the error is raised."""
         if not self.dirty_ops:
             super().set_dirty_tracking(enabled)
         if enabled == self.dirty_tracking:
@@ -331,7 +332,13 @@ class RiscvPagingDomain(Bonded):
         else:
             self.pgtable.set_dirty(self.aperture_start, whole)
             self.pgtable.track_dirty = False
-            self._switch_bonds(False)
+            try:
+                self._switch_bonds(False)
+            except BaseException:
+                # Tracking stays on; the leaves marked dirty read so once (an over-report,
+                # the safe side for a migration).
+                self.pgtable.track_dirty = True
+                raise
 
     def _switch_bonds(self, enabled: bool) -> None:
         """Set :attr:`dirty_tracking` and give every bonded device the matching ``ade``;
