@@ -413,3 +413,24 @@ def test_a_failed_context_update_leaves_tracking_as_it_was(
     assert (m.dc(0x08)[0], m.dc(0x10)[0]) == before[:2]
     if enable:
         assert pte(m, domain, IOVA) == before[2]  # nothing cleaned
+
+
+def test_a_device_with_ats_has_its_atc_invalidated_too(machine: Any) -> None:
+    # An ATS Translation Request for write permission makes the IOMMU set D (the device
+    # may write through its ATC later without asking), so cleaning D must reach the ATC:
+    # ATS.INVAL after the IOTLB invalidation ("Device Address Translation Cache
+    # invalidations"), or the device's next write would leave D clear.
+    m = machine(endpoints=(EndpointConfig("nic", 0x08, ats=True),))
+    domain = mapped(m)
+    domain.set_dirty_tracking(True)
+    ep = m.ep("nic")
+    assert ep.dma_write(IOVA, b"x").ok and ep.stats.translated == 1  # through the ATC
+    start = m.sent
+    assert read_dirty(domain) == [(IOVA, PAGE)]
+    ops = [c["op"] for c in m.commands_since(start)]
+    assert ops == ["iotinval", "ats", "iofence"]
+    assert ep.stats.atc_dropped == 1
+    requests = ep.stats.ats_requests
+    assert ep.dma_write(IOVA, b"y").ok  # the ATC asks again: D is set again
+    assert ep.stats.ats_requests == requests + 1
+    assert read_dirty(domain) == [(IOVA, PAGE)]

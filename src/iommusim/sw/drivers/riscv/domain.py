@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 __all__ = [
     "AD_UPDATE_MASK",
     "IOTLB_INVAL_LIMIT",
+    "TC_GADE",
+    "TC_SADE",
     "Bond",
     "Bonded",
     "RiscvPagingDomain",
