@@ -18,6 +18,12 @@ Rules the writer keeps (DESIGN rule 2: software touches hardware only through me
   may cache or be walking it until the IOTLB invalidation completes (Linux
   ``iommu_iotlb_sync`` then ``iommu_put_pages_list``).
 * Every linked table other than the root holds at least one valid entry.
+
+Dirty tracking (after Linux ``iommu_dirty_ops`` over io-pgtable): with :attr:`track_dirty`
+leaves are written clean -- the format's dirty bit cleared -- so hardware that updates it
+marks the leaves a device writes; :meth:`~RadixPageTable.read_and_clear_dirty` reports and
+cleans them, :meth:`~RadixPageTable.set_dirty` marks every writable leaf dirty again for
+hardware that will no longer update the bit.
 """
 
 from __future__ import annotations
@@ -104,6 +110,7 @@ class RadixPageTable:
     __slots__ = (
         "_codec",
         "_counts",
+        "_d",
         "_flush",
         "_imasks",
         "_levels",
@@ -122,6 +129,7 @@ class RadixPageTable:
         "pages",
         "pt",
         "root_pa",
+        "track_dirty",
     )
 
     def __init__(
@@ -151,6 +159,11 @@ class RadixPageTable:
         self._perm = fmt.table_mask & ~fmt.valid_mask
         self._oa_mask = fmt.oa_mask
         self._oa_shift = fmt.oa_shift
+        self._d = fmt.dirty_mask
+        #: Leaves are written clean (the format's dirty bit cleared from the codec's bits):
+        #: the hardware sets it on the first write through the leaf (riscv-iommu: "IOMMU
+        #: updating of PTE accessed (A) and dirty (D) updates"). Off: as the codec says.
+        self.track_dirty = False
         self._rd: Callable[[int], int]
         self._wr: Callable[[int, int], None]
         n = fmt.pte_bytes
@@ -200,15 +213,17 @@ class RadixPageTable:
         return [self.root_pa, *sorted(p for p in self._counts if p != self.root_pa)]
 
     def leaf_bits(self, prot: int) -> int:
-        """PTE bits other than the output address of a leaf mapped with ``prot``."""
-        return self._codec.leaf_bits(prot)
+        """PTE bits other than the output address of a leaf mapped with ``prot`` (clean
+        under :attr:`track_dirty`)."""
+        bits = self._codec.leaf_bits(prot)
+        return bits & ~self._d if self.track_dirty else bits
 
     # ------------------------------------------------------------------ checks
     def _live(self) -> None:
         if self.root_pa < 0:
             raise ModelError("page table used after destroy()")
 
-    def _check_range(self, iova: int, size: int) -> None:
+    def check_range(self, iova: int, size: int) -> None:
         """The range must be page aligned and inside the format's input address space:
         canonical (sign-extended from bit va_bits - 1) or below 2^va_bits, as the format
         says (privileged spec "Sv39": "bits 63-39 must all equal bit 38"; "Two-Stage Address
@@ -282,8 +297,8 @@ class RadixPageTable:
         (:class:`OutOfMemory`).
         """
         self._live()
-        bits = self._codec.leaf_bits(prot)
-        self._check_range(iova, size)
+        bits = self.leaf_bits(prot)
+        self.check_range(iova, size)
         if pa < 0 or pa & ((1 << self.pt.page_shift) - 1):
             raise InvalidArgument(f"pa must be 4 KiB aligned, not {pa:#x}")
         if pa + size > self.pa_limit:
@@ -376,7 +391,7 @@ class RadixPageTable:
         changed (as the Linux RISC-V driver refuses partial leaf unmaps).
         """
         self._live()
-        self._check_range(iova, size)
+        self.check_range(iova, size)
         self._check_no_split(iova, size)
         return self._unmap(self.root_pa, self._levels - 1, iova, iova + size, gather)
 
@@ -427,8 +442,8 @@ class RadixPageTable:
         prot the codec cannot map (:class:`NotSupported`; unmap instead).
         """
         self._live()
-        bits = self._codec.leaf_bits(prot)
-        self._check_range(iova, size)
+        bits = self.leaf_bits(prot)
+        self.check_range(iova, size)
         self._check_no_split(iova, size)
         return self._protect(self.root_pa, self._levels - 1, iova, iova + size, bits, gather)
 
@@ -461,7 +476,7 @@ class RadixPageTable:
         any leaf size, need nothing. :class:`InvalidArgument` as for :meth:`map`.
         """
         self._live()
-        self._check_range(iova, size)
+        self.check_range(iova, size)
         return self._tables_needed(self.root_pa, self._levels - 1, iova, iova + size)
 
     def _tables_needed(self, tpa: int, level: int, start: int, end: int) -> int:
@@ -533,20 +548,82 @@ class RadixPageTable:
         ext = _TOP - (1 << vb)
         top = self._levels - 1
         span = 1 << (self._shifts[top] + self._imasks[top].bit_length())
-        for iova, pte, level in self._leaves(self.root_pa, top, 0, span):
+        for iova, pte, level, _ in self._leaves(self.root_pa, top, 0, span):
             if iova & sign:
                 iova |= ext
             size = 1 << self._shifts[level]
             yield iova, self._child(pte) & ~(size - 1), size, self._codec.prot_of(pte)
 
-    def _leaves(self, tpa: int, level: int, start: int, end: int) -> Iterator[tuple[int, int, int]]:
-        for v, nxt, _, entry in self._slots(tpa, level, start, end):
+    def _leaves(
+        self, tpa: int, level: int, start: int, end: int
+    ) -> Iterator[tuple[int, int, int, int]]:
+        """``(v, entry, level, addr)`` of every leaf covering part of ``[start, end)``: the
+        leaf maps from ``v`` (its base, or ``start`` inside it) and lives at ``addr``."""
+        for v, nxt, addr, entry in self._slots(tpa, level, start, end):
             if not entry & self._v:
                 continue
             if self._is_leaf(entry):
-                yield v, entry, level
+                yield v, entry, level, addr
             elif level:
                 yield from self._leaves(self._child(entry), level - 1, v, nxt)
+
+    # ------------------------------------------------------------------ dirty tracking
+    def read_and_clear_dirty(
+        self,
+        iova: int,
+        size: int,
+        no_clear: bool,
+        record: Callable[[int, int], None],
+        gather: IotlbGather,
+    ) -> None:
+        """``record(leaf_iova, leaf_size)`` for every leaf with the dirty bit set that covers
+        part of ``[iova, iova + size)`` (the whole leaf, as Linux's dirty ops report it) and,
+        unless ``no_clear``, clear its dirty bit and add it to ``gather``
+        (``tlb_add_page``): a cached translation of the dirty leaf would let later writes
+        through without setting the bit again, so the caller must invalidate what ``gather``
+        holds (riscv-iommu: "Accessed (A)/Dirty (D) bit updates and page promotions"). Holes
+        are skipped.
+
+        Each clear is one PTE store of the entry read just before, with only the dirty bit
+        changed. The hardware sets A/D bits concurrently, so a real driver clears with an
+        atomic AND (or a compare-and-swap loop); the model's hardware runs only between
+        software calls (the model is single-threaded), so the plain store loses no update.
+
+        :class:`InvalidArgument` for a range :meth:`map` would refuse, nothing changed.
+        """
+        self._live()
+        self.check_range(iova, size)
+        d = self._d
+        for v, entry, level, addr in self._leaves(
+            self.root_pa, self._levels - 1, iova, iova + size
+        ):
+            if entry & d:
+                lsize = 1 << self._shifts[level]
+                base = v & ~(lsize - 1)
+                record(base, lsize)
+                if not no_clear:
+                    self._wr(addr, entry & ~d)
+                    self._flush.tlb_add_page(gather, base, lsize)
+
+    def set_dirty(self, iova: int, size: int) -> int:
+        """Set the dirty bit of every writable leaf in ``[iova, iova + size)`` that lacks it,
+        so hardware that no longer updates the bit lets every permitted write through
+        (riscv-iommu "Device-context fields": with ``SADE``/``GADE`` 0 the IOMMU faults "if
+        the memory access is a store and the D bit is 0"); return the bytes of the leaves
+        changed. Setting the bit needs no invalidation: a cached clean translation at worst
+        makes the hardware set it again. :class:`InvalidArgument` for a range :meth:`map`
+        would refuse, nothing changed."""
+        self._live()
+        self.check_range(iova, size)
+        d, w = self._d, self.pt.write_mask
+        done = 0
+        for _, entry, level, addr in self._leaves(
+            self.root_pa, self._levels - 1, iova, iova + size
+        ):
+            if entry & w and not entry & d:
+                self._wr(addr, entry | d)
+                done += 1 << self._shifts[level]
+        return done
 
     # ------------------------------------------------------------------ teardown
     def destroy(self) -> None:

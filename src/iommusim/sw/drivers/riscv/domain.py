@@ -5,6 +5,20 @@ before the device context points at the table, and unlinks it from the old domai
 IOTLB is invalidated by PSCID on every IOMMU that has a bonded device, one command per 4 KiB
 page below a 2 MiB range and one whole-PSCID command above it, then IOFENCE.C
 (riscv-iommu: "IOMMU Page-Table cache invalidation commands").
+
+Dirty tracking (a domain allocated with IOMMU_HWPT_ALLOC_DIRTY_TRACKING, on an IOMMU with
+``capabilities.AMO_HWAD``): riscv-iommu "IOMMU updating of PTE accessed (A) and dirty (D)
+updates" -- with ``DC.tc.SADE`` (first stage) or ``GADE`` (G-stage) set, a device write
+through a leaf whose D bit is clear makes the IOMMU set it ("Process to translate an IOVA",
+the first- and second-stage steps, which follow the privileged spec's A/D rules); with the
+bit 0 the same write is a page fault. So, while tracking is off, leaves keep A and D preset
+and the devices' contexts have the bit 0, as for every other domain; turning tracking on sets
+the bit in every bonded device's context, then cleans every leaf; turning it off marks every
+writable leaf dirty again before the bit is cleared. Reading the dirty leaves cleans them and
+invalidates their IOTLB entries, since "if software clears the A and/or D bit ... software must
+invalidate corresponding PTE entries that may be cached by the IOMMU" (riscv-iommu: "Accessed
+(A)/Dirty (D) bit updates and page promotions"): a cached dirty translation would let the
+next write through without setting D.
 """
 
 from __future__ import annotations
@@ -16,6 +30,7 @@ from typing import TYPE_CHECKING, Final
 from iommusim.addr import Iova, PhysAddr
 from iommusim.bits.pcie import inval_payload
 from iommusim.bits.riscv.regs import cap
+from iommusim.bits.riscv.structures import DC_TC
 from iommusim.errors import InvalidArgument, NoDevice, NotSupported
 from iommusim.sw.core.device import Device
 from iommusim.sw.core.domain import DOMAIN_UNMANAGED, Domain
@@ -36,7 +51,10 @@ if TYPE_CHECKING:
     from iommusim.sw.drivers.riscv.driver import RiscvIommuDriver
 
 __all__ = [
+    "AD_UPDATE_MASK",
     "IOTLB_INVAL_LIMIT",
+    "TC_GADE",
+    "TC_SADE",
     "Bond",
     "Bonded",
     "RiscvPagingDomain",
@@ -55,6 +73,11 @@ _PAGE: Final = 4096
 _ALL: Final = (1 << 64) - 1
 #: An ATS.INVAL payload covering every address (PCIe "Invalidate Request", S = 1).
 ATS_INVAL_ALL: Final = inval_payload(0, 1 << 64)
+#: ``DC.tc.SADE`` / ``GADE``: the IOMMU updates A/D bits of first-stage / G-stage PTEs
+#: (riscv-iommu: "Translation control (tc)").
+TC_SADE: Final = DC_TC.mask("sade")
+TC_GADE: Final = DC_TC.mask("gade")
+AD_UPDATE_MASK: Final = TC_SADE | TC_GADE
 
 
 #: A device attached to a domain: its IOMMU, the device, and the PASID (None: the RID).
@@ -138,6 +161,10 @@ def unlink_bond(tag: TagInval, bonds: list[Bond], dev: Device, pasid: int | None
     return found
 
 
+def _drop_record(iova: int, size: int) -> None:
+    """A dirty record nobody reads (the clean snapshot of turning tracking on)."""
+
+
 def first_stage_formats(caps: int) -> tuple[RiscvPtFormat, ...]:
     """The Sv39/Sv48/Sv57 first-stage formats the capabilities offer, widest first."""
     return tuple(
@@ -165,11 +192,18 @@ def gstage_format(caps: int) -> RiscvPtFormat:
 
 
 class RiscvPagingDomain(Bonded):
-    """A paging domain: a first-stage page table and a PSCID (riscv_iommu_domain)."""
+    """A paging domain: a first-stage page table and a PSCID (riscv_iommu_domain).
+
+    ``dirty_ops``: the domain tracks dirty pages (see the module docstring); it then serves
+    no PASIDs, as ``DC.tc.SADE`` is the whole device's."""
 
     supports_pasid = True
+    #: The ``DC.tc`` bit that makes the IOMMU update this domain's A/D bits.
+    ad_update_bit: int = TC_SADE
 
-    def __init__(self, driver: RiscvIommuDriver, fmt: RiscvPtFormat, pscid: int) -> None:
+    def __init__(
+        self, driver: RiscvIommuDriver, fmt: RiscvPtFormat, pscid: int, *, dirty_ops: bool = False
+    ) -> None:
         # Only the lower half of the address space: IOVAs are not sign-extended (Linux keeps
         # the aperture at [0, 2^(va_bits-1) - 1] for the same reason).
         super().__init__(
@@ -181,6 +215,16 @@ class RiscvPagingDomain(Bonded):
         self.pa_limit = self.pgtable.pa_limit
         self.bonds: list[Bond] = []
         self.invalidations = 0
+        self.dirty_ops = dirty_ops
+        if dirty_ops:
+            self.supports_pasid = False
+        #: Dirty tracking is on: the bonded devices' contexts have :attr:`ad_update_bit`.
+        self.dirty_tracking = False
+
+    @property
+    def ade(self) -> int:
+        """The ``DC.tc.SADE``/``GADE`` bits a device attached to this domain gets now."""
+        return self.ad_update_bit if self.dirty_tracking else 0
 
     # ------------------------------------------------------------------ attach
     def _check_iommu(self, dev: Device) -> None:
@@ -205,7 +249,12 @@ class RiscvPagingDomain(Bonded):
     def _point(self, dev: Device) -> None:
         """Point ``dev``'s RID translation at this domain's table: the first stage, by PSCID."""
         self.driver.set_rid_context(
-            dev, self.pgtable.atp(), self.pscid << 12, True, pri=self.iopf_handler is not None
+            dev,
+            self.pgtable.atp(),
+            self.pscid << 12,
+            True,
+            pri=self.iopf_handler is not None,
+            ade=self.ade,
         )
 
     def set_dev_pasid(self, dev: Device, pasid: int, old: Domain | None) -> None:
@@ -255,6 +304,80 @@ class RiscvPagingDomain(Bonded):
 
     def flush_iotlb_all(self) -> None:
         self.iotlb_inval(0, _ALL)
+
+    # ------------------------------------------------------------------ dirty tracking
+    def set_dirty_tracking(self, enabled: bool) -> None:
+        """Turn dirty tracking on or off (EOPNOTSUPP for a domain without ``dirty_ops``;
+        nothing happens when it already is so). On: :attr:`ad_update_bit` goes into every
+        bonded device's context (each rewritten by the driver's context update, which
+        flushes the device's cached translations), new leaves are written clean, and every
+        leaf is cleaned and its IOTLB entries invalidated -- the A/D-preset leaves of the
+        tracking-off state would otherwise all read dirty. Off: every writable leaf is
+        marked dirty, then the bit leaves the contexts (with it 0 a store through a clean
+        leaf would page-fault, riscv-iommu "Translation control (tc)"). A context update
+        that fails is undone on the devices already switched, tracking stays as it was,
+        and the error is raised."""
+        if not self.dirty_ops:
+            super().set_dirty_tracking(enabled)
+        if enabled == self.dirty_tracking:
+            return
+        whole = self.aperture_end + 1 - self.aperture_start
+        if enabled:
+            self._switch_bonds(True)
+            self.pgtable.track_dirty = True
+            gather = IotlbGather()
+            self.pgtable.read_and_clear_dirty(
+                self.aperture_start, whole, False, _drop_record, gather
+            )
+            if not gather.empty:
+                self.iotlb_sync(gather)
+        else:
+            self.pgtable.set_dirty(self.aperture_start, whole)
+            self.pgtable.track_dirty = False
+            try:
+                self._switch_bonds(False)
+            except BaseException:
+                # Tracking stays on; the leaves marked dirty read so once (an over-report,
+                # the safe side for a migration).
+                self.pgtable.track_dirty = True
+                raise
+
+    def _switch_bonds(self, enabled: bool) -> None:
+        """Set :attr:`dirty_tracking` and give every bonded device the matching ``ade``;
+        undone (the flag and the devices done) when one update fails."""
+        self.dirty_tracking = enabled
+        done: list[Bond] = []
+        try:
+            for bond in self.bonds:
+                drv, dev, _ = bond
+                drv.set_ad_update(dev, self.ade)
+                done.append(bond)
+        except BaseException:
+            self.dirty_tracking = not enabled
+            for drv, dev, _ in done:
+                drv.set_ad_update(dev, self.ade)
+            raise
+
+    def read_and_clear_dirty(
+        self, iova: int, size: int, no_clear: bool, record: Callable[[int, int], None]
+    ) -> None:
+        """``record(leaf_iova, leaf_size)`` for every leaf in ``[iova, iova + size)`` the
+        IOMMU marked dirty (D set) and, unless ``no_clear``, clean it, then invalidate the
+        cleaned leaves' IOTLB entries (this domain's IOTINVAL.VMA by PSCID or, for a nesting
+        parent, IOTINVAL.GVMA by GSCID; ATS.INVAL to devices with ATS; IOFENCE.C) so the next
+        write sets D again (riscv-iommu: "Accessed (A)/Dirty (D) bit updates and page
+        promotions"). Nothing is reported while tracking is off (the leaves' D bits are
+        preset then). EOPNOTSUPP without ``dirty_ops``; EINVAL for a range outside the
+        table's format, nothing changed."""
+        if not self.dirty_ops:
+            super().read_and_clear_dirty(iova, size, no_clear, record)
+        self.pgtable.check_range(iova, size)
+        if not self.dirty_tracking:
+            return
+        gather = IotlbGather()
+        self.pgtable.read_and_clear_dirty(iova, size, no_clear, record, gather)
+        if not gather.empty:
+            self.iotlb_sync(gather)
 
     def release_table_pages(self, freelist: list[int]) -> None:
         free = self.driver.pages.free_page

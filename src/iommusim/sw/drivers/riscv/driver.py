@@ -58,7 +58,11 @@ from iommusim.mem.protocol import PhysicalMemory
 from iommusim.sw.core.device import Device, Fault
 from iommusim.sw.core.domain import DOMAIN_BLOCKED, DOMAIN_IDENTITY, Domain
 from iommusim.sw.core.ida import Ida
-from iommusim.sw.core.ops import CAP_CACHE_COHERENCY, CAP_ENFORCE_CACHE_COHERENCY
+from iommusim.sw.core.ops import (
+    CAP_CACHE_COHERENCY,
+    CAP_DIRTY_TRACKING,
+    CAP_ENFORCE_CACHE_COHERENCY,
+)
 from iommusim.sw.drivers.riscv.commands import (
     Command,
     ats_inval,
@@ -70,6 +74,7 @@ from iommusim.sw.drivers.riscv.commands import (
 )
 from iommusim.sw.drivers.riscv.ddt import DeviceDirectory
 from iommusim.sw.drivers.riscv.domain import (
+    AD_UPDATE_MASK,
     ATS_INVAL_ALL,
     Bonded,
     RiscvPagingDomain,
@@ -118,6 +123,9 @@ _TA_PSCID: Final = DC_TA["pscid"]
 MAX_PSCID: Final = (1 << 20) - 1
 #: GSCIDs come from [1, 2^16 - 1] (riscv-iommu: "iohgatp", GSCID field).
 MAX_GSCID: Final = (1 << DC_IOHGATP["gscid"].width) - 1
+#: IOMMU_HWPT_ALLOC_* flags of paging domains: DIRTY_TRACKING needs capabilities.AMO_HWAD.
+_PAGING_FLAGS_NO_HWAD: Final = uapi.IOMMU_HWPT_ALLOC_NEST_PARENT | uapi.IOMMU_HWPT_ALLOC_PASID
+_PAGING_FLAGS: Final = _PAGING_FLAGS_NO_HWAD | uapi.IOMMU_HWPT_ALLOC_DIRTY_TRACKING
 #: Command opcodes the driver's statistics count (riscv-iommu: "IOMMU command opcodes").
 _COUNTED_OPCODES: Final = {1: "iotinval", 3: "iodir"}
 # The driver's interrupt causes in ipsr order, and the vector Linux assigns each of them.
@@ -144,6 +152,7 @@ class _DevState:
     pdt: ProcessDirectory | None = None  # tc.PDTV = DPE = 1: RID traffic uses PC 0
     rid_ctx: tuple[int, int, bool] = (0, 0, False)  # fsc, ta, valid of the RID translation
     iohgatp: int = 0  # DC.iohgatp of the RID translation (0: no G-stage)
+    ade: int = 0  # DC.tc.SADE/GADE: the IOMMU updates the RID domain's A/D bits
     ats_on: bool = False  # the device's ATS enable bit has been set
 
 
@@ -517,12 +526,15 @@ class RiscvIommuDriver:
         return RiscvSvaDomain(self, mm, pscid)
 
     def domain_alloc_paging(self, dev: Device) -> Domain:
+        return self._alloc_paging(False)
+
+    def _alloc_paging(self, dirty_ops: bool) -> RiscvPagingDomain:
         fmt = pgtable_format(self.caps)
         pscid = self.pscid_ida.alloc()
         if pscid is None:
             raise OutOfMemory(f"{self.name}: no PSCID left")
         try:
-            return RiscvPagingDomain(self, fmt, pscid)
+            return RiscvPagingDomain(self, fmt, pscid, dirty_ops=dirty_ops)
         except BaseException:
             self.pscid_ida.free(pscid)
             raise
@@ -531,24 +543,31 @@ class RiscvIommuDriver:
         self, dev: Device, flags: int = 0, user_data: UserData | None = None
     ) -> Domain:
         """``domain_alloc_paging_flags``: with IOMMU_HWPT_ALLOC_NEST_PARENT a G-stage domain
-        other domains can nest in; EOPNOTSUPP for DIRTY_TRACKING (not offered), for other
+        other domains can nest in; with IOMMU_HWPT_ALLOC_DIRTY_TRACKING one whose dirty
+        pages the IOMMU marks (first-stage D bits with ``DC.tc.SADE``, G-stage D bits with
+        ``DC.tc.GADE`` for a nesting parent: :meth:`RiscvPagingDomain.set_dirty_tracking`).
+        EOPNOTSUPP for DIRTY_TRACKING without ``capabilities.AMO_HWAD`` or together with
+        PASID (``SADE`` is the whole device's: a PASID's domain cannot switch it), for other
         flags and for any user data (Linux 7.3 defines no RISC-V paging data), or when the
-        IOMMU has no G-stage format; ENOMEM when no GSCID is left. IOMMU_HWPT_ALLOC_PASID is
-        accepted: a paging domain can serve PASIDs."""
-        if flags & ~(uapi.IOMMU_HWPT_ALLOC_NEST_PARENT | uapi.IOMMU_HWPT_ALLOC_PASID):
+        IOMMU has no G-stage format; ENOMEM when no PSCID or GSCID is left.
+        IOMMU_HWPT_ALLOC_PASID is accepted: a paging domain can serve PASIDs."""
+        dirty = bool(flags & uapi.IOMMU_HWPT_ALLOC_DIRTY_TRACKING)
+        if flags & ~(_PAGING_FLAGS if self.has_hwad else _PAGING_FLAGS_NO_HWAD):
             raise NotSupported(f"{self.name}: allocation flags {flags:#x} are not supported")
+        if dirty and flags & uapi.IOMMU_HWPT_ALLOC_PASID:
+            raise NotSupported(f"{self.name}: a dirty-tracking domain cannot serve PASIDs")
         if user_data is not None:
             raise NotSupported(f"{self.name}: no paging-domain data type {user_data.type}")
         nest_parent = bool(flags & uapi.IOMMU_HWPT_ALLOC_NEST_PARENT)
         if not nest_parent:
-            return self.domain_alloc_paging(dev)
+            return self._alloc_paging(dirty)
         self._state(dev)
         fmt = gstage_format(self.caps)
         gscid = self.gscid_ida.alloc()
         if gscid is None:
             raise OutOfMemory(f"{self.name}: no GSCID left")
         try:
-            return RiscvNestParentDomain(self, fmt, gscid)
+            return RiscvNestParentDomain(self, fmt, gscid, dirty_ops=dirty)
         except BaseException:
             self.gscid_ida.free(gscid)
             raise
@@ -575,8 +594,17 @@ class RiscvIommuDriver:
     user_pasid_table = False
 
     def capable(self, dev: Device, cap: int) -> bool:
-        """Coherent DMA (the model's memory is coherent); no dirty tracking offered."""
+        """Coherent DMA (the model's memory is coherent); dirty tracking exactly when the
+        IOMMU updates A/D bits in hardware (``capabilities.AMO_HWAD``, as probed; riscv-iommu:
+        "IOMMU updating of PTE accessed (A) and dirty (D) updates")."""
+        if cap == CAP_DIRTY_TRACKING:
+            return self.has_hwad
         return cap in (CAP_CACHE_COHERENCY, CAP_ENFORCE_CACHE_COHERENCY)
+
+    @property
+    def has_hwad(self) -> bool:
+        """``capabilities.AMO_HWAD`` as probed: ``DC.tc.SADE``/``GADE`` may be set."""
+        return bool(self.caps >> cap.AMO_HWAD & 1)
 
     def hw_info(self, dev: Device, requested_type: int) -> tuple[int, bytes] | None:
         """The model's RISC-V hw_info (not in Linux 7.3: :mod:`iommusim.sw.iommufd.uapi_riscv`):
@@ -636,7 +664,7 @@ class RiscvIommuDriver:
             tc |= _TC_EN_PRI | _TC_PRPR
         if st.pdt is not None:
             tc |= _TC_PDTV | _TC_DPE
-        return tc
+        return tc | st.ade
 
     def iodir_update(self, dev: Device, fsc: int, ta: int, valid: bool, iohgatp: int = 0) -> None:
         """Point ``dev``'s device context at (fsc, ta), the way Linux iodir_update does.
@@ -691,7 +719,15 @@ class RiscvIommuDriver:
         self.command(ats_inval(dev.rid, payload, pid=pasid))
 
     def set_rid_context(
-        self, dev: Device, fsc: int, ta: int, valid: bool, *, iohgatp: int = 0, pri: bool = False
+        self,
+        dev: Device,
+        fsc: int,
+        ta: int,
+        valid: bool,
+        *,
+        iohgatp: int = 0,
+        pri: bool = False,
+        ade: int = 0,
     ) -> None:
         """Translate ``dev``'s requests without a PASID through (fsc, ta), under the G-stage
         ``iohgatp`` if not 0: the device context itself, or process context 0 once the device
@@ -699,30 +735,64 @@ class RiscvIommuDriver:
         process_id be the default value of 0"). A G-stage and a PDT do not go together here
         (EOPNOTSUPP): under a G-stage the PDT would be reached by guest-physical address.
         ``pri``: the domain handles I/O page faults, so the device gets PRI (ENODEV when it
-        or the IOMMU cannot), enabled once the context is valid."""
+        or the IOMMU cannot), enabled once the context is valid. ``ade``: the ``DC.tc.SADE`` /
+        ``GADE`` bits the domain needs (its dirty tracking is on: :meth:`set_ad_update`)."""
         st = self._state(dev)
+        self._check_ade(ade)
         want_pri = pri and not st.pri
         if want_pri:
             self._check_pri(dev, st)
         if st.pdt is not None and iohgatp:
             raise NotSupported(f"{dev.name} has PASIDs attached: no G-stage for its RID")
-        old_pri = st.pri
+        old_pri, old_ade = st.pri, st.ade
         st.pri = st.pri or want_pri
+        st.ade = ade
         try:
             if st.pdt is None:
                 self.iodir_update(dev, fsc, ta, valid, iohgatp)
-            elif want_pri:  # the DC's tc takes EN_PRI, then PC 0 the RID's context
+            elif want_pri or ade != old_ade:
+                # The DC's tc takes EN_PRI or SADE, then PC 0 the RID's context.
                 self.iodir_update(dev, st.pdt.pdtp(), 0, True)
                 self.pc_update(dev, 0, fsc, (ta | _PC_V) if valid else 0)
             else:
                 self.pc_update(dev, 0, fsc, (ta | _PC_V) if valid else 0)
         except BaseException:
-            st.pri = old_pri
+            st.pri, st.ade = old_pri, old_ade
             raise
         st.rid_ctx = (fsc, ta, valid)
         st.iohgatp = iohgatp
         if want_pri and dev.pci is not None:
             dev.pci.enable_pri(True)  # after the context is valid (spec guideline)
+
+    def _check_ade(self, ade: int) -> None:
+        """``DC.tc.SADE``/``GADE`` may be 1 only with ``capabilities.AMO_HWAD`` (riscv-iommu:
+        "Device-context configuration checks"): EOPNOTSUPP otherwise."""
+        if ade & ~AD_UPDATE_MASK:
+            raise InvalidArgument(f"{ade:#x} is not a set of DC.tc.SADE/GADE bits")
+        if ade and not self.has_hwad:
+            raise NotSupported(f"{self.name} cannot update A/D bits (capabilities.AMO_HWAD 0)")
+
+    def set_ad_update(self, dev: Device, ade: int) -> None:
+        """Make ``DC.tc.SADE``/``GADE`` of ``dev`` equal ``ade`` (riscv-iommu: "Translation
+        control (tc)": with SADE/GADE 1 "the IOMMU updates A and D bits in first-stage /
+        second-stage PTEs atomically"), keeping the rest of its context: the context is
+        rewritten by :meth:`iodir_update`, whose flush of the old context drops the cached
+        translations that were built without the update."""
+        st = self._state(dev)
+        self._check_ade(ade)
+        if ade == st.ade:
+            return
+        old = st.ade
+        st.ade = ade
+        try:
+            if st.pdt is None:
+                fsc, ta, valid = st.rid_ctx
+                self.iodir_update(dev, fsc, ta, valid, st.iohgatp)
+            else:
+                self.iodir_update(dev, st.pdt.pdtp(), 0, True)
+        except BaseException:
+            st.ade = old
+            raise
 
     def _check_pri(self, dev: Device, st: _DevState) -> None:
         """A domain that needs I/O page faults needs PRI on the device and a page-request

@@ -31,6 +31,7 @@ from iommusim.sw.core.device import Device
 from iommusim.sw.core.domain import DOMAIN_NESTED, Domain
 from iommusim.sw.drivers.riscv.commands import Command, iotinval_gvma
 from iommusim.sw.drivers.riscv.domain import (
+    TC_GADE,
     Bond,
     Bonded,
     RiscvPagingDomain,
@@ -53,14 +54,21 @@ _ALL: Final = (1 << 64) - 1
 
 class RiscvNestParentDomain(RiscvPagingDomain):
     """A paging domain over a G-stage table (Sv39x4/48x4/57x4) with its own GSCID: the
-    kernel-owned stage a nested domain sits in (``IOMMU_HWPT_ALLOC_NEST_PARENT``)."""
+    kernel-owned stage a nested domain sits in (``IOMMU_HWPT_ALLOC_NEST_PARENT``).
+
+    With ``dirty_ops`` its dirty tracking is the G-stage's D bits (``DC.tc.GADE``), in the
+    contexts of the devices attached to it and of those attached through a nested domain:
+    the pages a guest's device writes are reported by guest-physical address."""
 
     supports_pasid = False
+    ad_update_bit = TC_GADE
 
-    def __init__(self, driver: RiscvIommuDriver, fmt: RiscvPtFormat, gscid: int) -> None:
+    def __init__(
+        self, driver: RiscvIommuDriver, fmt: RiscvPtFormat, gscid: int, *, dirty_ops: bool = False
+    ) -> None:
         if not fmt.gstage:
             raise InvalidArgument(f"a nesting parent needs a G-stage format, not {fmt.name}")
-        super().__init__(driver, fmt, 0)
+        super().__init__(driver, fmt, 0, dirty_ops=dirty_ops)
         # The whole guest-physical space: G-stage addresses are not sign-extended.
         self.aperture_end = (1 << fmt.va_bits) - 1
         self.gscid = gscid
@@ -74,7 +82,7 @@ class RiscvNestParentDomain(RiscvPagingDomain):
 
     def _point(self, dev: Device) -> None:
         """Attached directly: the device's addresses are guest-physical (``fsc`` Bare)."""
-        self.driver.set_rid_context(dev, 0, 0, True, iohgatp=self.iohgatp)
+        self.driver.set_rid_context(dev, 0, 0, True, iohgatp=self.iohgatp, ade=self.ade)
 
     def _tag(self, addr: int | None) -> Command:
         """IOTINVAL.GVMA by the GSCID (of the guest-physical page at ``addr``)."""
@@ -129,6 +137,7 @@ class RiscvNestedDomain(Bonded):
                 True,
                 iohgatp=self.parent.iohgatp,
                 pri=self.iopf_handler is not None,
+                ade=self.parent.ade,
             )
         except BaseException:
             self.bonds.remove(bond)
