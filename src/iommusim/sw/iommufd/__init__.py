@@ -16,7 +16,8 @@ Devices come from the drivers that hand them to user space: :meth:`IommufdFile.b
 and the selftest's MOCK_DOMAIN (:mod:`~iommusim.sw.iommufd.selftest`, a CONFIG_IOMMUFD_TEST
 kernel: :func:`~iommusim.sw.iommufd.selftest.open_selftest`). The RISC-V IOMMU has no types in
 Linux 7.3's uAPI; the model's own (hw_info, nested data, invalidation entries) are in
-:mod:`~iommusim.sw.iommufd.uapi_riscv`.
+:mod:`~iommusim.sw.iommufd.uapi_riscv`; its dirty tracking (DIRTY_TRACKING HWPTs) uses the
+hardware's D-bit updates (tc.SADE for a first stage, tc.GADE for a nesting parent).
 
 Status of the header's ioctls (Linux 7.3):
 
@@ -27,8 +28,8 @@ IOMMU_IOAS_IOVA_RANGES         done (EOPNOTSUPP, ENOENT, EFAULT, EMSGSIZE)
 IOMMU_IOAS_ALLOW_IOVAS         done (EOPNOTSUPP, ENOENT, EFAULT, EINVAL, EADDRINUSE)
 IOMMU_IOAS_MAP                 done (EOPNOTSUPP, EOVERFLOW, EINVAL, ENOENT, EEXIST,
                                ENOSPC, EPERM); pins when a domain or an access needs pages
-IOMMU_IOAS_MAP_FILE            done over model memfds (EBADF; EINVAL past the file's end);
-                               no dma-buf (the selftest's DMABUF ops are EOPNOTSUPP)
+IOMMU_IOAS_MAP_FILE            done over model memfds and dma-bufs (EBADF; EINVAL past the
+                               end; ENODEV for a revoked dma-buf)
 IOMMU_IOAS_COPY                done (EOPNOTSUPP, EOVERFLOW, EINVAL, ENOENT, EEXIST, EPERM)
 IOMMU_IOAS_UNMAP               done (ENOENT, EOVERFLOW, EINVAL; EBUSY for locked areas,
                                EDEADLOCK for an access that does not unpin)
@@ -48,8 +49,8 @@ IOMMU_VEVENTQ_ALLOC            done (EOPNOTSUPP, EINVAL, ENOENT, EEXIST), read/p
 IOMMU_HW_QUEUE_ALLOC           done (EOPNOTSUPP, EINVAL, EOVERFLOW, ENOENT, EFAULT,
                                ERANGE, EBUSY on unmap of its area)
 IOMMU_IOAS_NOIOMMU_GET_PA      EOPNOTSUPP (a kernel without CONFIG_IOMMUFD_NOIOMMU)
-IOMMU_TEST_CMD                 done with the mock driver (every op; DMABUF_GET/REVOKE and
-                               MOCK_FLAGS_ACCESS_SYZ are EOPNOTSUPP)
+IOMMU_TEST_CMD                 done with the mock driver (every op; MOCK_FLAGS_ACCESS_SYZ,
+                               syzkaller's IOVA encoding, is EOPNOTSUPP)
 VFIO type1 compatibility       done (GET_API_VERSION, CHECK_EXTENSION, SET_IOMMU,
                                IOMMU_GET_INFO, MAP_DMA, UNMAP_DMA; DIRTY_PAGES ENOTTY)
 =============================  ===================================================
