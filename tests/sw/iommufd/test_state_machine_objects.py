@@ -59,6 +59,17 @@ VIOMMU_DATA: Final = TS["iommu_viommu_selftest"]
 #: xfail); set this True when that test passes.
 VDEVICE_HOLDS_DEVICE: Final = False
 
+#: An object-creating ioctl -> the field its first check wants 0 (EOPNOTSUPP otherwise).
+BAD_FLAG: Final = {
+    uapi.IOMMU_IOAS_ALLOC: "flags",
+    uapi.IOMMU_HWPT_ALLOC: "__reserved",
+    uapi.IOMMU_VIOMMU_ALLOC: "flags",
+    uapi.IOMMU_VEVENTQ_ALLOC: "__reserved",
+    uapi.IOMMU_FAULT_QUEUE_ALLOC: "flags",
+    uapi.IOMMU_HW_QUEUE_ALLOC: "flags",
+}
+KINDS: Final = ("ioas", "dev", "paging", "nested", "viommu", "fault")
+
 #: IOVAs to map at: in the mock aperture, 64 KiB apart; lengths up to 16 KiB.
 iovas = st.sampled_from([START + i * 0x10000 for i in range(4)])
 lengths = st.sampled_from([0, PAGE, 2 * PAGE, 4 * PAGE])
@@ -232,20 +243,22 @@ class ObjectGraphMachine(RuleBasedStateMachine):
     def start(self, scene: int) -> None:
         """Deep graphs are rare from scratch: start from one of a few scenes (nothing; an
         IOAS with two areas; + a mock device on it; + a nesting parent and a vIOMMU with
-        its mmap region; + a vDEVICE, a nested HWPT on the vIOMMU and a HW queue)."""
+        its mmap region; + a vDEVICE, a nested HWPT on the vIOMMU and a HW queue). An access
+        pinning IOAS 1 comes with the device."""
         if scene >= 1:
             self.ioas_alloc()
             self._map(1, START, 4 * PAGE, 0)
             self._map(1, START + 0x10000, 2 * PAGE, 0x10000)
         if scene >= 2:
             self._mock_domain(1, False)  # sobj 2, DEVICE 3, auto HWPT 4
+            self._create_access(1, t.MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES)  # 5
         if scene >= 3:
-            self._hwpt_paging(3, 1, NEST_PARENT, 0)  # 5
-            self._viommu(3, 5, t.IOMMU_VIOMMU_TYPE_SELFTEST, True)  # 6
+            self._hwpt_paging(3, 1, NEST_PARENT, 0)  # 6
+            self._viommu(3, 6, t.IOMMU_VIOMMU_TYPE_SELFTEST, True)  # 7
         if scene >= 4:
-            self._vdevice(6, 3, 1)  # 7
-            self._hwpt_nested(3, 6, 0, True)  # 8
-            self._hw_queue(6, 0, START, 0)  # 9, its access 10
+            self._vdevice(7, 3, 1)  # 8
+            self._hwpt_nested(3, 7, 0, True)  # 9
+            self._hw_queue(7, 0, START, 0)  # 10, its access 11
 
     # ------------------------------------------------------------------ IOAS
     @rule()
@@ -525,20 +538,27 @@ class ObjectGraphMachine(RuleBasedStateMachine):
         self._new(want, v)
 
     @precondition(lambda self: any(o.mmap_offset for o in self.ref.values()))
-    @rule(data=st.data())
-    def mmap(self, data: st.DataObject) -> None:
-        """``iommufd_fops_mmap`` of a vIOMMU's region: each mapping holds the vIOMMU; the
-        model maps a region at most once (one VMA to munmap)."""
+    @rule(data=st.data(), how=st.sampled_from(["map", "unmap", "short", "private", "exec"]))
+    def mmap(self, data: st.DataObject, how: str) -> None:
+        """``iommufd_fops_mmap`` of a vIOMMU's region (up to two mappings, each holding
+        the vIOMMU) or ``munmap`` of one; ENXIO for a length that is not the region's,
+        EINVAL for a private mapping, EPERM for an executable one."""
         vid = data.draw(st.sampled_from([i for i, o in self.ref.items() if o.mmap_offset]))
         v = self.ref[vid]
-        if v.mmaps:
+        if (how == "unmap" and v.mmaps) or (how == "map" and v.mmaps == 2):
             self.env.file.munmap(v.mmap_offset)
-            v.mmaps = 0
+            v.mmaps -= 1
+            return
+        length, shared, exec_ = 2 * PAGE, how != "private", how == "exec"
+        if how == "short":
+            length = PAGE
+        _, err = self._call(lambda: self.env.file.mmap(v.mmap_offset, length, shared, exec_))
+        if how in ("map", "unmap"):
+            self._ok(err)
+            v.mmaps += 1
         else:
-            _, err = self._call(lambda: self.env.file.mmap(v.mmap_offset, PAGE))
-            self._fails(err, errno.ENXIO)
-            self.env.file.mmap(v.mmap_offset, 2 * PAGE)
-            v.mmaps = 1
+            codes = {"short": errno.ENXIO, "private": errno.EINVAL, "exec": errno.EPERM}
+            self._fails(err, codes[how])
 
     @rule(data=st.data(), virt_id=st.integers(0, 3))
     def vdevice_alloc(self, data: st.DataObject, virt_id: int) -> None:
@@ -649,8 +669,10 @@ class ObjectGraphMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ accesses
     @rule(data=st.data(), pin=st.integers(0, 3))
     def create_access(self, data: st.DataObject, pin: int) -> None:
-        ioas = self._pick(data, "ioas")
         flags = [t.MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES, 0, 1 << 5, 1][pin]
+        self._create_access(self._pick(data, "ioas"), flags)
+
+    def _create_access(self, ioas: int, flags: int) -> None:
         (want,) = self._free_ids(1)
         (fd,) = [i for i in range(3, 64) if i not in self.env.file.fds][:1]
         got, err = self._call(
@@ -671,6 +693,9 @@ class ObjectGraphMachine(RuleBasedStateMachine):
     def access_pages(self, data: st.DataObject, iova: int, length: int) -> None:
         aid = data.draw(st.sampled_from(self._ids("access")))
         a = self.ref[aid]
+        areas = self.ref[a.holds[0]].areas
+        if areas and data.draw(st.booleans()):
+            iova = data.draw(st.sampled_from(sorted(areas)))
         out, err = self._call(
             lambda: self.env.test_cmd(
                 t.IOMMU_TEST_OP_ACCESS_PAGES, a.fd, iova=iova, length=length, uptr=0
@@ -689,7 +714,7 @@ class ObjectGraphMachine(RuleBasedStateMachine):
     def destroy_access_pages(self, data: st.DataObject, item: int) -> None:
         aid = data.draw(st.sampled_from(self._ids("access")))
         a = self.ref[aid]
-        if a.items and data.draw(st.booleans()):
+        if a.items and data.draw(st.integers(0, 3)):
             item = data.draw(st.sampled_from(sorted(a.items)))
         _, err = self._call(
             lambda: self.env.test_cmd(
@@ -700,6 +725,34 @@ class ObjectGraphMachine(RuleBasedStateMachine):
             return self._fails(err, errno.ENOENT)
         self._ok(err)
         del a.items[item]
+
+    # ------------------------------------------------------------------ bad structs
+    @rule(
+        data=st.data(),
+        request=st.sampled_from(sorted(BAD_FLAG)),
+        how=st.sampled_from(["short", "tail", "past the buffer", "flag"]),
+    )
+    def bad_struct(self, data: st.DataObject, request: int, how: str) -> None:
+        """``iommufd_fops_ioctl``'s framing (EINVAL below ``min_size``, E2BIG for a
+        non-zero tail, EFAULT past the buffer) and each ioctl's first check (EOPNOTSUPP for
+        a flag or reserved field), with ids that exist: all fail, changing nothing."""
+        s = uapi.IOCTLS[request]
+        ids = {f.name: self._pick(data, *KINDS) for f in s.fields if f.name.endswith("_id")}
+        arg = s.encode(ids)
+        size, code = s.size, errno.EOPNOTSUPP
+        if how == "short":
+            size, code = s.min_size - 1, errno.EINVAL
+        elif how == "tail":
+            arg += bytes(7) + b"\x01"
+            size, code = len(arg), errno.E2BIG
+        elif how == "past the buffer":
+            size, code = s.size + 8, errno.EFAULT
+        else:
+            f = s.field(BAD_FLAG[request])
+            arg[f.offset : f.end] = (1 << 8 * f.size - 1).to_bytes(f.size, "little")
+        arg[:4] = size.to_bytes(4, "little")
+        _, err = self._call(lambda: self.env.file.ioctl(request, arg))
+        self._fails(err, code)
 
     # ------------------------------------------------------------------ DESTROY
     @rule(data=st.data())
@@ -751,7 +804,7 @@ class ObjectGraphMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         f = self.env.file
         for o in self.ref.values():
-            if o.mmaps:
+            for _ in range(o.mmaps):
                 f.munmap(o.mmap_offset)
         f.close()
         for fd in f.fds.fds():
@@ -767,7 +820,7 @@ class ObjectGraphMachine(RuleBasedStateMachine):
 def test_object_graph_state_machine() -> None:
     run_state_machine_as_test(
         ObjectGraphMachine,
-        settings=settings(max_examples=60, stateful_step_count=40, deadline=None, derandomize=True),
+        settings=settings(max_examples=40, stateful_step_count=40, deadline=None, derandomize=True),
     )
 
 
