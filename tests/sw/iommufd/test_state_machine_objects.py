@@ -534,11 +534,20 @@ class ObjectGraphMachine(RuleBasedStateMachine):
         if region:
             out = VIOMMU_DATA.decode(self.env.fd.scratch_read(VIOMMU_DATA.size))
             assert out["out_mmap_length"] == 2 * PAGE
-            v.mmap_offset = out["out_mmap_offset"]
+            # _iommufd_alloc_mmap: mtree_alloc_range from PAGE_SIZE, first fit
+            taken = [o.mmap_offset for o in self.ref.values() if o.mmap_offset]
+            at = PAGE
+            while any(at < x + 2 * PAGE and x < at + 2 * PAGE for x in taken):
+                at += PAGE
+            assert out["out_mmap_offset"] == at
+            v.mmap_offset = at
         self._new(want, v)
 
     @precondition(lambda self: any(o.mmap_offset for o in self.ref.values()))
-    @rule(data=st.data(), how=st.sampled_from(["map", "unmap", "short", "private", "exec"]))
+    @rule(
+        data=st.data(),
+        how=st.sampled_from(["map", "unmap", "short", "inner", "private", "exec"]),
+    )
     def mmap(self, data: st.DataObject, how: str) -> None:
         """``iommufd_fops_mmap`` of a vIOMMU's region (up to two mappings, each holding
         the vIOMMU) or ``munmap`` of one; ENXIO for a length that is not the region's,
@@ -549,15 +558,21 @@ class ObjectGraphMachine(RuleBasedStateMachine):
             self.env.file.munmap(v.mmap_offset)
             v.mmaps -= 1
             return
-        length, shared, exec_ = 2 * PAGE, how != "private", how == "exec"
-        if how == "short":
+        offset, length, shared, exec_ = v.mmap_offset, 2 * PAGE, how != "private", how == "exec"
+        if how in ("short", "inner"):  # not exactly the region: mtree_load, then ENXIO
             length = PAGE
-        _, err = self._call(lambda: self.env.file.mmap(v.mmap_offset, length, shared, exec_))
+            offset += PAGE if how == "inner" else 0
+        _, err = self._call(lambda: self.env.file.mmap(offset, length, shared, exec_))
         if how in ("map", "unmap"):
             self._ok(err)
             v.mmaps += 1
         else:
-            codes = {"short": errno.ENXIO, "private": errno.EINVAL, "exec": errno.EPERM}
+            codes = {
+                "short": errno.ENXIO,
+                "inner": errno.ENXIO,
+                "private": errno.EINVAL,
+                "exec": errno.EPERM,
+            }
             self._fails(err, codes[how])
 
     @rule(data=st.data(), virt_id=st.integers(0, 3))
@@ -708,6 +723,24 @@ class ObjectGraphMachine(RuleBasedStateMachine):
             return self._fails(err, errno.ENOENT)
         self._ok(err)
         a.items[out["out_access_pages_id"]] = (iova, length)  # type: ignore[index]
+
+    @precondition(lambda self: any(o.kind == "access" for o in self.ref.values()))
+    @rule(data=st.data())
+    def access_replace_ioas(self, data: st.DataObject) -> None:
+        """``iommufd_access_replace``: ENOENT for no IOAS; the same IOAS changes nothing;
+        another one unpins everything first (``ops->unmap(0, ULONG_MAX)``)."""
+        aid = data.draw(st.sampled_from(self._ids("access")))
+        a = self.ref[aid]
+        ioas = self._pick(data, "ioas")
+        _, err = self._call(
+            lambda: self.env.test_cmd(t.IOMMU_TEST_OP_ACCESS_REPLACE_IOAS, a.fd, ioas_id=ioas)
+        )
+        if self._kind(ioas) != "ioas":
+            return self._fails(err, errno.ENOENT)
+        self._ok(err)
+        if a.holds != [ioas]:
+            a.holds = [ioas]
+            a.items.clear()
 
     @precondition(lambda self: any(o.kind == "access" for o in self.ref.values()))
     @rule(data=st.data(), item=st.integers(0, 3))
