@@ -78,3 +78,42 @@ class SelftestEnv:
         arg = s.encode(fields, size=s.size)
         self.fd.file.ioctl(request, arg)
         return s.decode(arg)
+
+
+def selftest_snapshot(env: SelftestEnv) -> dict[str, object]:
+    """Everything an ioctl of :class:`SelftestEnv`'s file may change: the object table (ids,
+    types, users, and how many ids are taken), each IOAS's areas with their pages' pins and
+    locks, the process's pin counts, the open fds, the mmap regions, each device's
+    attachments, the mock driver's vIOMMUs and the IOMMU core's devices and groups. A failed
+    ioctl must leave all of it unchanged."""
+    from iommusim.sw.iommufd.device import IommufdDevice
+    from iommusim.sw.iommufd.ioas import Ioas
+
+    f = env.file
+    ioases = {}
+    attached = {}
+    for o in f.objects:
+        if isinstance(o, Ioas):
+            ioases[o.id] = [
+                (a.iova, a.last, id(a.pages), a.num_accesses, a.num_locks, a.pages.npinned)
+                for a in o.iopt.areas
+            ]
+        elif isinstance(o, IommufdDevice) and o.igroup is not None:
+            attached[o.id] = {
+                p: (att.hwpt.id if att.hwpt else 0, sorted(att.devices))
+                for p, att in o.igroup.pasid_attach.items()
+            }
+    core = f.core
+    assert core is not None and f.selftest is not None
+    return {
+        "objects": [(o.id, o.type, o.users) for o in f.objects],
+        "ids": len(f.objects),
+        "ioas": ioases,
+        "attached": attached,
+        "pins": f.user.pins,  # type: ignore[attr-defined]
+        "fds": f.fds.fds(),
+        "mmaps": sorted((off, r.owner.id, r.length) for off, r in f.mmaps.regions.items()),
+        "devices": sorted(core.devices),
+        "groups": [(g.id, [d.name for d in g.devices], g.owner_cnt) for g in core.groups],
+        "viommus": f.selftest.viommus,
+    }
