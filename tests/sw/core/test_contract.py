@@ -100,6 +100,9 @@ class OtherIommu:
     def hw_info(self, dev: Device, requested_type: int) -> tuple[int, bytes] | None:
         return None
 
+    def get_viommu_size(self, dev: Device, viommu_type: int) -> int:
+        return 0
+
     def viommu_alloc(
         self,
         dev: Device,

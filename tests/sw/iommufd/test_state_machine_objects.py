@@ -53,12 +53,6 @@ FAULT_ID_VALID: Final = uapi.IOMMU_HWPT_FAULT_ID_VALID
 NESTED_DATA: Final = bytes(TS["iommu_hwpt_selftest"].encode(iotlb=t.IOMMU_TEST_IOTLB_DEFAULT))
 VIOMMU_DATA: Final = TS["iommu_viommu_selftest"]
 
-#: ``iommufd_vdevice_alloc_ioctl`` keeps the ``iommufd_get_device`` reference on success
-#: (put only ``if (rc)``; ``iommufd_vdevice_destroy`` puts it): a vDEVICE holds its DEVICE.
-#: The model does not count it (see ``test_vdevice_holds_a_users_reference_on_its_device``,
-#: xfail); set this True when that test passes.
-VDEVICE_HOLDS_DEVICE: Final = False
-
 #: An object-creating ioctl -> the field its first check wants 0 (EOPNOTSUPP otherwise).
 BAD_FLAG: Final = {
     uapi.IOMMU_IOAS_ALLOC: "flags",
@@ -218,7 +212,7 @@ class ObjectGraphMachine(RuleBasedStateMachine):
         n = 1 + sum(r.holds.count(oid) for r in self.ref.values())
         if o.kind == "dev":
             n += 1 + bool(o.attached)  # the binding driver, the attachment
-            if VDEVICE_HOLDS_DEVICE and o.vdev:
+            if o.vdev:  # iommufd_vdevice_alloc_ioctl keeps the device reference
                 n += 1
         elif o.kind in ("fault", "veventq"):
             n += bool(o.fd)  # the open queue file
@@ -857,9 +851,12 @@ def test_object_graph_state_machine() -> None:
     )
 
 
-# ---------------------------------------------------------------------- divergences found
-# Each test below is the smallest sequence showing where the model answers differently from
-# Linux 7.3; the kernel function named in the reason decides the right answer.
+# ---------------------------------------------------------------------- divergences fixed
+# Each test below is the smallest sequence that showed where the model answered differently
+# from Linux 7.3: VIOMMU_ALLOC asks get_viommu_size before it looks the HWPT up
+# (iommufd_viommu_alloc_ioctl); a vDEVICE keeps the DEVICE reference its lookup took
+# (iommufd_vdevice_alloc_ioctl puts it only on error); a mapped vIOMMU region keeps the file,
+# so close() defers iommufd_fops_release to the munmap (iommufd_fops_mmap, vma->vm_file).
 
 
 def _device_and_parent(env: SelftestEnv, nest_parent: bool) -> tuple[int, int]:
@@ -868,14 +865,6 @@ def _device_and_parent(env: SelftestEnv, nest_parent: bool) -> tuple[int, int]:
     return m.idev_id, env.fd.hwpt_alloc(m.idev_id, ioas, flags=NEST_PARENT if nest_parent else 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="iommufd_viommu_alloc_ioctl (viommu.c) asks ops->get_viommu_size(dev, type) "
-    "right after iommufd_get_device and returns -EOPNOTSUPP for a type the driver lacks "
-    "(mock_get_viommu_size: 0 unless IOMMU_VIOMMU_TYPE_SELFTEST) before it looks the HWPT "
-    "up (iommufd_get_hwpt_paging: ENOENT) or checks nest_parent (EINVAL); the model looks "
-    "the HWPT up and checks it first",
-)
 @pytest.mark.parametrize("hwpt", ["no such object", "not a nesting parent"])
 def test_viommu_alloc_checks_the_type_before_the_hwpt(hwpt: str) -> None:
     env = SelftestEnv()
@@ -888,13 +877,6 @@ def test_viommu_alloc_checks_the_type_before_the_hwpt(hwpt: str) -> None:
     assert selftest_snapshot(env) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="iommufd_vdevice_alloc_ioctl (viommu.c) keeps the users reference "
-    "iommufd_get_device took when it succeeds (it puts it only 'if (rc)'; "
-    "iommufd_vdevice_destroy puts it): a vDEVICE holds its DEVICE, users = table + binding "
-    "driver + attachment + vDEVICE = 4; the model does not count the vDEVICE",
-)
 def test_vdevice_holds_a_users_reference_on_its_device() -> None:
     env = SelftestEnv()
     dev, parent = _device_and_parent(env, nest_parent=True)
@@ -906,14 +888,6 @@ def test_vdevice_holds_a_users_reference_on_its_device() -> None:
     assert env.file.objects.get(dev).users == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="iommufd_fops_mmap (main.c) maps the file: the VMA holds a reference on it "
-    "(vma->vm_file), so close() of the iommufd does not run iommufd_fops_release while a "
-    "vIOMMU region is mapped; the release (destroying every object) runs at the munmap's "
-    "fput. The model runs the release at close(), finds the mapped vIOMMU held and raises "
-    "ModelError, leaving the objects behind for good",
-)
 def test_close_with_a_viommu_region_mapped_releases_at_munmap() -> None:
     env = SelftestEnv()
     dev, parent = _device_and_parent(env, nest_parent=True)

@@ -172,6 +172,10 @@ class IommuDriver(Protocol):
         bytes; None for a driver without the op. ``requested_type`` is a type the user asked
         for (DEFAULT: the driver's own); NotSupported for a type it lacks."""
 
+    def get_viommu_size(self, dev: Device, viommu_type: int) -> int:
+        """``get_viommu_size``: non-zero when the driver has vIOMMUs of ``viommu_type``
+        (iommufd asks before it looks at the nesting parent: EOPNOTSUPP on 0)."""
+
     def viommu_alloc(
         self,
         dev: Device,

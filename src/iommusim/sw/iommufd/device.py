@@ -244,11 +244,13 @@ class DeviceApi:
         return idev
 
     def unbind(self, idev: IommufdDevice) -> None:
-        """``iommufd_device_unbind``: EBUSY while attached (a caller bug in the kernel)."""
-        if idev.users != 2:
+        """``iommufd_device_unbind``: EBUSY while attached (a caller bug in the kernel).
+        ``iommufd_device_pre_destroy`` first: a vDEVICE still naming the device is destroyed
+        and leaves a tombstone (dropping the reference it held), and no new one may name
+        the device meanwhile."""
+        held = 2 + (1 if idev.vdev is not None else 0)
+        if idev.users != held:
             raise Busy(f"device {idev.id} is still attached")
-        # iommufd_device_pre_destroy: a vDEVICE still naming the device is destroyed and
-        # leaves a tombstone; no new one may name it meanwhile.
         idev.destroying = True
         if idev.vdev is not None and idev.vdev.id:
             self.objects.tombstone(idev.vdev.id)

@@ -316,13 +316,18 @@ class IommufdFile:
         """``mmap(fd, offset)`` of this file: the physical address the mapping shows (a
         region a driver registered); :meth:`munmap` gives it back."""
         self._check_open()
-        return self.mmaps.map(offset, length, shared, exec_).base_pa
+        pa = self.mmaps.map(offset, length, shared, exec_).base_pa
+        self.ctx_get()  # the VMA holds the file (vma->vm_file): close() defers the release
+        return pa
 
     def munmap(self, offset: int) -> None:
+        """``munmap`` of that mapping: the region's owner and the file are let go (the
+        last reference runs the release a close() deferred)."""
         region: MmapRegion | None = self.mmaps.regions.get(offset)
         if region is None:
             raise InvalidArgument(f"nothing is mapped at offset {offset:#x}")
         self.mmaps.unmap(region)
+        self.ctx_put()
 
     def _check_open(self) -> None:
         if self._closed:

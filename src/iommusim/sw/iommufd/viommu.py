@@ -129,6 +129,7 @@ class Vdevice(IommufdObject):
             if v.ops is not None:
                 v.ops.vdevice_destroy(self.idev.dev, self.virt_id)
         v.users -= 1
+        self.idev.users -= 1
         self.idev.vdev = None
 
 
@@ -243,6 +244,7 @@ def vdevice_alloc(
     vdev = Vdevice(viommu, idev, virt_id)
     objects.reserve(vdev)
     viommu.users += 1
+    idev.users += 1  # the lookup's reference stays with the vDEVICE until pre_destroy
     idev.vdev = vdev
     try:
         if viommu.ops is not None:
@@ -262,6 +264,9 @@ def viommu_alloc_ioctl(ictx: IommufdFile, ucmd: Ucmd) -> None:
     if cmd["flags"] or cmd["type"] == uapi.IOMMU_VIOMMU_TYPE_DEFAULT:
         raise NotSupported(f"VIOMMU_ALLOC flags {cmd['flags']:#x} / type {cmd['type']}")
     idev = ictx.get_device(cmd["dev_id"])
+    drv = idev.dev.iommu
+    if drv is None or not drv.get_viommu_size(idev.dev, cmd["type"]):
+        raise NotSupported(f"{idev.dev.name}'s IOMMU has no vIOMMU type {cmd['type']:#x}")
     hwpt = cast("HwptPaging", ictx.objects.get(cmd["hwpt_id"], ObjType.HWPT_PAGING))
     data = UserData(cmd["type"], cmd["data_uptr"], cmd["data_len"], ictx.user)
     v = viommu_alloc(

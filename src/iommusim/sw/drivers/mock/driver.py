@@ -216,6 +216,11 @@ class MockIommuDriver:
         info = _HW_INFO.encode(flags=0, test_reg=IOMMU_HW_INFO_SELFTEST_REGVAL)
         return IOMMU_HW_INFO_TYPE_SELFTEST, bytes(info)
 
+    def get_viommu_size(self, dev: Device, viommu_type: int) -> int:
+        """``mock_get_viommu_size``: only IOMMU_VIOMMU_TYPE_SELFTEST (the size is the
+        model's: it only says the type exists)."""
+        return 1 if viommu_type == IOMMU_VIOMMU_TYPE_SELFTEST else 0
+
     def viommu_alloc(
         self,
         dev: Device,

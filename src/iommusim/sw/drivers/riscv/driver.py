@@ -618,6 +618,10 @@ class RiscvIommuDriver:
         )
         return want, bytes(info)
 
+    def get_viommu_size(self, dev: Device, viommu_type: int) -> int:
+        """Linux 7.3 has no RISC-V vIOMMU type."""
+        return 0
+
     def viommu_alloc(
         self,
         dev: Device,
