@@ -1,0 +1,106 @@
+"""User memory of a real process (this test's own): copies stop at the faulting page, pins
+are mirrored at base + va with their bytes as of the first pin."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from iommusim.errors import BadAddress, InvalidArgument
+from iommusim.hostproc.memory import HostUserMemory, ProcessMemory
+from iommusim.mem import SparseMemory
+
+PAGE = 4096
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long)  # fmt: skip
+_libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+_libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+PROT_NONE, PROT_READ, PROT_WRITE = 0, 1, 2
+MAP_PRIVATE, MAP_ANONYMOUS = 0x02, 0x20
+
+
+@pytest.fixture
+def pages() -> Iterator[int]:
+    """Four private pages: 0-1 read-write, 2 read-only, 3 inaccessible."""
+    va = _libc.mmap(None, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+    assert va not in (None, ctypes.c_void_p(-1).value)
+    ctypes.memset(va, 0x11, 3 * PAGE)
+    assert _libc.mprotect(va + 2 * PAGE, PAGE, PROT_READ) == 0
+    assert _libc.mprotect(va + 3 * PAGE, PAGE, PROT_NONE) == 0
+    yield va
+    _libc.munmap(va, 4 * PAGE)
+
+
+def test_read_and_write_reach_the_process(pages: int) -> None:
+    m = ProcessMemory(os.getpid())
+    m.write(pages + 10, b"hello")
+    assert ctypes.string_at(pages + 10, 5) == b"hello"
+    assert m.read(pages + 8, 4) == b"\x11\x11he"
+
+
+def test_a_read_ends_at_the_first_unreadable_page(pages: int) -> None:
+    m = ProcessMemory(os.getpid())
+    assert len(m.read_upto(pages + 2 * PAGE + 100, 2 * PAGE)) == PAGE - 100
+    with pytest.raises(BadAddress):
+        m.read(pages + 3 * PAGE - 1, 2)
+
+
+def test_a_read_only_page_cannot_be_written(pages: int) -> None:
+    m = ProcessMemory(os.getpid())
+    with pytest.raises(BadAddress):
+        m.write(pages + 2 * PAGE, b"x")
+    assert ctypes.string_at(pages + 2 * PAGE, 1) == b"\x11"
+
+
+def _user() -> HostUserMemory:
+    return HostUserMemory(os.getpid(), SparseMemory(), 3 << 47)
+
+
+def test_pinned_pages_are_mirrored_at_base_plus_va(pages: int) -> None:
+    user = _user()
+    assert user.pin_pages(pages, 2, True) == [user.base + pages, user.base + pages + PAGE]
+    assert user.pin_count(pages + 5) == 1
+    assert user.mirror.read(user.base + pages, 4) == b"\x11" * 4
+
+
+def test_a_second_pin_counts_and_keeps_the_first_snapshot(pages: int) -> None:
+    user = _user()
+    user.pin_pages(pages, 1, False)
+    ctypes.memset(pages, 0x22, 4)
+    assert user.pin_pages(pages, 1, False) == [user.base + pages]
+    assert user.pin_count(pages) == 2
+    assert user.mirror.read(user.base + pages, 1) == b"\x11"
+    # CPU-side copies read the process, so they see the later write.
+    assert user.read(pages, 1) == b"\x22"
+    user.unpin_pages(pages, 1)
+    assert user.pin_count(pages) == 1
+
+
+def test_a_write_pin_of_a_read_only_page_pins_nothing(pages: int) -> None:
+    user = _user()
+    with pytest.raises(BadAddress):
+        user.pin_pages(pages + PAGE, 2, True)
+    assert user.pinned_pages == 0
+    assert user.pin_pages(pages + 2 * PAGE, 1, False) == [user.base + pages + 2 * PAGE]
+
+
+def test_a_pin_of_an_inaccessible_page_pins_nothing(pages: int) -> None:
+    user = _user()
+    with pytest.raises(BadAddress):
+        user.pin_pages(pages + 2 * PAGE, 2, False)
+    assert user.pinned_pages == 0
+
+
+def test_pins_need_aligned_pages_and_unpins_existing_ones(pages: int) -> None:
+    user = _user()
+    with pytest.raises(InvalidArgument):
+        user.pin_pages(pages + 1, 1, False)
+    user.pin_pages(pages, 1, False)
+    with pytest.raises(InvalidArgument):
+        user.unpin_pages(pages, 2)
+    assert user.pin_count(pages) == 1
