@@ -104,3 +104,37 @@ def test_pins_need_aligned_pages_and_unpins_existing_ones(pages: int) -> None:
     with pytest.raises(InvalidArgument):
         user.unpin_pages(pages, 2)
     assert user.pin_count(pages) == 1
+
+
+MAP_SHARED = 0x01
+
+
+def test_pinned_shared_pages_outlive_the_process_that_pinned_them() -> None:
+    """The selftest's fork_gone: a child pins shared memory and exits; copies of its pinned
+    pages then go to the pages themselves, which the parent still maps."""
+    va = _libc.mmap(None, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
+    ctypes.memset(va, 0x33, 2 * PAGE)
+    r, w = os.pipe()
+    child = os.fork()
+    if not child:  # pragma: no cover - the child only waits to be killed
+        os.read(r, 1)
+        os._exit(0)
+    try:
+        user = HostUserMemory(child, SparseMemory(), 1 << 47)
+        user.pin_pages(va, 1, True)
+    finally:
+        os.write(w, b"x")
+        os.waitpid(child, 0)
+        os.close(r)
+        os.close(w)
+    assert not user.alive()
+    ctypes.memset(va, 0x44, 8)
+    assert user.read(va, 4) == b"\x44" * 4
+    user.write(va + 100, b"via the child")
+    assert ctypes.string_at(va + 100, 13) == b"via the child"
+    with pytest.raises(BadAddress):  # the second page was never pinned
+        user.read(va + PAGE, 1)
+    user.unpin_pages(va, 1)
+    with pytest.raises(BadAddress):
+        user.read(va, 1)
+    _libc.munmap(va, 2 * PAGE)

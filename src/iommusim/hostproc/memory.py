@@ -23,6 +23,11 @@ process's slot (``slot << 47``, below the mock's 51-bit output addresses). The s
   access ``rw`` fast and slow paths) read and write the process itself, so they see every
   later write of the program, as the kernel's ``copy_to_user``/``kmap`` of the pinned page
   does. Device DMA into the mirror is not copied back to the process.
+- Shared memory outlives its mapper: a page pinned in a shared mapping (``MAP_SHARED``
+  anonymous memory, a memfd, a shared file) keeps its backing file open from
+  ``/proc/PID/map_files``, and a copy the process can no longer serve (it has exited, as in
+  the selftest's ``fork_gone``) goes to that file -- the same physical pages the kernel
+  would copy from, which every other process sharing them sees.
 - Pins: counted per page; ``pin_count`` is the ``MD_CHECK_REFS`` count. A write pin of a
   page the process cannot write is EFAULT (checked by rewriting the page's own bytes, which
   breaks copy-on-write as ``FOLL_WRITE`` does), and so is a pin of an unmapped page.
@@ -136,17 +141,106 @@ class ProcessMemory:
         return True
 
 
+class _Backing:
+    """An open backing file of a shared mapping, used by ``pages`` pinned pages."""
+
+    __slots__ = ("fd", "pages")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pages = 0
+
+
 class HostUserMemory(ProcessMemory):
     """:class:`~iommusim.sw.iommufd.user.UserMemory` of process ``pid``, its pinned pages
     mirrored into ``mirror`` from physical address ``base`` (see the module docstring)."""
 
-    __slots__ = ("_pins", "base", "mirror")
+    __slots__ = ("_backed", "_files", "_pins", "base", "mirror")
 
     def __init__(self, pid: int, mirror: PhysicalMemory, base: int) -> None:
         super().__init__(pid)
         self.mirror = mirror
         self.base = base
         self._pins: dict[int, int] = {}  # page va -> pins
+        self._files: dict[str, _Backing] = {}  # map_files entry -> its open file
+        self._backed: dict[int, tuple[str, int]] = {}  # pinned page va -> (entry, offset)
+
+    def _shared_vmas(self, va: int, end: int) -> list[tuple[str, int, int, int, bool]]:
+        """(map_files entry, start, end, file offset, writable) of the shared mappings
+        overlapping ``[va, end)``."""
+        out = []
+        try:
+            with open(f"/proc/{self.pid}/maps", encoding="ascii") as maps:
+                for line in maps:
+                    rng, perms, off = line.split()[:3]
+                    lo, hi = (int(x, 16) for x in rng.split("-"))
+                    if perms[3] == "s" and lo < end and va < hi:
+                        out.append((rng, lo, hi, int(off, 16), perms[1] == "w"))
+        except OSError:
+            return []
+        return out
+
+    def _back(self, va: int, npages: int) -> None:
+        """Keep the backing files of the newly pinned shared pages in ``[va, +npages)``."""
+        for entry, lo, hi, off, writable in self._shared_vmas(va, va + npages * PAGE_SIZE):
+            backing = self._files.get(entry)
+            if backing is None:
+                try:
+                    fd = os.open(
+                        f"/proc/{self.pid}/map_files/{entry}", os.O_RDWR if writable else 0
+                    )
+                except OSError:  # no CAP_SYS_ADMIN: the process itself serves every copy
+                    continue
+                backing = self._files[entry] = _Backing(fd)
+            for page in range(max(va, lo), min(va + npages * PAGE_SIZE, hi), PAGE_SIZE):
+                if page not in self._backed and self._pins.get(page) == 1:
+                    self._backed[page] = (entry, off + page - lo)
+                    backing.pages += 1
+
+    def _unback(self, page: int) -> None:
+        got = self._backed.pop(page, None)
+        if got is not None:
+            backing = self._files[got[0]]
+            backing.pages -= 1
+            if not backing.pages:
+                os.close(backing.fd)
+                del self._files[got[0]]
+
+    def _backed_copy(self, va: int, data: bytearray, done: int, write: bool) -> int:
+        """Go on with a copy the process stopped at ``va + done`` through the backing
+        files of pinned shared pages; returns how far it got."""
+        while done < len(data):
+            at = va + done
+            got = self._backed.get(at & ~_MASK)
+            if got is None:
+                return done
+            n = min(len(data) - done, PAGE_SIZE - (at & _MASK))
+            fd, off = self._files[got[0]].fd, got[1] + (at & _MASK)
+            if write:
+                os.pwrite(fd, data[done : done + n], off)
+            else:
+                chunk = os.pread(fd, n, off)
+                if len(chunk) != n:
+                    return done
+                data[done : done + n] = chunk
+            done += n
+        return done
+
+    def read(self, va: int, n: int) -> bytes:
+        got = self.read_upto(va, n)
+        if len(got) == n:
+            return got
+        buf = bytearray(got) + bytes(n - len(got))
+        if not self._backed or self._backed_copy(va, buf, len(got), False) != n:
+            raise BadAddress(f"pid {self.pid}: cannot read {n} bytes at {va:#x}")
+        return bytes(buf)
+
+    def write(self, va: int, data: bytes) -> None:
+        try:
+            super().write(va, data)
+        except BadAddress:
+            if not self._backed or self._backed_copy(va, bytearray(data), 0, True) != len(data):
+                raise
 
     @property
     def pinned_pages(self) -> int:
@@ -169,6 +263,7 @@ class HostUserMemory(ProcessMemory):
             if not pins:
                 self.mirror.write(self.base + page, data[i * PAGE_SIZE : (i + 1) * PAGE_SIZE])
             self._pins[page] = pins + 1
+        self._back(va, npages)
         return [self.base + page for page in pages]
 
     def unpin_pages(self, va: int, npages: int) -> None:
@@ -179,3 +274,4 @@ class HostUserMemory(ProcessMemory):
             self._pins[p] -= 1
             if not self._pins[p]:
                 del self._pins[p]
+                self._unback(p)
