@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from iommusim.errors import BadAddress, InvalidArgument
-from iommusim.hostproc.memory import HostUserMemory, ProcessMemory
+from iommusim.hostproc.memory import HostUserMemory, Mirror, ProcessMemory
 from iommusim.mem import SparseMemory
 
 PAGE = 4096
@@ -57,15 +57,22 @@ def test_a_read_only_page_cannot_be_written(pages: int) -> None:
     assert ctypes.string_at(pages + 2 * PAGE, 1) == b"\x11"
 
 
+FILES = 14 << 47
+
+
+def _mirror() -> Mirror:
+    return Mirror(SparseMemory(), FILES, 2048)
+
+
 def _user() -> HostUserMemory:
-    return HostUserMemory(os.getpid(), SparseMemory(), 3 << 47)
+    return HostUserMemory(os.getpid(), _mirror(), 3 << 47)
 
 
 def test_pinned_pages_are_mirrored_at_base_plus_va(pages: int) -> None:
     user = _user()
     assert user.pin_pages(pages, 2, True) == [user.base + pages, user.base + pages + PAGE]
     assert user.pin_count(pages + 5) == 1
-    assert user.mirror.read(user.base + pages, 4) == b"\x11" * 4
+    assert user.mirror.mem.read(user.base + pages, 4) == b"\x11" * 4
 
 
 def test_a_second_pin_counts_and_keeps_the_first_snapshot(pages: int) -> None:
@@ -74,7 +81,7 @@ def test_a_second_pin_counts_and_keeps_the_first_snapshot(pages: int) -> None:
     ctypes.memset(pages, 0x22, 4)
     assert user.pin_pages(pages, 1, False) == [user.base + pages]
     assert user.pin_count(pages) == 2
-    assert user.mirror.read(user.base + pages, 1) == b"\x11"
+    assert user.mirror.mem.read(user.base + pages, 1) == b"\x11"
     # CPU-side copies read the process, so they see the later write.
     assert user.read(pages, 1) == b"\x22"
     user.unpin_pages(pages, 1)
@@ -120,7 +127,7 @@ def test_pinned_shared_pages_outlive_the_process_that_pinned_them() -> None:
         os.read(r, 1)
         os._exit(0)
     try:
-        user = HostUserMemory(child, SparseMemory(), 1 << 47)
+        user = HostUserMemory(child, _mirror(), 1 << 47)
         user.pin_pages(va, 1, True)
     finally:
         os.write(w, b"x")
@@ -138,3 +145,27 @@ def test_pinned_shared_pages_outlive_the_process_that_pinned_them() -> None:
     with pytest.raises(BadAddress):
         user.read(va, 1)
     _libc.munmap(va, 2 * PAGE)
+
+
+def test_every_mapping_of_a_shared_page_is_one_physical_page() -> None:
+    """A memfd mapped twice (and, through fork, in two processes): one page, one pin count,
+    at the file's offset in the mirror."""
+    fd = os.memfd_create("iommusim-test")
+    os.ftruncate(fd, 2 * PAGE)
+    a = _libc.mmap(None, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+    b = _libc.mmap(None, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, PAGE)
+    try:
+        user = _user()
+        (pa,) = user.pin_pages(a + PAGE, 1, True)
+        assert pa == FILES + PAGE
+        assert user.pin_pages(b, 1, False) == [pa]
+        assert user.pin_count(a + PAGE) == 2 and user.pin_count(b) == 2
+        other = HostUserMemory(os.getpid(), user.mirror, 5 << 47)
+        assert other.pin_count(b) == 2
+        user.unpin_pages(b, 1)
+        assert user.pin_count(a + PAGE) == 1
+        assert user.pin_pages(a, 2, False) == [FILES, pa]
+    finally:
+        _libc.munmap(a, 2 * PAGE)
+        _libc.munmap(b, PAGE)
+        os.close(fd)

@@ -8,46 +8,51 @@ kernel's own (no ``FOLL_FORCE``: a read-only mapping cannot be written).
 
 :class:`HostUserMemory` adds the pins iommufd takes (``pin_user_pages``). The model needs a
 physical page in *its* memory for every pinned user page; a host process's page frames are
-out of reach (``/proc/PID/pagemap`` hides them from unprivileged users), so each process gets
-a *mirror*: user page ``va`` is model-physical page ``base + va``, with ``base`` the
-process's slot (``slot << 47``, below the mock's 51-bit output addresses). The semantics:
+out of reach (``/proc/PID/pagemap`` hides them from unprivileged users), so pinned pages are
+*mirrored* (:class:`Mirror`, one per server): a private page ``va`` of a process is
+model-physical page ``base + va``, ``base`` the process's slot (``slot << 47``, below the
+mock's 51-bit output addresses); a page of a shared mapping (``MAP_SHARED`` anonymous memory,
+a memfd, a shared file) is its file's page, ``file base + offset``, whichever process maps it
+at whatever address. The semantics:
 
-- Identity: a pinned page keeps its physical address for as long as the process maps that
-  address -- through copy-on-write after a read-only pin (the kernel's "unshare"), as long
-  as the page stays pinned -- and a temporary pin of a pinned page returns the same address,
-  so ``MD_CHECK_MAP``'s comparison of the domain's pages with the user VA's holds. Runs that
-  are contiguous in the process are contiguous in the mirror (every mapping behaves as if
-  it were backed by huge pages aligned as its addresses are).
+- Identity: a pinned page keeps its physical address for as long as it stays pinned --
+  through copy-on-write after a read-only pin (the kernel's "unshare") -- and a temporary
+  pin of a pinned page returns the same address, so ``MD_CHECK_MAP``'s comparison of the
+  domain's pages with the user VA's holds; two mappings of one shared page are one page.
+  Runs contiguous in the process (or in the file) are contiguous in the mirror: every
+  mapping behaves as if backed by huge pages aligned as its addresses (offsets) are.
 - Contents: a page's bytes are copied into the mirror when its first pin is taken (the
   snapshot a device would DMA from); CPU-side copies iommufd makes later (ACCESS_RW, the
   access ``rw`` fast and slow paths) read and write the process itself, so they see every
   later write of the program, as the kernel's ``copy_to_user``/``kmap`` of the pinned page
   does. Device DMA into the mirror is not copied back to the process.
-- Shared memory outlives its mapper: a page pinned in a shared mapping (``MAP_SHARED``
-  anonymous memory, a memfd, a shared file) keeps its backing file open from
-  ``/proc/PID/map_files``, and a copy the process can no longer serve (it has exited, as in
-  the selftest's ``fork_gone``) goes to that file -- the same physical pages the kernel
+- Shared memory outlives its mapper: a pinned page of a shared mapping keeps its backing
+  file open from ``/proc/PID/map_files``, and a copy the process can no longer serve (it has
+  exited, as in the selftest's ``fork_gone``) goes to that file -- the same pages the kernel
   would copy from, which every other process sharing them sees.
-- Pins: counted per page; ``pin_count`` is the ``MD_CHECK_REFS`` count. A write pin of a
-  page the process cannot write is EFAULT (checked by rewriting the page's own bytes, which
-  breaks copy-on-write as ``FOLL_WRITE`` does), and so is a pin of an unmapped page.
+- Pins: counted per physical page across processes; ``pin_count`` is the ``MD_CHECK_REFS``
+  count. A write pin of a page the process cannot write is EFAULT (checked by rewriting the
+  page's own bytes, which breaks copy-on-write as ``FOLL_WRITE`` does), and so is a pin of an
+  unmapped page.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
-from typing import Final
+from typing import Final, NamedTuple
 
 from iommusim.errors import BadAddress, InvalidArgument
 from iommusim.mem.protocol import PhysicalMemory
 from iommusim.sw.pages import PAGE_SIZE
 
-__all__ = ["SLOT_SHIFT", "HostUserMemory", "ProcessMemory"]
+__all__ = ["FILE_SHIFT", "SLOT_SHIFT", "HostUserMemory", "Mirror", "ProcessMemory"]
 
 _MASK: Final = PAGE_SIZE - 1
 #: Bits of user address below each process's mirror slot (x86-64/arm64 48-bit VA: 47 user).
 SLOT_SHIFT: Final = 47
+#: Bytes of each shared file's range in the mirror (64 GiB).
+FILE_SHIFT: Final = 36
 #: ``UIO_MAXIOV``: the most iovecs one call takes.
 _IOV_MAX: Final = 1024
 
@@ -141,6 +146,42 @@ class ProcessMemory:
         return True
 
 
+class Mirror:
+    """The model-physical pages host user pages are mirrored at (see the module docstring):
+    ``mem`` from each process's slot, shared files' pages from ``file_base`` on, and the
+    pins of every mirrored page."""
+
+    __slots__ = ("_files", "file_base", "file_limit", "mem", "pins")
+
+    def __init__(self, mem: PhysicalMemory, file_base: int, nfiles: int) -> None:
+        self.mem = mem
+        self.file_base = file_base
+        self.file_limit = nfiles
+        #: Physical address -> pins, over every process.
+        self.pins: dict[int, int] = {}
+        self._files: dict[tuple[str, int], int] = {}  # (device, inode) -> file index
+
+    def file_pa(self, dev: str, inode: int, offset: int) -> int | None:
+        """The page at ``offset`` of file (``dev``, ``inode``); None past the ranges."""
+        index = self._files.setdefault((dev, inode), len(self._files))
+        if index >= self.file_limit or offset >> FILE_SHIFT:
+            return None
+        return self.file_base + (index << FILE_SHIFT) + offset
+
+
+class _Vma(NamedTuple):
+    """A line of ``/proc/PID/maps``."""
+
+    lo: int
+    hi: int
+    writable: bool
+    shared: bool
+    offset: int
+    dev: str
+    inode: int
+    entry: str  # its name in /proc/PID/map_files
+
+
 class _Backing:
     """An open backing file of a shared mapping, used by ``pages`` pinned pages."""
 
@@ -152,49 +193,69 @@ class _Backing:
 
 
 class HostUserMemory(ProcessMemory):
-    """:class:`~iommusim.sw.iommufd.user.UserMemory` of process ``pid``, its pinned pages
-    mirrored into ``mirror`` from physical address ``base`` (see the module docstring)."""
+    """:class:`~iommusim.sw.iommufd.user.UserMemory` of process ``pid``, its pinned private
+    pages mirrored from physical address ``base`` of ``mirror`` (see the module
+    docstring)."""
 
     __slots__ = ("_backed", "_files", "_pins", "base", "mirror")
 
-    def __init__(self, pid: int, mirror: PhysicalMemory, base: int) -> None:
+    def __init__(self, pid: int, mirror: Mirror, base: int) -> None:
         super().__init__(pid)
         self.mirror = mirror
         self.base = base
-        self._pins: dict[int, int] = {}  # page va -> pins
+        self._pins: dict[int, tuple[int, int]] = {}  # page va -> (pa, this process's pins)
         self._files: dict[str, _Backing] = {}  # map_files entry -> its open file
         self._backed: dict[int, tuple[str, int]] = {}  # pinned page va -> (entry, offset)
 
-    def _shared_vmas(self, va: int, end: int) -> list[tuple[str, int, int, int, bool]]:
-        """(map_files entry, start, end, file offset, writable) of the shared mappings
-        overlapping ``[va, end)``."""
+    def _vmas(self, va: int, end: int) -> list[_Vma]:
+        """The mappings overlapping ``[va, end)``."""
         out = []
         try:
-            with open(f"/proc/{self.pid}/maps", encoding="ascii") as maps:
+            with open(f"/proc/{self.pid}/maps", encoding="ascii", errors="replace") as maps:
                 for line in maps:
-                    rng, perms, off = line.split()[:3]
+                    rng, perms, off, dev, inode = line.split()[:5]
                     lo, hi = (int(x, 16) for x in rng.split("-"))
-                    if perms[3] == "s" and lo < end and va < hi:
-                        out.append((rng, lo, hi, int(off, 16), perms[1] == "w"))
+                    if lo < end and va < hi:
+                        shared = perms[3] == "s"
+                        out.append(
+                            _Vma(
+                                lo, hi, perms[1] == "w", shared, int(off, 16), dev, int(inode), rng
+                            )
+                        )
         except OSError:
             return []
         return out
 
-    def _back(self, va: int, npages: int) -> None:
+    def _pa(self, page: int, vmas: list[_Vma]) -> int:
+        """Where ``page`` is mirrored: its pinned address, its shared file's, or its own."""
+        got = self._pins.get(page)
+        if got is not None:
+            return got[0]
+        for v in vmas:
+            if v.lo <= page < v.hi and v.shared and v.inode:
+                pa = self.mirror.file_pa(v.dev, v.inode, v.offset + page - v.lo)
+                if pa is not None:
+                    return pa
+        return self.base + page
+
+    def _back(self, va: int, npages: int, vmas: list[_Vma]) -> None:
         """Keep the backing files of the newly pinned shared pages in ``[va, +npages)``."""
-        for entry, lo, hi, off, writable in self._shared_vmas(va, va + npages * PAGE_SIZE):
-            backing = self._files.get(entry)
+        end = va + npages * PAGE_SIZE
+        for v in vmas:
+            if not v.shared:
+                continue
+            backing = self._files.get(v.entry)
             if backing is None:
                 try:
                     fd = os.open(
-                        f"/proc/{self.pid}/map_files/{entry}", os.O_RDWR if writable else 0
+                        f"/proc/{self.pid}/map_files/{v.entry}", os.O_RDWR if v.writable else 0
                     )
                 except OSError:  # no CAP_SYS_ADMIN: the process itself serves every copy
                     continue
-                backing = self._files[entry] = _Backing(fd)
-            for page in range(max(va, lo), min(va + npages * PAGE_SIZE, hi), PAGE_SIZE):
-                if page not in self._backed and self._pins.get(page) == 1:
-                    self._backed[page] = (entry, off + page - lo)
+                backing = self._files[v.entry] = _Backing(fd)
+            for page in range(max(va, v.lo), min(end, v.hi), PAGE_SIZE):
+                if page not in self._backed and self._pins[page][1] == 1:
+                    self._backed[page] = (v.entry, v.offset + page - v.lo)
                     backing.pages += 1
 
     def _unback(self, page: int) -> None:
@@ -247,7 +308,10 @@ class HostUserMemory(ProcessMemory):
         return len(self._pins)
 
     def pin_count(self, va: int) -> int:
-        return self._pins.get(va & ~_MASK, 0)
+        """The pins of the page ``va`` maps, by any process."""
+        page = va & ~_MASK
+        pa = self._pa(page, [] if page in self._pins else self._vmas(page, page + PAGE_SIZE))
+        return self.mirror.pins.get(pa, 0)
 
     def pin_pages(self, va: int, npages: int, write: bool) -> list[int]:
         """``pin_user_pages``: EFAULT, nothing pinned, unless every page is mapped (and
@@ -257,21 +321,31 @@ class HostUserMemory(ProcessMemory):
         data = self.read(va, npages * PAGE_SIZE)
         if write:
             self.write(va, data)
-        pages = range(va, va + npages * PAGE_SIZE, PAGE_SIZE)
-        for i, page in enumerate(pages):
-            pins = self._pins.get(page, 0)
+        end = va + npages * PAGE_SIZE
+        vmas = self._vmas(va, end)
+        out = []
+        for i, page in enumerate(range(va, end, PAGE_SIZE)):
+            pa = self._pa(page, vmas)
+            pins = self.mirror.pins.get(pa, 0)
             if not pins:
-                self.mirror.write(self.base + page, data[i * PAGE_SIZE : (i + 1) * PAGE_SIZE])
-            self._pins[page] = pins + 1
-        self._back(va, npages)
-        return [self.base + page for page in pages]
+                self.mirror.mem.write(pa, data[i * PAGE_SIZE : (i + 1) * PAGE_SIZE])
+            self.mirror.pins[pa] = pins + 1
+            self._pins[page] = (pa, self._pins.get(page, (pa, 0))[1] + 1)
+            out.append(pa)
+        self._back(va, npages, vmas)
+        return out
 
     def unpin_pages(self, va: int, npages: int) -> None:
         pages = range(va, va + npages * PAGE_SIZE, PAGE_SIZE)
         if any(p not in self._pins for p in pages):
             raise InvalidArgument(f"pages {va:#x} + {npages} are not all pinned")
         for p in pages:
-            self._pins[p] -= 1
-            if not self._pins[p]:
+            pa, mine = self._pins[p]
+            self.mirror.pins[pa] -= 1
+            if not self.mirror.pins[pa]:
+                del self.mirror.pins[pa]
+            if mine == 1:
                 del self._pins[p]
                 self._unback(p)
+            else:
+                self._pins[p] = (pa, mine - 1)
