@@ -169,3 +169,22 @@ def test_every_mapping_of_a_shared_page_is_one_physical_page() -> None:
         _libc.munmap(a, 2 * PAGE)
         _libc.munmap(b, PAGE)
         os.close(fd)
+
+
+def test_mappings_are_read_once_per_call() -> None:
+    fd = os.memfd_create("iommusim-test")
+    os.ftruncate(fd, PAGE)
+    user = _user()
+    user.begin_call()
+    a = _libc.mmap(None, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+    try:
+        assert user.pin_pages(a, 1, False) == [FILES]
+        b = _libc.mmap(None, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        # Within the call the new mapping is unknown (a private page); the next call sees it.
+        assert user.pin_count(b) == 0
+        user.begin_call()
+        assert user.pin_count(b) == 1
+        _libc.munmap(b, PAGE)
+    finally:
+        _libc.munmap(a, PAGE)
+        os.close(fd)

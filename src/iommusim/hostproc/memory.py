@@ -197,7 +197,7 @@ class HostUserMemory(ProcessMemory):
     pages mirrored from physical address ``base`` of ``mirror`` (see the module
     docstring)."""
 
-    __slots__ = ("_backed", "_files", "_pins", "base", "mirror")
+    __slots__ = ("_backed", "_calls", "_files", "_maps", "_pins", "base", "mirror")
 
     def __init__(self, pid: int, mirror: Mirror, base: int) -> None:
         super().__init__(pid)
@@ -206,25 +206,37 @@ class HostUserMemory(ProcessMemory):
         self._pins: dict[int, tuple[int, int]] = {}  # page va -> (pa, this process's pins)
         self._files: dict[str, _Backing] = {}  # map_files entry -> its open file
         self._backed: dict[int, tuple[str, int]] = {}  # pinned page va -> (entry, offset)
+        self._maps: list[_Vma] | None = None  # /proc/PID/maps during one call
+        self._calls = False
 
-    def _vmas(self, va: int, end: int) -> list[_Vma]:
-        """The mappings overlapping ``[va, end)``."""
+    def begin_call(self) -> None:
+        """A call of the process begins: its mappings are read once for the call (they
+        cannot change while the process waits in the syscall). Without it, every lookup
+        reads them afresh."""
+        self._calls = True
+        self._maps = None
+
+    def _read_maps(self) -> list[_Vma]:
         out = []
         try:
-            with open(f"/proc/{self.pid}/maps", encoding="ascii", errors="replace") as maps:
-                for line in maps:
+            with open(f"/proc/{self.pid}/maps", encoding="ascii", errors="replace") as f:
+                for line in f:
                     rng, perms, off, dev, inode = line.split()[:5]
                     lo, hi = (int(x, 16) for x in rng.split("-"))
-                    if lo < end and va < hi:
-                        shared = perms[3] == "s"
-                        out.append(
-                            _Vma(
-                                lo, hi, perms[1] == "w", shared, int(off, 16), dev, int(inode), rng
-                            )
-                        )
+                    shared = perms[3] == "s"
+                    out.append(
+                        _Vma(lo, hi, perms[1] == "w", shared, int(off, 16), dev, int(inode), rng)
+                    )
         except OSError:
             return []
         return out
+
+    def _vmas(self, va: int, end: int) -> list[_Vma]:
+        """The mappings overlapping ``[va, end)``."""
+        maps = self._maps if self._maps is not None else self._read_maps()
+        if self._calls:
+            self._maps = maps
+        return [v for v in maps if v.lo < end and va < v.hi]
 
     def _pa(self, page: int, vmas: list[_Vma]) -> int:
         """Where ``page`` is mirrored: its pinned address, its shared file's, or its own."""

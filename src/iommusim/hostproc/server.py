@@ -324,6 +324,7 @@ class Server:
         self.fds.caller = _Callbacks(self, conn)
         try:
             user = self.user(req.pid)
+            user.begin_call()
             if req.op == p.OP_IOCTL:
                 return self._ioctl(conn, user, req)
             ret = self._call(conn, user, req)
