@@ -128,7 +128,15 @@ for t in iommufd iommufd_fail_nth; do
 	start=$(date +%s)
 	$IOMMUSIM iommufd run -- "$OUT/$t" >"$BUILD/$t.log" 2>&1 || status=$?
 	end=$(date +%s)
-	grep -E '^# (Totals|PASSED|FAILED)|^# (ok|not ok)' "$BUILD/$t.log" | grep -E 'Totals|PASSED|FAILED' || true
+	# Per fixture (the test name's first part): pass / fail / skip, then the harness totals.
+	awk '/^(not )?ok [0-9]+ / {
+		split($0, w, " "); name = ($1 == "not") ? w[4] : w[3]; split(name, part, ".")
+		f = part[1]; fx[f] = 1
+		if ($1 == "not") fail[f]++; else if ($0 ~ /# SKIP/) skip[f]++; else pass[f]++
+	} END { for (f in fx) printf "  %-28s pass %3d  fail %3d  skip %3d\n", f, pass[f], fail[f], skip[f] }' \
+		"$BUILD/$t.log" | sort
+	grep -E '^# (Totals|PASSED|FAILED)' "$BUILD/$t.log" || true
+	grep -E '^not ok' "$BUILD/$t.log" | sed 's/^/  /' || true
 	tail -n 1 "$BUILD/$t.log"
 	echo "wall time $((end - start)) s (log: $BUILD/$t.log)"
 done

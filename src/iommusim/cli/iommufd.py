@@ -24,7 +24,7 @@ def cmd_iommufd_run(args: argparse.Namespace) -> int:
     if not argv:
         print("iommusim: error: iommufd run: no PROGRAM given", file=sys.stderr)
         return 2
-    status, _ = run_program(argv, trace=sys.stderr if args.trace else None)
+    status, _ = run_program(argv, trace=sys.stderr if args.trace else None, summary=sys.stderr)
     return status
 
 

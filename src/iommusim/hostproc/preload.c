@@ -319,12 +319,46 @@ int ioctl(int fd, unsigned long request, ...)
  * mmap of the iommufd: an anonymous shared mapping placed as asked, which the server fills
  * with the model's physical pages of the region; the server's errno otherwise.
  */
+/*
+ * MAP_HUGETLB anonymous memory when the host has no huge pages reserved: ordinary pages,
+ * the mapping aligned to the huge page size and its length rounded up to it. The model
+ * mirrors a process's pages at physical addresses that follow its virtual ones, so such a
+ * mapping is, for the IOMMU, exactly the physically contiguous aligned memory a huge page
+ * is; the program sees the memory it asked for.
+ */
+static void *mmap_hugetlb_fallback(void *addr, size_t len, int prot, int flags)
+{
+	int shift = (flags >> MAP_HUGE_SHIFT) & MAP_HUGE_MASK;
+	size_t huge = (size_t)1 << (shift ? shift : 21);
+	size_t size = (len + huge - 1) & ~(huge - 1);
+	char *p, *aligned;
+
+	flags &= ~(MAP_HUGETLB | (MAP_HUGE_MASK << MAP_HUGE_SHIFT));
+	if (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE))
+		return real_mmap(addr, size, prot, flags, -1, 0);
+	p = real_mmap(NULL, size + huge, prot, flags, -1, 0);
+	if (p == MAP_FAILED)
+		return p;
+	aligned = (char *)(((uintptr_t)p + huge - 1) & ~(uintptr_t)(huge - 1));
+	if (aligned > p)
+		real_munmap(p, (size_t)(aligned - p));
+	if (aligned + size < p + size + huge)
+		real_munmap(aligned + size, (size_t)(p + size + huge - (aligned + size)));
+	return aligned;
+}
+
 void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t offset)
 {
 	int place = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE);
 	void *p;
 	int i, e;
 
+	if ((flags & MAP_ANONYMOUS) && (flags & MAP_HUGETLB) && server_len) {
+		p = real_mmap(addr, len, prot, flags, fd, offset);
+		if (p != MAP_FAILED || errno != ENOMEM)
+			return p;
+		return mmap_hugetlb_fallback(addr, len, prot, flags);
+	}
 	if ((flags & MAP_ANONYMOUS) || !ours(fd))
 		return real_mmap(addr, len, prot, flags, fd, offset);
 	p = real_mmap(addr, len, PROT_READ | PROT_WRITE, place | MAP_SHARED | MAP_ANONYMOUS, -1,

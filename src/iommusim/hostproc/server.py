@@ -25,6 +25,7 @@ Serving a call (``preload.c`` forwards it):
 
 from __future__ import annotations
 
+import contextlib
 import errno as _errno
 import selectors
 import socket
@@ -39,7 +40,7 @@ from iommusim.errors import ApiError, BadAddress, IoError, IommusimError, TooMan
 from iommusim.hostproc import protocol as p
 from iommusim.hostproc.context import HostIommufdFile
 from iommusim.hostproc.fdtable import HostFdTable
-from iommusim.hostproc.memory import SLOT_SHIFT, HostUserMemory
+from iommusim.hostproc.memory import FILE_SHIFT, SLOT_SHIFT, HostUserMemory, Mirror
 from iommusim.hostproc.names import INT_ARG_IOCTLS, errno_name, ioctl_name
 from iommusim.mem import SparseMemory
 from iommusim.sw.iommufd.file import IommufdFile
@@ -48,10 +49,11 @@ from iommusim.sw.pages import PageAllocator
 
 __all__ = ["POOL_BASE", "Server", "Stats"]
 
-#: Mirror slots of processes (see :mod:`~iommusim.hostproc.memory`); the last slot holds
-#: the kernel's own pages (the mock vIOMMU's).
-_SLOTS: Final = 15
-POOL_BASE: Final = _SLOTS << SLOT_SHIFT
+#: Mirror slots of processes (see :mod:`~iommusim.hostproc.memory`); the next slot holds
+#: shared files' pages, the last one the kernel's own (the mock vIOMMU's).
+_SLOTS: Final = 14
+_FILES_BASE: Final = _SLOTS << SLOT_SHIFT
+POOL_BASE: Final = (_SLOTS + 1) << SLOT_SHIFT
 _POOL_SIZE: Final = 64 << 20
 #: The most bytes of an ioctl argument read (a ``size`` beyond reads as a fault there).
 _ARG_MAX: Final = 1 << 20
@@ -102,8 +104,13 @@ class _Conn:
         self.name = name
         self.file: IommufdFile | None = None
 
-    def recv_request(self) -> p.Request:
-        req = p.parse_request(self.sock.recv(1 << 16))
+    def callback(self, rep: bytes) -> p.Request:
+        """Send a call-back and take the program's reply; EIO when the program is gone."""
+        try:
+            self.sock.send(rep)
+            req = p.parse_request(self.sock.recv(1 << 16))
+        except OSError as e:
+            raise IoError(f"the program is gone: {e}") from e
         if req is None or req.op != p.OP_REPLY:
             raise IoError("the program broke the call-back protocol")
         return req
@@ -128,8 +135,7 @@ class _Callbacks:
         srv._token += 1
         token = srv._token
         # get_unused_fd_flags(O_CLOEXEC), as eventq.c and selftest.c ask for.
-        self.conn.sock.send(p.answer(0, op=p.REP_INSTALL, a=token, b=1))
-        fd = self.conn.recv_request().a
+        fd = self.conn.callback(p.answer(0, op=p.REP_INSTALL, a=token, b=1)).a
         if fd >= 1 << 63:
             err = (1 << 64) - fd
             if err == _errno.EMFILE:
@@ -141,13 +147,11 @@ class _Callbacks:
                 return fd, conn.name
 
     def lookup(self, fd: int) -> bytes:
-        self.conn.sock.send(p.answer(0, op=p.REP_LOOKUP, a=fd & ((1 << 64) - 1)))
-        return self.conn.recv_request().payload
+        return self.conn.callback(p.answer(0, op=p.REP_LOOKUP, a=fd & ((1 << 64) - 1))).payload
 
     def close_fd(self, fd: int) -> None:
         # The server's end of that socket sees EOF later; the file is released by then.
-        self.conn.sock.send(p.answer(0, op=p.REP_CLOSE, a=fd & ((1 << 64) - 1)))
-        self.conn.recv_request()
+        self.conn.callback(p.answer(0, op=p.REP_CLOSE, a=fd & ((1 << 64) - 1)))
 
 
 class Server:
@@ -159,6 +163,7 @@ class Server:
         self.trace = trace
         self.stats = Stats()
         self.mem = SparseMemory()
+        self.mirror = Mirror(self.mem, _FILES_BASE, 1 << (SLOT_SHIFT - FILE_SHIFT))
         self.pages = PageAllocator(self.mem, POOL_BASE, _POOL_SIZE)
         self.fds = HostFdTable()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -186,7 +191,7 @@ class Server:
         free = [s for s in range(_SLOTS) if s not in used]
         if not free:
             raise TooManyOpenFiles(f"more than {_SLOTS} processes use /dev/iommu at once")
-        got = HostUserMemory(pid, self.mem, free[0] << SLOT_SHIFT)
+        got = HostUserMemory(pid, self.mirror, free[0] << SLOT_SHIFT)
         self._users[pid] = got
         return got
 
@@ -205,7 +210,10 @@ class Server:
         """Accept one connection and take its first record (OPEN or FILE)."""
         sock, addr = self.listener.accept()
         conn = _Conn(sock, _name(addr))
-        req = p.parse_request(sock.recv(1 << 16))
+        try:
+            req = p.parse_request(sock.recv(1 << 16))
+        except OSError:
+            req = None
         if req is None:
             sock.close()
             return None
@@ -215,10 +223,16 @@ class Server:
             try:
                 conn.file = self._open(req.pid)
             except ApiError as e:
-                sock.send(p.answer(-1, e.errno))
+                with contextlib.suppress(OSError):
+                    sock.send(p.answer(-1, e.errno))
                 sock.close()
                 return None
-            sock.send(p.answer(0))
+            try:
+                sock.send(p.answer(0))
+            except OSError:
+                sock.close()
+                conn.file.close()
+                return None
         else:
             sock.close()
             return None
@@ -265,7 +279,10 @@ class Server:
             if conn is None:
                 continue
             try:
-                msg = conn.sock.recv(1 << 16)
+                # An event may be stale: its fd was dropped and reused during this round.
+                msg = conn.sock.recv(1 << 16, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                continue
             except OSError:
                 msg = b""
             if not msg:
@@ -279,7 +296,10 @@ class Server:
                 except IommusimError:
                     self._model_error(f"request {req.op}")
                     rep = p.answer(-1, _errno.EIO)
-                conn.sock.send(rep)
+                try:
+                    conn.sock.send(rep)
+                except OSError:  # the program died in its call: its close follows
+                    self._drop(conn)
         return bool(events)
 
     def _model_error(self, what: str) -> None:
@@ -307,6 +327,7 @@ class Server:
         self.fds.caller = _Callbacks(self, conn)
         try:
             user = self.user(req.pid)
+            user.begin_call()
             if req.op == p.OP_IOCTL:
                 return self._ioctl(conn, user, req)
             ret = self._call(conn, user, req)
