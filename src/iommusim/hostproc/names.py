@@ -2,8 +2,7 @@
 
 iommufd's own numbers come from :mod:`iommusim.sw.iommufd.uapi` and the selftest's ops from
 :mod:`iommusim.sw.iommufd.selftest_uapi`; the VFIO type1 numbers the compatibility layer
-serves are ``include/uapi/linux/vfio.h``'s (``VFIO_TYPE`` is iommufd's ``';'``, from
-``VFIO_BASE`` 100).
+serves are :mod:`iommusim.sw.iommufd.vfio_uapi`'s.
 """
 
 from __future__ import annotations
@@ -11,22 +10,24 @@ from __future__ import annotations
 import errno as _errno
 from typing import Final
 
-from iommusim.sw.iommufd import selftest_uapi, uapi
+from iommusim.sw.iommufd import selftest_uapi, uapi, vfio_uapi
 
 __all__ = ["INT_ARG_IOCTLS", "errno_name", "ioctl_name"]
 
 _VFIO: Final = {
-    100: "VFIO_GET_API_VERSION",
-    101: "VFIO_CHECK_EXTENSION",
-    102: "VFIO_SET_IOMMU",
-    112: "VFIO_IOMMU_GET_INFO",
-    113: "VFIO_IOMMU_MAP_DMA",
-    114: "VFIO_IOMMU_UNMAP_DMA",
-    117: "VFIO_IOMMU_DIRTY_PAGES",
+    vfio_uapi.VFIO_GET_API_VERSION: "VFIO_GET_API_VERSION",
+    vfio_uapi.VFIO_CHECK_EXTENSION: "VFIO_CHECK_EXTENSION",
+    vfio_uapi.VFIO_SET_IOMMU: "VFIO_SET_IOMMU",
+    vfio_uapi.VFIO_IOMMU_GET_INFO: "VFIO_IOMMU_GET_INFO",
+    vfio_uapi.VFIO_IOMMU_MAP_DMA: "VFIO_IOMMU_MAP_DMA",
+    vfio_uapi.VFIO_IOMMU_UNMAP_DMA: "VFIO_IOMMU_UNMAP_DMA",
+    vfio_uapi.VFIO_IOMMU_DIRTY_PAGES: "VFIO_IOMMU_DIRTY_PAGES",
 }
 #: The VFIO ioctls whose argument is a value, not a pointer (``ioctl(fd, req, type)``):
 #: the model takes it as 8 little-endian bytes.
-INT_ARG_IOCTLS: Final = frozenset((uapi.IOMMUFD_TYPE << 8) | nr for nr in (100, 101, 102))
+INT_ARG_IOCTLS: Final = frozenset(
+    (vfio_uapi.VFIO_GET_API_VERSION, vfio_uapi.VFIO_CHECK_EXTENSION, vfio_uapi.VFIO_SET_IOMMU)
+)
 
 _NAMES: Final = {
     **{
@@ -34,7 +35,7 @@ _NAMES: Final = {
         for k, v in vars(uapi).items()
         if k.startswith("IOMMU_") and isinstance(v, int) and v in uapi.IOCTLS
     },
-    **{(uapi.IOMMUFD_TYPE << 8) | nr: name for nr, name in _VFIO.items()},
+    **_VFIO,
     selftest_uapi.IOMMU_TEST_CMD: "IOMMU_TEST_CMD",
 }
 _TEST_OPS: Final = {

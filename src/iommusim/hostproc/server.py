@@ -38,7 +38,6 @@ from typing import Final
 
 from iommusim.errors import ApiError, BadAddress, IoError, IommusimError, TooManyOpenFiles
 from iommusim.hostproc import protocol as p
-from iommusim.hostproc.context import HostIommufdFile
 from iommusim.hostproc.fdtable import HostFdTable
 from iommusim.hostproc.memory import FILE_SHIFT, SLOT_SHIFT, HostUserMemory, Mirror
 from iommusim.hostproc.names import INT_ARG_IOCTLS, errno_name, ioctl_name
@@ -201,7 +200,7 @@ class Server:
         if self._kernel is None:
             # The kernel: its core and mock driver (the context itself serves no one).
             self._kernel = open_selftest(user, self.pages)
-        f = HostIommufdFile(user, None, self._kernel.core, selftest=self._kernel.selftest)
+        f = IommufdFile(user, None, self._kernel.core, selftest=self._kernel.selftest)
         f.fds = self.fds
         return f
 
