@@ -44,8 +44,8 @@ import os
 from typing import Final, NamedTuple
 
 from iommusim.errors import BadAddress, InvalidArgument
+from iommusim.hostproc.files import HostFiles
 from iommusim.mem.protocol import PhysicalMemory
-from iommusim.sw.iommufd.memfd import FdTable
 from iommusim.sw.pages import PAGE_SIZE
 
 __all__ = ["FILE_SHIFT", "SLOT_SHIFT", "HostUserMemory", "Mirror", "ProcessMemory"]
@@ -257,16 +257,15 @@ class HostUserMemory(ProcessMemory):
         self._backed: dict[int, tuple[str, int]] = {}  # pinned page va -> (entry, offset)
         self._maps: list[_Vma] | None = None  # /proc/PID/maps during one call
         self._calls = False
-        self._fdtable = FdTable()
+        self._fdtable = HostFiles(pid, mirror)
 
     @property
     def phys(self) -> _PinnedView:
         return _PinnedView(self)
 
     @property
-    def files(self) -> FdTable:
-        """Model memfds IOAS_MAP_FILE can name. The host process's own memfds are not in
-        it: MAP_FILE of one is EBADF (not modelled yet)."""
+    def files(self) -> HostFiles:
+        """The program's own descriptors, for IOAS_MAP_FILE (:mod:`~iommusim.hostproc.files`)."""
         return self._fdtable
 
     def begin_call(self) -> None:

@@ -17,6 +17,7 @@ from iommusim.sw.mm import PROT_READ, PROT_WRITE, Mm
 from iommusim.sw.pages import PAGE_SIZE
 
 __all__ = [
+    "FileTable",
     "MmUserMemory",
     "PageSource",
     "PinnedMemory",
@@ -61,12 +62,19 @@ class PageSource(Protocol):
     def unpin_pages(self, va: int, npages: int) -> None: ...
 
 
+class FileTable(Protocol):
+    """A process's open files as IOAS_MAP_FILE finds them: ``get(fd)`` is ``fget``
+    (BadFileDescriptor, EBADF, when ``fd`` is not open) and gives the file's pages."""
+
+    def get(self, fd: int) -> PageSource: ...
+
+
 class UserMemory(PageSource, Protocol):
     """The user address space an iommufd file serves (pins fail with EFAULT), and the
     process's open files (``files``: the descriptors IOAS_MAP_FILE names)."""
 
     @property
-    def files(self) -> FdTable: ...
+    def files(self) -> FileTable: ...
 
     def pin_count(self, va: int) -> int:
         """Long-term pins of the page holding ``va``
