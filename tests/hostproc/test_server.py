@@ -156,3 +156,48 @@ def test_the_last_close_releases_the_context(served: tuple[Server, Client]) -> N
     other = client.open()
     _ioas_alloc(client, other)
     assert conn.file is not None and conn.file.closed
+
+
+def test_status_reports_the_pages_iommufd_pins_for_a_process(
+    served: tuple[Server, Client],
+) -> None:
+    """OP_STATUS: ``mm->pinned_vm`` as the model keeps it (``iopt_pages_update_pinned``):
+    nothing before a domain pins, then every page of the mapped buffer; 0 after unmap."""
+    server, client = served
+    s = client.open()
+    ioas = _ioas_alloc(client, s)
+    page = 4096
+    buf = ctypes.create_string_buffer(4 * page + page)
+    va = (ctypes.addressof(buf) + page - 1) & ~(page - 1)
+    mp = uapi.STRUCTS["iommu_ioas_map"]
+    flags = uapi.IOMMU_IOAS_MAP_READABLE | uapi.IOMMU_IOAS_MAP_WRITEABLE
+    flags |= uapi.IOMMU_IOAS_MAP_FIXED_IOVA  # inside the mock domain's aperture
+    arg = _buf(
+        mp.encode(
+            size=mp.size,
+            flags=flags,
+            ioas_id=ioas,
+            user_va=va,
+            length=4 * page,
+            iova=t.MOCK_APERTURE_START,
+        )
+    )
+    assert client.call(s, p.OP_IOCTL, uapi.IOMMU_IOAS_MAP, ctypes.addressof(arg)) == (0, 0)
+    iova = mp.decode(arg.raw)["iova"]
+
+    def status() -> tuple[int, int]:
+        st = client.connect()
+        st.send(p.REQ.pack(p.OP_STATUS, os.getpid(), os.getpid(), 0, 0, 0))
+        _, _, _, pinned, locked = p.REP.unpack(st.recv(1 << 16))
+        return pinned, locked
+
+    assert status() == (0, 0)  # no domain: nothing pinned yet
+    view = t.test_cmd_view(t.IOMMU_TEST_OP_MOCK_DOMAIN)
+    cmd = _buf(view.encode(size=t.TEST_CMD.size, op=t.IOMMU_TEST_OP_MOCK_DOMAIN, id=ioas))
+    assert client.call(s, p.OP_IOCTL, t.IOMMU_TEST_CMD, ctypes.addressof(cmd)) == (0, 0)
+    assert status() == (4, 0)  # per-user accounting: pinned, not locked in the mm
+    un = uapi.STRUCTS["iommu_ioas_unmap"]
+    arg = _buf(un.encode(size=un.size, ioas_id=ioas, iova=iova, length=4 * page))
+    assert client.call(s, p.OP_IOCTL, uapi.IOMMU_IOAS_UNMAP, ctypes.addressof(arg)) == (0, 0)
+    assert status() == (0, 0)
+    assert server.stats.ioctls == 4

@@ -11,6 +11,9 @@
  * server reads and writes the program's memory itself (process_vm_readv/writev) and answers
  * with a struct rep. While serving an ioctl the server may call back (rep.op != REP_DONE):
  * install a new file at the lowest free fd, say which socket an fd is, or close an fd.
+ * fopen of /proc/PID/status adds to its VmPin and VmLck what the model's iommufd pins and
+ * locks for that process (OP_STATUS): the host kernel does not see those pins, the model is
+ * the kernel that took them.
  * Keep the numbers below equal to iommusim/hostproc/protocol.py (a test compares them).
  */
 #define _GNU_SOURCE
@@ -22,6 +25,7 @@
 #include <stddef.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -41,6 +45,7 @@
 #define OP_WRITE 7
 #define OP_POLL 8
 #define OP_REPLY 9
+#define OP_STATUS 10
 
 #define REP_DONE 0
 #define REP_INSTALL 1
@@ -83,6 +88,8 @@ static ssize_t (*real_read)(int, void *, size_t);
 static ssize_t (*real_write)(int, const void *, size_t);
 static int (*real_poll)(struct pollfd *, nfds_t, int);
 static int (*real_ppoll)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
+static FILE *(*real_fopen)(const char *, const char *);
+static FILE *(*real_fopen64)(const char *, const char *);
 
 __attribute__((constructor)) static void init(void)
 {
@@ -97,6 +104,8 @@ __attribute__((constructor)) static void init(void)
 	real_write = dlsym(RTLD_NEXT, "write");
 	real_poll = dlsym(RTLD_NEXT, "poll");
 	real_ppoll = dlsym(RTLD_NEXT, "ppoll");
+	real_fopen = dlsym(RTLD_NEXT, "fopen");
+	real_fopen64 = dlsym(RTLD_NEXT, "fopen64");
 	if (!path || strlen(path) >= sizeof(server.sun_path))
 		return;
 	server.sun_family = AF_UNIX;
@@ -221,6 +230,70 @@ static int open_iommu(int flags)
 		return -1;
 	}
 	return s;
+}
+
+/* The pid of "/proc/N/status" or "/proc/self/status", else 0. */
+static pid_t status_pid(const char *path)
+{
+	const char *p;
+	char *end;
+	long pid;
+
+	if (!path || !server_len || strncmp(path, "/proc/", 6))
+		return 0;
+	p = path + 6;
+	if (!strcmp(p, "self/status"))
+		return getpid();
+	pid = strtol(p, &end, 10);
+	return end != p && !strcmp(end, "/status") && pid > 0 ? (pid_t)pid : 0;
+}
+
+/* The status file with the model's pinned and locked pages added (in kB). */
+static FILE *status_file(const char *path, pid_t pid, FILE *(*real)(const char *, const char *))
+{
+	long kb_per_page = sysconf(_SC_PAGESIZE) / 1024;
+	FILE *in = real(path, "r");
+	struct rep rep;
+	char line[512];
+	int s, out;
+
+	if (!in || (s = connect_server(1)) < 0)
+		return in;
+	if (transact(s, OP_STATUS, (uint64_t)pid, 0, 0, 0, NULL, 0, &rep) < 0) {
+		close(s);
+		return in;
+	}
+	close(s);
+	out = memfd_create("iommusim-status", MFD_CLOEXEC);
+	if (out < 0)
+		return in;
+	while (fgets(line, sizeof(line), in)) {
+		long kb;
+
+		if (!strncmp(line, "VmPin:", 6) && sscanf(line + 6, "%ld", &kb) == 1)
+			snprintf(line, sizeof(line), "VmPin:\t%8ld kB\n", kb + (long)rep.a * kb_per_page);
+		else if (!strncmp(line, "VmLck:", 6) && sscanf(line + 6, "%ld", &kb) == 1)
+			snprintf(line, sizeof(line), "VmLck:\t%8ld kB\n", kb + (long)rep.b * kb_per_page);
+		if (real_write(out, line, strlen(line)) < 0)
+			break;
+	}
+	fclose(in);
+	lseek(out, 0, SEEK_SET);
+	return fdopen(out, "r");
+}
+
+FILE *fopen(const char *path, const char *mode)
+{
+	pid_t pid = mode && mode[0] == 'r' ? status_pid(path) : 0;
+
+	return pid ? status_file(path, pid, real_fopen) : real_fopen(path, mode);
+}
+
+FILE *fopen64(const char *path, const char *mode)
+{
+	pid_t pid = mode && mode[0] == 'r' ? status_pid(path) : 0;
+
+	return pid ? status_file(path, pid, real_fopen64) : real_fopen64(path, mode);
 }
 
 static mode_t mode_arg(int flags, va_list ap)

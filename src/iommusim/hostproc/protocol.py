@@ -8,7 +8,10 @@ payload; an answer (server -> program) is :data:`REP` -- ``ret``, ``err`` (the e
 the server goes on: :data:`REP_INSTALL` (connect a new file socket at the lowest free fd and
 announce it with :data:`OP_FILE`; ``a`` the token, ``b`` close-on-exec), :data:`REP_LOOKUP`
 (``a`` an fd: the reply's payload is its socket's name, empty when it is not one of ours) and
-:data:`REP_CLOSE` (``a`` an fd to close).
+:data:`REP_CLOSE` (``a`` an fd to close). A connection whose first request is
+:data:`OP_STATUS` asks for the kernel memory accounting of process ``a`` (what
+``/proc/PID/status`` shows as ``VmPin`` and ``VmLck``): the answer's ``a`` and ``b`` are the
+pages the model's iommufd pins and locks for it; the connection then closes.
 
 The numbers are the ``#define``\\ s of ``preload.c``; a test compares them.
 """
@@ -27,6 +30,7 @@ __all__ = [
     "OP_POLL",
     "OP_READ",
     "OP_REPLY",
+    "OP_STATUS",
     "OP_WRITE",
     "REP",
     "REP_CLOSE",
@@ -48,6 +52,7 @@ OP_READ: Final = 6
 OP_WRITE: Final = 7
 OP_POLL: Final = 8
 OP_REPLY: Final = 9
+OP_STATUS: Final = 10
 
 REP_DONE: Final = 0
 REP_INSTALL: Final = 1

@@ -43,6 +43,8 @@ from iommusim.hostproc.memory import FILE_SHIFT, SLOT_SHIFT, HostUserMemory, Mir
 from iommusim.hostproc.names import INT_ARG_IOCTLS, errno_name, ioctl_name
 from iommusim.mem import SparseMemory
 from iommusim.sw.iommufd.file import IommufdFile
+from iommusim.sw.iommufd.ioas import Ioas
+from iommusim.sw.iommufd.pages import ACCOUNT_MM, IoPages
 from iommusim.sw.iommufd.selftest import open_selftest
 from iommusim.sw.pages import PageAllocator
 
@@ -204,6 +206,28 @@ class Server:
         f.fds = self.fds
         return f
 
+    def accounting(self, pid: int) -> tuple[int, int]:
+        """``mm->pinned_vm`` and ``mm->locked_vm`` as the model's iommufd keeps them for
+        process ``pid`` (``iopt_pages_update_pinned``): every pinned page of the IOAS pages it
+        is charged for (``pages->source_mm``), and of those, the ones charged per mm
+        (IOPT_PAGES_ACCOUNT_MM). Each pages object counts its own pins, as the kernel's."""
+        seen: dict[int, IoPages] = {}
+        for conn in self._conns.values():
+            if conn.file is None:
+                continue
+            for obj in conn.file.objects:
+                if isinstance(obj, Ioas):
+                    for area in obj.iopt.areas:
+                        seen[id(area.pages)] = area.pages
+        mine = [
+            pg
+            for pg in seen.values()
+            if isinstance(pg.owner, HostUserMemory) and pg.owner.pid == pid
+        ]
+        pinned = sum(pg.npinned for pg in mine)
+        locked = sum(pg.npinned for pg in mine if pg.account_mode == ACCOUNT_MM)
+        return pinned, locked
+
     # ------------------------------------------------------------------ connections
     def _accept(self) -> _Conn | None:
         """Accept one connection and take its first record (OPEN or FILE)."""
@@ -214,6 +238,12 @@ class Server:
         except OSError:
             req = None
         if req is None:
+            sock.close()
+            return None
+        if req.op == p.OP_STATUS:
+            pinned, locked = self.accounting(req.a)
+            with contextlib.suppress(OSError):
+                sock.send(p.answer(0, 0, p.REP_DONE, pinned, locked))
             sock.close()
             return None
         if req.op == p.OP_FILE:
