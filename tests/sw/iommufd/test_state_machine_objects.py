@@ -70,8 +70,10 @@ BAD_FLAG: Final = {
 }
 KINDS: Final = ("ioas", "dev", "paging", "nested", "viommu", "fault")
 
-#: IOVAs to map at: in the mock aperture, 64 KiB apart; lengths up to 16 KiB.
-iovas = st.sampled_from([START + i * 0x10000 for i in range(4)])
+#: IOVAs to map at: in the mock aperture, 64 KiB apart, and one below it; lengths up to
+#: 16 KiB.
+LOW: Final = 0x10000
+iovas = st.sampled_from([START + i * 0x10000 for i in range(4)] + [LOW])
 lengths = st.sampled_from([0, PAGE, 2 * PAGE, 4 * PAGE])
 #: Small ids: existing ones, destroyed ones and ones never used.
 small_ids = st.one_of(st.integers(0, 24), st.sampled_from([1 << 31, (1 << 32) - 1]))
@@ -232,6 +234,15 @@ class ObjectGraphMachine(RuleBasedStateMachine):
         obj = self.env.file.objects.get(ioas)
         return {a.iova: a.length for a in obj.iopt.areas}  # type: ignore[attr-defined]
 
+    def _has_domain(self, ioas: int) -> bool:
+        """A paging HWPT is on the IOAS: the mock aperture is reserved in it."""
+        return any(o.kind == "paging" and o.holds[0] == ioas for o in self.ref.values())
+
+    def _low(self, ioas: int) -> bool:
+        """The IOAS maps below the mock aperture: a new domain cannot join it
+        (``iopt_table_add_domain`` -> ``iopt_reserve_iova``: EADDRINUSE)."""
+        return any(i < START for i in self.ref[ioas].areas)
+
     def _ioas_of(self, hwpt: int) -> int:
         o = self.ref[hwpt]
         while o.kind == "nested":
@@ -241,14 +252,16 @@ class ObjectGraphMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ a starting scene
     @initialize(scene=st.integers(0, 4))
     def start(self, scene: int) -> None:
-        """Deep graphs are rare from scratch: start from one of a few scenes (nothing; an
-        IOAS with two areas; + a mock device on it; + a nesting parent and a vIOMMU with
-        its mmap region; + a vDEVICE, a nested HWPT on the vIOMMU and a HW queue). An access
-        pinning IOAS 1 comes with the device."""
+        """Deep graphs are rare from scratch: start from one of a few scenes: nothing; an
+        IOAS with two areas and one below the mock aperture; or the two areas and a mock
+        device on it with an access; + a nesting parent and a vIOMMU with its mmap region;
+        + a vDEVICE, a nested HWPT on the vIOMMU and a HW queue."""
         if scene >= 1:
             self.ioas_alloc()
             self._map(1, START, 4 * PAGE, 0)
             self._map(1, START + 0x10000, 2 * PAGE, 0x10000)
+        if scene == 1:  # below the mock aperture: no domain can join IOAS 1 now
+            self._map(1, LOW, PAGE, 0)
         if scene >= 2:
             self._mock_domain(1, False)  # sobj 2, DEVICE 3, auto HWPT 4
             self._create_access(1, t.MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES)  # 5
@@ -280,6 +293,8 @@ class ObjectGraphMachine(RuleBasedStateMachine):
         if not length:
             return self._fails(err, errno.EINVAL)
         areas = self.ref[oid].areas
+        if iova < START and self._has_domain(oid):  # iopt_check_iova: reserved
+            return self._fails(err, errno.EINVAL)
         if any(i < iova + length and iova < i + n for i, n in areas.items()):
             return self._fails(err, errno.EEXIST)
         self._ok(err)
@@ -354,6 +369,8 @@ class ObjectGraphMachine(RuleBasedStateMachine):
                 for i, o in sorted(self.ref.items(), key=lambda kv: kv[1].seq)
                 if o.kind == "paging" and o.auto and o.holds[0] == pt
             ]
+            if not autos and self._low(pt):
+                return errno.EADDRINUSE, 0
             return 0, autos[0] if autos else -1
         if kind not in ("paging", "nested"):
             return errno.EINVAL, 0
@@ -448,6 +465,8 @@ class ObjectGraphMachine(RuleBasedStateMachine):
             return self._fails(err, errno.EOPNOTSUPP)
         if flags & DIRTY and self.ref[dev].no_dirty:
             return self._fails(err, errno.EOPNOTSUPP)
+        if self._low(pt):
+            return self._fails(err, errno.EADDRINUSE)
         if fault and self._kind(fault) != "fault":
             return self._fails(err, errno.ENOENT)
         self._ok(err)
@@ -486,6 +505,8 @@ class ObjectGraphMachine(RuleBasedStateMachine):
         if self._kind(dev) != "dev":
             return self._fails(err, errno.ENOENT)
         kind = self._kind(pt)
+        if kind == "ioas" and self._low(pt):
+            return self._fails(err, errno.EADDRINUSE)
         if kind == "ioas":  # a paging HWPT with the selftest data (its pagetable_type)
             self._ok(err)
             assert got == want
