@@ -44,7 +44,8 @@ from iommusim.sw.iommufd import selftest_uapi as t
 from iommusim.sw.iommufd import uapi
 from iommusim.sw.iommufd.hwpt import Hwpt
 from iommusim.sw.iommufd.selftest_uapi import STRUCTS as TS
-from testsupport.selftest import PAGE, SelftestEnv, selftest_snapshot
+from iommusim.sw.mm import PROT_READ, PROT_WRITE
+from testsupport.selftest import BUFFER_SIZE, PAGE, SelftestEnv, selftest_snapshot
 
 START: Final = t.MOCK_APERTURE_START
 U64: Final = (1 << 64) - 1
@@ -130,6 +131,15 @@ class ObjectGraphMachine(RuleBasedStateMachine):
         self.seq = 0
         #: Every domain an HWPT ever had: all freed at the end.
         self.domains: list[Domain] = []
+        #: A page for the vIOMMU's user data, and a read-only one holding the same data.
+        self.vdata = self.env.mm.mmap(PAGE, PROT_READ | PROT_WRITE)
+        self.vdata_ro = self.env.mm.mmap(PAGE, PROT_READ | PROT_WRITE)
+        self.env.mm.write(self.vdata_ro, bytes(VIOMMU_DATA.encode(in_data=0x55)))
+        self.env.mm.mprotect(self.vdata_ro, PAGE, PROT_READ)
+        # Fault the buffers in: a failed ioctl may have touched them, which is no state of
+        # iommufd's (the snapshot counts allocated pages, for the vIOMMU regions).
+        self.env.mm.write(self.env.buffer, bytes(BUFFER_SIZE))
+        self.env.mm.write(self.env.fd.scratch_va, bytes(self.env.fd.scratch_size))
 
     # ------------------------------------------------------------------ helpers
     def _ids(self, kind: str) -> list[int]:
@@ -159,7 +169,9 @@ class ObjectGraphMachine(RuleBasedStateMachine):
         try:
             return call(), None
         except ApiError as e:
-            assert selftest_snapshot(self.env) == before, f"{e!r} changed state"
+            after = selftest_snapshot(self.env)
+            diff = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+            assert not diff, f"{e!r} changed {diff}"
             return None, e
 
     @staticmethod
@@ -290,7 +302,7 @@ class ObjectGraphMachine(RuleBasedStateMachine):
             self._create_access(1, t.MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES)  # 5
         if scene >= 3:
             self._hwpt_paging(3, 1, NEST_PARENT, 0)  # 6
-            self._viommu(3, 6, t.IOMMU_VIOMMU_TYPE_SELFTEST, True)  # 7
+            self._viommu(3, 6, t.IOMMU_VIOMMU_TYPE_SELFTEST, "full")  # 7
         if scene >= 4:
             self._vdevice(7, 3, 1)  # 8
             self._hwpt_nested(3, 7, 0, True)  # 9
@@ -550,10 +562,17 @@ class ObjectGraphMachine(RuleBasedStateMachine):
             self._new(want, Obj("nested", holds=[pt], viommu=pt))
 
     # ------------------------------------------------------------------ vIOMMU and friends
-    @rule(data=st.data(), region=st.booleans(), bad_type=st.integers(0, 5))
-    def viommu_alloc(self, data: st.DataObject, region: bool, bad_type: int) -> None:
+    @rule(
+        data=st.data(),
+        region=st.sampled_from(["none", "full", "short", "read-only", "unmapped"]),
+        bad_type=st.integers(0, 5),
+    )
+    def viommu_alloc(self, data: st.DataObject, region: str, bad_type: int) -> None:
         """``iommufd_viommu_alloc_ioctl``: the type is checked (``get_viommu_size``) before
-        the HWPT is looked up; the HWPT must be a nesting parent (EINVAL)."""
+        the HWPT is looked up; the HWPT must be a nesting parent (EINVAL); then
+        ``mock_viommu_init`` with the user data: EINVAL for a length below ``out_data``'s
+        end, EFAULT for data it cannot read, or cannot write back into (after it made the
+        mmap region, which goes again)."""
         dev = self._pick(data, "dev")
         hwpt = self._pick(data, "paging")
         vtype = t.IOMMU_VIOMMU_TYPE_SELFTEST
@@ -561,10 +580,26 @@ class ObjectGraphMachine(RuleBasedStateMachine):
             vtype = 0x1234  # another type (the model checks it late: see the xfail test)
         self._viommu(dev, hwpt, vtype, region)
 
-    def _viommu(self, dev: int, hwpt: int, vtype: int, region: bool) -> None:
-        payload = bytes(VIOMMU_DATA.encode(in_data=0x55)) if region else b""
+    def _viommu(self, dev: int, hwpt: int, vtype: int, region: str) -> None:
+        self.env.mm.write(self.vdata, bytes(VIOMMU_DATA.encode(in_data=0x55)))
+        uptr, length = {
+            "none": (0, 0),
+            "full": (self.vdata, VIOMMU_DATA.size),
+            "short": (self.vdata, 4),
+            "read-only": (self.vdata_ro, VIOMMU_DATA.size),
+            "unmapped": (0, VIOMMU_DATA.size),
+        }[region]
         (want,) = self._free_ids(1)
-        got, err = self._call(lambda: self.env.fd.viommu_alloc(dev, hwpt, vtype, payload))
+        out, err = self._call(
+            lambda: self.env.raw(
+                uapi.IOMMU_VIOMMU_ALLOC,
+                type=vtype,
+                dev_id=dev,
+                hwpt_id=hwpt,
+                data_len=length,
+                data_uptr=uptr,
+            )
+        )
         if self._kind(dev) != "dev":
             return self._fails(err, errno.ENOENT)
         if vtype != t.IOMMU_VIOMMU_TYPE_SELFTEST:
@@ -573,11 +608,16 @@ class ObjectGraphMachine(RuleBasedStateMachine):
             return self._fails(err, errno.ENOENT)
         if not self.ref[hwpt].nest_parent:
             return self._fails(err, errno.EINVAL)
+        if region == "short":
+            return self._fails(err, errno.EINVAL)
+        if region in ("read-only", "unmapped"):
+            return self._fails(err, errno.EFAULT)
         self._ok(err)
-        assert got == want
+        assert out["out_viommu_id"] == want  # type: ignore[index]
         v = Obj("viommu", holds=[hwpt])
-        if region:
-            out = VIOMMU_DATA.decode(self.env.fd.scratch_read(VIOMMU_DATA.size))
+        if region == "full":
+            out = VIOMMU_DATA.decode(self.env.mm.read(self.vdata, VIOMMU_DATA.size))
+            assert out["out_data"] == 0x55
             assert out["out_mmap_length"] == 2 * PAGE
             # _iommufd_alloc_mmap: mtree_alloc_range from PAGE_SIZE, first fit
             taken = [o.mmap_offset for o in self.ref.values() if o.mmap_offset]
