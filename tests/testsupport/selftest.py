@@ -82,11 +82,11 @@ class SelftestEnv:
 
 def selftest_snapshot(env: SelftestEnv) -> dict[str, object]:
     """Everything an ioctl of :class:`SelftestEnv`'s file may change: the object table (ids,
-        types, users, and how many ids are taken), each IOAS's areas with their pages' pins and
-        locks, the process's pin counts, the open fds, the mmap regions, each device's
-        attachments, the mock driver's vIOMMUs and the pages allocated (vIOMMU regions, page tables, the
-    process's pages), and the IOMMU core's devices and groups. A failed
-        ioctl must leave all of it unchanged."""
+    types, users, and how many ids are taken), each IOAS's areas with their pages' pins and
+    locks, the process's pin counts, the open fds, the mmap regions, each device's
+    attachments, the mock driver's vIOMMUs, the pages allocated (vIOMMU regions; fault the
+    process's pages in first) and the IOMMU core's devices and groups. A failed ioctl must
+    leave all of it unchanged."""
     from iommusim.sw.iommufd.device import IommufdDevice
     from iommusim.sw.iommufd.ioas import Ioas
 

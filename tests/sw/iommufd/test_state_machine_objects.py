@@ -45,7 +45,7 @@ from iommusim.sw.iommufd import uapi
 from iommusim.sw.iommufd.hwpt import Hwpt
 from iommusim.sw.iommufd.selftest_uapi import STRUCTS as TS
 from iommusim.sw.mm import PROT_READ, PROT_WRITE
-from testsupport.selftest import BUFFER_SIZE, PAGE, SelftestEnv, selftest_snapshot
+from testsupport.selftest import PAGE, SelftestEnv, selftest_snapshot
 
 START: Final = t.MOCK_APERTURE_START
 U64: Final = (1 << 64) - 1
@@ -138,7 +138,7 @@ class ObjectGraphMachine(RuleBasedStateMachine):
         self.env.mm.mprotect(self.vdata_ro, PAGE, PROT_READ)
         # Fault the buffers in: a failed ioctl may have touched them, which is no state of
         # iommufd's (the snapshot counts allocated pages, for the vIOMMU regions).
-        self.env.mm.write(self.env.buffer, bytes(BUFFER_SIZE))
+        self.env.mm.write(self.env.buffer, bytes(0x10000 + 4 * PAGE))
         self.env.mm.write(self.env.fd.scratch_va, bytes(self.env.fd.scratch_size))
 
     # ------------------------------------------------------------------ helpers
