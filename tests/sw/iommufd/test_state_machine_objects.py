@@ -420,14 +420,19 @@ class ObjectGraphMachine(RuleBasedStateMachine):
             return errno.ENOENT, 0  # iommufd_viommu_get_vdev_id
         return 0, pt
 
-    @rule(data=st.data(), no_dirty=st.booleans(), bad=st.integers(0, 6))
-    def mock_domain(self, data: st.DataObject, no_dirty: bool, bad: int) -> None:
-        self._mock_domain(self._pick(data, "ioas", "paging", "nested"), no_dirty, not bad)
+    @rule(data=st.data(), no_dirty=st.booleans(), more=st.integers(0, 6))
+    def mock_domain(self, data: st.DataObject, no_dirty: bool, more: int) -> None:
+        pt = self._pick(data, "ioas", "paging", "nested")
+        self._mock_domain(pt, no_dirty, bad_flags=not more, pasid=more == 1)
 
-    def _mock_domain(self, pt: int, no_dirty: bool, bad_flags: bool = False) -> None:
+    def _mock_domain(
+        self, pt: int, no_dirty: bool, bad_flags: bool = False, pasid: bool = False
+    ) -> None:
         """``iommufd_test_mock_domain``: the SELFTEST object, then ``mock_dev_create``
         (EINVAL for unknown flags), ``iommufd_device_bind``, ``iommufd_device_attach``."""
         flags = t.MOCK_FLAGS_DEVICE_NO_DIRTY if no_dirty else 0
+        if pasid:
+            flags |= t.MOCK_FLAGS_DEVICE_PASID
         if bad_flags:
             flags |= 1 << 9
         sobj, idev, auto = self._free_ids(3)
@@ -473,7 +478,9 @@ class ObjectGraphMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ HWPTs
     @rule(
         data=st.data(),
-        flags=st.sampled_from([0, NEST_PARENT, DIRTY, NEST_PARENT | DIRTY, 1 << 30]),
+        flags=st.sampled_from(
+            [0, NEST_PARENT, DIRTY, NEST_PARENT | DIRTY, uapi.IOMMU_HWPT_ALLOC_PASID, 1 << 30]
+        ),
         with_fault=st.integers(0, 3),
     )
     def hwpt_alloc_paging(self, data: st.DataObject, flags: int, with_fault: int) -> None:
