@@ -533,14 +533,22 @@ class ObjectGraphMachine(RuleBasedStateMachine):
         # NEST_PARENT is no flag of a nested HWPT (EOPNOTSUPP); on an IOAS it is fine.
         flags = NEST_PARENT if not bad_flags else 0
         pt = self._pick(data, "paging", "viommu")
-        self._hwpt_nested(self._pick(data, "dev"), pt, flags, bool(with_data))
+        fault = self._pick(data, "fault") if with_data == 4 else 0
+        self._hwpt_nested(self._pick(data, "dev"), pt, flags, bool(with_data), fault)
 
-    def _hwpt_nested(self, dev: int, pt: int, flags: int, with_data: bool) -> None:
+    def _hwpt_nested(self, dev: int, pt: int, flags: int, with_data: bool, fault: int = 0) -> None:
+        """The allocation's own checks first, then the fault queue (FAULT_ID_VALID with
+        ``fault``: ENOENT aborts the new HWPT)."""
         payload = NESTED_DATA if with_data else b""
         (want,) = self._free_ids(1)
         got, err = self._call(
             lambda: self.env.fd.hwpt_alloc(
-                dev, pt, flags=flags, data_type=t.IOMMU_HWPT_DATA_SELFTEST, data=payload
+                dev,
+                pt,
+                flags=flags,
+                data_type=t.IOMMU_HWPT_DATA_SELFTEST,
+                data=payload,
+                fault_id=fault,
             )
         )
         if not payload:  # data_type without data_len
@@ -548,25 +556,29 @@ class ObjectGraphMachine(RuleBasedStateMachine):
         if self._kind(dev) != "dev":
             return self._fails(err, errno.ENOENT)
         kind = self._kind(pt)
+        if kind == "ioas" and fault and flags & NEST_PARENT:
+            return self._fails(err, errno.EOPNOTSUPP)
         if kind == "ioas" and self._low(pt):
             return self._fails(err, errno.EADDRINUSE)
-        if kind == "ioas":  # a paging HWPT with the selftest data (its pagetable_type)
-            self._ok(err)
-            assert got == want
-            return self._new(want, Obj("paging", holds=[pt], nest_parent=bool(flags)))
-        if kind not in ("paging", "viommu"):
+        if kind not in ("ioas", "paging", "viommu"):
             return self._fails(err, errno.EINVAL)
-        if flags:
+        if kind != "ioas" and flags:
             return self._fails(err, errno.EOPNOTSUPP)
         p = self.ref[pt]
         if kind == "paging" and (p.auto or not p.nest_parent):
             return self._fails(err, errno.EINVAL)
+        if fault and self._kind(fault) != "fault":
+            return self._fails(err, errno.ENOENT)
         self._ok(err)
         assert got == want
-        if kind == "paging":
-            self._new(want, Obj("nested", holds=[pt], parent=pt))
+        faults = [fault] if fault else []
+        if kind == "ioas":  # a paging HWPT with the selftest data (its pagetable_type)
+            o = Obj("paging", holds=[pt, *faults], nest_parent=bool(flags), fault=fault)
+        elif kind == "paging":
+            o = Obj("nested", holds=[pt, *faults], parent=pt, fault=fault)
         else:
-            self._new(want, Obj("nested", holds=[pt], viommu=pt))
+            o = Obj("nested", holds=[pt, *faults], viommu=pt, fault=fault)
+        self._new(want, o)
 
     # ------------------------------------------------------------------ vIOMMU and friends
     @rule(
