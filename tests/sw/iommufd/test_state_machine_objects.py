@@ -909,7 +909,11 @@ class ObjectGraphMachine(RuleBasedStateMachine):
         if self.users(oid) != 1:
             return self._fails(err, errno.EBUSY)
         self._ok(err)
+        offset = self.ref[oid].mmap_offset
         self._remove(oid)
+        if offset:  # mock_viommu_destroy -> iommufd_viommu_destroy_mmap: the region is gone
+            _, err = self._call(lambda: self.env.file.mmap(offset, 2 * PAGE))
+            self._fails(err, errno.ENXIO)
 
     # ------------------------------------------------------------------ invariants
     @invariant()
