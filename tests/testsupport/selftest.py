@@ -84,8 +84,9 @@ def selftest_snapshot(env: SelftestEnv) -> dict[str, object]:
     """Everything an ioctl of :class:`SelftestEnv`'s file may change: the object table (ids,
     types, users, and how many ids are taken), each IOAS's areas with their pages' pins and
     locks, the process's pin counts, the open fds, the mmap regions, each device's
-    attachments, the mock driver's vIOMMUs and the IOMMU core's devices and groups. A failed
-    ioctl must leave all of it unchanged."""
+    attachments, the mock driver's vIOMMUs, the pages allocated (vIOMMU regions; fault the
+    process's pages in first) and the IOMMU core's devices and groups. A failed ioctl must
+    leave all of it unchanged."""
     from iommusim.sw.iommufd.device import IommufdDevice
     from iommusim.sw.iommufd.ioas import Ioas
 
@@ -116,4 +117,5 @@ def selftest_snapshot(env: SelftestEnv) -> dict[str, object]:
         "devices": sorted(core.devices),
         "groups": [(g.id, [d.name for d in g.devices], g.owner_cnt) for g in core.groups],
         "viommus": f.selftest.viommus,
+        "pages": f.selftest.pages.nr_allocated,
     }

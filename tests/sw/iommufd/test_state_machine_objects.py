@@ -2,8 +2,9 @@
 issue's state machine, beyond IOAS objects): IOAS_ALLOC, IOAS_MAP/UNMAP, MOCK_DOMAIN (a
 SELFTEST object, its DEVICE and an auto HWPT), MOCK_DOMAIN_REPLACE, HWPT_ALLOC (paging,
 NEST_PARENT, nested on a parent or on a vIOMMU), VIOMMU_ALLOC and its mmap, VDEVICE_ALLOC,
-VEVENTQ_ALLOC, FAULT_QUEUE_ALLOC, HW_QUEUE_ALLOC, CREATE_ACCESS/ACCESS_PAGES, closing the
-queue and access fds, and DESTROY of any id -- valid and invalid.
+VEVENTQ_ALLOC, FAULT_QUEUE_ALLOC, HW_QUEUE_ALLOC, CREATE_ACCESS/ACCESS_PAGES/
+ACCESS_REPLACE_IOAS, closing the queue and access fds, badly framed structs and DESTROY of
+any id -- valid and invalid.
 
 The reference model is a table of ids: each object's kind and the ids it holds a ``users``
 reference on (``refcount_inc(&obj->users)`` in the kernel: an HWPT on its IOAS or parent or
@@ -15,12 +16,18 @@ access). After every step each object's ``users`` is one plus those; a failed ca
 nothing (:func:`~testsupport.selftest.selftest_snapshot`); DESTROY of an object with holders
 is EBUSY (``iommufd_object_remove``: ``refcount_dec_if_one``). Closing the file and every fd
 leaves no object, no pin, no mmap region, no vIOMMU, every domain freed and the IOMMU core
-without devices or groups.
+without devices or groups. Each user page's pin count is predicted too.
+
+Where the model differs from Linux 7.3 the machine steps around it and a strict xfail test
+at the end shows the difference: VIOMMU_ALLOC of another type only on a nesting parent, no
+vDEVICE in a DEVICE's count (:data:`VDEVICE_HOLDS_DEVICE`), every mmap unmapped before the
+file is closed.
 """
 
 from __future__ import annotations
 
 import errno
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
@@ -43,6 +50,7 @@ from iommusim.sw.iommufd import selftest_uapi as t
 from iommusim.sw.iommufd import uapi
 from iommusim.sw.iommufd.hwpt import Hwpt
 from iommusim.sw.iommufd.selftest_uapi import STRUCTS as TS
+from iommusim.sw.mm import PROT_READ, PROT_WRITE
 from testsupport.selftest import PAGE, SelftestEnv, selftest_snapshot
 
 START: Final = t.MOCK_APERTURE_START
@@ -64,8 +72,10 @@ BAD_FLAG: Final = {
 }
 KINDS: Final = ("ioas", "dev", "paging", "nested", "viommu", "fault")
 
-#: IOVAs to map at: in the mock aperture, 64 KiB apart; lengths up to 16 KiB.
-iovas = st.sampled_from([START + i * 0x10000 for i in range(4)])
+#: IOVAs to map at: in the mock aperture, 64 KiB apart, and one below it; lengths up to
+#: 16 KiB.
+LOW: Final = 0x10000
+iovas = st.sampled_from([START + i * 0x10000 for i in range(4)] + [LOW])
 lengths = st.sampled_from([0, PAGE, 2 * PAGE, 4 * PAGE])
 #: Small ids: existing ones, destroyed ones and ones never used.
 small_ids = st.one_of(st.integers(0, 24), st.sampled_from([1 << 31, (1 << 32) - 1]))
@@ -79,6 +89,7 @@ class Obj:
     holds: list[int] = field(default_factory=list)
     # ioas: {iova: length}
     areas: dict[int, int] = field(default_factory=dict)
+    uptrs: dict[int, int] = field(default_factory=dict)  # iova -> the user VA mapped there
     # sobj: its DEVICE id; device: its SELFTEST id, attached HWPT, vDEVICE, NO_DIRTY
     dev: int = 0
     sobj: int = 0
@@ -120,6 +131,15 @@ class ObjectGraphMachine(RuleBasedStateMachine):
         self.seq = 0
         #: Every domain an HWPT ever had: all freed at the end.
         self.domains: list[Domain] = []
+        #: A page for the vIOMMU's user data, and a read-only one holding the same data.
+        self.vdata = self.env.mm.mmap(PAGE, PROT_READ | PROT_WRITE)
+        self.vdata_ro = self.env.mm.mmap(PAGE, PROT_READ | PROT_WRITE)
+        self.env.mm.write(self.vdata_ro, bytes(VIOMMU_DATA.encode(in_data=0x55)))
+        self.env.mm.mprotect(self.vdata_ro, PAGE, PROT_READ)
+        # Fault the buffers in: a failed ioctl may have touched them, which is no state of
+        # iommufd's (the snapshot counts allocated pages, for the vIOMMU regions).
+        self.env.mm.write(self.env.buffer, bytes(0x10000 + 4 * PAGE))
+        self.env.mm.write(self.env.fd.scratch_va, bytes(self.env.fd.scratch_size))
 
     # ------------------------------------------------------------------ helpers
     def _ids(self, kind: str) -> list[int]:
@@ -149,7 +169,9 @@ class ObjectGraphMachine(RuleBasedStateMachine):
         try:
             return call(), None
         except ApiError as e:
-            assert selftest_snapshot(self.env) == before, f"{e!r} changed state"
+            after = selftest_snapshot(self.env)
+            diff = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+            assert not diff, f"{e!r} changed {diff}"
             return None, e
 
     @staticmethod
@@ -226,6 +248,36 @@ class ObjectGraphMachine(RuleBasedStateMachine):
         obj = self.env.file.objects.get(ioas)
         return {a.iova: a.length for a in obj.iopt.areas}  # type: ignore[attr-defined]
 
+    def _pins(self) -> Counter[int]:
+        """Pins per user page: each area (its own pages object) pins a page once while
+        anything needs it -- a domain on its IOAS (all of it), an access item or a HW
+        queue there."""
+        want: Counter[int] = Counter()
+        for ioas in self._ids("ioas"):
+            o, dom = self.ref[ioas], self._has_domain(ioas)
+            users = [r for r in self.ref.values() if r.holds[:1] == [ioas]]
+            spans = [it for r in users if r.kind == "access" for it in r.items.values()]
+            spans += [
+                (q.locked, PAGE)
+                for q in self.ref.values()
+                if q.kind == "hw_queue" and self.ref[q.access].holds == [ioas]
+            ]
+            for iova, n in o.areas.items():
+                pages = set(range(iova, iova + n, PAGE)) if dom else set()
+                for i, ln in spans:
+                    pages |= set(range(max(i, iova), min(i + ln, iova + n), PAGE))
+                want.update(o.uptrs[iova] + p - iova for p in pages)
+        return want
+
+    def _has_domain(self, ioas: int) -> bool:
+        """A paging HWPT is on the IOAS: the mock aperture is reserved in it."""
+        return any(o.kind == "paging" and o.holds[0] == ioas for o in self.ref.values())
+
+    def _low(self, ioas: int) -> bool:
+        """The IOAS maps below the mock aperture: a new domain cannot join it
+        (``iopt_table_add_domain`` -> ``iopt_reserve_iova``: EADDRINUSE)."""
+        return any(i < START for i in self.ref[ioas].areas)
+
     def _ioas_of(self, hwpt: int) -> int:
         o = self.ref[hwpt]
         while o.kind == "nested":
@@ -235,20 +287,22 @@ class ObjectGraphMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ a starting scene
     @initialize(scene=st.integers(0, 4))
     def start(self, scene: int) -> None:
-        """Deep graphs are rare from scratch: start from one of a few scenes (nothing; an
-        IOAS with two areas; + a mock device on it; + a nesting parent and a vIOMMU with
-        its mmap region; + a vDEVICE, a nested HWPT on the vIOMMU and a HW queue). An access
-        pinning IOAS 1 comes with the device."""
+        """Deep graphs are rare from scratch: start from one of a few scenes: nothing; an
+        IOAS with two areas and one below the mock aperture; or the two areas and a mock
+        device on it with an access; + a nesting parent and a vIOMMU with its mmap region;
+        + a vDEVICE, a nested HWPT on the vIOMMU and a HW queue."""
         if scene >= 1:
             self.ioas_alloc()
             self._map(1, START, 4 * PAGE, 0)
             self._map(1, START + 0x10000, 2 * PAGE, 0x10000)
+        if scene == 1:  # below the mock aperture: no domain can join IOAS 1 now
+            self._map(1, LOW, PAGE, 0)
         if scene >= 2:
             self._mock_domain(1, False)  # sobj 2, DEVICE 3, auto HWPT 4
             self._create_access(1, t.MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES)  # 5
         if scene >= 3:
             self._hwpt_paging(3, 1, NEST_PARENT, 0)  # 6
-            self._viommu(3, 6, t.IOMMU_VIOMMU_TYPE_SELFTEST, True)  # 7
+            self._viommu(3, 6, t.IOMMU_VIOMMU_TYPE_SELFTEST, "full")  # 7
         if scene >= 4:
             self._vdevice(7, 3, 1)  # 8
             self._hwpt_nested(3, 7, 0, True)  # 9
@@ -274,10 +328,13 @@ class ObjectGraphMachine(RuleBasedStateMachine):
         if not length:
             return self._fails(err, errno.EINVAL)
         areas = self.ref[oid].areas
+        if iova < START and self._has_domain(oid):  # iopt_check_iova: reserved
+            return self._fails(err, errno.EINVAL)
         if any(i < iova + length and iova < i + n for i, n in areas.items()):
             return self._fails(err, errno.EEXIST)
         self._ok(err)
         areas[iova] = length
+        self.ref[oid].uptrs[iova] = self.env.buffer + off
 
     def _locked(self, ioas: int) -> set[int]:
         """IOVAs of areas a HW queue's internal access locks (``area->num_locks``)."""
@@ -348,6 +405,8 @@ class ObjectGraphMachine(RuleBasedStateMachine):
                 for i, o in sorted(self.ref.items(), key=lambda kv: kv[1].seq)
                 if o.kind == "paging" and o.auto and o.holds[0] == pt
             ]
+            if not autos and self._low(pt):
+                return errno.EADDRINUSE, 0
             return 0, autos[0] if autos else -1
         if kind not in ("paging", "nested"):
             return errno.EINVAL, 0
@@ -361,14 +420,19 @@ class ObjectGraphMachine(RuleBasedStateMachine):
             return errno.ENOENT, 0  # iommufd_viommu_get_vdev_id
         return 0, pt
 
-    @rule(data=st.data(), no_dirty=st.booleans(), bad=st.integers(0, 6))
-    def mock_domain(self, data: st.DataObject, no_dirty: bool, bad: int) -> None:
-        self._mock_domain(self._pick(data, "ioas", "paging", "nested"), no_dirty, not bad)
+    @rule(data=st.data(), no_dirty=st.booleans(), more=st.integers(0, 6))
+    def mock_domain(self, data: st.DataObject, no_dirty: bool, more: int) -> None:
+        pt = self._pick(data, "ioas", "paging", "nested")
+        self._mock_domain(pt, no_dirty, bad_flags=not more, pasid=more == 1)
 
-    def _mock_domain(self, pt: int, no_dirty: bool, bad_flags: bool = False) -> None:
+    def _mock_domain(
+        self, pt: int, no_dirty: bool, bad_flags: bool = False, pasid: bool = False
+    ) -> None:
         """``iommufd_test_mock_domain``: the SELFTEST object, then ``mock_dev_create``
         (EINVAL for unknown flags), ``iommufd_device_bind``, ``iommufd_device_attach``."""
         flags = t.MOCK_FLAGS_DEVICE_NO_DIRTY if no_dirty else 0
+        if pasid:
+            flags |= t.MOCK_FLAGS_DEVICE_PASID
         if bad_flags:
             flags |= 1 << 9
         sobj, idev, auto = self._free_ids(3)
@@ -414,7 +478,9 @@ class ObjectGraphMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ HWPTs
     @rule(
         data=st.data(),
-        flags=st.sampled_from([0, NEST_PARENT, DIRTY, NEST_PARENT | DIRTY, 1 << 30]),
+        flags=st.sampled_from(
+            [0, NEST_PARENT, DIRTY, NEST_PARENT | DIRTY, uapi.IOMMU_HWPT_ALLOC_PASID, 1 << 30]
+        ),
         with_fault=st.integers(0, 3),
     )
     def hwpt_alloc_paging(self, data: st.DataObject, flags: int, with_fault: int) -> None:
@@ -442,6 +508,8 @@ class ObjectGraphMachine(RuleBasedStateMachine):
             return self._fails(err, errno.EOPNOTSUPP)
         if flags & DIRTY and self.ref[dev].no_dirty:
             return self._fails(err, errno.EOPNOTSUPP)
+        if self._low(pt):
+            return self._fails(err, errno.EADDRINUSE)
         if fault and self._kind(fault) != "fault":
             return self._fails(err, errno.ENOENT)
         self._ok(err)
@@ -465,14 +533,22 @@ class ObjectGraphMachine(RuleBasedStateMachine):
         # NEST_PARENT is no flag of a nested HWPT (EOPNOTSUPP); on an IOAS it is fine.
         flags = NEST_PARENT if not bad_flags else 0
         pt = self._pick(data, "paging", "viommu")
-        self._hwpt_nested(self._pick(data, "dev"), pt, flags, bool(with_data))
+        fault = self._pick(data, "fault") if with_data == 4 else 0
+        self._hwpt_nested(self._pick(data, "dev"), pt, flags, bool(with_data), fault)
 
-    def _hwpt_nested(self, dev: int, pt: int, flags: int, with_data: bool) -> None:
+    def _hwpt_nested(self, dev: int, pt: int, flags: int, with_data: bool, fault: int = 0) -> None:
+        """The allocation's own checks first, then the fault queue (FAULT_ID_VALID with
+        ``fault``: ENOENT aborts the new HWPT)."""
         payload = NESTED_DATA if with_data else b""
         (want,) = self._free_ids(1)
         got, err = self._call(
             lambda: self.env.fd.hwpt_alloc(
-                dev, pt, flags=flags, data_type=t.IOMMU_HWPT_DATA_SELFTEST, data=payload
+                dev,
+                pt,
+                flags=flags,
+                data_type=t.IOMMU_HWPT_DATA_SELFTEST,
+                data=payload,
+                fault_id=fault,
             )
         )
         if not payload:  # data_type without data_len
@@ -480,29 +556,42 @@ class ObjectGraphMachine(RuleBasedStateMachine):
         if self._kind(dev) != "dev":
             return self._fails(err, errno.ENOENT)
         kind = self._kind(pt)
-        if kind == "ioas":  # a paging HWPT with the selftest data (its pagetable_type)
-            self._ok(err)
-            assert got == want
-            return self._new(want, Obj("paging", holds=[pt], nest_parent=bool(flags)))
-        if kind not in ("paging", "viommu"):
+        if kind == "ioas" and fault and flags & NEST_PARENT:
+            return self._fails(err, errno.EOPNOTSUPP)
+        if kind == "ioas" and self._low(pt):
+            return self._fails(err, errno.EADDRINUSE)
+        if kind not in ("ioas", "paging", "viommu"):
             return self._fails(err, errno.EINVAL)
-        if flags:
+        if kind != "ioas" and flags:
             return self._fails(err, errno.EOPNOTSUPP)
         p = self.ref[pt]
         if kind == "paging" and (p.auto or not p.nest_parent):
             return self._fails(err, errno.EINVAL)
+        if fault and self._kind(fault) != "fault":
+            return self._fails(err, errno.ENOENT)
         self._ok(err)
         assert got == want
-        if kind == "paging":
-            self._new(want, Obj("nested", holds=[pt], parent=pt))
+        faults = [fault] if fault else []
+        if kind == "ioas":  # a paging HWPT with the selftest data (its pagetable_type)
+            o = Obj("paging", holds=[pt, *faults], nest_parent=bool(flags), fault=fault)
+        elif kind == "paging":
+            o = Obj("nested", holds=[pt, *faults], parent=pt, fault=fault)
         else:
-            self._new(want, Obj("nested", holds=[pt], viommu=pt))
+            o = Obj("nested", holds=[pt, *faults], viommu=pt, fault=fault)
+        self._new(want, o)
 
     # ------------------------------------------------------------------ vIOMMU and friends
-    @rule(data=st.data(), region=st.booleans(), bad_type=st.integers(0, 5))
-    def viommu_alloc(self, data: st.DataObject, region: bool, bad_type: int) -> None:
+    @rule(
+        data=st.data(),
+        region=st.sampled_from(["none", "full", "short", "read-only", "unmapped"]),
+        bad_type=st.integers(0, 5),
+    )
+    def viommu_alloc(self, data: st.DataObject, region: str, bad_type: int) -> None:
         """``iommufd_viommu_alloc_ioctl``: the type is checked (``get_viommu_size``) before
-        the HWPT is looked up; the HWPT must be a nesting parent (EINVAL)."""
+        the HWPT is looked up; the HWPT must be a nesting parent (EINVAL); then
+        ``mock_viommu_init`` with the user data: EINVAL for a length below ``out_data``'s
+        end, EFAULT for data it cannot read, or cannot write back into (after it made the
+        mmap region, which goes again)."""
         dev = self._pick(data, "dev")
         hwpt = self._pick(data, "paging")
         vtype = t.IOMMU_VIOMMU_TYPE_SELFTEST
@@ -510,10 +599,26 @@ class ObjectGraphMachine(RuleBasedStateMachine):
             vtype = 0x1234  # another type (the model checks it late: see the xfail test)
         self._viommu(dev, hwpt, vtype, region)
 
-    def _viommu(self, dev: int, hwpt: int, vtype: int, region: bool) -> None:
-        payload = bytes(VIOMMU_DATA.encode(in_data=0x55)) if region else b""
+    def _viommu(self, dev: int, hwpt: int, vtype: int, region: str) -> None:
+        self.env.mm.write(self.vdata, bytes(VIOMMU_DATA.encode(in_data=0x55)))
+        uptr, length = {
+            "none": (0, 0),
+            "full": (self.vdata, VIOMMU_DATA.size),
+            "short": (self.vdata, 4),
+            "read-only": (self.vdata_ro, VIOMMU_DATA.size),
+            "unmapped": (0, VIOMMU_DATA.size),
+        }[region]
         (want,) = self._free_ids(1)
-        got, err = self._call(lambda: self.env.fd.viommu_alloc(dev, hwpt, vtype, payload))
+        out, err = self._call(
+            lambda: self.env.raw(
+                uapi.IOMMU_VIOMMU_ALLOC,
+                type=vtype,
+                dev_id=dev,
+                hwpt_id=hwpt,
+                data_len=length,
+                data_uptr=uptr,
+            )
+        )
         if self._kind(dev) != "dev":
             return self._fails(err, errno.ENOENT)
         if vtype != t.IOMMU_VIOMMU_TYPE_SELFTEST:
@@ -522,11 +627,16 @@ class ObjectGraphMachine(RuleBasedStateMachine):
             return self._fails(err, errno.ENOENT)
         if not self.ref[hwpt].nest_parent:
             return self._fails(err, errno.EINVAL)
+        if region == "short":
+            return self._fails(err, errno.EINVAL)
+        if region in ("read-only", "unmapped"):
+            return self._fails(err, errno.EFAULT)
         self._ok(err)
-        assert got == want
+        assert out["out_viommu_id"] == want  # type: ignore[index]
         v = Obj("viommu", holds=[hwpt])
-        if region:
-            out = VIOMMU_DATA.decode(self.env.fd.scratch_read(VIOMMU_DATA.size))
+        if region == "full":
+            out = VIOMMU_DATA.decode(self.env.mm.read(self.vdata, VIOMMU_DATA.size))
+            assert out["out_data"] == 0x55
             assert out["out_mmap_length"] == 2 * PAGE
             # _iommufd_alloc_mmap: mtree_alloc_range from PAGE_SIZE, first fit
             taken = [o.mmap_offset for o in self.ref.values() if o.mmap_offset]
@@ -793,7 +903,11 @@ class ObjectGraphMachine(RuleBasedStateMachine):
         if self.users(oid) != 1:
             return self._fails(err, errno.EBUSY)
         self._ok(err)
+        offset = self.ref[oid].mmap_offset
         self._remove(oid)
+        if offset:  # mock_viommu_destroy -> iommufd_viommu_destroy_mmap: the region is gone
+            _, err = self._call(lambda: self.env.file.mmap(offset, 2 * PAGE))
+            self._fails(err, errno.ENXIO)
 
     # ------------------------------------------------------------------ invariants
     @invariant()
@@ -818,11 +932,8 @@ class ObjectGraphMachine(RuleBasedStateMachine):
     def areas_and_pins(self) -> None:
         for i in self._ids("ioas"):
             assert self._areas(i) == self.ref[i].areas
-        pinned = set()
-        for i in self._ids("ioas"):
-            for a in self.env.file.objects.get(i).iopt.areas:  # type: ignore[attr-defined]
-                pinned |= {a.pages.uptr + k * PAGE for k in a.pages.pinned()}
-        assert set(self.env.file.user.pins) == pinned  # type: ignore[attr-defined]
+        got = {va: n for va, (_, n) in self.env.file.user.pins.items()}  # type: ignore[attr-defined]
+        assert got == self._pins()
         for o in self.ref.values():
             if o.kind == "access":
                 st_ = self.env.file.fds[o.fd].ops
