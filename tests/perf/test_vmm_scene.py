@@ -16,10 +16,13 @@ def test_the_scene_runs_guest_dma_a_guest_fault_and_an_invalidation() -> None:
     r = run_vmm_scene()
     assert r.guest_dma_ok and r.fault_served and r.nic_returned
     assert not r.stale_after_invalidate
-    assert r.ioctls == 11 and r.errors == 0
+    assert r.ioctls == 14 and r.errors == 0
+    # The device's write while tracking was on dirtied exactly the guest page it wrote.
+    data_gpa = next(int(st.result.split()[-1], 16) for st in r.steps if st.call == "builds Sv39")
+    assert r.dirty_gpas == [data_gpa]
     calls = [s.call for s in r.steps]
     assert calls[0] == "VFIO_DEVICE_BIND_IOMMUFD(nic)"
-    assert "IOMMU_HWPT_ALLOC(NEST_PARENT)" in calls
+    assert "IOMMU_HWPT_ALLOC(NEST_PARENT|DIRTY_TRACKING)" in calls
     answers = [s.result for s in r.steps if s.actor == "VMM+guest"]
     assert answers == ["SUCCESS", "INVALID"]  # the fault page, then the unmapped one
     assert r.steps[-2].result == "fault" and r.steps[-2].detail == "PRG Invalid Request"

@@ -15,7 +15,10 @@ Every step is the ioctl (or VFIO call) a VMM such as QEMU makes, served by the m
    every table address translated by the G-stage.
 6. A guest page fault: the NIC touches an address the guest has not mapped; its ATS request
    fails, it sends a Page Request; the record arrives on the fault queue; the VMM hands it to
-   the guest, which maps the page, and the VMM writes the response; the NIC retries.
+   the guest, which maps the page, and the VMM writes the response; the NIC retries. Then, as
+   live migration's pre-copy does, IOMMU_HWPT_SET_DIRTY_TRACKING on the parent (tc.GADE: the
+   IOMMU sets the G-stage D bits), a device write, IOMMU_HWPT_GET_DIRTY_BITMAP: the guest
+   page the device wrote is reported dirty.
 7. The guest unmaps and invalidates (IOMMU_HWPT_INVALIDATE with an IOTINVAL.VMA): the next
    DMA there faults.
 8. Teardown: detach, destroy, close; the NIC goes back to the kernel.
@@ -98,6 +101,8 @@ class VmmReport:
     errors: int = 0
     guest_dma_ok: bool = False
     fault_served: bool = False
+    #: Guest-physical pages the device dirtied while tracking was on (GET_DIRTY_BITMAP).
+    dirty_gpas: list[int] = field(default_factory=list)
     stale_after_invalidate: bool = True
     nic_returned: bool = False
 
@@ -114,6 +119,7 @@ class VmmReport:
             "errors": self.errors,
             "guest_dma_ok": self.guest_dma_ok,
             "fault_served": self.fault_served,
+            "dirty_gpas": list(self.dirty_gpas),
             "stale_after_invalidate": self.stale_after_invalidate,
             "nic_returned": self.nic_returned,
         }
@@ -163,9 +169,13 @@ def run_vmm_scene(cfg: VmmConfig | None = None) -> VmmReport:
         f"GPA {cfg.guest_ram_gpa:#x}+{size:#x}",
     )
     # 3. the host's G-stage
-    parent = fd.hwpt_alloc(dev_id, ioas, flags=uapi.IOMMU_HWPT_ALLOC_NEST_PARENT)
+    flags = uapi.IOMMU_HWPT_ALLOC_NEST_PARENT | uapi.IOMMU_HWPT_ALLOC_DIRTY_TRACKING
+    parent = fd.hwpt_alloc(dev_id, ioas, flags=flags)
     rep.add(
-        "VMM", "IOMMU_HWPT_ALLOC(NEST_PARENT)", f"hwpt {parent}", "G-stage filled from the IOAS"
+        "VMM",
+        "IOMMU_HWPT_ALLOC(NEST_PARENT|DIRTY_TRACKING)",
+        f"hwpt {parent}",
+        "G-stage filled from the IOAS",
     )
     # 4. the guest's first stage, the fault queue, the nested HWPT
     view = _guest_view(vmm, ram, cfg, system.bus)
@@ -230,6 +240,20 @@ def run_vmm_scene(cfg: VmmConfig | None = None) -> VmmReport:
         answer = "SUCCESS" if code == uapi.IOMMUFD_PAGE_RESP_SUCCESS else "INVALID"
         rep.add("VMM+guest", "read(fault fd); guest maps; write(response)", answer)
     rep.add("NIC", f"DMA read GVA {cfg.fault_gva:#x}", "ok" if res.ok else "fault", repr(res.data))
+    # 6b. live migration's pre-copy: which guest pages did the device dirty?
+    fd.set_dirty_tracking(parent, True)
+    res = ep.dma_write(cfg.gva + 0x100, b"written by the NIC")
+    dirty = fd.get_dirty_bitmap(parent, cfg.guest_ram_gpa, size, _PAGE)
+    rep.dirty_gpas = [cfg.guest_ram_gpa + i * _PAGE for i in dirty]
+    rep.add("VMM", "IOMMU_HWPT_SET_DIRTY_TRACKING(on)", "ok", "tc.GADE: the IOMMU sets G-stage D")
+    rep.add("NIC", f"DMA write GVA {cfg.gva + 0x100:#x}", "ok" if res.ok else "fault")
+    rep.add(
+        "VMM",
+        "IOMMU_HWPT_GET_DIRTY_BITMAP",
+        f"{len(dirty)} dirty page(s)",
+        ", ".join(f"GPA {g:#x}" for g in rep.dirty_gpas),
+    )
+    fd.set_dirty_tracking(parent, False)
     # 7. guest unmap + invalidate
     vs.unmap(cfg.gva, _PAGE, IotlbGather())
     cmd = CMD_IOTINVAL.encode(opcode=OP_IOTINVAL, func3=FUNC_IOTINVAL_VMA, av=1, addr=cfg.gva >> 12)

@@ -295,6 +295,32 @@ class Iommufd:
             err = e
         return s.decode(arg)["entry_num"], err
 
+    def set_dirty_tracking(self, hwpt_id: int, enable: bool) -> None:
+        """IOMMU_HWPT_SET_DIRTY_TRACKING of a paging HWPT."""
+        flags = uapi.IOMMU_HWPT_DIRTY_TRACKING_ENABLE if enable else 0
+        self._call(uapi.IOMMU_HWPT_SET_DIRTY_TRACKING, hwpt_id=hwpt_id, flags=flags)
+
+    def get_dirty_bitmap(
+        self, hwpt_id: int, iova: int, length: int, page_size: int, flags: int = 0
+    ) -> list[int]:
+        """IOMMU_HWPT_GET_DIRTY_BITMAP over ``[iova, iova + length)``: the indexes (in
+        ``page_size`` units from ``iova``) of the dirty pages; the bitmap is read and cleared
+        unless ``flags`` has NO_CLEAR."""
+        nbits = length // page_size
+        nbytes = -(-nbits // 64) * 8
+        va = self._put(bytes(nbytes))
+        self._call(
+            uapi.IOMMU_HWPT_GET_DIRTY_BITMAP,
+            hwpt_id=hwpt_id,
+            flags=flags,
+            iova=iova,
+            length=length,
+            page_size=page_size,
+            data=va,
+        )
+        bits = int.from_bytes(self.file.user.read(va, nbytes), "little")
+        return [i for i in range(nbits) if bits >> i & 1]
+
     def viommu_alloc(self, dev_id: int, hwpt_id: int, viommu_type: int, data: bytes = b"") -> int:
         """IOMMU_VIOMMU_ALLOC over the nesting parent ``hwpt_id``; ``data`` is the driver's
         struct, which it may write back (read it with :meth:`scratch_read`)."""
