@@ -142,6 +142,7 @@ IDR0: Final = layout(
     ("stall_model", 24, 2, _RO),
     ("term_model", 26, 1, _RO),
     ("st_level", 27, 2, _RO),
+    ("rme_impl", 30, 1, _RO),
 )
 
 # IHI 0070 6.3, SMMU_IDR1
