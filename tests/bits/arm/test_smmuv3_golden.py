@@ -118,6 +118,20 @@ def test_cd_ttb1_and_tg1_golden():
     assert _dwords(cd, 3) == [0x0099_0000, 0, 0x8000_0002]
 
 
+def test_cd_hwu_and_mpam_fields_golden():
+    """IHI 0070 5.4: HWU059-HWU062 are bits 63:60 of doubleword 1, HWU159-HWU162 bits 63:60 of
+    doubleword 2; PARTID 15:0 and PMG 23:16 of the upper word of doubleword 5."""
+    cd = s.CD.encode(hwu059=1, hwu062=1, hwu160=1, partid=0xABCD, pmg=0x5A)
+    assert _dwords(cd, 6) == [0, 0x9 << 60, 0x2 << 60, 0, 0, 0x005A_ABCD_0000_0000]
+
+
+def test_ste_mpam_and_vms_fields_golden():
+    """IHI 0070 5.2: S1MPAM bit 26 of word 2; PARTID 31:16 of word 8; PMG 7:0 and VMSPtr 51:12
+    in doubleword 5."""
+    ste = s.STE.encode(s1mpam=1, partid=0x1234, pmg=0x77, vmsptr=0x8_0000_3000 >> 12)
+    assert _dwords(ste, 6) == [0, 1 << 26, 0, 0, 0x1234_0000, 0x0000_0008_0000_3077]
+
+
 def test_cd_l1_descriptor_golden():
     """IHI 0070 5.3: V 0, L2Ptr 51:12."""
     assert s.CDTAB_L1.encode(v=1, l2ptr=0x9_8765_4000 >> 12) == 0x0000_0009_8765_4001

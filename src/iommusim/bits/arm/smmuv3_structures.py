@@ -91,6 +91,7 @@ STE: Final = layout(
     ("ppar", 82, 1),
     ("mev", 83, 1),
     ("s2fwb", 89, 1),
+    ("s1mpam", 90, 1),
     ("s1stalld", 91, 1),
     ("eats", 92, 2),
     ("strw", 94, 2),
@@ -120,6 +121,10 @@ STE: Final = layout(
     ("s2r", 186, 1),
     # doubleword 3
     ("s2ttb", 196, 48),  # S2TTB[51:4]
+    # doublewords 4 and 5: the MPAM identifiers and the Virtual Machine Structure pointer
+    ("partid", 272, 16),
+    ("pmg", 320, 8),
+    ("vmsptr", 332, 40),  # VMSPtr[51:12]
 )
 
 #: STE.Config (IHI 0070 5.2): bit 2 clear aborts; bit 0 enables stage 1, bit 1 stage 2.
@@ -194,17 +199,28 @@ CD: Final = layout(
     ("had0", 65, 1),
     ("haft", 67, 1),
     ("ttb0", 68, 48),  # TTB0[51:4]
+    # hardware use of descriptor bits 59-62 for TTB0 walks (as TCR_EL1.HWU0nn)
+    ("hwu059", 124, 1),
+    ("hwu060", 125, 1),
+    ("hwu061", 126, 1),
+    ("hwu062", 127, 1),
     # doubleword 2
     ("nscfg1", 128, 1),
     ("had1", 129, 1),
     ("ttb1", 132, 48),  # TTB1[51:4]
+    ("hwu159", 188, 1),
+    ("hwu160", 189, 1),
+    ("hwu161", 190, 1),
+    ("hwu162", 191, 1),
     # doublewords 3 and 4: the MAIR_EL1 and AMAIR_EL1 images, low word then high word
     ("mair0", 192, 32),
     ("mair1", 224, 32),
     ("amair0", 256, 32),
     ("amair1", 288, 32),
-    # doubleword 5: IMPLEMENTATION DEFINED
+    # doubleword 5: IMPLEMENTATION DEFINED, then the MPAM identifiers
     ("impdef", 320, 32),
+    ("partid", 352, 16),
+    ("pmg", 368, 8),
 )
 
 #: CD.TG0 and CD.TG1 do not share an encoding (IHI 0070 5.4, as TCR_EL1.TG0/TG1): one enum per
