@@ -12,7 +12,7 @@ Two shapes of descriptor are described by the same fields:
 
 * positive permission bits deciding table versus leaf (RISC-V: a valid entry with R = W = X = 0
   points to the next table, at any level; ``table_fields`` and the valid bit say so);
-* a per-level descriptor type (VMSAv8-64, DDI 0487 D8.3 "Translation table descriptor
+* a per-level descriptor type (VMSAv8-64, DDI 0487 D8 "Translation table descriptor
   formats": bits[1:0] = 0b11 is a table above the last level and a page at the last level,
   0b01 a block where the level allows blocks, anything else invalid): ``table_values`` and
   ``leaf_values`` give, per level, the value of ``pte & table_mask`` meaning table and the
@@ -75,7 +75,7 @@ class PtFormat:
     in a write-permission bit (``dirty_when_clear``, ``dbm``) are described in the module
     docstring. A field named ``None`` (``read`` ... ``global_``) does not exist in the format:
     its mask is 0. ``hints`` names fields that are caching hints only (the VMSAv8-64
-    Contiguous bit, D8.6 "The Contiguous bit"): they never change a walk's result.
+    Contiguous bit, D8 "The Contiguous bit"): they never change a walk's result.
     """
 
     name: str

@@ -1,5 +1,5 @@
-"""The VMSAv8-64 descriptor tables and formats (Arm DDI 0487 D8.3 "Translation table
-descriptor formats", D8.4 "Memory access control"), pinned by golden literal encodings
+"""The VMSAv8-64 descriptor tables and formats (Arm DDI 0487 D8 "Translation table
+descriptor formats", D8 "Memory access control"), pinned by golden literal encodings
 independent of the tables."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from iommusim.bits.pgformat import PERM_R, PERM_W, PERM_X
 
 @pytest.mark.parametrize(("granule", "oa"), [(4, 0xFFFF_FFFF_F000), (16, 0xFFFF_FFFF_C000)])
 def test_stage1_descriptor_golden_encoding(granule: Granule, oa: int) -> None:
-    """D8.3.2: AttrIndx[4:2], NS 5, AP[2:1] 7:6, SH 9:8, AF 10, nG 11, OA [47:n], DBM 51,
+    """D8 "Block descriptor and Page descriptor": AttrIndx[4:2], NS 5, AP[2:1] 7:6, SH 9:8, AF 10,
+    nG 11, OA [47:n], DBM 51,
     Contiguous 52, PXN 53, UXN 54."""
     lay = S1_DESC[granule]
     v = lay.encode(
@@ -25,7 +26,8 @@ def test_stage1_descriptor_golden_encoding(granule: Granule, oa: int) -> None:
 
 
 def test_stage2_and_64k_descriptor_golden_encoding() -> None:
-    """D8.3.2 stage 2: MemAttr[3:0] 5:2, S2AP[1:0] 7:6, XN 54; 64KB OA is bits[47:16]."""
+    """D8 "Block descriptor and Page descriptor", stage 2: MemAttr[3:0] 5:2, S2AP[1:0] 7:6, XN 54;
+    64KB OA is bits[47:16]."""
     lay = S2_DESC[4]
     assert lay.encode(valid=1, memattr=0xF, s2ap_r=1, s2ap_w=1, af=1, xn=1) == (
         0x0040_0000_0000_04FD
@@ -34,7 +36,8 @@ def test_stage2_and_64k_descriptor_golden_encoding() -> None:
 
 
 def test_descriptor_types_per_level() -> None:
-    """D8.3.1: 0b11 is a table at levels 0-2 and a page at level 3; 0b01 a block at 4KB
+    """D8 "Translation table descriptor formats": 0b11 is a table at levels 0-2 and a page at level
+    3; 0b01 a block at 4KB
     levels 1-2 only; bit[0] = 0 invalid."""
     fmt = stage1_format(4, 16)
     assert fmt is not None
@@ -49,7 +52,8 @@ def test_descriptor_types_per_level() -> None:
 
 
 def test_permission_tables_golden() -> None:
-    """D8.4.1 / D8.4.2, read out as bitmaps: the privileged and unprivileged stage 1 grants
+    """D8 "Data access permissions" / "Stage 2 access permissions", read out as bitmaps: the
+    privileged and unprivileged stage 1 grants
     for AP[2:1] = 00, 01, 10, 11 with UXN = PXN = 0, and stage 2 for S2AP = 00..11."""
     s1 = stage1_format(4, 16)
     s2 = stage2_format(4, 24, 1)
@@ -65,7 +69,8 @@ def test_permission_tables_golden() -> None:
 
 
 def test_dirty_state_polarity() -> None:
-    """D8.5.2: stage 1 dirty is AP[2] = 0, stage 2 dirty is S2AP[1] = 1."""
+    """D8 "Hardware management of dirty state": stage 1 dirty is AP[2] = 0, stage 2 dirty is
+    S2AP[1] = 1."""
     s1 = stage1_format(16, 20)
     s2 = stage2_format(16, 24, 1)
     assert s1 is not None and s2 is not None

@@ -1,9 +1,9 @@
 """VMSAv8-64 walks through the shared walker on hand-built tables (Arm DDI 0487 D8): pages
-and blocks per granule (D8.3 "Translation table descriptor formats"), start levels from T0SZ
-(D8.2 "Translation table walk"), concatenated stage 2 start tables, every fault kind with its
-level, stage 1 AP/UXN/PXN and stage 2 S2AP/XN permissions (D8.4 "Memory access control"), the
-Access flag and dirty state with DBM (D8.5 "Hardware updates to the translation tables"), the
-Contiguous hint (D8.6.1) and big-endian descriptors."""
+and blocks per granule (D8 "Translation table descriptor formats"), start levels from T0SZ
+(D8 "Translation table walk"), concatenated stage 2 start tables, every fault kind with its
+level, stage 1 AP/UXN/PXN and stage 2 S2AP/XN permissions (D8 "Memory access control"), the
+Access flag and dirty state with DBM (D8 "Hardware updates to the translation tables"), the
+Contiguous hint (D8 "The Contiguous bit") and big-endian descriptors."""
 
 from __future__ import annotations
 
@@ -85,7 +85,8 @@ def leaf(r: VmsaLeaf | VmsaFault) -> VmsaLeaf:
 
 @pytest.mark.parametrize("granule", [4, 16, 64])
 def test_page_at_level_3_for_each_granule(granule: Granule) -> None:
-    """D8.3.2: a page descriptor (0b11) at level 3 maps one granule; the walk reads one
+    """D8 "Page descriptor": a page descriptor (0b11) at level 3 maps one granule; the walk reads
+    one
     descriptor per level from the start level (4KB and 16KB: level 0; 64KB: level 1)."""
     fmt = s1(granule)
     g = GRANULES[granule]
@@ -104,7 +105,7 @@ def test_page_at_level_3_for_each_granule(granule: Granule) -> None:
     [(4, 1, 30), (4, 2, 21), (16, 2, 25), (64, 2, 29)],
 )
 def test_block_at_each_allowed_level(granule: Granule, level: int, size_lg2: int) -> None:
-    """D8.3.2 "Block descriptor": 4KB granule blocks at levels 1 (1GB) and 2 (2MB), 16KB at
+    """D8 "Block descriptor": 4KB granule blocks at levels 1 (1GB) and 2 (2MB), 16KB at
     level 2 (32MB), 64KB at level 2 (512MB); output-address bits below the block size are
     RES0 and ignored."""
     fmt = s1(granule)
@@ -122,7 +123,8 @@ def test_block_at_each_allowed_level(granule: Granule, level: int, size_lg2: int
 def test_block_where_the_level_allows_none_is_a_translation_fault(
     granule: Granule, level: int
 ) -> None:
-    """D8.3.1: 0b01 at a level without blocks (4KB level 0, 16KB levels 0-1, 64KB level 1
+    """D8 "Block descriptor": 0b01 at a level without blocks (4KB level 0, 16KB levels 0-1, 64KB
+    level 1
     with 48-bit output addresses) and at level 3 is invalid: a Translation fault there."""
     fmt = s1(granule)
     mem = SparseMemory()
@@ -135,7 +137,7 @@ def test_block_where_the_level_allows_none_is_a_translation_fault(
 @pytest.mark.parametrize("bits", [0b00, 0b10])
 @pytest.mark.parametrize("level", [0, 1, 2, 3])
 def test_invalid_descriptor_is_a_translation_fault_at_its_level(bits: int, level: int) -> None:
-    """D8.3.1: bit[0] = 0 marks an invalid descriptor at any level."""
+    """D8 "Invalid descriptor": bit[0] = 0 marks an invalid descriptor at any level."""
     fmt = s1(4)
     mem = SparseMemory()
     build(mem, fmt, 0x1000_0000, level, OUT | AF | bits)
@@ -162,7 +164,8 @@ def test_invalid_descriptor_is_a_translation_fault_at_its_level(bits: int, level
     ],
 )
 def test_start_level_from_t0sz(granule: Granule, t0sz: int, start: int, root_bits: int) -> None:
-    """D8.2: the stage 1 walk starts at the level whose table resolves the top of the
+    """D8 "Translation table walk": the stage 1 walk starts at the level whose table resolves the
+    top of the
     64 - T0SZ input bits; the start table has 2^(resolved bits) entries."""
     fmt = s1(granule, t0sz)
     assert (4 - fmt.levels, fmt.root_index_bits, fmt.va_bits) == (start, root_bits, 64 - t0sz)
@@ -177,7 +180,7 @@ def test_start_level_from_t0sz(granule: Granule, t0sz: int, start: int, root_bit
 
 
 def test_t0sz_out_of_range_has_no_format() -> None:
-    """IHI 0070 CD.T0SZ / DDI 0487 D8.1: T0SZ 16-39 (48 with FEAT_TTST for 4KB)."""
+    """IHI 0070 CD.T0SZ / DDI 0487 D8: T0SZ 16-39 (48 with FEAT_TTST for 4KB)."""
     assert stage1_format(4, 15) is None and stage1_format(4, 40) is None
     assert stage1_format(4, 48, ttst=True) is not None
     assert stage1_format(64, 48, ttst=True) is None
@@ -193,7 +196,7 @@ def test_t0sz_out_of_range_has_no_format() -> None:
 def test_concatenated_stage2_start_tables(
     granule: Granule, t0sz: int, sl0: int, start: int, tables: int
 ) -> None:
-    """DDI 0487 D8.2 "Concatenated translation tables": up to 16 start-level tables, one
+    """DDI 0487 D8 "Concatenated translation tables": up to 16 start-level tables, one
     after another, index the top input bits; an IPA in the last of them walks from it."""
     fmt = stage2_format(granule, t0sz, sl0)
     assert fmt is not None
@@ -224,7 +227,8 @@ def test_invalid_stage2_start_has_no_format(granule: Granule, t0sz: int, sl0: in
 
 def test_input_out_of_range_and_table_base_out_of_range_are_level_0() -> None:
     """AArch64 reports an input address above 2^(64 - T0SZ) as a level 0 Translation fault
-    and a TTB above the IPS as a level 0 Address size fault (DDI 0487 D8.2)."""
+    and a TTB above the IPS as a level 0 Address size fault (DDI 0487 D8 "Translation table
+    walk")."""
     fmt = s1(4, 25)
     w = vw(SparseMemory(), fmt)
     assert w.walk(TTB, 1 << 39, PERM_R, True, False) == VmsaFault("translation", 0)
@@ -233,7 +237,7 @@ def test_input_out_of_range_and_table_base_out_of_range_are_level_0() -> None:
 
 @pytest.mark.parametrize("level", [0, 1, 2])
 def test_table_address_above_ips_is_an_address_size_fault_at_its_level(level: int) -> None:
-    """D8.? "Address size fault": a next-level table address with a bit at or above the
+    """D8 "Address size fault": a next-level table address with a bit at or above the
     configured output size faults at the level of the table descriptor."""
     fmt = s1(4)
     mem = SparseMemory()
@@ -254,7 +258,7 @@ def test_output_address_above_ips_is_an_address_size_fault(level: int, kind: int
 
 
 def test_invalid_descriptor_with_a_high_address_is_still_a_translation_fault() -> None:
-    """Validity first: an invalid descriptor's other bits mean nothing (D8.3.1)."""
+    """Validity first: an invalid descriptor's other bits mean nothing (D8 "Invalid descriptor")."""
     fmt = s1(4)
     mem = SparseMemory()
     build(mem, fmt, 0x5000, 1, 1 << 45 | 0b10)
@@ -294,7 +298,7 @@ def test_external_abort_on_a_descriptor_read_is_walk_eabt_at_its_level() -> None
     ],
 )
 def test_stage1_ap_uxn_pxn(bits: int, priv: bool, grants: int) -> None:
-    """D8.4.1.1 "Data access permissions" (AP[2:1]) and D8.4.1.2 "Instruction access
+    """D8 "Data access permissions" (AP[2:1]) and D8 "Instruction access
     permissions" (UXN, PXN; a location writable at EL0 is not executable at EL1). Every
     access the leaf grants is translated, every other one is a level 3 Permission fault."""
     fmt = s1(4)
@@ -321,7 +325,7 @@ def test_stage1_ap_uxn_pxn(bits: int, priv: bool, grants: int) -> None:
     ],
 )
 def test_stage2_s2ap_xn(bits: int, grants: int) -> None:
-    """D8.4.2 "Stage 2 access permissions": S2AP[0] read, S2AP[1] write, XN execute-never;
+    """D8 "Stage 2 access permissions": S2AP[0] read, S2AP[1] write, XN execute-never;
     the privilege of the access makes no difference."""
     fmt = stage2_format(4, 24, 1)
     assert fmt is not None
@@ -347,7 +351,7 @@ def test_perms_decode_of_a_stage1_leaf() -> None:
 
 @pytest.mark.parametrize(("level", "kind"), [(1, BLOCK), (2, BLOCK), (3, PAGE)])
 def test_access_flag_fault_without_hardware_update(level: int, kind: int) -> None:
-    """D8.5.1 "The Access flag": AF = 0 with hardware management off is an Access flag
+    """D8 "The Access flag": AF = 0 with hardware management off is an Access flag
     fault at the leaf's level -- checked before permissions (a write to a read-only entry
     with AF = 0 reports the Access flag fault)."""
     fmt = s1(4)
@@ -360,7 +364,8 @@ def test_access_flag_fault_without_hardware_update(level: int, kind: int) -> Non
 
 @pytest.mark.parametrize("be", [False, True])
 def test_hardware_access_flag_update(be: bool) -> None:
-    """D8.5.1 with HA: the walk sets AF in the descriptor (atomically) and translates; an
+    """D8 "The Access flag" with HA: the walk sets AF in the descriptor (atomically) and
+    translates; an
     access that faults on permissions leaves the descriptor unchanged."""
     fmt = s1(4)
     mem = SparseMemory()
@@ -376,7 +381,7 @@ def test_hardware_access_flag_update(be: bool) -> None:
 
 
 def test_dbm_write_clears_ap2_under_hd() -> None:
-    """D8.5.2 "Hardware management of dirty state": with HD, a write to a DBM = 1 entry with
+    """D8 "Hardware management of dirty state": with HD, a write to a DBM = 1 entry with
     AP[2] = 1 (writable-clean) clears AP[2] instead of faulting; a read leaves it clean;
     without HD (or without DBM) the write is a Permission fault."""
     fmt = s1(4)
@@ -409,7 +414,8 @@ def test_dbm_does_not_grant_what_ap1_forbids() -> None:
 
 
 def test_stage2_dbm_sets_s2ap_w_and_af_together() -> None:
-    """D8.5.2 at stage 2: dirty state is S2AP[1] = 1; one atomic update sets AF and
+    """D8 "Hardware management of dirty state" at stage 2: dirty state is S2AP[1] = 1; one atomic
+    update sets AF and
     S2AP[1]."""
     fmt = stage2_format(4, 24, 1)
     assert fmt is not None
@@ -421,7 +427,8 @@ def test_stage2_dbm_sets_s2ap_w_and_af_together() -> None:
 
 
 def test_hd_without_ha_manages_nothing() -> None:
-    """Dirty-state management requires Access-flag management (D8.5.2)."""
+    """Dirty-state management requires Access-flag management (D8 "Hardware management of dirty
+    state")."""
     fmt = s1(4)
     mem = SparseMemory()
     build(mem, fmt, 0x5000, 3, OUT | AF | AP2 | DBM | PAGE)
@@ -435,7 +442,7 @@ def test_hd_without_ha_manages_nothing() -> None:
 
 @pytest.mark.parametrize("granule", [4, 16, 64])
 def test_contiguous_hint_changes_no_result(granule: Granule) -> None:
-    """D8.6.1 "The Contiguous bit" is a hint that the entry is one of a contiguous set: a
+    """D8 "The Contiguous bit" is a hint that the entry is one of a contiguous set: a
     caching hint, so the walk's output and permissions are the same with it."""
     fmt = s1(granule)
     assert fmt.hints == ("contig",)

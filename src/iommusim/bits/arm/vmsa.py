@@ -2,25 +2,27 @@
 :class:`~iommusim.bits.pgformat.PtFormat` instances for the shared walker
 (:mod:`iommusim.hw.pgtable`).
 
-One descriptor layout per stage and granule (DDI 0487 D8.3 "Translation table descriptor
+One descriptor layout per stage and granule (DDI 0487 D8 "Translation table descriptor
 formats"): bits[1:0] give the type -- 0b11 a table descriptor above the last level and a page
 descriptor at level 3, 0b01 a block descriptor at a level that allows blocks, 0b00 / 0b10
-invalid (D8.3.1). Blocks are allowed at level 1 and 2 with the 4KB granule and at level 2 with
-the 16KB and 64KB granules (D8.3, "Block descriptor" with 48-bit output addresses; the
-52-bit forms -- FEAT_LPA / FEAT_LPA2 -- are not described here). The output address is
-bits[47:n] for a 2^n-byte granule; block descriptors ignore the bits below the block size.
+invalid (D8 "Table descriptor", "Invalid descriptor"). Blocks are allowed at levels 1 and 2
+with the 4KB granule and at level 2 with the 16KB and 64KB granules (D8 "Block descriptor",
+48-bit output addresses; the 52-bit forms -- FEAT_LPA / FEAT_LPA2 -- are not described here).
+The output address is bits[47:n] for a 2^n-byte granule; block descriptors ignore the bits
+below the block size.
 
-Permissions are negative and decoded through the format's ``perm_table`` (D8.4 "Memory access
+Permissions are negative and decoded through the format's ``perm_table`` (D8 "Memory access
 control"): stage 1 AP[2:1], UXN and PXN -- with a location writable at EL0 never executable
-when privileged (D8.4.1.2 "Instruction access permissions"); stage 2 S2AP and XN (D8.4.2).
-The Access Flag is AF (D8.5.1), dirty state is AP[2] = 0 (stage 1) or S2AP[1] = 1 (stage 2)
-with DBM marking a writable-clean entry (D8.5.2 "Hardware management of dirty state"); the
-Contiguous bit is a hint (D8.6.1) and never changes a result.
+when privileged (D8 "Instruction access permissions"); stage 2 S2AP and XN (D8 "Stage 2
+access permissions"). The Access Flag is AF (D8 "The Access flag"), dirty state is AP[2] = 0
+(stage 1) or S2AP[1] = 1 (stage 2) with DBM marking a writable-clean entry (D8 "Hardware
+management of dirty state"); the
+Contiguous bit is a hint (D8 "The Contiguous bit") and never changes a result.
 
-Geometry (D8.1 / D8.2 "Translation table walk"): a 2^n-byte granule resolves n - 3 input bits
+Geometry (D8 "Translation table walk"): a 2^n-byte granule resolves n - 3 input bits
 per level, the last level is always 3; stage 1's start level follows from the input size
 64 - T0SZ; stage 2's from SL0, the start table concatenated up to 16 times when the input size
-needs it (D8.2.? "Concatenated translation tables").
+needs it (D8 "Concatenated translation tables").
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ _OA_TOP: Final = 48
 
 def _desc(stage: Literal[1, 2], granule: int) -> Layout:
     """The block / page / table descriptor of ``stage`` for a 2^granule-byte granule (DDI
-    0487 D8.3.1 "Table descriptor", D8.3.2 "Block descriptor and Page descriptor"). Bits the
+    0487 D8 "Table descriptor", D8 "Block descriptor and Page descriptor"). Bits the
     walk ignores are CUSTOM: software-use bits, RES0 bits (not checked), PBHA and -- in a
     table descriptor -- the hierarchical NSTable / APTable / XNTable / PXNTable bits[63:59]."""
     lower: tuple[tuple[str, int, int] | tuple[str, int, int, Access], ...]
@@ -89,7 +91,7 @@ def _desc(stage: Literal[1, 2], granule: int) -> Layout:
     return layout(
         f"vmsa_s{stage}_desc_{1 << (granule - 10)}k",
         64,
-        f"DDI 0487 D8.3: VMSAv8-64 stage {stage} descriptor, {1 << (granule - 10)}KB granule",
+        f"DDI 0487 D8: VMSAv8-64 stage {stage} descriptor, {1 << (granule - 10)}KB granule",
         ("valid", 0, 1),
         ("table", 1, 1),  # bit[1]: table (levels 0-2) or page (level 3); 0 = block
         *lower,
@@ -113,7 +115,7 @@ _BLOCK_LEVELS: Final[dict[int, frozenset[int]]] = {
     64: frozenset((2,)),
 }
 
-# Stage 2 start level by SL0, by granule (DDI 0487 D8.2, VTCR_EL2.SL0 / IHI 0070 STE.S2SL0);
+# Stage 2 start level by SL0, by granule (DDI 0487 D8, VTCR_EL2.SL0 / IHI 0070 STE.S2SL0);
 # 4KB SL0 = 3 (FEAT_TTST) and 16KB SL0 = 3 (FEAT_LPA2) are not supported: reserved.
 _SL0_LEVEL: Final[dict[int, dict[int, int]]] = {
     4: {0: 2, 1: 1, 2: 0},
@@ -124,8 +126,9 @@ _SL0_LEVEL: Final[dict[int, dict[int, int]]] = {
 
 def _s1_perm_table() -> tuple[int, ...]:
     """Stage 1 permissions indexed by AP[1] | AP[2] << 1 | PXN << 2 | UXN << 3 | priv << 4
-    (DDI 0487 D8.4.1.1 "Data access permissions": AP[2] = 1 read-only, AP[1] = 1 accessible
-    at EL0; privileged reads are always allowed. D8.4.1.2: UXN forbids unprivileged
+    (DDI 0487 D8 "Data access permissions": AP[2] = 1 read-only, AP[1] = 1 accessible
+    at EL0; privileged reads are always allowed. "Instruction access permissions": UXN forbids
+    unprivileged
     execution, PXN privileged execution, and a location writable at EL0 is never executable
     at EL1 -- the SMMU has no WXN, IHI 0070 5.4 "CD" treats it as 0)."""
     table = []
@@ -146,7 +149,7 @@ def _s1_perm_table() -> tuple[int, ...]:
 
 def _s2_perm_table() -> tuple[int, ...]:
     """Stage 2 permissions indexed by S2AP[0] | S2AP[1] << 1 | XN << 2 | priv << 3 (DDI 0487
-    D8.4.2 "Stage 2 access permissions": S2AP[0] read, S2AP[1] write, XN (XN[1] without
+    D8 "Stage 2 access permissions": S2AP[0] read, S2AP[1] write, XN (XN[1] without
     FEAT_XNX) execute-never for every privilege)."""
     table = []
     for i in range(16):
@@ -162,7 +165,7 @@ _S2_PERMS: Final = _s2_perm_table()
 def t0sz_range(granule: Granule, ttst: bool = False) -> tuple[int, int]:
     """The (smallest, largest) T0SZ of a walk with this granule: 16 (48-bit inputs, no
     FEAT_LVA) to 39, or with small translation tables (FEAT_TTST, SMMU_IDR3.STT) 48 for 4KB
-    and 16KB and 47 for 64KB (DDI 0487 D8.1.? "Input address size"; IHI 0070 CD.T0SZ)."""
+    and 16KB and 47 for 64KB (DDI 0487 D8 "Input address size"; IHI 0070 CD.T0SZ)."""
     if not ttst:
         return 16, 39
     return 16, 47 if granule == 64 else 48
@@ -207,7 +210,8 @@ def _format(
         dbm="dbm",
         hints=("contig",),
         memtype="attrindx" if s1 else "memattr",
-        # Block output-address bits below the block size are RES0 and ignored (D8.3.2).
+        # Block output-address bits below the block size are RES0 and ignored (D8 "Block
+        # descriptor").
         misaligned_superpage_faults=False,
     )
 
@@ -216,7 +220,7 @@ def _format(
 def stage1_format(granule: Granule, t0sz: int, ttst: bool = False) -> PtFormat | None:
     """The stage 1 format for an input size of 64 - ``t0sz`` bits, or None when ``t0sz`` is
     out of range (the caller's configuration error, e.g. IHI 0070 C_BAD_CD). The start level
-    is the one whose table resolves the top input bits (DDI 0487 D8.2.? "Starting level of
+    is the one whose table resolves the top input bits (DDI 0487 D8 "Starting level of
     stage 1 translation table lookup")."""
     lo, hi = t0sz_range(granule, ttst)
     if not lo <= t0sz <= hi:
@@ -232,7 +236,7 @@ def stage2_format(granule: Granule, t0sz: int, sl0: int, ttst: bool = False) -> 
     """The stage 2 format for an input (IPA) size of 64 - ``t0sz`` bits starting at the level
     ``sl0`` selects, or None when the combination is invalid: ``t0sz`` out of range, a
     reserved SL0, or a start level that resolves no input bit or would need more than 16
-    concatenated tables (DDI 0487 D8.2.? "Concatenated translation tables for the initial
+    concatenated tables (DDI 0487 D8 "Concatenated translation tables for the initial
     stage 2 lookup"; IHI 0070 STE.S2SL0 / S2T0SZ: C_BAD_STE)."""
     lo, hi = t0sz_range(granule, ttst)
     start = _SL0_LEVEL[granule].get(sl0)

@@ -17,7 +17,7 @@ from iommusim.mem.protocol import PhysicalMemory
 
 __all__ = ["VmsaFault", "VmsaFaultKind", "VmsaLeaf", "VmsaWalker"]
 
-#: The fault kinds of a VMSAv8-64 walk (DDI 0487 D8.? "MMU fault types"; IHI 0070 maps them
+#: The fault kinds of a VMSAv8-64 walk (DDI 0487 D8 "MMU fault types"; IHI 0070 maps them
 #: to F_TRANSLATION, F_ADDR_SIZE, F_ACCESS, F_PERMISSION and F_WALK_EABT).
 VmsaFaultKind = Literal["translation", "address_size", "access_flag", "permission", "walk_eabt"]
 _KINDS: Final[tuple[VmsaFaultKind, ...]] = (
@@ -64,11 +64,12 @@ class _Stop(Exception):
 
 
 class VmsaWalker:
-    """A VMSAv8-64 translation regime over the shared :class:`Walker` (DDI 0487 D8.2
+    """A VMSAv8-64 translation regime over the shared :class:`Walker` (DDI 0487 D8
     "Translation table walk"): one stage, one format (granule and start level, from
     :func:`iommusim.bits.arm.vmsa.stage1_format` / ``stage2_format``), the configured output
     size ``oa_bits`` (CD.IPS / STE.S2PS, capped by the SMMU's OAS) and hardware management of
-    the Access flag (``ha``) and of dirty state (``hd``, effective only with ``ha``: D8.5.2).
+    the Access flag (``ha``) and of dirty state (``hd``, effective only with ``ha``: D8 "Hardware
+    management of dirty state").
     Faults are returned as :class:`VmsaFault` records, never raised."""
 
     __slots__ = ("_af", "_dbm", "_dirty_set", "_dm", "_ha", "_hd", "_perm", "oa_bits", "w")
@@ -103,7 +104,7 @@ class VmsaWalker:
         privilege from the start table at ``ttb``; ``be``: big-endian descriptors (CD.ENDI,
         STE.S2ENDI); ``xlate`` maps each descriptor address (a nested stage 2).
 
-        Order of checks (DDI 0487 D8.? "Prioritization of aborts" within one stage): input
+        Order of checks (DDI 0487 D8 "Prioritization of aborts" within one stage): input
         range and table base (level 0), then per level translation / address size, then the
         Access flag (a fault only without ``ha``), then permissions -- a write to a
         writable-clean (DBM) entry is granted under ``hd`` -- and finally one atomic update
@@ -131,7 +132,8 @@ class VmsaWalker:
             new |= self._af
         perms = self._perm(pte, privileged)
         if access & ~perms:
-            # DBM: a write to a clean entry makes it dirty instead of faulting (D8.5.2).
+            # DBM: a write to a clean entry makes it dirty instead of faulting (D8 "Hardware
+            # management of dirty state").
             dirty = (pte & ~self._dm) | self._dirty_set
             if not (access & PERM_W and self._hd and pte & self._dbm and pte != dirty):
                 return VmsaFault("permission", level)

@@ -83,7 +83,7 @@ class Walker:
 
     ``oa_bits``: the configured output-address size (VMSAv8-64 IPS / PS): a table or leaf
     address with a bit set at or above it raises ``fault(size_fault, info, level)`` -- the
-    Address size fault of DDI 0487 D8.? "Address size fault" (checked on every descriptor's
+    Address size fault of DDI 0487 D8 "Address size fault" (checked on every descriptor's
     output address). None: the output-address field's width is the only limit."""
 
     __slots__ = (
