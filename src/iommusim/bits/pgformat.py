@@ -231,8 +231,9 @@ class PtFormat:
     # ------------------------------------------------------------------ PTE semantics
     @property
     def table_value(self) -> int:
-        """``pte & table_mask`` of a pointer to the next table: only the valid bit."""
-        return self.valid_mask
+        """``pte & table_mask`` of a pointer from the root to the next table (the leaf rule:
+        only the valid bit; VMSAv8-64: 0b11)."""
+        return self.level_table_values[-1]
 
     def is_table(self, pte: int, level: int | None = None) -> bool:
         """Does ``pte`` point to a next-level table (at ``level``; at the root if None)?"""
