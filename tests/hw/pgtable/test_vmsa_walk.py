@@ -464,3 +464,28 @@ def test_big_endian_tables(granule: Granule) -> None:
     r = leaf(vw(mem, fmt).walk(TTB, 0x1_2345_6000, PERM_R, True, True))
     assert r.out == OUT | 0x1_2345_6000 & ((1 << GRANULES[granule]) - 1)
     assert vw(mem, fmt).walk(TTB, 0x1_2345_6000, PERM_R, True, False) != r
+
+
+def test_nested_walk_reads_every_descriptor_through_xlate() -> None:
+    """Nested translation (IHI 0070 "Stage 1 and stage 2 translation"; DDI 0487 D8
+    "Translation table walk"): every stage 1 table address is an IPA that ``xlate`` maps; the
+    hardware AF update writes the descriptor where it was read."""
+    fmt = s1(4)
+    offset = 0x2_0000_0000  # IPA -> PA
+    ipa_mem = SparseMemory()
+    at = build(ipa_mem, fmt, 0x5000, 3, OUT | PAGE)
+    mem = SparseMemory()
+    for a in (TTB, TABLES, TABLES + 0x1000, TABLES + 0x2000):
+        for k in range(512):
+            v = ipa_mem.read64(a + k * 8)
+            if v:
+                mem.write64(a + k * 8 + offset, v)
+    trace: list[PteRead | AdUpdate] = []
+    r = leaf(
+        vw(mem, fmt, ha=True).walk(
+            TTB, 0x5000, PERM_R, True, False, trace, xlate=lambda a: a + offset
+        )
+    )
+    assert (r.addr, r.pa, r.out) == (at, at + offset, OUT)
+    assert all(t.pa == t.addr + offset for t in trace if isinstance(t, PteRead))
+    assert mem.read64(at + offset) == OUT | AF | PAGE

@@ -102,7 +102,8 @@ class VmsaWalker:
     ) -> VmsaLeaf | VmsaFault:
         """Translate input address ``ia`` for an ``access`` (``PERM_*`` bits) of the given
         privilege from the start table at ``ttb``; ``be``: big-endian descriptors (CD.ENDI,
-        STE.S2ENDI); ``xlate`` maps each descriptor address (a nested stage 2).
+        STE.S2ENDI); ``xlate`` maps each descriptor address (a nested stage 2: whatever
+        it raises for a stage 2 fault on a table address -- IHI 0070 CLASS TT -- propagates).
 
         Order of checks (DDI 0487 D8 "Prioritization of aborts" within one stage): input
         range and table base (level 0), then per level translation / address size, then the
