@@ -489,3 +489,22 @@ def test_nested_walk_reads_every_descriptor_through_xlate() -> None:
     assert (r.addr, r.pa, r.out) == (at, at + offset, OUT)
     assert all(t.pa == t.addr + offset for t in trace if isinstance(t, PteRead))
     assert mem.read64(at + offset) == OUT | AF | PAGE
+
+
+@pytest.mark.parametrize(
+    ("xn", "el1", "el0"),
+    [(0b00, True, True), (0b01, False, True), (0b10, False, False), (0b11, True, False)],
+)
+def test_stage2_xnx_execute_by_privilege(xn: int, el1: bool, el0: bool) -> None:
+    """FEAT_XNX (DDI 0487 D8 "Stage 2 access permissions"; IHI 0070 SMMU_IDR3.XNX): stage 2
+    XN[1:0] decides execution per privilege; without it XN[0] is ignored."""
+    fmt = stage2_format(4, 24, 1, xnx=True)
+    plain = stage2_format(4, 24, 1)
+    assert fmt is not None and plain is not None
+    desc = OUT | AF | S2AP_R | (xn >> 1) * UXN | (xn & 1) * PXN | PAGE
+    mem = SparseMemory()
+    build(mem, fmt, 0x5000, 3, desc)
+    for priv, ok in ((True, el1), (False, el0)):
+        r = vw(mem, fmt).walk(TTB, 0x5000, PERM_X, priv, False, None, "s2")
+        assert isinstance(r, VmsaLeaf) == ok
+        assert bool(plain.grants(desc, priv) & PERM_X) == (not xn >> 1)

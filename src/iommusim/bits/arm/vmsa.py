@@ -84,7 +84,7 @@ def _desc(stage: Literal[1, 2], granule: int) -> Layout:
             ("res0_50", 50, 1, _C),
             ("dbm", 51, 1),
             ("contig", 52, 1),
-            ("xn0", 53, 1, _C),  # XN[0] only with FEAT_XNX
+            ("xn0", 53, 1, _C),  # XN[0]: ignored (RES0) without FEAT_XNX
             ("xn", 54, 1),
         )
     res0_lo = (("res0_lo", 12, granule - 12, _C),) if granule > 12 else ()
@@ -147,19 +147,25 @@ def _s1_perm_table() -> tuple[int, ...]:
     return tuple(table)
 
 
-def _s2_perm_table() -> tuple[int, ...]:
-    """Stage 2 permissions indexed by S2AP[0] | S2AP[1] << 1 | XN << 2 | priv << 3 (DDI 0487
-    D8 "Stage 2 access permissions": S2AP[0] read, S2AP[1] write, XN (XN[1] without
-    FEAT_XNX) execute-never for every privilege)."""
+def _s2_perm_table(xnx: bool) -> tuple[int, ...]:
+    """Stage 2 permissions indexed by S2AP[0] | S2AP[1] << 1 | XN[0] << 2 | XN[1] << 3 |
+    priv << 4 (DDI 0487 D8 "Stage 2 access permissions": S2AP[0] read, S2AP[1] write; XN[1]
+    execute-never for every privilege, XN[0] ignored -- RES0 -- without FEAT_XNX). With
+    FEAT_XNX (IHI 0070 SMMU_IDR3.XNX) XN[1:0] = 0b00 executable at EL1 and EL0, 0b01 not at
+    EL1, 0b10 at neither, 0b11 not at EL0."""
     table = []
-    for i in range(16):
-        r, w, xn = (i >> b & 1 for b in range(3))
-        table.append((PERM_R if r else 0) | (PERM_W if w else 0) | (0 if xn else PERM_X))
+    for i in range(32):
+        r, w, xn0, xn1, priv = (i >> b & 1 for b in range(5))
+        if xnx:
+            exec_ok = not (xn1 and not xn0) and not (xn0 and (xn1 != priv))
+        else:
+            exec_ok = not xn1
+        table.append((PERM_R if r else 0) | (PERM_W if w else 0) | (PERM_X if exec_ok else 0))
     return tuple(table)
 
 
 _S1_PERMS: Final = _s1_perm_table()
-_S2_PERMS: Final = _s2_perm_table()
+_S2_PERMS: Final = {False: _s2_perm_table(False), True: _s2_perm_table(True)}
 
 
 def t0sz_range(granule: Granule, ttst: bool = False) -> tuple[int, int]:
@@ -172,7 +178,7 @@ def t0sz_range(granule: Granule, ttst: bool = False) -> tuple[int, int]:
 
 
 def _format(
-    stage: Literal[1, 2], granule: Granule, ia_bits: int, start: int, name: str
+    stage: Literal[1, 2], granule: Granule, ia_bits: int, start: int, name: str, xnx: bool = False
 ) -> PtFormat:
     g = GRANULES[granule]
     stride = g - 3
@@ -204,8 +210,8 @@ def _format(
         table_values=table_values,
         leaf_fields=("valid", "table"),
         leaf_values=leaf_values,
-        perm_fields=("ap1", "ap2", "pxn", "uxn") if s1 else ("s2ap_r", "s2ap_w", "xn"),
-        perm_table=_S1_PERMS if s1 else _S2_PERMS,
+        perm_fields=("ap1", "ap2", "pxn", "uxn") if s1 else ("s2ap_r", "s2ap_w", "xn0", "xn"),
+        perm_table=_S1_PERMS if s1 else _S2_PERMS[xnx],
         dirty_when_clear=s1,
         dbm="dbm",
         hints=("contig",),
@@ -232,12 +238,15 @@ def stage1_format(granule: Granule, t0sz: int, ttst: bool = False) -> PtFormat |
 
 
 @cache
-def stage2_format(granule: Granule, t0sz: int, sl0: int, ttst: bool = False) -> PtFormat | None:
+def stage2_format(
+    granule: Granule, t0sz: int, sl0: int, ttst: bool = False, xnx: bool = False
+) -> PtFormat | None:
     """The stage 2 format for an input (IPA) size of 64 - ``t0sz`` bits starting at the level
     ``sl0`` selects, or None when the combination is invalid: ``t0sz`` out of range, a
     reserved SL0, or a start level that resolves no input bit or would need more than 16
     concatenated tables (DDI 0487 D8 "Concatenated translation tables for the initial
-    stage 2 lookup"; IHI 0070 STE.S2SL0 / S2T0SZ: C_BAD_STE)."""
+    stage 2 lookup"; IHI 0070 STE.S2SL0 / S2T0SZ: C_BAD_STE). ``xnx``: FEAT_XNX, the two-bit stage 2
+    XN[1:0] (see the permission table)."""
     lo, hi = t0sz_range(granule, ttst)
     start = _SL0_LEVEL[granule].get(sl0)
     if not lo <= t0sz <= hi or start is None:
@@ -247,4 +256,5 @@ def stage2_format(granule: Granule, t0sz: int, sl0: int, ttst: bool = False) -> 
     root_bits = ia_bits - g - (g - 3) * (3 - start)
     if not 1 <= root_bits <= g - 3 + 4:
         return None
-    return _format(2, granule, ia_bits, start, f"vmsa_s2_{granule}k_t0sz{t0sz}_sl0{sl0}")
+    name = f"vmsa_s2_{granule}k_t0sz{t0sz}_sl0{sl0}{'_xnx' if xnx else ''}"
+    return _format(2, granule, ia_bits, start, name, xnx)
