@@ -5,6 +5,8 @@ literal encodings pin each format's PTE layout and geometry independently of the
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from iommusim.bits.pgformat import Perms, PtFormat
@@ -21,6 +23,7 @@ from iommusim.bits.riscv.pgtable import (
     SV57,
     SV57X4,
 )
+from iommusim.errors import ModelError
 
 WIDE = [SV39, SV48, SV57, SV39X4, SV48X4, SV57X4]
 ALL = [SV32, SV32X4, *WIDE]
@@ -133,3 +136,25 @@ def test_mode_tables() -> None:
     assert FIRST_STAGE_FORMATS == ({8: SV39, 9: SV48, 10: SV57}, {8: SV32})
     assert G_STAGE_FORMATS == ({8: SV39X4, 9: SV48X4, 10: SV57X4}, {8: SV32X4})
     assert sorted(RISCV_FORMATS) == sorted(GEOMETRY)
+
+
+@pytest.mark.parametrize("fmt", ALL, ids=IDS)
+def test_the_leaf_rule_is_the_same_at_every_level(fmt: PtFormat) -> None:
+    """The leaf rule as per-level descriptor types: every level has the same table pattern
+    (V alone) and leaf pattern (V set), superpages being leaves above level 0."""
+    assert fmt.level_table_values == fmt.level_leaf_values == (fmt.valid_mask,) * fmt.levels
+    assert fmt.table_value == fmt.valid_mask
+    assert fmt.block_levels() == tuple(range(fmt.levels))
+    assert all(fmt.is_table(0x1, i) and fmt.is_leaf(0xB, i) for i in range(fmt.levels))
+    assert (
+        not fmt.perm_fields and fmt.dbm_mask == 0 and fmt.is_dirty(0x80) == (fmt.dirty_mask == 0x80)
+    )
+
+
+def test_per_level_descriptions_must_cover_every_level() -> None:
+    """A per-level table or a permission table of the wrong size fails at construction, with
+    the expected and the actual size in the message."""
+    with pytest.raises(ModelError, match="table_values must have 3 entries, not 2"):
+        dataclasses.replace(SV39, table_values=(1, 1))
+    with pytest.raises(ModelError, match="perm_table must have 32 entries, not 1"):
+        dataclasses.replace(SV39, perm_fields=("r", "w", "x", "u"), perm_table=(0,))

@@ -28,10 +28,11 @@ CORR: Final = 274
 
 
 class Stop(Exception):
-    def __init__(self, cause: int, info: int) -> None:
-        super().__init__(cause, info)
+    def __init__(self, cause: int, info: int, level: int) -> None:
+        super().__init__(cause, info, level)
         self.cause = cause
         self.info = info
+        self.level = level
 
 
 def walker(mem: PhysicalMemory, fmt: PtFormat = SV39, exts: tuple[str, ...] = ()) -> Walker:

@@ -34,7 +34,7 @@ class WalkStop(Exception):
         self.cause = cause
 
 
-def _stop(cause: int, info: int) -> Exception:
+def _stop(cause: int, info: int, level: int) -> Exception:
     return WalkStop(cause, info)
 
 

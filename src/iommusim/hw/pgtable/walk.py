@@ -30,9 +30,10 @@ from iommusim.mem.sparse import SparseMemory
 
 __all__ = ["AdUpdate", "FaultFactory", "PteRead", "TraceSink", "Walker", "swap32", "swap64"]
 
-#: Builds the exception that stops a walk from the caller's fault code and its extra value
-#: (an architecture's cause and, e.g., the guest physical address it reports).
-FaultFactory = Callable[[int, int], Exception]
+#: Builds the exception that stops a walk from the caller's fault code, its extra value (an
+#: architecture's cause and, e.g., the guest physical address it reports) and the walker level
+#: (leaf-side numbering, see :mod:`iommusim.bits.pgformat`) of the entry that faulted.
+FaultFactory = Callable[[int, int, int], Exception]
 
 
 class PteRead(NamedTuple):
@@ -78,7 +79,12 @@ def swap32(v: int) -> int:
 class Walker:
     """Walks tables of ``fmt`` in ``mem``; ``extensions`` names the format's optional fields
     the hardware implements (the rest are reserved bits); ``fault`` builds the exception a
-    malformed entry or a failed memory access raises."""
+    malformed entry or a failed memory access raises.
+
+    ``oa_bits``: the configured output-address size (VMSAv8-64 IPS / PS): a table or leaf
+    address with a bit set at or above it raises ``fault(size_fault, info, level)`` -- the
+    Address size fault of DDI 0487 D8 "Address size fault" (checked on every descriptor's
+    output address). None: the output-address field's width is the only limit."""
 
     __slots__ = (
         "_k",
@@ -89,7 +95,9 @@ class Walker:
         "_napot_low",
         "_napot_size",
         "_napot_val",
+        "_oa_bad",
         "_pte_bytes",
+        "_size_fault",
         "fault",
         "fmt",
         "in_shift",
@@ -103,8 +111,14 @@ class Walker:
         mem: PhysicalMemory,
         fault: FaultFactory,
         extensions: Iterable[str] = (),
+        oa_bits: int | None = None,
+        size_fault: int = 0,
     ) -> None:
         exts = frozenset(extensions)
+        # The output-address field's bits that encode an address at or above ``oa_bits``.
+        in_range = ((1 << oa_bits) - 1) >> fmt.page_shift << fmt.oa_shift if oa_bits else -1
+        self._oa_bad = fmt.oa_mask & ~in_range
+        self._size_fault = size_fault
         self.fmt = fmt
         self.fault = fault
         self._mem = mem
@@ -123,7 +137,7 @@ class Walker:
             tuple(fmt.level_shift(i) for i in range(fmt.levels)),
             tuple(fmt.index_mask(i) for i in range(fmt.levels)),
             fmt.table_mask,
-            fmt.valid_mask,
+            fmt.level_table_values,
             fmt.global_mask,
             fmt.oa_shift,
             fmt.oa_mask >> fmt.oa_shift,
@@ -131,10 +145,14 @@ class Walker:
             fmt.levels - 1,
         )
         self._leaf_k = (
-            fmt.nonleaf_reserved_mask(exts),
+            # An out-of-range output address is caught with the reserved bits (no cost on the
+            # success path); _bad() tells the two faults apart.
+            fmt.nonleaf_reserved_mask(exts) | self._oa_bad,
             fmt.read_mask | fmt.write_mask,
             fmt.write_mask if fmt.write_only_reserved else -1,  # W without R, if reserved
-            fmt.leaf_reserved_mask(exts),
+            fmt.leaf_reserved_mask(exts) | self._oa_bad,
+            fmt.leaf_mask,
+            fmt.level_leaf_values,
             fmt.memtype_mask,
             fmt.napot_mask,
             fmt.misaligned_superpage_faults,
@@ -145,12 +163,20 @@ class Walker:
         self.in_shift = fmt.va_bits - 1 if fmt.input == "sign" else fmt.va_bits
         self.in_top = (1 << (65 - fmt.va_bits)) - 1 if fmt.input == "sign" else -1
 
-    def _load(self, pa: int, af: int, corr: int) -> int:
+    def _load(self, pa: int, af: int, corr: int, level: int) -> int:
         """A PTE load through the memory protocol (little-endian: the caller swaps)."""
         try:
             return self._mem.read64(pa) if self._pte_bytes == 8 else self._mem.read32(pa)
         except BusError as e:
-            raise self.fault(af if e.kind == ACCESS else corr, 0) from None
+            raise self.fault(af if e.kind == ACCESS else corr, 0, level) from None
+
+    def _bad(self, pte: int, cause: int, info: int, level: int) -> Exception:
+        """The fault of a malformed entry: an address-size fault when its (validly typed)
+        output address is out of range, else ``cause``."""
+        fmt = self.fmt
+        if pte & self._oa_bad and (fmt.is_table(pte, level) or fmt.is_leaf(pte, level)):
+            return self.fault(self._size_fault, info, level)
+        return self.fault(cause, info, level)
 
     def walk(
         self,
@@ -170,9 +196,10 @@ class Walker:
         """Walk ``va`` from the root table at ``root_pa`` to its leaf.
 
         ``be``: the tables are big-endian. ``xlate`` maps each PTE address to where it is
-        read (a second stage), or is None. A malformed entry raises ``fault(cause, info)``; a
-        PTE load answered with an access error raises ``fault(af, 0)``, with poisoned data
-        ``fault(corr, 0)``. ``count`` is called once per PTE loaded (a performance counter).
+        read (a second stage), or is None. A malformed entry raises ``fault(cause, info,
+        level)`` (an out-of-range output address ``fault(size_fault, info, level)``); a PTE
+        load answered with an access error raises ``fault(af, 0, level)``, with poisoned data
+        ``fault(corr, 0, level)``. ``count`` is called once per PTE loaded (a performance counter).
         The caller has checked that ``va`` is inside the format (:meth:`PtFormat.input_ok`).
 
         Returns ``(out, size_lg2, pte, pa, addr, g)``: the output address, the log2 size of
@@ -180,8 +207,8 @@ class Walker:
         the global bits of every entry on the way ORed together.
         """
         # One unpack instead of an attribute load per constant (the hot path).
-        words, ptesz, shifts, imasks, tmask, v, gmask, oa_shift, oa_width, ps, top = self._k
-        nonleaf_bad, rw, w_only, rsvd, mt_mask, napot, super_check = self._leaf_k
+        words, ptesz, shifts, imasks, tmask, tvals, gmask, oa_shift, oa_width, ps, top = self._k
+        nonleaf_bad, rw, w_only, rsvd, lmask, lvals, mt_mask, napot, super_check = self._leaf_k
         i = top
         a = root_pa
         g = 0
@@ -192,39 +219,39 @@ class Walker:
                 page = words.get(pa >> 12)
                 pte = page[(pa & 0xFFF) >> 3] if page is not None else 0
             else:
-                pte = self._load(pa, af, corr)
+                pte = self._load(pa, af, corr, i)
             if count is not None:
                 count()
             if be:
                 pte = swap64(pte) if ptesz == 8 else swap32(pte)
             if trace is not None:
                 trace.append(PteRead(stage, served, i, va, addr, pa, pte, ptesz))
-            # Every malformed entry is the same fault, so the checks are merged: the leaf
-            # rule's pointer pattern leads to the next level.
-            if pte & tmask == v:
+            # Every malformed entry is the same fault, so the checks are merged: the level's
+            # table pattern leads to the next level, its leaf pattern ends the walk.
+            if pte & tmask == tvals[i]:
                 if pte & nonleaf_bad:
-                    raise self.fault(cause, info)
+                    raise self._bad(pte, cause, info, i)
                 g |= pte & gmask
                 i -= 1
                 if i < 0:
-                    raise self.fault(cause, info)
+                    raise self.fault(cause, info, 0)
                 a = (pte >> oa_shift & oa_width) << ps
                 continue
-            if not pte & v or (pte & rw) == w_only or pte & rsvd:
-                raise self.fault(cause, info)
+            if pte & lmask != lvals[i] or (pte & rw) == w_only or pte & rsvd:
+                raise self._bad(pte, cause, info, i)
             break
         if pte & mt_mask and (pte & mt_mask) >> self._mt_shift in self._mt_rsvd:
-            raise self.fault(cause, info)
+            raise self.fault(cause, info, i)
         ppn = pte >> oa_shift & oa_width
         size_lg2 = shifts[i]
         if pte & napot:
             # A NAPOT leaf is only defined at level 0, its size encoded in the page number.
             if i or ppn & self._napot_low != self._napot_val:
-                raise self.fault(cause, info)
+                raise self.fault(cause, info, i)
             out = ((ppn & ~self._napot_low) << ps) | (va & self._napot_size)
         else:
             if super_check and ppn & ((1 << (size_lg2 - ps)) - 1):
-                raise self.fault(cause, info)  # misaligned superpage
+                raise self.fault(cause, info, i)  # misaligned superpage
             mask = (1 << size_lg2) - 1
             out = ((ppn << ps) & ~mask) | (va & mask)
         return out, size_lg2, pte, pa, addr, g | pte & gmask
@@ -239,10 +266,12 @@ class Walker:
         corr: int,
         trace: TraceSink | None,
         stage: str,
+        level: int = 0,
     ) -> None:
         """Atomically replace the leaf PTE ``old`` at ``pa`` by ``new`` (A/D set): a
         compare-and-swap on memory that leaves a PTE changed meanwhile alone. An access error
-        raises ``fault(af, 0)``, poisoned data ``fault(corr, 0)``."""
+        raises ``fault(af, 0, level)``, poisoned data ``fault(corr, 0, level)`` (``level``:
+        the leaf's)."""
         mem = self._mem
         try:
             if self._pte_bytes == 8:
@@ -258,6 +287,6 @@ class Walker:
                 if cur == exp32:
                     mem.cas64(base, word, (word & ~(0xFFFF_FFFF << sh)) | val32 << sh)
         except BusError as e:
-            raise self.fault(af if e.kind == ACCESS else corr, 0) from None
+            raise self.fault(af if e.kind == ACCESS else corr, 0, level) from None
         if trace is not None:
             trace.append(AdUpdate(stage, pa, old, new))

@@ -187,7 +187,7 @@ TraceRecord = (
 )
 
 
-def _fault(cause: int, iotval2: int) -> Exception:
+def _fault(cause: int, iotval2: int, level: int) -> Exception:
     return TranslationFault(cause, iotval2)
 
 
