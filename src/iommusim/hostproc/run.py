@@ -55,8 +55,9 @@ def run_program(
             while child.poll() is None:
                 server.serve_once(None)
             server.unregister(pidfd)
+            # Serve what the program left in flight (its last closes) until nothing is ready.
             while server.serve_once(0):
-                pass
+                continue
         except BaseException:
             child.kill()
             child.wait()
