@@ -123,6 +123,7 @@ class RadixPageTable:
         "_rd",
         "_shifts",
         "_tmask",
+        "_tv",
         "_v",
         "_wr",
         "mem",
@@ -156,6 +157,9 @@ class RadixPageTable:
         self._pte_bytes = fmt.pte_bytes
         self._v = fmt.valid_mask
         self._tmask = fmt.table_mask
+        #: ``pte & table_mask`` of a table pointer, per level (the leaf rule: the valid bit
+        #: at every level; VMSAv8-64 0b11, DDI 0487 D8 "Translation table descriptor formats").
+        self._tv = fmt.level_table_values
         self._perm = fmt.table_mask & ~fmt.valid_mask
         self._oa_mask = fmt.oa_mask
         self._oa_shift = fmt.oa_shift
@@ -343,7 +347,7 @@ class RadixPageTable:
         for v, nxt, _, entry in self._slots(tpa, level, start, end):
             if new > budget:
                 break
-            table = entry & self._tmask == v_bit
+            table = entry & self._tmask == self._tv[level]
             if self._leafable(level, v, nxt, delta) and not table:
                 if entry & v_bit:
                     raise Exists(f"IOVA {v:#x}+{esize:#x} is already mapped")
@@ -377,7 +381,7 @@ class RadixPageTable:
                 child = pool.pop()
                 counts[child] = 0
                 self._map(child, level - 1, v, nxt, delta, bits, pool)
-                wr(addr, v_bit | self.pt.pte_oa(child))
+                wr(addr, self._tv[level] | self.pt.pte_oa(child))
                 counts[tpa] += 1
 
     # ------------------------------------------------------------------ unmap
