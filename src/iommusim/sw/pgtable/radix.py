@@ -113,6 +113,7 @@ class RadixPageTable:
         "_d",
         "_flush",
         "_imasks",
+        "_leaf_ok",
         "_levels",
         "_max_leaf",
         "_nent",
@@ -123,6 +124,7 @@ class RadixPageTable:
         "_rd",
         "_shifts",
         "_tmask",
+        "_tv",
         "_v",
         "_wr",
         "mem",
@@ -156,6 +158,12 @@ class RadixPageTable:
         self._pte_bytes = fmt.pte_bytes
         self._v = fmt.valid_mask
         self._tmask = fmt.table_mask
+        #: ``pte & table_mask`` of a table pointer, per level (the leaf rule: the valid bit
+        #: at every level; VMSAv8-64 0b11, DDI 0487 D8 "Translation table descriptor formats").
+        self._tv = fmt.level_table_values
+        #: May a leaf sit at each level (VMSAv8-64: blocks only where the granule allows,
+        #: DDI 0487 D8 "Translation table descriptor formats"; the leaf rule: everywhere)?
+        self._leaf_ok = tuple(lv >= 0 for lv in fmt.level_leaf_values)
         self._perm = fmt.table_mask & ~fmt.valid_mask
         self._oa_mask = fmt.oa_mask
         self._oa_shift = fmt.oa_shift
@@ -329,7 +337,12 @@ class RadixPageTable:
         """May ``[v, nxt)`` be one leaf at ``level``: allowed there, the whole entry's span,
         and both addresses aligned to it?"""
         esize = 1 << self._shifts[level]
-        return level <= self._max_leaf and nxt - v == esize and not (v | (v + delta)) & (esize - 1)
+        return (
+            level <= self._max_leaf
+            and self._leaf_ok[level]
+            and nxt - v == esize
+            and not (v | (v + delta)) & (esize - 1)
+        )
 
     def _plan(self, tpa: int, level: int, start: int, end: int, delta: int) -> int:
         """Check ``[start, end)`` under the table at ``tpa`` (-1: a table still to be made)
@@ -343,7 +356,7 @@ class RadixPageTable:
         for v, nxt, _, entry in self._slots(tpa, level, start, end):
             if new > budget:
                 break
-            table = entry & self._tmask == v_bit
+            table = entry & self._tmask == self._tv[level]
             if self._leafable(level, v, nxt, delta) and not table:
                 if entry & v_bit:
                     raise Exists(f"IOVA {v:#x}+{esize:#x} is already mapped")
@@ -377,7 +390,7 @@ class RadixPageTable:
                 child = pool.pop()
                 counts[child] = 0
                 self._map(child, level - 1, v, nxt, delta, bits, pool)
-                wr(addr, v_bit | self.pt.pte_oa(child))
+                wr(addr, self._tv[level] | self.pt.pte_oa(child))
                 counts[tpa] += 1
 
     # ------------------------------------------------------------------ unmap
