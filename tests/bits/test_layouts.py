@@ -7,12 +7,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from iommusim.bits.arm import ALL_LAYOUTS as ARM_LAYOUTS
 from iommusim.bits.fields import Access, Field, Layout
-from iommusim.bits.riscv import ALL_LAYOUTS
+from iommusim.bits.riscv import ALL_LAYOUTS as RISCV_LAYOUTS
 from iommusim.bits.riscv.pgtable import PTE
 from iommusim.bits.riscv.queues import FQ_RECORD
 from iommusim.errors import ModelError
 
+#: Every architecture's layouts: the table-wide properties hold for all of them.
+ALL_LAYOUTS = (*RISCV_LAYOUTS, *ARM_LAYOUTS)
 LAYOUTS = pytest.mark.parametrize("lay", ALL_LAYOUTS, ids=[lay.name for lay in ALL_LAYOUTS])
 
 
