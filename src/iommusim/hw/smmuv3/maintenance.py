@@ -2,10 +2,10 @@
 
 IHI 0070 4.3 "Configuration structures and configuration invalidation", 4.4 "TLB
 invalidation" and 4.2 "Prefetch" commands, and 3.17 "Broadcast TLB maintenance" (BTM): the
-command queue (:mod:`iommusim.hw.smmuv3.commands`) decodes each command and calls one method
-of a :class:`CacheMaintenance`; the translator (``Smmuv3Translator`` in :mod:`iommusim.hw.smmuv3.translate`) is the
-implementation. A TLB invalidation is one :class:`Tlbi` record, whatever its scope, so the
-CPU-side broadcast path (BTM) and the command path share one matcher.
+command queue decodes each command and calls one method of a :class:`CacheMaintenance`, which
+the SMMU's translation caches implement. A TLB invalidation is one :class:`Tlbi` record,
+whatever its scope, so the CPU-side broadcast path (BTM) and the command path share one
+matcher.
 
 :class:`TranslationCounts` are the events the translator counts for the performance monitor
 counter group (IHI 0070 10 "Performance Monitor Counter Groups").

@@ -5,11 +5,13 @@
 reporting IOTLB maintenance through :class:`FlushOps` callbacks (:class:`GatherFlush` by
 default) and unmaps through an :class:`IotlbGather`. :class:`RiscvPageTable` is its RISC-V
 instance: Sv39/48/57 first-stage and Sv39x4/48x4/57x4 G-stage tables, with
-:func:`riscv_atp` for the ``iosatp`` / ``iohgatp`` that points at one.
+:func:`riscv_atp` for the ``iosatp`` / ``iohgatp`` that points at one; :class:`ArmLpaePageTable`
+its VMSAv8-64 instance (after Linux io-pgtable-arm): stage 1 and stage 2 tables for an SMMUv3.
 """
 
 from __future__ import annotations
 
+from iommusim.sw.pgtable.arm_lpae import ArmLpaeLeafCodec, ArmLpaePageTable, arm_lpae_format
 from iommusim.sw.pgtable.gather import IotlbGather
 from iommusim.sw.pgtable.radix import FlushOps, GatherFlush, LeafCodec, RadixPageTable
 from iommusim.sw.pgtable.riscv import (
@@ -34,6 +36,8 @@ __all__ = [
     "SV48X4",
     "SV57",
     "SV57X4",
+    "ArmLpaeLeafCodec",
+    "ArmLpaePageTable",
     "FlushOps",
     "GatherFlush",
     "IotlbGather",
@@ -42,5 +46,6 @@ __all__ = [
     "RiscvLeafCodec",
     "RiscvPageTable",
     "RiscvPtFormat",
+    "arm_lpae_format",
     "riscv_atp",
 ]

@@ -115,6 +115,7 @@ class RadixPageTable:
         "_imasks",
         "_leaf_ok",
         "_levels",
+        "_lv",
         "_max_leaf",
         "_nent",
         "_oa_mask",
@@ -131,6 +132,7 @@ class RadixPageTable:
         "pages",
         "pt",
         "root_pa",
+        "table_order",
         "track_dirty",
     )
 
@@ -164,6 +166,9 @@ class RadixPageTable:
         #: May a leaf sit at each level (VMSAv8-64: blocks only where the granule allows,
         #: DDI 0487 D8 "Translation table descriptor formats"; the leaf rule: everywhere)?
         self._leaf_ok = tuple(lv >= 0 for lv in fmt.level_leaf_values)
+        #: The type bits of a leaf at each level, ORed into the codec's bits (VMSAv8-64: a
+        #: page descriptor 0b11 at level 3, a block 0b01 above; the leaf rule: V).
+        self._lv = tuple(max(lv, 0) for lv in fmt.level_leaf_values)
         self._perm = fmt.table_mask & ~fmt.valid_mask
         self._oa_mask = fmt.oa_mask
         self._oa_shift = fmt.oa_shift
@@ -183,6 +188,10 @@ class RadixPageTable:
         else:
             self._rd = rd
             self._wr = wr
+        #: log2 of a non-root table's size in 4 KiB pages: a table is one granule (VMSAv8-64
+        #: 16KB and 64KB granules: order 2 and 4). Table pages on a gather's freelist are
+        #: returned with ``pages.free_pages(pa, table_order)``.
+        self.table_order = max(0, fmt.page_shift - 12)
         self.root_pa: int = pages.alloc_pages(self.root_order)  # -1 once destroyed
         # Valid entries per table page (software bookkeeping, like Linux's struct page
         # counters): a table whose count drops to 0 is unlinked by unmap.
@@ -191,8 +200,9 @@ class RadixPageTable:
     # ------------------------------------------------------------------ description
     @property
     def root_order(self) -> int:
-        """log2 of the root table's size in pages (its alignment is its size)."""
-        return max(0, (self.pt.root_alignment >> self.pt.page_shift).bit_length() - 1)
+        """log2 of the root table's size in 4 KiB pages (its alignment is its size; a root
+        smaller than 4 KiB -- a VMSAv8-64 start table resolving few bits -- gets one page)."""
+        return max(0, (self.pt.root_alignment >> 12).bit_length() - 1)
 
     @property
     def root_ppn(self) -> int:
@@ -291,8 +301,10 @@ class RadixPageTable:
     def _child(self, entry: int) -> int:
         return (entry & self._oa_mask) >> self._oa_shift << self.pt.page_shift
 
-    def _is_leaf(self, entry: int) -> bool:
-        return bool(entry & self._v) and entry & self._tmask != self._v
+    def _is_leaf(self, entry: int, level: int) -> bool:
+        """A valid entry that is no table pointer at ``level`` (per-level: a VMSAv8-64 0b11
+        is a table above level 3 and a page at level 3, DDI 0487 D8)."""
+        return bool(entry & self._v) and entry & self._tmask != self._tv[level]
 
     # ------------------------------------------------------------------ map
     def map(self, iova: int, pa: int, size: int, prot: int) -> None:
@@ -314,23 +326,24 @@ class RadixPageTable:
         top = self._levels - 1
         delta = pa - iova
         needed = self._plan(self.root_pa, top, iova, iova + size, delta)
-        if needed > self.pages.nr_free:
+        order = self.table_order
+        if needed << order > self.pages.nr_free:
             raise OutOfMemory(
                 f"mapping {iova:#x}+{size:#x} needs {needed} table pages, {self.pages.nr_free} free"
             )
         pool: list[int] = []
         try:
             for _ in range(needed):
-                pool.append(self.pages.alloc_page())
+                pool.append(self.pages.alloc_pages(order))
         except OutOfMemory:
             for p in pool:
-                self.pages.free_page(p)
+                self.pages.free_pages(p, order)
             raise
         pool.reverse()  # pop() hands out the lowest address first
         self._map(self.root_pa, top, iova, iova + size, delta, bits, pool)
         if pool:
             for p in pool:
-                self.pages.free_page(p)
+                self.pages.free_pages(p, order)
             raise ModelError("map planned more table pages than it used")
 
     def _leafable(self, level: int, v: int, nxt: int, delta: int) -> bool:
@@ -380,7 +393,7 @@ class RadixPageTable:
             # A slot that still holds a (possibly empty) table is mapped through it with
             # smaller leaves: replacing the table by a leaf would need an invalidation first.
             if not entry & v_bit and self._leafable(level, v, nxt, delta):
-                wr(addr, bits | self.pt.pte_oa(v + delta))
+                wr(addr, bits | self._lv[level] | self.pt.pte_oa(v + delta))
                 counts[tpa] += 1
             elif entry & v_bit:
                 self._map(self._child(entry), level - 1, v, nxt, delta, bits, pool)
@@ -417,7 +430,7 @@ class RadixPageTable:
         for v, nxt, addr, entry in self._slots(tpa, level, start, end):
             if not entry & self._v:
                 continue
-            if self._is_leaf(entry):
+            if self._is_leaf(entry, level):
                 wr(addr, 0)
                 counts[tpa] -= 1
                 flush.tlb_add_page(gather, v, esize)
@@ -469,7 +482,7 @@ class RadixPageTable:
         for v, nxt, addr, entry in self._slots(tpa, level, start, end):
             if not entry & self._v:
                 continue
-            if self._is_leaf(entry):
+            if self._is_leaf(entry, level):
                 new = (entry & keep) | bits
                 if new != entry:
                     self._wr(addr, new)
@@ -503,7 +516,7 @@ class RadixPageTable:
                 break
             if not entry & self._v:
                 new += 1 + self._tables_needed(-1, level - 1, v, nxt)
-            elif not self._is_leaf(entry):
+            elif not self._is_leaf(entry, level):
                 new += self._tables_needed(self._child(entry), level - 1, v, nxt)
         return new
 
@@ -520,7 +533,7 @@ class RadixPageTable:
             )
             if not entry & self._v:
                 return None
-            if self._is_leaf(entry):
+            if self._is_leaf(entry, level):
                 return entry, level
             if level == 0:
                 raise ModelError(f"non-leaf PTE at level 0 for {iova:#x}: {entry:#x}")
@@ -575,7 +588,7 @@ class RadixPageTable:
         for v, nxt, addr, entry in self._slots(tpa, level, start, end):
             if not entry & self._v:
                 continue
-            if self._is_leaf(entry):
+            if self._is_leaf(entry, level):
                 yield v, entry, level, addr
             elif level:
                 yield from self._leaves(self._child(entry), level - 1, v, nxt)
@@ -649,7 +662,7 @@ class RadixPageTable:
         self._flush.tlb_flush_all()
         for tpa in self._counts:
             if tpa != self.root_pa:
-                self.pages.free_page(tpa)
+                self.pages.free_pages(tpa, self.table_order)
         self.pages.free_pages(self.root_pa, self.root_order)
         self._counts = {}
         self.root_pa = -1
