@@ -155,7 +155,7 @@ class Scene:
         return self.put_ste(sid, config=STE_CONFIG_S1, s1contextptr=ptr >> 6)
 
     def stream_s2(self, sid: int, table: ArmLpaePageTable, vmid: int = 1, **ste: int) -> int:
-        return self.put_ste(sid, config=STE_CONFIG_S2, **self.s2_fields(table, vmid), **ste)
+        return self.put_ste(sid, config=STE_CONFIG_S2, **self.s2_fields(table, vmid, **ste))
 
     def stream_bypass(self, sid: int) -> int:
         return self.put_ste(sid, config=STE_CONFIG_BYPASS)
@@ -168,8 +168,7 @@ class Scene:
             sid,
             config=STE_CONFIG_NESTED,
             s1contextptr=ptr_ipa >> 6,
-            **self.s2_fields(s2),
-            **ste,
+            **self.s2_fields(s2, **ste),
         )
 
     def go(self, sid: int, addr: int, **kw: Any) -> Response:
