@@ -4,6 +4,8 @@ translator or the PCIe side, CMD_SYNC completion signals, and the error protocol
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from iommusim.bits.arm.smmuv3_queues import (
     CERROR_ABT,
@@ -30,12 +32,14 @@ from iommusim.bits.arm.smmuv3_queues import (
     CMD_TLBI_S2_IPA,
     CMD_TLBI_S12_VMALL,
     CMDQ_ENTRY_BYTES,
+    COMMANDS,
     PRI_RESP_SUCCESS,
     SYNC_CS_IRQ,
     SYNC_CS_SEV,
 )
 from iommusim.bits.arm.smmuv3_regs import CMDQ_CONS, GERROR, IRQ_CTRL, OFF
 from iommusim.hw.smmuv3.maintenance import Tlbi
+from iommusim.hw.smmuv3.params import PRESETS
 from iommusim.hw.smmuv3.transaction import Event, Request, Response
 from iommusim.mem import ACCESS
 
@@ -275,3 +279,35 @@ def test_resume_retries_or_aborts(bench):
         ("stall_term", 3),
     ]
     assert [e.stag for e in bench.events()] == [7]
+
+
+def _well_formed(command):
+    """Commands of one opcode with random values in every field but SSec."""
+    fields = {
+        f.name: st.integers(0, (1 << f.width) - 1)
+        for f in command.layout.fields
+        if f.name not in ("opcode", "ssec")
+    }
+    return st.fixed_dictionaries(fields).map(
+        lambda d: command.layout.encode(opcode=command.opcode, **d)
+    )
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.one_of(st.integers(0, (1 << 128) - 1), *(_well_formed(c) for c in COMMANDS)),
+        min_size=1,
+        max_size=12,
+    ),
+    st.sampled_from(sorted(PRESETS)),
+)
+def test_no_command_image_raises(make_bench, words, preset):
+    """IHI 0070 4, 7.1: any command queue contents end in commands run or a command error,
+    never an exception; after an error, CONS.RD names the failing entry."""
+    b = make_bench(preset)
+    b.submit(*words)
+    rd, prod = _rd(b), b.read(OFF.CMDQ_PROD)
+    assert rd == prod or (_err(b) and b.read(OFF.GERROR) & _CMDQ_ERR)
