@@ -272,7 +272,9 @@ def test_external_abort_on_a_descriptor_read_is_walk_eabt_at_its_level() -> None
     build(inner, fmt, 0x5000, 3, OUT | AF | PAGE)
     mem = FaultInjectingMemory(inner)
     mem.inject(TABLES + 4096, 4096, ACCESS)  # the level 2 table
-    assert vw(mem, fmt).walk(TTB, 0x5000, PERM_R, True, False) == VmsaFault("walk_eabt", 2)
+    # The level 2 descriptor of VA 0x5000 is entry 0 of that table: its address is reported.
+    fault = VmsaFault("walk_eabt", 2, TABLES + 4096)
+    assert vw(mem, fmt).walk(TTB, 0x5000, PERM_R, True, False) == fault
 
 
 # ------------------------------------------------------------------ permissions

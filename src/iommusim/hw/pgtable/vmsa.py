@@ -33,10 +33,12 @@ _TRANSLATION, _ADDR_SIZE, _ACCESS_FLAG, _PERMISSION, _EABT = range(5)
 class VmsaFault(NamedTuple):
     """A VMSAv8-64 walk that stopped: the fault ``kind`` and the DDI 0487 lookup ``level``
     (0-3) of the descriptor that caused it (level 0 for an input address out of range and for
-    an out-of-range table base, as AArch64 reports them)."""
+    an out-of-range table base, as AArch64 reports them); for ``walk_eabt`` the physical
+    ``fetch`` address of the descriptor access that aborted."""
 
     kind: VmsaFaultKind
     level: int
+    fetch: int = 0
 
 
 class VmsaLeaf(NamedTuple):
@@ -60,6 +62,7 @@ class _Stop(Exception):
     def __init__(self, code: int, info: int, level: int) -> None:
         super().__init__(code, info, level)
         self.code = code
+        self.info = info
         self.level = level
 
 
@@ -69,16 +72,35 @@ class VmsaWalker:
     :func:`iommusim.bits.arm.vmsa.stage1_format` / ``stage2_format``), the configured output
     size ``oa_bits`` (CD.IPS / STE.S2PS, capped by the SMMU's OAS) and hardware management of
     the Access flag (``ha``) and of dirty state (``hd``, effective only with ``ha``: D8 "Hardware
-    management of dirty state").
+    management of dirty state"). ``affd``: an entry with AF = 0 is used as if AF were 1,
+    without an update and without an Access flag fault (IHI 0070 CD.AFFD / STE.S2AFFD).
     Faults are returned as :class:`VmsaFault` records, never raised."""
 
-    __slots__ = ("_af", "_dbm", "_dirty_set", "_dm", "_ha", "_hd", "_perm", "oa_bits", "w")
+    __slots__ = (
+        "_af",
+        "_affd",
+        "_dbm",
+        "_dirty_set",
+        "_dm",
+        "_ha",
+        "_hd",
+        "_perm",
+        "oa_bits",
+        "w",
+    )
 
     def __init__(
-        self, fmt: PtFormat, mem: PhysicalMemory, oa_bits: int, ha: bool, hd: bool
+        self,
+        fmt: PtFormat,
+        mem: PhysicalMemory,
+        oa_bits: int,
+        ha: bool,
+        hd: bool,
+        affd: bool = False,
     ) -> None:
-        self.w = Walker(fmt, mem, _Stop, (), oa_bits, _ADDR_SIZE)
+        self.w = Walker(fmt, mem, _Stop, (), oa_bits, _ADDR_SIZE, fetch_info=True)
         self.oa_bits = oa_bits
+        self._affd = affd and not ha
         self._ha = ha
         self._hd = hd and ha
         self._af = fmt.accessed_mask
@@ -124,13 +146,14 @@ class VmsaWalker:
                 root, ia, be, xlate, _TRANSLATION, 0, _EABT, _EABT, trace, stage, served, None
             )
         except _Stop as e:
-            return VmsaFault(_KINDS[e.code], 3 - e.level)
+            return VmsaFault(_KINDS[e.code], 3 - e.level, e.info if e.code == _EABT else 0)
         level = 3 - (size_lg2 - fmt.page_shift) // (fmt.page_shift - 3)
         new = pte
         if not pte & self._af:
-            if not self._ha:
+            if self._ha:
+                new |= self._af
+            elif not self._affd:
                 return VmsaFault("access_flag", level)
-            new |= self._af
         perms = self._perm(pte, privileged)
         if access & ~perms:
             # DBM: a write to a clean entry makes it dirty instead of faulting (D8 "Hardware
@@ -146,5 +169,5 @@ class VmsaWalker:
             try:
                 w.update_ad(pa, pte, new, be, _EABT, _EABT, trace, stage, 3 - level)
             except _Stop:
-                return VmsaFault("walk_eabt", level)
+                return VmsaFault("walk_eabt", level, pa)
         return VmsaLeaf(out, size_lg2, new, pa, addr, level, perms)

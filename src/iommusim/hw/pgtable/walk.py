@@ -84,9 +84,13 @@ class Walker:
     ``oa_bits``: the configured output-address size (VMSAv8-64 IPS / PS): a table or leaf
     address with a bit set at or above it raises ``fault(size_fault, info, level)`` -- the
     Address size fault of DDI 0487 D8 "Address size fault" (checked on every descriptor's
-    output address). None: the output-address field's width is the only limit."""
+    output address). None: the output-address field's width is the only limit.
+    ``fetch_info``: a failed PTE load passes the PTE's physical address as the fault's
+    ``info`` (an architecture that reports the fetch address, e.g. IHI 0070 F_WALK_EABT's
+    FetchAddr); otherwise 0."""
 
     __slots__ = (
+        "_fetch_info",
         "_k",
         "_leaf_k",
         "_mem",
@@ -113,8 +117,10 @@ class Walker:
         extensions: Iterable[str] = (),
         oa_bits: int | None = None,
         size_fault: int = 0,
+        fetch_info: bool = False,
     ) -> None:
         exts = frozenset(extensions)
+        self._fetch_info = fetch_info
         # The output-address field's bits that encode an address at or above ``oa_bits``.
         in_range = ((1 << oa_bits) - 1) >> fmt.page_shift << fmt.oa_shift if oa_bits else -1
         self._oa_bad = fmt.oa_mask & ~in_range
@@ -168,7 +174,8 @@ class Walker:
         try:
             return self._mem.read64(pa) if self._pte_bytes == 8 else self._mem.read32(pa)
         except BusError as e:
-            raise self.fault(af if e.kind == ACCESS else corr, 0, level) from None
+            info = pa if self._fetch_info else 0
+            raise self.fault(af if e.kind == ACCESS else corr, info, level) from None
 
     def _bad(self, pte: int, cause: int, info: int, level: int) -> Exception:
         """The fault of a malformed entry: an address-size fault when its (validly typed)

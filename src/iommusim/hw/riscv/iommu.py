@@ -313,7 +313,7 @@ class RiscvIommu:
             key = (device_id, process_id, priv, iova >> 12)
             hit = tlb.get(key)
             if hit is not None:
-                if tlb.lru:  # _Lru.lookup, inlined
+                if tlb.lru:  # BoundedCache.lookup, inlined
                     tlb.move_to_end(key)
                 if hit.ok & (2 if is_write else 1) and (regs.ddtp & 0xF) > MODE_BARE:
                     return hit.pa | (iova & 0xFFF)

@@ -25,15 +25,15 @@ fault cause each failure is -- stay here.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Final, Literal, NamedTuple, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
 from iommusim.bits.riscv import causes as C
 from iommusim.bits.riscv.pgtable import FIRST_STAGE_FORMATS, G_STAGE_FORMATS, SV39
 from iommusim.bits.riscv.regs import MODE_1LVL, MODE_2LVL, MODE_3LVL, cap
 from iommusim.bits.riscv.structures import DDTE, MSIPTE_BASIC, MSIPTE_MRIF, PDTE
 from iommusim.errors import BusError
+from iommusim.hw.common.cache import BoundedCache
 from iommusim.hw.pgtable.walk import AdUpdate, PteRead, Walker, swap32, swap64
 from iommusim.hw.riscv.context import (
     PD_PID_BITS,
@@ -191,33 +191,6 @@ def _fault(cause: int, iotval2: int, level: int) -> Exception:
     return TranslationFault(cause, iotval2)
 
 
-_K = TypeVar("_K", bound=Hashable)
-_V = TypeVar("_V")
-
-
-class _Lru(OrderedDict[_K, _V]):
-    """A bounded mapping evicting the least recently used (or oldest, for FIFO) entry."""
-
-    def __init__(self, capacity: int, lru: bool) -> None:
-        super().__init__()
-        self.capacity = capacity
-        self.lru = lru
-
-    def lookup(self, key: _K) -> _V | None:
-        v = self.get(key)
-        if v is not None and self.lru:
-            self.move_to_end(key)
-        return v
-
-    def insert(self, key: _K, value: _V) -> None:
-        if self.capacity <= 0:
-            return
-        self[key] = value
-        self.move_to_end(key)
-        if len(self) > self.capacity:
-            self.popitem(last=False)
-
-
 class TranslationEngine:
     """Device-directory, process-directory, first-stage, G-stage and MSI walks."""
 
@@ -251,11 +224,15 @@ class TranslationEngine:
         else:
             self._did_wide = {MODE_1LVL: 0xFFFF80, MODE_2LVL: 0xFF0000, MODE_3LVL: 0}
         c = params.caches
-        self.ddtc: _Lru[int, DeviceContext] = _Lru(c.ddtc_entries, c.replacement == "lru")
-        self.pdtc: _Lru[tuple[int, int], ProcessContext] = _Lru(
+        self.ddtc: BoundedCache[int, DeviceContext] = BoundedCache(
+            c.ddtc_entries, c.replacement == "lru"
+        )
+        self.pdtc: BoundedCache[tuple[int, int], ProcessContext] = BoundedCache(
             c.pdtc_entries, c.replacement == "lru"
         )
-        self.iotlb: _Lru[IotlbKey, IotlbEntry] = _Lru(c.iotlb_entries, c.replacement == "lru")
+        self.iotlb: BoundedCache[IotlbKey, IotlbEntry] = BoundedCache(
+            c.iotlb_entries, c.replacement == "lru"
+        )
 
     # ------------------------------------------------------------------ memory helpers
     def _ld64(self, pa: int, be: bool, acc_cause: int, corr_cause: int) -> int:
@@ -274,7 +251,7 @@ class TranslationEngine:
         # (a non-zero DDI[2], or DDI[1] with one level).
         if did & self._did_wide[mode]:
             raise TranslationFault(C.TTYPE_DISALLOWED)
-        # A DDTC hit is the common case: _Lru.lookup inlined.
+        # A DDTC hit is the common case: BoundedCache.lookup inlined.
         ddtc = self.ddtc
         cached = ddtc.get(did)
         if cached is not None:
