@@ -22,8 +22,7 @@ a translator (:class:`~iommusim.hw.smmuv3.ports.TranslatorPort`; by default
 
 from __future__ import annotations
 
-import importlib
-from typing import Final, cast
+from typing import Final
 
 from iommusim.bits.arm.smmuv3_regs import (
     CR0_CMDQEN,
@@ -42,6 +41,7 @@ from iommusim.hw.smmuv3.params import Smmuv3Params
 from iommusim.hw.smmuv3.ports import DevicePort, NullDevicePort, TranslatorPort
 from iommusim.hw.smmuv3.registers import Registers
 from iommusim.hw.smmuv3.transaction import Request, Response
+from iommusim.hw.smmuv3.translator import Smmuv3Translator
 from iommusim.mem.protocol import PhysicalMemory
 
 __all__ = ["Smmuv3"]
@@ -53,11 +53,6 @@ _PTM: Final = CR2.mask("ptm")
 _LOG2SIZE: Final = STRTAB_BASE_CFG["log2size"]
 _FMT: Final = STRTAB_BASE_CFG["fmt"]
 _SPLIT: Final = STRTAB_BASE_CFG["split"]
-
-
-def _default_translator(mem: PhysicalMemory, params: Smmuv3Params) -> TranslatorPort:
-    module = importlib.import_module("iommusim.hw.smmuv3.translator")
-    return cast(TranslatorPort, module.Smmuv3Translator(mem, params))
 
 
 class Smmuv3:
@@ -75,7 +70,9 @@ class Smmuv3:
     ) -> None:
         self.mem = mem
         self.params = params
-        self.translator = translator if translator is not None else _default_translator(mem, params)
+        self.translator: TranslatorPort = (
+            translator if translator is not None else Smmuv3Translator(mem, params)
+        )
         self.port: DevicePort = port if port is not None else NullDevicePort()
         self.regs = Registers(params, self)
         self.irq = Interrupts(mem, self.regs)
