@@ -22,8 +22,8 @@ from collections.abc import Callable
 
 from iommusim.bits.arm.smmuv3_structures import CD, STE, STE_CONFIG_NESTED, STE_CONFIG_S1, TG0_4K
 from iommusim.hw.smmuv3.params import PRESETS
-from iommusim.hw.smmuv3.translator import STRTAB_LINEAR, Smmuv3Translator
 from iommusim.hw.smmuv3.transaction import Request
+from iommusim.hw.smmuv3.translator import STRTAB_LINEAR, Smmuv3Translator
 from iommusim.mem import SparseMemory
 from iommusim.sw.pages import PageAllocator
 from iommusim.sw.pgtable import ArmLpaePageTable

@@ -82,10 +82,15 @@ class VmsaWalker:
         "_dbm",
         "_dirty_set",
         "_dm",
+        "_grants",
         "_ha",
         "_hd",
-        "_perm",
+        "_ppriv",
+        "_pshifts",
+        "_ptable",
+        "_root_mask",
         "oa_bits",
+        "start_level",
         "w",
     )
 
@@ -100,6 +105,8 @@ class VmsaWalker:
     ) -> None:
         self.w = Walker(fmt, mem, _Stop, (), oa_bits, _ADDR_SIZE, fetch_info=True)
         self.oa_bits = oa_bits
+        # Base address bits below the start table's alignment are RES0 (ignored).
+        self._root_mask = ~(fmt.root_alignment - 1)
         self._affd = affd and not ha
         self._ha = ha
         self._hd = hd and ha
@@ -108,7 +115,14 @@ class VmsaWalker:
         self._dm = fmt.dirty_mask
         # The write that records dirty state: AP[2] cleared (stage 1), S2AP[1] set (stage 2).
         self._dirty_set = 0 if fmt.dirty_when_clear else fmt.dirty_mask
-        self._perm = fmt.grants
+        # The leaf's permissions (fmt.grants, inlined): perm_table indexed by the
+        # perm_fields, the privilege above them.
+        self._grants = fmt.grants
+        self._pshifts = fmt.perm_shifts
+        self._ptable = fmt.perm_table
+        self._ppriv = len(fmt.perm_table) >> 1
+        #: The DDI 0487 level of the start table.
+        self.start_level = 4 - fmt.levels
 
     def walk(
         self,
@@ -139,11 +153,20 @@ class VmsaWalker:
         if ttb >> self.oa_bits:
             return VmsaFault("address_size", 0)
         fmt = w.fmt
-        # Base address bits below the start table's alignment are RES0 (ignored).
-        root = ttb & ~(fmt.root_alignment - 1)
         try:
             out, size_lg2, pte, pa, addr, _ = w.walk(
-                root, ia, be, xlate, _TRANSLATION, 0, _EABT, _EABT, trace, stage, served, None
+                ttb & self._root_mask,
+                ia,
+                be,
+                xlate,
+                _TRANSLATION,
+                0,
+                _EABT,
+                _EABT,
+                trace,
+                stage,
+                served,
+                None,
             )
         except _Stop as e:
             return VmsaFault(_KINDS[e.code], 3 - e.level, e.info if e.code == _EABT else 0)
@@ -154,14 +177,17 @@ class VmsaWalker:
                 new |= self._af
             elif not self._affd:
                 return VmsaFault("access_flag", level)
-        perms = self._perm(pte, privileged)
+        pi = self._ppriv if privileged else 0
+        for sh, mask in self._pshifts:
+            pi |= (pte & mask) >> sh
+        perms = self._ptable[pi]
         if access & ~perms:
             # DBM: a write to a clean entry makes it dirty instead of faulting (D8 "Hardware
             # management of dirty state").
             dirty = (pte & ~self._dm) | self._dirty_set
             if not (access & PERM_W and self._hd and pte & self._dbm and pte != dirty):
                 return VmsaFault("permission", level)
-            perms = self._perm(dirty, privileged)
+            perms = self._grants(dirty, privileged)
             if access & ~perms:
                 return VmsaFault("permission", level)
             new = (new & ~self._dm) | self._dirty_set

@@ -101,6 +101,9 @@ class Cd(NamedTuple):
 
     raw: int
     asid: int
+    #: The TLB tag of the CD's process-specific entries: the ASID, or GLOBAL (-1) in the
+    #: ASID-less EL2 regime.
+    tag: int
     w0: VmsaWalker | None
     ttb0: int
     w1: VmsaWalker | None
@@ -272,6 +275,7 @@ def decode_cd(raw: int, p: Smmuv3Params, ste: Ste, walker: WalkerFactory) -> Cd 
     return Cd(
         raw=raw,
         asid=-1 if el2 else asid,
+        tag=-1 if el2 else asid,
         w0=walkers[0],
         ttb0=(raw >> 64 & ((1 << 52) - 1)) & ~0xF,
         w1=walkers[1],

@@ -15,9 +15,10 @@ too.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
+from iommusim.bits.pgformat import PERM_R, PERM_W, PERM_X
 from iommusim.hw.smmuv3.maintenance import Tlbi
 
 __all__ = ["GLOBAL", "S2_ONLY", "TlbEntry", "TlbKey", "match_tlbi", "tlbi_range"]
@@ -35,12 +36,21 @@ class TlbEntry:
     """One cached translation (never changed once cached): the output ``pa`` of its 4 KiB
     page, the ``PERM_*`` bits both stages grant (W only once dirty), the log2 ``size_lg2``
     of the translation (the smaller stage's block or page) and, when a stage 2 was involved,
-    the 4 KiB page number of the IPA (-1 otherwise)."""
+    the 4 KiB page number of the IPA (-1 otherwise). ``r``, ``w``, ``x``: the permissions
+    as the response reports them (computed once, read on every hit)."""
 
     pa: int
     perms: int
     size_lg2: int
     ipa_pn: int
+    r: bool = field(init=False)
+    w: bool = field(init=False)
+    x: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.r = bool(self.perms & PERM_R)
+        self.w = bool(self.perms & PERM_W)
+        self.x = bool(self.perms & PERM_X)
 
 
 def tlbi_range(t: Tlbi) -> tuple[int, int]:

@@ -135,14 +135,13 @@ class Event(NamedTuple):
 Outcome = Literal["ok", "bypass", "abort", "raz_wi", "stalled", "ur"]
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
+class Response(NamedTuple):
     """The SMMU's answer to a :class:`Request`: the ``outcome``, the output ``pa`` and the
     log2 ``size_lg2`` of the translation it came from, the permissions granted (``r``, ``w``,
     ``x``, ``priv``: what an ATS Translation Completion reports), the ``event`` the SMMU
     generated for it, whether that event is to be ``recorded`` in the event queue (``False``:
     suppressed by CD.R / STE.S2R, IHI 0070 3.12.1) and the ``stag`` of a stalled
-    transaction."""
+    transaction. A NamedTuple: built once per transaction on the hot path."""
 
     outcome: Outcome
     pa: int = 0

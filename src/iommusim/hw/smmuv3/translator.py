@@ -64,6 +64,7 @@ from iommusim.bits.arm.smmuv3_structures import (
     EATS_ABORT,
     EATS_SPLIT,
     S1DSS_BYPASS,
+    S1DSS_SSID0,
     S1DSS_TERMINATE,
     STE_CONFIG_ABORT,
     STE_CONFIG_BYPASS,
@@ -103,6 +104,7 @@ _FAULT_EVENT: Final = {
 #: aborts and not configuration errors.
 _STALLABLE: Final = frozenset((F_TRANSLATION, F_ADDR_SIZE, F_ACCESS, F_PERMISSION))
 _STE_BYTES: Final = 64
+_new: Final = tuple.__new__
 #: Address bits 55:0: what remains of an address once TBI drops its tag (DDI 0487 D8).
 _UNTAGGED: Final = (1 << 56) - 1
 #: The nG bit of a stage 1 leaf (DDI 0487 D8; the stage 1 descriptor layouts).
@@ -311,7 +313,7 @@ class Smmuv3Translator:
     def _count_walk(self, w: VmsaWalker, r: VmsaLeaf | VmsaFault) -> None:
         """PMCG event 0x4: a walk that ends at DDI 0487 level L read L - start + 1
         descriptors (none when it stopped before the start table)."""
-        self.counts.walk_accesses += max(r.level - (4 - w.w.fmt.levels) + 1, 0)
+        self.counts.walk_accesses += max(r.level - w.start_level + 1, 0)
 
     @staticmethod
     def _walk_fault(r: VmsaFault, stage: int, class_: int, ipa: int) -> _Stop:
@@ -351,10 +353,11 @@ class Smmuv3Translator:
                 return self._s2(ste, ipa, PERM_R, CLASS_TT, trace).pa
 
         r = w.walk(ttb, ia, access, priv, cd.endi, trace, "s1", "request", xlate)
+        if isinstance(r, VmsaLeaf):
+            self.counts.walk_accesses += r.level - w.start_level + 1
+            return r
         self._count_walk(w, r)
-        if isinstance(r, VmsaFault):
-            raise self._walk_fault(r, 1, 0, 0)
-        return r
+        raise self._walk_fault(r, 1, 0, 0)
 
     # -- the procedure --------------------------------------------------------------------
 
@@ -362,12 +365,71 @@ class Smmuv3Translator:
         """Translate one transaction (IHI 0070 3.3-3.4; the steps of the module docstring).
         ``trace`` (a list): every structure read (:class:`StructureRead`) and descriptor
         read (``PteRead`` / ``AdUpdate``) is appended -- and the caches are bypassed, so
-        the explanation shows the memory the SMMU would read."""
-        c = self.counts
-        if req.at == AT_ATS_REQUEST:
-            c.ats_requests += 1
+        the explanation shows the memory the SMMU would read.
+
+        Hot path: an untranslated transaction whose STE, CD and translation are all cached
+        is answered here, with the caches' own lookups inlined; everything else -- and
+        every result the caches cannot give exactly (a global entry, a tagged address, a
+        missing permission) -- takes the full procedure."""
+        if req.at or trace is not None or not self.enabled:
+            if req.at == AT_ATS_REQUEST:
+                self.counts.ats_requests += 1
+            else:
+                self.counts.transactions += 1
+            return self._translate(req, trace)
+        self.counts.transactions += 1
+        sid = req.sid
+        stes = self.ste_cache
+        ste = stes.get(sid)
+        if ste is None:
+            return self._translate(req, trace)
+        if stes.lru:
+            stes.move_to_end(sid)
+        addr = req.addr
+        if ste.s1:
+            if req.ssv:
+                ssid = req.ssid
+                if not ste.s1cdmax or ssid >> ste.s1cdmax:
+                    return self._translate(req, trace)
+            elif ste.s1cdmax and ste.s1dss != S1DSS_SSID0:
+                return self._translate(req, trace)
+            else:
+                ssid = 0
+            cds = self.cd_cache
+            ck = (sid, ssid)
+            cd = cds.get(ck)
+            if cd is None or cd.tbi0 or cd.tbi1:
+                return self._translate(req, trace)
+            if cds.lru:
+                cds.move_to_end(ck)
+            key = (ste.vmid, cd.tag, req.priv, addr >> 12)
+        elif ste.s2 is not None and not req.ssv:
+            cd = None
+            key = (ste.vmid, S2_ONLY, False, addr >> 12)
         else:
-            c.transactions += 1
+            return self._translate(req, trace)
+        tlb = self.tlb
+        e = tlb.get(key)
+        access = PERM_X if req.instr else PERM_W if req.is_write else PERM_R
+        if e is None:
+            if cd is not None and cd.tag >= 0 and (ste.vmid, GLOBAL, req.priv, addr >> 12) in tlb:
+                return self._translate(req, trace)
+            try:
+                return self._fill(req, ste, cd, access, None, addr >> 12, False)
+            except _Stop as s:
+                return self._fault(req, ste, cd, s)
+        if access & ~e.perms:
+            return self._translate(req, trace)
+        if tlb.lru:
+            tlb.move_to_end(key)
+        # tuple.__new__: a NamedTuple's own constructor costs a quarter of a hit.
+        return _new(
+            Response,
+            ("ok", e.pa | (addr & 0xFFF), e.size_lg2, e.r, e.w, e.x, req.priv, None, True, -1),
+        )
+
+    def _translate(self, req: Request, trace: list[object] | None) -> Response:
+        """The full procedure (steps 1-7)."""
         if not self.enabled:
             if req.at == AT_ATS_REQUEST:
                 return Response("ur")
@@ -445,13 +507,28 @@ class Smmuv3Translator:
         else:
             if cd.tbi1 if cd.two_ranges and va >> 55 & 1 else cd.tbi0:
                 pn = (va & _UNTAGGED) >> 12  # the tag is not part of the address
-            key = (ste.vmid, cd.asid if cd.asid >= 0 else GLOBAL, priv, pn)
+            key = (ste.vmid, cd.tag, priv, pn)
         if trace is None and not split:
             e = tlb.lookup(key)
             if e is None and cd is not None and cd.asid >= 0:
                 e = tlb.lookup((ste.vmid, GLOBAL, priv, pn))
             if e is not None and not access & ~e.perms:
                 return self._ok(e.pa | (va & 0xFFF), e.size_lg2, e.perms, priv)
+        return self._fill(req, ste, cd, access, trace, pn, split)
+
+    def _fill(
+        self,
+        req: Request,
+        ste: Ste,
+        cd: Cd | None,
+        access: int,
+        trace: list[object] | None,
+        pn: int,
+        split: bool,
+    ) -> Response:
+        """A TLB miss: the walks, and the new TLB entry (``pn``: the untagged page)."""
+        va = req.addr
+        priv = req.priv
         self.counts.tlb_misses += 1
         if cd is None:
             e2 = self._s2(ste, va, access, CLASS_IN, trace)
@@ -472,8 +549,9 @@ class Smmuv3Translator:
             # the entry matches every ASID.
             glob = cd.asid < 0 or not leaf.pte & _NG
             tag = GLOBAL if glob else cd.asid
-            entry = TlbEntry(out & ~0xFFF, perms, size, ipa_pn)
-            tlb.insert((ste.vmid, tag, priv, pn), entry)
+            if self.tlb.capacity:
+                entry = TlbEntry(out & ~0xFFF, perms, size, ipa_pn)
+                self.tlb.insert((ste.vmid, tag, priv, pn), entry)
         return self._ok(out, size, perms, priv)
 
     def _translated(self, req: Request, ste: Ste, trace: list[object] | None) -> Response:
