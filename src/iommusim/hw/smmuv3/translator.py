@@ -610,15 +610,8 @@ class Smmuv3Translator:
 
     @staticmethod
     def _ok(pa: int, size_lg2: int, perms: int, priv: bool) -> Response:
-        return Response(
-            "ok",
-            pa=pa,
-            size_lg2=size_lg2,
-            r=bool(perms & PERM_R),
-            w=bool(perms & PERM_W),
-            x=bool(perms & PERM_X),
-            priv=priv,
-        )
+        r, w, x = bool(perms & PERM_R), bool(perms & PERM_W), bool(perms & PERM_X)
+        return _new(Response, ("ok", pa, size_lg2, r, w, x, priv, None, True, -1))
 
     # -- stalls (IHI 0070 3.12.2, 4.6) ------------------------------------------------------
 
