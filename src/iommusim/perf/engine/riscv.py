@@ -42,6 +42,7 @@ from iommusim.bits.riscv.regs import (
     MODE_3LVL,
     cap,
 )
+from iommusim.errors import InvalidArgument
 from iommusim.hw.riscv.context import TC_DPE, TC_PDTV, TC_SBE, TC_SXL
 from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.iotlb import IotlbEntry, IotlbKey
@@ -66,7 +67,7 @@ JIT_AVAILABLE: Final = _jit_importable()
 if JIT_AVAILABLE:
     from iommusim.perf.engine import kernels as K
 
-#: The most rows the scalar model runs in one go between two engine runs.
+#: The most rows the scalar model runs in one go between two engine runs, by default.
 MAX_BURST: Final = 4096
 
 _I64 = npt.NDArray[np.int64]
@@ -160,9 +161,12 @@ class BatchEngine:
     """Replays traces against ``iommu`` (a RISC-V IOMMU configured by software: its
     registers, memory and caches are the model's own)."""
 
-    def __init__(self, iommu: RiscvIommu) -> None:
+    def __init__(self, iommu: RiscvIommu, max_burst: int = MAX_BURST) -> None:
         global _noticed  # noqa: PLW0603 -- one notice per process
+        if max_burst < 1:
+            raise InvalidArgument(f"max_burst must be >= 1, not {max_burst}")
         self.iommu = iommu
+        self.max_burst = max_burst
         self.stats = EngineStats()
         if not JIT_AVAILABLE and not _noticed:
             _noticed = True
@@ -257,7 +261,7 @@ class BatchEngine:
                 self._add_page(int(self._page_out[0]))
             elif st == K.ST_SCALAR:
                 end = min(n, j + burst)
-                burst = min(2 * burst, MAX_BURST) if j - i < 64 else 1
+                burst = min(2 * burst, self.max_burst) if j - i < 64 else 1
                 self._scalar_run(rows, j, end, out)
                 j = end
             i = j
