@@ -72,8 +72,8 @@ class Image:
                 mem.write64(dc + 24, 8 << 60 | s1 >> 12)
         mem.write64(ddt + 6 * 64, 0)
         self.iommu.write_register(16, 8, ddt >> 12 << 10 | 2)  # ddtp 1LVL
-        for n, event in enumerate(EVENTS, start=1):
-            self.iommu.write_register(OFF_IOHPMEVT + 8 * (n - 1), 8, event)
+        for n, selected in enumerate(EVENTS, start=1):
+            self.iommu.write_register(OFF_IOHPMEVT + 8 * (n - 1), 8, selected)
 
     def page(self, n: int = 1) -> int:
         pa = self.next

@@ -240,6 +240,20 @@ def page_find(pk: _I64, pn: int) -> int:
     return h
 
 
+@_jit
+def _row(pk, pr, lp, at, pn):
+    """The snapshot row of page ``pn``, or -1: the hash table behind a one-entry memo per
+    walk level (``lp[at]``: page, row), valid within one kernel call."""
+    if lp[at, 0] == pn:
+        return lp[at, 1]
+    h = page_find(pk, pn)
+    if pk[h] < 0:
+        return -1
+    lp[at, 0] = pn
+    lp[at, 1] = pr[h]
+    return pr[h]
+
+
 # ---------------------------------------------------------------------------- walks
 @_jit
 def _leaf(fm, pte, i, va):
@@ -263,18 +277,19 @@ def _leaf(fm, pte, i, va):
 
 
 @_jit
-def _walk(fm, pages, pk, pr, root, va):
-    """Walk ``va`` from ``root``: ``(status, out, size, pte, g, loads, page)``."""
+def _walk(fm, pages, pk, pr, lp, at, root, va):
+    """Walk ``va`` from ``root``: ``(status, out, size, pte, g, loads, page)``; ``lp[at +
+    level]`` memoise the page lookups."""
     i = fm[F_LEVELS] - 1
     a = root
     g = 0
     loads = 0
     while True:
         pa = a + ((va >> fm[F_SHIFT + i]) & fm[F_IMASK + i]) * 8
-        h = page_find(pk, pa >> 12)
-        if pk[h] < 0:
+        row = _row(pk, pr, lp, at + i, pa >> 12)
+        if row < 0:
             return ST_PAGE, 0, 0, 0, 0, loads, pa >> 12
-        pte = pages[pr[h], (pa & 0xFFF) >> 3]
+        pte = pages[row, (pa & 0xFFF) >> 3]
         loads += 1
         if (pte & fm[F_TMASK]) == fm[F_TVAL]:
             if pte & fm[F_NONLEAF_BAD]:
@@ -292,12 +307,12 @@ def _walk(fm, pages, pk, pr, root, va):
 
 
 @_jit
-def _g_implicit(gfm, k, pages, pk, pr, groot, gpa):
+def _g_implicit(gfm, k, pages, pk, pr, lp, groot, gpa):
     """The G-stage translation of an implicit read of a first-stage PTE at ``gpa``
     (riscv-iommu: "Process to translate an IOVA": implicit accesses need U and R, and A)."""
     if gpa >> gfm[F_VA_BITS]:
         return ST_SCALAR, 0, 0, 0
-    st, spa, _, pte, _, loads, page = _walk(gfm, pages, pk, pr, groot, gpa)
+    st, spa, _, pte, _, loads, page = _walk(gfm, pages, pk, pr, lp, 10, groot, gpa)
     if st != ST_OK:
         return st, 0, loads, page
     if not pte & k[K_U] or not pte & k[K_R] or not pte & k[K_A]:
@@ -306,7 +321,7 @@ def _g_implicit(gfm, k, pages, pk, pr, groot, gpa):
 
 
 @_jit
-def _walk_nested(fm, gfm, k, pages, pk, pr, root, groot, va, memo):
+def _walk_nested(fm, gfm, k, pages, pk, pr, lp, root, groot, va, memo):
     """:func:`_walk` with every PTE address a GPA translated by the G-stage:
     ``(status, out, size, pte, g, loads, gloads, page)``.
 
@@ -327,17 +342,17 @@ def _walk_nested(fm, gfm, k, pages, pk, pr, root, groot, va, memo):
             pa = (memo[m, 1] << 12) | (addr & 0xFFF)
             gloads += memo[m, 2]
         else:
-            st, pa, gl, page = _g_implicit(gfm, k, pages, pk, pr, groot, addr)
+            st, pa, gl, page = _g_implicit(gfm, k, pages, pk, pr, lp, groot, addr)
             gloads += gl
             if st != ST_OK:
                 return st, 0, 0, 0, 0, loads, gloads, page
             memo[m, 0] = gpn
             memo[m, 1] = pa >> 12
             memo[m, 2] = gl
-        h = page_find(pk, pa >> 12)
-        if pk[h] < 0:
+        row = _row(pk, pr, lp, i, pa >> 12)
+        if row < 0:
             return ST_PAGE, 0, 0, 0, 0, loads, gloads, pa >> 12
-        pte = pages[pr[h], (pa & 0xFFF) >> 3]
+        pte = pages[row, (pa & 0xFFF) >> 3]
         loads += 1
         if (pte & fm[F_TMASK]) == fm[F_TVAL]:
             if pte & fm[F_NONLEAF_BAD]:
@@ -381,6 +396,22 @@ def _granted(k, pte):
 
 # ---------------------------------------------------------------------------- replay
 @_jit
+def _add_counts(c, ev1, ev4, ev7, ev8, hits, walks):
+    c[C_EV1] += ev1
+    c[C_EV4] += ev4
+    c[C_EV7] += ev7
+    c[C_EV8] += ev8
+    c[C_HITS] += hits
+    c[C_WALKS] += walks
+
+
+@_jit
+def _stop(c, ev1, ev4, ev7, ev8, hits, walks, i, st):
+    _add_counts(c, ev1, ev4, ev7, ev8, hits, walks)
+    return i, st
+
+
+@_jit
 def replay(
     dids: npt.NDArray[np.uint32], pasids: npt.NDArray[np.int32], iovas: _I64,
     flags: npt.NDArray[np.uint8], start: int, stop: int, out_pa: _I64,
@@ -393,6 +424,21 @@ def replay(
     all_perms = k[K_R] | k[K_W] | k[K_X]
     tcap = tm[M_CAP]
     memo = np.full((256, 3), -1, np.int64)
+    # Page-lookup memos: first-stage levels at 0.., G-stage walks of the request's GPA at 5..,
+    # implicit G-stage walks at 10.. (each level keeps its own page).
+    lp = np.full((15, 2), -1, np.int64)
+    ev1 = 0
+    ev4 = 0
+    ev7 = 0
+    ev8 = 0
+    hits = 0
+    walks = 0
+    # The last hit: a row with the same key hits the same entry (nothing was evicted since).
+    l_did = -1
+    l_pid = 0
+    l_priv = 0
+    l_vpn = 0
+    l_slot = -1
     for i in range(start, stop):
         did = np.int64(dids[i])
         pasid = np.int64(pasids[i])
@@ -401,7 +447,7 @@ def replay(
         # Execute requests are never cached (and their rules are many); out-of-range IDs are
         # the bus's to truncate: the scalar model's.
         if fl & 4 or did >> 24 or pasid >= 1 << 20 or pasid < -1:
-            return i, ST_SCALAR
+            return _stop(c, ev1, ev4, ev7, ev8, hits, walks, i, ST_SCALAR)
         write = (fl & 2) != 0
         pv = pasid >= 0
         priv = 1 if pv and fl & 8 else 0
@@ -409,33 +455,47 @@ def replay(
         vpn = (iova >> 12) & _VPN_MASK
         hit = -1
         if tcap:
-            hit = _tlb_find(tl, th, did, pid_key, priv, vpn)
+            if vpn == l_vpn and did == l_did and pid_key == l_pid and priv == l_priv:
+                hit = l_slot
+            else:
+                hit = _tlb_find(tl, th, did, pid_key, priv, vpn)
             if hit >= 0 and tl[hit, T_OK] & (2 if write else 1):
                 if tm[M_LRU]:
                     _to_newest(tl, tm, hit, T_PREV, T_NEXT)
                 out_pa[i] = tl[hit, T_PA] | (iova & 0xFFF)
                 out_pbmt[i] = tl[hit, T_PBMT]
-                c[C_EV1] += 1
-                c[C_HITS] += 1
+                ev1 += 1
+                hits += 1
+                l_did = did
+                l_pid = pid_key
+                l_priv = priv
+                l_vpn = vpn
+                l_slot = hit
                 continue
         # riscv-iommu: "Process to translate an IOVA" step 5: a device_id wider than the mode.
         if did & k[K_DID_WIDE]:
-            return i, ST_SCALAR
+            return _stop(c, ev1, ev4, ev7, ev8, hits, walks, i, ST_SCALAR)
         d = dm[M_TAIL]
         while d >= 0 and dc[d, D_DID] != did:
             d = dc[d, D_PREV]
         if d < 0:
-            return i, ST_SCALAR  # a DDT walk: the scalar model's
+            return _stop(
+                c, ev1, ev4, ev7, ev8, hits, walks, i, ST_SCALAR
+            )  # a DDT walk: the scalar model's
         tc = dc[d, D_TC]
         if tc & (k[K_TC_SBE] | k[K_TC_SXL]):
-            return i, ST_SCALAR  # big-endian tables, Sv32
+            return _stop(
+                c, ev1, ev4, ev7, ev8, hits, walks, i, ST_SCALAR
+            )  # big-endian tables, Sv32
         fsc_mode = dc[d, D_FSC_MODE]
         pdtv = tc & k[K_TC_PDTV]
         # Steps 7-16: which first stage applies (TranslationEngine.locate).
         if pdtv and fsc_mode > 3:
-            return i, ST_SCALAR  # not a pdtp.MODE (a DC cached under other capabilities)
+            return _stop(
+                c, ev1, ev4, ev7, ev8, hits, walks, i, ST_SCALAR
+            )  # not a pdtp.MODE (a DC cached under other capabilities)
         if pv and (not pdtv or (fsc_mode and pasid >> _PD_BITS[fsc_mode])):
-            return i, ST_SCALAR
+            return _stop(c, ev1, ev4, ev7, ev8, hits, walks, i, ST_SCALAR)
         p = -1
         sum_ = False
         s1mode = 0
@@ -451,7 +511,7 @@ def replay(
             while p >= 0 and (pc[p, P_DID] != did or pc[p, P_PID] != pid):
                 p = pc[p, P_PREV]
             if p < 0 or (priv and not pc[p, P_ENS]):
-                return i, ST_SCALAR
+                return _stop(c, ev1, ev4, ev7, ev8, hits, walks, i, ST_SCALAR)
             s1mode = pc[p, P_MODE]
             s1ppn = pc[p, P_PPN]
             pscid = pc[p, P_PSCID]
@@ -459,28 +519,30 @@ def replay(
         g_mode = dc[d, D_G_MODE]
         groot = dc[d, D_G_PPN] << 12
         if g_mode and not 8 <= g_mode <= 10:
-            return i, ST_SCALAR
+            return _stop(c, ev1, ev4, ev7, ev8, hits, walks, i, ST_SCALAR)
         s1loads = 0
         gloads = 0
         g = 0
         if s1mode:
             if not 8 <= s1mode <= 10:
-                return i, ST_SCALAR
+                return _stop(c, ev1, ev4, ev7, ev8, hits, walks, i, ST_SCALAR)
             fm = fmts[s1mode - 8]
             top = iova >> (fm[F_VA_BITS] - 1)
             if top not in (0, -1):
-                return i, ST_SCALAR
+                return _stop(c, ev1, ev4, ev7, ev8, hits, walks, i, ST_SCALAR)
             if g_mode:
                 st, gpa, s1size, pte, g, s1loads, gloads, page = _walk_nested(
-                    fm, fmts[g_mode - 5], k, pages, pk, pr, s1ppn << 12, groot, iova, memo
+                    fm, fmts[g_mode - 5], k, pages, pk, pr, lp, s1ppn << 12, groot, iova, memo
                 )
             else:
-                st, gpa, s1size, pte, g, s1loads, page = _walk(fm, pages, pk, pr, s1ppn << 12, iova)
+                st, gpa, s1size, pte, g, s1loads, page = _walk(
+                    fm, pages, pk, pr, lp, 0, s1ppn << 12, iova
+                )
             if st != ST_OK:
                 page_out[0] = page
-                return i, st
+                return _stop(c, ev1, ev4, ev7, ev8, hits, walks, i, st)
             if not _leaf_ok(k, pte, write, priv, sum_):
-                return i, ST_SCALAR
+                return _stop(c, ev1, ev4, ev7, ev8, hits, walks, i, ST_SCALAR)
             s1perms = _granted(k, pte)
             s1pbmt = (pte & fm[F_MT_MASK]) >> fm[F_MT_SHIFT]
         else:
@@ -492,19 +554,19 @@ def replay(
         if dc[d, D_MSI_MODE]:
             nm = ~dc[d, D_MSI_MASK]
             if ((gpa >> 12) & nm) == (dc[d, D_MSI_PATTERN] & nm):
-                return i, ST_SCALAR
+                return _stop(c, ev1, ev4, ev7, ev8, hits, walks, i, ST_SCALAR)
         if g_mode:
             gfm = fmts[g_mode - 5]
             if gpa >> gfm[F_VA_BITS]:
-                return i, ST_SCALAR
-            st, spa, gsize, gpte, _, gl, page = _walk(gfm, pages, pk, pr, groot, gpa)
+                return _stop(c, ev1, ev4, ev7, ev8, hits, walks, i, ST_SCALAR)
+            st, spa, gsize, gpte, _, gl, page = _walk(gfm, pages, pk, pr, lp, 5, groot, gpa)
             gloads += gl
             if st != ST_OK:
                 page_out[0] = page
-                return i, st
+                return _stop(c, ev1, ev4, ev7, ev8, hits, walks, i, st)
             # G-stage accesses are user accesses (priv = 0).
             if not _leaf_ok(k, gpte, write, 0, False):
-                return i, ST_SCALAR
+                return _stop(c, ev1, ev4, ev7, ev8, hits, walks, i, ST_SCALAR)
             gperms = _granted(k, gpte)
             gpbmt = (gpte & gfm[F_MT_MASK]) >> gfm[F_MT_SHIFT]
         else:
@@ -547,11 +609,13 @@ def replay(
             tl[s, T_PBMT] = pbmt
             tl[s, T_SIZE] = s1size if s1size < gsize else gsize
             tl[s, T_FRESH] = 1
+            l_did = -1  # the fill may have evicted the last hit's entry
         out_pa[i] = spa
         out_pbmt[i] = pbmt
-        c[C_EV1] += 1
-        c[C_EV4] += 1
-        c[C_EV7] += s1loads
-        c[C_EV8] += gloads
-        c[C_WALKS] += 1
+        ev1 += 1
+        ev4 += 1
+        ev7 += s1loads
+        ev8 += gloads
+        walks += 1
+    _add_counts(c, ev1, ev4, ev7, ev8, hits, walks)
     return stop, ST_OK
