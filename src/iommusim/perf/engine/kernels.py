@@ -256,63 +256,67 @@ def _row(pk, pr, lp, at, pn):
 
 # ---------------------------------------------------------------------------- walks
 @_jit
-def _leaf(fm, pte, i, va):
+def _leaf(fmts, f, pte, i, va):
     """The output address and page size of leaf ``pte`` at level ``i``, or size 0 when the
     leaf is one the scalar walk must judge (malformed, reserved memory type, NAPOT,
     misaligned superpage)."""
-    if (pte & fm[F_LMASK]) != fm[F_LVAL] or (pte & fm[F_RW]) == fm[F_WONLY] or pte & fm[F_RSVD]:
+    if (
+        (pte & fmts[f, F_LMASK]) != fmts[f, F_LVAL]
+        or (pte & fmts[f, F_RW]) == fmts[f, F_WONLY]
+        or pte & fmts[f, F_RSVD]
+    ):
         return 0, 0
-    mt = (pte & fm[F_MT_MASK]) >> fm[F_MT_SHIFT]
-    if mt and (fm[F_MT_RSVD] >> mt) & 1:
+    mt = (pte & fmts[f, F_MT_MASK]) >> fmts[f, F_MT_SHIFT]
+    if mt and (fmts[f, F_MT_RSVD] >> mt) & 1:
         return 0, 0
-    if pte & fm[F_NAPOT]:
+    if pte & fmts[f, F_NAPOT]:
         return 0, 0
-    ps = fm[F_PS]
-    ppn = (pte >> fm[F_OA_SHIFT]) & fm[F_OA_WIDTH]
-    size = fm[F_SHIFT + i]
-    if fm[F_SUPER] and ppn & ((1 << (size - ps)) - 1):
+    ps = fmts[f, F_PS]
+    ppn = (pte >> fmts[f, F_OA_SHIFT]) & fmts[f, F_OA_WIDTH]
+    size = fmts[f, F_SHIFT + i]
+    if fmts[f, F_SUPER] and ppn & ((1 << (size - ps)) - 1):
         return 0, 0
     mask = (1 << size) - 1
     return ((ppn << ps) & ~mask) | (va & mask), size
 
 
 @_jit
-def _walk(fm, pages, pk, pr, lp, at, root, va):
+def _walk(fmts, f, pages, pk, pr, lp, at, root, va):
     """Walk ``va`` from ``root``: ``(status, out, size, pte, g, loads, page)``; ``lp[at +
     level]`` memoise the page lookups."""
-    i = fm[F_LEVELS] - 1
+    i = fmts[f, F_LEVELS] - 1
     a = root
     g = 0
     loads = 0
     while True:
-        pa = a + ((va >> fm[F_SHIFT + i]) & fm[F_IMASK + i]) * 8
+        pa = a + ((va >> fmts[f, F_SHIFT + i]) & fmts[f, F_IMASK + i]) * 8
         row = _row(pk, pr, lp, at + i, pa >> 12)
         if row < 0:
             return ST_PAGE, 0, 0, 0, 0, loads, pa >> 12
         pte = pages[row, (pa & 0xFFF) >> 3]
         loads += 1
-        if (pte & fm[F_TMASK]) == fm[F_TVAL]:
-            if pte & fm[F_NONLEAF_BAD]:
+        if (pte & fmts[f, F_TMASK]) == fmts[f, F_TVAL]:
+            if pte & fmts[f, F_NONLEAF_BAD]:
                 return ST_SCALAR, 0, 0, 0, 0, loads, 0
-            g |= pte & fm[F_GMASK]
+            g |= pte & fmts[f, F_GMASK]
             i -= 1
             if i < 0:
                 return ST_SCALAR, 0, 0, 0, 0, loads, 0
-            a = ((pte >> fm[F_OA_SHIFT]) & fm[F_OA_WIDTH]) << fm[F_PS]
+            a = ((pte >> fmts[f, F_OA_SHIFT]) & fmts[f, F_OA_WIDTH]) << fmts[f, F_PS]
             continue
-        out, size = _leaf(fm, pte, i, va)
+        out, size = _leaf(fmts, f, pte, i, va)
         if size == 0:
             return ST_SCALAR, 0, 0, 0, 0, loads, 0
-        return ST_OK, out, size, pte, g | (pte & fm[F_GMASK]), loads, 0
+        return ST_OK, out, size, pte, g | (pte & fmts[f, F_GMASK]), loads, 0
 
 
 @_jit
-def _g_implicit(gfm, k, pages, pk, pr, lp, groot, gpa):
+def _g_implicit(fmts, gf, k, pages, pk, pr, lp, groot, gpa):
     """The G-stage translation of an implicit read of a first-stage PTE at ``gpa``
     (riscv-iommu: "Process to translate an IOVA": implicit accesses need U and R, and A)."""
-    if gpa >> gfm[F_VA_BITS]:
+    if gpa >> fmts[gf, F_VA_BITS]:
         return ST_SCALAR, 0, 0, 0
-    st, spa, _, pte, _, loads, page = _walk(gfm, pages, pk, pr, lp, 10, groot, gpa)
+    st, spa, _, pte, _, loads, page = _walk(fmts, gf, pages, pk, pr, lp, 10, groot, gpa)
     if st != ST_OK:
         return st, 0, loads, page
     if not pte & k[K_U] or not pte & k[K_R] or not pte & k[K_A]:
@@ -321,28 +325,28 @@ def _g_implicit(gfm, k, pages, pk, pr, lp, groot, gpa):
 
 
 @_jit
-def _walk_nested(fm, gfm, k, pages, pk, pr, lp, root, groot, va, memo):
+def _walk_nested(fmts, f, gf, k, pages, pk, pr, lp, root, groot, va, memo):
     """:func:`_walk` with every PTE address a GPA translated by the G-stage:
     ``(status, out, size, pte, g, loads, gloads, page)``.
 
     ``memo`` (rows: GPA page, SPA page, G-stage loads) remembers the G-stage walks of table
     pages within one kernel call, while the snapshot cannot change: the loads are still
     counted, the hardware still makes them, only the simulator does not repeat them."""
-    i = fm[F_LEVELS] - 1
+    i = fmts[f, F_LEVELS] - 1
     a = root
     g = 0
     loads = 0
     gloads = 0
     mmask = len(memo) - 1
     while True:
-        addr = a + ((va >> fm[F_SHIFT + i]) & fm[F_IMASK + i]) * 8
+        addr = a + ((va >> fmts[f, F_SHIFT + i]) & fmts[f, F_IMASK + i]) * 8
         gpn = addr >> 12
         m = (gpn ^ (gpn >> 9)) & mmask
         if memo[m, 0] == gpn:
             pa = (memo[m, 1] << 12) | (addr & 0xFFF)
             gloads += memo[m, 2]
         else:
-            st, pa, gl, page = _g_implicit(gfm, k, pages, pk, pr, lp, groot, addr)
+            st, pa, gl, page = _g_implicit(fmts, gf, k, pages, pk, pr, lp, groot, addr)
             gloads += gl
             if st != ST_OK:
                 return st, 0, 0, 0, 0, loads, gloads, page
@@ -354,19 +358,19 @@ def _walk_nested(fm, gfm, k, pages, pk, pr, lp, root, groot, va, memo):
             return ST_PAGE, 0, 0, 0, 0, loads, gloads, pa >> 12
         pte = pages[row, (pa & 0xFFF) >> 3]
         loads += 1
-        if (pte & fm[F_TMASK]) == fm[F_TVAL]:
-            if pte & fm[F_NONLEAF_BAD]:
+        if (pte & fmts[f, F_TMASK]) == fmts[f, F_TVAL]:
+            if pte & fmts[f, F_NONLEAF_BAD]:
                 return ST_SCALAR, 0, 0, 0, 0, loads, gloads, 0
-            g |= pte & fm[F_GMASK]
+            g |= pte & fmts[f, F_GMASK]
             i -= 1
             if i < 0:
                 return ST_SCALAR, 0, 0, 0, 0, loads, gloads, 0
-            a = ((pte >> fm[F_OA_SHIFT]) & fm[F_OA_WIDTH]) << fm[F_PS]
+            a = ((pte >> fmts[f, F_OA_SHIFT]) & fmts[f, F_OA_WIDTH]) << fmts[f, F_PS]
             continue
-        out, size = _leaf(fm, pte, i, va)
+        out, size = _leaf(fmts, f, pte, i, va)
         if size == 0:
             return ST_SCALAR, 0, 0, 0, 0, loads, gloads, 0
-        return ST_OK, out, size, pte, g | (pte & fm[F_GMASK]), loads, gloads, 0
+        return ST_OK, out, size, pte, g | (pte & fmts[f, F_GMASK]), loads, gloads, 0
 
 
 @_jit
@@ -526,17 +530,17 @@ def replay(
         if s1mode:
             if not 8 <= s1mode <= 10:
                 return _stop(c, ev1, ev4, ev7, ev8, hits, walks, i, ST_SCALAR)
-            fm = fmts[s1mode - 8]
-            top = iova >> (fm[F_VA_BITS] - 1)
+            f = s1mode - 8
+            top = iova >> (fmts[f, F_VA_BITS] - 1)
             if top not in (0, -1):
                 return _stop(c, ev1, ev4, ev7, ev8, hits, walks, i, ST_SCALAR)
             if g_mode:
                 st, gpa, s1size, pte, g, s1loads, gloads, page = _walk_nested(
-                    fm, fmts[g_mode - 5], k, pages, pk, pr, lp, s1ppn << 12, groot, iova, memo
+                    fmts, f, g_mode - 5, k, pages, pk, pr, lp, s1ppn << 12, groot, iova, memo
                 )
             else:
                 st, gpa, s1size, pte, g, s1loads, page = _walk(
-                    fm, pages, pk, pr, lp, 0, s1ppn << 12, iova
+                    fmts, f, pages, pk, pr, lp, 0, s1ppn << 12, iova
                 )
             if st != ST_OK:
                 page_out[0] = page
@@ -544,7 +548,7 @@ def replay(
             if not _leaf_ok(k, pte, write, priv, sum_):
                 return _stop(c, ev1, ev4, ev7, ev8, hits, walks, i, ST_SCALAR)
             s1perms = _granted(k, pte)
-            s1pbmt = (pte & fm[F_MT_MASK]) >> fm[F_MT_SHIFT]
+            s1pbmt = (pte & fmts[f, F_MT_MASK]) >> fmts[f, F_MT_SHIFT]
         else:
             gpa = iova
             s1size = k[K_BARE_S1]
@@ -556,10 +560,10 @@ def replay(
             if ((gpa >> 12) & nm) == (dc[d, D_MSI_PATTERN] & nm):
                 return _stop(c, ev1, ev4, ev7, ev8, hits, walks, i, ST_SCALAR)
         if g_mode:
-            gfm = fmts[g_mode - 5]
-            if gpa >> gfm[F_VA_BITS]:
+            gf = g_mode - 5
+            if gpa >> fmts[gf, F_VA_BITS]:
                 return _stop(c, ev1, ev4, ev7, ev8, hits, walks, i, ST_SCALAR)
-            st, spa, gsize, gpte, _, gl, page = _walk(gfm, pages, pk, pr, lp, 5, groot, gpa)
+            st, spa, gsize, gpte, _, gl, page = _walk(fmts, gf, pages, pk, pr, lp, 5, groot, gpa)
             gloads += gl
             if st != ST_OK:
                 page_out[0] = page
@@ -568,7 +572,7 @@ def replay(
             if not _leaf_ok(k, gpte, write, 0, False):
                 return _stop(c, ev1, ev4, ev7, ev8, hits, walks, i, ST_SCALAR)
             gperms = _granted(k, gpte)
-            gpbmt = (gpte & gfm[F_MT_MASK]) >> gfm[F_MT_SHIFT]
+            gpbmt = (gpte & fmts[gf, F_MT_MASK]) >> fmts[gf, F_MT_SHIFT]
         else:
             spa = gpa
             gsize = k[K_BARE_G]
