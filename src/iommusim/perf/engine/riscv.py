@@ -42,7 +42,7 @@ from iommusim.bits.riscv.regs import (
     MODE_3LVL,
     cap,
 )
-from iommusim.errors import InvalidArgument
+from iommusim.errors import InvalidArgument, ModelError
 from iommusim.hw.riscv.context import TC_DPE, TC_PDTV, TC_SBE, TC_SXL
 from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.iotlb import IotlbEntry, IotlbKey
@@ -89,7 +89,7 @@ def _i64(v: int) -> int:
 def _fmt_row(f: PtFormat, exts: list[str]) -> list[int]:
     """The kernel constants of one 8-byte RISC-V format (columns ``K.FMT_COLUMNS``)."""
     if len(set(f.level_table_values)) != 1 or len(set(f.level_leaf_values)) != 1:
-        raise AssertionError(f"{f.name}: per-level entry types are not RISC-V's")
+        raise ModelError(f"{f.name}: per-level entry types must be RISC-V's, one for all levels")
     mt_rsvd = sum(1 << v for v in f.memtype_reserved)
     shifts = [f.level_shift(i) for i in range(f.levels)] + [0] * (5 - f.levels)
     imasks = [f.index_mask(i) for i in range(f.levels)] + [0] * (5 - f.levels)
@@ -495,7 +495,7 @@ def _linked(rows: list[tuple[int, ...]], width: int, capacity: int) -> _I64:
 
 def _present(item: tuple[IotlbKey, IotlbEntry] | None) -> tuple[IotlbKey, IotlbEntry]:
     if item is None:
-        raise AssertionError("an IOTLB slot in use has no entry")
+        raise ModelError("an IOTLB slot in use must hold an entry")
     return item
 
 
