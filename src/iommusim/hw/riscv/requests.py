@@ -90,6 +90,12 @@ class Translator:
             _bare_log2(params, False, True),
         )
 
+    @property
+    def bare_log2(self) -> tuple[int, int, int, int]:
+        """The range sizes (log2) a Bare stage reports: first stage with SXL 0 and 1, then
+        G-stage with GXL 0 and 1 (conformance FORMAT 6.4)."""
+        return self._bare_log2
+
     def fault(self, req: Request, f: TranslationFault) -> Response:
         """The response to ``req`` stopped by ``f``, after recording the fault (riscv-iommu:
         "PCIe ATS translation request handling" for the ATS status of each cause)."""

@@ -1,0 +1,93 @@
+"""Trace-replay throughput of the compiled batch engine (``make bench``; prints JSON).
+
+The three workloads of ``bench_translate.py``, on its memory images and request streams:
+(a) the same IOVA repeated, Sv39 single stage (IOTLB hit);
+(b) distinct 4 KiB pages over 65,536 mapped pages, Sv39, no IOTLB: a full walk each time;
+(c) distinct pages, PD8 + Sv39 + Sv39x4 two-stage, no IOTLB.
+Each stream is tiled into a trace of about a million rows and replayed until at least a
+second has passed; the figure is the best of three such runs, after a first replay that
+compiles the kernels (not timed). Also printed: memory per million trace rows (the rows and
+the engine's answers).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+
+import numpy as np
+
+from bench_translate import build
+from iommusim.hw.riscv.transaction import Request
+from iommusim.perf.engine import JIT_AVAILABLE, BatchEngine, Results
+from iommusim.perf.trace import FLAG_READ, TRACE_DTYPE, Trace, empty
+
+ROWS = 1 << 20
+TARGETS = {
+    "engine_iotlb_hit_per_s": 40_000_000,
+    "engine_sv39_walk_per_s": 10_000_000,
+    "engine_two_stage_per_s": 5_000_000,
+}
+
+
+def trace_of(reqs: list[Request]) -> Trace:
+    rows = empty(len(reqs))
+    rows["device_id"] = [r.device_id for r in reqs]
+    rows["pasid"] = [r.process_id if r.pid_valid else -1 for r in reqs]
+    rows["iova"] = [r.iova for r in reqs]
+    rows["size"] = 8
+    rows["flags"] = FLAG_READ
+    return np.tile(rows, -(-ROWS // len(rows)))
+
+
+def rate(engine: BatchEngine, rows: Trace, expect_pa: int) -> float:
+    first = engine.replay(rows[:1000])  # compiles the kernels, fills the caches
+    assert int(first.pa[0]) == expect_pa, hex(int(first.pa[0]))
+    best = 0.0
+    for _ in range(3):
+        n = 0
+        t0 = time.perf_counter()
+        while True:
+            engine.replay(rows)
+            n += len(rows)
+            dt = time.perf_counter() - t0
+            if dt >= 1.0:
+                break
+        best = max(best, n / dt)
+    return best
+
+
+def main() -> int:
+    out: dict[str, object] = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "jit": JIT_AVAILABLE,
+    }
+    figures: dict[str, int] = {}
+    iommu, reqs = build(False, 1024)
+    figures["engine_iotlb_hit_per_s"] = round(
+        rate(BatchEngine(iommu), trace_of(reqs[7:8]), 0x8000_0000 + 7 * 4096 + 8)
+    )
+    iommu, reqs = build(False, 0)
+    figures["engine_sv39_walk_per_s"] = round(
+        rate(BatchEngine(iommu), trace_of(reqs), 0x8000_0000 + 8)
+    )
+    iommu, reqs = build(True, 0)
+    figures["engine_two_stage_per_s"] = round(
+        rate(BatchEngine(iommu), trace_of(reqs), 0x20_0000_0000 + 0x1000_0000 + 8)
+    )
+    out.update(figures)
+    # A row and its answer, in bytes: a million of them take as many megabytes (the engine's
+    # caches and table snapshot do not grow with the trace).
+    answers: Results = BatchEngine(iommu).replay(empty(1))
+    out["memory_per_million_rows_mb"] = TRACE_DTYPE.itemsize + sum(a.itemsize for a in answers)
+    out["targets"] = TARGETS
+    out["met"] = {k: figures[k] >= v for k, v in TARGETS.items()}
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""DMA traces: the row format, streaming CSV and ``.npz`` files, and synthetic generators."""
+
+from iommusim.perf.trace.format import (
+    FLAG_EXEC,
+    FLAG_PRIV,
+    FLAG_READ,
+    FLAG_WRITE,
+    TRACE_DTYPE,
+    Trace,
+    check_rows,
+    empty,
+)
+from iommusim.perf.trace.io import CHUNK_ROWS, read_csv, read_npz, write_csv, write_npz
+from iommusim.perf.trace.synth import Pattern, SyntheticTrace
+
+__all__ = [
+    "CHUNK_ROWS",
+    "FLAG_EXEC",
+    "FLAG_PRIV",
+    "FLAG_READ",
+    "FLAG_WRITE",
+    "TRACE_DTYPE",
+    "Pattern",
+    "SyntheticTrace",
+    "Trace",
+    "check_rows",
+    "empty",
+    "read_csv",
+    "read_npz",
+    "write_csv",
+    "write_npz",
+]

@@ -1,0 +1,47 @@
+"""Without numba the batch engine still answers every row, through the scalar model, and says
+so once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+TESTS = Path(__file__).resolve().parents[1]
+
+PROGRAM = """
+import sys
+sys.modules["numba"] = None  # import numba now raises ImportError
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+import importlib.util
+spec = importlib.util.spec_from_file_location("scene", sys.argv[2] + "/perf/test_engine.py")
+scene = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(scene)
+import numpy as np
+from iommusim.hw.riscv.params import CacheParams
+from iommusim.perf.engine import JIT_AVAILABLE, BatchEngine
+from iommusim.perf.trace import FLAG_READ, empty
+image = scene.Image(False, [0xD7] * 4, True, CacheParams())
+engine = BatchEngine(image.iommu)
+BatchEngine(image.iommu)
+rows = empty(8)
+rows["device_id"] = 5
+rows["pasid"] = -1
+rows["iova"] = scene.VA + (np.arange(8) % 4) * 4096
+rows["flags"] = FLAG_READ
+rows["size"] = 8
+print(JIT_AVAILABLE, engine.replay(rows).pa.tolist(), engine.stats.scalar_rows)
+"""
+
+
+def test_without_numba_every_row_runs_through_the_scalar_model() -> None:
+    run = subprocess.run(
+        [sys.executable, "-c", PROGRAM, str(SRC), str(TESTS)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pas = [0x8000_0000 + (i % 4) * 4096 for i in range(8)]
+    assert run.stdout.split("\n")[0] == f"False {pas} 8"
+    assert run.stderr.count("numba is not importable") == 1
