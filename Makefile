@@ -69,6 +69,7 @@ demo: $(STAMP)
 # The scalar model's translation figures, then the batch engine's on the same workloads.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_translate.py
+	$(BIN)/python benchmarks/bench_smmuv3.py
 	$(BIN)/python benchmarks/bench_engine.py
 	$(BIN)/python benchmarks/bench_dma.py
 	$(BIN)/python benchmarks/bench_sva.py

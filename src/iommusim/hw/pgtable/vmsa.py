@@ -28,6 +28,7 @@ _KINDS: Final[tuple[VmsaFaultKind, ...]] = (
     "walk_eabt",
 )
 _TRANSLATION, _ADDR_SIZE, _ACCESS_FLAG, _PERMISSION, _EABT = range(5)
+_new: Final = tuple.__new__
 
 
 class VmsaFault(NamedTuple):
@@ -85,10 +86,12 @@ class VmsaWalker:
         "_grants",
         "_ha",
         "_hd",
+        "_level_of",
         "_ppriv",
         "_pshifts",
         "_ptable",
         "_root_mask",
+        "_va_bits",
         "oa_bits",
         "start_level",
         "w",
@@ -123,6 +126,10 @@ class VmsaWalker:
         self._ppriv = len(fmt.perm_table) >> 1
         #: The DDI 0487 level of the start table.
         self.start_level = 4 - fmt.levels
+        self._va_bits = fmt.va_bits
+        # The DDI 0487 level of a leaf by the log2 size it maps.
+        g = fmt.page_shift
+        self._level_of = {g + (g - 3) * (3 - lv): lv for lv in range(4)}
 
     def walk(
         self,
@@ -148,11 +155,10 @@ class VmsaWalker:
         that sets AF and records dirty state, only when nothing faulted.
         """
         w = self.w
-        if ia >> w.va_bits:
+        if ia >> self._va_bits:
             return VmsaFault("translation", 0)
         if ttb >> self.oa_bits:
             return VmsaFault("address_size", 0)
-        fmt = w.fmt
         try:
             out, size_lg2, pte, pa, addr, _ = w.walk(
                 ttb & self._root_mask,
@@ -170,7 +176,7 @@ class VmsaWalker:
             )
         except _Stop as e:
             return VmsaFault(_KINDS[e.code], 3 - e.level, e.info if e.code == _EABT else 0)
-        level = 3 - (size_lg2 - fmt.page_shift) // (fmt.page_shift - 3)
+        level = self._level_of[size_lg2]
         new = pte
         if not pte & self._af:
             if self._ha:
@@ -196,4 +202,4 @@ class VmsaWalker:
                 w.update_ad(pa, pte, new, be, _EABT, _EABT, trace, stage, 3 - level)
             except _Stop:
                 return VmsaFault("walk_eabt", level, pa)
-        return VmsaLeaf(out, size_lg2, new, pa, addr, level, perms)
+        return _new(VmsaLeaf, (out, size_lg2, new, pa, addr, level, perms))

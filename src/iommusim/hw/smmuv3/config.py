@@ -62,6 +62,10 @@ __all__ = ["Cd", "Ste", "WalkerFactory", "cd_l2_bits", "decode_cd", "decode_ste"
 #: Builds (or reuses) the walker of one format: ``(fmt, oa_bits, ha, hd, affd)``.
 WalkerFactory = Callable[[PtFormat, int, bool, bool, bool], VmsaWalker]
 
+_PA52: Final = (1 << 52) - 1
+_ALL64: Final = (1 << 64) - 1
+#: Address bits 55:0: what TBI leaves of an address (DDI 0487 D8 "Address tagging").
+_UNTAGGED: Final = (1 << 56) - 1
 _TG0: Final[dict[int, Granule]] = {TG0_4K: 4, TG0_16K: 16, TG0_64K: 64}
 _TG1: Final[dict[int, Granule]] = {TG1_4K: 4, TG1_16K: 16, TG1_64K: 64}
 _GRAN_FIELD: Final[dict[int, str]] = {4: "gran4k", 16: "gran16k", 64: "gran64k"}
@@ -95,8 +99,9 @@ class Ste(NamedTuple):
 
 
 class Cd(NamedTuple):
-    """A valid, legal CD (IHI 0070 5.4), decoded: for each of TTB0 / TTB1 its walker (None
-    when the range is disabled by EPDx or absent in the regime) and table base; ``asid`` the
+    """A valid, legal CD (IHI 0070 5.4), decoded: for each of TTB0 / TTB1 its table base and
+    its walk (``range0`` / ``range1``: None when the range is disabled by EPDx or absent in
+    the regime); ``asid`` the
     TLB tag (-1 in the EL2 regime without E2H: no ASID); the fault controls S, R, A."""
 
     raw: int
@@ -104,13 +109,16 @@ class Cd(NamedTuple):
     #: The TLB tag of the CD's process-specific entries: the ASID, or GLOBAL (-1) in the
     #: ASID-less EL2 regime.
     tag: int
-    w0: VmsaWalker | None
     ttb0: int
-    w1: VmsaWalker | None
     ttb1: int
     two_ranges: bool
     tbi0: bool
     tbi1: bool
+    #: Per range (TTB0, TTB1; None: no walk), what the stage 1 walk needs:
+    #: ``(walker, ttb, kept, bits, want)`` -- the address bits ``kept`` (all, or 55:0 under
+    #: TBI) above the range's ``bits`` must equal ``want`` (0 for TTB0, all ones for TTB1).
+    range0: tuple[VmsaWalker, int, int, int, int] | None
+    range1: tuple[VmsaWalker, int, int, int, int] | None
     endi: bool
     s: bool
     r: bool
@@ -272,17 +280,28 @@ def decode_cd(raw: int, p: Smmuv3Params, ste: Ste, walker: WalkerFactory) -> Cd 
             return f"T{n}SZ {f[f't{n}sz']} is out of range for a {g}KB granule"
         walkers.append(walker(fmt, oa, ha, hd, affd))
     asid = f["asid"] if p.idr0_field("asid16") else f["asid"] & 0xFF
+    ttbs = ((raw >> 64 & _PA52) & ~0xF, (raw >> 128 & _PA52) & ~0xF)
+    ranges: list[tuple[VmsaWalker, int, int, int, int] | None] = []
+    for n, w in enumerate(walkers):
+        if w is None:
+            ranges.append(None)
+            continue
+        tbi = bool(f["tbi"] >> n & 1)
+        bits = w.w.va_bits
+        kept = _UNTAGGED if tbi else _ALL64
+        want = kept >> bits if n else 0
+        ranges.append((w, ttbs[n], kept, bits, want))
     return Cd(
         raw=raw,
         asid=-1 if el2 else asid,
         tag=-1 if el2 else asid,
-        w0=walkers[0],
-        ttb0=(raw >> 64 & ((1 << 52) - 1)) & ~0xF,
-        w1=walkers[1],
-        ttb1=(raw >> 128 & ((1 << 52) - 1)) & ~0xF,
+        ttb0=ttbs[0],
+        ttb1=ttbs[1],
         two_ranges=not el2,
         tbi0=bool(f["tbi"] & 1),
         tbi1=bool(f["tbi"] & 2),
+        range0=ranges[0],
+        range1=ranges[1],
         endi=bool(f["endi"]),
         s=s,
         r=bool(f["r"]),

@@ -335,15 +335,11 @@ class Smmuv3Translator:
         input address range"): TTB0 for bit 55 = 0 (or the single range of EL2), TTB1 for
         bit 55 = 1; the bits above the range must all equal bit 55 (bits 63:56 are ignored
         under TBI)."""
-        hi = va >> 55 & 1 if cd.two_ranges else 0
-        w, ttb = (cd.w1, cd.ttb1) if hi else (cd.w0, cd.ttb0)
-        if w is None:
+        rng = cd.range1 if cd.two_ranges and va >> 55 & 1 else cd.range0
+        if rng is None:
             raise _Stop(F_TRANSLATION, 1)  # EPDx = 1: no walk for this range
-        tbi = cd.tbi1 if hi else cd.tbi0
-        bits = w.w.va_bits
-        top = (va & ((1 << 56) - 1) if tbi else va) >> bits
-        want = ((1 << ((56 if tbi else 64) - bits)) - 1) if hi else 0
-        if top != want:
+        w, ttb, kept, bits, want = rng
+        if (va & kept) >> bits != want:
             raise _Stop(F_TRANSLATION, 1)
         ia = va & ((1 << bits) - 1)
         xlate = None
