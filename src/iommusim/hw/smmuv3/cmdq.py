@@ -136,7 +136,7 @@ class CommandQueue:
         irq: Interrupts,
         translator: TranslatorPort,
         port: DevicePort,
-        report: Callable[[int, Response], Response],
+        report: Callable[[int, int, Response], Response],
     ) -> None:
         self.mem = mem
         self.regs = regs
@@ -310,13 +310,16 @@ class CommandQueue:
         abort; a retry's own fault is reported like any transaction's. A RESUME naming no
         stalled transaction has no effect."""
         sid = _SID.get(cmd)
-        out = self.translator.resume(sid, _STAG.get(cmd), bool(_AC.get(cmd)))
+        stag = _STAG.get(cmd)
+        out = self.translator.resume(sid, stag, bool(_AC.get(cmd)))
         if out is not None:
-            self._report(sid, out)
+            self._report(sid, stag, out)
         return 0
 
     def _stall_term(self, cmd: int) -> int:
-        self.translator.stall_term(_SID.get(cmd))
+        sid = _SID.get(cmd)
+        for stag in self.translator.stall_term(sid):
+            self._report(sid, stag, Response("abort", recorded=False))
         return 0
 
     def _sync(self, cmd: int) -> int:

@@ -45,7 +45,7 @@ class TranslatorPort(CacheMaintenance, Protocol):
         with an abort (IHI 0070 4.6); ``None`` when no such transaction is stalled."""
         ...
 
-    def stall_term(self, sid: int) -> int:
+    def stall_term(self, sid: int) -> list[int]:
         """CMD_STALL_TERM: terminate every stalled transaction of ``sid``; the count."""
         ...
 

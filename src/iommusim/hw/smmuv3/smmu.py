@@ -59,7 +59,18 @@ class Smmuv3:
     """One SMMUv3 on ``mem`` with the implementation ``params``; ``translator`` replaces
     the real translator (a test fake), ``port`` is the downstream PCIe side."""
 
-    __slots__ = ("cmdq", "eventq", "irq", "mem", "params", "port", "priq", "regs", "translator")
+    __slots__ = (
+        "cmdq",
+        "completions",
+        "eventq",
+        "irq",
+        "mem",
+        "params",
+        "port",
+        "priq",
+        "regs",
+        "translator",
+    )
 
     def __init__(
         self,
@@ -78,7 +89,13 @@ class Smmuv3:
         self.irq = Interrupts(mem, self.regs)
         self.eventq = EventQueue(mem, self.regs, self.irq)
         self.priq = PriQueue(mem, self.regs, self.irq, self.port)
-        self.cmdq = CommandQueue(mem, self.regs, self.irq, self.translator, self.port, self._report)
+        #: Stalled transactions that ended, oldest first: ``(streamid, stag, response)`` --
+        #: a CMD_RESUME's retry or abort, a CMD_STALL_TERM (IHI 0070 4.6), or a stall whose
+        #: event could not be recorded. The platform completes the DMA from these.
+        self.completions: list[tuple[int, int, Response]] = []
+        self.cmdq = CommandQueue(
+            mem, self.regs, self.irq, self.translator, self.port, self._resumed
+        )
         self.translator.enabled = False
         self.gbpa_written()
         self.cr2_written()
@@ -122,6 +139,12 @@ class Smmuv3:
             return False
         self.translator.tlbi(t._replace(broadcast=True))
         return True
+
+    def _resumed(self, sid: int, stag: int, resp: Response) -> Response:
+        out = self._report(sid, resp)
+        if out.outcome != "stalled":
+            self.completions.append((sid, stag, out))
+        return out
 
     def _report(self, sid: int, resp: Response) -> Response:
         ev = resp.event

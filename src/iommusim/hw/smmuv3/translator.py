@@ -626,12 +626,13 @@ class Smmuv3Translator:
             return Response("abort", recorded=False)
         return self.translate(req)
 
-    def stall_term(self, sid: int) -> int:
-        """CMD_STALL_TERM: terminate (abort) every stalled transaction of ``sid``; how many."""
+    def stall_term(self, sid: int) -> list[int]:
+        """CMD_STALL_TERM: terminate (abort) every stalled transaction of ``sid``; their
+        STAGs."""
         keys = [k for k in self._stalled if k[0] == sid]
         for k in keys:
             del self._stalled[k]
-        return len(keys)
+        return [stag for _, stag in keys]
 
     # -- CacheMaintenance (IHI 0070 4.2-4.4, 3.17) -----------------------------------------
 

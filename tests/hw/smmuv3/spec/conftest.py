@@ -73,12 +73,12 @@ class FakeTranslator:
             return None
         return Response("ok", pa=req.addr) if retry else Response("abort")
 
-    def stall_term(self, sid: int) -> int:
+    def stall_term(self, sid: int) -> list[int]:
         self.calls.append(("stall_term", sid))
         gone = [k for k in self.pending if k[0] == sid]
         for k in gone:
             del self.pending[k]
-        return len(gone)
+        return [stag for _, stag in gone]
 
     def stalled(self) -> list[tuple[int, int, Request]]:
         return [(s, t, r) for (s, t), r in self.pending.items()]

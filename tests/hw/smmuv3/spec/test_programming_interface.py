@@ -9,6 +9,8 @@ from typing import Final
 from iommusim.bits.arm.smmuv3_queues import (
     C_BAD_STREAMID,
     CMD_CFGI_STE,
+    CMD_RESUME,
+    CMD_STALL_TERM,
     CMD_SYNC,
     EVENTQ_ENTRY_BYTES,
     F_TRANSLATION,
@@ -105,3 +107,48 @@ def test_cfgi_ste_through_the_command_queue():
     _submit(s, smmu, CMD_SYNC.layout.encode(opcode=CMD_SYNC.opcode))
     assert smmu.read_register(OFF.CMDQ_CONS, 4) == 2
     assert not smmu.translate(Request(3, 0x4000)).ok
+
+
+def test_stage2_and_nested_translation_through_mmio_programmed_smmu():
+    """IHI 0070 3.4.2 / 3.4.3 with the full preset: a stage 2 only stream and a nested
+    stream, from an image written only through memory and an SMMU set up only through MMIO."""
+    s = Scene(log2size=LOG2SIZE)
+    rw = IOMMU_READ | IOMMU_WRITE
+    s2 = s.s2(4, 40)
+    s2.map(0x4000_0000, 0x4000_0000, 1 << 28, rw)  # the CD and stage 1 tables: IPA = PA
+    s2.map(0x1000_0000, DATA, 0x10_0000, rw)
+    s.stream_s2(4, s2)
+    s1 = s.s1(16, 48)
+    s1.map(0x7000_0000, 0x1000_4000, 0x4000, rw)
+    s.stream_nested(5, s1, s2, s.cd_table({0: s.cd_image(s1)}))
+    smmu = _smmu(s)
+    out = smmu.translate(Request(4, 0x1000_0040, is_write=True))
+    assert (out.outcome, out.pa) == ("ok", DATA + 0x40)
+    out = smmu.translate(Request(5, 0x7000_0088))
+    assert (out.outcome, out.pa) == ("ok", DATA + 0x4088)
+    assert _events(s, smmu) == []
+
+
+def test_stalled_transaction_resumed_by_cmd_resume():
+    """IHI 0070 3.12.2 with 4.6.1 CMD_RESUME: the stall event is in the queue with its STAG;
+    after software maps the page, CMD_RESUME (Action = retry) completes the transaction."""
+    s = Scene(log2size=LOG2SIZE)
+    t = s.s1()
+    s.stream_s1(3, t, s=1)
+    smmu = _smmu(s)
+    r = smmu.translate(Request(3, 0x4010))
+    assert r.outcome == "stalled"
+    (ev,) = _events(s, smmu)
+    assert ev.stall and ev.stag == r.stag
+    assert [stag for _, stag, _ in smmu.translator.stalled()] == [r.stag]
+    t.map(0x4000, DATA, 0x1000, IOMMU_READ)
+    resume = CMD_RESUME.layout.encode(opcode=CMD_RESUME.opcode, streamid=3, stag=ev.stag, ac=1)
+    _submit(s, smmu, resume)
+    assert smmu.translator.stalled() == []
+    ((sid, stag, done),) = smmu.completions
+    assert (sid, stag, done.outcome, done.pa) == (3, r.stag, "ok", DATA + 0x10)
+    # A second stall, ended by CMD_STALL_TERM: completed as an abort.
+    r2 = smmu.translate(Request(3, 0x9000))
+    _submit(s, smmu, CMD_STALL_TERM.layout.encode(opcode=CMD_STALL_TERM.opcode, streamid=3))
+    assert smmu.completions[-1][:2] == (3, r2.stag)
+    assert smmu.completions[-1][2].outcome == "abort"
