@@ -26,6 +26,11 @@ from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.params import PRESETS as RISCV_PRESETS
 from iommusim.hw.riscv.params import CacheParams, RiscvIommuParams
 from iommusim.hw.riscv.transaction import Request, Response
+from iommusim.hw.smmuv3.params import PRESETS as SMMUV3_PRESETS
+from iommusim.hw.smmuv3.params import Smmuv3Params
+from iommusim.hw.smmuv3.smmu import Smmuv3
+from iommusim.hw.smmuv3.transaction import Request as Smmuv3Request
+from iommusim.hw.smmuv3.transaction import Response as Smmuv3Response
 from iommusim.mem import AddressMap, FlatMemory, PhysicalMemory, SparseMemory
 from iommusim.platform.endpoint import DmaResult, Endpoint
 from iommusim.platform.system import EndpointConfig, IommuConfig, RamRegion, System, SystemConfig
@@ -54,6 +59,7 @@ __all__ = [
     "PROT_READ",
     "PROT_WRITE",
     "RISCV_PRESETS",
+    "SMMUV3_PRESETS",
     "AddressMap",
     "ApiError",
     "BusError",
@@ -91,6 +97,10 @@ __all__ = [
     "RiscvIommu",
     "RiscvIommuParams",
     "Scenario",
+    "Smmuv3",
+    "Smmuv3Params",
+    "Smmuv3Request",
+    "Smmuv3Response",
     "SparseMemory",
     "System",
     "SystemConfig",
