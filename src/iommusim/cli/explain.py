@@ -6,7 +6,9 @@ Two modes, exactly one per call:
   translate / page-request steps (:mod:`iommusim.conformance.explain`);
 * ``iommusim explain --memory FILE@ADDR ... --reg ddtp=HEX --device-id N --iova ADDR``:
   explain one request against raw memory images and register values
-  (:mod:`iommusim.conformance.rawexplain`).
+  (:mod:`iommusim.conformance.rawexplain`); with ``--iommu smmuv3`` on an Arm SMMUv3
+  programmed with ``--reg strtab_base=HEX --reg strtab_base_cfg=HEX`` (the StreamID is
+  ``--device-id``, the SubstreamID ``--pasid``: :mod:`iommusim.hw.smmuv3.explain`).
 
 Every bad flag is a :class:`FormatError` whose message starts with the flag and the value as
 given ("--memory dump.bin@0x1000: no such file"), which ``main`` prints with exit code 2.
@@ -19,8 +21,12 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from iommusim.errors import FormatError
+
+if TYPE_CHECKING:
+    from iommusim.conformance.rawmem import MemoryImage
 
 __all__ = ["add_explain_parser", "cmd_explain"]
 
@@ -28,6 +34,7 @@ _AT_KINDS = ("untranslated", "translated", "ats")
 #: Flags of the raw-memory mode (attribute name, flag).
 _RAW_FLAGS = (
     ("memory", "--memory"),
+    ("iommu", "--iommu"),
     ("preset", "--preset"),
     ("capabilities", "--capabilities"),
     ("reg", "--reg"),
@@ -42,6 +49,9 @@ _RAW_FLAGS = (
 _DEVICE_ID_MAX = (1 << 24) - 1  # riscv-iommu: device_id is up to 24 bits wide
 _PASID_MAX = (1 << 20) - 1  # PCIe PASIDs (process_id) are 20 bits
 _IOVA_MAX = (1 << 64) - 1
+_SID_MAX = (1 << 32) - 1  # IHI 0070: StreamIDs are up to 32 bits
+#: The SMMUv3 registers --reg takes (IHI 0070 6.3), written in this order before CR0.SMMUEN.
+_SMMU_REGS = ("strtab_base", "strtab_base_cfg", "cr2", "gbpa")
 
 
 def add_explain_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -92,6 +102,13 @@ def add_explain_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         help="a raw little-endian image (e.g. QEMU pmemsave) loaded at physical address "
         "ADDR, which may be unaligned; repeatable, images must not overlap; everything else "
         "reads zero and the files are never written",
+    )
+    raw.add_argument(
+        "--iommu",
+        metavar="KIND",
+        help="riscv (default) or smmuv3: an Arm SMMUv3 (IHI 0070) with --reg strtab_base=HEX "
+        "--reg strtab_base_cfg=HEX [--reg cr2=HEX]; --device-id is the StreamID, --pasid "
+        "the SubstreamID, --preset one of iommusim.hw.smmuv3.params.PRESETS",
     )
     raw.add_argument(
         "--preset",
@@ -209,6 +226,11 @@ def _explain_raw(args: argparse.Namespace) -> int:
             images.append(parse_image(spec))
     with _flag("--memory"):
         check_disjoint(images)
+    kind = args.iommu or "riscv"
+    if kind not in ("riscv", "smmuv3"):
+        raise FormatError(f"--iommu {kind}: the IOMMU must be riscv or smmuv3, not {kind!r}")
+    if kind == "smmuv3":
+        return _explain_smmuv3(args, images)
 
     registers: dict[str, int] = {}
     for item in args.reg or ():
@@ -285,4 +307,81 @@ def _explain_raw(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=1))
     else:
         print_raw(Console(highlight=False, soft_wrap=True), data)
+    return 0
+
+
+def _explain_smmuv3(args: argparse.Namespace, images: list[MemoryImage]) -> int:
+    """``--iommu smmuv3``: program an SMMUv3 through its registers (IHI 0070 6.3: the
+    stream table, CR2, then CR0.SMMUEN) over the images and explain one transaction."""
+    from rich.console import Console
+
+    from iommusim.bits.arm.smmuv3_regs import CR0, OFF
+    from iommusim.conformance.rawmem import ImageMemory
+    from iommusim.hw.smmuv3.explain import explain_translation, print_translation
+    from iommusim.hw.smmuv3.params import PRESETS
+    from iommusim.hw.smmuv3.smmu import Smmuv3
+    from iommusim.hw.smmuv3.transaction import AT_ATS_REQUEST, Request
+    from iommusim.hw.smmuv3.translator import Smmuv3Translator
+
+    registers: dict[str, int] = {}
+    for item in args.reg or ():
+        name, sep, text = item.partition("=")
+        name = name.strip().lower()
+        if not sep or name not in _SMMU_REGS:
+            raise FormatError(
+                f"--reg {item}: an SMMUv3 register must be one of {', '.join(_SMMU_REGS)}=HEX"
+            )
+        if name in registers:
+            raise FormatError(f"--reg {item}: {name} must be given once, not twice")
+        registers[name] = _hex("--reg", item, text, name)
+    for need in ("strtab_base", "strtab_base_cfg"):
+        if need not in registers:
+            raise FormatError(f"--reg {need}=HEX is required with --iommu smmuv3")
+    if args.capabilities is not None:
+        raise FormatError("--capabilities applies to the RISC-V IOMMU; use --preset")
+    preset = args.preset or "full"
+    if preset not in PRESETS:
+        raise FormatError(f"--preset {preset}: not one of {', '.join(PRESETS)}")
+    if args.device_id is None or args.iova is None:
+        raise FormatError("--device-id N and --iova ADDR are required with --memory")
+    sid = _number("--device-id", args.device_id, "the StreamID", _SID_MAX)
+    addr = _number("--iova", args.iova, "the address", _IOVA_MAX)
+    ssid = None if args.pasid is None else _number("--pasid", args.pasid, "the SSID", _PASID_MAX)
+    at = args.at or "untranslated"
+    if at not in _AT_KINDS:
+        raise FormatError(
+            f"--at {at}: the address type must be one of {', '.join(_AT_KINDS)}, not {at!r}"
+        )
+    if args.write and args.exec_:
+        raise FormatError("--write and --exec are mutually exclusive (an execute is a read)")
+    at_code = _AT_KINDS.index(at)
+    req = Request(
+        sid,
+        addr,
+        is_write=args.write and at_code != AT_ATS_REQUEST,
+        ssv=ssid is not None,
+        ssid=ssid or 0,
+        priv=args.priv,
+        instr=args.exec_,
+        at=at_code,
+        no_write=not args.write,
+    )
+    with ImageMemory(images) as mem:
+        translator = Smmuv3Translator(mem, PRESETS[preset])
+        smmu = Smmuv3(mem, PRESETS[preset], translator=translator)
+        for name, value in registers.items():
+            smmu.write_register(
+                getattr(OFF, name.upper()), 8 if name == "strtab_base" else 4, value
+            )
+        smmu.write_register(OFF.CR0, 4, CR0.encode(smmuen=1))
+        data = explain_translation(translator, req)
+    data["iommu"] = {
+        "kind": "smmuv3",
+        "preset": preset,
+        "registers": {k: f"{v:#x}" for k, v in registers.items()},
+    }
+    if args.json:
+        print(json.dumps(data, indent=1))
+    else:
+        print_translation(Console(highlight=False, soft_wrap=True), data)
     return 0

@@ -105,6 +105,8 @@ _FAULT_EVENT: Final = {
 _STALLABLE: Final = frozenset((F_TRANSLATION, F_ADDR_SIZE, F_ACCESS, F_PERMISSION))
 _STE_BYTES: Final = 64
 _new: Final = tuple.__new__
+#: What a stage 2 walk serves, by event CLASS (the explain records' ``served`` tag).
+_SERVED: Final = {CLASS_CD: "cd", CLASS_TT: "s1 table", CLASS_IN: "request"}
 #: Address bits 55:0: what remains of an address once TBI drops its tag (DDI 0487 D8).
 _UNTAGGED: Final = (1 << 56) - 1
 #: The nG bit of a stage 1 leaf (DDI 0487 D8; the stage 1 descriptor layouts).
@@ -301,7 +303,8 @@ class Smmuv3Translator:
         e = self.tlb.lookup(key) if trace is None else None
         if e is not None and not access & ~e.perms:
             return TlbEntry(e.pa | (ipa & 0xFFF), e.perms, e.size_lg2, e.ipa_pn)
-        r = w.walk(ste.s2ttb, ipa, access, False, ste.s2endi, trace, "s2", "request")
+        served = _SERVED[class_] if trace is not None else "request"
+        r = w.walk(ste.s2ttb, ipa, access, False, ste.s2endi, trace, "s2", served)
         self._count_walk(w, r)
         if isinstance(r, VmsaFault):
             raise self._walk_fault(r, 2, class_, ipa)
