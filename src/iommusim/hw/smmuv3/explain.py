@@ -31,8 +31,8 @@ from iommusim.bits.arm.smmuv3_structures import (
 from iommusim.bits.arm.vmsa import S1_DESC, S2_DESC
 from iommusim.bits.fields import Layout
 from iommusim.hw.pgtable.walk import AdUpdate, PteRead
-from iommusim.hw.smmuv3.translator import Smmuv3Translator, StructureRead
 from iommusim.hw.smmuv3.transaction import Request
+from iommusim.hw.smmuv3.translator import Smmuv3Translator, StructureRead
 
 __all__ = ["explain_translation", "print_translation"]
 
@@ -170,9 +170,7 @@ def print_translation(con: Console, data: JsonObj) -> None:
                 markup=False,
             )
         elif s["step"] == "update":
-            con.print(
-                f"  {s['stage']} update @ {s['pa']}: {s['old']} -> {s['new']}", markup=False
-            )
+            con.print(f"  {s['stage']} update @ {s['pa']}: {s['old']} -> {s['new']}", markup=False)
         else:
             con.print(f"  {s['step'].upper()} @ {s['pa']} ({s['spec']})", markup=False)
             for k, v in s["fields"].items():
