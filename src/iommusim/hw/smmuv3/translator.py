@@ -55,6 +55,7 @@ from iommusim.bits.arm.smmuv3_queues import (
     F_PERMISSION,
     F_STE_FETCH,
     F_STREAM_DISABLED,
+    F_TLB_CONFLICT,
     F_TRANSL_FORBIDDEN,
     F_TRANSLATION,
     F_WALK_EABT,
@@ -549,6 +550,12 @@ class Smmuv3Translator:
             glob = cd.asid < 0 or not leaf.pte & _NG
             tag = GLOBAL if glob else cd.asid
             if self.tlb.capacity:
+                # Both an ASID-tagged and a global entry for one page: software changed nG
+                # without invalidating -- a TLB conflict (IHI 0070 7.3 F_TLB_CONFLICT; the
+                # model detects this case, an implementation may detect others).
+                other = (ste.vmid, GLOBAL if tag != GLOBAL else cd.asid, priv, pn)
+                if cd.asid >= 0 and other in self.tlb:
+                    raise _Stop(F_TLB_CONFLICT)
                 entry = TlbEntry(out & ~0xFFF, perms, size, ipa_pn)
                 self.tlb.insert((ste.vmid, tag, priv, pn), entry)
         return self._ok(out, size, perms, priv)

@@ -128,3 +128,23 @@ def test_configuration_invalidation() -> None:
     s.put_ste(1, config=0b000)
     s.t.cfgi_ste_range(0, 0)  # StreamIDs 0 and 1
     assert s.go(1, 0x1000).outcome == "abort"
+
+
+def test_ng_changed_without_invalidation_is_a_tlb_conflict() -> None:
+    """IHI 0070 7.3 F_TLB_CONFLICT: a global entry is cached read-only; software makes the
+    page writable and process-specific (nG = 1) without a TLBI; the write's walk finds a
+    second entry for the page: a conflict, aborted and recorded."""
+    s = Scene()
+    t = s.s1()
+    t.map(0x1000, DATA, 0x1000, IOMMU_READ)
+    ptr = s.cd_table({0: s.cd_image(t, 4)})
+    s.put_ste(1, config=0b101, s1contextptr=ptr >> 6)
+    ng = t.pt.pte.mask("ng")
+    r = VmsaWalker(t.pt, s.mem, 48, False, False).walk(t.root_pa, 0x1000, 0, True, False)
+    assert isinstance(r, VmsaLeaf)
+    s.mem.write64(r.pa, r.pte & ~ng)
+    assert s.go(1, 0x1000).pa == DATA  # cached as a global entry
+    ap2 = t.pt.pte.mask("ap2")
+    s.mem.write64(r.pa, (r.pte | ng) & ~ap2)  # writable, nG = 1, no TLBI
+    out = s.go(1, 0x1000, is_write=True)
+    assert out.outcome == "abort" and out.event is not None and out.event.name == "F_TLB_CONFLICT"
