@@ -108,6 +108,10 @@ _MSIDATA: Final = CMD_SYNC.layout["msidata"]
 _MSIADDR: Final = CMD_SYNC.layout["msiaddress"]
 _RESERVED_CODE: Final = 0b11
 
+#: A handler's answer for "not yet": the command stays at CONS and runs again later.
+_WAIT: Final = -1
+#: ITAGs outstanding at once (PCIe ATS: 5-bit ITAG).
+_ITAG_MASK: Final = 0x1F
 #: Runs one decoded command; returns a CERROR code, or 0 when the command completed.
 _Handler = Callable[[int], int]
 
@@ -118,9 +122,12 @@ class CommandQueue:
     __slots__ = (
         "_asid_mask",
         "_atc_failed",
+        "_atc_pending",
         "_commands",
         "_max_lg2",
+        "_next_itag",
         "_report",
+        "_running",
         "_vmid_mask",
         "irq",
         "mem",
@@ -145,6 +152,10 @@ class CommandQueue:
         self.port = port
         self._report = report
         self._atc_failed = False
+        #: ITAGs of ATS Invalidate Requests whose completion has not arrived.
+        self._atc_pending: set[int] = set()
+        self._next_itag = 0
+        self._running = False
         p = regs.params
         self._max_lg2 = p.idr1_field("cmdqs")
         self._asid_mask = 0xFFFF if p.idr0_field("asid16") else 0xFF
@@ -196,6 +207,16 @@ class CommandQueue:
         r = self.regs
         if not r.cr0 & CR0_CMDQEN or self.irq.active_errors() & _CMDQ_ERR:
             return 0
+        if self._running:
+            return 0  # a completion that arrived while a command ran: the loop goes on
+        self._running = True
+        try:
+            return self._consume()
+        finally:
+            self._running = False
+
+    def _consume(self) -> int:
+        r = self.regs
         lg2 = log2size(r.cmdq_base, self._max_lg2)
         done = 0
         while not is_empty(r.cmdq_prod, r.cmdq_cons, lg2):
@@ -207,12 +228,20 @@ class CommandQueue:
                 self._error(CERROR_ABT)
                 return done
             err = self._execute(cmd)
+            if err == _WAIT:
+                return done  # a CMD_SYNC waits for ATC invalidation completions
             if err:
                 self._error(err)
                 return done
             r.cmdq_cons = (r.cmdq_cons & CMDQ_CONS_ERR) | advance(cons, lg2)
             done += 1
         return done
+
+    def atc_completed(self, itag: int) -> int:
+        """An Invalidation Completion for ``itag`` arrived; a CMD_SYNC waiting for it (and
+        the commands after it) runs now. Returns the commands consumed."""
+        self._atc_pending.discard(itag)
+        return self.run()
 
     def _execute(self, cmd: int) -> int:
         entry = self._commands.get(cmd & CMD_OPCODE_MASK)
@@ -282,15 +311,23 @@ class CommandQueue:
     # -- IHI 0070 4.5 ATS and PRI -------------------------------------------------------------
 
     def _atc_inv(self, cmd: int) -> int:
-        ok = self.port.atc_invalidate(
+        """CMD_ATC_INV: the Invalidate Request goes out tagged; the next CMD_SYNC completes
+        only once every earlier request's completion has arrived (IHI 0070 4.5, 4.7)."""
+        itag = self._next_itag
+        self._next_itag = (itag + 1) & _ITAG_MASK
+        self._atc_pending.add(itag)
+        status = self.port.atc_invalidate(
             _SID.get(cmd),
             bool(_SSV.get(cmd)),
             _SSID.get(cmd),
             _VA.get(cmd) << 12,
             _ATC_SIZE.get(cmd) + 12,
             bool(_ATC_GLOBAL.get(cmd)),
+            itag,
         )
-        if not ok:
+        if status != "pending":
+            self._atc_pending.discard(itag)
+        if status == "failed":
             self._atc_failed = True
         return 0
 
@@ -330,7 +367,10 @@ class CommandQueue:
             return CERROR_ILL
         if self._atc_failed:
             self._atc_failed = False
+            self._atc_pending.clear()
             return CERROR_ATC_INV_SYNC
+        if self._atc_pending:
+            return _WAIT
         if cs == SYNC_CS_IRQ:
             self.irq.cmd_sync(_MSIADDR.get(cmd) << 2, _MSIDATA.get(cmd))
         elif cs == SYNC_CS_SEV and self.regs.params.idr0_field("sev"):

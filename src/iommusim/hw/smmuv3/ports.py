@@ -10,12 +10,15 @@ request queue"). :class:`NullDevicePort` is the port of an SMMU with no endpoint
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Literal, Protocol
 
 from iommusim.hw.smmuv3.maintenance import CacheMaintenance, TranslationCounts
 from iommusim.hw.smmuv3.transaction import Request, Response
 
-__all__ = ["DevicePort", "NullDevicePort", "TranslatorPort"]
+__all__ = ["AtcStatus", "DevicePort", "NullDevicePort", "TranslatorPort"]
+
+#: What became of an ATS Invalidate Request (see :meth:`DevicePort.atc_invalidate`).
+AtcStatus = Literal["done", "pending", "failed"]
 
 
 class TranslatorPort(CacheMaintenance, Protocol):
@@ -63,12 +66,14 @@ class DevicePort(Protocol):
     3.9: StreamID[15:0] is the PCIe RequesterID)."""
 
     def atc_invalidate(
-        self, sid: int, ssv: bool, ssid: int, addr: int, size_lg2: int, global_: bool
-    ) -> bool:
+        self, sid: int, ssv: bool, ssid: int, addr: int, size_lg2: int, global_: bool, itag: int
+    ) -> AtcStatus:
         """CMD_ATC_INV: an ATS Invalidate Request for ``2**size_lg2`` bytes at ``addr``
-        (PASID ``ssid`` when ``ssv``). Returns whether its Invalidation Completion arrived;
-        ``False`` makes the next CMD_SYNC fail with CERROR_ATC_INV_SYNC (IHI 0070 4.5,
-        7.1)."""
+        (PASID ``ssid`` when ``ssv``), tagged ``itag``. ``"done"``: its Invalidation
+        Completion has arrived; ``"pending"``: it will arrive later, through
+        :meth:`iommusim.hw.smmuv3.smmu.Smmuv3.invalidation_completion` -- a CMD_SYNC waits
+        for it; ``"failed"``: none will (no ATS function answers), and the next CMD_SYNC
+        fails with CERROR_ATC_INV_SYNC (IHI 0070 4.5, 7.1)."""
         ...
 
     def pri_response(self, sid: int, ssv: bool, ssid: int, prgi: int, resp: int) -> None:
@@ -84,9 +89,9 @@ class NullDevicePort:
     __slots__ = ()
 
     def atc_invalidate(
-        self, sid: int, ssv: bool, ssid: int, addr: int, size_lg2: int, global_: bool
-    ) -> bool:
-        return True
+        self, sid: int, ssv: bool, ssid: int, addr: int, size_lg2: int, global_: bool, itag: int
+    ) -> AtcStatus:
+        return "done"
 
     def pri_response(self, sid: int, ssv: bool, ssid: int, prgi: int, resp: int) -> None:
         return None

@@ -132,6 +132,11 @@ class Smmuv3:
         """A PCIe PRI Page Request (IHI 0070 8.1); whether it entered the PRI queue."""
         return self.priq.page_request(sid, ssv, ssid, addr, read, write, exec_, priv, last, prgi)
 
+    def invalidation_completion(self, sid: int, itag: int) -> int:
+        """A PCIe Invalidation Completion from ``sid`` for the ATS Invalidate Request
+        ``itag``: a CMD_SYNC waiting for it goes on (IHI 0070 4.7). The commands run."""
+        return self.cmdq.atc_completed(itag)
+
     def broadcast_tlbi(self, t: Tlbi) -> bool:
         """A broadcast TLB invalidation from the CPUs (IHI 0070 3.17); whether the SMMU
         took part (IDR0.BTM = 1 and CR2.PTM = 0)."""

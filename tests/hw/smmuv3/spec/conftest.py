@@ -110,14 +110,17 @@ class FakePort:
 
     def __init__(self) -> None:
         self.atc_ok = True
+        self.atc_status = "done"
+        self.itags: list[int] = []
         self.atc: list[tuple[int, bool, int, int, int, bool]] = []
         self.pri: list[tuple[int, bool, int, int, int]] = []
 
     def atc_invalidate(
-        self, sid: int, ssv: bool, ssid: int, addr: int, size_lg2: int, global_: bool
-    ) -> bool:
+        self, sid: int, ssv: bool, ssid: int, addr: int, size_lg2: int, global_: bool, itag: int
+    ) -> str:
         self.atc.append((sid, ssv, ssid, addr, size_lg2, global_))
-        return self.atc_ok
+        self.itags.append(itag)
+        return self.atc_status if self.atc_ok else "failed"
 
     def pri_response(self, sid: int, ssv: bool, ssid: int, prgi: int, resp: int) -> None:
         self.pri.append((sid, ssv, ssid, prgi, resp))

@@ -202,6 +202,25 @@ def test_atc_inv_goes_to_the_port(bench):
     assert _err(bench) == 0
 
 
+def test_cmd_sync_waits_for_pending_atc_completions(bench):
+    """IHI 0070 4.7 CMD_SYNC: it completes only after every earlier CMD_ATC_INV's completion
+    has arrived -- until then CONS stays at the SYNC and later commands wait; the
+    completion lets them run."""
+    bench.port.atc_status = "pending"
+    bench.submit(
+        bench.cmd(CMD_ATC_INV, streamid=1),
+        bench.cmd(CMD_ATC_INV, streamid=2),
+        bench.cmd(CMD_SYNC),
+        bench.cmd(CMD_CFGI_STE, streamid=3),
+    )
+    assert _rd(bench) == 2 and _err(bench) == 0
+    first, second = bench.port.itags
+    assert bench.smmu.invalidation_completion(1, first) == 0
+    assert _rd(bench) == 2
+    assert bench.smmu.invalidation_completion(2, second) == 2
+    assert _rd(bench) == 4 and _err(bench) == 0
+
+
 def test_atc_inv_without_completion_fails_the_sync(bench):
     """IHI 0070 7.1 CERROR_ATC_INV_SYNC: the CMD_SYNC after an ATC invalidation that did not
     complete fails; the error is reported once."""
