@@ -237,6 +237,15 @@ class CommandQueue:
             done += 1
         return done
 
+    def atc_timeout(self, itag: int) -> int:
+        """No Invalidation Completion came for ``itag`` in time: the CMD_SYNC waiting for it
+        fails with CERROR_ATC_INV_SYNC (IHI 0070 7.1). Returns the commands consumed."""
+        if itag not in self._atc_pending:
+            return 0
+        self._atc_pending.discard(itag)
+        self._atc_failed = True
+        return self.run()
+
     def atc_completed(self, itag: int) -> int:
         """An Invalidation Completion for ``itag`` arrived; a CMD_SYNC waiting for it (and
         the commands after it) runs now. Returns the commands consumed."""
