@@ -28,6 +28,9 @@ from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.params import PRESETS, RiscvIommuParams
 from iommusim.hw.riscv.transaction import Message
 from iommusim.hw.riscv.upstream import RiscvUpstreamPort
+from iommusim.hw.smmuv3.params import Smmuv3Params
+from iommusim.hw.smmuv3.smmu import Smmuv3
+from iommusim.hw.smmuv3.upstream import Smmuv3DevicePort, Smmuv3UpstreamPort
 from iommusim.mem.addrmap import AddressMap
 from iommusim.mem.protocol import PhysicalMemory
 from iommusim.mem.sparse import SparseMemory
@@ -52,7 +55,7 @@ __all__ = [
 ]
 
 #: The IOMMU models a system can hold, by kind.
-IommuKind = Literal["riscv"]
+IommuKind = Literal["riscv", "smmuv3"]
 _ALL_RIDS: Final = range(1 << 24)
 
 _PAGE: Final = 4096
@@ -89,11 +92,17 @@ class IommuConfig:
     requester ids of the endpoints behind it."""
 
     base_pa: int
-    params: RiscvIommuParams = PRESETS["full"]
+    params: RiscvIommuParams | Smmuv3Params = PRESETS["full"]
     kind: IommuKind = "riscv"
     rids: range = _ALL_RIDS
 
     def __post_init__(self) -> None:
+        want = {"riscv": RiscvIommuParams, "smmuv3": Smmuv3Params}.get(self.kind)
+        if want is not None and not isinstance(self.params, want):
+            raise InvalidArgument(
+                f"an IOMMU of kind {self.kind!r} takes {want.__name__}, "
+                f"not {type(self.params).__name__}"
+            )
         r = self.rids
         if r.step != 1 or not 0 <= r.start < r.stop <= 1 << 24:
             raise InvalidArgument(
@@ -224,8 +233,23 @@ def _riscv(
     def outbound(msg: Message) -> None:
         sink(msg, RiscvUpstreamPort.downstream(msg))
 
+    assert isinstance(cfg.params, RiscvIommuParams)
     model = RiscvIommu(port_mem, cfg.params, outbound, clock=clock)
     return model, RiscvUpstreamPort(model, bus)
+
+
+def _smmuv3(
+    cfg: IommuConfig,
+    port_mem: PhysicalMemory,
+    bus: PhysicalMemory,
+    clock: VirtualClock,
+    sink: MessageSink,
+) -> tuple[Smmuv3, Smmuv3UpstreamPort]:
+    assert isinstance(cfg.params, Smmuv3Params)
+    down = Smmuv3DevicePort(sink, clock)
+    model = Smmuv3(port_mem, cfg.params, port=down)
+    down.smmu = model
+    return model, Smmuv3UpstreamPort(model, bus, clock)
 
 
 #: How to build an IOMMU of a kind from its configuration, its port to memory, the bus its
@@ -234,8 +258,11 @@ IommuBuilder = Callable[
     [IommuConfig, PhysicalMemory, PhysicalMemory, VirtualClock, MessageSink],
     tuple[RegisterDevice, IommuAdapter],
 ]
-IOMMU_KINDS: Final[dict[str, IommuBuilder]] = {"riscv": _riscv}
-_WINDOW_BYTES: Final[dict[str, int]] = {"riscv": RiscvUpstreamPort.registers_size}
+IOMMU_KINDS: Final[dict[str, IommuBuilder]] = {"riscv": _riscv, "smmuv3": _smmuv3}
+_WINDOW_BYTES: Final[dict[str, int]] = {
+    "riscv": RiscvUpstreamPort.registers_size,
+    "smmuv3": Smmuv3UpstreamPort.registers_size,
+}
 
 
 class System:
