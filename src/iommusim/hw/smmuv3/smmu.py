@@ -38,6 +38,7 @@ from iommusim.hw.smmuv3.eventq import EventQueue, PriQueue
 from iommusim.hw.smmuv3.interrupts import Interrupts
 from iommusim.hw.smmuv3.maintenance import Tlbi
 from iommusim.hw.smmuv3.params import Smmuv3Params
+from iommusim.hw.smmuv3.pmcg import Pmcg
 from iommusim.hw.smmuv3.ports import DevicePort, NullDevicePort, TranslatorPort
 from iommusim.hw.smmuv3.registers import Registers
 from iommusim.hw.smmuv3.transaction import Request, Response
@@ -66,6 +67,7 @@ class Smmuv3:
         "irq",
         "mem",
         "params",
+        "pmcg",
         "port",
         "priq",
         "regs",
@@ -85,6 +87,11 @@ class Smmuv3:
             translator if translator is not None else Smmuv3Translator(mem, params)
         )
         self.port: DevicePort = port if port is not None else NullDevicePort()
+        #: The Performance Monitor Counter Group (IHI 0070 10), its own register page; None
+        #: when the parameters give it no counters.
+        self.pmcg = (
+            Pmcg(self.translator.counts, params.num_counters) if params.num_counters else None
+        )
         self.regs = Registers(params, self)
         self.irq = Interrupts(mem, self.regs)
         self.eventq = EventQueue(mem, self.regs, self.irq)
