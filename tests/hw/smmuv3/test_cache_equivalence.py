@@ -45,9 +45,14 @@ def test_cached_and_uncached_translators_agree(ops: list[tuple[Any, ...]]) -> No
     full = PRESETS["full"]
     others = [
         Smmuv3Translator(
-            s.mem, full.with_caches(ste_entries=1, cd_entries=1, tlb_entries=2, replacement="fifo")
+            s.mem,
+            full.with_caches(
+                ste_entries=1, cd_entries=1, tlb_entries=2, walk_entries=1, replacement="fifo"
+            ),
         ),
-        Smmuv3Translator(s.mem, full.with_caches(ste_entries=0, cd_entries=0, tlb_entries=0)),
+        Smmuv3Translator(
+            s.mem, full.with_caches(ste_entries=0, cd_entries=0, tlb_entries=0, walk_entries=0)
+        ),
     ]
     for t in others:
         t.set_stream_table(s.strtab, 8, STRTAB_LINEAR, 0)

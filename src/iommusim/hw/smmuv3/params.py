@@ -36,7 +36,8 @@ class Smmuv3CacheParams:
     IHI 0070 16.2 "Caching": what is cached and how much is IMPLEMENTATION DEFINED; correct
     software (invalidation after every change) gets the same results for any geometry.
     ``ste_entries``/``cd_entries``: configuration caches; ``tlb_entries``: the TLB (tagged by
-    VMID/ASID, stage and level); ``walk_entries``: the table-walk cache of intermediate
+    VMID/ASID, stage and level); ``walk_entries``: the walk cache -- stage 2 translations of the
+    stage 1 descriptor and CD-table addresses a nested walk reads -- of intermediate
     descriptors.
     """
 

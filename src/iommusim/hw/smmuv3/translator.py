@@ -165,6 +165,11 @@ class Smmuv3Translator:
         self.ste_cache: BoundedCache[int, Ste] = BoundedCache(c.ste_entries, lru)
         self.cd_cache: BoundedCache[tuple[int, int], Cd] = BoundedCache(c.cd_entries, lru)
         self.tlb: BoundedCache[TlbKey, TlbEntry] = BoundedCache(c.tlb_entries, lru)
+        #: The walk cache: stage 2 translations of the addresses a walk reads under
+        #: nesting -- stage 1 descriptors and CD tables (IHI 0070 16.2: an implementation
+        #: may cache them apart from the TLB); the same keys and invalidation as the TLB's
+        #: stage 2 entries.
+        self.walk_cache: BoundedCache[TlbKey, TlbEntry] = BoundedCache(c.walk_entries, lru)
         self.counts = TranslationCounts()
         #: SMMU_CR0.SMMUEN, SMMU_GBPA.ABORT, SMMU_CR2.RECINVSID / PTM / E2H (the front end
         #: keeps them current).
@@ -296,12 +301,14 @@ class Smmuv3Translator:
     def _s2(
         self, ste: Ste, ipa: int, access: int, class_: int, trace: list[object] | None
     ) -> TlbEntry:
-        """The stage 2 translation of ``ipa`` for ``access`` (from the TLB, or walked and
-        cached as a stage 2 entry); a fault raises the stage 2 event of ``class_``."""
+        """The stage 2 translation of ``ipa`` for ``access`` (from the TLB -- the walk cache
+        for a structure or descriptor address -- or walked and cached as a stage 2 entry);
+        a fault raises the stage 2 event of ``class_``."""
         w = ste.s2
         assert w is not None
         key = (ste.vmid, S2_ONLY, False, ipa >> 12)
-        e = self.tlb.lookup(key) if trace is None else None
+        cache = self.tlb if class_ == CLASS_IN else self.walk_cache
+        e = cache.lookup(key) if trace is None else None
         if e is not None and not access & ~e.perms:
             return TlbEntry(e.pa | (ipa & 0xFFF), e.perms, e.size_lg2, e.ipa_pn)
         served = _SERVED[class_] if trace is not None else "request"
@@ -311,7 +318,7 @@ class Smmuv3Translator:
             raise self._walk_fault(r, 2, class_, ipa)
         size = r.size_lg2
         page = r.out & ~0xFFF
-        self.tlb.insert(key, TlbEntry(page, r.perms, size, ipa >> 12))
+        cache.insert(key, TlbEntry(page, r.perms, size, ipa >> 12))
         return TlbEntry(r.out, r.perms, size, ipa >> 12)
 
     def _count_walk(self, w: VmsaWalker, r: VmsaLeaf | VmsaFault) -> None:
@@ -681,11 +688,13 @@ class Smmuv3Translator:
     def tlbi(self, t: Tlbi) -> None:
         if t.broadcast and (self.ptm or not self.p.idr0_field("btm")):
             return  # IHI 0070 3.17: broadcast maintenance reaches the SMMU only with BTM
-        for key in list(match_tlbi(self.tlb, t)):
-            del self.tlb[key]
+        for cache in (self.tlb, self.walk_cache):
+            for key in list(match_tlbi(cache, t)):
+                del cache[key]
 
     def invalidate_all(self) -> None:
         """Every cached structure and translation (reset)."""
         self.ste_cache.clear()
         self.cd_cache.clear()
         self.tlb.clear()
+        self.walk_cache.clear()
