@@ -1,12 +1,15 @@
 """Arm SMMUv3 spec tables (IHI 0070), one module per kind: the register file
-(:mod:`.smmuv3_regs`) and its PMCG page (:mod:`.smmuv3_pmcg`), the in-memory configuration structures (:mod:`.smmuv3_structures`) and
-the queue formats (:mod:`.smmuv3_queues`); the VMSAv8-64 translation-table formats (DDI 0487
+(:mod:`.smmuv3_regs`) and its PMCG page (:mod:`.smmuv3_pmcg`), the in-memory configuration
+structures (:mod:`.smmuv3_structures`) and the queue formats (:mod:`.smmuv3_queues`); the VMSAv8-64 translation-table formats (DDI 0487
 D8) as :class:`~iommusim.bits.pgformat.PtFormat` instances (:mod:`.vmsa`)."""
 
 from __future__ import annotations
 
 from typing import Final
 
+from iommusim.bits.arm.smmuv3_pmcg import CFGR as PMCG_CFGR
+from iommusim.bits.arm.smmuv3_pmcg import CR as PMCG_CR
+from iommusim.bits.arm.smmuv3_pmcg import EVTYPER as PMCG_EVTYPER
 from iommusim.bits.arm.smmuv3_queues import (
     COMMANDS,
     EVT_COMMON,
@@ -15,9 +18,6 @@ from iommusim.bits.arm.smmuv3_queues import (
     EVT_WALK_EABT,
     PRIQ_ENTRY,
 )
-from iommusim.bits.arm.smmuv3_pmcg import CFGR as PMCG_CFGR
-from iommusim.bits.arm.smmuv3_pmcg import CR as PMCG_CR
-from iommusim.bits.arm.smmuv3_pmcg import EVTYPER as PMCG_EVTYPER
 from iommusim.bits.arm.smmuv3_regs import REGISTERS
 from iommusim.bits.arm.smmuv3_structures import CD, CDTAB_L1, STE, STRTAB_L1
 from iommusim.bits.fields import Layout
