@@ -1,7 +1,8 @@
 """Arm SMMUv3 spec tables (IHI 0070), one module per kind: the register file
 (:mod:`.smmuv3_regs`) and its PMCG page (:mod:`.smmuv3_pmcg`), the in-memory configuration
-structures (:mod:`.smmuv3_structures`) and the queue formats (:mod:`.smmuv3_queues`); the VMSAv8-64 translation-table formats (DDI 0487
-D8) as :class:`~iommusim.bits.pgformat.PtFormat` instances (:mod:`.vmsa`)."""
+structures (:mod:`.smmuv3_structures`) and the queue formats (:mod:`.smmuv3_queues`); the
+VMSAv8-64 translation-table formats (DDI 0487 D8) as :class:`~iommusim.bits.pgformat.PtFormat`
+instances (:mod:`.vmsa`)."""
 
 from __future__ import annotations
 
