@@ -18,9 +18,8 @@ from __future__ import annotations
 import json
 import platform
 import sys
-import time
-from collections.abc import Callable
 
+from bench_translate import rate  # the same timing: best of three runs
 from iommusim.bits.arm.smmuv3_structures import CD, STE, STE_CONFIG_NESTED, STE_CONFIG_S1, TG0_4K
 from iommusim.hw.smmuv3.params import PRESETS
 from iommusim.hw.smmuv3.transaction import Request
@@ -92,15 +91,6 @@ def build(nested: bool, tlb: int) -> tuple[Smmuv3Translator, list[Request]]:
     write(mem, strtab + SID * 64, ste)
     reqs = [Request(SID, 0x1_0000_0000 + i * PAGE + 8) for i in range(n)]
     return t, reqs
-
-
-def rate(fn: Callable[[], int]) -> float:
-    best = 0.0
-    for _ in range(3):
-        t0 = time.perf_counter()
-        n = fn()
-        best = max(best, n / (time.perf_counter() - t0))
-    return best
 
 
 def main() -> int:
