@@ -419,7 +419,12 @@ class Smmuv3Translator:
         e = tlb.get(key)
         access = PERM_X if req.instr else PERM_W if req.is_write else PERM_R
         if e is None:
-            if cd is not None and cd.tag >= 0 and (ste.vmid, GLOBAL, req.priv, addr >> 12) in tlb:
+            if (
+                tlb
+                and cd is not None
+                and cd.tag >= 0
+                and (ste.vmid, GLOBAL, req.priv, addr >> 12) in tlb
+            ):
                 return self._translate(req, trace)
             try:
                 return self._fill(req, ste, cd, access, None, addr >> 12, False)
