@@ -58,6 +58,7 @@ from iommusim.bits.arm.smmuv3_queues import (
     F_TLB_CONFLICT,
     F_TRANSL_FORBIDDEN,
     F_TRANSLATION,
+    F_UUT,
     F_WALK_EABT,
 )
 from iommusim.bits.arm.smmuv3_structures import (
@@ -186,7 +187,7 @@ class Smmuv3Translator:
         self._stalled: dict[tuple[int, int], Request] = {}
         self._next_stag = 0
         self._stall_max = max(params.idr5_field("stall_max"), 1)
-        self._has_s2 = bool(params.idr0_field("s2p"))
+        self._has_ats = bool(params.idr0_field("ats"))
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -451,6 +452,11 @@ class Smmuv3Translator:
         ste: Ste | None = None
         cd: Cd | None = None
         try:
+            if req.at and not self._has_ats:
+                # An SMMU without ATS (IDR0.ATS = 0) does not support ATS traffic: an
+                # Unsupported Upstream Transaction (IHI 0070 7.3 F_UUT; which transaction
+                # types are unsupported is the implementation's, this is the model's).
+                raise _Stop(F_UUT, outcome="ur" if req.at == AT_ATS_REQUEST else "abort")
             ste = self._ste(req.sid, trace)
             if ste.config == STE_CONFIG_ABORT:
                 raise _Quiet

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from iommusim.bits.arm.smmuv3_queues import F_BAD_ATS_TREQ, F_TRANSL_FORBIDDEN
+from iommusim.bits.arm.smmuv3_queues import F_BAD_ATS_TREQ, F_TRANSL_FORBIDDEN, F_UUT
 from iommusim.bits.arm.smmuv3_structures import EATS_FULL, EATS_SPLIT, STE_CONFIG_S1
+from iommusim.hw.smmuv3.params import PRESETS
 from iommusim.hw.smmuv3.transaction import AT_ATS_REQUEST, AT_TRANSLATED
 from iommusim.sw.prot import IOMMU_READ, IOMMU_WRITE
 from testsupport.smmuv3_scene import Scene
@@ -87,3 +88,14 @@ def test_requests_while_disabled_are_unsupported() -> None:
     s = ats_scene(EATS_FULL)
     s.t.enabled = False
     assert s.go(1, 0x1000, at=AT_ATS_REQUEST).outcome == "ur"
+
+
+def test_ats_traffic_to_an_smmu_without_ats_is_f_uut() -> None:
+    """IHI 0070 7.3 F_UUT: with IDR0.ATS = 0 a Translation Request (UR) and a translated
+    transaction (aborted) are Unsupported Upstream Transactions."""
+    s = Scene(params=PRESETS["qemu-like"])
+    s.stream_bypass(1)
+    r = s.go(1, 0x1000, at=AT_ATS_REQUEST)
+    assert r.outcome == "ur" and r.event is not None and r.event.type == F_UUT
+    r = s.go(1, 0x1000, at=AT_TRANSLATED)
+    assert r.outcome == "abort" and r.event is not None and r.event.type == F_UUT
