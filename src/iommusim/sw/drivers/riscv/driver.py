@@ -1,6 +1,6 @@
 """The RISC-V IOMMU driver: probe, directory, queues, interrupts, attach (Linux iommu.c).
 
-Everything reaches the hardware through :class:`~iommusim.sw.drivers.riscv.mmio.Mmio` and
+Everything reaches the hardware through :class:`~iommusim.sw.drivers.mmio.Mmio` and
 loads/stores to RAM (DESIGN rule 2). The flows follow the Linux driver (reference digest
 section 4.1) and the spec's software guidelines (riscv-iommu: "Guidelines for invalidations",
 "Changing device directory table entry").
@@ -63,6 +63,7 @@ from iommusim.sw.core.ops import (
     CAP_DIRTY_TRACKING,
     CAP_ENFORCE_CACHE_COHERENCY,
 )
+from iommusim.sw.drivers.mmio import Mmio
 from iommusim.sw.drivers.riscv.commands import (
     Command,
     ats_inval,
@@ -82,7 +83,6 @@ from iommusim.sw.drivers.riscv.domain import (
     gstage_format,
     pgtable_format,
 )
-from iommusim.sw.drivers.riscv.mmio import Mmio
 from iommusim.sw.drivers.riscv.nested import RiscvNestedDomain, RiscvNestParentDomain
 from iommusim.sw.drivers.riscv.pdt import PD8, PD17, PD20, PD_PID_BITS, ProcessDirectory
 from iommusim.sw.drivers.riscv.queues import (

@@ -43,8 +43,8 @@ from iommusim.bits.riscv.regs import (
 )
 from iommusim.errors import Busy, InvalidArgument, NoDevice, OutOfMemory
 from iommusim.mem.protocol import PhysicalMemory
+from iommusim.sw.drivers.mmio import Mmio
 from iommusim.sw.drivers.riscv.commands import Command, iofence_c
-from iommusim.sw.drivers.riscv.mmio import Mmio
 from iommusim.sw.pages import PageAllocator
 
 __all__ = ["CommandQueue", "FaultQueue", "PageRequestQueue", "PageRequestRecord"]

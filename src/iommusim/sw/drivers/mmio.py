@@ -1,4 +1,4 @@
-"""Register access for the driver: 32- and 64-bit loads and stores to the IOMMU's window."""
+"""Register access for the IOMMU drivers: 32- and 64-bit loads and stores to an IOMMU's window."""
 
 from __future__ import annotations
 
