@@ -45,7 +45,9 @@ class Tlbi(NamedTuple):
     ``addr`` is a byte address (VA for ``*_va``/``*_vaa``, IPA for ``s2_ipa``); ``leaf``:
     only last-level (leaf) entries need be invalidated. Range invalidation (IHI 0070 4.4.1,
     IDR3.RIL): ``tg`` the granule (0: not a range, 1: 4K, 2: 16K, 3: 64K), ``num`` and
-    ``scale`` give the range ``(num + 1) * 2**(5 * scale + 1)`` granules, ``ttl`` the
+    ``scale`` give the range ``(num + 1) * 2**scale`` granules (the command's 5-bit SCALE;
+    a broadcast CPU TLBI by range, whose 2-bit SCALE counts ``2**(5 * scale + 1)``, arrives
+    converted), ``ttl`` the
     translation table level hint (0 unknown). ``broadcast``: arrived by BTM from the CPU side
     rather than the command queue (IHI 0070 3.17: honoured only when IDR0.BTM and CR2.PTM=0,
     and for stage 1 only for entries whose CD.ASET is 0)."""

@@ -55,12 +55,13 @@ class TlbEntry:
 
 def tlbi_range(t: Tlbi) -> tuple[int, int]:
     """The input-address range ``[lo, hi)`` a TLBI by address names: one address (TG = 0),
-    or ``(NUM + 1) * 2**(5 * SCALE + 1)`` granules from it (IHI 0070 4.4.1)."""
+    or ``(NUM + 1) * 2**SCALE`` granules from it (IHI 0070 4.4.1; as Linux
+    ``__arm_smmu_tlb_inv_range`` encodes it: ``inv_range = num << (scale + tg)``)."""
     if not t.tg:
         return t.addr, t.addr + 1
     g = _TG_SHIFT[t.tg]
     base = t.addr >> g << g
-    return base, base + ((t.num + 1) << (5 * t.scale + 1 + g))
+    return base, base + ((t.num + 1) << (t.scale + g))
 
 
 def _overlaps(pn: int, size_lg2: int, lo: int, hi: int) -> bool:

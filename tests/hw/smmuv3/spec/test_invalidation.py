@@ -49,10 +49,12 @@ def remapped_s1(asid: int = 1, vmid: int = 0) -> tuple[Scene, int]:
         (Tlbi("nsnh_all"), True),
         (Tlbi("el2_all"), False),
         (Tlbi("s2_ipa", vmid=0, addr=0x1000), False),
-        # range: (NUM + 1) * 2^(5 * SCALE + 1) 4KB granules from 0 covers 0x1000 ...
-        (Tlbi("nh_va", vmid=0, asid=1, addr=0, tg=1, num=0, scale=0), True),
-        # ... but a range of 2 pages from 0x2000 does not.
-        (Tlbi("nh_va", vmid=0, asid=1, addr=0x2000, tg=1, num=0, scale=0), False),
+        # range: (NUM + 1) * 2^SCALE 4KB granules -- 2 from 0 cover 0x1000, by NUM or SCALE ...
+        (Tlbi("nh_va", vmid=0, asid=1, addr=0, tg=1, num=1, scale=0), True),
+        (Tlbi("nh_va", vmid=0, asid=1, addr=0, tg=1, num=0, scale=1), True),
+        # ... one from 0 does not, nor 2^31 from 0x2000.
+        (Tlbi("nh_va", vmid=0, asid=1, addr=0, tg=1, num=0, scale=0), False),
+        (Tlbi("nh_va", vmid=0, asid=1, addr=0x2000, tg=1, num=0, scale=31), False),
     ],
 )
 def test_tlbi_scopes(tlbi: Tlbi, gone: bool) -> None:
