@@ -73,6 +73,11 @@ class VirtualClock:
             raise ModelError(f"delay must be non-negative, not {delay_ns}")
         return self.call_at(self._now + delay_ns, fn)
 
+    @property
+    def running(self) -> bool:
+        """An event callback is running (time cannot be advanced from inside it)."""
+        return self._running
+
     def run_until(self, time_ns: int) -> int:
         """Run every event due at or before ``time_ns`` in order, then set now to ``time_ns``.
 

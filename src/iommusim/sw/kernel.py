@@ -21,6 +21,7 @@ from iommusim.sw.core.fq import FqOptions
 from iommusim.sw.core.iommu import DmaMode, IommuCore
 from iommusim.sw.core.ops import IommuDriver
 from iommusim.sw.drivers.riscv.driver import RiscvIommuDriver
+from iommusim.sw.drivers.smmuv3.driver import Smmuv3Driver
 from iommusim.sw.mm.mm import Mm
 from iommusim.sw.pages import PageAllocator
 from iommusim.sw.sva.sva import Sva
@@ -57,8 +58,38 @@ def _riscv_driver(
     return driver
 
 
+def _smmuv3_driver(
+    system: System, slot: IommuSlot, pages: PageAllocator, cq_entries: int, fq_entries: int
+) -> Smmuv3Driver:
+    clock = system.clock
+
+    def wait() -> bool:
+        """Let virtual time run to its next event while the driver polls the SMMU."""
+        nxt = clock.next_event_ns()
+        if nxt is None or clock.running:
+            return False
+        clock.run_until(nxt)
+        return True
+
+    driver = Smmuv3Driver(
+        system.bus,
+        slot.config.base_pa,
+        pages,
+        system.sink,
+        wait,
+        msi_pa=system.config.imsic_base_pa,
+        irq_base=32 + _IRQS_PER_IOMMU * slot.index,
+        rids=slot.config.rids,
+        cmdq_log2=max(cq_entries.bit_length() - 1, 1),
+        evtq_log2=max(fq_entries.bit_length() - 1, 1),
+        name=f"arm-smmu-v3.{slot.index}",
+    )
+    driver.probe()
+    return driver
+
+
 #: The driver for each IOMMU kind.
-DRIVERS: Final[dict[str, DriverFactory]] = {"riscv": _riscv_driver}
+DRIVERS: Final[dict[str, DriverFactory]] = {"riscv": _riscv_driver, "smmuv3": _smmuv3_driver}
 
 
 class Kernel:

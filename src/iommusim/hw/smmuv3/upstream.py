@@ -155,6 +155,8 @@ class Smmuv3UpstreamPort:
         clock = self.clock
         deadline = clock.now + self.completion_timeout_ns
         while True:
+            if clock.running:
+                return Response("abort")  # inside an event: no time can pass to wait in
             for i, (s, t, out) in enumerate(smmu.completions):
                 if (s, t) == (sid, stag):
                     del smmu.completions[i]
