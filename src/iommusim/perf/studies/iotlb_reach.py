@@ -1,8 +1,9 @@
 """Study ``iotlb-reach``: the pcie-bench cliff -- walks per request and modelled throughput
 versus the DMA working set, per IOTLB size, replacement policy and page size.
 
-Each point replays a seeded synthetic trace (uniform over the working set's 4 KiB pages,
-512-byte requests) through the batch engine against a Sv39 single-stage image written by
+Each point replays a seeded synthetic trace (512-byte requests over the working set's 4 KiB
+pages, uniform -- the pcie-bench access pattern -- or zipf with s = 1, whose locality is what
+tells LRU from FIFO: under uniform access no replacement policy beats another) through the batch engine against a Sv39 single-stage image written by
 the software stack: a warm-up of ``3 * max(working set, IOTLB entries)`` rows, the counters
 reset, then the measured rows. Walks per request is HPM event 4 (IOTLB misses) over event 1
 (untranslated requests); with warm device- and process-context caches every miss is one
@@ -45,6 +46,7 @@ __all__ = ["IOTLB_REACH", "knee"]
 ENTRIES: Final = (16, 64, 256, 1024, 4096)
 POLICIES: Final = ("lru", "fifo")
 PAGE_SIZES: Final = (PAGE, 2 << 20)
+PATTERNS: Final = ("uniform", "zipf")
 REQUEST_BYTES: Final = 512
 #: Walks per request above which a working set is past the knee.
 KNEE_WALKS: Final = 0.1
@@ -66,6 +68,7 @@ def _points(quick: bool) -> list[Point]:
     rows = 4000 if quick else 60_000
     return [
         {
+            "pattern": pattern,
             "page_bytes": page,
             "policy": policy,
             "iotlb_entries": e,
@@ -73,6 +76,7 @@ def _points(quick: bool) -> list[Point]:
             "image_pages": sets[-1],
             "rows": rows,
         }
+        for pattern in PATTERNS
         for page in PAGE_SIZES
         for policy in POLICIES
         for e in entries
@@ -96,7 +100,7 @@ def _run(p: Point) -> dict[str, int | float]:
     engine = BatchEngine(iommu)
     warm = 3 * max(ws, entries)
     trace = SyntheticTrace(
-        "uniform",
+        "zipf" if p["pattern"] == "zipf" else "uniform",
         warm + int(p["rows"]),
         ws,
         seed=1,
@@ -141,21 +145,25 @@ def knee(rows: list[Row], threshold: float = KNEE_WALKS) -> float | None:
     return None
 
 
-def _groups(rows: list[Row]) -> dict[tuple[int, str, int], list[Row]]:
-    out: dict[tuple[int, str, int], list[Row]] = {}
+_Key = tuple[str, int, str, int]
+
+
+def _groups(rows: list[Row]) -> dict[_Key, list[Row]]:
+    out: dict[_Key, list[Row]] = {}
     for r in rows:
-        key = (int(r["page_bytes"]), str(r["policy"]), int(r["iotlb_entries"]))
+        key = (str(r["pattern"]), int(r["page_bytes"]), str(r["policy"]), int(r["iotlb_entries"]))
         out.setdefault(key, []).append(r)
     return out
 
 
 def _summary(rows: list[Row]) -> dict[str, object]:
     knees = []
-    for (page, policy, entries), group in sorted(_groups(rows).items()):
+    for (pattern, page, policy, entries), group in sorted(_groups(rows).items()):
         k = knee(group)
         top = max(group, key=lambda r: int(r["working_set_pages"]))
         knees.append(
             {
+                "pattern": pattern,
                 "page_bytes": page,
                 "policy": policy,
                 "iotlb_entries": entries,
@@ -176,30 +184,32 @@ def _summary(rows: list[Row]) -> dict[str, object]:
 def _plot(rows: list[Row], summary: dict[str, object]) -> Figure:
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8), sharex=True)
+    fig, axes = plt.subplots(3, 2, figsize=(12, 11), sharex=True)
     groups = _groups(rows)
-    entries = sorted({k[2] for k in groups})
+    entries = sorted({k[3] for k in groups})
     cmap = plt.get_cmap("viridis")
+    panels = (
+        ("uniform", "walks_per_request", "walks per request", "IOTLB misses (walks) per request"),
+        ("uniform", "throughput_gbps", "Gb/s", f"modelled throughput, {REQUEST_BYTES} B requests"),
+        ("zipf", "walks_per_request", "walks per request", "zipf(1) access: LRU vs FIFO"),
+    )
     for col, page in enumerate(PAGE_SIZES):
-        top, bottom = axes[0][col], axes[1][col]
-        for key in sorted(k for k in groups if k[0] == page):
-            _, policy, e = key
-            g = sorted(groups[key], key=lambda r: int(r["working_set_pages"]))
-            x = [int(r["working_set_pages"]) * PAGE / (1 << 20) for r in g]
-            color = cmap(entries.index(e) / max(len(entries) - 1, 1))
-            style = "-" if policy == "lru" else "--"
-            label = f"{e} entries, {policy.upper()}"
-            top.plot(x, [float(r["walks_per_request"]) for r in g], style, color=color, label=label)
-            bottom.plot(x, [float(r["throughput_gbps"]) for r in g], style, color=color)
         name = "4 KiB pages" if page == PAGE else "2 MiB pages"
-        top.set_title(f"Sv39, {name}: IOTLB misses (walks) per request")
-        bottom.set_title(f"Sv39, {name}: modelled throughput, {REQUEST_BYTES} B requests")
-        top.set_ylabel("walks per request")
-        bottom.set_ylabel("Gb/s")
-        bottom.set_xlabel("DMA working set (MiB, uniform random over 4 KiB buffers)")
-        for ax in (top, bottom):
+        for row, (pattern, metric, unit, what) in enumerate(panels):
+            ax = axes[row][col]
+            for key in sorted(k for k in groups if k[0] == pattern and k[1] == page):
+                _, _, policy, e = key
+                g = sorted(groups[key], key=lambda r: int(r["working_set_pages"]))
+                x = [int(r["working_set_pages"]) * PAGE / (1 << 20) for r in g]
+                color = cmap(entries.index(e) / max(len(entries) - 1, 1))
+                style = "-" if policy == "lru" else "--"
+                label = f"{e} entries, {policy.upper()}"
+                ax.plot(x, [float(r[metric]) for r in g], style, color=color, label=label)
+            ax.set_title(f"Sv39, {name}, {pattern}: {what}", fontsize=10)
+            ax.set_ylabel(unit)
             ax.set_xscale("log", base=2)
             ax.grid(True, which="both", alpha=0.3)
+        axes[-1][col].set_xlabel("DMA working set (MiB of 4 KiB buffers)")
     axes[0][0].legend(fontsize=7, ncol=2)
     fig.suptitle("IOTLB reach: the cliff once the working set exceeds entries x 4 KiB")
     fig.tight_layout()
