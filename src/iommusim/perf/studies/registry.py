@@ -6,8 +6,9 @@ from typing import Final
 
 from iommusim.perf.studies.invalidation import INVALIDATION
 from iommusim.perf.studies.iotlb_reach import IOTLB_REACH
+from iommusim.perf.studies.nested import NESTED
 from iommusim.perf.studies.sweep import Study
 
 __all__ = ["STUDIES"]
 
-STUDIES: Final[dict[str, Study]] = {s.name: s for s in (IOTLB_REACH, INVALIDATION)}
+STUDIES: Final[dict[str, Study]] = {s.name: s for s in (IOTLB_REACH, INVALIDATION, NESTED)}
