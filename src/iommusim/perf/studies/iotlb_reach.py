@@ -1,11 +1,12 @@
 """Study ``iotlb-reach``: the pcie-bench cliff -- walks per request and modelled throughput
 versus the DMA working set, per IOTLB size, replacement policy and page size.
 
-Each point replays a seeded synthetic trace (512-byte requests over the working set's 4 KiB
-pages, uniform -- the pcie-bench access pattern -- or zipf with s = 1, whose locality is what
-tells LRU from FIFO: under uniform access no replacement policy beats another) through the batch engine against a Sv39 single-stage image written by
-the software stack: a warm-up of ``3 * max(working set, IOTLB entries)`` rows, the counters
-reset, then the measured rows. Walks per request is HPM event 4 (IOTLB misses) over event 1
+Each point replays a seeded synthetic trace of 512-byte requests over the working set's
+4 KiB pages -- uniform (the pcie-bench access pattern) or zipf with s = 1, whose locality is
+what tells LRU from FIFO: under uniform access no replacement policy beats another --
+through the batch engine against a Sv39 single-stage image written by the software stack:
+a warm-up of ``12 * max(working set, IOTLB entries) + 2000`` rows, the counters reset, then
+the measured rows. Walks per request is HPM event 4 (IOTLB misses) over event 1
 (untranslated requests); with warm device- and process-context caches every miss is one
 first-stage walk, whose PTE loads are event 7.
 
@@ -25,7 +26,7 @@ import math
 from functools import cache
 from typing import TYPE_CHECKING, Final
 
-from iommusim.hw.riscv.params import CacheParams
+from iommusim.hw.riscv.params import CacheParams, Replacement
 from iommusim.perf.studies.scene import (
     DEVICE_ID,
     IOVA_BASE,
@@ -95,10 +96,11 @@ def _run(p: Point) -> dict[str, int | float]:
 
     ws, entries = int(p["working_set_pages"]), int(p["iotlb_entries"])
     img = _image(int(p["page_bytes"]), int(p["image_pages"]))
-    policy = "lru" if p["policy"] == "lru" else "fifo"
+    policy: Replacement = "lru" if p["policy"] == "lru" else "fifo"
     iommu = img.iommu(CacheParams(iotlb_entries=entries, replacement=policy))
     engine = BatchEngine(iommu)
-    warm = 3 * max(ws, entries)
+    # Long enough that every page of a set within reach is touched (coupon collector).
+    warm = 12 * max(ws, entries) + 2000
     trace = SyntheticTrace(
         "zipf" if p["pattern"] == "zipf" else "uniform",
         warm + int(p["rows"]),

@@ -68,9 +68,13 @@ def _serial(name: str, points: Sequence[Point]) -> Iterator[tuple[int, Row]]:
 
 
 def _processes(name: str, points: Sequence[Point], jobs: int) -> Iterator[tuple[int, Row]]:
+    import multiprocessing
     from concurrent.futures import as_completed
 
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    # spawn, not fork: the parent may run threads (numba, rich's progress refresh), and a
+    # forked child of a threaded process can deadlock.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
         futures = {pool.submit(run_point, name, p): i for i, p in enumerate(points)}
         for f in as_completed(futures):
             yield futures[f], f.result()
