@@ -4,12 +4,15 @@ what the study is about, and the sweep's rows do not depend on where the points 
 from __future__ import annotations
 
 import json
+import sys
 from functools import cache
 from pathlib import Path
 
 import pytest
 
 from iommusim.cli.main import main
+from iommusim.cli.study import STUDY_NAMES
+from iommusim.errors import IommusimError
 from iommusim.perf.engine import JIT_AVAILABLE
 from iommusim.perf.studies import STUDIES, Row, run_study, write_study
 from iommusim.perf.studies.iotlb_reach import knee
@@ -133,6 +136,16 @@ def test_the_cli_rejects_a_bad_jobs_count(
 ) -> None:
     assert main(["study", "ats", "--out", str(tmp_path), "--quick", "--jobs", "0"]) == 2
     assert "--jobs must be >= 1, not 0" in capsys.readouterr().err
+
+
+def test_the_cli_offers_every_study() -> None:
+    assert tuple(STUDIES) == STUDY_NAMES
+
+
+def test_without_ray_the_message_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    with pytest.raises(IommusimError, match=r"pip install 'iommusim\[ray\]'"):
+        run_study("ats", quick=True, ray_address="local", progress=False)
 
 
 def test_serial_and_two_local_processes_give_the_same_rows() -> None:

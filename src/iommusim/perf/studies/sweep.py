@@ -143,8 +143,12 @@ def run_study(
 def write_study(name: str, rows: list[Row], summary: dict[str, object], out: Path) -> list[Path]:
     """Write ``NAME.csv`` (one row per point), ``NAME.json`` (rows and summary) and
     ``NAME.png`` into ``out``; returns the paths."""
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:
+        raise IommusimError(
+            "iommusim study needs matplotlib for its plots: pip install 'iommusim[plot]'"
+        ) from None
     matplotlib.use("Agg")
     study = _registry()[name]
     out.mkdir(parents=True, exist_ok=True)
