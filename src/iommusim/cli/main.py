@@ -9,6 +9,8 @@ Commands:
 * ``iommusim explain --memory FILE@ADDR ... --reg ddtp=HEX --device-id N --iova ADDR``:
   explain one request against a raw memory dump and the register values the IOMMU had;
 * ``iommusim iommufd run [--trace] -- PROGRAM``: PROGRAM against the model's ``/dev/iommu``;
+* ``iommusim study NAME --out DIR [--jobs N] [--ray ADDRESS] [--quick]``: a trace-driven
+  study (iotlb-reach, invalidation, nested, ats): its plot and data;
 * ``iommusim demo`` and ``iommusim walkthrough``: a booted machine and an embedded walk;
 * ``iommusim --version``; ``python -m iommusim`` runs the same command line.
 
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from iommusim.cli.explain import add_explain_parser
 from iommusim.cli.iommufd import add_iommufd_parser
+from iommusim.cli.study import add_study_parser
 from iommusim.errors import IommusimError
 
 __all__ = ["build_parser", "main", "version"]
@@ -133,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_check)
     add_explain_parser(sub)
     add_iommufd_parser(sub)
+    add_study_parser(sub)
     d = sub.add_parser(
         "demo",
         help="boot a machine, probe the driver and run a DMA workload in strict and lazy mode",

@@ -96,6 +96,10 @@ class RunReport:
     stale_accesses: int = 0
     fq_flushes: int = 0
     fq_max_pending: int = 0
+    #: The longest and the mean time from an unmap to the flush that ends its exposure
+    #: (virtual ns; 0 in strict mode, where the unmap itself invalidates).
+    fq_max_exposure_ns: int = 0
+    fq_mean_exposure_ns: float = 0.0
     virtual_ns: int = 0
     ledger: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -199,10 +203,16 @@ def run_workload(
     report.invalidations = kernel.iommu.stats["iotinval"] - start_stats["iotinval"]
     report.fences = kernel.iommu.stats["iofence"] - start_stats["iofence"]
     report.faults = kernel.iommu.faults_seen - faults_before
+    exposure_total = queued = 0
     for d in (nic, nvme):
         cookie = core.dma_cookie(d)
         if cookie is not None and cookie.fq is not None:
-            report.fq_flushes += cookie.fq.stats["flushes"]
-            report.fq_max_pending = max(report.fq_max_pending, cookie.fq.stats["max_exposed"])
+            st = cookie.fq.stats
+            report.fq_flushes += st["flushes"]
+            report.fq_max_pending = max(report.fq_max_pending, st["max_exposed"])
+            report.fq_max_exposure_ns = max(report.fq_max_exposure_ns, st["max_exposure_ns"])
+            exposure_total += st["exposure_ns_total"]
+            queued += st["queued"]
+    report.fq_mean_exposure_ns = round(exposure_total / queued, 1) if queued else 0.0
     report.ledger = system.ledger.snapshot()
     return report

@@ -40,7 +40,7 @@ from iommusim.platform.system import EndpointConfig, System, SystemConfig
 from iommusim.sw.kernel import Kernel
 from iommusim.sw.mm.mm import PROT_READ, PROT_WRITE
 
-__all__ = ["SvaConfig", "SvaReport", "SvaRunReport", "run_sva_workload"]
+__all__ = ["SvaConfig", "SvaReport", "SvaRunReport", "run_sva_run", "run_sva_workload"]
 
 _PAGE: Final = 4096
 _DEVICE: Final = "accel"
@@ -53,12 +53,15 @@ class SvaConfig:
     """The scene's sizes. ``buffer_bytes`` must split into page-aligned quarters (a multiple
     of 16 KiB); ``late_inval_delay_ns`` is the broken device's Invalidate Request latency and
     must exceed the driver's patience for ``IOFENCE.C`` (64 polls of ``cqh``, about 13 us
-    with the default costs) for the broken run to show anything."""
+    with the default costs) for the broken run to show anything. ``atc_entries`` sizes the
+    device's ATC (default: the whole buffer, at least 64 entries, so the second pass hits on
+    every piece)."""
 
     buffer_bytes: int = 256 << 10
     chunk_bytes: int = 16 << 10
     seed: int = 1
     late_inval_delay_ns: int = 50_000
+    atc_entries: int | None = None
 
     def __post_init__(self) -> None:
         if self.buffer_bytes <= 0 or self.buffer_bytes % (4 * _PAGE):
@@ -73,6 +76,8 @@ class SvaConfig:
             raise InvalidArgument(
                 f"sva.late_inval_delay_ns must be positive, not {self.late_inval_delay_ns}"
             )
+        if self.atc_entries is not None and self.atc_entries < 1:
+            raise InvalidArgument(f"sva.atc_entries must be >= 1, not {self.atc_entries}")
 
 
 @dataclass(slots=True)
@@ -190,7 +195,7 @@ def _stream(dma: _Tracker, buf: int, data: bytes, chunk: int) -> bool:
 
 def _run(label: str, cfg: SvaConfig, inval_delay_ns: int) -> SvaRunReport:
     pages = cfg.buffer_bytes // _PAGE
-    # An ATC that holds the whole buffer, so the second pass hits on every piece.
+    atc = cfg.atc_entries if cfg.atc_entries is not None else max(64, pages)
     ep_cfg = EndpointConfig(
         _DEVICE,
         _DEVICE_RID,
@@ -198,7 +203,7 @@ def _run(label: str, cfg: SvaConfig, inval_delay_ns: int) -> SvaRunReport:
         pasid_bits=20,
         ats=True,
         pri=True,
-        atc_entries=max(64, pages),
+        atc_entries=atc,
         ats_inval_delay_ns=inval_delay_ns,
     )
     system = System(SystemConfig(endpoints=(ep_cfg,)))
@@ -285,6 +290,15 @@ def _run(label: str, cfg: SvaConfig, inval_delay_ns: int) -> SvaRunReport:
     rep.fence_timeouts = sum(e == _FENCE_TIMEOUT for e in kernel.iommu.cq_errors)
     rep.virtual_ns = system.clock.now
     return rep
+
+
+def run_sva_run(cfg: SvaConfig | None = None, inval_delay_ns: int = 0) -> SvaRunReport:
+    """One run of the scene with a device whose ATS invalidations complete after
+    ``inval_delay_ns`` (0: at once, the correct device)."""
+    cfg = cfg if cfg is not None else SvaConfig()
+    if inval_delay_ns < 0:
+        raise InvalidArgument(f"inval_delay_ns must be >= 0, not {inval_delay_ns}")
+    return _run("correct" if not inval_delay_ns else "late ATS invalidation", cfg, inval_delay_ns)
 
 
 def run_sva_workload(cfg: SvaConfig | None = None) -> SvaReport:

@@ -159,6 +159,22 @@ def test_max_exposed_tracks_the_window() -> None:
     assert h.fq.stats["max_exposed"] == 3
 
 
+def test_exposure_lasts_from_the_unmap_to_the_flush_after_it() -> None:
+    """Linux dma-iommu.c fq_flush_timeout: an IOVA queued at t stays reachable through a
+    stale IOTLB entry until the next flush completes."""
+    h = Harness(FqOptions(size=8, timeout_ns=10 * MS))
+    h.fq.queue(1, 1, [])
+    h.clock.advance(4 * MS)
+    h.fq.queue(2, 1, [])
+    h.clock.advance(8 * MS)  # the timer, armed at 0, flushes at 10 ms
+    assert h.fq.stats["max_exposure_ns"] == 10 * MS
+    assert h.fq.stats["exposure_ns_total"] == 10 * MS + 6 * MS
+    h.fq.queue(3, 1, [])  # at 12 ms; its timer flushes at 22 ms
+    h.clock.advance(10 * MS)
+    assert h.fq.stats["max_exposure_ns"] == 10 * MS
+    assert h.fq.stats["exposure_ns_total"] == 26 * MS
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     size_lg2=st.integers(1, 4),

@@ -89,12 +89,19 @@ class FlushQueue:
         self.flush_start_cnt = 0
         self.flush_finish_cnt = 0
         self._timer: Event | None = None
+        # Unmapped IOVAs the next flush makes unreachable: how many, and their unmap times
+        # (summed, and the oldest) -- each stays exposed until that flush.
+        self._unflushed = 0
+        self._unflushed_ns_sum = 0
+        self._unflushed_oldest_ns: int | None = None
         self.stats = {
             "queued": 0,
             "flushes": 0,
             "full_flushes": 0,
             "timer_flushes": 0,
             "max_exposed": 0,
+            "max_exposure_ns": 0,
+            "exposure_ns_total": 0,
         }
 
     @property
@@ -111,6 +118,15 @@ class FlushQueue:
         self._flush_all()
         self.flush_finish_cnt += 1
         self.stats["flushes"] += 1
+        # The exposure of an unmapped IOVA ends when the flush after its unmap completes.
+        now = self.clock.now
+        if self._unflushed_oldest_ns is not None:
+            oldest = now - self._unflushed_oldest_ns
+            self.stats["max_exposure_ns"] = max(self.stats["max_exposure_ns"], oldest)
+            self.stats["exposure_ns_total"] += self._unflushed * now - self._unflushed_ns_sum
+        self._unflushed = 0
+        self._unflushed_ns_sum = 0
+        self._unflushed_oldest_ns = None
 
     def _ring_free(self, ring: deque[FqEntry], cpu: int) -> None:
         finish = self.flush_finish_cnt
@@ -125,8 +141,13 @@ class FlushQueue:
             self.flush()
             self.stats["full_flushes"] += 1
             self._ring_free(ring, cpu)
-        ring.append(FqEntry(iova_pfn, pages, tuple(freelist), self.flush_start_cnt, self.clock.now))
+        now = self.clock.now
+        ring.append(FqEntry(iova_pfn, pages, tuple(freelist), self.flush_start_cnt, now))
         self.stats["queued"] += 1
+        self._unflushed += 1
+        self._unflushed_ns_sum += now
+        if self._unflushed_oldest_ns is None:
+            self._unflushed_oldest_ns = now
         exposed = self.pending
         self.stats["max_exposed"] = max(self.stats["max_exposed"], exposed)
         if self._timer is None:
