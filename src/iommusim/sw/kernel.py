@@ -14,16 +14,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from iommusim.errors import NoDevice
+from iommusim.errors import NoDevice, OutOfMemory
 from iommusim.platform.system import IommuSlot, System
 from iommusim.sw.core.device import Device
 from iommusim.sw.core.fq import FqOptions
+from iommusim.sw.core.ida import Ida
 from iommusim.sw.core.iommu import DmaMode, IommuCore
 from iommusim.sw.core.ops import IommuDriver
 from iommusim.sw.drivers.riscv.driver import RiscvIommuDriver
 from iommusim.sw.drivers.smmuv3.driver import Smmuv3Driver
 from iommusim.sw.mm.mm import Mm
 from iommusim.sw.pages import PageAllocator
+from iommusim.sw.pgtable import ARM64_MM_FORMATS
 from iommusim.sw.sva.sva import Sva
 
 #: CPU steps a page fault takes (allocate, zero and map a page): about 1 us at the default
@@ -136,6 +138,8 @@ class Kernel:
             charge=lambda n: system.ledger.charge("cpu", costs.cpu_op_ns * FAULT_CPU_STEPS, n),
         )
         self.processes: list[Mm] = []
+        #: The CPU's ASID allocator for arm64 address spaces (16-bit ASIDs).
+        self.cpu_asids = Ida(1, (1 << 16) - 1)
         system.settle()
 
     @property
@@ -150,6 +154,11 @@ class Kernel:
     def new_process(self, name: str, fmt: str = "sv48") -> Mm:
         """A process with an empty address space whose page table is in ``fmt``."""
         mm = Mm(self.system.bus, self.pages, fmt, name=name)
+        if fmt in ARM64_MM_FORMATS:
+            asid = self.cpu_asids.alloc()
+            if asid is None:
+                raise OutOfMemory("no CPU ASID left for an arm64 address space")
+            mm.asid = asid
         self.processes.append(mm)
         return mm
 

@@ -37,6 +37,20 @@ class Ida:
         self._used.add(i)
         return i
 
+    def claim(self, i: int) -> bool:
+        """Allocate exactly ``i`` if it is free (and in range); whether it was."""
+        if not self.lo <= i <= self.hi or i in self._used:
+            return False
+        if i >= self._next:
+            for j in range(self._next, i):
+                heapq.heappush(self._freed, j)
+            self._next = i + 1
+        else:
+            self._freed.remove(i)
+            heapq.heapify(self._freed)
+        self._used.add(i)
+        return True
+
     def free(self, i: int) -> None:
         if i not in self._used:
             raise InvalidArgument(f"id {i} is not allocated")

@@ -42,7 +42,7 @@ from iommusim.mem.protocol import PhysicalMemory
 from iommusim.sw.mm.notifier import MmuNotifier
 from iommusim.sw.mm.vma import MappedFile, Vma, VmaList
 from iommusim.sw.pages import PAGE_SIZE, PageAllocator
-from iommusim.sw.pgtable import FORMATS, IotlbGather
+from iommusim.sw.pgtable import ARM64_MM_FORMATS, FORMATS, IotlbGather
 from iommusim.sw.pgtable.radix import RadixPageTable
 from iommusim.sw.prot import IOMMU_NOEXEC, IOMMU_READ, IOMMU_WRITE
 
@@ -68,8 +68,8 @@ _PROT_MASK: Final = PROT_READ | PROT_WRITE | PROT_EXEC
 #: Lowest address a mapping may use (Linux ``vm.mmap_min_addr`` default, 64 KiB): page 0 is
 #: never mapped, so NULL dereferences fault.
 MMAP_MIN_ADDR: Final = 0x10000
-#: CPU page-table formats a process may name (RISC-V satp modes).
-MM_FORMATS: Final = ("sv39", "sv48", "sv57")
+#: CPU page-table formats a process may name: RISC-V satp modes, and arm64 TTBR0 formats.
+MM_FORMATS: Final = ("sv39", "sv48", "sv57", *ARM64_MM_FORMATS)
 
 
 class MmFormat(Protocol):
@@ -169,6 +169,7 @@ class Mm:
         "_resident",
         "_shared",
         "_vmas",
+        "asid",
         "mem",
         "mmap_base",
         "name",
@@ -190,20 +191,22 @@ class Mm:
         if isinstance(fmt, str):
             if fmt not in MM_FORMATS:
                 raise InvalidArgument(f"fmt must be one of {', '.join(MM_FORMATS)}, not {fmt!r}")
-            fmt = FORMATS[fmt]
+            fmt = ARM64_MM_FORMATS[fmt] if fmt in ARM64_MM_FORMATS else FORMATS[fmt]
         self.mem = mem
         self.pages = pages
         self.name = name
-        if fmt.pt.input != "sign":
-            # User space is the lower half of a sign-extended address space.
-            raise InvalidArgument(
-                f"fmt must be a first-stage (sign-extended) format, not {fmt.name}"
-            )
+        if fmt.pt.input != "sign" and fmt.name not in ARM64_MM_FORMATS:
+            # User space is the lower half of a sign-extended address space (RISC-V), or the
+            # TTBR0 range (arm64), never a G-stage / stage 2 table.
+            raise InvalidArgument(f"fmt must be a first-stage format, not {fmt.name}")
         self.pgtable = fmt.page_table(mem, pages)
         self.stats = MmStats()
         #: PASID the SVA layer bound to this address space (Linux ``mm->iommu_mm->pasid``);
         #: only held here.
         self.pasid: int | None = None
+        #: The CPU ASID of an arm64 address space (the kernel's allocator), which an SMMUv3
+        #: shares for SVA; None for RISC-V processes.
+        self.asid: int | None = None
         self.task_size = 1 << (self.pgtable.va_bits - 1)
         self.mmap_base = self.task_size - _G1
         self._vmas = VmaList()

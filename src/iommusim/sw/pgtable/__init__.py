@@ -11,7 +11,13 @@ its VMSAv8-64 instance (after Linux io-pgtable-arm): stage 1 and stage 2 tables 
 
 from __future__ import annotations
 
-from iommusim.sw.pgtable.arm_lpae import ArmLpaeLeafCodec, ArmLpaePageTable, arm_lpae_format
+from iommusim.sw.pgtable.arm_lpae import (
+    ARM64_MM_FORMATS,
+    ArmLpaeLeafCodec,
+    ArmLpaeMmFormat,
+    ArmLpaePageTable,
+    arm_lpae_format,
+)
 from iommusim.sw.pgtable.gather import IotlbGather
 from iommusim.sw.pgtable.radix import FlushOps, GatherFlush, LeafCodec, RadixPageTable
 from iommusim.sw.pgtable.riscv import (
@@ -29,6 +35,7 @@ from iommusim.sw.pgtable.riscv import (
 )
 
 __all__ = [
+    "ARM64_MM_FORMATS",
     "FORMATS",
     "SV39",
     "SV39X4",
@@ -37,6 +44,7 @@ __all__ = [
     "SV57",
     "SV57X4",
     "ArmLpaeLeafCodec",
+    "ArmLpaeMmFormat",
     "ArmLpaePageTable",
     "FlushOps",
     "GatherFlush",

@@ -43,7 +43,13 @@ from iommusim.sw.prot import (
     IOMMU_WRITE,
 )
 
-__all__ = ["ArmLpaeLeafCodec", "ArmLpaePageTable", "arm_lpae_format"]
+__all__ = [
+    "ARM64_MM_FORMATS",
+    "ArmLpaeLeafCodec",
+    "ArmLpaeMmFormat",
+    "ArmLpaePageTable",
+    "arm_lpae_format",
+]
 
 # Linux io-pgtable-arm's MAIR indices (ARM_LPAE_MAIR_ATTR_IDX_*) and stage 2 MemAttr values
 # (ARM_LPAE_PTE_MEMATTR_*), DDI 0487 D8 "Stage 2 memory type and Cacheability attributes".
@@ -207,3 +213,28 @@ class ArmLpaePageTable(RadixPageTable):
     def t0sz(self) -> int:
         """CD.T0SZ / STE.S2T0SZ: 64 minus the input size."""
         return 64 - self.pt.va_bits
+
+
+@dataclass(frozen=True, slots=True)
+class ArmLpaeMmFormat:
+    """An arm64 process page table (the CPU's TTBR0_EL1 format): stage 1 with ``granule`` and
+    ``ia_bits`` input bits, leaves written with AF set, as :class:`~iommusim.sw.mm.Mm` and an
+    SMMUv3 SVA CD (CD.TTB0 = the root, T0SZ, TG0) share it."""
+
+    name: str
+    granule: Granule
+    ia_bits: int
+
+    @property
+    def pt(self) -> PtFormat:
+        return arm_lpae_format(1, self.granule, self.ia_bits)
+
+    def page_table(self, mem: PhysicalMemory, pages: PageAllocator) -> ArmLpaePageTable:
+        return ArmLpaePageTable(mem, pages, 1, self.granule, self.ia_bits)
+
+
+#: The arm64 user page-table formats a process may use (48-bit VA, 4KB and 64KB pages).
+ARM64_MM_FORMATS: Final = {
+    "arm64-4k": ArmLpaeMmFormat("arm64-4k", 4, 48),
+    "arm64-64k": ArmLpaeMmFormat("arm64-64k", 64, 48),
+}

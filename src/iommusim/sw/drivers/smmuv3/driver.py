@@ -89,10 +89,12 @@ from iommusim.sw.drivers.smmuv3.entries import qwords, used_cd, used_ste, write_
 from iommusim.sw.drivers.smmuv3.queues import CommandQueue, OutputQueue
 from iommusim.sw.iopf.queue import PERM_EXEC, PERM_PRIV, PERM_READ, PERM_WRITE, PageFault
 from iommusim.sw.pages import PageAllocator
+from iommusim.sw.pgtable import ArmLpaePageTable
 
 if TYPE_CHECKING:
     from iommusim.sw.core.userdata import UserData
     from iommusim.sw.core.viommu import ViommuCore, ViommuOps
+    from iommusim.sw.drivers.smmuv3.sva import Smmuv3SvaDomain
     from iommusim.sw.mm.mm import Mm
 
 __all__ = ["EventRecord", "Smmuv3Driver"]
@@ -198,6 +200,8 @@ class Smmuv3Driver:
         self.asid_ida = Ida(1, 1 << 16)
         self.vmid_ida = Ida(1, 1 << 16)
         self._masters: dict[int, _Master] = {}
+        #: ASID -> the private domain holding it (None: a process's, shared by SVA).
+        self._asid_owner: dict[int, Smmuv3PagingDomain | None] = {}
         self._stalls: set[tuple[int, int]] = set()
         self.events: list[EventRecord] = []
         self.stats = {"irqs": 0, "events": 0, "page_requests": 0, "stalls": 0, "resumes": 0}
@@ -557,7 +561,10 @@ class Smmuv3Driver:
         if tag is None:
             raise NotSupported(f"{self.name}: no {'ASID' if stage == 1 else 'VMID'} left")
         ia = self.ias_bits if stage == 1 else min(40, self.oas_bits)
-        return Smmuv3PagingDomain(self, stage, tag, ia)
+        dom = Smmuv3PagingDomain(self, stage, tag, ia)
+        if stage == 1:
+            self._asid_owner[tag] = dom
+        return dom
 
     def domain_alloc_paging_flags(
         self, dev: Device, flags: int = 0, user_data: UserData | None = None
@@ -567,9 +574,124 @@ class Smmuv3Driver:
         return self.domain_alloc_paging(dev)
 
     def domain_alloc_sva(self, dev: Device, mm: Mm) -> Domain:
-        raise NotSupported(
-            f"{self.name}: SVA needs an arm64 (VMSAv8-64) process page table; not modelled yet"
+        """An SVA domain for ``mm`` (``arm_smmu_sva_domain_alloc`` with the checks of
+        ``arm_smmu_master_sva_supported``): the SMMU must walk the process's arm64 table
+        (stage 1, its granule, a 48-bit OAS), the device must have PASIDs and a way to
+        take I/O page faults (PRI on the SMMU and the device, or stalls); the process's ASID
+        is taken from a private domain holding it."""
+        from iommusim.sw.drivers.smmuv3.sva import Smmuv3SvaDomain
+
+        master = self._master(dev)
+        table = mm.table()
+        if not isinstance(table, ArmLpaePageTable) or mm.asid is None:
+            raise NotSupported(f"{self.name}: {mm.name} has no arm64 page table to share")
+        gran = {4: "gran4k", 16: "gran16k", 64: "gran64k"}[table.granule]
+        if not self.feature(0, "s1p") or not self.feature(5, gran) or self.oas_bits < 48:
+            raise NotSupported(f"{self.name}: cannot walk {mm.name}'s page table")
+        if not self._cd_bits(master):
+            raise NoDevice(f"{dev.name} has no PASIDs the SMMU can take")
+        if not (master.stall or (master.ats and dev.pri and self.priq is not None)):
+            raise NoDevice(f"{dev.name} can take no I/O page faults (no PRI, no stall)")
+        self._share_asid(mm.asid)
+        return Smmuv3SvaDomain(self, mm, mm.asid)
+
+    def _share_asid(self, asid: int) -> None:
+        """The SMMU's TLB entries of ``asid`` become the process's: a private domain holding
+        it moves to a fresh ASID -- its CDs rewritten, the old ASID invalidated (the seed's
+        "Seize private ASID")."""
+        owner = self._asid_owner.get(asid)
+        if owner is None:
+            if not self.asid_ida.claim(asid):
+                raise NotSupported(f"{self.name}: ASID {asid} is not free for sharing")
+            self._asid_owner[asid] = None
+            return
+        new = self.asid_ida.alloc()
+        if new is None:
+            raise NotSupported(f"{self.name}: no ASID left to move a private domain to")
+        owner.tag = new
+        self._asid_owner[new] = owner
+        self._asid_owner[asid] = None
+        for dev, pasid in owner.masters:
+            master = self._masters.get(dev.rid)
+            if master is not None:
+                self.write_cd(master, pasid or 0, self._cd(owner, master))
+        self.issue([_cmd(CMD_TLBI_NH_ASID, asid=asid, vmid=0)])
+
+    def release_sva_asid(self, dom: Smmuv3SvaDomain) -> None:
+        if self._asid_owner.get(dom.tag, 0) is None:
+            del self._asid_owner[dom.tag]
+            self.asid_ida.free(dom.tag)
+
+    def attach_sva(self, dev: Device, pasid: int, dom: Smmuv3SvaDomain) -> None:
+        master = self._master(dev)
+        if not pasid or pasid >> self._cd_bits(master):
+            raise InvalidArgument(f"{dev.name}: PASID {pasid} has no CD slot")
+        if not master.cd_pa:
+            raise NotSupported(f"{dev.name}: PASIDs need the RID on a stage 1 domain")
+        self.write_cd(master, pasid, self._sva_cd(dom, master))
+        if master.ats and dev.pri and dev.pci is not None and dom.iopf_handler is not None:
+            dev.pci.enable_pri(True)  # after the CD is valid
+
+    def _sva_cd(self, dom: Smmuv3SvaDomain, master: _Master) -> int:
+        """The CD of a shared address space (``arm_smmu_make_sva_cd``): the process's TTB0,
+        its ASID, ASET = 0, HA/HD by IDR0.HTTU, S for a stalling master."""
+        t = dom.mm.table()
+        assert isinstance(t, ArmLpaePageTable)
+        httu = self.feature(0, "httu")
+        return CD.encode(
+            v=1,
+            t0sz=t.t0sz,
+            tg0=_GRANULE_TG0[t.granule],
+            ir0=1,
+            or0=1,
+            sh0=3,
+            epd1=1,
+            ips=self.feature(5, "oas"),
+            aa64=1,
+            r=1,
+            a=1,
+            ha=int(httu >= 1),
+            hd=int(httu >= 2),
+            s=int(master.stall),
+            asid=dom.tag,
+            ttb0=t.root_pa >> 4,
+            mair0=_MAIR,
         )
+
+    def sva_inv(
+        self,
+        dom: Smmuv3SvaDomain,
+        start: int,
+        end: int,
+        tables_freed: bool,
+        only: tuple[Device, int] | None = None,
+    ) -> None:
+        """TLBI by the shared ASID for ``[start, end]`` and ATC_INV at each bound PASID, one
+        CMD_SYNC (``arm_smmu_tlb_inv_range_asid`` + ``arm_smmu_atc_inv_domain_sva``)."""
+        pages = ((end - start) >> 12) + 1
+        if tables_freed or pages > INV_LIMIT:
+            cmds = [_cmd(CMD_TLBI_NH_ASID, asid=dom.tag, vmid=0)]
+        else:
+            cmds = [
+                _cmd(CMD_TLBI_NH_VA, asid=dom.tag, vmid=0, leaf=1, address=(start >> 12) + i)
+                for i in range(pages)
+            ]
+        span = max((start ^ end).bit_length(), 12)
+        for dev, pasid in [only] if only is not None else dom.masters:
+            m = self._masters.get(dev.rid)
+            if m is not None and m.ats:
+                addr = (start >> span << span) >> 12
+                cmds.append(
+                    _cmd(
+                        CMD_ATC_INV,
+                        streamid=m.sid,
+                        ssv=1,
+                        substreamid=pasid,
+                        size=span - 12,
+                        address=addr,
+                    )
+                )
+        self.issue(cmds)
 
     def domain_alloc_nested(
         self, dev: Device, parent: Domain, flags: int, user_data: UserData
@@ -577,6 +699,8 @@ class Smmuv3Driver:
         raise NotSupported(f"{self.name}: nested domains are not supported yet")
 
     def free_tag(self, dom: Smmuv3PagingDomain) -> None:
+        if dom.stage == 1:
+            self._asid_owner.pop(dom.tag, None)
         (self.asid_ida if dom.stage == 1 else self.vmid_ida).free(dom.tag)
 
     def capable(self, dev: Device, cap: int) -> bool:
