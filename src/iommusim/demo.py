@@ -31,6 +31,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from iommusim.hw.smmuv3.params import PRESETS as SMMUV3_PRESETS
 from iommusim.perf.dma_workload import RunReport, WorkloadConfig, default_system, run_workload
 from iommusim.perf.sva_workload import SvaReport, SvaRunReport, run_sva_workload
 from iommusim.perf.vmm_scene import VmmReport, run_vmm_scene
@@ -175,6 +176,18 @@ def run_demo(
             reports.append(
                 run_workload(mode, workload, sc.system, advance, ncpus=sc.ncpus, fq=sc.fq)
             )
+        # The same workload with an Arm SMMUv3 (full preset) as the machine's IOMMU.
+        arm = replace(sc.system, iommu=SMMUV3_PRESETS["full"])
+        smmu_reports = []
+        for mode in sc.modes:
+            task = progress.add_task(f"{mode + ' smmu':>11}", total=workload.ops)
+
+            def advance_smmu(n: int, task: TaskID = task) -> None:
+                progress.advance(task, n)
+
+            smmu_reports.append(
+                run_workload(mode, workload, arm, advance_smmu, ncpus=sc.ncpus, fq=sc.fq)
+            )
         sva_task = progress.add_task(f"{'sva':>11}", total=1)
         sva = run_sva_workload()
         progress.advance(sva_task)
@@ -185,6 +198,7 @@ def run_demo(
         json.dump(
             {
                 "reports": [r.as_dict() for r in reports],
+                "smmuv3_reports": [r.as_dict() for r in smmu_reports],
                 "sva": sva.as_dict(),
                 "vmm": vmm.as_dict(),
             },
@@ -208,9 +222,40 @@ def run_demo(
                 f"{base.mode} in virtual time, {r.stale_accesses} of {r.stale_probes} "
                 f"stale-access probes reached memory (vs {base.stale_accesses})."
             )
+    _print_side_by_side(out, reports, smmu_reports)
     _print_sva(out, sva)
     _print_vmm(out, vmm)
     return reports
+
+
+#: The rows both architectures report, each with what the counter is on each.
+_BOTH_ROWS = (
+    ("DMAs", "dmas", "{:,}"),
+    ("translations (HPM / PMCG transactions)", "translations", "{:,}"),
+    ("TLB misses (HPM / PMCG)", "iotlb_misses", "{:,}"),
+    ("context fetches (DDT walks / STE+CD fetches)", "ddt_walks", "{:,}"),
+    ("table walks (HPM walks / PMCG descriptor reads)", "page_walks", "{:,}"),
+    ("commands", "commands", "{:,}"),
+    ("TLB invalidations (IOTINVAL / CMD_TLBI_*)", "invalidations", "{:,}"),
+    ("syncs (IOFENCE.C / CMD_SYNC)", "fences", "{:,}"),
+    ("faults (fault queue / event queue)", "faults", "{:,}"),
+    ("stale accesses that succeeded", "stale_accesses", "{:,}"),
+    ("virtual time", "virtual_ns", "{:,} ns"),
+)
+
+
+def _print_side_by_side(out: Console, rv: list[RunReport], arm: list[RunReport]) -> None:
+    """The same seeded workload on the RISC-V IOMMU and on the Arm SMMUv3, mode by mode."""
+    table = Table(title="The same DMA workload on both IOMMUs (Linux-style drivers)")
+    table.add_column("metric")
+    cols = [r for pair in zip(rv, arm, strict=True) for r in pair]
+    for r in cols:
+        table.add_column(
+            f"{r.mode} {'RISC-V' if r.iommu == 'riscv' else 'SMMUv3'}", justify="right"
+        )
+    for label, key, fmt in _BOTH_ROWS:
+        table.add_row(label, *(fmt.format(_value(r, key)) for r in cols))
+    out.print(table)
 
 
 def _print_vmm(out: Console, vmm: VmmReport) -> None:

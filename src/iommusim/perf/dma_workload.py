@@ -9,7 +9,9 @@ faults at once; in lazy mode it may still succeed through a stale IOTLB entry un
 queue flushes: the exposure window lazy mode buys its speed with, counted as stale accesses.
 
 Counts come from the places a real system would read them: the IOMMU's performance counters
-(programmed and read through MMIO), the driver's command statistics and the clock.
+(programmed and read through MMIO: the RISC-V HPM counters, or the SMMUv3's PMCG), the
+driver's command statistics and the clock. The same workload runs on either IOMMU: the first
+IOMMU of the system configuration (``SystemConfig.iommu``) decides.
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Final
 
+from iommusim.bits.arm import smmuv3_pmcg as PMCG
+from iommusim.bits.arm.smmuv3_queues import CMD_SYNC, COMMANDS_BY_OPCODE
 from iommusim.bits.riscv.regs import OFF_IOCOUNTINH, OFF_IOHPMCTR, OFF_IOHPMEVT
 from iommusim.errors import InvalidArgument
 from iommusim.platform.system import EndpointConfig, System, SystemConfig
 from iommusim.sw.core.dma import DMA_FROM_DEVICE, DMA_TO_DEVICE
 from iommusim.sw.core.fq import FqOptions
 from iommusim.sw.core.iommu import DmaMode
+from iommusim.sw.drivers.smmuv3.driver import Smmuv3Driver
 from iommusim.sw.kernel import Kernel
 
 __all__ = ["RunReport", "WorkloadConfig", "default_system", "run_workload"]
@@ -36,6 +41,16 @@ EV_TLB_MISS: Final = 4
 EV_DDT_WALK: Final = 5
 EV_S1_WALK: Final = 7
 _EVENTS: Final = (EV_UNTRANSLATED, EV_TLB_MISS, EV_DDT_WALK, EV_S1_WALK)
+# IHI 0070 10.3: the SMMUv3 PMCG events in the same roles -- transactions, TLB misses,
+# configuration-cache misses (STE/CD fetches), translation-table descriptor reads.
+_SMMU_EVENTS: Final = (
+    PMCG.EVENT_TRANSACTION,
+    PMCG.EVENT_TLB_MISS,
+    PMCG.EVENT_CONFIG_MISS,
+    PMCG.EVENT_WALK_ACCESS,
+)
+#: SMMUv3 TLB invalidation opcodes (IHI 0070 4.4: CMD_TLBI_*).
+_TLBI_OPCODES: Final = frozenset(o for o, c in COMMANDS_BY_OPCODE.items() if "TLBI" in c.name)
 
 
 def default_system() -> SystemConfig:
@@ -81,6 +96,8 @@ class WorkloadConfig:
 @dataclass(slots=True)
 class RunReport:
     mode: str
+    #: The IOMMU the workload ran on: "riscv" or "smmuv3".
+    iommu: str = "riscv"
     ops: int = 0
     dmas: int = 0
     bytes: int = 0
@@ -113,21 +130,48 @@ class RunReport:
         return d
 
 
-def _program_counters(system: System) -> None:
+def _program_counters(system: System, kind: str) -> None:
     base = system.config.iommu_base_pa
     bus = system.bus
+    if kind == "smmuv3":
+        pmcg = base + PMCG.PMCG_OFFSET
+        for i, ev in enumerate(_SMMU_EVENTS):
+            bus.write32(pmcg + PMCG.PMCG_EVTYPER + 4 * i, PMCG.EVTYPER.encode(event=ev))
+            bus.write64(pmcg + PMCG.PMCG_EVCNTR + 8 * i, 0)
+        bus.write32(pmcg + PMCG.PMCG_CNTENSET0, (1 << len(_SMMU_EVENTS)) - 1)
+        bus.write32(pmcg + PMCG.PMCG_CR, PMCG.CR.encode(e=1))
+        return
     for i, ev in enumerate(_EVENTS):
         bus.write64(base + OFF_IOHPMEVT + 8 * i, ev)
         bus.write64(base + OFF_IOHPMCTR + 8 * i, 0)
     bus.write32(base + OFF_IOCOUNTINH, 0)
 
 
-def _read_counters(system: System) -> dict[int, int]:
+def _read_counters(system: System, kind: str) -> tuple[int, int, int, int]:
+    """(translations, TLB misses, context / configuration walks, table walks or reads)."""
     base = system.config.iommu_base_pa
-    return {
-        ev: system.bus.read64(base + OFF_IOHPMCTR + 8 * i) & ((1 << 63) - 1)
-        for i, ev in enumerate(_EVENTS)
-    }
+    if kind == "smmuv3":
+        pmcg = base + PMCG.PMCG_OFFSET
+        t, m, c, w = (system.bus.read64(pmcg + PMCG.PMCG_EVCNTR + 8 * i) for i in range(4))
+        return t, m, c, w
+    t, m, c, w = (
+        system.bus.read64(base + OFF_IOHPMCTR + 8 * i) & ((1 << 63) - 1) for i in range(4)
+    )
+    return t, m, c, w
+
+
+def _driver_counts(kernel: Kernel, kind: str) -> tuple[int, int, int, int]:
+    """(commands, TLB invalidation commands, syncs, faults) the first IOMMU's driver
+    issued / saw so far."""
+    if kind == "smmuv3":
+        drv = kernel.drivers[0]
+        assert isinstance(drv, Smmuv3Driver) and drv.cmdq is not None
+        issued = drv.cmdq.issued
+        tlbi = sum(n for op, n in issued.items() if op in _TLBI_OPCODES)
+        return sum(issued.values()), tlbi, issued.get(CMD_SYNC.opcode, 0), drv.stats["events"]
+    rv = kernel.iommu
+    cmds = rv.cmdq.sent if rv.cmdq else 0
+    return cmds, rv.stats["iotinval"], rv.stats["iofence"], rv.faults_seen
 
 
 def run_workload(
@@ -147,19 +191,18 @@ def run_workload(
         sc = replace(sc, endpoints=default_system().endpoints)
         names = {"nic": "nic", "nvme": "nvme"}
     system = System(sc)
+    kind = system.iommus[0].config.kind
     kernel = Kernel(system, dma_mode=mode, ncpus=ncpus, fq=fq)
     core = kernel.core
-    _program_counters(system)
+    _program_counters(system, kind)
     rng = random.Random(cfg.seed)
     nic, nvme = kernel.device(names["nic"]), kernel.device(names["nvme"])
     nic_ep, nvme_ep = system.endpoint(names["nic"]), system.endpoint(names["nvme"])
     order = (cfg.block_bytes // _PAGE - 1).bit_length()
     nic_bufs = [kernel.pages.alloc_page() for _ in range(cfg.buffers)]
     nvme_bufs = [kernel.pages.alloc_pages(order) for _ in range(cfg.buffers)]
-    report = RunReport(mode)
-    start_cmds = kernel.iommu.cmdq.sent if kernel.iommu.cmdq else 0
-    start_stats = dict(kernel.iommu.stats)
-    faults_before = kernel.iommu.faults_seen
+    report = RunReport(mode, kind)
+    before = _driver_counts(kernel, kind)
     payload = bytes(range(256)) * (cfg.block_bytes // 256 + 16)
     for i in range(cfg.ops):
         use_nic = rng.random() < cfg.nic_fraction
@@ -194,15 +237,12 @@ def run_workload(
     # pending interrupts) so the counters below include them.
     report.virtual_ns = system.clock.now
     system.run_for(20_000_000)
-    counters = _read_counters(system)
-    report.translations = counters[EV_UNTRANSLATED]
-    report.iotlb_misses = counters[EV_TLB_MISS]
-    report.ddt_walks = counters[EV_DDT_WALK]
-    report.page_walks = counters[EV_S1_WALK]
-    report.commands = (kernel.iommu.cmdq.sent if kernel.iommu.cmdq else 0) - start_cmds
-    report.invalidations = kernel.iommu.stats["iotinval"] - start_stats["iotinval"]
-    report.fences = kernel.iommu.stats["iofence"] - start_stats["iofence"]
-    report.faults = kernel.iommu.faults_seen - faults_before
+    t, m, c, w = _read_counters(system, kind)
+    report.translations, report.iotlb_misses, report.ddt_walks, report.page_walks = t, m, c, w
+    after = _driver_counts(kernel, kind)
+    report.commands, report.invalidations, report.fences, report.faults = (
+        a - b for a, b in zip(after, before, strict=True)
+    )
     exposure_total = queued = 0
     for d in (nic, nvme):
         cookie = core.dma_cookie(d)

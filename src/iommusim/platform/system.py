@@ -114,14 +114,16 @@ class IommuConfig:
 class SystemConfig:
     """Everything that shapes a :class:`System`; the defaults are a small RISC-V machine.
 
-    The first IOMMU is a RISC-V one with parameters ``iommu`` at ``iommu_base_pa`` serving
+    The first IOMMU -- RISC-V, or an SMMUv3 when ``iommu`` is :class:`Smmuv3Params` -- with
+    parameters ``iommu`` at ``iommu_base_pa`` serving
     requester ids ``iommu_rids``; ``more_iommus`` adds others (the requester-id ranges must
     not overlap, and each endpoint must be behind one of them)."""
 
     ram: tuple[RamRegion, ...] = (RamRegion(0x8000_0000, 256 << 20),)
     iommu_base_pa: int = 0x1000_0000
     imsic_base_pa: int = 0x2800_0000
-    iommu: RiscvIommuParams = PRESETS["full"]
+    #: The first IOMMU's parameters; their type says its kind (RISC-V or SMMUv3).
+    iommu: RiscvIommuParams | Smmuv3Params = PRESETS["full"]
     endpoints: tuple[EndpointConfig, ...] = ()
     costs: CostModel = field(default_factory=CostModel)
     iommu_rids: range = _ALL_RIDS
@@ -130,7 +132,8 @@ class SystemConfig:
     @property
     def iommus(self) -> tuple[IommuConfig, ...]:
         """Every IOMMU, the first one first."""
-        first = IommuConfig(self.iommu_base_pa, self.iommu, "riscv", self.iommu_rids)
+        kind: IommuKind = "smmuv3" if isinstance(self.iommu, Smmuv3Params) else "riscv"
+        first = IommuConfig(self.iommu_base_pa, self.iommu, kind, self.iommu_rids)
         return (first, *self.more_iommus)
 
     def __post_init__(self) -> None:

@@ -35,6 +35,7 @@ __all__ = [
     "PMCG_INTENSET0",
     "PMCG_IRQ_CTRL",
     "PMCG_IRQ_CTRLACK",
+    "PMCG_OFFSET",
     "PMCG_OVSCLR0",
     "PMCG_OVSSET0",
     "PMCG_SCR",
@@ -44,6 +45,10 @@ __all__ = [
 
 _RO = Access.RO
 _RW = Access.RW
+
+#: Where the model places the PMCG page: right after the SMMU's two register pages (IHI 0070
+#: 10: a PMCG's address is IMPLEMENTATION DEFINED, given by firmware).
+PMCG_OFFSET: Final = 0x20000
 
 # -- offsets (IHI 0070 10.4, page 0 of the PMCG; without CFGR.RELOC_CTRS) ---------------------
 

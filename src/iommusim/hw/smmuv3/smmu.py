@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from iommusim.bits.arm.smmuv3_pmcg import PMCG_OFFSET
 from iommusim.bits.arm.smmuv3_regs import (
     CR0_CMDQEN,
     CR0_SMMUEN,
@@ -110,11 +111,19 @@ class Smmuv3:
     # -- MMIO (IHI 0070 6) ------------------------------------------------------------------
 
     def read_register(self, offset: int, size: int) -> int:
-        """A ``size``-byte (4 or 8) read at ``offset`` from the SMMU base (pages 0 and 1)."""
+        """A ``size``-byte (4 or 8) read at ``offset`` from the SMMU base (pages 0 and 1; the
+        PMCG page at :data:`~iommusim.bits.arm.smmuv3_pmcg.PMCG_OFFSET`)."""
+        if offset >= PMCG_OFFSET:
+            p = self.pmcg
+            return p.read_register(offset - PMCG_OFFSET, size) if p is not None else 0
         return self.regs.read(offset, size)
 
     def write_register(self, offset: int, size: int, value: int) -> None:
         """A ``size``-byte write at ``offset``; its side effects run before it returns."""
+        if offset >= PMCG_OFFSET:
+            if self.pmcg is not None:
+                self.pmcg.write_register(offset - PMCG_OFFSET, size, value)
+            return
         self.regs.write(offset, size, value)
 
     # -- the inbound sides --------------------------------------------------------------------

@@ -28,8 +28,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
+from iommusim.bits.arm.smmuv3_pmcg import PMCG_OFFSET
 from iommusim.bits.arm.smmuv3_queues import PRI_RESP_DENY, PRI_RESP_SUCCESS
-from iommusim.bits.arm.smmuv3_regs import OFF, PAGE_SIZE
+from iommusim.bits.arm.smmuv3_regs import OFF
 from iommusim.bits.pcie import (
     CPL_CA,
     CPL_SC,
@@ -55,8 +56,8 @@ __all__ = ["KIND", "REGISTERS_SIZE", "Smmuv3DevicePort", "Smmuv3UpstreamPort"]
 
 #: The IOMMU kind this adapter serves (the platform's and the kernel's registry key).
 KIND: Final = "smmuv3"
-#: Register pages 0 and 1 (IHI 0070 6.1).
-REGISTERS_SIZE: Final = 2 * PAGE_SIZE
+#: Register pages 0 and 1 (IHI 0070 6.1), then the model's PMCG page.
+REGISTERS_SIZE: Final = PMCG_OFFSET + 0x1000
 #: PCIe Completion Timeout the requester applies to a stalled transaction (the PCIe default
 #: range is 50 us to 50 ms).
 COMPLETION_TIMEOUT_NS: Final = 50_000_000
