@@ -112,9 +112,9 @@ _SVA_ROWS: tuple[tuple[str, Callable[[SvaRunReport], str]], ...] = (
 )
 
 
-def _print_sva(out: Console, sva: SvaReport) -> None:
+def _print_sva(out: Console, sva: SvaReport, on: str = "RISC-V IOMMU") -> None:
     good, late = sva.correct, sva.late
-    table = Table(title="Shared Virtual Addressing (one process, one accelerator)")
+    table = Table(title=f"Shared Virtual Addressing (one process, one accelerator) on {on}")
     table.add_column("metric")
     table.add_column("correct device", justify="right")
     table.add_column(
@@ -190,6 +190,7 @@ def run_demo(
             )
         sva_task = progress.add_task(f"{'sva':>11}", total=1)
         sva = run_sva_workload()
+        sva_arm = run_sva_workload(iommu="smmuv3")
         progress.advance(sva_task)
         vmm_task = progress.add_task(f"{'vmm':>11}", total=1)
         vmm = run_vmm_scene(sc.vmm)
@@ -200,6 +201,7 @@ def run_demo(
                 "reports": [r.as_dict() for r in reports],
                 "smmuv3_reports": [r.as_dict() for r in smmu_reports],
                 "sva": sva.as_dict(),
+                "sva_smmuv3": sva_arm.as_dict(),
                 "vmm": vmm.as_dict(),
             },
             sys.stdout,
@@ -224,6 +226,7 @@ def run_demo(
             )
     _print_side_by_side(out, reports, smmu_reports)
     _print_sva(out, sva)
+    _print_sva(out, sva_arm, "Arm SMMUv3 (arm64 process, shared ASID, PRI, CMD_SYNC waits)")
     _print_vmm(out, vmm)
     return reports
 

@@ -31,12 +31,20 @@ when a multi-page group is refused and the device asks again for the faulting pa
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Final
 
+from iommusim.bits.arm.smmuv3_queues import (
+    CERROR_ATC_INV_SYNC,
+    CERROR_NAMES,
+    CMD_ATC_INV,
+    COMMANDS_BY_OPCODE,
+)
 from iommusim.errors import InvalidArgument
+from iommusim.hw.smmuv3.params import PRESETS as SMMUV3_PRESETS
 from iommusim.platform.endpoint import DmaResult, Endpoint
 from iommusim.platform.system import EndpointConfig, System, SystemConfig
+from iommusim.sw.drivers.smmuv3.driver import Smmuv3Driver
 from iommusim.sw.kernel import Kernel
 from iommusim.sw.mm.mm import PROT_READ, PROT_WRITE
 
@@ -193,7 +201,23 @@ def _stream(dma: _Tracker, buf: int, data: bytes, chunk: int) -> bool:
     return ok and b"".join(got) == data
 
 
-def _run(label: str, cfg: SvaConfig, inval_delay_ns: int) -> SvaRunReport:
+def _driver_counts(kernel: Kernel) -> tuple[int, int, int]:
+    """(ATS invalidation commands, TLB invalidation commands, sync timeouts) of the first
+    IOMMU's driver: RISC-V ATS.INVAL / IOTINVAL / IOFENCE.C timeouts, or SMMUv3 CMD_ATC_INV /
+    CMD_TLBI_* / CMD_SYNCs failed with CERROR_ATC_INV_SYNC."""
+    drv = kernel.drivers[0]
+    if isinstance(drv, Smmuv3Driver):
+        assert drv.cmdq is not None
+        issued = drv.cmdq.issued
+        tlbi = sum(n for op, n in issued.items() if "TLBI" in COMMANDS_BY_OPCODE[op].name)
+        timeouts = drv.cmdq.errors.count(CERROR_NAMES[CERROR_ATC_INV_SYNC])
+        return issued.get(CMD_ATC_INV.opcode, 0), tlbi, timeouts
+    rv = kernel.iommu
+    timeouts = sum(e == _FENCE_TIMEOUT for e in rv.cq_errors)
+    return rv.stats["ats_inval"], rv.stats["iotinval"], timeouts
+
+
+def _run(label: str, cfg: SvaConfig, inval_delay_ns: int, iommu: str = "riscv") -> SvaRunReport:
     pages = cfg.buffer_bytes // _PAGE
     atc = cfg.atc_entries if cfg.atc_entries is not None else max(64, pages)
     ep_cfg = EndpointConfig(
@@ -206,7 +230,10 @@ def _run(label: str, cfg: SvaConfig, inval_delay_ns: int) -> SvaRunReport:
         atc_entries=atc,
         ats_inval_delay_ns=inval_delay_ns,
     )
-    system = System(SystemConfig(endpoints=(ep_cfg,)))
+    sc = SystemConfig(endpoints=(ep_cfg,))
+    if iommu == "smmuv3":
+        sc = replace(sc, iommu=SMMUV3_PRESETS["full"])
+    system = System(sc)
     kernel = Kernel(system)
     ep = system.endpoint(_DEVICE)
     rng = random.Random(cfg.seed)
@@ -216,7 +243,7 @@ def _run(label: str, cfg: SvaConfig, inval_delay_ns: int) -> SvaRunReport:
     n = cfg.buffer_bytes
     half, quarter = n // 2, n // 4
 
-    mm = kernel.new_process("proc")
+    mm = kernel.new_process("proc", "arm64-4k" if iommu == "smmuv3" else "sv48")
     buf = mm.mmap(n, PROT_READ | PROT_WRITE)  # lazily: no page resident yet
     handle = kernel.sva.bind(kernel.device(_DEVICE), mm)
     rep.pasid = handle.pasid
@@ -283,30 +310,34 @@ def _run(label: str, cfg: SvaConfig, inval_delay_ns: int) -> SvaRunReport:
     rep.ats_requests = st.ats_requests
     rep.atc_hits = st.atc_hits
     rep.atc_misses = st.atc_misses
-    rep.ats_inval_commands = kernel.iommu.stats["ats_inval"]
+    rep.ats_inval_commands, rep.iotlb_invalidations, rep.fence_timeouts = _driver_counts(kernel)
     rep.ats_invals_received = st.ats_invals
     rep.atc_dropped = st.atc_dropped
-    rep.iotlb_invalidations = kernel.iommu.stats["iotinval"]
-    rep.fence_timeouts = sum(e == _FENCE_TIMEOUT for e in kernel.iommu.cq_errors)
     rep.virtual_ns = system.clock.now
     return rep
 
 
-def run_sva_run(cfg: SvaConfig | None = None, inval_delay_ns: int = 0) -> SvaRunReport:
+def run_sva_run(
+    cfg: SvaConfig | None = None, inval_delay_ns: int = 0, iommu: str = "riscv"
+) -> SvaRunReport:
     """One run of the scene with a device whose ATS invalidations complete after
-    ``inval_delay_ns`` (0: at once, the correct device)."""
+    ``inval_delay_ns`` (0: at once, the correct device), behind ``iommu`` ("riscv" with an
+    Sv48 process, or "smmuv3" with an arm64 one)."""
     cfg = cfg if cfg is not None else SvaConfig()
     if inval_delay_ns < 0:
         raise InvalidArgument(f"inval_delay_ns must be >= 0, not {inval_delay_ns}")
-    return _run("correct" if not inval_delay_ns else "late ATS invalidation", cfg, inval_delay_ns)
+    if iommu not in ("riscv", "smmuv3"):
+        raise InvalidArgument(f"iommu must be riscv or smmuv3, not {iommu!r}")
+    label = "correct" if not inval_delay_ns else "late ATS invalidation"
+    return _run(label, cfg, inval_delay_ns, iommu)
 
 
-def run_sva_workload(cfg: SvaConfig | None = None) -> SvaReport:
+def run_sva_workload(cfg: SvaConfig | None = None, iommu: str = "riscv") -> SvaReport:
     """Run the scene on a correct device, then on one whose ATS invalidations complete after
-    ``cfg.late_inval_delay_ns`` (the broken configuration). Deterministic for a given
-    ``cfg``."""
+    ``cfg.late_inval_delay_ns`` (the broken configuration), behind ``iommu``. Deterministic
+    for a given ``cfg``."""
     cfg = cfg if cfg is not None else SvaConfig()
     return SvaReport(
-        correct=_run("correct", cfg, 0),
-        late=_run("late ATS invalidation", cfg, cfg.late_inval_delay_ns),
+        correct=run_sva_run(cfg, 0, iommu),
+        late=run_sva_run(cfg, cfg.late_inval_delay_ns, iommu),
     )
