@@ -12,6 +12,7 @@ import pytest
 
 from iommusim.errors import FormatError
 from iommusim.hw.riscv.params import PRESETS, CacheParams
+from iommusim.hw.smmuv3.params import Smmuv3Params
 from iommusim.perf.dma_workload import WorkloadConfig, default_system
 from iommusim.platform.costs import CostModel
 from iommusim.platform.system import EndpointConfig, RamRegion
@@ -215,3 +216,18 @@ def test_range_errors_name_the_key_path(body: str, path: str) -> None:
 def test_ncpus_must_be_positive() -> None:
     with pytest.raises(FormatError, match=r"kernel\.ncpus"):
         parse_scenario("version = 1\n[kernel]\nncpus = 0\n")
+
+
+def test_an_smmuv3_scenario() -> None:
+    """issue 12: ``[iommu] kind = "smmuv3"`` boots an Arm SMMUv3 with a preset and its cache
+    sizes; a RISC-V-only key is an error naming it."""
+    sc = parse_scenario(
+        'version = 1\n[iommu]\nkind = "smmuv3"\npreset = "qemu-like"\ntlb_entries = 32\n'
+    )
+    assert isinstance(sc.system.iommu, Smmuv3Params)
+    assert sc.system.iommu.caches.tlb_entries == 32
+    assert sc.system.iommus[0].kind == "smmuv3"
+    with pytest.raises(FormatError, match="iotlb_entries"):
+        parse_scenario('version = 1\n[iommu]\nkind = "smmuv3"\niotlb_entries = 4\n')
+    with pytest.raises(FormatError, match=r"iommu\.kind must be riscv or smmuv3"):
+        parse_scenario('version = 1\n[iommu]\nkind = "vtd"\n')

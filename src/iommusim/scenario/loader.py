@@ -8,7 +8,9 @@ must not silently fall back to a default.
 
     version = 1
     [system]            ram = [{base = 0x80000000, size = 0x10000000}], iommu_base, imsic_base
-    [iommu]             preset = "full", iotlb_entries, ddtc_entries, pdtc_entries, replacement
+    [iommu]             kind = "riscv" | "smmuv3", preset = "full", and the cache sizes:
+                        RISC-V iotlb_entries, ddtc_entries, pdtc_entries; SMMUv3
+                        tlb_entries, ste_entries, cd_entries, walk_entries; replacement
     [costs]             mmio_ns, iommu_mem_ns, command_ns, dma_page_ns, cpu_op_ns, irq_latency_ns
     [[endpoint]]        name, rid, kind, pasid_bits
     [kernel]            modes = ["strict", "lazy"], ncpus, fq_size, fq_timeout_ns, fq_single
@@ -27,7 +29,9 @@ from pathlib import Path
 from typing import Final, TypeVar, cast
 
 from iommusim.errors import ApiError, FormatError, ModelError
-from iommusim.hw.riscv.params import PRESETS, CacheParams, Replacement
+from iommusim.hw.riscv.params import PRESETS, CacheParams, Replacement, RiscvIommuParams
+from iommusim.hw.smmuv3.params import PRESETS as SMMUV3_PRESETS
+from iommusim.hw.smmuv3.params import Smmuv3Params
 from iommusim.perf.dma_workload import WorkloadConfig, default_system
 from iommusim.perf.vmm_scene import VmmConfig
 from iommusim.platform.costs import CostModel
@@ -142,27 +146,12 @@ def _build(doc: dict[str, object]) -> Scenario:
             )
         ram = tuple(regions)
     iommu_t = _table(doc.get("iommu", {}), "iommu")
-    _only(
-        iommu_t, "iommu", ("preset", "iotlb_entries", "ddtc_entries", "pdtc_entries", "replacement")
+    kind = _get(iommu_t, "kind", "iommu", str, "riscv")
+    if kind not in ("riscv", "smmuv3"):
+        raise FormatError(f"scenario: iommu.kind must be riscv or smmuv3, not {kind!r}")
+    params: RiscvIommuParams | Smmuv3Params = (
+        _smmuv3_params(iommu_t) if kind == "smmuv3" else _riscv_params(iommu_t)
     )
-    preset = _get(iommu_t, "preset", "iommu", str, "full")
-    if preset not in PRESETS:
-        raise FormatError(
-            f"scenario: iommu.preset must be one of {', '.join(PRESETS)}, not {preset!r}"
-        )
-    params = PRESETS[preset]
-    c = params.caches
-    with _at("iommu"):
-        caches = CacheParams(
-            ddtc_entries=_get(iommu_t, "ddtc_entries", "iommu", int, c.ddtc_entries),
-            pdtc_entries=_get(iommu_t, "pdtc_entries", "iommu", int, c.pdtc_entries),
-            iotlb_entries=_get(iommu_t, "iotlb_entries", "iommu", int, c.iotlb_entries),
-            # CacheParams checks the name (ModelError -> FormatError here).
-            replacement=cast(
-                Replacement, _get(iommu_t, "replacement", "iommu", str, str(c.replacement))
-            ),
-        )
-    params = params.with_(caches=caches)
     costs_t = _table(doc.get("costs", {}), "costs")
     names = tuple(f.name for f in fields(CostModel))
     _only(costs_t, "costs", names)
@@ -238,3 +227,46 @@ def _build(doc: dict[str, object]) -> Scenario:
     vd = VmmConfig()
     vmm = VmmConfig(**{n: _get(v, n, "vmm", int, getattr(vd, n)) for n in vnames})
     return Scenario(system, workload, tuple(cast(list[DmaMode], modes_v)), ncpus, fq, vmm)
+
+
+def _riscv_params(iommu_t: dict[str, object]) -> RiscvIommuParams:
+    _only(
+        iommu_t,
+        "iommu",
+        ("kind", "preset", "iotlb_entries", "ddtc_entries", "pdtc_entries", "replacement"),
+    )
+    preset = _get(iommu_t, "preset", "iommu", str, "full")
+    if preset not in PRESETS:
+        raise FormatError(
+            f"scenario: iommu.preset must be one of {', '.join(PRESETS)}, not {preset!r}"
+        )
+    params = PRESETS[preset]
+    c = params.caches
+    with _at("iommu"):
+        caches = CacheParams(
+            ddtc_entries=_get(iommu_t, "ddtc_entries", "iommu", int, c.ddtc_entries),
+            pdtc_entries=_get(iommu_t, "pdtc_entries", "iommu", int, c.pdtc_entries),
+            iotlb_entries=_get(iommu_t, "iotlb_entries", "iommu", int, c.iotlb_entries),
+            # CacheParams checks the name (ModelError -> FormatError here).
+            replacement=cast(
+                Replacement, _get(iommu_t, "replacement", "iommu", str, str(c.replacement))
+            ),
+        )
+    return params.with_(caches=caches)
+
+
+def _smmuv3_params(iommu_t: dict[str, object]) -> Smmuv3Params:
+    names = ("tlb_entries", "ste_entries", "cd_entries", "walk_entries")
+    _only(iommu_t, "iommu", ("kind", "preset", *names, "replacement"))
+    preset = _get(iommu_t, "preset", "iommu", str, "full")
+    if preset not in SMMUV3_PRESETS:
+        raise FormatError(
+            f"scenario: iommu.preset must be one of {', '.join(SMMUV3_PRESETS)} for an "
+            f"SMMUv3, not {preset!r}"
+        )
+    params = SMMUV3_PRESETS[preset]
+    c = params.caches
+    with _at("iommu"):
+        kw: dict[str, int | str] = {n: _get(iommu_t, n, "iommu", int, getattr(c, n)) for n in names}
+        kw["replacement"] = _get(iommu_t, "replacement", "iommu", str, c.replacement)
+        return params.with_caches(**kw)
