@@ -14,17 +14,21 @@ hardware model; after every device access the test checks where it went:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from iommusim.hw.smmuv3.params import PRESETS as SMMUV3_PRESETS
 from iommusim.platform.system import EndpointConfig, System, SystemConfig
 from iommusim.sw.core.dma import DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE
 from iommusim.sw.core.fq import FqOptions
 from iommusim.sw.kernel import Kernel
 from iommusim.sw.prot import IOMMU_WRITE
 
+#: The stack runs on either IOMMU (issue 12: the RISC-V property tests on SMMUv3 too).
+IOMMUS = ("riscv", "smmuv3")
 PAGE = 4096
 POOL = 24
 TIMEOUT_NS = 10_000_000
@@ -42,8 +46,11 @@ def tag(pa: int) -> bytes:
     return (pa >> 12).to_bytes(8, "little")
 
 
-def boot(mode: str) -> tuple[System, Kernel, list[int]]:
-    system = System(SystemConfig(endpoints=(EndpointConfig("dev", 0x20),)))
+def boot(mode: str, iommu: str = "riscv") -> tuple[System, Kernel, list[int]]:
+    cfg = SystemConfig(endpoints=(EndpointConfig("dev", 0x20),))
+    if iommu == "smmuv3":
+        cfg = replace(cfg, iommu=SMMUV3_PRESETS["full"])
+    system = System(cfg)
     kernel = Kernel(
         system,
         dma_mode=mode,
@@ -75,8 +82,8 @@ ops = st.lists(
 )
 
 
-def run(mode: str, program: list[tuple[int | str, ...]]) -> None:
-    system, kernel, pool = boot(mode)
+def run(mode: str, program: list[tuple[int | str, ...]], iommu: str = "riscv") -> None:
+    system, kernel, pool = boot(mode, iommu)
     core = kernel.core
     dev = kernel.device("dev")
     ep = system.endpoint("dev")
@@ -149,23 +156,28 @@ def run(mode: str, program: list[tuple[int | str, ...]]) -> None:
             assert not ep.dma_read(m.iova, 8).ok
 
 
+@pytest.mark.parametrize("iommu", IOMMUS)
 @settings(max_examples=60, deadline=None)
 @given(ops)
-def test_strict_mode_never_reaches_an_unmapped_page(program: list[tuple[int | str, ...]]) -> None:
-    run("strict", program)
+def test_strict_mode_never_reaches_an_unmapped_page(
+    iommu: str, program: list[tuple[int | str, ...]]
+) -> None:
+    run("strict", program, iommu)
 
 
+@pytest.mark.parametrize("iommu", IOMMUS)
 @settings(max_examples=150, deadline=None)
 @given(ops)
 def test_lazy_mode_exposure_is_bounded_by_the_flush_queue(
-    program: list[tuple[int | str, ...]],
+    iommu: str, program: list[tuple[int | str, ...]]
 ) -> None:
-    run("lazy", program)
+    run("lazy", program, iommu)
 
 
-def test_lazy_mode_window_is_observable() -> None:
+@pytest.mark.parametrize("iommu", IOMMUS)
+def test_lazy_mode_window_is_observable(iommu: str) -> None:
     """The stale window is real: right after a lazy unmap the device still reaches the page."""
-    system, kernel, pool = boot("lazy")
+    system, kernel, pool = boot("lazy", iommu)
     dev, ep = kernel.device("dev"), system.endpoint("dev")
     iova = kernel.core.dma_map(dev, pool[0], PAGE, DMA_TO_DEVICE)
     assert ep.dma_read(iova, 8).data == tag(pool[0])  # fills the IOTLB
