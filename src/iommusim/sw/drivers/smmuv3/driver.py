@@ -483,7 +483,10 @@ class Smmuv3Driver:
         if sid >> self.feature(1, "sidsize"):
             raise NoDevice(f"{dev.name}: StreamID {sid:#x} beyond IDR1.SIDSIZE")
         ats = dev.ats and dev.pci is not None and bool(self.feature(0, "ats"))
-        stall = dev.pci is None and self.feature(0, "stall_model") in (0b00, 0b10)
+        # Stalls: forced by the SMMU (IDR0.STALL_MODEL = 0b10: CD.S must be 1, Linux
+        # ARM_SMMU_FEAT_STALL_FORCE), or chosen for a platform device that can stall.
+        model = self.feature(0, "stall_model")
+        stall = model == 0b10 or (dev.pci is None and model == 0b00)
         master = _Master(sid, dev, ats, stall)
         self._ste_pa(sid)
         self._masters[sid] = master
