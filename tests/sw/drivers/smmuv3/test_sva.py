@@ -96,3 +96,19 @@ def test_sva_needs_an_arm64_mm_and_fault_support() -> None:
     _, kernel = machine(pri=False)
     with pytest.raises(NoDevice):
         kernel.sva.bind(kernel.device("acc"), kernel.new_process("app", "arm64-4k"))
+
+
+def test_wide_pasids_use_a_two_level_cd_table() -> None:
+    """SSIDSIZE 20 with IDR0.CD2L: the CD table is 2-level (S1Fmt = 4KB leaves), leaves
+    allocated on first use; a PASID far beyond one leaf translates."""
+    system, kernel = machine()
+    acc = kernel.device("acc")
+    drv = kernel.drivers[1]
+    assert isinstance(drv, Smmuv3Driver)
+    dom = kernel.core.domain_alloc_paging(acc)
+    pa = kernel.pages.alloc_page()
+    system.bus.write(pa, b"wide")
+    dom.map(0x5000, pa, 4096, 3)
+    kernel.core.attach_device_pasid(dom, acc, 70_000)
+    assert drv._masters[RID].cd_2lvl
+    assert system.endpoint("acc").dma_read(0x5000, 4, pasid=70_000).data == b"wide"

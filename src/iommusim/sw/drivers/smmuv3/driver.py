@@ -63,9 +63,12 @@ from iommusim.bits.arm.smmuv3_regs import (
 )
 from iommusim.bits.arm.smmuv3_structures import (
     CD,
+    CDTAB_L1,
     EATS_ABORT,
     EATS_FULL,
     S1DSS_SSID0,
+    S1FMT_4K_L2,
+    S1FMT_LINEAR,
     STE,
     STE_CONFIG_ABORT,
     STE_CONFIG_BYPASS,
@@ -102,8 +105,11 @@ __all__ = ["EventRecord", "Smmuv3Driver"]
 _PAGE: Final = 4096
 #: Linux ``STRTAB_SPLIT``: StreamID bits a level-2 stream table resolves.
 STRTAB_SPLIT: Final = 8
-#: CD table size cap: SubstreamIDs a master's linear CD table holds (log2).
-CD_TABLE_BITS: Final = 10
+#: SubstreamID bits up to which a master's CD table is linear (Linux
+#: ``CTXDESC_LINEAR_CDMAX``); wider ones use 2-level tables of 64-CD leaves when IDR0.CD2L.
+CD_LINEAR_BITS: Final = 10
+#: SubstreamID bits a 4KB level-2 CD table resolves (IHI 0070 5.2 S1Fmt = 0b01).
+CD_L2_BITS: Final = 6
 #: OAS / IPS encodings (IHI 0070 6.3 IDR5.OAS, 5.4 CD.IPS).
 _OAS_BITS: Final = {0: 32, 1: 36, 2: 40, 3: 42, 4: 44, 5: 48, 6: 52}
 _GRANULE_TG0: Final = {4: TG0_4K, 16: TG0_16K, 64: TG0_64K}
@@ -144,6 +150,8 @@ class _Master:
     stall: bool = False
     ste: list[int] = field(default_factory=lambda: [0] * 8)
     cd_pa: int = 0
+    #: The CD table is 2-level (``cd_pa`` is its L1 table of L1CDs).
+    cd_2lvl: bool = False
     cds: dict[int, list[int]] = field(default_factory=dict)
     domain: Domain | None = None
 
@@ -386,7 +394,7 @@ class Smmuv3Driver:
         write_entry(list(master.ste), qwords(target), used_ste, store, sync)
 
     def write_cd(self, master: _Master, ssid: int, target: int) -> None:
-        pa = master.cd_pa + ssid * 64
+        pa = self._cd_pa(master, ssid)
         cur = master.cds.get(ssid, [0] * 8)
         sid = master.sid
 
@@ -405,7 +413,7 @@ class Smmuv3Driver:
         return STE.encode(
             v=1,
             config=STE_CONFIG_S1,
-            s1fmt=0,
+            s1fmt=S1FMT_4K_L2 if master.cd_2lvl else S1FMT_LINEAR,
             s1contextptr=master.cd_pa >> 6,
             s1cdmax=cdmax,
             s1dss=S1DSS_SSID0 if cdmax else 0,
@@ -462,12 +470,36 @@ class Smmuv3Driver:
         )
 
     def _cd_bits(self, master: _Master) -> int:
-        return min(master.dev.pasid_bits, self.feature(1, "ssidsize"), CD_TABLE_BITS)
+        bits = min(master.dev.pasid_bits, self.feature(1, "ssidsize"))
+        return bits if self.feature(0, "cd2l") else min(bits, CD_LINEAR_BITS)
 
     def _cd_table(self, master: _Master) -> None:
-        if not master.cd_pa:
-            n = 1 << self._cd_bits(master)
-            master.cd_pa = self.pages.alloc_pages((max(n * 64, _PAGE) // _PAGE - 1).bit_length())
+        """The master's CD table (Linux ``arm_smmu_alloc_cd_tables``): linear up to
+        :data:`CD_LINEAR_BITS` SubstreamID bits, else the level-1 table of a 2-level one."""
+        if master.cd_pa:
+            return
+        bits = self._cd_bits(master)
+        if bits <= CD_LINEAR_BITS:
+            nbytes = 64 << bits
+        else:
+            master.cd_2lvl = True
+            nbytes = 8 << (bits - CD_L2_BITS)
+        master.cd_pa = self.pages.alloc_pages((max(nbytes, _PAGE) // _PAGE - 1).bit_length())
+
+    def _cd_pa(self, master: _Master, ssid: int) -> int:
+        """Where the CD of ``ssid`` is; with a 2-level table its leaf table is allocated
+        and its L1CD written (then CFGI_CD with Leaf = 0 + SYNC) on first use (Linux
+        ``arm_smmu_get_cd_ptr``)."""
+        if not master.cd_2lvl:
+            return master.cd_pa + ssid * 64
+        l1pa = master.cd_pa + (ssid >> CD_L2_BITS) * 8
+        l1 = self.mem.read64(l1pa)
+        if not CDTAB_L1["v"].get(l1):
+            l2 = self.pages.alloc_pages(0)
+            l1 = CDTAB_L1.encode(v=1, l2ptr=l2 >> 12)
+            self.mem.write64(l1pa, l1)
+            self.issue([_cmd(CMD_CFGI_CD, streamid=master.sid, substreamid=ssid, leaf=0)])
+        return (CDTAB_L1["l2ptr"].get(l1) << 12) + (ssid & ((1 << CD_L2_BITS) - 1)) * 64
 
     # -- core ops -------------------------------------------------------------------------
 
