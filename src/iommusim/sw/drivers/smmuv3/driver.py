@@ -89,7 +89,9 @@ from iommusim.sw.core.ops import CAP_CACHE_COHERENCY, CAP_PCI_ATS_SUPPORTED, Rep
 from iommusim.sw.drivers.mmio import Mmio
 from iommusim.sw.drivers.smmuv3.domain import INV_LIMIT, Smmuv3PagingDomain, Smmuv3StaticDomain
 from iommusim.sw.drivers.smmuv3.entries import qwords, used_cd, used_ste, write_entry
+from iommusim.sw.drivers.smmuv3.nested import VEVENT_TYPES, Smmuv3NestedDomain
 from iommusim.sw.drivers.smmuv3.queues import CommandQueue, OutputQueue
+from iommusim.sw.iommufd import uapi
 from iommusim.sw.iopf.queue import PERM_EXEC, PERM_PRIV, PERM_READ, PERM_WRITE, PageFault
 from iommusim.sw.pages import PageAllocator
 from iommusim.sw.pgtable import ArmLpaePageTable
@@ -120,6 +122,10 @@ _CR0_CMDQEN: Final = CR0.mask("cmdqen")
 _CR0_EVENTQEN: Final = CR0.mask("eventqen")
 _CR0_PRIQEN: Final = CR0.mask("priqen")
 _EVT_STALL: Final = 1 << 95
+#: The guest's stage 1 fields of a nested STE (IHI 0070 5.2).
+_GUEST_S1: Final = STE.mask(
+    "s1fmt", "s1contextptr", "s1cdmax", "s1dss", "s1cir", "s1cor", "s1csh", "eats"
+)
 #: The iopf core's response codes (0 success, 1 invalid, 2 failure) as CMD_PRI_RESP Resp.
 _PRI_RESP: Final = {0: PRI_RESP_SUCCESS, 1: PRI_RESP_DENY, 2: PRI_RESP_FAIL}
 
@@ -427,12 +433,12 @@ class Smmuv3Driver:
             eats=EATS_FULL if master.ats else EATS_ABORT,
         )
 
-    def _ste_s2(self, master: _Master, dom: Smmuv3PagingDomain) -> int:
+    def _ste_s2(self, master: _Master, dom: Smmuv3PagingDomain, vmid: int = -1) -> int:
         t = dom.pgtable
         return STE.encode(
             v=1,
             config=STE_CONFIG_S2,
-            s2vmid=dom.tag,
+            s2vmid=dom.tag if vmid < 0 else vmid,
             s2t0sz=t.t0sz,
             s2sl0=t.sl0,
             s2ir0=1,
@@ -604,8 +610,15 @@ class Smmuv3Driver:
     def domain_alloc_paging_flags(
         self, dev: Device, flags: int = 0, user_data: UserData | None = None
     ) -> Domain:
-        if flags or user_data is not None:
-            raise NotSupported(f"{self.name}: paging flags {flags:#x} are not supported yet")
+        """A paging domain; with IOMMU_HWPT_ALLOC_NEST_PARENT a stage 2 one that vIOMMUs and
+        nested domains sit on (needs IDR0.S1P and S2P). Other flags and driver data are
+        EOPNOTSUPP."""
+        if user_data is not None or flags & ~uapi.IOMMU_HWPT_ALLOC_NEST_PARENT:
+            raise NotSupported(f"{self.name}: paging flags {flags:#x} are not supported")
+        if flags:
+            if not (self.feature(0, "s1p") and self.feature(0, "s2p")):
+                raise NotSupported(f"{self.name}: nesting needs stage 1 and stage 2")
+            return self._alloc_paging(2)
         return self.domain_alloc_paging(dev)
 
     def domain_alloc_sva(self, dev: Device, mm: Mm) -> Domain:
@@ -746,10 +759,21 @@ class Smmuv3Driver:
         return False
 
     def hw_info(self, dev: Device, requested_type: int) -> tuple[int, bytes] | None:
-        return None
+        """``arm_smmu_hw_info``: IDR0-5, IIDR and AIDR as read from the SMMU."""
+        want = uapi.IOMMU_HW_INFO_TYPE_ARM_SMMUV3
+        if requested_type not in (uapi.IOMMU_HW_INFO_TYPE_DEFAULT, want):
+            raise NotSupported(f"{self.name}: no hw_info type {requested_type:#x}")
+        m = self.mmio
+        idr = {f"idr[{i}]": m.readl(OFF.IDR0 + 4 * i) for i in range(6)}
+        info = uapi.STRUCTS["iommu_hw_info_arm_smmuv3"].encode(
+            idr, iidr=m.readl(OFF.IIDR), aidr=m.readl(OFF.AIDR)
+        )
+        return want, bytes(info)
 
     def get_viommu_size(self, dev: Device, viommu_type: int) -> int:
-        return 0
+        """Non-zero for ARM_SMMUV3 on an SMMU that nests (IDR0.S1P and S2P)."""
+        nests = self.feature(0, "s1p") and self.feature(0, "s2p")
+        return 1 if viommu_type == uapi.IOMMU_VIOMMU_TYPE_ARM_SMMUV3 and nests else 0
 
     def viommu_alloc(
         self,
@@ -759,7 +783,42 @@ class Smmuv3Driver:
         user_data: UserData | None,
         core: ViommuCore,
     ) -> ViommuOps:
-        raise NotSupported(f"{self.name}: no vIOMMU yet")
+        """``arm_vsmmu_init``: a vIOMMU with a VMID of its own over the stage 2 ``parent``;
+        EINVAL for a parent of another kind or SMMU, EOPNOTSUPP for another type."""
+        from iommusim.sw.drivers.smmuv3.nested import Smmuv3Viommu
+
+        if not self.get_viommu_size(dev, viommu_type):
+            raise NotSupported(f"{self.name}: no vIOMMU type {viommu_type}")
+        if not isinstance(parent, Smmuv3PagingDomain) or parent.driver is not self:
+            raise InvalidArgument(f"{parent!r} is not a nesting parent of {self.name}")
+        if parent.stage != 2:
+            raise InvalidArgument(f"{parent!r} is not a stage 2 domain")
+        vmid = self.vmid_ida.alloc((1 << (16 if self.feature(0, "vmid16") else 8)) - 1)
+        if vmid is None:
+            raise NotSupported(f"{self.name}: no VMID left")
+        return Smmuv3Viommu(self, parent, core, vmid)
+
+    def attach_nested(self, dev: Device, dom: Smmuv3NestedDomain) -> None:
+        """The nested STE (Linux ``arm_smmu_make_nested_domain_ste``): guest abort stays
+        abort; guest bypass is the parent's stage 2 alone; guest stage 1 is nested -- the
+        guest's stage 1 fields over the parent's stage 2, tagged with the vIOMMU's VMID."""
+        master = self._master(dev)
+        g = dom.guest_ste
+        cfg = STE["config"].get(g) if g & 1 else STE_CONFIG_ABORT
+        if cfg == STE_CONFIG_ABORT:
+            self._ats(master, False)
+            self.write_ste(master, STE.encode(v=1, config=STE_CONFIG_ABORT))
+        else:
+            ste = self._ste_s2(master, dom.viommu.parent, dom.viommu.vmid)
+            if cfg == STE_CONFIG_S1:
+                guest = g & _GUEST_S1 & ~STE.mask("eats")
+                ste = STE["config"].put(ste, 0b111) | guest
+                if not STE["eats"].get(g) or not master.ats:
+                    ste = STE["eats"].put(ste, EATS_ABORT)
+            self.write_ste(master, ste)
+            self._ats(master, True)
+        self._leave(master)
+        master.domain = dom
 
     # -- invalidation (arm_smmu_tlb_inv_range_domain, arm_smmu_atc_inv_domain) --------------
 
@@ -862,6 +921,12 @@ class Smmuv3Driver:
             else:
                 self.page_response(sid, pasid, fields["stag"], 1)
             return
+        master = self._masters.get(sid)
+        guest = master is not None and isinstance(master.domain, Smmuv3NestedDomain)
+        if guest and etype in VEVENT_TYPES:
+            assert master is not None and isinstance(master.domain, Smmuv3NestedDomain)
+            if master.domain.viommu.report(master.dev, raw):
+                return  # the guest's: it goes back through the vEVENTQ
         if self.reporter is not None:
             self.reporter.fault(
                 Fault(
