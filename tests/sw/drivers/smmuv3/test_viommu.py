@@ -10,13 +10,20 @@ from typing import Final
 
 import pytest
 
-from iommusim.bits.arm.smmuv3_queues import CMD_CFGI_CD, CMD_TLBI_NH_VA, EVT_COMMON, F_TRANSLATION
+from iommusim.bits.arm.smmuv3_queues import (
+    CMD_CFGI_CD,
+    CMD_TLBI_NH_ALL,
+    CMD_TLBI_NH_VA,
+    EVT_COMMON,
+    F_TRANSLATION,
+)
 from iommusim.bits.arm.smmuv3_structures import CD, STE, TG0_4K
 from iommusim.errors import InvalidArgument, IoError
 from iommusim.hw.smmuv3.params import PRESETS
 from iommusim.mem.protocol import PhysicalMemory
 from iommusim.platform.system import EndpointConfig, System, SystemConfig
 from iommusim.sw.drivers.smmuv3.driver import Smmuv3Driver
+from iommusim.sw.drivers.smmuv3.nested import Smmuv3Viommu
 from iommusim.sw.iommufd import Iommufd, uapi
 from iommusim.sw.kernel import Kernel
 from iommusim.sw.mm.mm import PROT_READ, PROT_WRITE, Mm
@@ -180,3 +187,37 @@ def test_guest_fault_goes_to_the_veventq_with_the_virtual_sid() -> None:
     rec = int.from_bytes(raw[hdr : hdr + 32], "little")
     assert EVT_COMMON["type"].get(rec) == F_TRANSLATION
     assert EVT_COMMON["streamid"].get(rec) == VSID
+
+
+def test_two_viommus_on_one_parent_have_their_own_vmids() -> None:
+    """The seed's picture: two guest SMMUs share one stage 2 parent, each with its VMID; a
+    guest's TLBI_NH_ALL (given the VMID by the host) leaves the other guest's TLB alone."""
+    s = Scene()
+    v2 = s.fd.viommu_alloc(s.dev_id, s.parent, uapi.IOMMU_VIOMMU_TYPE_ARM_SMMUV3)
+    assert v2 != s.viommu
+    vmids = sorted(d.vmid for d in _viommus(s))
+    assert len(set(vmids)) == 2
+    s.fd.attach(s.dev_id, s.nested())
+    ep = s.system.endpoint("nic")
+    assert ep.dma_read(0x1000_0000, 8).data == b"guestbuf"
+    s.gmem.write(GPA + 0x4000, b"newpage!")
+    s.s1.unmap(0x1000_0000, 0x1000, IotlbGather())
+    s.s1.map(0x1000_0000, GPA + 0x4000, 0x1000, IOMMU_READ)
+    nh_all = CMD_TLBI_NH_ALL.layout.encode(opcode=CMD_TLBI_NH_ALL.opcode)
+    entry = bytes(INV.encode({"cmd[0]": nh_all & ((1 << 64) - 1), "cmd[1]": 0}))
+    # The other vIOMMU's guest invalidates: its VMID, not this stream's.
+    assert s.fd.hwpt_invalidate(v2, uapi.IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, [entry]) == (
+        1,
+        None,
+    )
+    assert ep.dma_read(0x1000_0000, 8).data == b"guestbuf"
+    assert s.inv(nh_all) == (1, None)
+    assert ep.dma_read(0x1000_0000, 8).data == b"newpage!"
+
+
+def _viommus(s: Scene) -> list[Smmuv3Viommu]:
+    return [
+        o.ops  # type: ignore[attr-defined]
+        for o in s.fd.file.objects
+        if isinstance(getattr(o, "ops", None), Smmuv3Viommu)
+    ]
