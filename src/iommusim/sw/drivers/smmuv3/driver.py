@@ -452,28 +452,34 @@ class Smmuv3Driver:
             eats=EATS_FULL if master.ats else EATS_ABORT,
         )
 
-    def _cd(self, dom: Smmuv3PagingDomain, master: _Master) -> int:
-        """A CD for a DMA domain (Linux ``arm_smmu_make_s1_cd``): TTB0, EPD1, R, A, ASET
-        (no broadcast TLB maintenance for a private ASID), AA64, the ASID, MAIR."""
-        t = dom.pgtable
+    def _cd_image(self, t: ArmLpaePageTable, asid: int, master: _Master, **extra: int) -> int:
+        """A stage 1 CD for table ``t`` (Linux ``arm_smmu_make_s1_cd``): TTB0 with its T0SZ
+        and TG0, EPD1, inner / outer write-back, inner shareable, the OAS as IPS, AA64, R, A,
+        the ASID, MAIR, S for a stalling master; ``extra`` adds fields (ASET, HA, HD)."""
         return CD.encode(
-            v=1,
-            t0sz=t.t0sz,
-            tg0=_GRANULE_TG0[t.granule],
-            ir0=1,
-            or0=1,
-            sh0=3,
-            epd1=1,
-            ips=self.feature(5, "oas"),
-            aa64=1,
-            r=1,
-            a=1,
-            aset=1,
-            s=int(master.stall),
-            asid=dom.tag,
-            ttb0=t.root_pa >> 4,
-            mair0=_MAIR,
+            {
+                "v": 1,
+                "t0sz": t.t0sz,
+                "tg0": _GRANULE_TG0[t.granule],
+                "ir0": 1,
+                "or0": 1,
+                "sh0": 3,
+                "epd1": 1,
+                "ips": self.feature(5, "oas"),
+                "aa64": 1,
+                "r": 1,
+                "a": 1,
+                "s": int(master.stall),
+                "asid": asid,
+                "ttb0": t.root_pa >> 4,
+                "mair0": _MAIR,
+                **extra,
+            }
         )
+
+    def _cd(self, dom: Smmuv3PagingDomain, master: _Master) -> int:
+        """A DMA domain's CD: ASET = 1 (a private ASID takes no broadcast TLB maintenance)."""
+        return self._cd_image(dom.pgtable, dom.tag, master, aset=1)
 
     def _cd_bits(self, master: _Master) -> int:
         bits = min(master.dev.pasid_bits, self.feature(1, "ssidsize"))
@@ -682,29 +688,11 @@ class Smmuv3Driver:
 
     def _sva_cd(self, dom: Smmuv3SvaDomain, master: _Master) -> int:
         """The CD of a shared address space (``arm_smmu_make_sva_cd``): the process's TTB0,
-        its ASID, ASET = 0, HA/HD by IDR0.HTTU, S for a stalling master."""
+        its ASID, ASET = 0, HA/HD by IDR0.HTTU."""
         t = dom.mm.table()
         assert isinstance(t, ArmLpaePageTable)
         httu = self.feature(0, "httu")
-        return CD.encode(
-            v=1,
-            t0sz=t.t0sz,
-            tg0=_GRANULE_TG0[t.granule],
-            ir0=1,
-            or0=1,
-            sh0=3,
-            epd1=1,
-            ips=self.feature(5, "oas"),
-            aa64=1,
-            r=1,
-            a=1,
-            ha=int(httu >= 1),
-            hd=int(httu >= 2),
-            s=int(master.stall),
-            asid=dom.tag,
-            ttb0=t.root_pa >> 4,
-            mair0=_MAIR,
-        )
+        return self._cd_image(t, dom.tag, master, ha=int(httu >= 1), hd=int(httu >= 2))
 
     def sva_inv(
         self,
