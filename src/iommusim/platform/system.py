@@ -28,6 +28,7 @@ from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.params import PRESETS, RiscvIommuParams
 from iommusim.hw.riscv.transaction import Message
 from iommusim.hw.riscv.upstream import RiscvUpstreamPort
+from iommusim.hw.smmuv3.maintenance import Tlbi
 from iommusim.hw.smmuv3.params import Smmuv3Params
 from iommusim.hw.smmuv3.smmu import Smmuv3
 from iommusim.hw.smmuv3.upstream import Smmuv3DevicePort, Smmuv3UpstreamPort
@@ -59,6 +60,8 @@ IommuKind = Literal["riscv", "smmuv3"]
 _ALL_RIDS: Final = range(1 << 24)
 
 _PAGE: Final = 4096
+#: Above this many pages a CPU flushes the whole ASID (Linux arm64 ``MAX_DVM_OPS``-like).
+_BROADCAST_PAGES: Final = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +346,24 @@ class System:
         if not isinstance(model, RiscvIommu):
             raise ModelError(f"the first IOMMU must be a RiscvIommu, not {type(model).__name__}")
         return model
+
+    def cpu_tlbi(self, asid: int, start: int, end: int, whole: bool) -> int:
+        """A CPU's broadcast TLB invalidation of ``[start, end)`` in ASID ``asid`` (the
+        host's EL1&0 regime, VMID 0; ``whole``: by ASID, as ``TLBI ASIDE1IS``, else ``TLBI
+        VAE1IS`` per page): every SMMUv3 with BTM takes part (IHI 0070 3.17). Returns how
+        many SMMUs did."""
+        pages = (end - start + 0xFFF) >> 12
+        if whole or pages > _BROADCAST_PAGES:
+            tlbis = [Tlbi("nh_asid", vmid=0, asid=asid)]
+        else:
+            base = start >> 12 << 12
+            tlbis = [Tlbi("nh_va", vmid=0, asid=asid, addr=base + (i << 12)) for i in range(pages)]
+        took = 0
+        for slot in self.iommus:
+            if isinstance(slot.model, Smmuv3):
+                ok = [slot.model.broadcast_tlbi(t) for t in tlbis]
+                took += bool(ok) and all(ok)
+        return took
 
     def upstream_port(self, rid: int) -> UpstreamPort:
         """The upstream port of the IOMMU requester id ``rid`` is behind (EINVAL if none)."""

@@ -159,6 +159,13 @@ class Kernel:
             if asid is None:
                 raise OutOfMemory("no CPU ASID left for an arm64 address space")
             mm.asid = asid
+            system = self.system
+
+            def cpu_tlb_flush(m: Mm, start: int, end: int, freed: bool) -> None:
+                assert m.asid is not None
+                system.cpu_tlbi(m.asid, start, end, freed)
+
+            mm.cpu_tlb_flush = cpu_tlb_flush
         self.processes.append(mm)
         return mm
 

@@ -33,6 +33,7 @@ page table, the memory and the allocator exactly as before it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -170,6 +171,7 @@ class Mm:
         "_shared",
         "_vmas",
         "asid",
+        "cpu_tlb_flush",
         "mem",
         "mmap_base",
         "name",
@@ -207,6 +209,9 @@ class Mm:
         #: The CPU ASID of an arm64 address space (the kernel's allocator), which an SMMUv3
         #: shares for SVA; None for RISC-V processes.
         self.asid: int | None = None
+        #: The CPU's TLB flush of a range (set by the kernel for arm64 address spaces: a
+        #: broadcast TLBI by ASID); None: the model has no CPU TLB for this process.
+        self.cpu_tlb_flush: Callable[[Mm, int, int, bool], None] | None = None
         self.task_size = 1 << (self.pgtable.va_bits - 1)
         self.mmap_base = self.task_size - _G1
         self._vmas = VmaList()
@@ -289,6 +294,10 @@ class Mm:
 
     def _invalidate(self, start: int, end: int, tables_freed: bool) -> None:
         self.stats.invalidations += 1
+        if self.cpu_tlb_flush is not None:
+            # The CPU's own TLB flush of the range (arm64 flush_tlb_range: a broadcast
+            # TLBI, which SMMUs with BTM see too), before the secondary TLBs are told.
+            self.cpu_tlb_flush(self, start, end, tables_freed)
         for n in tuple(self._notifiers):
             n.invalidate(self, start, end, tables_freed)
 

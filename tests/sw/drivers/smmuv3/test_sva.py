@@ -112,3 +112,32 @@ def test_wide_pasids_use_a_two_level_cd_table() -> None:
     kernel.core.attach_device_pasid(dom, acc, 70_000)
     assert drv._masters[RID].cd_2lvl
     assert system.endpoint("acc").dma_read(0x5000, 4, pasid=70_000).data == b"wide"
+
+
+def test_broadcast_tlb_maintenance_replaces_the_tlbi_commands() -> None:
+    """The seed's "Enable broadcast TLB maintenance": with IDR0.BTM the driver clears
+    CR2.PTM and issues no TLBI for a shared ASID -- the CPU's own broadcast TLBI on munmap
+    reaches the SMMU's TLB (IHI 0070 3.17); without that broadcast the stale translation
+    would be used."""
+    from iommusim.bits.arm.smmuv3_queues import CMD_TLBI_NH_ASID, CMD_TLBI_NH_VA
+
+    for broadcast in (True, False):
+        system, kernel = machine()
+        drv = kernel.drivers[1]
+        assert isinstance(drv, Smmuv3Driver) and drv.btm and drv.cmdq is not None
+        mm = kernel.new_process("app", "arm64-4k")
+        buf = mm.mmap(1 << 12, PROT_READ | PROT_WRITE)
+        mm.write(buf, b"secret")
+        sva = kernel.sva.bind(kernel.device("acc"), mm)
+        acc = system.endpoint("acc")
+        assert acc.dma_read(buf, 6, pasid=sva.pasid).ok
+        if not broadcast:
+            mm.cpu_tlb_flush = None  # a CPU whose TLBIs do not reach the SMMU
+        issued = dict(drv.cmdq.issued)
+        mm.munmap(buf, 1 << 12)
+        tlbis = sum(
+            drv.cmdq.issued.get(op, 0) - issued.get(op, 0)
+            for op in (CMD_TLBI_NH_VA.opcode, CMD_TLBI_NH_ASID.opcode)
+        )
+        assert tlbis == 0
+        assert acc.dma_read(buf, 6, pasid=sva.pasid).ok == (not broadcast)

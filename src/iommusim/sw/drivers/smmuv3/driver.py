@@ -214,6 +214,7 @@ class Smmuv3Driver:
         self.asid_ida = Ida(1, 1 << 16)
         self.vmid_ida = Ida(1, 1 << 16)
         self._masters: dict[int, _Master] = {}
+        self.btm = False
         #: ASID -> the private domain holding it (None: a process's, shared by SVA).
         self._asid_owner: dict[int, Smmuv3PagingDomain | None] = {}
         self._stalls: set[tuple[int, int]] = set()
@@ -280,7 +281,11 @@ class Smmuv3Driver:
             OFF.CR1,
             CR1.encode(queue_ic=1, queue_oc=1, queue_sh=3, table_ic=1, table_oc=1, table_sh=3),
         )
-        m.writel(OFF.CR2, CR2.encode(recinvsid=1, ptm=1))
+        # Broadcast TLB maintenance (the seed's "Enable broadcast TLB maintenance"): with
+        # IDR0.BTM the SMMU snoops the CPUs' TLBIs (PTM = 0), so shared ASIDs need no TLBI
+        # commands; private ASIDs are kept out of it by CD.ASET = 1.
+        self.btm = bool(self.feature(0, "btm"))
+        m.writel(OFF.CR2, CR2.encode(recinvsid=1, ptm=int(not self.btm)))
         self._write_cr0(_CR0_CMDQEN)
         self.cmdq.issue([_cmd(CMD_CFGI_ALL, range=CFGI_ALL_RANGE), _cmd(CMD_TLBI_NSNH_ALL)])
         enables = _CR0_CMDQEN | _CR0_EVENTQEN | (_CR0_PRIQEN if self.priq else 0)
@@ -701,11 +706,15 @@ class Smmuv3Driver:
         end: int,
         tables_freed: bool,
         only: tuple[Device, int] | None = None,
+        cpu_flushed: bool = False,
     ) -> None:
         """TLBI by the shared ASID for ``[start, end]`` and ATC_INV at each bound PASID, one
-        CMD_SYNC (``arm_smmu_tlb_inv_range_asid`` + ``arm_smmu_atc_inv_domain_sva``)."""
+        CMD_SYNC (``arm_smmu_tlb_inv_range_asid`` + ``arm_smmu_atc_inv_domain_sva``); no
+        TLBI when the CPU's broadcast already did it (``cpu_flushed`` under BTM)."""
         pages = ((end - start) >> 12) + 1
-        if tables_freed or pages > INV_LIMIT:
+        if self.btm and cpu_flushed:
+            cmds = []  # the CPU's broadcast TLBI reached the SMMU's TLB already
+        elif tables_freed or pages > INV_LIMIT:
             cmds = [_cmd(CMD_TLBI_NH_ASID, asid=dom.tag, vmid=0)]
         else:
             cmds = [

@@ -79,7 +79,7 @@ class Smmuv3SvaDomain(Domain):
         if not self.masters or end <= start:
             return
         self.invalidations += 1
-        self.driver.sva_inv(self, start, end - 1, tables_freed)
+        self.driver.sva_inv(self, start, end - 1, tables_freed, cpu_flushed=True)
 
     def release(self, mm: Mm) -> None:
         """The process exits: every CD of this domain becomes invalid before its table goes."""
