@@ -28,7 +28,7 @@ from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.params import PRESETS, RiscvIommuParams
 from iommusim.hw.riscv.transaction import Message
 from iommusim.hw.riscv.upstream import RiscvUpstreamPort
-from iommusim.hw.smmuv3.maintenance import Tlbi
+from iommusim.hw.smmuv3.maintenance import Tlbi, TlbiScope
 from iommusim.hw.smmuv3.params import Smmuv3Params
 from iommusim.hw.smmuv3.smmu import Smmuv3
 from iommusim.hw.smmuv3.upstream import Smmuv3DevicePort, Smmuv3UpstreamPort
@@ -347,17 +347,19 @@ class System:
             raise ModelError(f"the first IOMMU must be a RiscvIommu, not {type(model).__name__}")
         return model
 
-    def cpu_tlbi(self, asid: int, start: int, end: int, whole: bool) -> int:
+    def cpu_tlbi(self, asid: int, start: int, end: int, whole: bool, el2: bool = False) -> int:
         """A CPU's broadcast TLB invalidation of ``[start, end)`` in ASID ``asid`` (the
-        host's EL1&0 regime, VMID 0; ``whole``: by ASID, as ``TLBI ASIDE1IS``, else ``TLBI
-        VAE1IS`` per page): every SMMUv3 with BTM takes part (IHI 0070 3.17). Returns how
-        many SMMUs did."""
+        host's EL1&0 regime, VMID 0 -- or, with ``el2``, the EL2&0 regime of a VHE kernel;
+        ``whole``: by ASID, as ``TLBI ASIDE1IS``, else ``TLBI VAE1IS`` per page): every
+        SMMUv3 with BTM takes part (IHI 0070 3.17). Returns how many SMMUs did."""
         pages = (end - start + 0xFFF) >> 12
+        asid_scope: TlbiScope = "el2_asid" if el2 else "nh_asid"
+        va_scope: TlbiScope = "el2_va" if el2 else "nh_va"
         if whole or pages > _BROADCAST_PAGES:
-            tlbis = [Tlbi("nh_asid", vmid=0, asid=asid)]
+            tlbis = [Tlbi(asid_scope, vmid=0, asid=asid)]
         else:
             base = start >> 12 << 12
-            tlbis = [Tlbi("nh_va", vmid=0, asid=asid, addr=base + (i << 12)) for i in range(pages)]
+            tlbis = [Tlbi(va_scope, vmid=0, asid=asid, addr=base + (i << 12)) for i in range(pages)]
         took = 0
         for slot in self.iommus:
             if isinstance(slot.model, Smmuv3):

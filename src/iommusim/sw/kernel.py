@@ -35,14 +35,19 @@ FAULT_CPU_STEPS: Final = 20
 __all__ = ["DRIVERS", "DriverFactory", "Kernel"]
 
 #: Builds and probes the driver of one IOMMU: ``(system, slot, pages, cq_entries,
-#: fq_entries)``.
-DriverFactory = Callable[[System, IommuSlot, PageAllocator, int, int], IommuDriver]
+#: fq_entries, vhe)`` -- ``vhe``: the kernel runs at EL2 with VHE (arm64).
+DriverFactory = Callable[[System, IommuSlot, PageAllocator, int, int, bool], IommuDriver]
 #: Vectors each IOMMU's interrupts take, from identity 32 up.
 _IRQS_PER_IOMMU: Final = 16
 
 
 def _riscv_driver(
-    system: System, slot: IommuSlot, pages: PageAllocator, cq_entries: int, fq_entries: int
+    system: System,
+    slot: IommuSlot,
+    pages: PageAllocator,
+    cq_entries: int,
+    fq_entries: int,
+    vhe: bool,
 ) -> RiscvIommuDriver:
     driver = RiscvIommuDriver(
         system.bus,
@@ -61,7 +66,12 @@ def _riscv_driver(
 
 
 def _smmuv3_driver(
-    system: System, slot: IommuSlot, pages: PageAllocator, cq_entries: int, fq_entries: int
+    system: System,
+    slot: IommuSlot,
+    pages: PageAllocator,
+    cq_entries: int,
+    fq_entries: int,
+    vhe: bool,
 ) -> Smmuv3Driver:
     clock = system.clock
 
@@ -84,6 +94,7 @@ def _smmuv3_driver(
         rids=slot.config.rids,
         cmdq_log2=max(cq_entries.bit_length() - 1, 1),
         evtq_log2=max(fq_entries.bit_length() - 1, 1),
+        vhe=vhe,
         name=f"arm-smmu-v3.{slot.index}",
     )
     driver.probe()
@@ -106,8 +117,12 @@ class Kernel:
         fq: FqOptions | None = None,
         cq_entries: int = 8192,
         fq_entries: int = 4096,
+        vhe: bool = False,
     ) -> None:
         self.system = system
+        #: The kernel runs at EL2 with VHE (arm64): SMMUv3 stage 1 in the EL2-E2H regime,
+        #: CPU TLB invalidations by the EL2 TLBIs.
+        self.vhe = vhe
         ram = system.config.ram[0]
         self.pages = PageAllocator(system.bus, ram.base_pa, ram.size_bytes)
         self.core = IommuCore(system.clock, dma_mode=dma_mode, ncpus=ncpus, fq=fq)
@@ -117,7 +132,7 @@ class Kernel:
             factory = DRIVERS.get(slot.config.kind)
             if factory is None:
                 raise NoDevice(f"no driver for an IOMMU of kind {slot.config.kind!r}")
-            driver = factory(system, slot, self.pages, cq_entries, fq_entries)
+            driver = factory(system, slot, self.pages, cq_entries, fq_entries, vhe)
             self.core.register(driver)
             self.drivers.append(driver)
         self.devices: dict[str, Device] = {}
@@ -163,7 +178,7 @@ class Kernel:
 
             def cpu_tlb_flush(m: Mm, start: int, end: int, freed: bool) -> None:
                 assert m.asid is not None
-                system.cpu_tlbi(m.asid, start, end, freed)
+                system.cpu_tlbi(m.asid, start, end, freed, el2=self.vhe)
 
             mm.cpu_tlb_flush = cpu_tlb_flush
         self.processes.append(mm)

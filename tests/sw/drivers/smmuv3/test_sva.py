@@ -141,3 +141,36 @@ def test_broadcast_tlb_maintenance_replaces_the_tlbi_commands() -> None:
         )
         assert tlbis == 0
         assert acc.dma_read(buf, 6, pasid=sva.pasid).ok == (not broadcast)
+
+
+def test_vhe_runs_stage1_in_the_el2_e2h_regime() -> None:
+    """The seed's "Add support for VHE": a kernel at EL2 with VHE has the SMMU's stage 1 in
+    the EL2-E2H regime (CR2.E2H, STE.STRW = EL2-E2H) so the CPU's EL2 broadcast TLBIs and the
+    driver's CMD_TLBI_EL2_* commands are the ones that clear it -- for DMA domains and SVA."""
+    from iommusim.bits.arm.smmuv3_structures import STE, STRW_EL2_E2H
+    from iommusim.sw.core.dma import DMA_BIDIRECTIONAL
+
+    smmu = IommuConfig(SMMU_PA, PRESETS["full"], "smmuv3", range(0, 0x100))
+    cfg = SystemConfig(
+        iommu_rids=range(0x100, 0x200),
+        more_iommus=(smmu,),
+        endpoints=(EndpointConfig("acc", rid=RID, pasid_bits=20, ats=True, pri=True),),
+    )
+    system = System(cfg)
+    kernel = Kernel(system, vhe=True)
+    drv = kernel.drivers[1]
+    assert isinstance(drv, Smmuv3Driver) and drv.e2h
+    acc, ep = kernel.device("acc"), system.endpoint("acc")
+    ste = int.from_bytes(system.bus.read(drv._ste_pa(RID), 64), "little")
+    assert STE["strw"].get(ste) == STRW_EL2_E2H
+    iova = kernel.core.dma_map(acc, kernel.pages.alloc_page(), 4096, DMA_BIDIRECTIONAL)
+    assert ep.dma_read(iova, 4).ok
+    kernel.core.dma_unmap(acc, iova, 4096)
+    assert not ep.dma_read(iova, 4).ok  # the EL2 TLBI reached the EL2-tagged entry
+    mm = kernel.new_process("app", "arm64-4k")
+    buf = mm.mmap(1 << 12, PROT_READ | PROT_WRITE)
+    mm.write(buf, b"el2")
+    sva = kernel.sva.bind(acc, mm)
+    assert ep.dma_read(buf, 3, pasid=sva.pasid).data == b"el2"
+    mm.munmap(buf, 1 << 12)  # the CPU's EL2 broadcast TLBI (BTM), the driver's ATC_INV
+    assert not ep.dma_read(buf, 3, pasid=sva.pasid).ok

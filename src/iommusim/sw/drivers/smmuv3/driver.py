@@ -29,6 +29,8 @@ from iommusim.bits.arm.smmuv3_queues import (
     CMD_CFGI_STE,
     CMD_PRI_RESP,
     CMD_RESUME,
+    CMD_TLBI_EL2_ASID,
+    CMD_TLBI_EL2_VA,
     CMD_TLBI_NH_ASID,
     CMD_TLBI_NH_VA,
     CMD_TLBI_NSNH_ALL,
@@ -75,6 +77,8 @@ from iommusim.bits.arm.smmuv3_structures import (
     STE_CONFIG_S1,
     STE_CONFIG_S2,
     STRTAB_L1,
+    STRW_EL2_E2H,
+    STRW_NSEL1,
     TG0_4K,
     TG0_16K,
     TG0_64K,
@@ -187,9 +191,15 @@ class Smmuv3Driver:
         cmdq_log2: int = 8,
         evtq_log2: int = 7,
         priq_log2: int = 7,
+        vhe: bool = False,
         name: str = "arm-smmu-v3.0",
     ) -> None:
         self.name = name
+        self._vhe = vhe
+        #: Stage 1 runs in the EL2-E2H regime (the seed's "Add support for VHE"): the kernel
+        #: runs with VHE and the SMMU has IDR0.Hyp; then CR2.E2H = 1, S1 STEs have STRW =
+        #: EL2-E2H and stage 1 TLBIs are the EL2 ones.
+        self.e2h = False
         self.mmio = Mmio(bus, base_pa)
         self.mem = bus
         self.pages = pages
@@ -285,7 +295,8 @@ class Smmuv3Driver:
         # IDR0.BTM the SMMU snoops the CPUs' TLBIs (PTM = 0), so shared ASIDs need no TLBI
         # commands; private ASIDs are kept out of it by CD.ASET = 1.
         self.btm = bool(self.feature(0, "btm"))
-        m.writel(OFF.CR2, CR2.encode(recinvsid=1, ptm=int(not self.btm)))
+        self.e2h = self._vhe and bool(self.feature(0, "hyp"))
+        m.writel(OFF.CR2, CR2.encode(e2h=int(self.e2h), recinvsid=1, ptm=int(not self.btm)))
         self._write_cr0(_CR0_CMDQEN)
         self.cmdq.issue([_cmd(CMD_CFGI_ALL, range=CFGI_ALL_RANGE), _cmd(CMD_TLBI_NSNH_ALL)])
         enables = _CR0_CMDQEN | _CR0_EVENTQEN | (_CR0_PRIQEN if self.priq else 0)
@@ -431,6 +442,7 @@ class Smmuv3Driver:
             s1cir=1,
             s1cor=1,
             s1csh=3,
+            strw=STRW_EL2_E2H if self.e2h else STRW_NSEL1,
             # A master that cannot stall (PCIe: it has PRI instead) must not be stalled
             # (Linux sets S1STALLD when the SMMU has stalls and the master is not
             # "dma-can-stall").
@@ -674,7 +686,7 @@ class Smmuv3Driver:
             master = self._masters.get(dev.rid)
             if master is not None:
                 self.write_cd(master, pasid or 0, self._cd(owner, master))
-        self.issue([_cmd(CMD_TLBI_NH_ASID, asid=asid, vmid=0)])
+        self.issue([self._tlbi_asid(asid)])
 
     def release_sva_asid(self, dom: Smmuv3SvaDomain) -> None:
         if self._asid_owner.get(dom.tag, 0) is None:
@@ -715,12 +727,9 @@ class Smmuv3Driver:
         if self.btm and cpu_flushed:
             cmds = []  # the CPU's broadcast TLBI reached the SMMU's TLB already
         elif tables_freed or pages > INV_LIMIT:
-            cmds = [_cmd(CMD_TLBI_NH_ASID, asid=dom.tag, vmid=0)]
+            cmds = [self._tlbi_asid(dom.tag)]
         else:
-            cmds = [
-                _cmd(CMD_TLBI_NH_VA, asid=dom.tag, vmid=0, leaf=1, address=(start >> 12) + i)
-                for i in range(pages)
-            ]
+            cmds = [self._tlbi_va(dom.tag, (start >> 12) + i) for i in range(pages)]
         span = max((start ^ end).bit_length(), 12)
         for dev, pasid in [only] if only is not None else dom.masters:
             m = self._masters.get(dev.rid)
@@ -826,8 +835,11 @@ class Smmuv3Driver:
         s1 = dom.stage == 1
         if pages > INV_LIMIT and not self.feature(3, "ril"):
             return [self._whole(dom)]
-        base = {"asid": dom.tag, "vmid": 0} if s1 else {"vmid": dom.tag}
-        op = CMD_TLBI_NH_VA if s1 else CMD_TLBI_S2_IPA
+        base = {"vmid": dom.tag}
+        op = CMD_TLBI_S2_IPA
+        if s1:
+            base = {"asid": dom.tag} if self.e2h else {"asid": dom.tag, "vmid": 0}
+            op = CMD_TLBI_EL2_VA if self.e2h else CMD_TLBI_NH_VA
         tg = {12: 1, 14: 2, 16: 3}[g]
         out = []
         iova = lo
@@ -855,9 +867,20 @@ class Smmuv3Driver:
             out.append(_cmd(op, **base, leaf=int(leaf), address=(iova + (i << g)) >> 12))
         return out
 
+    def _tlbi_asid(self, asid: int) -> int:
+        """Every stage 1 entry of ``asid`` (CMD_TLBI_EL2_ASID under E2H, else NH_ASID)."""
+        if self.e2h:
+            return _cmd(CMD_TLBI_EL2_ASID, asid=asid)
+        return _cmd(CMD_TLBI_NH_ASID, asid=asid, vmid=0)
+
+    def _tlbi_va(self, asid: int, page: int) -> int:
+        if self.e2h:
+            return _cmd(CMD_TLBI_EL2_VA, asid=asid, leaf=1, address=page)
+        return _cmd(CMD_TLBI_NH_VA, asid=asid, vmid=0, leaf=1, address=page)
+
     def _whole(self, dom: Smmuv3PagingDomain) -> int:
         if dom.stage == 1:
-            return _cmd(CMD_TLBI_NH_ASID, asid=dom.tag, vmid=0)
+            return self._tlbi_asid(dom.tag)
         return _cmd(CMD_TLBI_S12_VMALL, vmid=dom.tag)
 
     def _atc_cmds(self, dom: Smmuv3PagingDomain, start: int, end: int) -> list[int]:
