@@ -9,6 +9,8 @@ from dataclasses import replace
 from typing import Final
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from iommusim.bits.arm.smmuv3_queues import (
     CMD_CFGI_CD,
@@ -18,8 +20,9 @@ from iommusim.bits.arm.smmuv3_queues import (
     F_TRANSLATION,
 )
 from iommusim.bits.arm.smmuv3_structures import CD, STE, TG0_4K
-from iommusim.errors import InvalidArgument, IoError
+from iommusim.errors import ApiError, InvalidArgument, IoError
 from iommusim.hw.smmuv3.params import PRESETS
+from iommusim.hw.smmuv3.transaction import Request as Smmuv3Request
 from iommusim.mem.protocol import PhysicalMemory
 from iommusim.platform.system import EndpointConfig, System, SystemConfig
 from iommusim.sw.drivers.smmuv3.driver import Smmuv3Driver
@@ -221,3 +224,54 @@ def _viommus(s: Scene) -> list[Smmuv3Viommu]:
         for o in s.fd.file.objects
         if isinstance(getattr(o, "ops", None), Smmuv3Viommu)
     ]
+
+
+guest_ste = st.fixed_dictionaries(
+    {
+        "config": st.sampled_from((0b000, 0b100, 0b101)),
+        "s1fmt": st.integers(0, 3),
+        "s1cdmax": st.integers(0, 8),
+        "s1dss": st.integers(0, 3),
+        "s1contextptr": st.integers(0, (1 << 46) - 1),
+        "eats": st.integers(0, 3),
+    }
+)
+guest_writes = st.lists(
+    st.tuples(st.integers(0, GUEST_RAM // 8 - 1), st.integers(0, (1 << 64) - 1)), max_size=24
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    guest_ste,
+    guest_writes,
+    st.lists(
+        st.one_of(st.integers(0, (1 << 48) - 1), st.integers(0x1000_0000, 0x1000_1FFF)),
+        min_size=1,
+        max_size=16,
+    ),
+)
+def test_a_guest_never_reaches_memory_outside_its_ioas(
+    ste: dict[str, int], writes: list[tuple[int, int]], addrs: list[int]
+) -> None:
+    """issue 15, guest isolation: whatever the guest writes into its STE, its CDs and its
+    page tables (any doublewords anywhere in its RAM), every translation of its device ends
+    in the host pages that back the guest's RAM -- or fails."""
+    s = Scene()
+    if ste["s1contextptr"] % 2:  # half the time the guest's own CD table, else anywhere
+        ste["s1contextptr"] = s.cd_gpa >> 6
+    try:
+        s.fd.attach(s.dev_id, s.nested(**ste))
+    except ApiError:
+        return  # the host refused the STE: nothing to translate with
+    for index, value in writes:
+        s.gmem.write64(GPA + index * 8, value)
+    vmm = s.kernel.processes[0]
+    backing = {vmm.table().iova_to_phys(s.ram + off) for off in range(0, GUEST_RAM, 4096)}
+    t = s.system.iommus[0].model.translator  # type: ignore[attr-defined]
+    for addr in addrs:
+        for write in (False, True):
+            r = t.translate(Smmuv3Request(0x18, addr, is_write=write))
+            if r.ok:
+                event("a guest translation succeeded")
+                assert r.pa >> 12 << 12 in backing, (hex(addr), hex(r.pa))
