@@ -125,15 +125,15 @@ class VmmReport:
         }
 
 
-def _guest_view(vmm: Mm, ram_va: int, cfg: VmmConfig, bus: PhysicalMemory) -> AddressMap:
-    """Guest-physical memory: each guest page is the host page backing the VMM's buffer
-    (pinned by the IOAS, so it stays put)."""
+def guest_view(vmm: Mm, ram_va: int, gpa: int, pages: int, bus: PhysicalMemory) -> AddressMap:
+    """Guest-physical memory from ``gpa``: each guest page is the host page backing the
+    VMM's buffer at ``ram_va`` (pinned by the IOAS, so it stays put)."""
     view = AddressMap()
-    for i in range(cfg.guest_ram_pages):
+    for i in range(pages):
         host = vmm.translate(ram_va + i * _PAGE)
         if host is None:  # pragma: no cover - the parent's domain pinned every page
             raise ModelError(f"guest page {i} is not resident")
-        view.add(cfg.guest_ram_gpa + i * _PAGE, _PAGE, bus, name=f"gpa{i}", target_pa=host)
+        view.add(gpa + i * _PAGE, _PAGE, bus, name=f"gpa{i}", target_pa=host)
     return view
 
 
@@ -178,7 +178,7 @@ def run_vmm_scene(cfg: VmmConfig | None = None) -> VmmReport:
         "G-stage filled from the IOAS",
     )
     # 4. the guest's first stage, the fault queue, the nested HWPT
-    view = _guest_view(vmm, ram, cfg, system.bus)
+    view = guest_view(vmm, ram, cfg.guest_ram_gpa, cfg.guest_ram_pages, system.bus)
     gpages = PageAllocator(view, cfg.guest_ram_gpa, size)
     vs = RiscvPageTable(view, gpages, "sv39")
     data_gpa = gpages.alloc_page()

@@ -17,7 +17,7 @@ rule 2): register accesses to the IOMMUs' windows and loads/stores to RAM.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Final, Literal, Protocol
@@ -274,13 +274,23 @@ _WINDOW_BYTES: Final[dict[str, int]] = {
 class System:
     """A built machine. Use :meth:`settle` between operations to let virtual time pass."""
 
-    def __init__(self, config: SystemConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: SystemConfig | None = None,
+        *,
+        ram: PhysicalMemory | None = None,
+        iommu_builders: Mapping[str, IommuBuilder] | None = None,
+    ) -> None:
+        """``ram``: what backs the RAM regions (a fresh :class:`SparseMemory` by default; a
+        VMM gives its guest the memory of its own address space). ``iommu_builders``
+        replaces :data:`IOMMU_KINDS` entries (a VMM's virtual IOMMU for its guest)."""
         cfg = config if config is not None else SystemConfig()
         self.config = cfg
         self.costs = cfg.costs
         self.clock = VirtualClock()
         self.ledger = Ledger(self.clock)
-        self.ram = SparseMemory()
+        self._builders = {**IOMMU_KINDS, **(iommu_builders or {})}
+        self.ram: PhysicalMemory = ram if ram is not None else SparseMemory()
         self.bus = AddressMap()
         for i, r in enumerate(cfg.ram):
             self.bus.add(r.base_pa, r.size_bytes, self.ram, name=f"ram{i}")
@@ -328,7 +338,7 @@ class System:
 
     def _add_iommu(self, cfg: IommuConfig, port_mem: PhysicalMemory) -> IommuSlot:
         index = len(self.iommus)
-        model, port = IOMMU_KINDS[cfg.kind](
+        model, port = self._builders[cfg.kind](
             cfg,
             port_mem,
             self.bus,
