@@ -176,3 +176,13 @@ def test_the_demo_runs_the_workload_on_both_iommus(capsys: pytest.CaptureFixture
     rv = doc["reports"]
     assert [r["dmas"] for r in arm] == [r["dmas"] for r in rv]  # the same workload
     assert arm[0]["translations"] > 0 and arm[0]["invalidations"] > 0
+
+
+def test_the_demo_has_the_smmuv3_guest_scene(capsys: pytest.CaptureFixture[str]) -> None:
+    """issue 15: the guest kernel on a virtual SMMUv3 beside the same steps on the host."""
+    run_demo(json_out=True, ops=2)
+    doc = json.loads(capsys.readouterr().out)["guest_smmuv3"]
+    assert doc["guest"]["guest_dma_ok"] and doc["host"]["guest_dma_ok"]
+    assert not doc["guest"]["stale_after_unmap"]
+    assert doc["guest"]["forwarded_commands"] > doc["host"]["forwarded_commands"] == 0
+    assert doc["guest"]["host_walk_reads_per_miss"] > doc["host"]["host_walk_reads_per_miss"]

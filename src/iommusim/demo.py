@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -35,6 +35,7 @@ from iommusim.hw.smmuv3.params import PRESETS as SMMUV3_PRESETS
 from iommusim.perf.dma_workload import RunReport, WorkloadConfig, default_system, run_workload
 from iommusim.perf.sva_workload import SvaReport, SvaRunReport, run_sva_workload
 from iommusim.perf.vmm_scene import VmmReport, run_vmm_scene
+from iommusim.perf.vmm_smmuv3 import GuestSceneReport, run_guest_scene, run_host_baseline
 from iommusim.scenario.loader import Scenario, load_scenario
 
 __all__ = ["run_demo"]
@@ -194,6 +195,7 @@ def run_demo(
         progress.advance(sva_task)
         vmm_task = progress.add_task(f"{'vmm':>11}", total=1)
         vmm = run_vmm_scene(sc.vmm)
+        guest, native = run_guest_scene(), run_host_baseline()
         progress.advance(vmm_task)
     if json_out:
         json.dump(
@@ -203,6 +205,7 @@ def run_demo(
                 "sva": sva.as_dict(),
                 "sva_smmuv3": sva_arm.as_dict(),
                 "vmm": vmm.as_dict(),
+                "guest_smmuv3": {"guest": asdict(guest), "host": asdict(native)},
             },
             sys.stdout,
             indent=2,
@@ -228,7 +231,28 @@ def run_demo(
     _print_sva(out, sva)
     _print_sva(out, sva_arm, "Arm SMMUv3 (arm64 process, shared ASID, PRI, CMD_SYNC waits)")
     _print_vmm(out, vmm)
+    _print_guest(out, guest, native)
     return reports
+
+
+def _print_guest(out: Console, guest: GuestSceneReport, host: GuestSceneReport) -> None:
+    """The SMMUv3 guest scene beside the same steps on the host (issue 15)."""
+    table = Table(title="A guest kernel on a virtual SMMUv3 (VMM, iommufd vIOMMU, nested)")
+    table.add_column("metric")
+    table.add_column("on the host", justify="right")
+    table.add_column("in the guest", justify="right")
+    rows: tuple[tuple[str, Callable[[GuestSceneReport], str]], ...] = (
+        ("device read at the IOVA", lambda r: "data" if r.guest_dma_ok else "FAILED"),
+        ("after a strict unmap", lambda r: "STALE" if r.stale_after_unmap else "faults"),
+        ("faults the driver saw", lambda r: r.fault_delivered or "none"),
+        ("driver commands", lambda r: f"{r.guest_commands:,}"),
+        ("commands forwarded by the VMM", lambda r: f"{r.forwarded_commands:,}"),
+        ("guest STEs installed (nested HWPTs)", lambda r: f"{r.ste_installs:,}"),
+        ("SMMU descriptor reads per TLB miss", lambda r: f"{r.host_walk_reads_per_miss:g}"),
+    )
+    for label, fmt in rows:
+        table.add_row(label, fmt(host), fmt(guest))
+    out.print(table)
 
 
 #: The rows both architectures report, each with what the counter is on each.

@@ -63,7 +63,14 @@ from iommusim.sw.iommufd import Iommufd, uapi
 from iommusim.sw.kernel import Kernel
 from iommusim.sw.mm.mm import PROT_READ, PROT_WRITE
 
-__all__ = ["GUEST_PARAMS", "AccelTranslator", "GuestScene", "GuestSceneReport", "run_guest_scene"]
+__all__ = [
+    "GUEST_PARAMS",
+    "AccelTranslator",
+    "GuestScene",
+    "GuestSceneReport",
+    "run_guest_scene",
+    "run_host_baseline",
+]
 
 _PAGE: Final = 4096
 _Q: Final = (1 << 64) - 1
@@ -319,6 +326,52 @@ class GuestScene:
         return n
 
 
+def _program_pmcg(system: System) -> int:
+    """Count TLB misses and descriptor reads on the system's SMMUv3 (its PMCG page)."""
+    pmcg = system.config.iommu_base_pa + PMCG.PMCG_OFFSET
+    bus = system.bus
+    for i, ev in enumerate((PMCG.EVENT_TLB_MISS, PMCG.EVENT_WALK_ACCESS)):
+        bus.write32(pmcg + PMCG.PMCG_EVTYPER + 4 * i, PMCG.EVTYPER.encode(event=ev))
+    bus.write32(pmcg + PMCG.PMCG_CNTENSET0, 0b11)
+    bus.write32(pmcg + PMCG.PMCG_CR, PMCG.CR.encode(e=1))
+    return pmcg
+
+
+def _reads_per_miss(system: System, pmcg: int) -> float:
+    misses = system.bus.read64(pmcg + PMCG.PMCG_EVCNTR)
+    reads = system.bus.read64(pmcg + PMCG.PMCG_EVCNTR + 8)
+    return round(reads / misses, 2) if misses else 0.0
+
+
+def run_host_baseline() -> GuestSceneReport:
+    """The same steps on the host itself (the NIC on the host kernel's DMA API): what the
+    guest scene costs more."""
+    host = System(
+        replace(SystemConfig(endpoints=(EndpointConfig("nic", 0x10),)), iommu=PRESETS["full"])
+    )
+    kernel = Kernel(host)
+    dev, nic = kernel.device("nic"), host.endpoint("nic")
+    faults: list[str] = []
+    dev.fault_handler = lambda f: faults.append(f.reason)
+    pmcg = _program_pmcg(host)
+    rep = GuestSceneReport()
+    buf = kernel.pages.alloc_page()
+    host.bus.write(buf, b"guest data")
+    iova = kernel.core.dma_map(dev, buf, _PAGE, DMA_BIDIRECTIONAL)
+    rep.guest_dma_ok = nic.dma_read(iova, 10).data == b"guest data"
+    kernel.core.dma_unmap(dev, iova, _PAGE)
+    rep.stale_after_unmap = nic.dma_read(iova, 10).ok
+    nic.dma_read(0x7000_0000, 4)
+    host.run_for(1_000_000)
+    rep.fault_delivered = ", ".join(faults)
+    drv = kernel.drivers[0]
+    assert isinstance(drv, Smmuv3Driver) and drv.cmdq is not None
+    rep.guest_commands = sum(drv.cmdq.issued.values())
+    rep.host_walk_reads_per_miss = _reads_per_miss(host, pmcg)
+    rep.guest_ns = host.clock.now
+    return rep
+
+
 def run_guest_scene() -> GuestSceneReport:
     """Boot the host and the guest, then: a guest DMA map and the device's DMA at the guest's
     IOVA; a strict unmap whose guest TLBI the VMM forwards; a device access the guest never
@@ -331,12 +384,7 @@ def run_guest_scene() -> GuestSceneReport:
     dev.fault_handler = lambda f: faults.append(f.reason)
     buf = g.pages.alloc_page()
     s.guest.bus.write(buf, b"guest data")
-    pmcg = s.host.config.iommu_base_pa + PMCG.PMCG_OFFSET
-    bus = s.host.bus
-    for i, ev in enumerate((PMCG.EVENT_TLB_MISS, PMCG.EVENT_WALK_ACCESS)):
-        bus.write32(pmcg + PMCG.PMCG_EVTYPER + 4 * i, PMCG.EVTYPER.encode(event=ev))
-    bus.write32(pmcg + PMCG.PMCG_CNTENSET0, 0b11)
-    bus.write32(pmcg + PMCG.PMCG_CR, PMCG.CR.encode(e=1))
+    pmcg = _program_pmcg(s.host)
     iova = g.core.dma_map(dev, buf, _PAGE, DMA_BIDIRECTIONAL)
     got = s.nic.dma_read(iova, 10)
     rep.guest_dma_ok = got.ok and got.data == b"guest data"
@@ -357,8 +405,6 @@ def run_guest_scene() -> GuestSceneReport:
     rep.guest_commands = sum(drv.cmdq.issued.values())
     rep.forwarded_commands = s.accel.forwarded
     rep.ste_installs = s.accel.installs
-    misses = bus.read64(pmcg + PMCG.PMCG_EVCNTR)
-    reads = bus.read64(pmcg + PMCG.PMCG_EVCNTR + 8)
-    rep.host_walk_reads_per_miss = round(reads / misses, 2) if misses else 0.0
+    rep.host_walk_reads_per_miss = _reads_per_miss(s.host, pmcg)
     rep.guest_ns = s.guest.clock.now
     return rep
