@@ -28,6 +28,7 @@ from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.params import PRESETS, RiscvIommuParams
 from iommusim.hw.riscv.transaction import Message
 from iommusim.hw.riscv.upstream import RiscvUpstreamPort
+from iommusim.hw.smmuv3.interrupts import IRQ_LINES
 from iommusim.hw.smmuv3.maintenance import Tlbi, TlbiScope
 from iommusim.hw.smmuv3.params import Smmuv3Params
 from iommusim.hw.smmuv3.smmu import Smmuv3
@@ -62,6 +63,8 @@ _ALL_RIDS: Final = range(1 << 24)
 _PAGE: Final = 4096
 #: Above this many pages a CPU flushes the whole ASID (Linux arm64 ``MAX_DVM_OPS``-like).
 _BROADCAST_PAGES: Final = 64
+#: Interrupt identities of SMMUv3 wired lines (four per SMMU), above every MSI identity.
+_WIRED_BASE: Final = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +349,11 @@ class System:
             lambda msg, out: self._message(index, msg, out),
         )
         slot = IommuSlot(index, cfg, model, port)
+        if isinstance(model, Smmuv3):
+            # The wired lines go to the interrupt controller (IHI 0070 3.18).
+            model.irq.add_observer(
+                lambda line: self.sink.raise_identity(self.wired_irq(index, line))
+            )
         self.iommus.append(slot)
         return slot
 
@@ -356,6 +364,11 @@ class System:
         if not isinstance(model, RiscvIommu):
             raise ModelError(f"the first IOMMU must be a RiscvIommu, not {type(model).__name__}")
         return model
+
+    def wired_irq(self, index: int, line: str) -> int:
+        """The interrupt identity the platform wires SMMUv3 ``index``'s ``line`` ("eventq",
+        "priq", "cmdq_sync", "gerror"; IHI 0070 3.18) to -- the firmware's description."""
+        return _WIRED_BASE + 4 * index + IRQ_LINES.index(line)
 
     def cpu_tlbi(self, asid: int, start: int, end: int, whole: bool, el2: bool = False) -> int:
         """A CPU's broadcast TLB invalidation of ``[start, end)`` in ASID ``asid`` (the

@@ -95,6 +95,7 @@ def _smmuv3_driver(
         cmdq_log2=max(cq_entries.bit_length() - 1, 1),
         evtq_log2=max(fq_entries.bit_length() - 1, 1),
         vhe=vhe,
+        wired={line: system.wired_irq(slot.index, line) for line in ("eventq", "priq", "gerror")},
         name=f"arm-smmu-v3.{slot.index}",
     )
     driver.probe()

@@ -148,3 +148,17 @@ def test_write_entry_steps(cur: int, target: int, syncs: int) -> None:
 
 def test_cd_used_bits() -> None:
     assert used_cd(0) == 1 << 31
+
+
+def test_without_msis_the_wired_event_line_reaches_the_driver() -> None:
+    """IDR0.MSI = 0 (the QEMU-like preset): the SMMU pulses its wired "eventq" line, which
+    the platform routes to the interrupt controller and the driver's handler takes (Linux
+    ``arm_smmu_setup_unique_irqs``)."""
+    system, kernel = machine("qemu-like")
+    nic, ep = kernel.device("nic"), system.endpoint("nic")
+    seen: list[str] = []
+    nic.fault_handler = lambda f: seen.append(f.reason)
+    assert not ep.dma_read(0x7000_0000, 4).ok
+    system.run_for(1_000_000)
+    assert seen == ["F_TRANSLATION"]
+    assert smmu_driver(kernel).stats["irqs"] >= 1

@@ -192,9 +192,12 @@ class Smmuv3Driver:
         evtq_log2: int = 7,
         priq_log2: int = 7,
         vhe: bool = False,
+        wired: dict[str, int] | None = None,
         name: str = "arm-smmu-v3.0",
     ) -> None:
         self.name = name
+        #: The SMMU's wired interrupt lines (firmware: line name -> interrupt identity).
+        self.wired = wired or {}
         self._vhe = vhe
         #: Stage 1 runs in the EL2-E2H regime (the seed's "Add support for VHE"): the kernel
         #: runs with VHE and the SMMU has IDR0.Hyp; then CR2.E2H = 1, S1 STEs have STRW =
@@ -342,18 +345,27 @@ class Smmuv3Driver:
 
     def _setup_irqs(self) -> None:
         """MSIs for the event queue, PRI queue and global errors (IHI 0070 6.3: *_IRQ_CFG0/1/2),
-        then IRQ_CTRL with its ACK; without IDR0.MSI the driver polls."""
-        if not self.feature(0, "msi"):
-            return
+        or -- without IDR0.MSI -- the wired lines the firmware names (``wired``: line ->
+        interrupt identity; none: the driver polls), then IRQ_CTRL with its ACK (Linux
+        ``arm_smmu_setup_irqs``)."""
         m = self.mmio
-        srcs = [(OFF.EVENTQ_IRQ_CFG0, self.process_events), (OFF.GERROR_IRQ_CFG0, self._gerror)]
+        srcs = [
+            ("eventq", OFF.EVENTQ_IRQ_CFG0, self.process_events),
+            ("gerror", OFF.GERROR_IRQ_CFG0, self._gerror),
+        ]
         if self.priq is not None:
-            srcs.append((OFF.PRIQ_IRQ_CFG0, self.process_page_requests))
-        for i, (cfg0, handler) in enumerate(srcs):
-            ident = self.irq_base + i
-            m.writeq(cfg0, self.msi_pa)
-            m.writel(cfg0 + 8, ident)
-            m.writel(cfg0 + 12, 0)
+            srcs.append(("priq", OFF.PRIQ_IRQ_CFG0, self.process_page_requests))
+        msi = bool(self.feature(0, "msi"))
+        if not msi and not self.wired:
+            return
+        for i, (line, cfg0, handler) in enumerate(srcs):
+            if msi:
+                ident = self.irq_base + i
+                m.writeq(cfg0, self.msi_pa)
+                m.writel(cfg0 + 8, ident)
+                m.writel(cfg0 + 12, 0)
+            else:
+                ident = self.wired[line]
             self.irq.request_irq(ident, self._counted(handler))
         ctrl = IRQ_CTRL.encode(
             gerror_irqen=1, eventq_irqen=1, priq_irqen=int(self.priq is not None)
