@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from iommusim.bits.riscv.regs import OFF_IOHPMCTR, OFF_IOHPMEVT
+from iommusim.hw.common.cache import RandomCache
 from iommusim.hw.riscv.context import TC_GADE, TC_PDTV, TC_SADE, TC_V
 from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.params import PRESETS, CacheParams
@@ -117,7 +118,8 @@ def scenes(draw: st.DrawFn) -> tuple[dict[str, object], np.ndarray, list[int], i
             ddtc_entries=draw(st.sampled_from([0, 1, 2, 2, 64])),
             pdtc_entries=draw(st.sampled_from([0, 1, 2, 2, 64])),
             iotlb_entries=draw(st.sampled_from([0, 1, 2, 3, 8, 64])),
-            replacement=draw(st.sampled_from(["lru", "fifo"])),
+            replacement=draw(st.sampled_from(["lru", "fifo", "random"])),
+            seed=draw(st.integers(0, 3)),
         ),
     }
     n = draw(st.integers(1, 80))
@@ -163,8 +165,13 @@ def test_the_engine_answers_as_the_scalar_model_does(
     for cache in ("iotlb", "ddtc", "pdtc"):
         mine = getattr(fast.iommu.engine, cache)
         theirs = getattr(ref.iommu.engine, cache)
-        assert list(mine) == list(theirs), cache
-    assert list(fast.iommu.engine.iotlb.values()) == list(ref.iommu.engine.iotlb.values())
+        if isinstance(theirs, RandomCache):
+            # Random replacement: the same entries in the same slots, the same generator.
+            assert (mine.slots, mine.state) == (theirs.slots, theirs.state), cache
+            assert sorted(mine) == sorted(theirs), cache
+        else:
+            assert list(mine) == list(theirs), cache
+    assert dict(fast.iommu.engine.iotlb) == dict(ref.iommu.engine.iotlb)
     assert fast.counters() == ref.counters()
     assert dict(fast.mem.pages()) == dict(ref.mem.pages())
     assert fast.iommu.last_fault == ref.iommu.last_fault
@@ -187,3 +194,27 @@ def test_a_clean_trace_is_answered_by_the_kernels() -> None:
     # The first row walks the DDT in the scalar model; the rest are the kernels'.
     assert engine.stats.scalar_rows == 1
     assert engine.stats.walks + engine.stats.iotlb_hits == 999
+
+
+def test_random_replacement_runs_in_the_kernels_and_evicts_as_the_scalar_model() -> None:
+    caches = CacheParams(iotlb_entries=4, replacement="random", seed=11)
+    fast = Image(False, [0xD7] * 8, True, caches)
+    ref = Image(False, [0xD7] * 8, True, caches)
+    engine = BatchEngine(fast.iommu)
+    rows = empty(1000)
+    rows["device_id"] = 5
+    rows["pasid"] = -1
+    rows["iova"] = VA + (np.arange(1000) * 5 % 8) * PAGE
+    rows["flags"] = FLAG_READ
+    rows["size"] = 8
+    engine.replay(rows)
+    for row in rows.tolist():
+        ref.iommu.translate(request_of(row[1], row[2], row[3], row[5]))
+    assert engine.stats.scalar_rows == 1
+    mine, theirs = fast.iommu.engine.iotlb, ref.iommu.engine.iotlb
+    assert isinstance(mine, RandomCache) and isinstance(theirs, RandomCache)
+    assert (mine.slots, mine.state) == (theirs.slots, theirs.state)
+    assert theirs.state != 11  # evictions drew from the generator
+    # Random replacement of 4 entries over 8 pages hits sometimes, unlike FIFO's cycle.
+    assert 0 < engine.stats.iotlb_hits < 999
+    assert fast.counters() == ref.counters()

@@ -15,7 +15,7 @@ from iommusim.bits.riscv.pgtable import PTE
 from iommusim.bits.riscv.queues import CMD_IODIR, CMD_IOFENCE, CMD_IOTINVAL
 from iommusim.bits.riscv.structures import DC_FSC, DC_TC
 from iommusim.hw.riscv.iommu import RiscvIommu
-from iommusim.hw.riscv.params import PRESETS, CacheParams
+from iommusim.hw.riscv.params import PRESETS, CacheParams, Replacement
 from iommusim.hw.riscv.transaction import Request
 from iommusim.mem import SparseMemory
 
@@ -87,12 +87,16 @@ ops = st.lists(
 
 
 @settings(max_examples=300, deadline=None)
-@given(ops, st.sampled_from([(0, 0, 0), (2, 2, 2), (64, 64, 1024)]), st.booleans())
+@given(
+    ops,
+    st.sampled_from([(0, 0, 0), (2, 2, 2), (64, 64, 1024)]),
+    st.sampled_from(("lru", "fifo", "random")),
+)
 def test_cached_and_uncached_models_agree(
-    seq: list[tuple[object, ...]], geometry: tuple[int, int, int], lru: bool
+    seq: list[tuple[object, ...]], geometry: tuple[int, int, int], policy: Replacement
 ) -> None:
     ddtc, pdtc, iotlb = geometry
-    cached = Model(CacheParams(ddtc, pdtc, iotlb, "lru" if lru else "fifo"))
+    cached = Model(CacheParams(ddtc, pdtc, iotlb, policy))
     plain = Model(CacheParams(0, 0, 0))
     for op in seq:
         for m in (cached, plain):

@@ -53,6 +53,10 @@ def test_cached_and_uncached_translators_agree(ops: list[tuple[Any, ...]]) -> No
         Smmuv3Translator(
             s.mem, full.with_caches(ste_entries=0, cd_entries=0, tlb_entries=0, walk_entries=0)
         ),
+        Smmuv3Translator(
+            s.mem,
+            full.with_caches(ste_entries=2, tlb_entries=3, walk_entries=2, replacement="random"),
+        ),
     ]
     for t in others:
         t.set_stream_table(s.strtab, 8, STRTAB_LINEAR, 0)

@@ -18,8 +18,8 @@ from iommusim.errors import ModelError
 __all__ = ["BARE_PAGE_SIZE", "PRESETS", "CacheParams", "Replacement", "RiscvIommuParams"]
 
 
-#: Cache replacement policies.
-Replacement = Literal["lru", "fifo"]
+#: Cache replacement policies (random: seeded by ``CacheParams.seed``).
+Replacement = Literal["lru", "fifo", "random"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,13 +34,17 @@ class CacheParams:
     pdtc_entries: int = 64
     iotlb_entries: int = 1024
     replacement: Replacement = "lru"
+    #: The seed of random replacement (each cache draws from its own generator).
+    seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("ddtc_entries", "pdtc_entries", "iotlb_entries"):
             if getattr(self, name) < 0:
                 raise ModelError(f"{name} must be >= 0, not {getattr(self, name)}")
-        if self.replacement not in ("lru", "fifo"):
-            raise ModelError(f"replacement must be 'lru' or 'fifo', not {self.replacement!r}")
+        if self.replacement not in ("lru", "fifo", "random"):
+            raise ModelError(
+                f"replacement must be 'lru', 'fifo' or 'random', not {self.replacement!r}"
+            )
 
 
 #: The page size a Bare stage reports per scheme of the other stage (the default: the largest

@@ -33,7 +33,7 @@ from iommusim.bits.riscv.pgtable import FIRST_STAGE_FORMATS, G_STAGE_FORMATS, SV
 from iommusim.bits.riscv.regs import MODE_1LVL, MODE_2LVL, MODE_3LVL, cap
 from iommusim.bits.riscv.structures import DDTE, MSIPTE_BASIC, MSIPTE_MRIF, PDTE
 from iommusim.errors import BusError
-from iommusim.hw.common.cache import BoundedCache
+from iommusim.hw.common.cache import BoundedCache, bounded_cache
 from iommusim.hw.pgtable.walk import AdUpdate, PteRead, Walker, swap32, swap64
 from iommusim.hw.riscv.context import (
     PD_PID_BITS,
@@ -224,14 +224,14 @@ class TranslationEngine:
         else:
             self._did_wide = {MODE_1LVL: 0xFFFF80, MODE_2LVL: 0xFF0000, MODE_3LVL: 0}
         c = params.caches
-        self.ddtc: BoundedCache[int, DeviceContext] = BoundedCache(
-            c.ddtc_entries, c.replacement == "lru"
+        self.ddtc: BoundedCache[int, DeviceContext] = bounded_cache(
+            c.ddtc_entries, c.replacement, c.seed
         )
-        self.pdtc: BoundedCache[tuple[int, int], ProcessContext] = BoundedCache(
-            c.pdtc_entries, c.replacement == "lru"
+        self.pdtc: BoundedCache[tuple[int, int], ProcessContext] = bounded_cache(
+            c.pdtc_entries, c.replacement, c.seed + 1
         )
-        self.iotlb: BoundedCache[IotlbKey, IotlbEntry] = BoundedCache(
-            c.iotlb_entries, c.replacement == "lru"
+        self.iotlb: BoundedCache[IotlbKey, IotlbEntry] = bounded_cache(
+            c.iotlb_entries, c.replacement, c.seed + 2
         )
 
     # ------------------------------------------------------------------ memory helpers

@@ -20,8 +20,8 @@ from iommusim.errors import ModelError
 
 __all__ = ["OAS_BITS", "PRESETS", "Smmuv3CacheParams", "Smmuv3Params", "Smmuv3Replacement"]
 
-#: Cache replacement policies.
-Smmuv3Replacement = Literal["lru", "fifo"]
+#: Cache replacement policies (random: seeded by ``Smmuv3CacheParams.seed``).
+Smmuv3Replacement = Literal["lru", "fifo", "random"]
 
 #: IHI 0070 6.3 SMMU_IDR5.OAS: encoding -> output address size in bits.
 OAS_BITS: Final[Mapping[int, int]] = MappingProxyType(
@@ -46,13 +46,17 @@ class Smmuv3CacheParams:
     tlb_entries: int = 1024
     walk_entries: int = 0
     replacement: Smmuv3Replacement = "lru"
+    #: The seed of random replacement (each cache draws from its own generator).
+    seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("ste_entries", "cd_entries", "tlb_entries", "walk_entries"):
             if getattr(self, name) < 0:
                 raise ModelError(f"{name} must be >= 0, not {getattr(self, name)}")
-        if self.replacement not in ("lru", "fifo"):
-            raise ModelError(f"replacement must be 'lru' or 'fifo', not {self.replacement!r}")
+        if self.replacement not in ("lru", "fifo", "random"):
+            raise ModelError(
+                f"replacement must be 'lru', 'fifo' or 'random', not {self.replacement!r}"
+            )
 
 
 @dataclass(frozen=True, slots=True)

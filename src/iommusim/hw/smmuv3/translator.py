@@ -76,7 +76,7 @@ from iommusim.bits.arm.smmuv3_structures import (
 from iommusim.bits.arm.vmsa import S1_DESC
 from iommusim.bits.pgformat import PERM_R, PERM_W, PERM_X, PtFormat
 from iommusim.errors import BusError
-from iommusim.hw.common.cache import BoundedCache
+from iommusim.hw.common.cache import BoundedCache, bounded_cache
 from iommusim.hw.pgtable.vmsa import VmsaFault, VmsaLeaf, VmsaWalker
 from iommusim.hw.smmuv3.config import Cd, Ste, cd_l2_bits, decode_cd, decode_ste
 from iommusim.hw.smmuv3.maintenance import Tlbi, TranslationCounts
@@ -162,15 +162,19 @@ class Smmuv3Translator:
         self.mem = mem
         self.p = params
         c = params.caches
-        lru = c.replacement == "lru"
-        self.ste_cache: BoundedCache[int, Ste] = BoundedCache(c.ste_entries, lru)
-        self.cd_cache: BoundedCache[tuple[int, int], Cd] = BoundedCache(c.cd_entries, lru)
-        self.tlb: BoundedCache[TlbKey, TlbEntry] = BoundedCache(c.tlb_entries, lru)
+        pol, seed = c.replacement, c.seed
+        self.ste_cache: BoundedCache[int, Ste] = bounded_cache(c.ste_entries, pol, seed)
+        self.cd_cache: BoundedCache[tuple[int, int], Cd] = bounded_cache(
+            c.cd_entries, pol, seed + 1
+        )
+        self.tlb: BoundedCache[TlbKey, TlbEntry] = bounded_cache(c.tlb_entries, pol, seed + 2)
         #: The walk cache: stage 2 translations of the addresses a walk reads under
         #: nesting -- stage 1 descriptors and CD tables (IHI 0070 16.2: an implementation
         #: may cache them apart from the TLB); the same keys and invalidation as the TLB's
         #: stage 2 entries.
-        self.walk_cache: BoundedCache[TlbKey, TlbEntry] = BoundedCache(c.walk_entries, lru)
+        self.walk_cache: BoundedCache[TlbKey, TlbEntry] = bounded_cache(
+            c.walk_entries, pol, seed + 3
+        )
         self.counts = TranslationCounts()
         #: SMMU_CR0.SMMUEN, SMMU_GBPA.ABORT, SMMU_CR2.RECINVSID / PTM / E2H (the front end
         #: keeps them current).

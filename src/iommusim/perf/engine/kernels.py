@@ -8,7 +8,8 @@ state, so the scalar model starts from exactly the state the row found.
 State lives in 2-D int64 arrays, one row per cache entry, with the ``*_PREV`` / ``*_NEXT``
 columns linking the entries from the oldest (``M_HEAD``) to the newest (``M_TAIL``): the order
 of the scalar model's ``OrderedDict`` caches (riscv-iommu: "Caching in-memory data
-structures"; LRU moves an entry to the newest end on a hit, FIFO only on a fill). The IOTLB is
+structures"; LRU moves an entry to the newest end on a hit, FIFO only on a fill; random
+replacement evicts the slot its generator picks). The IOTLB is
 also indexed by an open-addressing hash table (linear probing, backward-shift deletion).
 
 Walks follow :meth:`iommusim.hw.pgtable.Walker.walk` for the 8-byte RISC-V formats
@@ -26,6 +27,8 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
+from iommusim.hw.common.cache import LCG_INC, LCG_MUL
+
 __all__ = [
     "C_EV1",
     "C_EV4",
@@ -39,6 +42,8 @@ __all__ = [
     "M_COUNT",
     "M_HEAD",
     "M_LRU",
+    "M_RANDOM",
+    "M_RNG",
     "M_TAIL",
     "P_COLUMNS",
     "ST_OK",
@@ -63,13 +68,17 @@ ST_OK: Final = 0
 ST_SCALAR: Final = 1
 ST_PAGE: Final = 2
 
-# Cache metadata (int64[5]): oldest entry, newest entry, entries in use, capacity, LRU (else
-# FIFO).
+# Cache metadata (int64[7]): oldest entry, newest entry, entries in use, capacity, LRU,
+# random (neither: FIFO) and the random policy's generator state
+# (:func:`iommusim.hw.common.cache.lcg_victim`). Under random replacement the slots are the
+# scalar cache's ``slots``: a fill of a full cache replaces the victim's slot in place.
 M_HEAD: Final = 0
 M_TAIL: Final = 1
 M_COUNT: Final = 2
 M_CAP: Final = 3
 M_LRU: Final = 4
+M_RANDOM: Final = 5
+M_RNG: Final = 6
 
 #: IOTLB columns: the key (device_id, process_id or -1, privileged, vpn), the entry
 #: (:class:`~iommusim.hw.riscv.iotlb.IotlbEntry`), FRESH (filled by the engine) and the links.
@@ -143,6 +152,15 @@ def _append(a, m, s, cp, cn):
     else:
         m[M_HEAD] = s
     m[M_TAIL] = s
+
+
+@_jit
+def _random_victim(m):
+    """The slot the random policy evicts (:func:`iommusim.hw.common.cache.lcg_victim` in
+    int64 arithmetic: the product wraps modulo 2**64 like the masked Python one)."""
+    x = m[M_RNG] * LCG_MUL + LCG_INC
+    m[M_RNG] = x
+    return (((x >> 33) & 0x7FFFFFFF) * m[M_COUNT]) >> 31
 
 
 @_jit
@@ -594,7 +612,7 @@ def replay(
                     s = tm[M_COUNT]
                     tm[M_COUNT] += 1
                 else:
-                    s = tm[M_HEAD]
+                    s = _random_victim(tm) if tm[M_RANDOM] else tm[M_HEAD]
                     _tlb_hash_remove(tl, th, s)
                     _unlink(tl, tm, s, T_PREV, T_NEXT)
                 tl[s, T_DID] = did

@@ -24,8 +24,9 @@ costs about what the scalar model alone costs.
 from __future__ import annotations
 
 import sys
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +44,7 @@ from iommusim.bits.riscv.regs import (
     cap,
 )
 from iommusim.errors import InvalidArgument, ModelError
+from iommusim.hw.common.cache import BoundedCache, RandomCache
 from iommusim.hw.riscv.context import TC_DPE, TC_PDTV, TC_SBE, TC_SXL
 from iommusim.hw.riscv.iommu import RiscvIommu
 from iommusim.hw.riscv.iotlb import IotlbEntry, IotlbKey
@@ -71,6 +73,9 @@ if JIT_AVAILABLE:
 MAX_BURST: Final = 4096
 
 _I64 = npt.NDArray[np.int64]
+_KT = TypeVar("_KT", bound=Hashable)
+_VT = TypeVar("_VT")
+_MASK64: Final = (1 << 64) - 1
 _EVT_EVENTID: Final = IOHPMEVT.mask("eventid")
 _EVT_FILTERS: Final = IOHPMEVT.mask("dv_gscv", "pv_pscv")
 _EVT_IDT: Final = IOHPMEVT.mask("idt")
@@ -82,7 +87,7 @@ _noticed = False
 
 def _i64(v: int) -> int:
     """``v`` (a 64-bit pattern) as a two's-complement int64."""
-    v &= (1 << 64) - 1
+    v &= _MASK64
     return v - (1 << 64) if v >> 63 else v
 
 
@@ -355,7 +360,7 @@ class BatchEngine:
         eng = self.iommu.engine
         caches = self.iommu.params.caches
         lru = int(caches.replacement == "lru")
-        dcs = list(eng.ddtc.values())
+        dcs = [dc for _, dc in _entries(eng.ddtc)]
         self._dc_objs = dcs
         self._dc = _linked(
             [
@@ -366,16 +371,16 @@ class BatchEngine:
             len(K.D_COLUMNS),
             eng.ddtc.capacity,
         )  # fmt: skip
-        self._dm = _meta(len(dcs), eng.ddtc.capacity, lru)
-        pcs = list(eng.pdtc.items())
+        self._dm = _meta(len(dcs), eng.ddtc, lru)
+        pcs = _entries(eng.pdtc)
         self._pc_objs = pcs
         self._pc = _linked(
             [(did, pid, p.ens, p.sum, p.mode, p.ppn, p.pscid) for (did, pid), p in pcs],
             len(K.P_COLUMNS),
             eng.pdtc.capacity,
         )
-        self._pm = _meta(len(pcs), eng.pdtc.capacity, lru)
-        tlb = list(eng.iotlb.items())
+        self._pm = _meta(len(pcs), eng.pdtc, lru)
+        tlb = _entries(eng.iotlb)
         #: The scalar model's (key, entry) of each IOTLB slot, until the kernels refill it.
         self._tl_items: list[tuple[IotlbKey, IotlbEntry] | None] = tlb + [None] * (
             max(eng.iotlb.capacity, 1) - len(tlb)
@@ -389,7 +394,7 @@ class BatchEngine:
             len(K.T_COLUMNS),
             eng.iotlb.capacity,
         )  # fmt: skip
-        self._tm = _meta(len(tlb), eng.iotlb.capacity, lru)
+        self._tm = _meta(len(tlb), eng.iotlb, lru)
         size = 8
         while size < 2 * max(caches.iotlb_entries, 1):
             size *= 2
@@ -403,13 +408,13 @@ class BatchEngine:
         if not self._dirty:
             return
         eng = self.iommu.engine
-        d_order = K.order(self._dc, self._dm, K.D_NEXT).tolist()
+        d_order = _export_order(self._dc, self._dm, K.D_NEXT).tolist()
         eng.ddtc.clear()
         eng.ddtc.update((self._dc_objs[s].did, self._dc_objs[s]) for s in d_order)
-        p_order = K.order(self._pc, self._pm, K.P_NEXT).tolist()
+        p_order = _export_order(self._pc, self._pm, K.P_NEXT).tolist()
         eng.pdtc.clear()
         eng.pdtc.update(self._pc_objs[s] for s in p_order)
-        t_order = K.order(self._tl, self._tm, K.T_NEXT)
+        t_order = _export_order(self._tl, self._tm, K.T_NEXT)
         items = self._tl_items
         rows = self._tl[t_order].tolist()
         for s, r in zip(t_order.tolist(), rows, strict=True):
@@ -424,6 +429,8 @@ class BatchEngine:
                 self._tl[s, K.T_FRESH] = 0
         eng.iotlb.clear()
         eng.iotlb.update(_present(items[s]) for s in t_order.tolist())
+        if isinstance(eng.iotlb, RandomCache):
+            eng.iotlb.state = int(self._tm[K.M_RNG]) & _MASK64
         self._dirty = False
 
     # ------------------------------------------------------------------ snapshot
@@ -499,5 +506,22 @@ def _present(item: tuple[IotlbKey, IotlbEntry] | None) -> tuple[IotlbKey, IotlbE
     return item
 
 
-def _meta(n: int, capacity: int, lru: int) -> _I64:
-    return np.array([0 if n else -1, n - 1, n, capacity, lru], dtype=np.int64)
+def _entries(cache: BoundedCache[_KT, _VT]) -> list[tuple[_KT, _VT]]:
+    """A cache's entries in the kernels' slot order: a random cache's slots, else from the
+    oldest entry to the newest."""
+    if isinstance(cache, RandomCache):
+        return [(key, cache[key]) for key in cache.slots]
+    return list(cache.items())
+
+
+def _export_order(a: _I64, m: _I64, cn: int) -> _I64:
+    """The slots in the order the scalar cache is rebuilt from: slot order for random
+    replacement (a rebuilt random cache's slots are its insertion order), else age order."""
+    if m[K.M_RANDOM]:
+        return np.arange(m[K.M_COUNT], dtype=np.int64)
+    return K.order(a, m, cn)
+
+
+def _meta(n: int, cache: BoundedCache[_KT, _VT], lru: int) -> _I64:
+    rand, state = (1, _i64(cache.state)) if isinstance(cache, RandomCache) else (0, 0)
+    return np.array([0 if n else -1, n - 1, n, cache.capacity, lru, rand, state], np.int64)

@@ -14,10 +14,11 @@ Throughput model: a request moves ``size`` bytes at ``CostModel.dma_page_ns`` pe
 (about 34 GB/s with the defaults) and waits for its translation's memory reads at
 ``CostModel.iommu_mem_ns`` each -- a walk costs its memory reads, not overlapped with data.
 
-Replacement: the RISC-V model offers LRU and FIFO (``CacheParams.replacement``); it has no
-random replacement, so this study has none. Its IOTLB holds one 4 KiB page per entry (the
-spec leaves the organisation open; the model keys entries by ``iova >> 12``), so a 2 MiB
-superpage shortens each walk (two loads instead of three) but does not extend the reach.
+Replacement: LRU, FIFO and seeded random (``CacheParams.replacement``; the engine draws
+random victims from the scalar model's generator, so both evict the same entries). The IOTLB
+holds one 4 KiB page per entry (the spec leaves the organisation open; the model keys entries
+by ``iova >> 12``), so a 2 MiB superpage shortens each walk (two loads instead of three)
+but does not extend the reach.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["IOTLB_REACH", "knee"]
 
 ENTRIES: Final = (16, 64, 256, 1024, 4096)
-POLICIES: Final = ("lru", "fifo")
+POLICIES: Final[tuple[Replacement, ...]] = ("lru", "fifo", "random")
 PAGE_SIZES: Final = (PAGE, 2 << 20)
 PATTERNS: Final = ("uniform", "zipf")
 REQUEST_BYTES: Final = 512
@@ -96,7 +97,7 @@ def _run(p: Point) -> dict[str, int | float]:
 
     ws, entries = int(p["working_set_pages"]), int(p["iotlb_entries"])
     img = _image(int(p["page_bytes"]), int(p["image_pages"]))
-    policy: Replacement = "lru" if p["policy"] == "lru" else "fifo"
+    policy = next(r for r in POLICIES if r == p["policy"])
     iommu = img.iommu(CacheParams(iotlb_entries=entries, replacement=policy))
     engine = BatchEngine(iommu)
     # Long enough that every page of a set within reach is touched (coupon collector).
@@ -193,7 +194,7 @@ def _plot(rows: list[Row], summary: dict[str, object]) -> Figure:
     panels = (
         ("uniform", "walks_per_request", "walks per request", "IOTLB misses (walks) per request"),
         ("uniform", "throughput_gbps", "Gb/s", f"modelled throughput, {REQUEST_BYTES} B requests"),
-        ("zipf", "walks_per_request", "walks per request", "zipf(1) access: LRU vs FIFO"),
+        ("zipf", "walks_per_request", "walks per request", "zipf(1) access: LRU, FIFO, random"),
     )
     for col, page in enumerate(PAGE_SIZES):
         name = "4 KiB pages" if page == PAGE else "2 MiB pages"
@@ -204,7 +205,7 @@ def _plot(rows: list[Row], summary: dict[str, object]) -> Figure:
                 g = sorted(groups[key], key=lambda r: int(r["working_set_pages"]))
                 x = [int(r["working_set_pages"]) * PAGE / (1 << 20) for r in g]
                 color = cmap(entries.index(e) / max(len(entries) - 1, 1))
-                style = "-" if policy == "lru" else "--"
+                style = {"lru": "-", "fifo": "--"}.get(str(policy), ":")
                 label = f"{e} entries, {policy.upper()}"
                 ax.plot(x, [float(r[metric]) for r in g], style, color=color, label=label)
             ax.set_title(f"Sv39, {name}, {pattern}: {what}", fontsize=10)
