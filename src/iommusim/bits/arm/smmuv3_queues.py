@@ -63,6 +63,7 @@ __all__ = [
     "EVT_COMMON",
     "EVT_FAULT",
     "EVT_FETCH",
+    "EVT_PAGE_REQUEST",
     "EVT_TYPE_MASK",
     "EVT_WALK_EABT",
     "E_PAGE_REQUEST",
@@ -80,6 +81,7 @@ __all__ = [
     "F_UUT",
     "F_VMS_FETCH",
     "F_WALK_EABT",
+    "PAGE_HINT_FLAGS",
     "PRIQ_ENTRY",
     "PRIQ_ENTRY_BYTES",
     "PRI_RESP_DENY",
@@ -399,6 +401,26 @@ EVT_FETCH: Final = layout(
     _EVT_FETCH_ADDR,
 )
 
+# IHI 0070 7.3.19: E_PAGE_REQUEST -- a client's speculative page request hint: the pages
+# (InputAddr[63:12], Span x 4 KiB) and the accesses it expects, privileged and unprivileged.
+EVT_PAGE_REQUEST: Final = layout(
+    "evt.page_request",
+    256,
+    "IHI 0070 7.3.19 E_PAGE_REQUEST",
+    *_EVT_HEAD,
+    ("ux", 97, 1),
+    ("uw", 98, 1),
+    ("ur", 99, 1),
+    ("px", 101, 1),
+    ("pw", 102, 1),
+    ("pr", 103, 1),
+    ("span", 108, 8),
+    ("inputaddr_pn", 140, 52),  # InputAddr[63:12]
+)
+
+#: E_PAGE_REQUEST's access flags, privileged then unprivileged read / write / execute.
+PAGE_HINT_FLAGS: Final = ("pr", "pw", "px", "ur", "uw", "ux")
+
 #: The layout of each event number whose record this package describes beyond the header.
 EVENT_LAYOUTS: Final = {
     F_STE_FETCH: EVT_FETCH,
@@ -409,6 +431,7 @@ EVENT_LAYOUTS: Final = {
     F_ADDR_SIZE: EVT_FAULT,
     F_ACCESS: EVT_FAULT,
     F_PERMISSION: EVT_FAULT,
+    E_PAGE_REQUEST: EVT_PAGE_REQUEST,
 }
 EVT_TYPE_MASK: Final = EVT_COMMON.mask("type")
 

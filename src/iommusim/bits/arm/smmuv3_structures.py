@@ -39,6 +39,7 @@ __all__ = [
     "STE_CONFIG_S1",
     "STE_CONFIG_S2",
     "STE_CONFIG_SHIFT",
+    "STE_CONT_IDENTICAL",
     "STE_S1CTXPTR_MASK",
     "STE_S2TTB_MASK",
     "STE_V",
@@ -235,6 +236,9 @@ TG1_64K: Final = 0b11
 # -- masks for plain-int code, derived from the tables ------------------------------------------
 
 STE_V: Final = STE.mask("v")
+#: IHI 0070 5.2 STE.CONT: the bits that must be identical in every STE of a contiguous span
+#: (every defined field but CONT itself).
+STE_CONT_IDENTICAL: Final = STE.mask(*(f.name for f in STE.fields if f.name != "cont"))
 STE_CONFIG_MASK: Final = STE.mask("config")
 STE_CONFIG_SHIFT: Final = STE["config"].lsb
 STE_S1CTXPTR_MASK: Final = STE.mask("s1contextptr")

@@ -38,19 +38,28 @@ class Smmuv3CacheParams:
     ``ste_entries``/``cd_entries``: configuration caches; ``tlb_entries``: the TLB (tagged by
     VMID/ASID, stage and level); ``walk_entries``: the walk cache -- stage 2 translations of the
     stage 1 descriptor and CD-table addresses a nested walk reads -- of intermediate
-    descriptors.
+    descriptors. ``ste_cont_entries``: STE cache entries that honour STE.CONT (IHI 0070 5.2:
+    one entry matches every StreamID of the STE's contiguous span); 0 ignores the hint --
+    both are allowed, the hint only permits the sharing.
     """
 
     ste_entries: int = 64
     cd_entries: int = 64
     tlb_entries: int = 1024
     walk_entries: int = 0
+    ste_cont_entries: int = 0
     replacement: Smmuv3Replacement = "lru"
     #: The seed of random replacement (each cache draws from its own generator).
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("ste_entries", "cd_entries", "tlb_entries", "walk_entries"):
+        for name in (
+            "ste_entries",
+            "cd_entries",
+            "tlb_entries",
+            "walk_entries",
+            "ste_cont_entries",
+        ):
             if getattr(self, name) < 0:
                 raise ModelError(f"{name} must be >= 0, not {getattr(self, name)}")
         if self.replacement not in ("lru", "fifo", "random"):
@@ -150,7 +159,7 @@ _FULL = Smmuv3Params(
     idr1=IDR1.encode(sidsize=16, ssidsize=20, priqs=8, eventqs=8, cmdqs=8),
     idr3=IDR3.encode(had=1, ril=1, bbml=0b10),
     idr5=IDR5.encode(oas=0b101, gran4k=1, gran16k=1, gran64k=1, vax=0, stall_max=64),
-    caches=Smmuv3CacheParams(walk_entries=64),
+    caches=Smmuv3CacheParams(walk_entries=64, ste_cont_entries=16),
 )
 
 # After QEMU's hw/arm/smmuv3.c (../reference digest): S1+S2 and nested, no ATS/PRI/stall/HTTU/

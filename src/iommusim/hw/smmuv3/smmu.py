@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Final
 
 from iommusim.bits.arm.smmuv3_pmcg import PMCG_OFFSET
+from iommusim.bits.arm.smmuv3_queues import E_PAGE_REQUEST
 from iommusim.bits.arm.smmuv3_regs import (
     CR0_CMDQEN,
     CR0_SMMUEN,
@@ -42,7 +43,7 @@ from iommusim.hw.smmuv3.params import Smmuv3Params
 from iommusim.hw.smmuv3.pmcg import Pmcg
 from iommusim.hw.smmuv3.ports import DevicePort, NullDevicePort, TranslatorPort
 from iommusim.hw.smmuv3.registers import Registers
-from iommusim.hw.smmuv3.transaction import Request, Response
+from iommusim.hw.smmuv3.transaction import Event, Request, Response
 from iommusim.hw.smmuv3.translator import Smmuv3Translator
 from iommusim.mem.protocol import PhysicalMemory
 
@@ -147,6 +148,37 @@ class Smmuv3:
     ) -> bool:
         """A PCIe PRI Page Request (IHI 0070 8.1); whether it entered the PRI queue."""
         return self.priq.page_request(sid, ssv, ssid, addr, read, write, exec_, priv, last, prgi)
+
+    def page_request_hint(
+        self,
+        sid: int,
+        addr: int,
+        span: int,
+        access: str = "r",
+        priv: bool = False,
+        ssv: bool = False,
+        ssid: int = 0,
+    ) -> bool:
+        """A client's speculative page request hint (IHI 0070 7.3.19): the ``span`` pages
+        (4 KiB each) from ``addr`` will soon be accessed -- ``access`` is any of ``"rwx"``,
+        at privileged level when ``priv``. Recorded as E_PAGE_REQUEST, a miscellaneous event
+        written asynchronously to transactions (IHI 0070 7.2); it asks for no response.
+        Recorded only while SMMU_CR0.SMMUEN = 1 (F_UUT is the one event the spec permits
+        with the SMMU disabled); Span is 8 bits, so a longer span is capped at 255 pages.
+        Whether it was written."""
+        if not self.translator.enabled:
+            return False
+        level = "p" if priv else "u"
+        ev = Event(
+            E_PAGE_REQUEST,
+            sid,
+            ssv=ssv,
+            substreamid=ssid if ssv else 0,
+            inputaddr=addr & ~0xFFF,
+            span=min(max(span, 0), 0xFF),
+            hinted=tuple(level + a for a in "rwx" if a in access),
+        )
+        return self.eventq.record(ev)
 
     def invalidation_completion(self, sid: int, itag: int) -> int:
         """A PCIe Invalidation Completion from ``sid`` for the ATS Invalidate Request

@@ -12,7 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal, NamedTuple
 
-from iommusim.bits.arm.smmuv3_queues import EVENT_LAYOUTS, EVENT_NAMES, EVT_COMMON
+from iommusim.bits.arm.smmuv3_queues import (
+    EVENT_LAYOUTS,
+    EVENT_NAMES,
+    EVT_COMMON,
+    PAGE_HINT_FLAGS,
+)
 
 __all__ = [
     "AT_ATS_REQUEST",
@@ -69,6 +74,11 @@ class Event(NamedTuple):
     inputaddr: int = 0
     ipa: int = 0
     fetchaddr: int = 0
+    #: E_PAGE_REQUEST (IHI 0070 7.3.19): the span in 4 KiB pages and the accesses hinted,
+    #: named as the record's flags (``"pr"`` privileged read ... ``"ux"`` unprivileged
+    #: execute: :data:`~iommusim.bits.arm.smmuv3_queues.PAGE_HINT_FLAGS`).
+    span: int = 0
+    hinted: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -95,6 +105,9 @@ class Event(NamedTuple):
             "inputaddr": self.inputaddr,
             "ipa": self.ipa >> 12,
             "fetchaddr": self.fetchaddr >> 3,
+            "inputaddr_pn": self.inputaddr >> 12,
+            "span": self.span,
+            **{flag: int(flag in self.hinted) for flag in PAGE_HINT_FLAGS},
         }
         names = {f.name for f in lay.fields}
         v = lay.encode({k: x for k, x in values.items() if k in names})
@@ -120,9 +133,11 @@ class Event(NamedTuple):
             s2=bool(f.get("s2", 0)),
             class_=f.get("class", 0),
             ttrnw=bool(f.get("ttrnw", 0)),
-            inputaddr=f.get("inputaddr", 0),
+            inputaddr=f.get("inputaddr", f.get("inputaddr_pn", 0) << 12),
             ipa=f.get("ipa", 0) << 12,
             fetchaddr=f.get("fetchaddr", 0) << 3,
+            span=f.get("span", 0),
+            hinted=tuple(flag for flag in PAGE_HINT_FLAGS if f.get(flag)),
         )
 
 

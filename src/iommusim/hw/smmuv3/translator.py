@@ -34,6 +34,10 @@ The procedure (IHI 0070 3.3.1 and 3.4), in the order the checks are made:
    0070 3.12.1); its record is suppressed by CD.R = 0 / STE.S2R = 0 unless it stalled.
    ATS Translation Requests never stall and record no translation fault: the completion
    grants no permissions (IHI 0070 3.9.1).
+
+With ``Smmuv3CacheParams.ste_cont_entries`` the STE cache honours STE.CONT (IHI 0070 5.2): an
+STE fetched with CONT = n serves all 2**n StreamIDs of its span, and a lookup matching two
+entries that differ in more than CONT is F_CFG_CONFLICT (IHI 0070 7.3.18).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from iommusim.bits.arm.smmuv3_queues import (
     F_ADDR_SIZE,
     F_BAD_ATS_TREQ,
     F_CD_FETCH,
+    F_CFG_CONFLICT,
     F_PERMISSION,
     F_STE_FETCH,
     F_STREAM_DISABLED,
@@ -68,8 +73,10 @@ from iommusim.bits.arm.smmuv3_structures import (
     S1DSS_BYPASS,
     S1DSS_SSID0,
     S1DSS_TERMINATE,
+    STE,
     STE_CONFIG_ABORT,
     STE_CONFIG_BYPASS,
+    STE_CONT_IDENTICAL,
     STE_V,
     STRTAB_L1,
 )
@@ -164,6 +171,11 @@ class Smmuv3Translator:
         c = params.caches
         pol, seed = c.replacement, c.seed
         self.ste_cache: BoundedCache[int, Ste] = bounded_cache(c.ste_entries, pol, seed)
+        #: STEs cached for their whole STE.CONT span, keyed ``(first StreamID, CONT)``
+        #: (IHI 0070 5.2 CONT): each matches every StreamID of its span.
+        self.ste_spans: BoundedCache[tuple[int, int], Ste] = bounded_cache(
+            c.ste_cont_entries, pol, seed + 4
+        )
         self.cd_cache: BoundedCache[tuple[int, int], Cd] = bounded_cache(
             c.cd_entries, pol, seed + 1
         )
@@ -227,14 +239,39 @@ class Smmuv3Translator:
     def _ste(self, sid: int, trace: list[object] | None) -> Ste:
         """Steps 2 of the procedure: the STE of ``sid``, from the cache or the stream table
         (IHI 0070 3.3.2 "StreamIDs to Context Descriptors", 5.1)."""
-        if self.ste_cache.capacity and trace is None:
-            hit = self.ste_cache.lookup(sid)
-            if hit is not None:
-                return hit
+        if trace is None:
+            if self.ste_spans:
+                return self._ste_matches(sid)
+            if self.ste_cache.capacity:
+                hit = self.ste_cache.lookup(sid)
+                if hit is not None:
+                    return hit
+        return self._fetch_ste(sid, trace)
+
+    def _ste_matches(self, sid: int) -> Ste:
+        """The STE lookup when entries for CONT spans are cached: every entry matching
+        ``sid`` -- its own and those of the spans covering it. Entries that differ in more
+        than CONT are a multiple match: F_CFG_CONFLICT, the transaction aborted (IHI 0070
+        5.2 CONT, 7.3.18; of the CONSTRAINED UNPREDICTABLE choices, the model reports). A
+        single span entry serves a neighbour of the StreamID it was fetched for."""
+        hits = [h for h in (self.ste_cache.lookup(sid),) if h is not None]
+        for base, cont in [k for k in self.ste_spans if k[0] == sid >> k[1] << k[1]]:
+            h = self.ste_spans.lookup((base, cont))
+            if h is not None:
+                hits.append(h)
+        if not hits:
+            return self._fetch_ste(sid, None)
+        first = hits[0]
+        if any((h.raw ^ first.raw) & STE_CONT_IDENTICAL for h in hits[1:]):
+            raise _Stop(F_CFG_CONFLICT)
+        return first
+
+    def _fetch_ste(self, sid: int, trace: list[object] | None) -> Ste:
+        """The STE of ``sid`` read from the stream table and cached."""
+        split = self._split
         if sid >> self._log2size:
             raise _Stop(C_BAD_STREAMID, record=self.record_bad_sid)
         if self._fmt == STRTAB_2LEVEL:
-            split = self._split
             l1pa = self._base + (sid >> split) * 8
             l1 = self._read(l1pa, 8, F_STE_FETCH)
             if trace is not None:
@@ -260,7 +297,17 @@ class Smmuv3Translator:
         ste = decode_ste(raw, self.p, self.e2h, self._walker)
         if isinstance(ste, str):
             raise _Stop(C_BAD_STE)
-        self.ste_cache.insert(sid, ste)
+        cont = STE["cont"].get(raw) if self.ste_spans.capacity else 0
+        # IHI 0070 5.2 CONT: a span is capped by the stream table, and -- 2-level -- by the
+        # level 2 table holding the STE (StreamIDs past its L1STD.Span keep failing their
+        # own lookup with C_BAD_STREAMID, the first of the two permitted behaviours).
+        cont = min(cont, self._log2size)
+        if self._fmt == STRTAB_2LEVEL:
+            cont = min(cont, span - 1)
+        if cont:
+            self.ste_spans.insert((sid >> cont << cont, cont), ste)
+        else:
+            self.ste_cache.insert(sid, ste)
         return ste
 
     def _cd(self, sid: int, ssid: int, ste: Ste, addr: int, trace: list[object] | None) -> Cd:
@@ -393,7 +440,7 @@ class Smmuv3Translator:
         sid = req.sid
         stes = self.ste_cache
         ste = stes.get(sid)
-        if ste is None:
+        if ste is None or self.ste_spans:
             return self._translate(req, trace)
         if stes.lru:
             stes.move_to_end(sid)
@@ -680,18 +727,28 @@ class Smmuv3Translator:
 
     def cfgi_ste(self, sid: int, leaf: bool) -> None:
         self.ste_cache.pop(sid, None)
+        self._drop_spans(sid, 0)
         self.cfgi_cd_all(sid)
 
     def cfgi_ste_range(self, sid: int, range_lg2: int) -> None:
         if range_lg2 >= 31:
             self.ste_cache.clear()
+            self.ste_spans.clear()
             self.cd_cache.clear()
             return
         base = sid >> (range_lg2 + 1)
         for s in [s for s in self.ste_cache if s >> (range_lg2 + 1) == base]:
             del self.ste_cache[s]
+        self._drop_spans(base << (range_lg2 + 1), range_lg2 + 1)
         for k in [k for k in self.cd_cache if k[0] >> (range_lg2 + 1) == base]:
             del self.cd_cache[k]
+
+    def _drop_spans(self, first: int, lg2: int) -> None:
+        """Remove the span entries meeting StreamIDs ``first .. first + 2**lg2 - 1``: CONT
+        does not narrow invalidation (IHI 0070 5.2), so an entry serving any of them goes."""
+        last = first + (1 << lg2) - 1
+        for key in [k for k in self.ste_spans if k[0] <= last and first < k[0] + (1 << k[1])]:
+            del self.ste_spans[key]
 
     def cfgi_cd(self, sid: int, ssid: int, leaf: bool) -> None:
         self.cd_cache.pop((sid, ssid), None)
@@ -710,6 +767,7 @@ class Smmuv3Translator:
     def invalidate_all(self) -> None:
         """Every cached structure and translation (reset)."""
         self.ste_cache.clear()
+        self.ste_spans.clear()
         self.cd_cache.clear()
         self.tlb.clear()
         self.walk_cache.clear()

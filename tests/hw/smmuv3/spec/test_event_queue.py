@@ -126,3 +126,35 @@ def test_stall_without_room_for_its_event_is_terminated(make_bench):
     assert b.smmu.translate(Request(2, 0)).outcome == "abort"
     assert b.calls("resume") == [("resume", 2, 5, False)]
     assert [s for s, _, _ in b.t.stalled()] == [1]
+
+
+def test_page_request_hint_is_e_page_request(bench):
+    """IHI 0070 7.3.19: a client's speculative page request hint is recorded as
+    E_PAGE_REQUEST -- StreamID, SubstreamID, InputAddr[63:12] at bit 140, Span at 115:108,
+    the access flags pR/pW/pX at 103:101 and uR/uW/uX at 99:97 (golden bits) -- and asks
+    for no response: no translation happens."""
+    assert bench.smmu.page_request_hint(0x12, 0xABCDE123, 3, "rx", ssv=True, ssid=5)
+    (ev,) = bench.events()
+    assert ev.name == "E_PAGE_REQUEST"
+    assert (ev.streamid, ev.ssv, ev.substreamid, ev.inputaddr, ev.span) == (
+        0x12,
+        True,
+        5,
+        0xABCDE000,
+        3,
+    )
+    assert ev.hinted == ("ur", "ux")
+    golden = 0x24 | 1 << 11 | 5 << 12 | 0x12 << 32 | 1 << 99 | 1 << 97 | 3 << 108
+    golden |= 0xABCDE << 140
+    assert int.from_bytes(bench.ram.read(bench.EVENTQ_PA, 32), "little") == golden
+    assert bench.smmu.page_request_hint(1, 0x5000, 1000, "w", priv=True)
+    (ev,) = bench.events()
+    assert (ev.hinted, ev.span) == (("pw",), 0xFF)  # Span is 8 bits wide
+    assert not bench.t.calls
+
+
+def test_no_page_request_hint_while_the_smmu_is_disabled(make_bench):
+    b = make_bench()
+    b.enable(eventqen=1)  # SMMUEN = 0
+    assert not b.smmu.page_request_hint(1, 0x1000, 1)
+    assert b.events() == []

@@ -11,6 +11,7 @@ import pytest
 
 from iommusim.bits.arm.smmuv3_structures import STE, STE_CONFIG_BYPASS
 from iommusim.hw.smmuv3.params import PRESETS
+from iommusim.hw.smmuv3.smmu import Smmuv3
 from iommusim.platform.system import EndpointConfig, IommuConfig, System, SystemConfig
 from iommusim.sw.core.dma import DMA_BIDIRECTIONAL
 from iommusim.sw.core.domain import DOMAIN_BLOCKED, DOMAIN_IDENTITY
@@ -162,3 +163,20 @@ def test_without_msis_the_wired_event_line_reaches_the_driver() -> None:
     system.run_for(1_000_000)
     assert seen == ["F_TRANSLATION"]
     assert smmu_driver(kernel).stats["irqs"] >= 1
+
+
+def test_a_page_request_hint_is_kept_not_reported_as_a_fault() -> None:
+    """IHI 0070 7.3.19 E_PAGE_REQUEST asks for no response: the driver records it and
+    reports no DMA fault (as Linux, which takes no action on it)."""
+    system, kernel = machine()
+    nic = kernel.device("nic")
+    seen: list[str] = []
+    nic.fault_handler = lambda f: seen.append(f.reason)
+    smmu = next(i.model for i in system.iommus if isinstance(i.model, Smmuv3))
+    assert smmu.page_request_hint(RID, 0x4000_0000, 16, "rw")
+    system.run_for(1_000_000)
+    drv = smmu_driver(kernel)
+    assert drv.stats["page_hints"] == 1 and seen == []
+    rec = drv.events[-1]
+    assert rec.name == "E_PAGE_REQUEST"
+    assert rec.fields["span"] == 16 and rec.fields["inputaddr_pn"] == 0x4_0000

@@ -36,6 +36,7 @@ from iommusim.bits.arm.smmuv3_queues import (
     CMD_TLBI_NSNH_ALL,
     CMD_TLBI_S2_IPA,
     CMD_TLBI_S12_VMALL,
+    E_PAGE_REQUEST,
     EVENT_LAYOUTS,
     EVENT_NAMES,
     EVENTQ_ENTRY_BYTES,
@@ -232,7 +233,14 @@ class Smmuv3Driver:
         self._asid_owner: dict[int, Smmuv3PagingDomain | None] = {}
         self._stalls: set[tuple[int, int]] = set()
         self.events: list[EventRecord] = []
-        self.stats = {"irqs": 0, "events": 0, "page_requests": 0, "stalls": 0, "resumes": 0}
+        self.stats = {
+            "irqs": 0,
+            "events": 0,
+            "page_requests": 0,
+            "page_hints": 0,
+            "stalls": 0,
+            "resumes": 0,
+        }
 
     def registered(self, reporter: Reporter) -> None:
         self.reporter = reporter
@@ -952,6 +960,11 @@ class Smmuv3Driver:
                 self.reporter.page_request(sid, fault)
             else:
                 self.page_response(sid, pasid, fields["stag"], 1)
+            return
+        if etype == E_PAGE_REQUEST:
+            # A speculative page request hint (IHI 0070 7.3.19): no response is due and
+            # Linux's arm_smmu_handle_evt takes no action on it; kept in ``events``.
+            self.stats["page_hints"] += 1
             return
         master = self._masters.get(sid)
         guest = master is not None and isinstance(master.domain, Smmuv3NestedDomain)
