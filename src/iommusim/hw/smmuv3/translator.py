@@ -195,6 +195,10 @@ class Smmuv3Translator:
         self.record_bad_sid = True
         self.ptm = False
         self.e2h = False
+        #: The fast path's last context: ``(sid, ssv, ssid, ste, cd, vmid, tlb tag)``, or
+        #: None. Every change to the configuration caches (a fetch, an invalidation) forgets
+        #: it; code changing them from outside must call :meth:`forget_context`.
+        self._ctx: tuple[int, bool, int, Ste, Cd | None, int, int] | None = None
         self._base = 0
         self._log2size = 0
         self._fmt = STRTAB_LINEAR
@@ -211,6 +215,7 @@ class Smmuv3Translator:
         """SMMU_STRTAB_BASE.ADDR (a byte address) and SMMU_STRTAB_BASE_CFG's LOG2SIZE, FMT and
         SPLIT (IHI 0070 6.3), as latched by the front end. LOG2SIZE above IDR1.SIDSIZE is
         capped to it (IHI 0070 6.3: "a value greater than SIDSIZE is treated as SIDSIZE")."""
+        self._ctx = None
         self._base = base & ((1 << 52) - 1) & ~0x3F
         self._log2size = min(log2size, self.p.sid_bits)
         self._fmt = fmt
@@ -438,45 +443,52 @@ class Smmuv3Translator:
             return self._translate(req, trace)
         self.counts.transactions += 1
         sid = req.sid
-        stes = self.ste_cache
-        ste = stes.get(sid)
-        if ste is None or self.ste_spans:
-            return self._translate(req, trace)
-        if stes.lru:
-            stes.move_to_end(sid)
+        ssv = req.ssv
         addr = req.addr
-        if ste.s1:
-            if req.ssv:
-                ssid = req.ssid
-                if not ste.s1cdmax or ssid >> ste.s1cdmax:
-                    return self._translate(req, trace)
-            elif ste.s1cdmax and ste.s1dss != S1DSS_SSID0:
-                return self._translate(req, trace)
-            else:
-                ssid = 0
-            cds = self.cd_cache
-            ck = (sid, ssid)
-            cd = cds.get(ck)
-            if cd is None or cd.tbi0 or cd.tbi1:
-                return self._translate(req, trace)
-            if cds.lru:
-                cds.move_to_end(ck)
-            key = (ste.vmid, cd.tag, req.priv, addr >> 12)
-        elif ste.s2 is not None and not req.ssv:
-            cd = None
-            key = (ste.vmid, S2_ONLY, False, addr >> 12)
+        ctx = self._ctx
+        if ctx is not None and ctx[0] == sid and ctx[1] == ssv and ctx[2] == req.ssid:
+            # The context of the previous transaction, which this path looked up last:
+            # its STE and CD are the newest entries already (nothing else touched the
+            # configuration caches since -- everything that does forgets the context).
+            ste, cd, vmid, tag = ctx[3], ctx[4], ctx[5], ctx[6]
         else:
-            return self._translate(req, trace)
+            stes = self.ste_cache
+            hit = stes.get(sid)
+            if hit is None or self.ste_spans:
+                return self._translate(req, trace)
+            ste = hit
+            if stes.lru:
+                stes.move_to_end(sid)
+            if ste.s1:
+                if ssv:
+                    ssid = req.ssid
+                    if not ste.s1cdmax or ssid >> ste.s1cdmax:
+                        return self._translate(req, trace)
+                elif ste.s1cdmax and ste.s1dss != S1DSS_SSID0:
+                    return self._translate(req, trace)
+                else:
+                    ssid = 0
+                cds = self.cd_cache
+                ck = (sid, ssid)
+                cd = cds.get(ck)
+                if cd is None or cd.tbi0 or cd.tbi1:
+                    return self._translate(req, trace)
+                if cds.lru:
+                    cds.move_to_end(ck)
+                tag = cd.tag
+            elif ste.s2 is not None and not ssv:
+                cd = None
+                tag = S2_ONLY
+            else:
+                return self._translate(req, trace)
+            vmid = ste.vmid
+            self._ctx = (sid, ssv, req.ssid, ste, cd, vmid, tag)
+        key = (vmid, tag, req.priv and cd is not None, addr >> 12)
         tlb = self.tlb
         e = tlb.get(key)
         access = PERM_X if req.instr else PERM_W if req.is_write else PERM_R
         if e is None:
-            if (
-                tlb
-                and cd is not None
-                and cd.tag >= 0
-                and (ste.vmid, GLOBAL, req.priv, addr >> 12) in tlb
-            ):
+            if tlb and cd is not None and tag >= 0 and (vmid, GLOBAL, req.priv, addr >> 12) in tlb:
                 return self._translate(req, trace)
             try:
                 return self._fill(req, ste, cd, access, None, addr >> 12, False)
@@ -494,6 +506,7 @@ class Smmuv3Translator:
 
     def _translate(self, req: Request, trace: list[object] | None) -> Response:
         """The full procedure (steps 1-7)."""
+        self._ctx = None
         if not self.enabled:
             if req.at == AT_ATS_REQUEST:
                 return Response("ur")
@@ -716,6 +729,7 @@ class Smmuv3Translator:
     # -- CacheMaintenance (IHI 0070 4.2-4.4, 3.17) -----------------------------------------
 
     def prefetch_config(self, sid: int, ssv: bool, ssid: int) -> None:
+        self._ctx = None
         if not self.enabled:
             return
         try:
@@ -726,11 +740,13 @@ class Smmuv3Translator:
             pass  # a prefetch never records an event (IHI 0070 4.2.1)
 
     def cfgi_ste(self, sid: int, leaf: bool) -> None:
+        self._ctx = None
         self.ste_cache.pop(sid, None)
         self._drop_spans(sid, 0)
         self.cfgi_cd_all(sid)
 
     def cfgi_ste_range(self, sid: int, range_lg2: int) -> None:
+        self._ctx = None
         if range_lg2 >= 31:
             self.ste_cache.clear()
             self.ste_spans.clear()
@@ -751,9 +767,11 @@ class Smmuv3Translator:
             del self.ste_spans[key]
 
     def cfgi_cd(self, sid: int, ssid: int, leaf: bool) -> None:
+        self._ctx = None
         self.cd_cache.pop((sid, ssid), None)
 
     def cfgi_cd_all(self, sid: int) -> None:
+        self._ctx = None
         for k in [k for k in self.cd_cache if k[0] == sid]:
             del self.cd_cache[k]
 
@@ -764,8 +782,13 @@ class Smmuv3Translator:
             for key in list(match_tlbi(cache, t)):
                 del cache[key]
 
+    def forget_context(self) -> None:
+        """Forget the fast path's last context (after changing the caches from outside)."""
+        self._ctx = None
+
     def invalidate_all(self) -> None:
         """Every cached structure and translation (reset)."""
+        self._ctx = None
         self.ste_cache.clear()
         self.ste_spans.clear()
         self.cd_cache.clear()
