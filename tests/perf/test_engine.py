@@ -120,6 +120,7 @@ def scenes(draw: st.DrawFn) -> tuple[dict[str, object], np.ndarray, list[int], i
             iotlb_entries=draw(st.sampled_from([0, 1, 2, 3, 8, 64])),
             replacement=draw(st.sampled_from(["lru", "fifo", "random"])),
             seed=draw(st.integers(0, 3)),
+            iotlb_superpages=draw(st.booleans()),
         ),
     }
     n = draw(st.integers(1, 80))
@@ -217,4 +218,29 @@ def test_random_replacement_runs_in_the_kernels_and_evicts_as_the_scalar_model()
     assert theirs.state != 11  # evictions drew from the generator
     # Random replacement of 4 entries over 8 pages hits sometimes, unlike FIFO's cycle.
     assert 0 < engine.stats.iotlb_hits < 999
+    assert fast.counters() == ref.counters()
+
+
+def test_a_superpage_entry_iotlb_in_the_kernels() -> None:
+    """``iotlb_superpages``: the 2 MiB leaf at 0x8000_0000 costs one IOTLB entry; the
+    kernels walk once and answer every other page of it from that entry."""
+    caches = CacheParams(iotlb_entries=4, iotlb_superpages=True)
+    fast = Image(False, [0xD7] * 8, True, caches)
+    ref = Image(False, [0xD7] * 8, True, caches)
+    engine = BatchEngine(fast.iommu)
+    rows = empty(2000)
+    rows["device_id"] = 5
+    rows["pasid"] = -1
+    pages = np.arange(2000) * 7 % 512
+    rows["iova"] = 0x8000_0000 + pages * PAGE + 16
+    rows["flags"] = FLAG_READ
+    rows["size"] = 8
+    out = engine.replay(rows)
+    assert out.pa.tolist() == (0x4000_0000 + pages * PAGE + 16).tolist()
+    for row in rows.tolist():
+        ref.iommu.translate(request_of(row[1], row[2], row[3], row[5]))
+    assert engine.stats.scalar_rows == 1  # the DDT walk
+    assert engine.stats.walks == 0 and engine.stats.iotlb_hits == 1999
+    assert list(fast.iommu.engine.iotlb) == list(ref.iommu.engine.iotlb)
+    assert [e.size_lg2 for e in fast.iommu.engine.iotlb.values()] == [21]
     assert fast.counters() == ref.counters()

@@ -46,24 +46,38 @@ def test_iotlb_reach_walks_rise_once_the_working_set_exceeds_the_iotlb() -> None
             continue
         ws, entries = int(r["working_set_pages"]), int(r["iotlb_entries"])
         walks = float(r["walks_per_request"])
-        if ws <= entries:
+        if int(r["iotlb_superpages"]):
+            # Whole-superpage entries: at most 256 pages -- one 2 MiB leaf -- all in reach.
+            assert walks == 0.0
+        elif ws <= entries:
             assert walks == 0.0
         else:
             assert walks == pytest.approx(1 - entries / ws, abs=0.05)
     knees = summary["knees"]
     assert isinstance(knees, list)
     for k in knees:
-        if k["pattern"] == "uniform":
+        if k["pattern"] == "uniform" and not k["iotlb_superpages"]:
             # 10 % of requests walk at 1/0.9 of the reach.
             assert k["knee_over_entries"] == pytest.approx(1 / 0.9, rel=0.05)
+        elif k["iotlb_superpages"]:
+            assert k["knee_pages"] is None and k["reach_bytes"] == k["iotlb_entries"] << 21
     # A 2 MiB leaf is one load shorter: beyond the knee, fewer loads per walk.
     by = {
-        (r["pattern"], r["page_bytes"], r["policy"], r["iotlb_entries"], r["working_set_pages"]): r
+        (
+            r["pattern"],
+            r["page_bytes"],
+            r["iotlb_superpages"],
+            r["policy"],
+            r["iotlb_entries"],
+            r["working_set_pages"],
+        ): r
         for r in rows
     }
-    big = by[("uniform", 4096, "lru", 16, 256)], by[("uniform", 2 << 20, "lru", 16, 256)]
+    big = by[("uniform", 4096, 0, "lru", 16, 256)], by[("uniform", 2 << 20, 0, "lru", 16, 256)]
     assert (big[0]["pte_loads_per_walk"], big[1]["pte_loads_per_walk"]) == (3.0, 2.0)
     assert float(big[1]["throughput_gbps"]) > float(big[0]["throughput_gbps"])
+    huge = by[("uniform", 2 << 20, 1, "lru", 16, 256)]
+    assert float(huge["throughput_gbps"]) > float(big[1]["throughput_gbps"])
 
 
 def test_knee_interpolates_between_the_points_around_the_threshold() -> None:

@@ -240,14 +240,18 @@ class RiscvIommu:
                     event, req.device_id, req.pid_valid, req.process_id, False, 0, False, 0
                 )
         if at == AT_UNTRANSLATED and not req.exec_req:
-            hit = self.engine.iotlb.lookup(
-                (
-                    req.device_id,
-                    req.process_id if req.pid_valid else -1,
-                    req.pid_valid and req.priv_req,
-                    req.iova >> 12,
-                )
+            eng = self.engine
+            key = (
+                req.device_id,
+                req.process_id if req.pid_valid else -1,
+                req.pid_valid and req.priv_req,
+                req.iova >> 12,
             )
+            hit = eng.iotlb.lookup(key)
+            off = 0xFFF
+            if hit is None and eng.sp_shifts:
+                hit = eng.superpage_lookup(*key)
+                off = (1 << hit.size_lg2) - 1 if hit is not None else 0
             if (
                 hit is not None
                 and hit.ok & (2 if req.is_write else 1)
@@ -255,7 +259,7 @@ class RiscvIommu:
             ):
                 return Response(
                     STATUS_SUCCESS,
-                    pa=hit.pa | (req.iova & 0xFFF),
+                    pa=hit.pa | (req.iova & off),
                     pbmt=hit.pbmt,
                     size_lg2=hit.size_lg2,
                 )
@@ -312,11 +316,19 @@ class RiscvIommu:
         if tlb:  # an empty (or disabled) IOTLB cannot hit: no key to build
             key = (device_id, process_id, priv, iova >> 12)
             hit = tlb.get(key)
+            off = 0xFFF
             if hit is not None:
                 if tlb.lru:  # BoundedCache.lookup, inlined
                     tlb.move_to_end(key)
-                if hit.ok & (2 if is_write else 1) and (regs.ddtp & 0xF) > MODE_BARE:
-                    return hit.pa | (iova & 0xFFF)
+            elif self.engine.sp_shifts:
+                hit = self.engine.superpage_lookup(*key)
+                off = (1 << hit.size_lg2) - 1 if hit is not None else 0
+            if (
+                hit is not None
+                and hit.ok & (2 if is_write else 1)
+                and (regs.ddtp & 0xF) > MODE_BARE
+            ):
+                return hit.pa | (iova & off)
         # The fields of Request(device_id, iova, is_write, pid_valid=pv, process_id=pid,
         # priv_req=sup), derived here as plain values: it reads unless it writes, never
         # executes; NW is irrelevant to an untranslated request.

@@ -4,14 +4,21 @@ structures", "IOMMU Page-Table cache invalidation commands").
 The IOTLB is a dict (:attr:`TranslationEngine.iotlb`) keyed by the request, as the hot path
 builds it: ``(device_id, process_id or -1, privileged, iova >> 12)`` -- one entry per 4 KiB
 page -- and holding an :class:`IotlbEntry`. Invalidating more than asked is allowed, never less.
+
+With ``CacheParams.iotlb_superpages`` an entry covers its translation's whole range
+(``size_lg2``), keyed by the range's first page: a request in that page finds it with the same
+key, one elsewhere in the range by :func:`superpage_shifts`' probes (the page number rounded
+down to each range size the IOMMU can produce, the entry's size confirming the match).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 
-__all__ = ["IotlbEntry", "IotlbKey", "match_gvma", "match_vma"]
+from iommusim.bits.riscv.pgtable import FIRST_STAGE_FORMATS, G_STAGE_FORMATS
+
+__all__ = ["IotlbEntry", "IotlbKey", "match_gvma", "match_vma", "superpage_shifts"]
 
 #: ``(device_id, process_id or -1, privileged, iova >> 12)``: a tuple, built per lookup.
 IotlbKey = tuple[int, int, bool, int]
@@ -38,6 +45,22 @@ class IotlbEntry:
     ok: int
     pbmt: int
     size_lg2: int
+
+
+def superpage_shifts(bare_page_size: Mapping[str, int]) -> tuple[int, ...]:
+    """The range sizes above 4 KiB a translation can have -- every level of every RISC-V
+    format, their NAPOT ranges and the Bare stages' (``bare_page_size``) -- as shifts of the
+    4 KiB page number, smallest first."""
+    sizes = {f.level_shift(lv) for by_mode in (*FIRST_STAGE_FORMATS, *G_STAGE_FORMATS)
+             for f in by_mode.values() for lv in range(len(f.index_bits))}  # fmt: skip
+    sizes |= {
+        f.page_shift + f.napot_order
+        for by_mode in FIRST_STAGE_FORMATS
+        for f in by_mode.values()
+        if f.napot
+    }
+    sizes |= {v.bit_length() - 1 for v in bare_page_size.values()}
+    return tuple(sorted(s - 12 for s in sizes if s > 12))
 
 
 def match_gvma(

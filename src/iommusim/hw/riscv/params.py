@@ -36,6 +36,10 @@ class CacheParams:
     replacement: Replacement = "lru"
     #: The seed of random replacement (each cache draws from its own generator).
     seed: int = 0
+    #: IOTLB organisation: ``False`` caches one entry per 4 KiB page of a translation (a
+    #: superpage fills one entry per page touched); ``True`` one entry for a translation's
+    #: whole range -- a superpage, a NAPOT range -- so a 2 MiB leaf costs one entry.
+    iotlb_superpages: bool = False
 
     def __post_init__(self) -> None:
         for name in ("ddtc_entries", "pdtc_entries", "iotlb_entries"):

@@ -234,16 +234,26 @@ class Translator:
         if at == AT_UNTRANSLATED and not executes and eng.iotlb.capacity:
             # IOTLB fill (riscv-iommu: "Caching in-memory data structures"): one entry per
             # 4 KiB page, tagged for IOTINVAL matching; ok bit 0 = read, bit 1 = write (dirty).
+            # A superpage-entry IOTLB covers the whole range -- except for a device whose
+            # MSIs are translated: its entries stay single pages, so no entry ever spans an
+            # interrupt file's page (those take the MSI walk, never the IOTLB).
+            vpn = iova >> 12
+            out = spa & ~0xFFF
+            cover = size
+            if eng.sp_shifts:
+                cover = 12 if dc.msiptp_mode else size
+                vpn = vpn >> (cover - 12) << (cover - 12)
+                out = spa & ~((1 << cover) - 1)
             eng.iotlb.insert(
-                (did, pid if pv else -1, priv, iova >> 12),
+                (did, pid if pv else -1, priv, vpn),
                 IotlbEntry(
                     dc.gscid if dc.g_mode else -1,
                     pscid if s1mode else -1,
                     bool(g),
-                    spa & ~0xFFF,
+                    out,
                     (s1perms & gperms) >> 1 & 3,
                     s1pbmt or gpbmt,
-                    size,
+                    cover,
                 ),
             )
         if ats:

@@ -48,7 +48,7 @@ from iommusim.hw.riscv.context import (
     pc_misconfigured,
 )
 from iommusim.hw.riscv.faults import TranslationFault
-from iommusim.hw.riscv.iotlb import IotlbEntry, IotlbKey
+from iommusim.hw.riscv.iotlb import IotlbEntry, IotlbKey, superpage_shifts
 from iommusim.hw.riscv.params import RiscvIommuParams
 from iommusim.mem.faults import ACCESS
 from iommusim.mem.protocol import PhysicalMemory
@@ -233,6 +233,22 @@ class TranslationEngine:
         self.iotlb: BoundedCache[IotlbKey, IotlbEntry] = bounded_cache(
             c.iotlb_entries, c.replacement, c.seed + 2
         )
+        #: The probes of a superpage-entry IOTLB (:mod:`iommusim.hw.riscv.iotlb`); empty
+        #: when every entry is one 4 KiB page.
+        self.sp_shifts = superpage_shifts(params.bare_page_size) if c.iotlb_superpages else ()
+
+    def superpage_lookup(self, did: int, pid: int, priv: bool, vpn: int) -> IotlbEntry | None:
+        """The superpage entry whose range holds page ``vpn`` (after the exact key missed),
+        made the newest under LRU; its output is ``pa | (iova & (2**size_lg2 - 1))``."""
+        tlb = self.iotlb
+        for sh in self.sp_shifts:
+            key = (did, pid, priv, vpn >> sh << sh)
+            e = tlb.get(key)
+            if e is not None and e.size_lg2 - 12 == sh:
+                if tlb.lru:
+                    tlb.move_to_end(key)
+                return e
+        return None
 
     # ------------------------------------------------------------------ memory helpers
     def _ld64(self, pa: int, be: bool, acc_cause: int, corr_cause: int) -> int:

@@ -39,6 +39,7 @@ __all__ = [
     "D_COLUMNS",
     "FMT_COLUMNS",
     "K_COLUMNS",
+    "K_SP_SHIFTS",
     "M_COUNT",
     "M_HEAD",
     "M_LRU",
@@ -113,10 +114,13 @@ F_OA_SHIFT, F_OA_WIDTH, F_PS, F_SHIFT, F_IMASK = 16, 17, 18, 19, 24
 #: Scalar constants of a replay (int64 array ``k``).
 K_COLUMNS: Final = (
     "did_wide", "bare_s1", "bare_g", "r", "w", "x", "u", "a", "d", "tc_pdtv", "tc_dpe",
-    "tc_sbe", "tc_sxl",
+    "tc_sbe", "tc_sxl", "sp_shifts",
 )  # fmt: skip
 K_DID_WIDE, K_BARE_S1, K_BARE_G, K_R, K_W, K_X, K_U, K_A, K_D = range(9)
 K_TC_PDTV, K_TC_DPE, K_TC_SBE, K_TC_SXL = range(9, 13)
+#: A superpage-entry IOTLB's probes (:func:`iommusim.hw.riscv.iotlb.superpage_shifts`), one
+#: bit per shift of the page number; 0: an IOTLB of 4 KiB entries.
+K_SP_SHIFTS: Final = 13
 
 #: Counts (int64 array ``c``): HPM events 1, 4, 7 and 8 (riscv-iommu: "Standard Events
 #: list"), then IOTLB hits and walks done by the engine.
@@ -195,6 +199,21 @@ def _tlb_find(tl, th, did, pid, priv, vpn):
         ):
             return s
         h = (h + 1) & mask
+
+
+@_jit
+def _tlb_find_super(tl, th, did, pid, priv, vpn, shifts):
+    """The superpage entry whose range holds page ``vpn``: the page number rounded down to
+    each range size in ``shifts`` (smallest first), the entry's size confirming it -- the
+    probes of :meth:`iommusim.hw.riscv.translate.TranslationEngine.superpage_lookup`."""
+    sh = 1
+    while shifts >> sh:
+        if (shifts >> sh) & 1:
+            s = _tlb_find(tl, th, did, pid, priv, (vpn >> sh) << sh)
+            if s >= 0 and tl[s, T_SIZE] - 12 == sh:
+                return s
+        sh += 1
+    return -1
 
 
 @_jit
@@ -445,6 +464,7 @@ def replay(
     (``(stop, ST_OK)`` when all were done). ``page_out[0]`` names a missing page."""
     all_perms = k[K_R] | k[K_W] | k[K_X]
     tcap = tm[M_CAP]
+    sp = k[K_SP_SHIFTS]
     memo = np.full((256, 3), -1, np.int64)
     # Page-lookup memos: first-stage levels at 0.., G-stage walks of the request's GPA at 5..,
     # implicit G-stage walks at 10.. (each level keeps its own page).
@@ -481,10 +501,14 @@ def replay(
                 hit = l_slot
             else:
                 hit = _tlb_find(tl, th, did, pid_key, priv, vpn)
+                if hit < 0 and sp:
+                    hit = _tlb_find_super(tl, th, did, pid_key, priv, vpn, sp)
             if hit >= 0 and tl[hit, T_OK] & (2 if write else 1):
                 if tm[M_LRU]:
                     _to_newest(tl, tm, hit, T_PREV, T_NEXT)
-                out_pa[i] = tl[hit, T_PA] | (iova & 0xFFF)
+                # A superpage entry's output is its range base (the page's own otherwise).
+                off = ((1 << tl[hit, T_SIZE]) - 1) if sp else 0xFFF
+                out_pa[i] = tl[hit, T_PA] | (iova & off)
                 out_pbmt[i] = tl[hit, T_PBMT]
                 ev1 += 1
                 hits += 1
@@ -606,7 +630,19 @@ def replay(
         if tcap:
             # IOTLB fill (riscv-iommu: "Caching in-memory data structures"): a fill of a
             # present key replaces it and makes it the newest, in LRU and FIFO alike.
-            s = hit
+            size = s1size if s1size < gsize else gsize
+            cover = size
+            key_vpn = vpn
+            base = spa & ~0xFFF
+            if sp:
+                # One entry for the whole range, but a single page for a device whose MSIs
+                # are translated (the scalar fill's rule: no entry spans an MSI page).
+                cover = 12 if dc[d, D_MSI_MODE] else size
+                key_vpn = (vpn >> (cover - 12)) << (cover - 12)
+                base = spa & ~((1 << cover) - 1)
+                s = _tlb_find(tl, th, did, pid_key, priv, key_vpn)
+            else:
+                s = hit
             if s < 0:
                 if tm[M_COUNT] < tcap:
                     s = tm[M_COUNT]
@@ -618,7 +654,7 @@ def replay(
                 tl[s, T_DID] = did
                 tl[s, T_PID] = pid_key
                 tl[s, T_PRIV] = priv
-                tl[s, T_VPN] = vpn
+                tl[s, T_VPN] = key_vpn
                 _tlb_hash_insert(tl, th, s)
                 _append(tl, tm, s, T_PREV, T_NEXT)
             else:
@@ -626,10 +662,10 @@ def replay(
             tl[s, T_GSCID] = dc[d, D_GSCID] if g_mode else -1
             tl[s, T_PSCID] = pscid if s1mode else -1
             tl[s, T_GLOB] = 1 if g else 0
-            tl[s, T_PA] = spa & ~0xFFF
+            tl[s, T_PA] = base
             tl[s, T_OK] = ((s1perms & gperms) >> 1) & 3
             tl[s, T_PBMT] = pbmt
-            tl[s, T_SIZE] = s1size if s1size < gsize else gsize
+            tl[s, T_SIZE] = cover
             tl[s, T_FRESH] = 1
             l_did = -1  # the fill may have evicted the last hit's entry
         out_pa[i] = spa

@@ -208,6 +208,7 @@ class BatchEngine:
                 TC_DPE,
                 TC_SBE,
                 TC_SXL,
+                sum(1 << sh for sh in iommu.engine.sp_shifts),
             ],
             dtype=np.int64,
         )

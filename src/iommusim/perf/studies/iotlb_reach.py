@@ -15,10 +15,13 @@ Throughput model: a request moves ``size`` bytes at ``CostModel.dma_page_ns`` pe
 ``CostModel.iommu_mem_ns`` each -- a walk costs its memory reads, not overlapped with data.
 
 Replacement: LRU, FIFO and seeded random (``CacheParams.replacement``; the engine draws
-random victims from the scalar model's generator, so both evict the same entries). The IOTLB
-holds one 4 KiB page per entry (the spec leaves the organisation open; the model keys entries
-by ``iova >> 12``), so a 2 MiB superpage shortens each walk (two loads instead of three)
-but does not extend the reach.
+random victims from the scalar model's generator, so both evict the same entries).
+
+IOTLB organisation (the spec leaves it open; ``CacheParams.iotlb_superpages``): three layouts
+are swept -- 4 KiB pages; 2 MiB pages in an IOTLB of 4 KiB entries (a superpage fills one
+entry per page touched: each walk is one load shorter, the reach is unchanged); and 2 MiB
+pages in an IOTLB whose entries cover a whole superpage (the reach grows 512-fold, which is
+what moves pcie-bench's cliff out with huge pages).
 """
 
 from __future__ import annotations
@@ -47,7 +50,12 @@ __all__ = ["IOTLB_REACH", "knee"]
 
 ENTRIES: Final = (16, 64, 256, 1024, 4096)
 POLICIES: Final[tuple[Replacement, ...]] = ("lru", "fifo", "random")
-PAGE_SIZES: Final = (PAGE, 2 << 20)
+#: (label, page bytes, superpage IOTLB entries) of each swept layout.
+LAYOUTS: Final = (
+    ("4 KiB pages", PAGE, False),
+    ("2 MiB pages, 4 KiB IOTLB entries", 2 << 20, False),
+    ("2 MiB pages, superpage IOTLB entries", 2 << 20, True),
+)
 PATTERNS: Final = ("uniform", "zipf")
 REQUEST_BYTES: Final = 512
 #: Walks per request above which a working set is past the knee.
@@ -72,6 +80,7 @@ def _points(quick: bool) -> list[Point]:
         {
             "pattern": pattern,
             "page_bytes": page,
+            "iotlb_superpages": int(sp),
             "policy": policy,
             "iotlb_entries": e,
             "working_set_pages": ws,
@@ -79,7 +88,7 @@ def _points(quick: bool) -> list[Point]:
             "rows": rows,
         }
         for pattern in PATTERNS
-        for page in PAGE_SIZES
+        for _, page, sp in LAYOUTS
         for policy in POLICIES
         for e in entries
         for ws in sets
@@ -98,7 +107,10 @@ def _run(p: Point) -> dict[str, int | float]:
     ws, entries = int(p["working_set_pages"]), int(p["iotlb_entries"])
     img = _image(int(p["page_bytes"]), int(p["image_pages"]))
     policy = next(r for r in POLICIES if r == p["policy"])
-    iommu = img.iommu(CacheParams(iotlb_entries=entries, replacement=policy))
+    caches = CacheParams(
+        iotlb_entries=entries, replacement=policy, iotlb_superpages=bool(p["iotlb_superpages"])
+    )
+    iommu = img.iommu(caches)
     engine = BatchEngine(iommu)
     # Long enough that every page of a set within reach is touched (coupon collector).
     warm = 12 * max(ws, entries) + 2000
@@ -148,29 +160,40 @@ def knee(rows: list[Row], threshold: float = KNEE_WALKS) -> float | None:
     return None
 
 
+#: (pattern, layout index in :data:`LAYOUTS`, policy, IOTLB entries).
 _Key = tuple[str, int, str, int]
+
+
+def _layout(r: Row) -> int:
+    return next(
+        i
+        for i, (_, page, sp) in enumerate(LAYOUTS)
+        if page == int(r["page_bytes"]) and sp == bool(int(r["iotlb_superpages"]))
+    )
 
 
 def _groups(rows: list[Row]) -> dict[_Key, list[Row]]:
     out: dict[_Key, list[Row]] = {}
     for r in rows:
-        key = (str(r["pattern"]), int(r["page_bytes"]), str(r["policy"]), int(r["iotlb_entries"]))
+        key = (str(r["pattern"]), _layout(r), str(r["policy"]), int(r["iotlb_entries"]))
         out.setdefault(key, []).append(r)
     return out
 
 
 def _summary(rows: list[Row]) -> dict[str, object]:
     knees = []
-    for (pattern, page, policy, entries), group in sorted(_groups(rows).items()):
+    for (pattern, layout, policy, entries), group in sorted(_groups(rows).items()):
         k = knee(group)
         top = max(group, key=lambda r: int(r["working_set_pages"]))
+        _, page, sp = LAYOUTS[layout]
         knees.append(
             {
                 "pattern": pattern,
                 "page_bytes": page,
+                "iotlb_superpages": int(sp),
                 "policy": policy,
                 "iotlb_entries": entries,
-                "reach_bytes": entries * PAGE,
+                "reach_bytes": entries * (page if sp else PAGE),
                 "knee_pages": None if k is None else round(k, 1),
                 "knee_bytes": None if k is None else round(k * PAGE),
                 "knee_over_entries": None if k is None else round(k / entries, 3),
@@ -187,7 +210,7 @@ def _summary(rows: list[Row]) -> dict[str, object]:
 def _plot(rows: list[Row], summary: dict[str, object]) -> Figure:
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(3, 2, figsize=(12, 11), sharex=True)
+    fig, axes = plt.subplots(3, len(LAYOUTS), figsize=(17, 11), sharex=True)
     groups = _groups(rows)
     entries = sorted({k[3] for k in groups})
     cmap = plt.get_cmap("viridis")
@@ -196,11 +219,10 @@ def _plot(rows: list[Row], summary: dict[str, object]) -> Figure:
         ("uniform", "throughput_gbps", "Gb/s", f"modelled throughput, {REQUEST_BYTES} B requests"),
         ("zipf", "walks_per_request", "walks per request", "zipf(1) access: LRU, FIFO, random"),
     )
-    for col, page in enumerate(PAGE_SIZES):
-        name = "4 KiB pages" if page == PAGE else "2 MiB pages"
+    for col, (name, _, _) in enumerate(LAYOUTS):
         for row, (pattern, metric, unit, what) in enumerate(panels):
             ax = axes[row][col]
-            for key in sorted(k for k in groups if k[0] == pattern and k[1] == page):
+            for key in sorted(k for k in groups if k[0] == pattern and k[1] == col):
                 _, _, policy, e = key
                 g = sorted(groups[key], key=lambda r: int(r["working_set_pages"]))
                 x = [int(r["working_set_pages"]) * PAGE / (1 << 20) for r in g]
@@ -208,13 +230,13 @@ def _plot(rows: list[Row], summary: dict[str, object]) -> Figure:
                 style = {"lru": "-", "fifo": "--"}.get(str(policy), ":")
                 label = f"{e} entries, {policy.upper()}"
                 ax.plot(x, [float(r[metric]) for r in g], style, color=color, label=label)
-            ax.set_title(f"Sv39, {name}, {pattern}: {what}", fontsize=10)
+            ax.set_title(f"Sv39, {name}, {pattern}:\n{what}", fontsize=9)
             ax.set_ylabel(unit)
             ax.set_xscale("log", base=2)
             ax.grid(True, which="both", alpha=0.3)
         axes[-1][col].set_xlabel("DMA working set (MiB of 4 KiB buffers)")
     axes[0][0].legend(fontsize=7, ncol=2)
-    fig.suptitle("IOTLB reach: the cliff once the working set exceeds entries x 4 KiB")
+    fig.suptitle("IOTLB reach: the cliff once the working set exceeds what the entries map")
     fig.tight_layout()
     return fig
 
