@@ -65,6 +65,12 @@ def _jit(fn: _F) -> _F:
     return cast(_F, numba.njit(cache=True, nogil=True)(fn))
 
 
+def _jit_inline(fn: _F) -> _F:
+    """A kernel helper inlined into its callers at numba-IR level (the walk helpers: their
+    tuple returns otherwise cost a call each; the Sv39 walk runs ~25 % faster)."""
+    return cast(_F, numba.njit(cache=True, nogil=True, inline="always")(fn))
+
+
 ST_OK: Final = 0
 ST_SCALAR: Final = 1
 ST_PAGE: Final = 2
@@ -277,7 +283,7 @@ def page_find(pk: _I64, pn: int) -> int:
     return h
 
 
-@_jit
+@_jit_inline
 def _row(pk, pr, lp, at, pn):
     """The snapshot row of page ``pn``, or -1: the hash table behind a one-entry memo per
     walk level (``lp[at]``: page, row), valid within one kernel call."""
@@ -292,7 +298,7 @@ def _row(pk, pr, lp, at, pn):
 
 
 # ---------------------------------------------------------------------------- walks
-@_jit
+@_jit_inline
 def _leaf(fmts, f, pte, i, va):
     """The output address and page size of leaf ``pte`` at level ``i``, or size 0 when the
     leaf is one the scalar walk must judge (malformed, reserved memory type, NAPOT,
@@ -317,7 +323,7 @@ def _leaf(fmts, f, pte, i, va):
     return ((ppn << ps) & ~mask) | (va & mask), size
 
 
-@_jit
+@_jit_inline
 def _walk(fmts, f, pages, pk, pr, lp, at, root, va):
     """Walk ``va`` from ``root``: ``(status, out, size, pte, g, loads, page)``; ``lp[at +
     level]`` memoise the page lookups."""
@@ -347,7 +353,7 @@ def _walk(fmts, f, pages, pk, pr, lp, at, root, va):
         return ST_OK, out, size, pte, g | (pte & fmts[f, F_GMASK]), loads, 0
 
 
-@_jit
+@_jit_inline
 def _g_implicit(fmts, gf, k, pages, pk, pr, lp, groot, gpa):
     """The G-stage translation of an implicit read of a first-stage PTE at ``gpa``
     (riscv-iommu: "Process to translate an IOVA": implicit accesses need U and R, and A)."""
@@ -361,7 +367,7 @@ def _g_implicit(fmts, gf, k, pages, pk, pr, lp, groot, gpa):
     return ST_OK, spa, loads, 0
 
 
-@_jit
+@_jit_inline
 def _walk_nested(fmts, f, gf, k, pages, pk, pr, lp, root, groot, va, memo):
     """:func:`_walk` with every PTE address a GPA translated by the G-stage:
     ``(status, out, size, pte, g, loads, gloads, page)``.
@@ -410,7 +416,7 @@ def _walk_nested(fmts, f, gf, k, pages, pk, pr, lp, root, groot, va, memo):
         return ST_OK, out, size, pte, g | (pte & fmts[f, F_GMASK]), loads, gloads, 0
 
 
-@_jit
+@_jit_inline
 def _leaf_ok(k, pte, write, priv, sum_):
     """Whether leaf ``pte`` grants an untranslated read or write with no A/D update
     (riscv-iommu: "Process to translate an IOVA" step 19; "IOMMU updating of PTE accessed
@@ -426,7 +432,7 @@ def _leaf_ok(k, pte, write, priv, sum_):
     return not (write and not pte & k[K_D])
 
 
-@_jit
+@_jit_inline
 def _granted(k, pte):
     """R/W/X a leaf grants for the IOTLB: W only once the page is dirty."""
     perms = pte & (k[K_R] | k[K_W] | k[K_X])
