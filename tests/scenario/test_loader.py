@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from iommusim.errors import FormatError
-from iommusim.hw.riscv.params import PRESETS, CacheParams
+from iommusim.hw.riscv.params import PRESETS, CacheParams, RiscvIommuParams
 from iommusim.hw.smmuv3.params import Smmuv3Params
 from iommusim.perf.dma_workload import WorkloadConfig, default_system
 from iommusim.platform.costs import CostModel
@@ -201,7 +201,8 @@ def test_format_error_is_a_value_error() -> None:
     ("body", "path"),
     [
         ("[iommu]\niotlb_entries = -1", "iommu.iotlb_entries"),
-        ("[iommu]\nreplacement = 'random'", "iommu.replacement"),
+        ("[iommu]\nreplacement = 'mru'", "iommu.replacement"),
+        ("[iommu]\niotlb_superpages = 1", "iommu.iotlb_superpages"),
         ("[costs]\nmmio_ns = -1", "costs.mmio_ns"),
         ("[kernel]\nfq_size = 3", "kernel.fq_size"),
         ("[[endpoint]]\nname = 'a'\nrid = 1\npasid_bits = 30", "endpoint[0].pasid_bits"),
@@ -231,3 +232,22 @@ def test_an_smmuv3_scenario() -> None:
         parse_scenario('version = 1\n[iommu]\nkind = "smmuv3"\niotlb_entries = 4\n')
     with pytest.raises(FormatError, match=r"iommu\.kind must be riscv or smmuv3"):
         parse_scenario('version = 1\n[iommu]\nkind = "vtd"\n')
+
+
+def test_cache_organisation_keys() -> None:
+    """Seeded random replacement, whole-superpage IOTLB entries (RISC-V) and STE.CONT span
+    entries (SMMUv3) are scenario keys."""
+    sc = parse_scenario(
+        'version = 1\n[iommu]\nreplacement = "random"\nseed = 7\niotlb_superpages = true\n'
+    )
+    assert isinstance(sc.system.iommu, RiscvIommuParams)
+    c = sc.system.iommu.caches
+    assert (c.replacement, c.seed, c.iotlb_superpages) == ("random", 7, True)
+    sc = parse_scenario(
+        'version = 1\n[iommu]\nkind = "smmuv3"\nste_cont_entries = 0\nreplacement = "random"\n'
+    )
+    assert isinstance(sc.system.iommu, Smmuv3Params)
+    assert (sc.system.iommu.caches.ste_cont_entries, sc.system.iommu.caches.replacement) == (
+        0,
+        "random",
+    )

@@ -8,9 +8,10 @@ must not silently fall back to a default.
 
     version = 1
     [system]            ram = [{base = 0x80000000, size = 0x10000000}], iommu_base, imsic_base
-    [iommu]             kind = "riscv" | "smmuv3", preset = "full", and the cache sizes:
-                        RISC-V iotlb_entries, ddtc_entries, pdtc_entries; SMMUv3
-                        tlb_entries, ste_entries, cd_entries, walk_entries; replacement
+    [iommu]             kind = "riscv" | "smmuv3", preset = "full", and the caches:
+                        RISC-V iotlb_entries, ddtc_entries, pdtc_entries, iotlb_superpages;
+                        SMMUv3 tlb_entries, ste_entries, cd_entries, walk_entries,
+                        ste_cont_entries; replacement ("lru" | "fifo" | "random"), seed
     [costs]             mmio_ns, iommu_mem_ns, command_ns, dma_page_ns, cpu_op_ns, irq_latency_ns
     [[endpoint]]        name, rid, kind, pasid_bits
     [kernel]            modes = ["strict", "lazy"], ncpus, fq_size, fq_timeout_ns, fq_single
@@ -233,7 +234,16 @@ def _riscv_params(iommu_t: dict[str, object]) -> RiscvIommuParams:
     _only(
         iommu_t,
         "iommu",
-        ("kind", "preset", "iotlb_entries", "ddtc_entries", "pdtc_entries", "replacement"),
+        (
+            "kind",
+            "preset",
+            "iotlb_entries",
+            "ddtc_entries",
+            "pdtc_entries",
+            "replacement",
+            "seed",
+            "iotlb_superpages",
+        ),
     )
     preset = _get(iommu_t, "preset", "iommu", str, "full")
     if preset not in PRESETS:
@@ -251,12 +261,14 @@ def _riscv_params(iommu_t: dict[str, object]) -> RiscvIommuParams:
             replacement=cast(
                 Replacement, _get(iommu_t, "replacement", "iommu", str, str(c.replacement))
             ),
+            seed=_get(iommu_t, "seed", "iommu", int, c.seed),
+            iotlb_superpages=_get(iommu_t, "iotlb_superpages", "iommu", bool, c.iotlb_superpages),
         )
     return params.with_(caches=caches)
 
 
 def _smmuv3_params(iommu_t: dict[str, object]) -> Smmuv3Params:
-    names = ("tlb_entries", "ste_entries", "cd_entries", "walk_entries")
+    names = ("tlb_entries", "ste_entries", "cd_entries", "walk_entries", "ste_cont_entries", "seed")
     _only(iommu_t, "iommu", ("kind", "preset", *names, "replacement"))
     preset = _get(iommu_t, "preset", "iommu", str, "full")
     if preset not in SMMUV3_PRESETS:
