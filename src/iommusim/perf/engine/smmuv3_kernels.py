@@ -22,8 +22,10 @@ cache share the RISC-V IOTLB's hash index, their key columns being its own:
 
 from __future__ import annotations
 
-from typing import Final, get_args
+from collections.abc import Callable
+from typing import Final, TypeVar, cast, get_args
 
+import numba
 import numpy as np
 import numpy.typing as npt
 
@@ -48,13 +50,13 @@ from iommusim.perf.engine.kernels import (
     _append,
     _jit,
     _random_victim,
-    _row,
-    _tlb_find,
     _tlb_hash_insert,
     _tlb_hash_remove,
-    _to_newest,
     _unlink,
 )
+from iommusim.perf.engine.kernels import _row as _row_jit
+from iommusim.perf.engine.kernels import _tlb_find as _tlb_find_jit
+from iommusim.perf.engine.kernels import _to_newest as _to_newest_jit
 from iommusim.perf.trace.format import FLAG_EXEC, FLAG_PRIV, FLAG_WRITE
 
 __all__ = [
@@ -87,6 +89,19 @@ __all__ = [
 ]
 
 _I64 = npt.NDArray[np.int64]
+_F = TypeVar("_F", bound=Callable[..., object])
+
+
+def _inline(fn: _F) -> _F:
+    """:func:`~iommusim.perf.engine.kernels._jit`, inlined into its callers at numba's IR
+    level: a call passing a dozen arrays costs their reference counts, a hot loop's worth."""
+    return cast(_F, numba.njit(inline="always", cache=True, nogil=True)(fn))
+
+
+# The RISC-V kernels' helpers on the hot path, compiled again (the same functions) inlined.
+_row = _inline(_row_jit.py_func)
+_tlb_find = _inline(_tlb_find_jit.py_func)
+_to_newest = _inline(_to_newest_jit.py_func)
 
 # Response outcome codes (the engine's OUTCOMES: the order of transaction.Outcome).
 _O_OK: Final = get_args(Outcome).index("ok")
@@ -141,8 +156,9 @@ F_TVAL, F_LVAL, F_SHIFT, F_IMASK, F_PSH, F_PMASK, F_PERM = 14, 18, 22, 26, 30, 3
 N_TRANS, N_MISSES, N_ACCESSES, N_HITS, N_WALKS = range(5)
 
 # The walk-cache journal of one row (rows: lookups in the scalar model's order): a hit
-# (W_FILL = 0) or a fill of the stage 2 translation walked for the descriptor page W_PN.
-W_FILL, W_PN, W_PA, W_PERMS, W_SIZE = range(5)
+# (W_FILL = 0; W_SLOT the entry, -1 for one this row filled) or a fill of the stage 2
+# translation walked for the descriptor page W_PN.
+W_FILL, W_PN, W_PA, W_PERMS, W_SIZE, W_SLOT = range(6)
 # Journal state: lookups so far, the walk cache's entries as the row's fills leave them,
 # whether a fill evicted, the stage 2 descriptor reads.
 J_N, J_COUNT, J_EVICTED, J_LOADS = range(4)
@@ -154,7 +170,7 @@ _LP_S1, _LP_S2_TABLE, _LP_S2_OUT = 0, 4, 8
 
 
 # ---------------------------------------------------------------------------- caches
-@_jit
+@_inline
 def _ste_find(sc, sm, sid):
     s = sm[M_TAIL]
     while s >= 0 and sc[s, S_SID] != sid:
@@ -162,7 +178,7 @@ def _ste_find(sc, sm, sid):
     return s
 
 
-@_jit
+@_inline
 def _cd_find(dc, dm, sid, ssid):
     d = dm[M_TAIL]
     while d >= 0 and (dc[d, D_SID] != sid or dc[d, D_SSID] != ssid):
@@ -202,7 +218,7 @@ def _insert(tl, th, tm, vmid, asid, priv, pn, pa, perms, size, ipa_pn):
 
 
 # ---------------------------------------------------------------------------- walks
-@_jit
+@_inline
 def _descriptor(fm, f, i, pte, ia):
     """What descriptor ``pte`` at walker level ``i`` is (DDI 0487 D8 "Translation table
     descriptor formats"): ``(0, next table, 0)``, ``(1, output address, log2 size)`` for a
@@ -221,12 +237,12 @@ def _descriptor(fm, f, i, pte, ia):
     return 1, (oa & ~mask) | (ia & mask), size
 
 
-@_jit
+@_inline
 def _index(fm, f, i, ia):
     return ((ia >> fm[f, F_SHIFT + i]) & fm[f, F_IMASK + i]) * 8
 
 
-@_jit
+@_inline
 def _walk(fm, f, pages, pk, pr, lp, at, root, ia):
     """Walk ``ia`` from the start table at ``root``: ``(status, out, size, pte, loads,
     page)``."""
@@ -248,7 +264,7 @@ def _walk(fm, f, pages, pk, pr, lp, at, root, ia):
         i -= 1
 
 
-@_jit
+@_inline
 def _grants(fm, f, pte, priv):
     """The ``PERM_*`` bits leaf ``pte`` grants (DDI 0487 D8 "Memory access control"), or -1
     when its Access flag is 0 (D8 "The Access flag": a fault, or the hardware update --
@@ -261,7 +277,7 @@ def _grants(fm, f, pte, priv):
     return fm[f, F_PERM + pi]
 
 
-@_jit
+@_inline
 def _s2(fm, f2, pages, pk, pr, lp, at, s2ttb, ipa, access):
     """A stage 2 walk of ``ipa`` for ``access`` (IHI 0070 3.4.2; D8 stage 2, an
     unprivileged access): ``(status, out, size, perms, loads, page)``; an IPA beyond
@@ -279,30 +295,40 @@ def _s2(fm, f2, pages, pk, pr, lp, at, s2ttb, ipa, access):
     return ST_OK, out, size, perms, loads, 0
 
 
-@_jit
-def _xlate(fm, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, wj, jn, addr):
-    """The PA of the stage 1 descriptor at IPA ``addr`` under nesting, as the walk cache
-    gives it (IHI 0070 16.2: stage 2 translations of table addresses; the scalar model's
-    ``_s2`` of CLASS TT): ``(status, pa, page)``. Reads only: the lookup or the fill goes to
-    the journal ``wj``. A lookup after a fill that evicted stops the row (the eviction
-    could have removed what it looks up: the scalar model knows)."""
+@_inline
+def _xlate(fm, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, wj, jn, wmemo, i, addr):
+    """The PA of the stage 1 descriptor at IPA ``addr`` (walker level ``i``) under nesting,
+    as the walk cache gives it (IHI 0070 16.2: stage 2 translations of table addresses; the
+    scalar model's ``_s2`` of CLASS TT): ``(status, pa, page)``. Reads only: the lookup or
+    the fill goes to the journal ``wj``. A lookup after a fill that evicted stops the row
+    (the eviction could have removed what it looks up: the scalar model knows).
+    ``wmemo[i]`` remembers the entry level ``i`` found last (valid until an eviction)."""
     if jn[J_EVICTED]:
         return ST_SCALAR, 0, 0
     pn = addr >> 12
     n = jn[J_N]
     pa = -1
+    slot = -1
     for k in range(n - 1, -1, -1):
         if wj[k, W_PN] == pn and wj[k, W_FILL]:
             pa = wj[k, W_PA]
             break
     s = -1
     if pa < 0:
-        s = _tlb_find(wl, wh, vmid, S2_ONLY, 0, pn)
+        if wmemo[i, 0] == pn:
+            s = wmemo[i, 1]
+        else:
+            s = _tlb_find(wl, wh, vmid, S2_ONLY, 0, pn)
+            if s >= 0:
+                wmemo[i, 0] = pn
+                wmemo[i, 1] = s
         if s >= 0 and wl[s, T_PERMS] & PERM_R:
             pa = wl[s, T_PA]
+            slot = s
     if pa >= 0:
         wj[n, W_FILL] = 0
         wj[n, W_PN] = pn
+        wj[n, W_SLOT] = slot
         jn[J_N] = n + 1
         return ST_OK, pa | (addr & 0xFFF), 0
     st, out, size, perms, loads, page = _s2(
@@ -327,16 +353,17 @@ def _xlate(fm, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, wj, jn, addr):
     return ST_OK, out, 0
 
 
-@_jit
-def _walk_nested(fm, f, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, wj, jn, root, ia):
+@_inline
+def _walk_nested(fm, f, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, wj, jn, wmemo, root, ia):
     """:func:`_walk` with every descriptor address an IPA translated by stage 2 (IHI 0070
     3.4.2 nesting; the translations through :func:`_xlate`)."""
     i = fm[f, F_LEVELS] - 1
     a = root
     loads = 0
     while True:
+        addr = a + _index(fm, f, i, ia)
         st, pa, page = _xlate(
-            fm, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, wj, jn, a + _index(fm, f, i, ia)
+            fm, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, wj, jn, wmemo, i, addr
         )
         if st != ST_OK:
             return st, 0, 0, 0, loads, page
@@ -353,8 +380,8 @@ def _walk_nested(fm, f, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, wj, jn, 
         i -= 1
 
 
-@_jit
-def _commit_walk_cache(wl, wh, wm, wj, jn, vmid):
+@_inline
+def _commit_walk_cache(wl, wh, wm, wj, jn, wmemo, vmid):
     """Replay the row's walk-cache journal on the cache: each lookup's LRU move, each fill
     (the scalar model's ``_s2`` insert: key ``(vmid, S2_ONLY, False, pn)``)."""
     for k in range(jn[J_N]):
@@ -363,8 +390,12 @@ def _commit_walk_cache(wl, wh, wm, wj, jn, vmid):
             _insert(
                 wl, wh, wm, vmid, S2_ONLY, 0, pn, wj[k, W_PA], wj[k, W_PERMS], wj[k, W_SIZE], pn
             )
+            wmemo[:, 0] = -1  # a fill may have evicted a remembered entry
         elif wm[M_LRU]:
-            _to_newest(wl, wm, _tlb_find(wl, wh, vmid, S2_ONLY, 0, pn), T_PREV, T_NEXT)
+            s = wj[k, W_SLOT]
+            if s < 0:
+                s = _tlb_find(wl, wh, vmid, S2_ONLY, 0, pn)
+            _to_newest(wl, wm, s, T_PREV, T_NEXT)
 
 
 # ---------------------------------------------------------------------------- replay
@@ -390,8 +421,9 @@ def replay(
     returns ``(row, status)`` of the row it stopped at (``(stop, ST_OK)`` when all were
     done). ``page_out[0]`` names a missing page."""
     lp = np.full((12, 2), -1, np.int64)
-    wj = np.zeros((4, 5), np.int64)
+    wj = np.zeros((4, 6), np.int64)
     jn = np.zeros(4, np.int64)
+    wmemo = np.full((4, 2), -1, np.int64)
     trans = 0
     misses = 0
     accesses = 0
@@ -467,9 +499,11 @@ def replay(
         else:
             return _stop(c, trans, misses, accesses, hits, walks, i, ST_SCALAR)
         # Step 6: the TLB (IHI 0070 3.17 tagging); an ASID's miss may hit a global entry.
-        t = _tlb_find(tl, th, vmid, tag, kpriv, pn)
-        if t < 0 and d >= 0 and tag >= 0:
-            t = _tlb_find(tl, th, vmid, GLOBAL, priv, pn)
+        t = -1
+        if tm[M_COUNT]:
+            t = _tlb_find(tl, th, vmid, tag, kpriv, pn)
+            if t < 0 and d >= 0 and tag >= 0:
+                t = _tlb_find(tl, th, vmid, GLOBAL, priv, pn)
         if t >= 0:
             if access & ~tl[t, T_PERMS]:
                 return _stop(c, trans, misses, accesses, hits, walks, i, ST_SCALAR)
@@ -521,7 +555,7 @@ def replay(
             root = ttb & fm[f, F_ROOT_MASK]
             if f2 >= 0:
                 st, out, size, pte, loads, page = _walk_nested(
-                    fm, f, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, wj, jn, root, ia
+                    fm, f, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, wj, jn, wmemo, root, ia
                 )
             else:
                 st, out, size, pte, loads, page = _walk(fm, f, pages, pk, pr, lp, _LP_S1, root, ia)
@@ -536,7 +570,7 @@ def replay(
                 # IHI 0070 3.4.2: stage 2 of the output, from the TLB's stage 2 entry or
                 # walked (and then cached as one).
                 ipa_pn = out >> 12
-                k2 = _tlb_find(tl, th, vmid, S2_ONLY, 0, ipa_pn)
+                k2 = _tlb_find(tl, th, vmid, S2_ONLY, 0, ipa_pn) if tm[M_COUNT] else -1
                 if k2 >= 0 and not access & ~tl[k2, T_PERMS]:
                     out2 = tl[k2, T_PA] | (out & 0xFFF)
                     perms2 = tl[k2, T_PERMS]
@@ -561,7 +595,7 @@ def replay(
                 tag, other = asid, GLOBAL
             else:
                 tag, other = GLOBAL, asid
-            if tm[M_CAP] and asid >= 0 and _tlb_find(tl, th, vmid, other, priv, pn) >= 0:
+            if tm[M_COUNT] and asid >= 0 and _tlb_find(tl, th, vmid, other, priv, pn) >= 0:
                 return _stop(c, trans, misses, accesses, hits, walks, i, ST_SCALAR)
         # The row translates: commit its cache updates in the scalar model's order.
         if sm[M_LRU]:
@@ -570,7 +604,7 @@ def replay(
             if dm[M_LRU]:
                 _to_newest(dc, dm, d, D_PREV, D_NEXT)
             if f2 >= 0:
-                _commit_walk_cache(wl, wh, wm, wj, jn, vmid)
+                _commit_walk_cache(wl, wh, wm, wj, jn, wmemo, vmid)
                 if k2 >= 0:
                     if tm[M_LRU]:
                         _to_newest(tl, tm, k2, T_PREV, T_NEXT)
