@@ -22,6 +22,7 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -41,38 +42,39 @@ TARGETS = {
 }
 
 
-def trace_of(reqs: list[Request]) -> Trace:
-    rows = empty(len(reqs))
-    rows["device_id"] = [r.device_id for r in reqs]
-    rows["pasid"] = [r.process_id if r.pid_valid else -1 for r in reqs]
-    rows["iova"] = [r.iova for r in reqs]
+def rows_of(device_ids: list[int], pasids: list[int], iovas: list[int]) -> Trace:
+    """Reads as trace rows, tiled to about :data:`ROWS`."""
+    rows = empty(len(iovas))
+    rows["device_id"] = device_ids
+    rows["pasid"] = pasids
+    rows["iova"] = iovas
     rows["size"] = 8
     rows["flags"] = FLAG_READ
     return np.tile(rows, -(-ROWS // len(rows)))
+
+
+def trace_of(reqs: list[Request]) -> Trace:
+    return rows_of(
+        [r.device_id for r in reqs],
+        [r.process_id if r.pid_valid else -1 for r in reqs],
+        [r.iova for r in reqs],
+    )
 
 
 def smmuv3_trace_of(reqs: list[Smmuv3Request]) -> Trace:
-    """``bench_smmuv3``'s reads without SubstreamIDs as trace rows."""
-    rows = empty(len(reqs))
-    rows["device_id"] = [r.sid for r in reqs]
-    rows["pasid"] = -1
-    rows["iova"] = [r.addr for r in reqs]
-    rows["size"] = 8
-    rows["flags"] = FLAG_READ
-    return np.tile(rows, -(-ROWS // len(rows)))
+    """``bench_smmuv3``'s reads (no SubstreamIDs) as trace rows."""
+    return rows_of([r.sid for r in reqs], [-1] * len(reqs), [r.addr for r in reqs])
 
 
-def scalar_rate(t: Smmuv3Translator, reqs: list[Smmuv3Request]) -> float:
-    """The scalar translator over ``reqs`` (repeated) for at least a second, best of three."""
-    tr = t.translate
+def best_rate(step: Callable[[], int]) -> float:
+    """What ``step`` does (it returns how many) per second, repeated until at least a second
+    has passed; the best of three such runs."""
     best = 0.0
     for _ in range(3):
         n = 0
         t0 = time.perf_counter()
         while True:
-            for r in reqs:
-                tr(r)
-            n += len(reqs)
+            n += step()
             dt = time.perf_counter() - t0
             if dt >= 1.0:
                 break
@@ -83,18 +85,19 @@ def scalar_rate(t: Smmuv3Translator, reqs: list[Smmuv3Request]) -> float:
 def rate(engine: BatchEngine | Smmuv3BatchEngine, rows: Trace, expect_pa: int) -> float:
     first = engine.replay(rows[:1000])  # compiles the kernels, fills the caches
     assert int(first.pa[0]) == expect_pa, hex(int(first.pa[0]))
-    best = 0.0
-    for _ in range(3):
-        n = 0
-        t0 = time.perf_counter()
-        while True:
-            engine.replay(rows)
-            n += len(rows)
-            dt = time.perf_counter() - t0
-            if dt >= 1.0:
-                break
-        best = max(best, n / dt)
-    return best
+    return best_rate(lambda: len(engine.replay(rows).pa))
+
+
+def scalar_rate(t: Smmuv3Translator, reqs: list[Smmuv3Request]) -> float:
+    """The scalar translator over ``reqs``, repeated."""
+    tr = t.translate
+
+    def step() -> int:
+        for r in reqs:
+            tr(r)
+        return len(reqs)
+
+    return best_rate(step)
 
 
 def main() -> int:

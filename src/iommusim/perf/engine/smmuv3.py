@@ -289,30 +289,19 @@ class Smmuv3BatchEngine:
 
     # ------------------------------------------------------------------ rows
     def _account(self, t: Smmuv3Translator, done: int) -> None:
-        c = self._counts
-        counts = t.counts
-        counts.transactions += int(c[K.N_TRANS])
-        counts.tlb_misses += int(c[K.N_MISSES])
-        counts.walk_accesses += int(c[K.N_ACCESSES])
-        st = self.stats
-        st.engine_rows += done
-        st.iotlb_hits += int(c[K.N_HITS])
-        st.walks += int(c[K.N_WALKS])
-        c[:] = 0
+        """Add the kernels' counts to the translator's (the PMCG's events) and the stats."""
+        c = self._counts.tolist()
+        for target, fields in ((t.counts, K.COUNTED), (self.stats, K.STATS)):
+            for name, col in fields:
+                setattr(target, name, getattr(target, name) + c[col])
+        self._counts[:] = 0
+        self.stats.engine_rows += done
         if done:
             self._dirty = True
 
     def _scalar(self, rows: Trace, start: int, stop: int, out: Smmuv3Results) -> None:
         translate = self._translate
-        part = rows[start:stop]
-        cols = zip(
-            part["device_id"].tolist(),
-            part["pasid"].tolist(),
-            part["iova"].tolist(),
-            part["flags"].tolist(),
-            strict=True,
-        )
-        for i, (sid, pasid, iova, flags) in enumerate(cols, start):
+        for i, (_, sid, pasid, iova, _, flags) in enumerate(rows[start:stop].tolist(), start):
             resp = translate(smmuv3_request_of(sid, pasid, iova, flags))
             out.pa[i] = resp.pa
             out.outcome[i] = _OUTCOME_CODE[resp.outcome]

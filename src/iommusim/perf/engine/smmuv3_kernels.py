@@ -60,6 +60,7 @@ from iommusim.perf.engine.kernels import _to_newest as _to_newest_jit
 from iommusim.perf.trace.format import FLAG_EXEC, FLAG_PRIV, FLAG_WRITE
 
 __all__ = [
+    "COUNTED",
     "D_COLUMNS",
     "D_NEXT",
     "F_COLUMNS",
@@ -72,6 +73,7 @@ __all__ = [
     "N_MISSES",
     "N_TRANS",
     "N_WALKS",
+    "STATS",
     "S_COLUMNS",
     "S_NEXT",
     "T_ASID",
@@ -154,6 +156,14 @@ F_TVAL, F_LVAL, F_SHIFT, F_IMASK, F_PSH, F_PMASK, F_PERM = 14, 18, 22, 26, 30, 3
 #: Counts (int64 array ``c``): IHI 0070 10.3 events 0x1 transactions, 0x2 TLB misses, 0x4
 #: translation table walk accesses; then the kernels' TLB hits and walks.
 N_TRANS, N_MISSES, N_ACCESSES, N_HITS, N_WALKS = range(5)
+#: The :class:`~iommusim.hw.smmuv3.maintenance.TranslationCounts` fields the first three
+#: add to, and the :class:`~iommusim.perf.engine.riscv.EngineStats` fields of the others.
+COUNTED: Final = (
+    ("transactions", N_TRANS),
+    ("tlb_misses", N_MISSES),
+    ("walk_accesses", N_ACCESSES),
+)
+STATS: Final = (("iotlb_hits", N_HITS), ("walks", N_WALKS))
 
 # The walk-cache journal of one row (rows: lookups in the scalar model's order): a hit
 # (W_FILL = 0; W_SLOT the entry, -1 for one this row filled) or a fill of the stage 2
@@ -164,6 +174,8 @@ W_FILL, W_PN, W_PA, W_PERMS, W_SIZE, W_SLOT = range(6)
 J_N, J_COUNT, J_EVICTED, J_LOADS = range(4)
 
 _PN_MASK: Final = (1 << 52) - 1
+# A walk step's status: a table descriptor, the walk goes on.
+_ST_TABLE: Final = -1
 # Page-lookup memos (kernels._row): stage 1 levels at 0.., stage 2 of descriptor addresses
 # at 4.., stage 2 of the output at 8..
 _LP_S1, _LP_S2_TABLE, _LP_S2_OUT = 0, 4, 8
@@ -194,7 +206,8 @@ def _insert(tl, th, tm, vmid, asid, priv, pn, pa, perms, size, ipa_pn):
     if tm[M_CAP] <= 0:
         return
     s = _tlb_find(tl, th, vmid, asid, priv, pn)
-    if s >= 0:
+    new = s < 0
+    if not new:
         _to_newest(tl, tm, s, T_PREV, T_NEXT)
     else:
         if tm[M_COUNT] < tm[M_CAP]:
@@ -204,42 +217,49 @@ def _insert(tl, th, tm, vmid, asid, priv, pn, pa, perms, size, ipa_pn):
             s = _random_victim(tm) if tm[M_RANDOM] else tm[M_HEAD]
             _tlb_hash_remove(tl, th, s)
             _unlink(tl, tm, s, T_PREV, T_NEXT)
-        tl[s, T_VMID] = vmid
-        tl[s, T_ASID] = asid
-        tl[s, T_PRIV] = priv
-        tl[s, T_PN] = pn
-        _tlb_hash_insert(tl, th, s)
         _append(tl, tm, s, T_PREV, T_NEXT)
+    tl[s, T_VMID] = vmid
+    tl[s, T_ASID] = asid
+    tl[s, T_PRIV] = priv
+    tl[s, T_PN] = pn
     tl[s, T_PA] = pa
     tl[s, T_PERMS] = perms
     tl[s, T_SIZE] = size
     tl[s, T_IPA] = ipa_pn
     tl[s, T_FRESH] = 1
+    if new:
+        _tlb_hash_insert(tl, th, s)
 
 
 # ---------------------------------------------------------------------------- walks
 @_inline
-def _descriptor(fm, f, i, pte, ia):
-    """What descriptor ``pte`` at walker level ``i`` is (DDI 0487 D8 "Translation table
-    descriptor formats"): ``(0, next table, 0)``, ``(1, output address, log2 size)`` for a
-    block or page, ``(2, 0, 0)`` for one the scalar walk must judge (invalid, reserved
-    bits, an output address above the configured size: D8 "Address size fault")."""
+def _index(fm, f, i, ia):
+    return ((ia >> fm[f, F_SHIFT + i]) & fm[f, F_IMASK + i]) * 8
+
+
+@_inline
+def _step(fm, f, i, pages, pk, pr, lp, at, pa, ia):
+    """Read and judge the descriptor at ``pa`` at walker level ``i`` (DDI 0487 D8
+    "Translation table descriptor formats"): ``(status, out, size, pte, page)`` --
+    :data:`_ST_TABLE` and the next table's address, :data:`ST_OK` and the output address and
+    log2 size of a block or page, :data:`ST_PAGE` for a page the snapshot lacks, or
+    :data:`ST_SCALAR` for a descriptor the scalar walk must judge (invalid, reserved bits, an
+    output address above the configured size: D8 "Address size fault")."""
+    row = _row(pk, pr, lp, at + i, pa >> 12)
+    if row < 0:
+        return ST_PAGE, 0, 0, 0, pa >> 12
+    pte = pages[row, (pa & 0xFFF) >> 3]
     if (pte & fm[f, F_TMASK]) == fm[f, F_TVAL + i]:
         if pte & fm[f, F_NONLEAF_BAD]:
-            return 2, 0, 0
-        return 0, ((pte >> fm[f, F_OA_SHIFT]) & fm[f, F_OA_WIDTH]) << fm[f, F_PS], 0
+            return ST_SCALAR, 0, 0, 0, 0
+        return _ST_TABLE, ((pte >> fm[f, F_OA_SHIFT]) & fm[f, F_OA_WIDTH]) << fm[f, F_PS], 0, 0, 0
     if (pte & fm[f, F_LMASK]) != fm[f, F_LVAL + i] or pte & fm[f, F_LEAF_BAD]:
-        return 2, 0, 0
+        return ST_SCALAR, 0, 0, 0, 0
     size = fm[f, F_SHIFT + i]
     mask = (1 << size) - 1
     oa = ((pte >> fm[f, F_OA_SHIFT]) & fm[f, F_OA_WIDTH]) << fm[f, F_PS]
     # Block output-address bits below the block size are ignored (D8 "Block descriptor").
-    return 1, (oa & ~mask) | (ia & mask), size
-
-
-@_inline
-def _index(fm, f, i, ia):
-    return ((ia >> fm[f, F_SHIFT + i]) & fm[f, F_IMASK + i]) * 8
+    return ST_OK, (oa & ~mask) | (ia & mask), size, pte, 0
 
 
 @_inline
@@ -250,17 +270,12 @@ def _walk(fm, f, pages, pk, pr, lp, at, root, ia):
     a = root
     loads = 0
     while True:
-        pa = a + _index(fm, f, i, ia)
-        row = _row(pk, pr, lp, at + i, pa >> 12)
-        if row < 0:
-            return ST_PAGE, 0, 0, 0, loads, pa >> 12
-        pte = pages[row, (pa & 0xFFF) >> 3]
+        st, a, size, pte, page = _step(
+            fm, f, i, pages, pk, pr, lp, at, a + _index(fm, f, i, ia), ia
+        )
         loads += 1
-        kind, a, size = _descriptor(fm, f, i, pte, ia)
-        if kind == 1:
-            return ST_OK, a, size, pte, loads, 0
-        if kind == 2:
-            return ST_SCALAR, 0, 0, 0, loads, 0
+        if st != _ST_TABLE:
+            return st, a, size, pte, loads, page
         i -= 1
 
 
@@ -360,23 +375,18 @@ def _walk_nested(fm, f, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, wj, jn, 
     i = fm[f, F_LEVELS] - 1
     a = root
     loads = 0
+    size = 0
+    pte = 0
     while True:
         addr = a + _index(fm, f, i, ia)
         st, pa, page = _xlate(
             fm, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, wj, jn, wmemo, i, addr
         )
-        if st != ST_OK:
-            return st, 0, 0, 0, loads, page
-        row = _row(pk, pr, lp, _LP_S1 + i, pa >> 12)
-        if row < 0:
-            return ST_PAGE, 0, 0, 0, loads, pa >> 12
-        pte = pages[row, (pa & 0xFFF) >> 3]
-        loads += 1
-        kind, a, size = _descriptor(fm, f, i, pte, ia)
-        if kind == 1:
-            return ST_OK, a, size, pte, loads, 0
-        if kind == 2:
-            return ST_SCALAR, 0, 0, 0, loads, 0
+        if st == ST_OK:
+            st, a, size, pte, page = _step(fm, f, i, pages, pk, pr, lp, _LP_S1, pa, ia)
+            loads += 1
+        if st != _ST_TABLE:
+            return st, a, size, pte, loads, page
         i -= 1
 
 
