@@ -1,5 +1,5 @@
-"""Without numba the batch engine still answers every row, through the scalar model, and says
-so once."""
+"""Without numba the batch engines (RISC-V IOMMU, SMMUv3) still answer every row, through the
+scalar model, and say so once."""
 
 from __future__ import annotations
 
@@ -38,6 +38,41 @@ print(JIT_AVAILABLE, engine.replay(rows).pa.tolist(), engine.stats.scalar_rows)
 def test_without_numba_every_row_runs_through_the_scalar_model() -> None:
     run = subprocess.run(
         [sys.executable, "-c", PROGRAM, str(SRC), str(TESTS)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pas = [0x8000_0000 + (i % 4) * 4096 for i in range(8)]
+    assert run.stdout.split("\n")[0] == f"False {pas} 8"
+    assert run.stderr.count("numba is not importable") == 1
+
+
+SMMUV3_PROGRAM = """
+import sys
+sys.modules["numba"] = None  # import numba now raises ImportError
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+from iommusim.perf.engine import JIT_AVAILABLE, Smmuv3BatchEngine
+from iommusim.perf.trace import FLAG_READ, empty
+from iommusim.sw.prot import IOMMU_READ
+from testsupport.smmuv3_scene import Scene
+scene = Scene()
+table = scene.s1()
+table.map(0x1000_0000, 0x8000_0000, 4 * 4096, IOMMU_READ)
+scene.stream_s1(3, table)
+engine = Smmuv3BatchEngine(scene.t)
+Smmuv3BatchEngine(scene.t)
+rows = empty(8)
+rows["device_id"] = 3
+rows["pasid"] = -1
+rows["iova"] = [0x1000_0000 + (i % 4) * 4096 for i in range(8)]
+rows["flags"] = FLAG_READ
+print(JIT_AVAILABLE, engine.replay(rows).pa.tolist(), engine.stats.scalar_rows)
+"""
+
+
+def test_without_numba_smmuv3_rows_run_through_the_scalar_model() -> None:
+    run = subprocess.run(
+        [sys.executable, "-c", SMMUV3_PROGRAM, str(SRC), str(TESTS)],
         capture_output=True,
         text=True,
         check=True,
