@@ -181,15 +181,21 @@ def test_the_engine_answers_as_the_scalar_model_does(
     event(f"kernel IOTLB hits: {engine.stats.iotlb_hits > 0}")
 
 
+def reads_of(iovas: np.ndarray) -> np.ndarray:
+    """8-byte reads by device 5 without a PASID, one per IOVA."""
+    rows = empty(len(iovas))
+    rows["device_id"] = 5
+    rows["pasid"] = -1
+    rows["iova"] = iovas
+    rows["flags"] = FLAG_READ
+    rows["size"] = 8
+    return rows
+
+
 def test_a_clean_trace_is_answered_by_the_kernels() -> None:
     scene = Image(False, [0xD7] * 8, True, CacheParams(iotlb_entries=4))
     engine = BatchEngine(scene.iommu)
-    rows = empty(1000)
-    rows["device_id"] = 5
-    rows["pasid"] = -1
-    rows["iova"] = VA + (np.arange(1000) % 8) * PAGE
-    rows["flags"] = FLAG_READ
-    rows["size"] = 8
+    rows = reads_of(VA + (np.arange(1000) % 8) * PAGE)
     out = engine.replay(rows)
     assert out.pa.tolist() == (0x8000_0000 + (np.arange(1000) % 8) * PAGE).tolist()
     # The first row walks the DDT in the scalar model; the rest are the kernels'.
@@ -202,12 +208,7 @@ def test_random_replacement_runs_in_the_kernels_and_evicts_as_the_scalar_model()
     fast = Image(False, [0xD7] * 8, True, caches)
     ref = Image(False, [0xD7] * 8, True, caches)
     engine = BatchEngine(fast.iommu)
-    rows = empty(1000)
-    rows["device_id"] = 5
-    rows["pasid"] = -1
-    rows["iova"] = VA + (np.arange(1000) * 5 % 8) * PAGE
-    rows["flags"] = FLAG_READ
-    rows["size"] = 8
+    rows = reads_of(VA + (np.arange(1000) * 5 % 8) * PAGE)
     engine.replay(rows)
     for row in rows.tolist():
         ref.iommu.translate(request_of(row[1], row[2], row[3], row[5]))
@@ -228,13 +229,8 @@ def test_a_superpage_entry_iotlb_in_the_kernels() -> None:
     fast = Image(False, [0xD7] * 8, True, caches)
     ref = Image(False, [0xD7] * 8, True, caches)
     engine = BatchEngine(fast.iommu)
-    rows = empty(2000)
-    rows["device_id"] = 5
-    rows["pasid"] = -1
     pages = np.arange(2000) * 7 % 512
-    rows["iova"] = 0x8000_0000 + pages * PAGE + 16
-    rows["flags"] = FLAG_READ
-    rows["size"] = 8
+    rows = reads_of(0x8000_0000 + pages * PAGE + 16)
     out = engine.replay(rows)
     assert out.pa.tolist() == (0x4000_0000 + pages * PAGE + 16).tolist()
     for row in rows.tolist():

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from iommusim.bits.arm import smmuv3_pmcg as P
 from iommusim.bits.arm.smmuv3_regs import CR0, EVENTQ_BASE, OFF, STRTAB_BASE, STRTAB_BASE_CFG
 from iommusim.bits.arm.smmuv3_structures import (
+    STE,
     STE_CONFIG_ABORT,
     STE_CONFIG_S1,
     TG1_4K,
@@ -303,3 +304,23 @@ def test_on_an_smmu_events_are_recorded_and_the_pmcg_counts_the_kernels_rows() -
     assert fast.pmcg is not None and ref.pmcg is not None
     assert [fast.pmcg.counter(i) for i in range(3)] == [ref.pmcg.counter(i) for i in range(3)]
     assert fast.pmcg.counter(0) == 200
+
+
+def test_ste_cont_spans_are_left_to_the_scalar_model() -> None:
+    """STE.CONT span entries (IHI 0070 5.2) are matched by the scalar lookup only: once one is
+    cached, the engine hands every row to the scalar model -- answers, caches and counts stay
+    the scalar model's."""
+    fast = Image(4, 48, 4, [(RW, "")] * 8, {"tlb_entries": 4})
+    ref = Image(4, 48, 4, [(RW, "")] * 8, {"tlb_entries": 4})
+    for img in (fast, ref):
+        dw1 = img.scene.ste_pa(4) + 8  # stream 4 bypasses; make it a span of two
+        img.mem.write64(dw1, img.mem.read64(dw1) | STE.encode(cont=1) >> 64)
+    engine = Smmuv3BatchEngine(fast.t)
+    vas = [VA + (i % 8) * 4096 for i in range(200)]
+    rows = np.concatenate([trace_of(3, vas), trace_of(4, vas), trace_of(3, vas)])
+    out = engine.replay(rows)
+    want = [ref.t.translate(smmuv3_request_of(int(r[1]), -1, int(r[3]), FLAG_READ)) for r in rows]
+    assert out.pa.tolist() == [w.pa for w in want]
+    assert list(fast.t.ste_spans) == list(ref.t.ste_spans) == [(4, 1)]
+    assert engine.stats.engine_rows == 199 and engine.stats.scalar_rows == 401
+    assert fast.t.counts == ref.t.counts

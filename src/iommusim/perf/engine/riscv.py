@@ -68,6 +68,7 @@ def _jit_importable() -> bool:
 JIT_AVAILABLE: Final = _jit_importable()
 if JIT_AVAILABLE:
     from iommusim.perf.engine import kernels as K
+    from iommusim.perf.engine.snapshot import TableSnapshot
 
 #: The most rows the scalar model runs in one go between two engine runs, by default.
 MAX_BURST: Final = 4096
@@ -213,19 +214,17 @@ class BatchEngine:
             dtype=np.int64,
         )
         self._ctr_mask = (1 << p.hpmctr_bits) - 1
-        # The snapshot: row 0 is the zero page (memory never written), rows 1.. copies of the
-        # pages in _views (zero-copy views of the memory's pages), indexed by pn in _pk/_pr.
-        self._pages = np.zeros((64, 512), dtype=np.int64)
-        self._views: list[_I64] = []
-        self._pk = np.full(256, -1, dtype=np.int64)
-        self._pr = np.zeros(256, dtype=np.int64)
-        self._absent = 0
-        self._mem_pages = -1
         self._counts = np.zeros(6, dtype=np.int64)
         self._page_out = np.zeros(1, dtype=np.int64)
         self._dirty = False
         mem = iommu.mem
-        self._mem = mem if type(mem) is SparseMemory and mem.words is not None else None
+        #: The table pages the kernels read (None: the memory offers no word views, or no
+        #: JIT -- every row is the scalar model's).
+        self._snap = (
+            TableSnapshot(mem)
+            if JIT_AVAILABLE and type(mem) is SparseMemory and mem.words is not None
+            else None
+        )
 
     # ------------------------------------------------------------------ public
     def replay(self, rows: Trace) -> Results:
@@ -247,8 +246,10 @@ class BatchEngine:
         iovas = rows["iova"].view(np.int64)
         flags = rows["flags"]
         pa = out.pa.view(np.int64)
+        snap = self._snap
+        assert snap is not None  # _eligible
         self._import_caches()
-        self._refresh_snapshot()
+        snap.refresh()
         i = 0
         burst = 1
         while i < n:
@@ -260,11 +261,12 @@ class BatchEngine:
             j, st = K.replay(
                 dids, pasids, iovas, flags, i, stop, pa, out.pbmt, self._k, self._fmts,
                 self._tl, self._th, self._tm, self._dc, self._dm, self._pc, self._pm,
-                self._pages, self._pk, self._pr, self._counts, self._page_out,
+                snap.pages, snap.pk, snap.pr, self._counts, self._page_out,
             )  # fmt: skip
             self._account(j - i, hpm)
             if st == K.ST_PAGE:
-                self._add_page(int(self._page_out[0]))
+                snap.add(int(self._page_out[0]))
+                self.stats.snapshot_pages = len(snap)
             elif st == K.ST_SCALAR:
                 end = min(n, j + burst)
                 burst = min(2 * burst, self.max_burst) if j - i < 64 else 1
@@ -279,7 +281,7 @@ class BatchEngine:
         """Whether the kernels can answer anything under the current registers and memory."""
         regs = self.iommu.regs
         mode = regs.ddtp & 0xF
-        if self._mem is None:
+        if self._snap is None:
             return False
         if mode not in self._did_wide or regs.fctl & (FCTL_BE | FCTL_GXL):
             return False
@@ -333,7 +335,8 @@ class BatchEngine:
         self._export_caches()
         self._scalar(rows, start, stop, out)
         self._import_caches()
-        self._refresh_snapshot()
+        if self._snap is not None:
+            self._snap.refresh()
 
     def _scalar(self, rows: Trace, start: int, stop: int, out: Results) -> None:
         translate = self.iommu.translate
@@ -433,59 +436,6 @@ class BatchEngine:
         if isinstance(eng.iotlb, RandomCache):
             eng.iotlb.state = int(self._tm[K.M_RNG]) & _MASK64
         self._dirty = False
-
-    # ------------------------------------------------------------------ snapshot
-    def _refresh_snapshot(self) -> None:
-        """Bring the snapshot up to date with memory: re-copy changed pages; when memory has
-        new pages, forget the ones recorded as absent so the walks ask for them again."""
-        mem = self._mem
-        if mem is None:
-            return
-        if len(mem) != self._mem_pages:
-            self._mem_pages = len(mem)
-            if self._absent:
-                keep = (self._pk >= 0) & (self._pr > 0)
-                pns = self._pk[keep].tolist()
-                rows = self._pr[keep].tolist()
-                self._pk[:] = -1
-                self._absent = 0
-                for pn, row in zip(pns, rows, strict=True):
-                    h = K.page_find(self._pk, pn)
-                    self._pk[h] = pn
-                    self._pr[h] = row
-        pages = self._pages
-        for row, view in enumerate(self._views, start=1):
-            if not np.array_equal(pages[row], view):
-                pages[row] = view
-
-    def _add_page(self, pn: int) -> None:
-        mem = self._mem
-        page = None if mem is None or mem.words is None else mem.words.get(pn)
-        if page is None:
-            row = 0
-            self._absent += 1
-        else:
-            view = np.frombuffer(page, dtype=np.int64)
-            self._views.append(view)
-            row = len(self._views)
-            if row == len(self._pages):
-                grown = np.zeros((2 * row, 512), dtype=np.int64)
-                grown[:row] = self._pages
-                self._pages = grown
-            self._pages[row] = view
-            self.stats.snapshot_pages = row
-        if 2 * (len(self._views) + self._absent + 1) > len(self._pk):
-            used = self._pk >= 0
-            pns, rows = self._pk[used].tolist(), self._pr[used].tolist()
-            self._pk = np.full(2 * len(self._pk), -1, dtype=np.int64)
-            self._pr = np.zeros(len(self._pk), dtype=np.int64)
-            for old_pn, old_row in zip(pns, rows, strict=True):
-                h = K.page_find(self._pk, old_pn)
-                self._pk[h] = old_pn
-                self._pr[h] = old_row
-        h = K.page_find(self._pk, pn)
-        self._pk[h] = pn
-        self._pr[h] = row
 
 
 def _linked(rows: list[tuple[int, ...]], width: int, capacity: int) -> _I64:

@@ -252,7 +252,8 @@ class Smmuv3BatchEngine:
         self.stats.rows += n
         t = self._t
         snap = self._snap
-        if t is None or snap is None or not t.enabled:
+        if t is None or snap is None or not t.enabled or t.ste_spans:
+            # STE.CONT span entries (IHI 0070 5.2) are matched by the scalar lookup only.
             self._scalar(rows, 0, n, out)
             return out
         sids = rows["device_id"]
@@ -280,6 +281,9 @@ class Smmuv3BatchEngine:
                 burst = min(2 * burst, self.max_burst) if j - i < 64 else 1
                 self._export_caches(t)
                 self._scalar(rows, j, end, out)
+                if t.ste_spans:  # the burst cached an STE.CONT span: the rest is scalar too
+                    self._scalar(rows, end, n, out)
+                    return out
                 self._import_caches(t)
                 snap.refresh()
                 j = end
@@ -366,4 +370,5 @@ class Smmuv3BatchEngine:
         self._cd.export(t.cd_cache, K.D_NEXT)
         self._tlb.export(t.tlb)
         self._walk.export(t.walk_cache)
+        t.forget_context()  # the fast path's remembered STE/CD are no longer the newest
         self._dirty = False

@@ -427,9 +427,10 @@ def replay(
     tl: _I64, th: _I64, tm: _I64, wl: _I64, wh: _I64, wm: _I64, pages: _I64, pk: _I64,
     pr: _I64, c: _I64, page_out: _I64,
 ) -> tuple[int, int]:  # fmt: skip
-    """Translate rows ``start..stop-1`` (StreamID, SubstreamID or -1, address, flags);
-    returns ``(row, status)`` of the row it stopped at (``(stop, ST_OK)`` when all were
-    done). ``page_out[0]`` names a missing page."""
+    """The SMMUv3 kernel: rows ``start..stop-1`` (StreamID, SubstreamID or -1, address,
+    flags) until one needs the scalar translator (``ST_SCALAR``) or a table page not in the
+    snapshot (``ST_PAGE``, the page in ``page_out[0]``); the result is that row's index and
+    the status, ``(stop, ST_OK)`` after the last."""
     lp = np.full((12, 2), -1, np.int64)
     wj = np.zeros((4, 6), np.int64)
     jn = np.zeros(4, np.int64)
