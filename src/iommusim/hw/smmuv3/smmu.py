@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Final
 
 from iommusim.bits.arm.smmuv3_pmcg import PMCG_OFFSET
-from iommusim.bits.arm.smmuv3_queues import E_PAGE_REQUEST
+from iommusim.bits.arm.smmuv3_queues import E_PAGE_REQUEST, EVT_PAGE_REQUEST
 from iommusim.bits.arm.smmuv3_regs import (
     CR0_CMDQEN,
     CR0_SMMUEN,
@@ -164,18 +164,21 @@ class Smmuv3:
         at privileged level when ``priv``. Recorded as E_PAGE_REQUEST, a miscellaneous event
         written asynchronously to transactions (IHI 0070 7.2); it asks for no response.
         Recorded only while SMMU_CR0.SMMUEN = 1 (F_UUT is the one event the spec permits
-        with the SMMU disabled); Span is 8 bits, so a longer span is capped at 255 pages.
+        with the SMMU disabled); Span is 8 bits, so a longer span is capped at 255 pages,
+        and the IDs and address keep the bits their fields hold.
         Whether it was written."""
         if not self.translator.enabled:
             return False
+        # Only what the record's fields carry reaches the SMMU (as for every inbound side).
+        width = {f.name: (1 << f.width) - 1 for f in EVT_PAGE_REQUEST.fields}
         level = "p" if priv else "u"
         ev = Event(
             E_PAGE_REQUEST,
-            sid,
+            sid & width["streamid"],
             ssv=ssv,
-            substreamid=ssid if ssv else 0,
-            inputaddr=addr & ~0xFFF,
-            span=min(max(span, 0), 0xFF),
+            substreamid=ssid & width["substreamid"] if ssv else 0,
+            inputaddr=(addr >> 12 & width["inputaddr_pn"]) << 12,
+            span=min(max(span, 0), width["span"]),
             hinted=tuple(level + a for a in "rwx" if a in access),
         )
         return self.eventq.record(ev)

@@ -3,6 +3,9 @@ Event queue interrupt; IHI 0070 3.12.2 for stalls whose event cannot be recorded
 
 from __future__ import annotations
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from iommusim.bits.arm.smmuv3_queues import C_BAD_STREAMID, F_TRANSLATION
 from iommusim.bits.arm.smmuv3_regs import GERROR, OFF, QUEUE_OVFLG
 from iommusim.hw.smmuv3.transaction import Event, Request, Response
@@ -158,3 +161,26 @@ def test_no_page_request_hint_while_the_smmu_is_disabled(make_bench):
     b.enable(eventqen=1)  # SMMUEN = 0
     assert not b.smmu.page_request_hint(1, 0x1000, 1)
     assert b.events() == []
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.integers(-(1 << 70), 1 << 70),
+    st.integers(-(1 << 70), 1 << 70),
+    st.integers(-(1 << 20), 1 << 20),
+    st.text("rwxq", max_size=4),
+    st.booleans(),
+    st.booleans(),
+    st.integers(-(1 << 40), 1 << 40),
+)
+def test_any_page_request_hint_is_a_record(make_bench, sid, addr, span, access, priv, ssv, ssid):
+    """Whatever a client sends, the hint is an E_PAGE_REQUEST holding what its fields can
+    carry -- never an exception."""
+    b = make_bench()
+    assert b.smmu.page_request_hint(sid, addr, span, access, priv, ssv, ssid)
+    (ev,) = b.events()
+    assert ev.streamid == sid & 0xFFFF_FFFF and ev.inputaddr == addr & ~0xFFF & (1 << 64) - 1
+    assert ev.span == min(max(span, 0), 255)
+    assert ev.substreamid == (ssid & 0xFFFFF if ssv else 0)
