@@ -46,6 +46,10 @@ __all__ = ["EventQueue", "PriQueue"]
 _EVENTQ_ABT: Final = GERROR.mask("eventq_abt_err")
 _PRIQ_ABT: Final = GERROR.mask("priq_abt_err")
 _ADDR_PAGE: Final = (1 << PRIQ_ENTRY["address"].width) - 1
+# What each ID field of a PRI queue entry holds (IHI 0070 8.1).
+_SID: Final = (1 << PRIQ_ENTRY["streamid"].width) - 1
+_SSID: Final = (1 << PRIQ_ENTRY["substreamid"].width) - 1
+_PRGI: Final = (1 << PRIQ_ENTRY["prg_index"].width) - 1
 
 
 class EventQueue:
@@ -112,11 +116,11 @@ class PriQueue:
 
         IHI 0070 8.1: without a PASID (``ssv`` = 0) the X and Priv bits are 0; a request
         with a PASID and L, W, R = 1, 0, 0 is a Stop Marker."""
-        ssid &= (1 << 20) - 1 if ssv else 0
+        ssid &= _SSID if ssv else 0
         exec_ = exec_ and ssv
         priv = priv and ssv
         entry = PRIQ_ENTRY.encode(
-            streamid=sid & 0xFFFF_FFFF,
+            streamid=sid & _SID,
             substreamid=ssid,
             priv=int(priv),
             exec=int(exec_),
@@ -124,13 +128,13 @@ class PriQueue:
             write=int(write),
             last=int(last),
             ssv=int(ssv),
-            prg_index=prgi & 0x1FF,
+            prg_index=prgi & _PRGI,
             address=addr >> 12 & _ADDR_PAGE,
         )
         if self._produce(entry):
             return True
         if last and not (ssv and not read and not write):
-            self.port.pri_response(sid, ssv, ssid, prgi & 0x1FF, PRI_RESP_SUCCESS)
+            self.port.pri_response(sid, ssv, ssid, prgi & _PRGI, PRI_RESP_SUCCESS)
         return False
 
     def _produce(self, entry: int) -> bool:
