@@ -28,10 +28,12 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Final, cast
 
 from iommusim.bits.arm.vmsa import GRANULES, Granule
+from iommusim.hw.smmuv3.tlb import S2_ONLY
 from iommusim.perf.studies.smmuv3_scene import IOVA_BASE, STREAM_ID, Stages, build_smmuv3_image
 from iommusim.perf.studies.sweep import Point, Row, Study
 
 if TYPE_CHECKING:
+    from matplotlib.artist import Artist
     from matplotlib.figure import Figure
 
 __all__ = ["NESTED_SMMUV3"]
@@ -124,6 +126,10 @@ def _run(p: Point) -> dict[str, int | float]:
         "misses_per_request": misses / n_req,
         "reads_per_request": reads / n_req,
         "reads_per_miss": reads / misses if misses else 0.0,
+        # What the caches hold at the end: stage 2 translations of table addresses in the
+        # walk cache, and the TLB's stage 2 entries (output IPAs) beside the combined ones.
+        "walk_cache_entries": len(t.walk_cache),
+        "tlb_stage2_entries": sum(1 for k in t.tlb if k[1] == S2_ONLY),
         "s1_levels": n,
         "s2_levels": m,
         "textbook_walk": _textbook(n, m),
@@ -145,17 +151,19 @@ def _key(r: Row) -> str:
     return f"{int(r['granule'])}K {_label(r)}"
 
 
+def _tick(r: Row) -> str:
+    lines = _label(r).split(" / ")
+    return "\n".join([*lines, f"n={r['s1_levels']} m={r['s2_levels']}"])
+
+
 def _summary(rows: list[Row]) -> dict[str, object]:
-    table: dict[str, dict[str, float]] = {}
-    per_request: dict[str, dict[str, float]] = {}
+    metrics = ("reads_per_miss", "reads_per_request", "misses_per_request")
+    tables: dict[str, dict[str, dict[str, float]]] = {m: {} for m in metrics}
     for r in rows:
-        table.setdefault(_key(r), {})[str(r["caches"])] = round(float(r["reads_per_miss"]), 3)
-        per_request.setdefault(_key(r), {})[str(r["caches"])] = round(
-            float(r["reads_per_request"]), 3
-        )
+        for m in metrics:
+            tables[m].setdefault(_key(r), {})[str(r["caches"])] = round(float(r[m]), 3)
     return {
-        "reads_per_miss": table,
-        "reads_per_request": per_request,
+        **tables,
         "textbook_walk": {_key(r): int(r["textbook_walk"]) for r in rows},
         "textbook_unconcatenated": {_key(r): int(r["textbook_unconcatenated"]) for r in rows},
     }
@@ -168,38 +176,47 @@ def _plot(rows: list[Row], summary: dict[str, object]) -> Figure:
     configs = list(dict.fromkeys(str(r["caches"]) for r in rows))
     by = {(_key(r), str(r["caches"])): r for r in rows}
     fig, axes = plt.subplots(
-        len(granules), 2, figsize=(16, 3.6 * len(granules)), squeeze=False, sharey="col"
+        len(granules), 2, figsize=(16, 3.7 * len(granules) + 0.8), squeeze=False, sharey="col"
     )
     width = 0.8 / len(configs)
     cmap = plt.get_cmap("tab10")
+    legend: dict[str, Artist] = {}
     for (left, right), g in zip(axes, granules, strict=True):
-        keys = list(dict.fromkeys(_key(r) for r in rows if int(r["granule"]) == g))
-        ticks = [_label(by[(k, configs[0])]) for k in keys]
+        # One row per shape of this granule (the first cache configuration's).
+        first = [r for r in rows if int(r["granule"]) == g and r["caches"] == configs[0]]
+        xs = range(len(first))
+        ticks = [_tick(r) for r in first]
         for ax, metric in ((left, "reads_per_miss"), (right, "reads_per_request")):
             for k, cfg in enumerate(configs):
-                xs = [i + (k - (len(configs) - 1) / 2) * width for i in range(len(keys))]
-                ax.bar(xs, [float(by[(key, cfg)][metric]) for key in keys], width, label=cfg,
-                       color=cmap(k))  # fmt: skip
-            ax.set_xticks(range(len(keys)), ticks, rotation=20, ha="right", fontsize=8)
+                ys = [float(by[(_key(r), cfg)][metric]) for r in first]
+                off = (k - (len(configs) - 1) / 2) * width
+                legend[cfg] = ax.bar([x + off for x in xs], ys, width, color=cmap(k)).patches[0]
+            ax.set_xticks(xs, ticks, fontsize=7.5)
             ax.grid(True, axis="y", alpha=0.3)
-        first = [by[(key, configs[0])] for key in keys]
-        left.plot(range(len(keys)), [int(r["textbook_walk"]) for r in first], "k_",
-                  markersize=20, mew=2, label="n(m+1)+m")  # fmt: skip
-        uncat = [(i, int(r["textbook_unconcatenated"])) for i, r in enumerate(first)]
-        uncat = [(i, v) for (i, v), r in zip(uncat, first, strict=True)
-                 if v != int(r["textbook_walk"])]  # fmt: skip
+        (legend["n(m+1)+m"],) = left.plot(
+            xs, [int(r["textbook_walk"]) for r in first], "k_", markersize=20, mew=2
+        )
+        # Where a concatenated stage 2 start table took a level off m.
+        uncat = [
+            (x, int(r["textbook_unconcatenated"]))
+            for x, r in zip(xs, first, strict=True)
+            if r["textbook_unconcatenated"] != r["textbook_walk"]
+        ]
         if uncat:
-            left.plot([i for i, _ in uncat], [v for _, v in uncat], "_", color="0.55",
-                      markersize=20, mew=2, label="n(m+1)+m, no concatenation")  # fmt: skip
+            (legend["n(m+1)+m without concatenation"],) = left.plot(
+                [x for x, _ in uncat], [v for _, v in uncat], "_", color="0.55", markersize=20,
+                mew=2,
+            )  # fmt: skip
         left.set_ylabel(f"{g}KB granule\ndescriptor reads per TLB miss", fontsize=9)
         right.set_ylabel("descriptor reads per request", fontsize=9)
-        left.legend(fontsize=7, ncol=2)
+    fig.legend(list(legend.values()), list(legend), loc="upper center", ncol=6, fontsize=8,
+               bbox_to_anchor=(0.5, 0.965))  # fmt: skip
     pages, tlb = int(rows[0]["pages"]), max(int(r["tlb"]) for r in rows)
     fig.suptitle(
-        f"SMMUv3 nested translation cost (uniform over {pages} 4 KiB pages; TLB {tlb} "
-        "entries, walk cache 64 when on)"
+        f"SMMUv3 nested translation cost: n-level stage 1 over m-level stage 2 (uniform over "
+        f"{pages} 4 KiB pages; TLB {tlb} entries, walk cache 64 when on)"
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
     return fig
 
 
