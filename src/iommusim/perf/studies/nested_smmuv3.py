@@ -15,9 +15,10 @@ IPA (IHI 0070 16.2 "Caching"). Like the RISC-V IOTLB the model's TLB is looked u
 input page whatever the leaf size, so a 16KB or 64KB leaf fills an entry per 4 KiB page used.
 
 Next to the measured value stands the textbook count of a nested walk, ``n * (m + 1) + m``
-for an ``n``-level stage 1 over an ``m``-level stage 2 (DDI 0487 D8 "Stage 2 translation of
-stage 1 translation table walks"; IHI 0070 3.4: each of the ``n`` stage 1 descriptor
-addresses and the output IPA are translated by stage 2): ``n`` alone, ``m`` alone. A
+for an ``n``-level stage 1 over an ``m``-level stage 2 (DDI 0487 D8, two-stage translation:
+every stage 1 table address is an IPA; IHI 0070 3.4 "Address translation": under nesting each
+of the ``n`` stage 1 descriptor addresses and the output IPA are translated by stage 2):
+``n`` alone, ``m`` alone. A
 concatenated stage 2 start table (DDI 0487 D8 "Concatenated translation tables") takes a
 level off ``m``; ``textbook_unconcatenated`` is the count with the natural start level.
 """
@@ -82,7 +83,7 @@ def _points(quick: bool) -> list[Point]:
     ]  # fmt: skip
 
 
-def natural_levels(granule: Granule, ia_bits: int) -> int:
+def _natural_levels(granule: Granule, ia_bits: int) -> int:
     """Levels of a walk of ``ia_bits`` input bits from the natural start level, without
     concatenation: each level resolves ``page_shift - 3`` bits above the page offset (DDI
     0487 D8 "Translation table walk")."""
@@ -117,7 +118,7 @@ def _run(p: Point) -> dict[str, int | float]:
     misses = c.tlb_misses - before.tlb_misses
     reads = c.walk_accesses - before.walk_accesses
     n, m = img.s1_levels, img.s2_levels
-    m0 = natural_levels(granule, int(p["s2_bits"])) if m else 0
+    m0 = _natural_levels(granule, int(p["s2_bits"])) if m else 0
     return {
         "requests": n_req,
         "faults": int((res.outcome != OUTCOMES.index("ok")).sum()),
