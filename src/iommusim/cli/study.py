@@ -10,7 +10,7 @@ from pathlib import Path
 __all__ = ["STUDY_NAMES", "add_study_parser", "cmd_study"]
 
 #: The study names, spelled here so ``--help`` does not import the studies.
-STUDY_NAMES = ("iotlb-reach", "invalidation", "nested", "ats")
+STUDY_NAMES = ("iotlb-reach", "invalidation", "nested", "nested-smmuv3", "ats")
 
 
 def cmd_study(args: argparse.Namespace) -> int:
