@@ -53,6 +53,9 @@ BLOCK_PA: Final = 0xC000_0000
 IPA: Final = 0x1_0000_0000
 IPA_RO: Final = IPA + (1 << 25)
 S2_PA: Final = 0x10_0000_0000
+#: The nested stream's address whose walk loops (indices 0, 1, 0, 1 from level 0): tables
+#: P0, P1, P0, P1, the level 1 entry read again at level 3 as the page (see Image).
+LOOP_VA: Final = 1 << 30 | 1 << 12
 RW: Final = IOMMU_READ | IOMMU_WRITE
 #: Leaf permissions: read-write for all, read-only, privileged only.
 PROTS: Final = (RW, RW, IOMMU_READ, RW | IOMMU_PRIV)
@@ -75,8 +78,9 @@ def leaf_pa(mem: Any, table: ArmLpaePageTable, va: int) -> int:
 class Image:
     """Streams over one memory: 0 stage 1 with two substreams (tables A, ASID 1, and B,
     ASID 2, mapping the same addresses), 1 stage 1 on A through TTB0 and TTB1 with hardware
-    Access flag updates, 2 stage 2 only, 3 nested (stage 1 N over that stage 2), 4 bypass,
-    5 abort, 6 an invalid STE, 7 an STE whose CD is invalid."""
+    Access flag updates, 2 stage 2 only, 3 nested (stage 1 N over that stage 2; N's level 1
+    table points back at its start table for :data:`LOOP_VA`, a recursive mapping), 4
+    bypass, 5 abort, 6 an invalid STE, 7 an STE whose CD is invalid."""
 
     def __init__(
         self,
@@ -103,6 +107,11 @@ class Image:
             n.map(VA + i * 4096, (IPA_RO if edit == "global" else IPA) + i * 4096, 4096, prot)
             edits += [(a, VA + i * unit, edit), (n, VA + i * 4096, edit)]
             edits.append((b, VA + i * unit, "global" if edit == "" and i % 2 else ""))
+        # DDI 0487 D8: bits[1:0] = 0b11 is a table descriptor at levels 0-2 and a page
+        # descriptor at level 3, where AF and AP[1] (EL0 access) apply.
+        d = S1_DESC[4]
+        p1 = d["oa"].get(self.mem.read64(n.root_pa)) << 12
+        self.mem.write64(p1 + 8, d.encode(valid=1, table=1, ap1=1, af=1, oa=n.root_pa >> 12))
         block = 1 << (a.pt.level_shift(1))
         a.map(BLOCK_VA, BLOCK_PA, block, RW)
         for table, va, edit in edits:
@@ -137,6 +146,7 @@ def addresses(granule: int, ia_bits: int, npages: int) -> list[int]:
         BLOCK_VA + 3 * 4096,
         IPA + 4096,
         IPA_RO + 8192,
+        LOOP_VA,
         1 << 50,
     ]
 
@@ -249,6 +259,31 @@ def test_a_clean_trace_is_answered_by_the_kernels() -> None:
     # kernels': walks (4 TLB entries over 8 pages in LRU order never hit) and bypasses.
     assert engine.stats.scalar_rows == 4
     assert engine.stats.walks == 3 * 999
+    assert fast.t.counts == ref.t.counts
+
+
+@pytest.mark.parametrize("replacement", ["lru", "fifo", "random"])
+@pytest.mark.parametrize("walk_entries", [1, 2, 3])
+def test_walk_cache_fills_that_evict_what_the_row_looks_up_next_are_the_kernels(
+    walk_entries: int, replacement: str
+) -> None:
+    """IHI 0070 16.2: a walk cache smaller than a nested walk's table pages. Every row's
+    fills evict entries that it looks up afterwards (the next level's, or -- the recursive
+    LOOP_VA, tables P0, P1, P0, P1 -- the same page again); the kernels answer all of them,
+    choosing the scalar model's victims."""
+    caches = {"tlb_entries": 0, "walk_entries": walk_entries, "replacement": replacement}
+    fast = Image(4, 48, 4, [(RW, "")] * 8, {**caches, "seed": 1})
+    ref = Image(4, 48, 4, [(RW, "")] * 8, {**caches, "seed": 1})
+    engine = Smmuv3BatchEngine(fast.t)
+    vas = [LOOP_VA if i % 3 == 0 else VA + (i * 5 % 8) * 4096 for i in range(300)]
+    out = engine.replay(trace_of(3, vas))
+    want = [ref.t.translate(smmuv3_request_of(3, -1, va, FLAG_READ)) for va in vas]
+    assert [OUTCOMES[o] for o in out.outcome.tolist()] == ["ok"] * 300
+    assert out.pa.tolist() == [w.pa for w in want]
+    assert engine.stats.scalar_rows == 1  # the STE and CD fetch
+    assert engine.stats.engine_rows == engine.stats.walks == 299
+    for name in ("tlb", "walk_cache"):
+        assert cache_state(getattr(fast.t, name)) == cache_state(getattr(ref.t, name)), name
     assert fast.t.counts == ref.t.counts
 
 

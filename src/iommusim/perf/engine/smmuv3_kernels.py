@@ -165,13 +165,15 @@ COUNTED: Final = (
 )
 STATS: Final = (("iotlb_hits", N_HITS), ("walks", N_WALKS))
 
-# The walk-cache journal of one row (rows: lookups in the scalar model's order): a hit
-# (W_FILL = 0; W_SLOT the entry, -1 for one this row filled) or a fill of the stage 2
-# translation walked for the descriptor page W_PN.
-W_FILL, W_PN, W_PA, W_PERMS, W_SIZE, W_SLOT = range(6)
-# Journal state: lookups so far, the walk cache's entries as the row's fills leave them,
-# whether a fill evicted, the stage 2 descriptor reads.
-J_N, J_COUNT, J_EVICTED, J_LOADS = range(4)
+# The walk-cache journal of one row (rows: its lookups in the scalar model's order): a hit
+# (W_FILL = 0) or a fill of the stage 2 translation walked for the descriptor page W_PN; the
+# entry (W_PA, W_PERMS, W_SIZE) and its slot as the row's earlier lookups leave the cache;
+# W_LIVE: the row made the entry the newest and nothing evicted it since (the live rows are
+# the newest end of the replacement order, oldest first); W_EVICT: the slot a fill evicted
+# (its entry is gone), -1 for none.
+W_FILL, W_PN, W_PA, W_PERMS, W_SIZE, W_SLOT, W_LIVE, W_EVICT = range(8)
+# Journal state: lookups so far, the stage 2 descriptor reads.
+J_N, J_LOADS = range(2)
 
 _PN_MASK: Final = (1 << 52) - 1
 # A walk step's status: a table descriptor, the walk goes on.
@@ -311,25 +313,70 @@ def _s2(fm, f2, pages, pk, pr, lp, at, s2ttb, ipa, access):
 
 
 @_inline
-def _xlate(fm, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, wj, jn, wmemo, i, addr):
+def _journal_find(wj, n, col, v):
+    """The newest live row of the first ``n`` of journal ``wj`` whose ``col`` is ``v``, or -1."""
+    for k in range(n - 1, -1, -1):
+        if wj[k, W_LIVE] and wj[k, col] == v:
+            return k
+    return -1
+
+
+@_inline
+def _evicted(wj, n, s):
+    """Whether one of the first ``n`` journal rows evicted the entry in slot ``s``."""
+    for k in range(n):
+        if wj[k, W_EVICT] == s:
+            return True
+    return False
+
+
+@_inline
+def _victim(wl, wm, vm, wj, n):
+    """The slot a fill of a new key takes in the full walk cache as the first ``n`` journal
+    rows leave it (``BoundedCache.insert``: the oldest entry; random: the generator's pick,
+    drawn from ``vm``, the row's copy of the cache's metadata); its entry's journal row, if
+    the row had made it the newest, is no longer live."""
+    if vm[M_RANDOM]:
+        s = _random_victim(vm)
+        k = _journal_find(wj, n, W_SLOT, s)
+    else:
+        # The oldest entry the row neither evicted nor made the newest; when there is none,
+        # the oldest one it made the newest.
+        s = wm[M_HEAD]
+        while s >= 0 and (_evicted(wj, n, s) or _journal_find(wj, n, W_SLOT, s) >= 0):
+            s = wl[s, T_NEXT]
+        k = -1
+        if s < 0:
+            k = 0
+            while not wj[k, W_LIVE]:
+                k += 1
+            s = wj[k, W_SLOT]
+    if k >= 0:
+        wj[k, W_LIVE] = 0
+    return s
+
+
+@_inline
+def _xlate(fm, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, vm, wj, jn, wmemo, i, addr):
     """The PA of the stage 1 descriptor at IPA ``addr`` (walker level ``i``) under nesting,
     as the walk cache gives it (IHI 0070 16.2: stage 2 translations of table addresses; the
     scalar model's ``_s2`` of CLASS TT): ``(status, pa, page)``. Reads only: the lookup or
-    the fill goes to the journal ``wj``. A lookup after a fill that evicted stops the row
-    (the eviction could have removed what it looks up: the scalar model knows).
-    ``wmemo[i]`` remembers the entry level ``i`` found last (valid until an eviction)."""
-    if jn[J_EVICTED]:
-        return ST_SCALAR, 0, 0
+    the fill goes to the journal ``wj``, which also answers the row's later lookups as the
+    scalar model's cache would -- an entry the row filled, moved or evicted (its victims
+    chosen by :func:`_victim`). ``wmemo[i]`` remembers the slot the cache gave the page
+    level ``i`` looked up last (valid until a fill evicts)."""
     pn = addr >> 12
     n = jn[J_N]
-    pa = -1
-    slot = -1
-    for k in range(n - 1, -1, -1):
-        if wj[k, W_PN] == pn and wj[k, W_FILL]:
-            pa = wj[k, W_PA]
-            break
-    s = -1
-    if pa < 0:
+    pa = 0
+    perms = 0
+    size = 0
+    j = _journal_find(wj, n, W_PN, pn)
+    if j >= 0:
+        s = wj[j, W_SLOT]
+        pa = wj[j, W_PA]
+        perms = wj[j, W_PERMS]
+        size = wj[j, W_SIZE]
+    else:
         if wmemo[i, 0] == pn:
             s = wmemo[i, 1]
         else:
@@ -337,13 +384,24 @@ def _xlate(fm, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, wj, jn, wmemo, i,
             if s >= 0:
                 wmemo[i, 0] = pn
                 wmemo[i, 1] = s
-        if s >= 0 and wl[s, T_PERMS] & PERM_R:
+        if s >= 0 and _evicted(wj, n, s):
+            s = -1
+        if s >= 0:
             pa = wl[s, T_PA]
-            slot = s
-    if pa >= 0:
+            perms = wl[s, T_PERMS]
+            size = wl[s, T_SIZE]
+    lru = wm[M_LRU]
+    if s >= 0 and perms & PERM_R:
+        if lru and j >= 0:
+            wj[j, W_LIVE] = 0
         wj[n, W_FILL] = 0
         wj[n, W_PN] = pn
-        wj[n, W_SLOT] = slot
+        wj[n, W_PA] = pa
+        wj[n, W_PERMS] = perms
+        wj[n, W_SIZE] = size
+        wj[n, W_SLOT] = s
+        wj[n, W_LIVE] = lru
+        wj[n, W_EVICT] = -1
         jn[J_N] = n + 1
         return ST_OK, pa | (addr & 0xFFF), 0
     st, out, size, perms, loads, page = _s2(
@@ -354,22 +412,33 @@ def _xlate(fm, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, wj, jn, wmemo, i,
     jn[J_LOADS] += loads
     if wm[M_CAP] <= 0:
         return ST_OK, out, 0  # a walk cache of capacity 0 holds nothing
+    # BoundedCache.insert: a present key is replaced in its slot; a new one takes a free
+    # slot, or the victim's.
+    evict = -1
+    if s >= 0:
+        if j >= 0:
+            wj[j, W_LIVE] = 0
+    elif vm[M_COUNT] < wm[M_CAP]:
+        s = vm[M_COUNT]
+        vm[M_COUNT] += 1
+    else:
+        s = evict = _victim(wl, wm, vm, wj, n)
     wj[n, W_FILL] = 1
     wj[n, W_PN] = pn
     wj[n, W_PA] = out & ~0xFFF
     wj[n, W_PERMS] = perms
     wj[n, W_SIZE] = size
+    wj[n, W_SLOT] = s
+    wj[n, W_LIVE] = 1
+    wj[n, W_EVICT] = evict
     jn[J_N] = n + 1
-    if s < 0:  # a new key: the cache grows, or evicts
-        if jn[J_COUNT] < wm[M_CAP]:
-            jn[J_COUNT] += 1
-        else:
-            jn[J_EVICTED] = 1
     return ST_OK, out, 0
 
 
 @_inline
-def _walk_nested(fm, f, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, wj, jn, wmemo, root, ia):
+def _walk_nested(
+    fm, f, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, vm, wj, jn, wmemo, root, ia
+):
     """:func:`_walk` with every descriptor address an IPA translated by stage 2 (IHI 0070
     3.4.2 nesting; the translations through :func:`_xlate`)."""
     i = fm[f, F_LEVELS] - 1
@@ -380,7 +449,7 @@ def _walk_nested(fm, f, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, wj, jn, 
     while True:
         addr = a + _index(fm, f, i, ia)
         st, pa, page = _xlate(
-            fm, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, wj, jn, wmemo, i, addr
+            fm, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, vm, wj, jn, wmemo, i, addr
         )
         if st == ST_OK:
             st, a, size, pte, page = _step(fm, f, i, pages, pk, pr, lp, _LP_S1, pa, ia)
@@ -393,19 +462,18 @@ def _walk_nested(fm, f, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, wj, jn, 
 @_inline
 def _commit_walk_cache(wl, wh, wm, wj, jn, wmemo, vmid):
     """Replay the row's walk-cache journal on the cache: each lookup's LRU move, each fill
-    (the scalar model's ``_s2`` insert: key ``(vmid, S2_ONLY, False, pn)``)."""
+    (the scalar model's ``_s2`` insert: key ``(vmid, S2_ONLY, False, pn)``), which evicts
+    the victim the journal chose."""
     for k in range(jn[J_N]):
         pn = wj[k, W_PN]
         if wj[k, W_FILL]:
             _insert(
                 wl, wh, wm, vmid, S2_ONLY, 0, pn, wj[k, W_PA], wj[k, W_PERMS], wj[k, W_SIZE], pn
             )
-            wmemo[:, 0] = -1  # a fill may have evicted a remembered entry
+            if wj[k, W_EVICT] >= 0:
+                wmemo[:, 0] = -1  # the victim's slot holds another page now
         elif wm[M_LRU]:
-            s = wj[k, W_SLOT]
-            if s < 0:
-                s = _tlb_find(wl, wh, vmid, S2_ONLY, 0, pn)
-            _to_newest(wl, wm, s, T_PREV, T_NEXT)
+            _to_newest(wl, wm, wj[k, W_SLOT], T_PREV, T_NEXT)
 
 
 # ---------------------------------------------------------------------------- replay
@@ -432,8 +500,9 @@ def replay(
     snapshot (``ST_PAGE``, the page in ``page_out[0]``); the result is that row's index and
     the status, ``(stop, ST_OK)`` after the last."""
     lp = np.full((12, 2), -1, np.int64)
-    wj = np.zeros((4, 6), np.int64)
-    jn = np.zeros(4, np.int64)
+    wj = np.zeros((4, 8), np.int64)
+    jn = np.zeros(2, np.int64)
+    vm = np.zeros(len(wm), np.int64)
     wmemo = np.full((4, 2), -1, np.int64)
     trans = 0
     misses = 0
@@ -536,7 +605,6 @@ def replay(
             continue
         # A TLB miss: the walks, reading only.
         jn[:] = 0
-        jn[J_COUNT] = wm[M_COUNT]
         k2 = -1
         out2 = 0
         perms2 = 0
@@ -565,9 +633,11 @@ def replay(
                 return _stop(c, trans, misses, accesses, hits, walks, i, ST_SCALAR)
             root = ttb & fm[f, F_ROOT_MASK]
             if f2 >= 0:
+                vm[:] = wm
                 st, out, size, pte, loads, page = _walk_nested(
-                    fm, f, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, wj, jn, wmemo, root, ia
-                )
+                    fm, f, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, vm, wj, jn, wmemo,
+                    root, ia,
+                )  # fmt: skip
             else:
                 st, out, size, pte, loads, page = _walk(fm, f, pages, pk, pr, lp, _LP_S1, root, ia)
             if st != ST_OK:
