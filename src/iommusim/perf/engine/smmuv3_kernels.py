@@ -39,6 +39,7 @@ from iommusim.perf.engine.kernels import (
     M_HEAD,
     M_LRU,
     M_RANDOM,
+    M_RNG,
     M_TAIL,
     ST_OK,
     ST_PAGE,
@@ -48,7 +49,6 @@ from iommusim.perf.engine.kernels import (
     T_PRIV,
     T_VPN,
     _append,
-    _jit,
     _random_victim,
     _tlb_hash_insert,
     _tlb_hash_remove,
@@ -88,6 +88,7 @@ __all__ = [
     "T_SIZE",
     "T_VMID",
     "replay",
+    "scratch",
 ]
 
 _I64 = npt.NDArray[np.int64]
@@ -98,6 +99,16 @@ def _inline(fn: _F) -> _F:
     """:func:`~iommusim.perf.engine.kernels._jit`, inlined into its callers at numba's IR
     level: a call passing a dozen arrays costs their reference counts, a hot loop's worth."""
     return cast(_F, numba.njit(inline="always", cache=True, nogil=True)(fn))
+
+
+def _kernel(fn: _F) -> _F:
+    """:func:`~iommusim.perf.engine.kernels._jit` without numba's runtime (NRT), so without
+    reference counts: numba counts a reference for every variable naming an array, and its
+    pruning pass leaves the counts split across branches (numba issue 2350) -- an atomic
+    increment and decrement per array per inlined helper, three quarters of a walk's time.
+    The kernels allocate nothing (their scratch comes from :func:`scratch`); the arrays the
+    engine passes are its own, alive for the call."""
+    return cast(_F, numba.njit(cache=True, nogil=True, _nrt=False)(fn))
 
 
 # The RISC-V kernels' helpers on the hot path, compiled again (the same functions) inlined.
@@ -200,7 +211,7 @@ def _cd_find(dc, dm, sid, ssid):
     return d
 
 
-@_jit
+@_kernel
 def _insert(tl, th, tm, vmid, asid, priv, pn, pa, perms, size, ipa_pn):
     """``BoundedCache.insert`` of one TLB-shaped entry: a present key is replaced and made
     the newest; a new one takes a free slot, or the victim's (the oldest; random: the
@@ -322,12 +333,12 @@ def _journal_find(wj, n, col, v):
 
 
 @_inline
-def _evicted(wj, n, s):
-    """Whether one of the first ``n`` journal rows evicted the entry in slot ``s``."""
+def _evictor(wj, n, s):
+    """The one of the first ``n`` journal rows that evicted the entry in slot ``s``, or -1."""
     for k in range(n):
         if wj[k, W_EVICT] == s:
-            return True
-    return False
+            return k
+    return -1
 
 
 @_inline
@@ -343,7 +354,7 @@ def _victim(wl, wm, vm, wj, n):
         # The oldest entry the row neither evicted nor made the newest; when there is none,
         # the oldest one it made the newest.
         s = wm[M_HEAD]
-        while s >= 0 and (_evicted(wj, n, s) or _journal_find(wj, n, W_SLOT, s) >= 0):
+        while s >= 0 and (_evictor(wj, n, s) >= 0 or _journal_find(wj, n, W_SLOT, s) >= 0):
             s = wl[s, T_NEXT]
         k = -1
         if s < 0:
@@ -384,7 +395,7 @@ def _xlate(fm, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, vm, wj, jn, wmemo
             if s >= 0:
                 wmemo[i, 0] = pn
                 wmemo[i, 1] = s
-        if s >= 0 and _evicted(wj, n, s):
+        if s >= 0 and _evictor(wj, n, s) >= 0:
             s = -1
         if s >= 0:
             pa = wl[s, T_PA]
@@ -477,7 +488,7 @@ def _commit_walk_cache(wl, wh, wm, wj, jn, wmemo, vmid):
 
 
 # ---------------------------------------------------------------------------- replay
-@_jit
+@_kernel
 def _stop(c, trans, misses, accesses, hits, walks, i, st):
     c[N_TRANS] += trans
     c[N_MISSES] += misses
@@ -487,23 +498,34 @@ def _stop(c, trans, misses, accesses, hits, walks, i, st):
     return i, st
 
 
-@_jit
+def scratch() -> tuple[_I64, _I64, _I64, _I64, _I64]:
+    """The scratch arrays of :func:`replay`, allocated once by its caller: the page-lookup
+    memos, the walk-cache journal and its state, the row's copy of the walk cache's
+    metadata, the walk-cache slots remembered per level."""
+    return (
+        np.full((12, 2), -1, np.int64),
+        np.zeros((4, 8), np.int64),
+        np.zeros(2, np.int64),
+        np.zeros(M_RNG + 1, np.int64),
+        np.full((4, 2), -1, np.int64),
+    )
+
+
+@_kernel
 def replay(
     sids: npt.NDArray[np.uint32], pasids: npt.NDArray[np.int32], iovas: _I64,
     flags: npt.NDArray[np.uint8], start: int, stop: int, out_pa: _I64,
     out_outcome: npt.NDArray[np.uint8], fm: _I64, sc: _I64, sm: _I64, dc: _I64, dm: _I64,
     tl: _I64, th: _I64, tm: _I64, wl: _I64, wh: _I64, wm: _I64, pages: _I64, pk: _I64,
-    pr: _I64, c: _I64, page_out: _I64,
+    pr: _I64, c: _I64, page_out: _I64, lp: _I64, wj: _I64, jn: _I64, vm: _I64, wmemo: _I64,
 ) -> tuple[int, int]:  # fmt: skip
     """The SMMUv3 kernel: rows ``start..stop-1`` (StreamID, SubstreamID or -1, address,
     flags) until one needs the scalar translator (``ST_SCALAR``) or a table page not in the
     snapshot (``ST_PAGE``, the page in ``page_out[0]``); the result is that row's index and
-    the status, ``(stop, ST_OK)`` after the last."""
-    lp = np.full((12, 2), -1, np.int64)
-    wj = np.zeros((4, 8), np.int64)
-    jn = np.zeros(2, np.int64)
-    vm = np.zeros(len(wm), np.int64)
-    wmemo = np.full((4, 2), -1, np.int64)
+    the status, ``(stop, ST_OK)`` after the last. ``lp`` .. ``wmemo``: :func:`scratch`."""
+    # The memos hold for one call: between calls the snapshot and the caches may change.
+    lp[:] = -1
+    wmemo[:] = -1
     trans = 0
     misses = 0
     accesses = 0
@@ -633,7 +655,8 @@ def replay(
                 return _stop(c, trans, misses, accesses, hits, walks, i, ST_SCALAR)
             root = ttb & fm[f, F_ROOT_MASK]
             if f2 >= 0:
-                vm[:] = wm
+                for k in range(len(wm)):
+                    vm[k] = wm[k]
                 st, out, size, pte, loads, page = _walk_nested(
                     fm, f, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, vm, wj, jn, wmemo,
                     root, ia,
