@@ -192,6 +192,11 @@ _ST_TABLE: Final = -1
 # Page-lookup memos (kernels._row): stage 1 levels at 0.., stage 2 of descriptor addresses
 # at 4.., stage 2 of the output at 8..
 _LP_S1, _LP_S2_TABLE, _LP_S2_OUT = 0, 4, 8
+# Stage 2 leaf memos (_s2): the format row (-1: none), S2TTB, the IPA and the output above
+# the leaf's size, the size, permissions and descriptor reads; rows: the table addresses of
+# stage 1 levels at 0.., the output at 4.
+S2M_F, S2M_TTB, S2M_IPA, S2M_SIZE, S2M_OUT, S2M_PERMS, S2M_LOADS = range(7)
+_S2M_OUT = 4
 
 
 # ---------------------------------------------------------------------------- caches
@@ -306,19 +311,39 @@ def _grants(fm, f, pte, priv):
 
 
 @_inline
-def _s2(fm, f2, pages, pk, pr, lp, at, s2ttb, ipa, access):
+def _s2(fm, f2, pages, pk, pr, lp, at, s2m, r, s2ttb, ipa, access):
     """A stage 2 walk of ``ipa`` for ``access`` (IHI 0070 3.4.2; D8 stage 2, an
     unprivileged access): ``(status, out, size, perms, loads, page)``; an IPA beyond
-    S2T0SZ, an S2TTB above S2PS, a fault or an update stop at :data:`ST_SCALAR`."""
+    S2T0SZ, an S2TTB above S2PS, a fault or an update stop at :data:`ST_SCALAR`.
+
+    ``s2m[r]`` remembers the last leaf this walk found: an IPA in the same block or page
+    (D8: the same descriptors at every level, the leaf's own included) is answered from
+    it while the snapshot cannot change -- the loads still counted, the hardware makes
+    them -- as the RISC-V kernels' ``_walk_nested`` memo does."""
     if ipa >> fm[f2, F_VA_BITS] or s2ttb >> fm[f2, F_OA_BITS]:
         return ST_SCALAR, 0, 0, 0, 0, 0
-    st, out, size, pte, loads, page = _walk(
-        fm, f2, pages, pk, pr, lp, at, s2ttb & fm[f2, F_ROOT_MASK], ipa
-    )
-    if st != ST_OK:
-        return st, 0, 0, 0, loads, page
-    perms = _grants(fm, f2, pte, 0)
-    if perms < 0 or access & ~perms:
+    size = s2m[r, S2M_SIZE]
+    if s2m[r, S2M_F] == f2 and s2m[r, S2M_TTB] == s2ttb and ipa >> size == s2m[r, S2M_IPA]:
+        out = s2m[r, S2M_OUT] | (ipa & ((1 << size) - 1))
+        perms = s2m[r, S2M_PERMS]
+        loads = s2m[r, S2M_LOADS]
+    else:
+        st, out, size, pte, loads, page = _walk(
+            fm, f2, pages, pk, pr, lp, at, s2ttb & fm[f2, F_ROOT_MASK], ipa
+        )
+        if st != ST_OK:
+            return st, 0, 0, 0, loads, page
+        perms = _grants(fm, f2, pte, 0)
+        if perms < 0:
+            return ST_SCALAR, 0, 0, 0, loads, 0
+        s2m[r, S2M_F] = f2
+        s2m[r, S2M_TTB] = s2ttb
+        s2m[r, S2M_IPA] = ipa >> size
+        s2m[r, S2M_SIZE] = size
+        s2m[r, S2M_OUT] = out >> size << size
+        s2m[r, S2M_PERMS] = perms
+        s2m[r, S2M_LOADS] = loads
+    if access & ~perms:
         return ST_SCALAR, 0, 0, 0, loads, 0
     return ST_OK, out, size, perms, loads, 0
 
@@ -368,7 +393,7 @@ def _victim(wl, wm, vm, wj, n):
 
 
 @_inline
-def _xlate(fm, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, vm, wj, jn, wmemo, i, addr):
+def _xlate(fm, f2, s2ttb, vmid, pages, pk, pr, lp, s2m, wl, wh, wm, vm, wj, jn, wmemo, i, addr):
     """The PA of the stage 1 descriptor at IPA ``addr`` (walker level ``i``) under nesting,
     as the walk cache gives it (IHI 0070 16.2: stage 2 translations of table addresses; the
     scalar model's ``_s2`` of CLASS TT): ``(status, pa, page)``. Reads only: the lookup or
@@ -416,7 +441,7 @@ def _xlate(fm, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, vm, wj, jn, wmemo
         jn[J_N] = n + 1
         return ST_OK, pa | (addr & 0xFFF), 0
     st, out, size, perms, loads, page = _s2(
-        fm, f2, pages, pk, pr, lp, _LP_S2_TABLE, s2ttb, addr, PERM_R
+        fm, f2, pages, pk, pr, lp, _LP_S2_TABLE, s2m, i, s2ttb, addr, PERM_R
     )
     if st != ST_OK:
         return st, 0, page
@@ -448,7 +473,7 @@ def _xlate(fm, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, vm, wj, jn, wmemo
 
 @_inline
 def _walk_nested(
-    fm, f, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, vm, wj, jn, wmemo, root, ia
+    fm, f, f2, s2ttb, vmid, pages, pk, pr, lp, s2m, wl, wh, wm, vm, wj, jn, wmemo, root, ia
 ):
     """:func:`_walk` with every descriptor address an IPA translated by stage 2 (IHI 0070
     3.4.2 nesting; the translations through :func:`_xlate`)."""
@@ -460,7 +485,7 @@ def _walk_nested(
     while True:
         addr = a + _index(fm, f, i, ia)
         st, pa, page = _xlate(
-            fm, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, vm, wj, jn, wmemo, i, addr
+            fm, f2, s2ttb, vmid, pages, pk, pr, lp, s2m, wl, wh, wm, vm, wj, jn, wmemo, i, addr
         )
         if st == ST_OK:
             st, a, size, pte, page = _step(fm, f, i, pages, pk, pr, lp, _LP_S1, pa, ia)
@@ -498,12 +523,13 @@ def _stop(c, trans, misses, accesses, hits, walks, i, st):
     return i, st
 
 
-def scratch() -> tuple[_I64, _I64, _I64, _I64, _I64]:
+def scratch() -> tuple[_I64, _I64, _I64, _I64, _I64, _I64]:
     """The scratch arrays of :func:`replay`, allocated once by its caller: the page-lookup
-    memos, the walk-cache journal and its state, the row's copy of the walk cache's
-    metadata, the walk-cache slots remembered per level."""
+    and stage 2 leaf memos, the walk-cache journal and its state, the row's copy of the
+    walk cache's metadata, the walk-cache slots remembered per level."""
     return (
         np.full((12, 2), -1, np.int64),
+        np.full((5, 7), -1, np.int64),
         np.zeros((4, 8), np.int64),
         np.zeros(2, np.int64),
         np.zeros(M_RNG + 1, np.int64),
@@ -517,7 +543,8 @@ def replay(
     flags: npt.NDArray[np.uint8], start: int, stop: int, out_pa: _I64,
     out_outcome: npt.NDArray[np.uint8], fm: _I64, sc: _I64, sm: _I64, dc: _I64, dm: _I64,
     tl: _I64, th: _I64, tm: _I64, wl: _I64, wh: _I64, wm: _I64, pages: _I64, pk: _I64,
-    pr: _I64, c: _I64, page_out: _I64, lp: _I64, wj: _I64, jn: _I64, vm: _I64, wmemo: _I64,
+    pr: _I64, c: _I64, page_out: _I64, lp: _I64, s2m: _I64, wj: _I64, jn: _I64, vm: _I64,
+    wmemo: _I64,
 ) -> tuple[int, int]:  # fmt: skip
     """The SMMUv3 kernel: rows ``start..stop-1`` (StreamID, SubstreamID or -1, address,
     flags) until one needs the scalar translator (``ST_SCALAR``) or a table page not in the
@@ -525,6 +552,7 @@ def replay(
     the status, ``(stop, ST_OK)`` after the last. ``lp`` .. ``wmemo``: :func:`scratch`."""
     # The memos hold for one call: between calls the snapshot and the caches may change.
     lp[:] = -1
+    s2m[:, S2M_F] = -1
     wmemo[:] = -1
     trans = 0
     misses = 0
@@ -635,7 +663,7 @@ def replay(
         pte = 0
         if d < 0:
             st, out, size, perms, loads, page = _s2(
-                fm, f2, pages, pk, pr, lp, _LP_S2_OUT, s2ttb, va, access
+                fm, f2, pages, pk, pr, lp, _LP_S2_OUT, s2m, _S2M_OUT, s2ttb, va, access
             )
             if st != ST_OK:
                 page_out[0] = page
@@ -658,8 +686,8 @@ def replay(
                 for k in range(len(wm)):
                     vm[k] = wm[k]
                 st, out, size, pte, loads, page = _walk_nested(
-                    fm, f, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, vm, wj, jn, wmemo,
-                    root, ia,
+                    fm, f, f2, s2ttb, vmid, pages, pk, pr, lp, s2m, wl, wh, wm, vm, wj, jn,
+                    wmemo, root, ia,
                 )  # fmt: skip
             else:
                 st, out, size, pte, loads, page = _walk(fm, f, pages, pk, pr, lp, _LP_S1, root, ia)
@@ -682,7 +710,7 @@ def replay(
                 else:
                     k2 = -1
                     st, out2, size2, perms2, loads2, page = _s2(
-                        fm, f2, pages, pk, pr, lp, _LP_S2_OUT, s2ttb, out, access
+                        fm, f2, pages, pk, pr, lp, _LP_S2_OUT, s2m, _S2M_OUT, s2ttb, out, access
                     )
                     if st != ST_OK:
                         page_out[0] = page
