@@ -183,8 +183,8 @@ STATS: Final = (("iotlb_hits", N_HITS), ("walks", N_WALKS))
 # the newest end of the replacement order, oldest first); W_EVICT: the slot a fill evicted
 # (its entry is gone), -1 for none.
 W_FILL, W_PN, W_PA, W_PERMS, W_SIZE, W_SLOT, W_LIVE, W_EVICT = range(8)
-# Journal state: lookups so far, the stage 2 descriptor reads.
-J_N, J_LOADS = range(2)
+# Journal state: lookups so far, the stage 2 descriptor reads, fills that evicted.
+J_N, J_LOADS, J_EVICTS = range(3)
 
 _PN_MASK: Final = (1 << 52) - 1
 # A walk step's status: a table descriptor, the walk goes on.
@@ -420,7 +420,7 @@ def _xlate(fm, f2, s2ttb, vmid, pages, pk, pr, lp, s2m, wl, wh, wm, vm, wj, jn, 
             if s >= 0:
                 wmemo[i, 0] = pn
                 wmemo[i, 1] = s
-        if s >= 0 and _evictor(wj, n, s) >= 0:
+        if s >= 0 and jn[J_EVICTS] and _evictor(wj, n, s) >= 0:
             s = -1
         if s >= 0:
             pa = wl[s, T_PA]
@@ -459,6 +459,7 @@ def _xlate(fm, f2, s2ttb, vmid, pages, pk, pr, lp, s2m, wl, wh, wm, vm, wj, jn, 
         vm[M_COUNT] += 1
     else:
         s = evict = _victim(wl, wm, vm, wj, n)
+        jn[J_EVICTS] += 1
     wj[n, W_FILL] = 1
     wj[n, W_PN] = pn
     wj[n, W_PA] = out & ~0xFFF
@@ -531,7 +532,7 @@ def scratch() -> tuple[_I64, _I64, _I64, _I64, _I64, _I64]:
         np.full((12, 2), -1, np.int64),
         np.full((5, 7), -1, np.int64),
         np.zeros((4, 8), np.int64),
-        np.zeros(2, np.int64),
+        np.zeros(3, np.int64),
         np.zeros(M_RNG + 1, np.int64),
         np.full((4, 2), -1, np.int64),
     )
