@@ -105,7 +105,7 @@ def _kernel(fn: _F) -> _F:
     """:func:`~iommusim.perf.engine.kernels._jit` without numba's runtime (NRT), so without
     reference counts: numba counts a reference for every variable naming an array, and its
     pruning pass leaves the counts split across branches (numba issue 2350) -- an atomic
-    increment and decrement per array per inlined helper, three quarters of a walk's time.
+    increment and decrement per array per inlined helper, two thirds of a nested walk's time.
     The kernels allocate nothing (their scratch comes from :func:`scratch`); the arrays the
     engine passes are its own, alive for the call."""
     return cast(_F, numba.njit(cache=True, nogil=True, _nrt=False)(fn))
