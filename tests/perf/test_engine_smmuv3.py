@@ -53,6 +53,9 @@ BLOCK_PA: Final = 0xC000_0000
 IPA: Final = 0x1_0000_0000
 IPA_RO: Final = IPA + (1 << 25)
 S2_PA: Final = 0x10_0000_0000
+#: The nested stream's address whose walk loops (indices 0, 1, 0, 1 from level 0): tables
+#: P0, P1, P0, P1, the level 1 entry read again at level 3 as the page (see Image).
+LOOP_VA: Final = 1 << 30 | 1 << 12
 RW: Final = IOMMU_READ | IOMMU_WRITE
 #: Leaf permissions: read-write for all, read-only, privileged only.
 PROTS: Final = (RW, RW, IOMMU_READ, RW | IOMMU_PRIV)
@@ -75,8 +78,9 @@ def leaf_pa(mem: Any, table: ArmLpaePageTable, va: int) -> int:
 class Image:
     """Streams over one memory: 0 stage 1 with two substreams (tables A, ASID 1, and B,
     ASID 2, mapping the same addresses), 1 stage 1 on A through TTB0 and TTB1 with hardware
-    Access flag updates, 2 stage 2 only, 3 nested (stage 1 N over that stage 2), 4 bypass,
-    5 abort, 6 an invalid STE, 7 an STE whose CD is invalid."""
+    Access flag updates, 2 stage 2 only, 3 nested (stage 1 N over that stage 2; N's level 1
+    table points back at its start table for :data:`LOOP_VA`, a recursive mapping), 4
+    bypass, 5 abort, 6 an invalid STE, 7 an STE whose CD is invalid."""
 
     def __init__(
         self,
@@ -103,6 +107,11 @@ class Image:
             n.map(VA + i * 4096, (IPA_RO if edit == "global" else IPA) + i * 4096, 4096, prot)
             edits += [(a, VA + i * unit, edit), (n, VA + i * 4096, edit)]
             edits.append((b, VA + i * unit, "global" if edit == "" and i % 2 else ""))
+        # DDI 0487 D8: bits[1:0] = 0b11 is a table descriptor at levels 0-2 and a page
+        # descriptor at level 3, where AF and AP[1] (EL0 access) apply.
+        d = S1_DESC[4]
+        p1 = d["oa"].get(self.mem.read64(n.root_pa)) << 12
+        self.mem.write64(p1 + 8, d.encode(valid=1, table=1, ap1=1, af=1, oa=n.root_pa >> 12))
         block = 1 << (a.pt.level_shift(1))
         a.map(BLOCK_VA, BLOCK_PA, block, RW)
         for table, va, edit in edits:
@@ -137,6 +146,7 @@ def addresses(granule: int, ia_bits: int, npages: int) -> list[int]:
         BLOCK_VA + 3 * 4096,
         IPA + 4096,
         IPA_RO + 8192,
+        LOOP_VA,
         1 << 50,
     ]
 
@@ -155,8 +165,19 @@ def cache_state(cache: BoundedCache[Any, Any]) -> object:
 
 
 @st.composite
-def scenes(draw: st.DrawFn) -> tuple[dict[str, Any], Trace, list[int], int]:
-    granule = draw(st.sampled_from([4, 4, 4, 16, 64]))
+def scenes(
+    draw: st.DrawFn,
+    sids: tuple[int, ...] = SIDS,
+    config_entries: tuple[int, ...] = (0, 1, 2, 64, 64, 64),
+    tlb_entries: tuple[int, ...] = (0, 1, 2, 3, 8, 64),
+    walk_entries: tuple[int, ...] = (0, 1, 2, 64),
+    granules: tuple[int, ...] = (4, 4, 4, 16, 64),
+    pasids: tuple[int, ...] = (-1, -1, -1, -1, -1, -1, 0, 1, 2),
+) -> tuple[dict[str, Any], Trace, list[int], int]:
+    """An image, a trace over streams ``sids``, where to cut it into replays and the
+    engine's max_burst; the STE / CD cache, TLB and walk cache sizes, the stage 1 granule of
+    tables A and B and the rows' SubstreamIDs drawn from the tuples."""
+    granule = draw(st.sampled_from(granules))
     npages = draw(st.integers(1, 8))
     config: dict[str, Any] = {
         "granule": granule,
@@ -170,10 +191,10 @@ def scenes(draw: st.DrawFn) -> tuple[dict[str, Any], Trace, list[int], int]:
             )
         ),
         "caches": {
-            "ste_entries": draw(st.sampled_from([0, 1, 2, 64, 64, 64])),
-            "cd_entries": draw(st.sampled_from([0, 1, 2, 64, 64, 64])),
-            "tlb_entries": draw(st.sampled_from([0, 1, 2, 3, 8, 64])),
-            "walk_entries": draw(st.sampled_from([0, 1, 2, 64])),
+            "ste_entries": draw(st.sampled_from(config_entries)),
+            "cd_entries": draw(st.sampled_from(config_entries)),
+            "tlb_entries": draw(st.sampled_from(tlb_entries)),
+            "walk_entries": draw(st.sampled_from(walk_entries)),
             "replacement": draw(st.sampled_from(["lru", "fifo", "random"])),
             "seed": draw(st.integers(0, 3)),
         },
@@ -187,8 +208,8 @@ def scenes(draw: st.DrawFn) -> tuple[dict[str, Any], Trace, list[int], int]:
             flags |= FLAG_PRIV
         # Mostly the mapped pages; the other addresses fault somewhere.
         va = draw(st.sampled_from(pool[: npages + 1] * 3 + pool)) | draw(st.integers(0, 511)) * 8
-        pasid = draw(st.sampled_from([-1] * 6 + [0, 1, 2]))
-        working.append((draw(st.sampled_from(SIDS)), pasid, va, 8, flags))
+        pasid = draw(st.sampled_from(pasids))
+        working.append((draw(st.sampled_from(sids)), pasid, va, 8, flags))
     n = draw(st.integers(1, 120))
     rows = empty(n)
     for i in range(n):
@@ -197,11 +218,9 @@ def scenes(draw: st.DrawFn) -> tuple[dict[str, Any], Trace, list[int], int]:
     return config, rows, cuts, draw(st.sampled_from([1, 1, 4096]))
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(scene=scenes())
-def test_the_engine_answers_as_the_scalar_model_does(
-    scene: tuple[dict[str, Any], Trace, list[int], int],
-) -> None:
+def check_replay(scene: tuple[dict[str, Any], Trace, list[int], int]) -> None:
+    """Replay the scene's trace through the engine (cut into replays) and one row at a time
+    through the scalar model: the same answers, events, caches, counts and memory."""
     config, rows, cuts, max_burst = scene
     ref = Image(**config)
     fast = Image(**config)
@@ -223,6 +242,25 @@ def test_the_engine_answers_as_the_scalar_model_does(
     event(f"kernel rows: {engine.stats.engine_rows * 4 // len(rows)}/4")
     event(f"kernel rows > 0: {engine.stats.engine_rows > 0}")
     event(f"kernel walks: {engine.stats.walks > 0}, TLB hits: {engine.stats.iotlb_hits > 0}")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scene=scenes())
+def test_the_engine_answers_as_the_scalar_model_does(
+    scene: tuple[dict[str, Any], Trace, list[int], int],
+) -> None:
+    check_replay(scene)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scene=scenes((3, 3, 3, 2), (64,), (0, 0, 1, 2), (1, 1, 2, 3, 5), (4,), (-1,)))
+def test_nested_walks_through_a_tiny_walk_cache_answer_as_the_scalar_model_does(
+    scene: tuple[dict[str, Any], Trace, list[int], int],
+) -> None:
+    """IHI 0070 16.2: fills of a walk cache smaller than the walks' table pages evict
+    entries of the same walk (and, for LOOP_VA, the page it looks up again): the kernels
+    choose the scalar model's victims under every replacement policy."""
+    check_replay(scene)
 
 
 def trace_of(sid: int, vas: list[int], flags: int = FLAG_READ) -> Trace:
@@ -249,6 +287,31 @@ def test_a_clean_trace_is_answered_by_the_kernels() -> None:
     # kernels': walks (4 TLB entries over 8 pages in LRU order never hit) and bypasses.
     assert engine.stats.scalar_rows == 4
     assert engine.stats.walks == 3 * 999
+    assert fast.t.counts == ref.t.counts
+
+
+@pytest.mark.parametrize("replacement", ["lru", "fifo", "random"])
+@pytest.mark.parametrize("walk_entries", [1, 2, 3])
+def test_walk_cache_fills_that_evict_what_the_row_looks_up_next_are_the_kernels(
+    walk_entries: int, replacement: str
+) -> None:
+    """IHI 0070 16.2: a walk cache smaller than a nested walk's table pages. Every row's
+    fills evict entries that it looks up afterwards (the next level's, or -- the recursive
+    LOOP_VA, tables P0, P1, P0, P1 -- the same page again); the kernels answer all of them,
+    choosing the scalar model's victims."""
+    caches = {"tlb_entries": 0, "walk_entries": walk_entries, "replacement": replacement}
+    fast = Image(4, 48, 4, [(RW, "")] * 8, {**caches, "seed": 1})
+    ref = Image(4, 48, 4, [(RW, "")] * 8, {**caches, "seed": 1})
+    engine = Smmuv3BatchEngine(fast.t)
+    vas = [LOOP_VA if i % 3 == 0 else VA + (i * 5 % 8) * 4096 for i in range(300)]
+    out = engine.replay(trace_of(3, vas))
+    want = [ref.t.translate(smmuv3_request_of(3, -1, va, FLAG_READ)) for va in vas]
+    assert [OUTCOMES[o] for o in out.outcome.tolist()] == ["ok"] * 300
+    assert out.pa.tolist() == [w.pa for w in want]
+    assert engine.stats.scalar_rows == 1  # the STE and CD fetch
+    assert engine.stats.engine_rows == engine.stats.walks == 299
+    for name in ("tlb", "walk_cache"):
+        assert cache_state(getattr(fast.t, name)) == cache_state(getattr(ref.t, name)), name
     assert fast.t.counts == ref.t.counts
 
 

@@ -242,6 +242,7 @@ class Smmuv3BatchEngine:
         self._fmts = np.zeros((0, 0), dtype=np.int64)
         self._counts = np.zeros(5, dtype=np.int64)
         self._page_out = np.zeros(1, dtype=np.int64)
+        self._scratch = K.scratch() if JIT_AVAILABLE else ()
         self._dirty = False
 
     # ------------------------------------------------------------------ public
@@ -270,7 +271,7 @@ class Smmuv3BatchEngine:
                 sids, pasids, iovas, flags, i, n, pa, out.outcome, self._fmts, self._ste.a,
                 self._ste.m, self._cd.a, self._cd.m, self._tlb.a, self._tlb.h, self._tlb.m,
                 self._walk.a, self._walk.h, self._walk.m, snap.pages, snap.pk, snap.pr,
-                self._counts, self._page_out,
+                self._counts, self._page_out, *self._scratch,
             )  # fmt: skip
             self._account(t, j - i)
             if st == ST_PAGE:

@@ -39,6 +39,7 @@ from iommusim.perf.engine.kernels import (
     M_HEAD,
     M_LRU,
     M_RANDOM,
+    M_RNG,
     M_TAIL,
     ST_OK,
     ST_PAGE,
@@ -48,7 +49,6 @@ from iommusim.perf.engine.kernels import (
     T_PRIV,
     T_VPN,
     _append,
-    _jit,
     _random_victim,
     _tlb_hash_insert,
     _tlb_hash_remove,
@@ -88,6 +88,7 @@ __all__ = [
     "T_SIZE",
     "T_VMID",
     "replay",
+    "scratch",
 ]
 
 _I64 = npt.NDArray[np.int64]
@@ -98,6 +99,16 @@ def _inline(fn: _F) -> _F:
     """:func:`~iommusim.perf.engine.kernels._jit`, inlined into its callers at numba's IR
     level: a call passing a dozen arrays costs their reference counts, a hot loop's worth."""
     return cast(_F, numba.njit(inline="always", cache=True, nogil=True)(fn))
+
+
+def _kernel(fn: _F) -> _F:
+    """:func:`~iommusim.perf.engine.kernels._jit` without numba's runtime (NRT), so without
+    reference counts: numba counts a reference for every variable naming an array, and its
+    pruning pass leaves the counts split across branches (numba issue 2350) -- an atomic
+    increment and decrement per array per inlined helper, two thirds of a nested walk's time.
+    The kernels allocate nothing (their scratch comes from :func:`scratch`); the arrays the
+    engine passes are its own, alive for the call."""
+    return cast(_F, numba.njit(cache=True, nogil=True, _nrt=False)(fn))
 
 
 # The RISC-V kernels' helpers on the hot path, compiled again (the same functions) inlined.
@@ -165,13 +176,15 @@ COUNTED: Final = (
 )
 STATS: Final = (("iotlb_hits", N_HITS), ("walks", N_WALKS))
 
-# The walk-cache journal of one row (rows: lookups in the scalar model's order): a hit
-# (W_FILL = 0; W_SLOT the entry, -1 for one this row filled) or a fill of the stage 2
-# translation walked for the descriptor page W_PN.
-W_FILL, W_PN, W_PA, W_PERMS, W_SIZE, W_SLOT = range(6)
-# Journal state: lookups so far, the walk cache's entries as the row's fills leave them,
-# whether a fill evicted, the stage 2 descriptor reads.
-J_N, J_COUNT, J_EVICTED, J_LOADS = range(4)
+# The walk-cache journal of one row (rows: its lookups in the scalar model's order): a hit
+# (W_FILL = 0) or a fill of the stage 2 translation walked for the descriptor page W_PN; the
+# entry (W_PA, W_PERMS, W_SIZE) and its slot as the row's earlier lookups leave the cache;
+# W_LIVE: the row made the entry the newest and nothing evicted it since (the live rows are
+# the newest end of the replacement order, oldest first); W_EVICT: the slot a fill evicted
+# (its entry is gone), -1 for none.
+W_FILL, W_PN, W_PA, W_PERMS, W_SIZE, W_SLOT, W_LIVE, W_EVICT = range(8)
+# Journal state: lookups so far, the stage 2 descriptor reads, fills that evicted.
+J_N, J_LOADS, J_EVICTS = range(3)
 
 _PN_MASK: Final = (1 << 52) - 1
 # A walk step's status: a table descriptor, the walk goes on.
@@ -179,6 +192,11 @@ _ST_TABLE: Final = -1
 # Page-lookup memos (kernels._row): stage 1 levels at 0.., stage 2 of descriptor addresses
 # at 4.., stage 2 of the output at 8..
 _LP_S1, _LP_S2_TABLE, _LP_S2_OUT = 0, 4, 8
+# Stage 2 leaf memos (_s2): the format row (-1: none), S2TTB, the IPA and the output above
+# the leaf's size, the size, permissions and descriptor reads; rows: the table addresses of
+# stage 1 levels at 0.., the output at 4.
+S2M_F, S2M_TTB, S2M_IPA, S2M_SIZE, S2M_OUT, S2M_PERMS, S2M_LOADS = range(7)
+_S2M_OUT = 4
 
 
 # ---------------------------------------------------------------------------- caches
@@ -198,7 +216,7 @@ def _cd_find(dc, dm, sid, ssid):
     return d
 
 
-@_jit
+@_kernel
 def _insert(tl, th, tm, vmid, asid, priv, pn, pa, perms, size, ipa_pn):
     """``BoundedCache.insert`` of one TLB-shaped entry: a present key is replaced and made
     the newest; a new one takes a free slot, or the victim's (the oldest; random: the
@@ -293,43 +311,108 @@ def _grants(fm, f, pte, priv):
 
 
 @_inline
-def _s2(fm, f2, pages, pk, pr, lp, at, s2ttb, ipa, access):
+def _s2(fm, f2, pages, pk, pr, lp, at, s2m, r, s2ttb, ipa, access):
     """A stage 2 walk of ``ipa`` for ``access`` (IHI 0070 3.4.2; D8 stage 2, an
     unprivileged access): ``(status, out, size, perms, loads, page)``; an IPA beyond
-    S2T0SZ, an S2TTB above S2PS, a fault or an update stop at :data:`ST_SCALAR`."""
+    S2T0SZ, an S2TTB above S2PS, a fault or an update stop at :data:`ST_SCALAR`.
+
+    ``s2m[r]`` remembers the last leaf this walk found: an IPA in the same block or page
+    (D8: the same descriptors at every level, the leaf's own included) is answered from
+    it while the snapshot cannot change -- the loads still counted, the hardware makes
+    them -- as the RISC-V kernels' ``_walk_nested`` memo does."""
     if ipa >> fm[f2, F_VA_BITS] or s2ttb >> fm[f2, F_OA_BITS]:
         return ST_SCALAR, 0, 0, 0, 0, 0
-    st, out, size, pte, loads, page = _walk(
-        fm, f2, pages, pk, pr, lp, at, s2ttb & fm[f2, F_ROOT_MASK], ipa
-    )
-    if st != ST_OK:
-        return st, 0, 0, 0, loads, page
-    perms = _grants(fm, f2, pte, 0)
-    if perms < 0 or access & ~perms:
+    size = s2m[r, S2M_SIZE]
+    if s2m[r, S2M_F] == f2 and s2m[r, S2M_TTB] == s2ttb and ipa >> size == s2m[r, S2M_IPA]:
+        out = s2m[r, S2M_OUT] | (ipa & ((1 << size) - 1))
+        perms = s2m[r, S2M_PERMS]
+        loads = s2m[r, S2M_LOADS]
+    else:
+        st, out, size, pte, loads, page = _walk(
+            fm, f2, pages, pk, pr, lp, at, s2ttb & fm[f2, F_ROOT_MASK], ipa
+        )
+        if st != ST_OK:
+            return st, 0, 0, 0, loads, page
+        perms = _grants(fm, f2, pte, 0)
+        if perms < 0:
+            return ST_SCALAR, 0, 0, 0, loads, 0
+        s2m[r, S2M_F] = f2
+        s2m[r, S2M_TTB] = s2ttb
+        s2m[r, S2M_IPA] = ipa >> size
+        s2m[r, S2M_SIZE] = size
+        s2m[r, S2M_OUT] = out >> size << size
+        s2m[r, S2M_PERMS] = perms
+        s2m[r, S2M_LOADS] = loads
+    if access & ~perms:
         return ST_SCALAR, 0, 0, 0, loads, 0
     return ST_OK, out, size, perms, loads, 0
 
 
 @_inline
-def _xlate(fm, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, wj, jn, wmemo, i, addr):
+def _journal_find(wj, n, col, v):
+    """The newest live row of the first ``n`` of journal ``wj`` whose ``col`` is ``v``, or -1."""
+    for k in range(n - 1, -1, -1):
+        if wj[k, W_LIVE] and wj[k, col] == v:
+            return k
+    return -1
+
+
+@_inline
+def _evictor(wj, n, s):
+    """The one of the first ``n`` journal rows that evicted the entry in slot ``s``, or -1."""
+    for k in range(n):
+        if wj[k, W_EVICT] == s:
+            return k
+    return -1
+
+
+@_inline
+def _victim(wl, wm, vm, wj, n):
+    """The slot a fill of a new key takes in the full walk cache as the first ``n`` journal
+    rows leave it (``BoundedCache.insert``: the oldest entry; random: the generator's pick,
+    drawn from ``vm``, the row's copy of the cache's metadata); its entry's journal row, if
+    the row had made it the newest, is no longer live."""
+    if vm[M_RANDOM]:
+        s = _random_victim(vm)
+        k = _journal_find(wj, n, W_SLOT, s)
+    else:
+        # The oldest entry the row neither evicted nor made the newest; when there is none,
+        # the oldest one it made the newest.
+        s = wm[M_HEAD]
+        while s >= 0 and (_evictor(wj, n, s) >= 0 or _journal_find(wj, n, W_SLOT, s) >= 0):
+            s = wl[s, T_NEXT]
+        k = -1
+        if s < 0:
+            k = 0
+            while not wj[k, W_LIVE]:
+                k += 1
+            s = wj[k, W_SLOT]
+    if k >= 0:
+        wj[k, W_LIVE] = 0
+    return s
+
+
+@_inline
+def _xlate(fm, f2, s2ttb, vmid, pages, pk, pr, lp, s2m, wl, wh, wm, vm, wj, jn, wmemo, i, addr):
     """The PA of the stage 1 descriptor at IPA ``addr`` (walker level ``i``) under nesting,
     as the walk cache gives it (IHI 0070 16.2: stage 2 translations of table addresses; the
     scalar model's ``_s2`` of CLASS TT): ``(status, pa, page)``. Reads only: the lookup or
-    the fill goes to the journal ``wj``. A lookup after a fill that evicted stops the row
-    (the eviction could have removed what it looks up: the scalar model knows).
-    ``wmemo[i]`` remembers the entry level ``i`` found last (valid until an eviction)."""
-    if jn[J_EVICTED]:
-        return ST_SCALAR, 0, 0
+    the fill goes to the journal ``wj``, which also answers the row's later lookups as the
+    scalar model's cache would -- an entry the row filled, moved or evicted (its victims
+    chosen by :func:`_victim`). ``wmemo[i]`` remembers the slot the cache gave the page
+    level ``i`` looked up last (valid until a fill evicts)."""
     pn = addr >> 12
     n = jn[J_N]
-    pa = -1
-    slot = -1
-    for k in range(n - 1, -1, -1):
-        if wj[k, W_PN] == pn and wj[k, W_FILL]:
-            pa = wj[k, W_PA]
-            break
-    s = -1
-    if pa < 0:
+    pa = 0
+    perms = 0
+    size = 0
+    j = _journal_find(wj, n, W_PN, pn)
+    if j >= 0:
+        s = wj[j, W_SLOT]
+        pa = wj[j, W_PA]
+        perms = wj[j, W_PERMS]
+        size = wj[j, W_SIZE]
+    else:
         if wmemo[i, 0] == pn:
             s = wmemo[i, 1]
         else:
@@ -337,39 +420,62 @@ def _xlate(fm, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, wj, jn, wmemo, i,
             if s >= 0:
                 wmemo[i, 0] = pn
                 wmemo[i, 1] = s
-        if s >= 0 and wl[s, T_PERMS] & PERM_R:
+        if s >= 0 and jn[J_EVICTS] and _evictor(wj, n, s) >= 0:
+            s = -1
+        if s >= 0:
             pa = wl[s, T_PA]
-            slot = s
-    if pa >= 0:
+            perms = wl[s, T_PERMS]
+            size = wl[s, T_SIZE]
+    lru = wm[M_LRU]
+    if s >= 0 and perms & PERM_R:
+        if lru and j >= 0:
+            wj[j, W_LIVE] = 0
         wj[n, W_FILL] = 0
         wj[n, W_PN] = pn
-        wj[n, W_SLOT] = slot
+        wj[n, W_PA] = pa
+        wj[n, W_PERMS] = perms
+        wj[n, W_SIZE] = size
+        wj[n, W_SLOT] = s
+        wj[n, W_LIVE] = lru
+        wj[n, W_EVICT] = -1
         jn[J_N] = n + 1
         return ST_OK, pa | (addr & 0xFFF), 0
     st, out, size, perms, loads, page = _s2(
-        fm, f2, pages, pk, pr, lp, _LP_S2_TABLE, s2ttb, addr, PERM_R
+        fm, f2, pages, pk, pr, lp, _LP_S2_TABLE, s2m, i, s2ttb, addr, PERM_R
     )
     if st != ST_OK:
         return st, 0, page
     jn[J_LOADS] += loads
     if wm[M_CAP] <= 0:
         return ST_OK, out, 0  # a walk cache of capacity 0 holds nothing
+    # BoundedCache.insert: a present key is replaced in its slot; a new one takes a free
+    # slot, or the victim's.
+    evict = -1
+    if s >= 0:
+        if j >= 0:
+            wj[j, W_LIVE] = 0
+    elif vm[M_COUNT] < wm[M_CAP]:
+        s = vm[M_COUNT]
+        vm[M_COUNT] += 1
+    else:
+        s = evict = _victim(wl, wm, vm, wj, n)
+        jn[J_EVICTS] += 1
     wj[n, W_FILL] = 1
     wj[n, W_PN] = pn
     wj[n, W_PA] = out & ~0xFFF
     wj[n, W_PERMS] = perms
     wj[n, W_SIZE] = size
+    wj[n, W_SLOT] = s
+    wj[n, W_LIVE] = 1
+    wj[n, W_EVICT] = evict
     jn[J_N] = n + 1
-    if s < 0:  # a new key: the cache grows, or evicts
-        if jn[J_COUNT] < wm[M_CAP]:
-            jn[J_COUNT] += 1
-        else:
-            jn[J_EVICTED] = 1
     return ST_OK, out, 0
 
 
 @_inline
-def _walk_nested(fm, f, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, wj, jn, wmemo, root, ia):
+def _walk_nested(
+    fm, f, f2, s2ttb, vmid, pages, pk, pr, lp, s2m, wl, wh, wm, vm, wj, jn, wmemo, root, ia
+):
     """:func:`_walk` with every descriptor address an IPA translated by stage 2 (IHI 0070
     3.4.2 nesting; the translations through :func:`_xlate`)."""
     i = fm[f, F_LEVELS] - 1
@@ -380,7 +486,7 @@ def _walk_nested(fm, f, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, wj, jn, 
     while True:
         addr = a + _index(fm, f, i, ia)
         st, pa, page = _xlate(
-            fm, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, wj, jn, wmemo, i, addr
+            fm, f2, s2ttb, vmid, pages, pk, pr, lp, s2m, wl, wh, wm, vm, wj, jn, wmemo, i, addr
         )
         if st == ST_OK:
             st, a, size, pte, page = _step(fm, f, i, pages, pk, pr, lp, _LP_S1, pa, ia)
@@ -393,23 +499,22 @@ def _walk_nested(fm, f, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, wj, jn, 
 @_inline
 def _commit_walk_cache(wl, wh, wm, wj, jn, wmemo, vmid):
     """Replay the row's walk-cache journal on the cache: each lookup's LRU move, each fill
-    (the scalar model's ``_s2`` insert: key ``(vmid, S2_ONLY, False, pn)``)."""
+    (the scalar model's ``_s2`` insert: key ``(vmid, S2_ONLY, False, pn)``), which evicts
+    the victim the journal chose."""
     for k in range(jn[J_N]):
         pn = wj[k, W_PN]
         if wj[k, W_FILL]:
             _insert(
                 wl, wh, wm, vmid, S2_ONLY, 0, pn, wj[k, W_PA], wj[k, W_PERMS], wj[k, W_SIZE], pn
             )
-            wmemo[:, 0] = -1  # a fill may have evicted a remembered entry
+            if wj[k, W_EVICT] >= 0:
+                wmemo[:, 0] = -1  # the victim's slot holds another page now
         elif wm[M_LRU]:
-            s = wj[k, W_SLOT]
-            if s < 0:
-                s = _tlb_find(wl, wh, vmid, S2_ONLY, 0, pn)
-            _to_newest(wl, wm, s, T_PREV, T_NEXT)
+            _to_newest(wl, wm, wj[k, W_SLOT], T_PREV, T_NEXT)
 
 
 # ---------------------------------------------------------------------------- replay
-@_jit
+@_kernel
 def _stop(c, trans, misses, accesses, hits, walks, i, st):
     c[N_TRANS] += trans
     c[N_MISSES] += misses
@@ -419,22 +524,37 @@ def _stop(c, trans, misses, accesses, hits, walks, i, st):
     return i, st
 
 
-@_jit
+def scratch() -> tuple[_I64, _I64, _I64, _I64, _I64, _I64]:
+    """The scratch arrays of :func:`replay`, allocated once by its caller: the page-lookup
+    and stage 2 leaf memos, the walk-cache journal and its state, the row's copy of the
+    walk cache's metadata, the walk-cache slots remembered per level."""
+    return (
+        np.full((12, 2), -1, np.int64),
+        np.full((5, 7), -1, np.int64),
+        np.zeros((4, 8), np.int64),
+        np.zeros(3, np.int64),
+        np.zeros(M_RNG + 1, np.int64),
+        np.full((4, 2), -1, np.int64),
+    )
+
+
+@_kernel
 def replay(
     sids: npt.NDArray[np.uint32], pasids: npt.NDArray[np.int32], iovas: _I64,
     flags: npt.NDArray[np.uint8], start: int, stop: int, out_pa: _I64,
     out_outcome: npt.NDArray[np.uint8], fm: _I64, sc: _I64, sm: _I64, dc: _I64, dm: _I64,
     tl: _I64, th: _I64, tm: _I64, wl: _I64, wh: _I64, wm: _I64, pages: _I64, pk: _I64,
-    pr: _I64, c: _I64, page_out: _I64,
+    pr: _I64, c: _I64, page_out: _I64, lp: _I64, s2m: _I64, wj: _I64, jn: _I64, vm: _I64,
+    wmemo: _I64,
 ) -> tuple[int, int]:  # fmt: skip
     """The SMMUv3 kernel: rows ``start..stop-1`` (StreamID, SubstreamID or -1, address,
     flags) until one needs the scalar translator (``ST_SCALAR``) or a table page not in the
     snapshot (``ST_PAGE``, the page in ``page_out[0]``); the result is that row's index and
-    the status, ``(stop, ST_OK)`` after the last."""
-    lp = np.full((12, 2), -1, np.int64)
-    wj = np.zeros((4, 6), np.int64)
-    jn = np.zeros(4, np.int64)
-    wmemo = np.full((4, 2), -1, np.int64)
+    the status, ``(stop, ST_OK)`` after the last. ``lp`` .. ``wmemo``: :func:`scratch`."""
+    # The memos hold for one call: between calls the snapshot and the caches may change.
+    lp[:] = -1
+    s2m[:, S2M_F] = -1
+    wmemo[:] = -1
     trans = 0
     misses = 0
     accesses = 0
@@ -536,7 +656,6 @@ def replay(
             continue
         # A TLB miss: the walks, reading only.
         jn[:] = 0
-        jn[J_COUNT] = wm[M_COUNT]
         k2 = -1
         out2 = 0
         perms2 = 0
@@ -545,7 +664,7 @@ def replay(
         pte = 0
         if d < 0:
             st, out, size, perms, loads, page = _s2(
-                fm, f2, pages, pk, pr, lp, _LP_S2_OUT, s2ttb, va, access
+                fm, f2, pages, pk, pr, lp, _LP_S2_OUT, s2m, _S2M_OUT, s2ttb, va, access
             )
             if st != ST_OK:
                 page_out[0] = page
@@ -565,9 +684,12 @@ def replay(
                 return _stop(c, trans, misses, accesses, hits, walks, i, ST_SCALAR)
             root = ttb & fm[f, F_ROOT_MASK]
             if f2 >= 0:
+                for k in range(len(wm)):
+                    vm[k] = wm[k]
                 st, out, size, pte, loads, page = _walk_nested(
-                    fm, f, f2, s2ttb, vmid, pages, pk, pr, lp, wl, wh, wm, wj, jn, wmemo, root, ia
-                )
+                    fm, f, f2, s2ttb, vmid, pages, pk, pr, lp, s2m, wl, wh, wm, vm, wj, jn,
+                    wmemo, root, ia,
+                )  # fmt: skip
             else:
                 st, out, size, pte, loads, page = _walk(fm, f, pages, pk, pr, lp, _LP_S1, root, ia)
             if st != ST_OK:
@@ -589,7 +711,7 @@ def replay(
                 else:
                     k2 = -1
                     st, out2, size2, perms2, loads2, page = _s2(
-                        fm, f2, pages, pk, pr, lp, _LP_S2_OUT, s2ttb, out, access
+                        fm, f2, pages, pk, pr, lp, _LP_S2_OUT, s2m, _S2M_OUT, s2ttb, out, access
                     )
                     if st != ST_OK:
                         page_out[0] = page
