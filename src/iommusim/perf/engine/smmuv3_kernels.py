@@ -101,14 +101,28 @@ def _inline(fn: _F) -> _F:
     return cast(_F, numba.njit(inline="always", cache=True, nogil=True)(fn))
 
 
+def _nrt_option() -> dict[str, bool]:
+    """``{"_nrt": False}`` where numba offers that (private) target option, else nothing: a
+    numba without it compiles the same kernels with its runtime -- slower, as exact."""
+    try:
+        from numba.core.cpu import CPUTargetOptions
+    except ImportError:
+        return {}
+    return {"_nrt": False} if hasattr(CPUTargetOptions, "_nrt") else {}
+
+
+_NRT_OFF: Final = _nrt_option()
+
+
 def _kernel(fn: _F) -> _F:
-    """:func:`~iommusim.perf.engine.kernels._jit` without numba's runtime (NRT), so without
-    reference counts: numba counts a reference for every variable naming an array, and its
-    pruning pass leaves the counts split across branches (numba issue 2350) -- an atomic
-    increment and decrement per array per inlined helper, two thirds of a nested walk's time.
+    """:func:`~iommusim.perf.engine.kernels._jit` without numba's runtime (NRT) where numba
+    offers that (:func:`_nrt_option`), so without reference counts: numba counts a
+    reference for every variable naming an array, and its pruning pass leaves the counts
+    split across branches (numba issue 2350) -- an atomic increment and decrement per array
+    per inlined helper, two thirds of a nested walk's time.
     The kernels allocate nothing (their scratch comes from :func:`scratch`); the arrays the
     engine passes are its own, alive for the call."""
-    return cast(_F, numba.njit(cache=True, nogil=True, _nrt=False)(fn))
+    return cast(_F, numba.njit(cache=True, nogil=True, **_NRT_OFF)(fn))
 
 
 # The RISC-V kernels' helpers on the hot path, compiled again (the same functions) inlined.
