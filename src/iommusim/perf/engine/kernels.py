@@ -54,6 +54,7 @@ __all__ = [
     "order",
     "page_find",
     "replay",
+    "scratch",
     "tlb_index",
 ]
 
@@ -63,6 +64,28 @@ _I64 = npt.NDArray[np.int64]
 
 def _jit(fn: _F) -> _F:
     return cast(_F, numba.njit(cache=True, nogil=True)(fn))
+
+
+def _nrt_option() -> dict[str, bool]:
+    """``{"_nrt": False}`` where numba offers that (private) target option, else nothing: a
+    numba without it compiles the same kernels with its runtime -- slower, as exact."""
+    try:
+        from numba.core.cpu import CPUTargetOptions
+    except ImportError:
+        return {}
+    return {"_nrt": False} if hasattr(CPUTargetOptions, "_nrt") else {}
+
+
+_NRT_OFF: Final = _nrt_option()
+
+
+def _kernel(fn: _F) -> _F:
+    """:func:`_jit` without numba's runtime (NRT) where numba offers that
+    (:func:`_nrt_option`), so without reference counts: numba counts a reference for every
+    variable naming an array and its pruning pass leaves the counts split across branches
+    (numba issue 2350) -- an atomic increment and decrement per array per inlined helper.
+    A kernel so compiled allocates nothing: its scratch comes from the engine."""
+    return cast(_F, numba.njit(cache=True, nogil=True, **_NRT_OFF)(fn))
 
 
 def _jit_inline(fn: _F) -> _F:
@@ -138,7 +161,7 @@ _PD_BITS: Final = (0, 8, 17, 20)
 
 
 # ---------------------------------------------------------------------------- lists
-@_jit
+@_jit_inline
 def _unlink(a, m, s, cp, cn):
     p = a[s, cp]
     n = a[s, cn]
@@ -152,7 +175,7 @@ def _unlink(a, m, s, cp, cn):
         m[M_TAIL] = p
 
 
-@_jit
+@_jit_inline
 def _append(a, m, s, cp, cn):
     t = m[M_TAIL]
     a[s, cp] = t
@@ -164,7 +187,7 @@ def _append(a, m, s, cp, cn):
     m[M_TAIL] = s
 
 
-@_jit
+@_jit_inline
 def _random_victim(m):
     """The slot the random policy evicts (:func:`iommusim.hw.common.cache.lcg_victim` in
     int64 arithmetic: the product wraps modulo 2**64 like the masked Python one)."""
@@ -173,7 +196,7 @@ def _random_victim(m):
     return (((x >> 33) & 0x7FFFFFFF) * m[M_COUNT]) >> 31
 
 
-@_jit
+@_jit_inline
 def _to_newest(a, m, s, cp, cn):
     if m[M_TAIL] != s:
         _unlink(a, m, s, cp, cn)
@@ -181,7 +204,7 @@ def _to_newest(a, m, s, cp, cn):
 
 
 # ---------------------------------------------------------------------------- IOTLB hash
-@_jit
+@_jit_inline
 def _home(did, pid, priv, vpn, mask):
     x = vpn * -7046029254386353131 + did * 0x27D4EB2F165667C5 + (pid + 1) * 0x165667B1 + priv
     x ^= x >> 31
@@ -189,7 +212,7 @@ def _home(did, pid, priv, vpn, mask):
     return (x >> 29) & mask
 
 
-@_jit
+@_jit_inline
 def _tlb_find(tl, th, did, pid, priv, vpn):
     mask = len(th) - 1
     h = _home(did, pid, priv, vpn, mask)
@@ -207,7 +230,7 @@ def _tlb_find(tl, th, did, pid, priv, vpn):
         h = (h + 1) & mask
 
 
-@_jit
+@_jit_inline
 def _tlb_find_super(tl, th, did, pid, priv, vpn, shifts):
     """The superpage entry whose range holds page ``vpn``: the page number rounded down to
     each range size in ``shifts`` (smallest first), the entry's size confirming it -- the
@@ -222,7 +245,7 @@ def _tlb_find_super(tl, th, did, pid, priv, vpn, shifts):
     return -1
 
 
-@_jit
+@_jit_inline
 def _tlb_hash_insert(tl, th, s):
     mask = len(th) - 1
     h = _home(tl[s, T_DID], tl[s, T_PID], tl[s, T_PRIV], tl[s, T_VPN], mask)
@@ -231,7 +254,7 @@ def _tlb_hash_insert(tl, th, s):
     th[h] = s
 
 
-@_jit
+@_jit_inline
 def _tlb_hash_remove(tl, th, s):
     mask = len(th) - 1
     i = _home(tl[s, T_DID], tl[s, T_PID], tl[s, T_PRIV], tl[s, T_VPN], mask)
@@ -273,7 +296,7 @@ def order(a: _I64, m: _I64, cn: int) -> _I64:
 
 
 # ---------------------------------------------------------------------------- memory
-@_jit
+@_jit_inline
 def page_find(pk: _I64, pn: int) -> int:
     """The hash position of page ``pn`` in ``pk``, or of the empty slot where it goes."""
     mask = len(pk) - 1
@@ -442,7 +465,7 @@ def _granted(k, pte):
 
 
 # ---------------------------------------------------------------------------- replay
-@_jit
+@_jit_inline
 def _add_counts(c, ev1, ev4, ev7, ev8, hits, walks):
     c[C_EV1] += ev1
     c[C_EV4] += ev4
@@ -452,29 +475,41 @@ def _add_counts(c, ev1, ev4, ev7, ev8, hits, walks):
     c[C_WALKS] += walks
 
 
-@_jit
+@_jit_inline
 def _stop(c, ev1, ev4, ev7, ev8, hits, walks, i, st):
     _add_counts(c, ev1, ev4, ev7, ev8, hits, walks)
     return i, st
 
 
-@_jit
+def scratch() -> tuple[_I64, _I64]:
+    """The replay kernel's scratch arrays (``memo``, ``lp``), allocated once by the engine:
+    the kernel allocates nothing."""
+    return np.full((256, 3), -1, np.int64), np.full((15, 2), -1, np.int64)
+
+
+@_kernel
 def replay(
     dids: npt.NDArray[np.uint32], pasids: npt.NDArray[np.int32], iovas: _I64,
     flags: npt.NDArray[np.uint8], start: int, stop: int, out_pa: _I64,
     out_pbmt: npt.NDArray[np.uint8], k: _I64, fmts: _I64, tl: _I64, th: _I64, tm: _I64,
     dc: _I64, dm: _I64, pc: _I64, pm: _I64, pages: _I64, pk: _I64, pr: _I64, c: _I64,
-    page_out: _I64,
+    page_out: _I64, memo: _I64, lp: _I64,
 ) -> tuple[int, int]:  # fmt: skip
     """Translate rows ``start..stop-1``; returns ``(row, status)`` of the row it stopped at
     (``(stop, ST_OK)`` when all were done). ``page_out[0]`` names a missing page."""
     all_perms = k[K_R] | k[K_W] | k[K_X]
     tcap = tm[M_CAP]
     sp = k[K_SP_SHIFTS]
-    memo = np.full((256, 3), -1, np.int64)
+    # The memos hold only what this call read (the snapshot may change between calls).
+    for r in range(memo.shape[0]):
+        memo[r, 0] = -1
+        memo[r, 1] = -1
+        memo[r, 2] = -1
+    for r in range(lp.shape[0]):
+        lp[r, 0] = -1
+        lp[r, 1] = -1
     # Page-lookup memos: first-stage levels at 0.., G-stage walks of the request's GPA at 5..,
     # implicit G-stage walks at 10.. (each level keeps its own page).
-    lp = np.full((15, 2), -1, np.int64)
     ev1 = 0
     ev4 = 0
     ev7 = 0

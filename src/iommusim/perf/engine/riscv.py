@@ -215,6 +215,7 @@ class BatchEngine:
         )
         self._ctr_mask = (1 << p.hpmctr_bits) - 1
         self._counts = np.zeros(6, dtype=np.int64)
+        self._scratch = K.scratch() if JIT_AVAILABLE else ()
         self._page_out = np.zeros(1, dtype=np.int64)
         self._dirty = False
         mem = iommu.mem
@@ -261,7 +262,7 @@ class BatchEngine:
             j, st = K.replay(
                 dids, pasids, iovas, flags, i, stop, pa, out.pbmt, self._k, self._fmts,
                 self._tl, self._th, self._tm, self._dc, self._dm, self._pc, self._pm,
-                snap.pages, snap.pk, snap.pr, self._counts, self._page_out,
+                snap.pages, snap.pk, snap.pr, self._counts, self._page_out, *self._scratch,
             )  # fmt: skip
             self._account(j - i, hpm)
             if st == K.ST_PAGE:

@@ -22,10 +22,8 @@ cache share the RISC-V IOTLB's hash index, their key columns being its own:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Final, TypeVar, cast, get_args
+from typing import Final, get_args
 
-import numba
 import numpy as np
 import numpy.typing as npt
 
@@ -49,14 +47,16 @@ from iommusim.perf.engine.kernels import (
     T_PRIV,
     T_VPN,
     _append,
+    _kernel,
     _random_victim,
+    _row,
+    _tlb_find,
     _tlb_hash_insert,
     _tlb_hash_remove,
+    _to_newest,
     _unlink,
 )
-from iommusim.perf.engine.kernels import _row as _row_jit
-from iommusim.perf.engine.kernels import _tlb_find as _tlb_find_jit
-from iommusim.perf.engine.kernels import _to_newest as _to_newest_jit
+from iommusim.perf.engine.kernels import _jit_inline as _inline
 from iommusim.perf.trace.format import FLAG_EXEC, FLAG_PRIV, FLAG_WRITE
 
 __all__ = [
@@ -92,43 +92,6 @@ __all__ = [
 ]
 
 _I64 = npt.NDArray[np.int64]
-_F = TypeVar("_F", bound=Callable[..., object])
-
-
-def _inline(fn: _F) -> _F:
-    """:func:`~iommusim.perf.engine.kernels._jit`, inlined into its callers at numba's IR
-    level: a call passing a dozen arrays costs their reference counts, a hot loop's worth."""
-    return cast(_F, numba.njit(inline="always", cache=True, nogil=True)(fn))
-
-
-def _nrt_option() -> dict[str, bool]:
-    """``{"_nrt": False}`` where numba offers that (private) target option, else nothing: a
-    numba without it compiles the same kernels with its runtime -- slower, as exact."""
-    try:
-        from numba.core.cpu import CPUTargetOptions
-    except ImportError:
-        return {}
-    return {"_nrt": False} if hasattr(CPUTargetOptions, "_nrt") else {}
-
-
-_NRT_OFF: Final = _nrt_option()
-
-
-def _kernel(fn: _F) -> _F:
-    """:func:`~iommusim.perf.engine.kernels._jit` without numba's runtime (NRT) where numba
-    offers that (:func:`_nrt_option`), so without reference counts: numba counts a
-    reference for every variable naming an array, and its pruning pass leaves the counts
-    split across branches (numba issue 2350) -- an atomic increment and decrement per array
-    per inlined helper, two thirds of a nested walk's time.
-    The kernels allocate nothing (their scratch comes from :func:`scratch`); the arrays the
-    engine passes are its own, alive for the call."""
-    return cast(_F, numba.njit(cache=True, nogil=True, **_NRT_OFF)(fn))
-
-
-# The RISC-V kernels' helpers on the hot path, compiled again (the same functions) inlined.
-_row = _inline(_row_jit.py_func)
-_tlb_find = _inline(_tlb_find_jit.py_func)
-_to_newest = _inline(_to_newest_jit.py_func)
 
 # Response outcome codes (the engine's OUTCOMES: the order of transaction.Outcome).
 _O_OK: Final = get_args(Outcome).index("ok")
