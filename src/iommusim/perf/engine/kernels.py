@@ -275,6 +275,20 @@ def _tlb_hash_remove(tl, th, s):
     th[i] = -1
 
 
+@_jit_inline
+def _free_slot(tl, th, tm, cp, cn):
+    """The slot a new IOTLB-shaped entry takes (``BoundedCache.insert``): a free one, else
+    the victim's -- the oldest, or random's pick -- taken out of the hash and the list."""
+    if tm[M_COUNT] < tm[M_CAP]:
+        s = tm[M_COUNT]
+        tm[M_COUNT] += 1
+        return s
+    s = _random_victim(tm) if tm[M_RANDOM] else tm[M_HEAD]
+    _tlb_hash_remove(tl, th, s)
+    _unlink(tl, tm, s, cp, cn)
+    return s
+
+
 @_jit
 def tlb_index(tl: _I64, th: _I64, n: int) -> None:
     """Index IOTLB entries ``0..n-1`` in the (empty) hash table ``th``."""
@@ -685,13 +699,7 @@ def replay(
             else:
                 s = hit
             if s < 0:
-                if tm[M_COUNT] < tcap:
-                    s = tm[M_COUNT]
-                    tm[M_COUNT] += 1
-                else:
-                    s = _random_victim(tm) if tm[M_RANDOM] else tm[M_HEAD]
-                    _tlb_hash_remove(tl, th, s)
-                    _unlink(tl, tm, s, T_PREV, T_NEXT)
+                s = _free_slot(tl, th, tm, T_PREV, T_NEXT)
                 tl[s, T_DID] = did
                 tl[s, T_PID] = pid_key
                 tl[s, T_PRIV] = priv

@@ -47,14 +47,13 @@ from iommusim.perf.engine.kernels import (
     T_PRIV,
     T_VPN,
     _append,
+    _free_slot,
     _kernel,
     _random_victim,
     _row,
     _tlb_find,
     _tlb_hash_insert,
-    _tlb_hash_remove,
     _to_newest,
-    _unlink,
 )
 from iommusim.perf.engine.kernels import _jit_inline as _inline
 from iommusim.perf.trace.format import FLAG_EXEC, FLAG_PRIV, FLAG_WRITE
@@ -205,13 +204,7 @@ def _insert(tl, th, tm, vmid, asid, priv, pn, pa, perms, size, ipa_pn):
     if not new:
         _to_newest(tl, tm, s, T_PREV, T_NEXT)
     else:
-        if tm[M_COUNT] < tm[M_CAP]:
-            s = tm[M_COUNT]
-            tm[M_COUNT] += 1
-        else:
-            s = _random_victim(tm) if tm[M_RANDOM] else tm[M_HEAD]
-            _tlb_hash_remove(tl, th, s)
-            _unlink(tl, tm, s, T_PREV, T_NEXT)
+        s = _free_slot(tl, th, tm, T_PREV, T_NEXT)
         _append(tl, tm, s, T_PREV, T_NEXT)
     tl[s, T_VMID] = vmid
     tl[s, T_ASID] = asid
