@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from iommusim.sw.core.userdata import UserDataArray
     from iommusim.sw.iopf.queue import IopfGroup
     from iommusim.sw.pgtable.gather import IotlbGather
+    from iommusim.sw.pgtable.radix import RadixPageTable
 
 __all__ = [
     "DOMAIN_BLOCKED",
@@ -30,6 +31,7 @@ __all__ = [
     "DOMAIN_SVA",
     "DOMAIN_UNMANAGED",
     "Domain",
+    "RadixDomain",
 ]
 
 # Feature bits and types (include/linux/iommu.h).
@@ -160,3 +162,21 @@ class Domain:
 
     def cache_invalidate_user(self, array: UserDataArray) -> tuple[int, ApiError | None]:
         raise NotSupported(f"{self.name} domain has no user cache invalidation")
+
+
+class RadixDomain(Domain):
+    """A paging domain whose mappings live in ``pgtable``, a radix table writer of
+    :mod:`iommusim.sw.pgtable` (io-pgtable's ``map_pages`` / ``unmap_pages`` /
+    ``iova_to_phys``, which every driver's paging domain forwards to)."""
+
+    pgtable: RadixPageTable
+
+    def map(self, iova: Iova, pa: PhysAddr, size: int, prot: int) -> None:
+        self.pgtable.map(iova, pa, size, prot)
+
+    def unmap(self, iova: Iova, size: int, gather: IotlbGather) -> int:
+        return self.pgtable.unmap(iova, size, gather)
+
+    def iova_to_phys(self, iova: Iova) -> PhysAddr | None:
+        pa = self.pgtable.iova_to_phys(iova)
+        return None if pa is None else PhysAddr(pa)

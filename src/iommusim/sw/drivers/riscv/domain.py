@@ -27,13 +27,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
-from iommusim.addr import Iova, PhysAddr
 from iommusim.bits.pcie import inval_payload
 from iommusim.bits.riscv.regs import cap
 from iommusim.bits.riscv.structures import DC_TC
 from iommusim.errors import InvalidArgument, NoDevice, NotSupported
 from iommusim.sw.core.device import Device
-from iommusim.sw.core.domain import DOMAIN_UNMANAGED, Domain
+from iommusim.sw.core.domain import DOMAIN_UNMANAGED, Domain, RadixDomain
 from iommusim.sw.drivers.riscv.commands import Command, iotinval_vma
 from iommusim.sw.pgtable.gather import IotlbGather
 from iommusim.sw.pgtable.riscv import (
@@ -191,11 +190,13 @@ def gstage_format(caps: int) -> RiscvPtFormat:
     raise NotSupported("the IOMMU supports no Sv39x4/Sv48x4/Sv57x4 G-stage page table")
 
 
-class RiscvPagingDomain(Bonded):
+class RiscvPagingDomain(RadixDomain, Bonded):
     """A paging domain: a first-stage page table and a PSCID (riscv_iommu_domain).
 
     ``dirty_ops``: the domain tracks dirty pages (see the module docstring); it then serves
     no PASIDs, as ``DC.tc.SADE`` is the whole device's."""
+
+    pgtable: RiscvPageTable
 
     supports_pasid = True
     #: The ``DC.tc`` bit that makes the IOMMU update this domain's A/D bits.
@@ -279,16 +280,6 @@ class RiscvPagingDomain(Bonded):
         unlink_bond(vma_tag(self.pscid), self.bonds, dev, pasid)
 
     # ------------------------------------------------------------------ map / unmap
-    def map(self, iova: Iova, pa: PhysAddr, size: int, prot: int) -> None:
-        self.pgtable.map(iova, pa, size, prot)
-
-    def unmap(self, iova: Iova, size: int, gather: IotlbGather) -> int:
-        return self.pgtable.unmap(iova, size, gather)
-
-    def iova_to_phys(self, iova: Iova) -> PhysAddr | None:
-        pa = self.pgtable.iova_to_phys(iova)
-        return None if pa is None else PhysAddr(pa)
-
     def iotlb_inval(self, start: int, end: int, nonleaf: bool = False) -> None:
         """riscv_iommu_iotlb_inval: invalidate [start, end] on every bonded IOMMU."""
         self.invalidations += 1

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from iommusim.addr import Iova, PhysAddr
 from iommusim.errors import InvalidArgument
 from iommusim.sw.core.device import Device
-from iommusim.sw.core.domain import DOMAIN_UNMANAGED, Domain
+from iommusim.sw.core.domain import DOMAIN_UNMANAGED, Domain, RadixDomain
 from iommusim.sw.pgtable import ArmLpaePageTable
 from iommusim.sw.pgtable.gather import IotlbGather
 
@@ -43,9 +42,11 @@ class Smmuv3StaticDomain(Domain):
         self.driver.attach_static(dev, self.type)
 
 
-class Smmuv3PagingDomain(Domain):
+class Smmuv3PagingDomain(RadixDomain):
     """A paging domain of ``stage`` 1 or 2 on ``driver``'s SMMU (its ASID or VMID is
     allocated with the domain)."""
+
+    pgtable: ArmLpaePageTable
 
     supports_pasid = True
 
@@ -108,16 +109,6 @@ class Smmuv3PagingDomain(Domain):
                 self.driver.tlb_inv_all(self)
 
     # -- map / unmap -----------------------------------------------------------------------
-
-    def map(self, iova: Iova, pa: PhysAddr, size: int, prot: int) -> None:
-        self.pgtable.map(iova, pa, size, prot)
-
-    def unmap(self, iova: Iova, size: int, gather: IotlbGather) -> int:
-        return self.pgtable.unmap(iova, size, gather)
-
-    def iova_to_phys(self, iova: Iova) -> PhysAddr | None:
-        pa = self.pgtable.iova_to_phys(iova)
-        return None if pa is None else PhysAddr(pa)
 
     def iotlb_sync(self, gather: IotlbGather) -> None:
         if gather.start > gather.end:
